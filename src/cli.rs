@@ -1,0 +1,481 @@
+//! Command-line interface: `init`, `mount`, `umount`, `key ...`.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::crypto::Backend;
+use crate::envelope::Envelope;
+use crate::format::{TreeConfig, CONFIG_FILE, DEFAULT_CHUNK_SIZE};
+use crate::kms::{
+    CreateAliasRequest, CreateKeyRequest, DescribeKeyRequest, Kms, KmsLocation, ListAliasesRequest,
+    ListKeysRequest,
+};
+
+/// The alias `kmsfs init` uses (and creates on first use) when no --key is given.
+pub const DEFAULT_ALIAS: &str = "alias/kmsfs-default";
+
+#[derive(Parser, Debug)]
+#[command(name = "kmsfs", version, about = "Encrypted FUSE filesystem with KMS-managed keys")]
+pub struct Cli {
+    /// KMS location: local:DIR (embedded KMS keystore). Default: $KMSFS_KMS, else the
+    /// tree's hint, else /var/lib/kmsfs (root) or $XDG_DATA_HOME/kmsfs.
+    #[arg(long, global = true, value_name = "LOCATION")]
+    pub kms: Option<String>,
+
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a new encrypted tree in BACKING (and the keystore and a default key on first use).
+    Init {
+        backing: PathBuf,
+        /// KMS key (id, ARN or alias/NAME) to wrap file keys with; repeat for recovery keys.
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
+        /// Plaintext bytes per chunk: a power of two from 4096 to 1048576.
+        #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+    },
+    /// Mount BACKING at MOUNTPOINT; returns once the mount is live (unless --foreground).
+    Mount {
+        backing: PathBuf,
+        mountpoint: PathBuf,
+        /// Stay in the foreground and log to stderr.
+        #[arg(long, short = 'f')]
+        foreground: bool,
+        /// Let other users use the mount (permissions are still checked by the kernel).
+        #[arg(long)]
+        allow_other: bool,
+        /// Append the daemon's log to this file (background mode; default: discard).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+        /// FUSE request threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Internal: descriptor on which to report readiness to the launching process.
+        #[arg(long, hide = true)]
+        ready_fd: Option<i32>,
+    },
+    /// Unmount a kmsfs mount.
+    Umount { mountpoint: PathBuf },
+    /// Manage keys in the KMS.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create a symmetric key; prints its ARN.
+    Create {
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List keys with their state and aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a key's metadata (id, ARN or alias/NAME).
+    Describe { key: String },
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            // one line: the chain of causes joined
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("kmsfs: error: {msg}");
+            1
+        }
+    }
+}
+
+fn init_logging(to_stderr: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(to_stderr && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn normalize_alias(a: &str) -> String {
+    if a.starts_with("alias/") {
+        a.to_string()
+    } else {
+        format!("alias/{a}")
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Init { backing, keys, chunk_size } => cmd_init(cli.kms.as_deref(), &backing, keys, chunk_size),
+        Cmd::Mount {
+            backing,
+            mountpoint,
+            foreground,
+            allow_other,
+            log_file,
+            threads,
+            ready_fd,
+        } => {
+            if foreground {
+                init_logging(true);
+                let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                cmd_mount_foreground(cli.kms.as_deref(), &backing, &mountpoint, allow_other, threads, ready)
+            } else {
+                spawn_background(log_file.as_deref())
+            }
+        }
+        Cmd::Umount { mountpoint } => cmd_umount(&mountpoint),
+        Cmd::Key(k) => cmd_key(cli.kms.as_deref(), k),
+    }
+}
+
+fn cmd_init(kms_arg: Option<&str>, backing: &Path, keys: Vec<String>, chunk_size: u32) -> Result<()> {
+    crate::format::chunk_shift(chunk_size).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
+    // Check the target before touching the KMS, so a failed init creates nothing.
+    if backing.join(CONFIG_FILE).exists() {
+        bail!("{} is already a kmsfs tree ({} exists)", backing.display(), CONFIG_FILE);
+    }
+    let existed = backing.exists();
+    if existed {
+        if !backing.is_dir() {
+            bail!("{} exists and is not a directory", backing.display());
+        }
+        if std::fs::read_dir(backing)?.next().is_some() {
+            bail!("{} is not empty; kmsfs init needs a new or empty directory", backing.display());
+        }
+    } else if let Some(parent) = backing.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            bail!("parent directory {} does not exist", parent.display());
+        }
+    }
+    let loc = KmsLocation::resolve(kms_arg)?;
+    let kms = loc.open(true)?;
+    let arns = if keys.is_empty() {
+        vec![default_key(&*kms)?]
+    } else {
+        keys.iter()
+            .map(|k| {
+                kms.describe_key(DescribeKeyRequest { key_id: k.clone() })
+                    .map(|r| r.key_metadata.arn)
+                    .with_context(|| format!("key {k}"))
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let cfg = TreeConfig::new(chunk_size, arns, Some(loc.describe()));
+    if !existed {
+        std::fs::create_dir(backing).with_context(|| format!("cannot create {}", backing.display()))?;
+    }
+    let r = write_config(backing, &cfg);
+    if r.is_err() && !existed {
+        let _ = std::fs::remove_dir_all(backing);
+    }
+    r?;
+    println!("initialised {} (fs id {}, chunk size {})", backing.display(), cfg.fs_id, cfg.chunk_size);
+    for k in &cfg.keys {
+        println!("  wraps file keys under {k}");
+    }
+    Ok(())
+}
+
+fn write_config(backing: &Path, cfg: &TreeConfig) -> Result<()> {
+    let tmp = backing.join(format!(".{CONFIG_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write in {}", backing.display()))?;
+    // Headers live in user xattrs: refuse a backing filesystem that cannot hold them.
+    if let Err(e) = rustix::fs::fsetxattr(&f, "user.kmsfs.probe", b"1", rustix::fs::XattrFlags::empty()) {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("{} does not support user extended attributes ({e}); kmsfs stores file headers in them", backing.display());
+    }
+    let _ = rustix::fs::fremovexattr(&f, "user.kmsfs.probe");
+    f.write_all(serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, backing.join(CONFIG_FILE))?;
+    std::fs::File::open(backing)?.sync_all()?;
+    Ok(())
+}
+
+fn default_key(kms: &dyn Kms) -> Result<String> {
+    match kms.describe_key(DescribeKeyRequest { key_id: DEFAULT_ALIAS.into() }) {
+        Ok(r) => Ok(r.key_metadata.arn),
+        Err(e) if e.code == crate::kms::ErrorCode::NotFoundException => {
+            let md = kms
+                .create_key(CreateKeyRequest {
+                    description: Some("kmsfs default key".into()),
+                    ..Default::default()
+                })?
+                .key_metadata;
+            kms.create_alias(CreateAliasRequest {
+                alias_name: DEFAULT_ALIAS.into(),
+                target_key_id: md.key_id.clone(),
+            })?;
+            eprintln!("kmsfs: created key {} ({DEFAULT_ALIAS})", md.arn);
+            Ok(md.arn)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Re-runs this binary as a detached `mount --foreground` and waits until it reports the
+/// mount live (or why it failed) on a pipe.
+fn spawn_background(log_file: Option<&Path>) -> Result<()> {
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let exe = std::env::current_exe().context("cannot find the kmsfs binary")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    args.push("--ready-fd".into());
+    args.push(wr.as_raw_fd().to_string().into());
+    let stderr = match log_file {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open log file {}", p.display()))?,
+        ),
+        None => Stdio::null(),
+    };
+    let wr_raw = wr.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    unsafe {
+        cmd.pre_exec(move || {
+            // detach from the terminal's session; keep the pipe across exec
+            libc::setsid();
+            let flags = libc::fcntl(wr_raw, libc::F_GETFD);
+            libc::fcntl(wr_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the mount daemon")?;
+    drop(wr);
+    let mut msg = String::new();
+    std::fs::File::from(rd).read_to_string(&mut msg)?;
+    if msg.starts_with("ok") {
+        return Ok(());
+    }
+    let status = child.wait()?;
+    match msg.strip_prefix("error: ") {
+        Some(m) => bail!("{}", m.trim()),
+        None => bail!("mount daemon exited ({status}) before the mount was live"),
+    }
+}
+
+fn report(ready: &mut Option<OwnedFd>, msg: &str) {
+    if let Some(fd) = ready.take() {
+        let _ = std::fs::File::from(fd).write_all(msg.as_bytes());
+    }
+}
+
+fn check_mountpoint(mp: &Path) -> Result<()> {
+    let md = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !md.is_dir() {
+        bail!("mountpoint {} is not a directory", mp.display());
+    }
+    let canon = std::fs::canonicalize(mp)?;
+    if let Some(parent) = canon.parent() {
+        let pmd = std::fs::metadata(parent)?;
+        if pmd.dev() != md.dev() || is_mounted(&canon) {
+            bail!("{} is already a mount point (busy)", mp.display());
+        }
+    }
+    if std::fs::read_dir(mp)?.next().is_some() {
+        bail!("mountpoint {} is not empty", mp.display());
+    }
+    Ok(())
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let p = path.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m.replace("\\040", " ") == p)
+}
+
+fn raise_nofile_limit() {
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Opens the KMS for an existing tree: --kms, else KMSFS_KMS, else the tree's hint.
+pub fn tree_kms(kms_arg: Option<&str>, cfg: &TreeConfig) -> Result<Arc<dyn Kms>> {
+    let env = std::env::var("KMSFS_KMS").ok().filter(|s| !s.is_empty());
+    let loc = match (kms_arg, env, &cfg.kms) {
+        (Some(a), _, _) => KmsLocation::parse(a)?,
+        (None, Some(e), _) => KmsLocation::parse(&e)?,
+        (None, None, Some(h)) => KmsLocation::parse(h)?,
+        (None, None, None) => KmsLocation::resolve(None)?,
+    };
+    loc.open(false)
+}
+
+fn cmd_mount_foreground(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    mountpoint: &Path,
+    allow_other: bool,
+    threads: usize,
+    mut ready: Option<OwnedFd>,
+) -> Result<()> {
+    let setup = || -> Result<fuser::Session<crate::fs::KmsFs>> {
+        let backing = std::fs::canonicalize(backing)
+            .with_context(|| format!("backing directory {}", backing.display()))?;
+        let cfg = TreeConfig::load(&backing)?;
+        let kms = tree_kms(kms_arg, &cfg)?;
+        check_mountpoint(mountpoint)?;
+        let env = Arc::new(Envelope::new(kms, cfg, Backend::from_env(), 4096));
+        let fs = crate::fs::KmsFs::new(&crate::fs::FsOptions { backing: backing.clone() }, env)
+            .with_context(|| format!("cannot open {}", backing.display()))?;
+        // Modes are applied exactly as asked: the kernel already applied the caller's umask.
+        rustix::process::umask(rustix::fs::Mode::empty());
+        raise_nofile_limit();
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::FSName(backing.display().to_string()),
+            fuser::MountOption::Subtype("kmsfs".into()),
+            fuser::MountOption::DefaultPermissions,
+        ];
+        config.acl = if allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+        config.n_threads = Some(threads.max(1));
+        config.clone_fd = threads > 1;
+        fuser::Session::new(fs, mountpoint, &config)
+            .with_context(|| format!("cannot mount on {}", mountpoint.display()))
+    };
+    let mut session = match setup() {
+        Ok(s) => s,
+        Err(e) => {
+            report(&mut ready, &format!("error: {}\n", format!("{e:#}").replace('\n', " ")));
+            return Err(e);
+        }
+    };
+    tracing::info!("mounted {} on {}", backing.display(), mountpoint.display());
+    // Unmount cleanly on SIGTERM/SIGINT/SIGHUP.
+    let mut unmounter = session.unmount_callable();
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!("signal {sig}: unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::warn!("unmount failed: {e}");
+            }
+        }
+    });
+    report(&mut ready, "ok\n");
+    session.run().context("FUSE session failed")?;
+    tracing::info!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+fn cmd_umount(mp: &Path) -> Result<()> {
+    let canon = std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !is_mounted(&canon) {
+        bail!("{} is not mounted", mp.display());
+    }
+    if rustix::process::geteuid().is_root() {
+        rustix::mount::unmount(&canon, rustix::mount::UnmountFlags::empty())
+            .with_context(|| format!("cannot unmount {}", mp.display()))?;
+    } else {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&canon)
+            .status()
+            .context("cannot run fusermount3 (install the fuse3 package)")?;
+        if !st.success() {
+            bail!("fusermount3 -u {} failed", mp.display());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
+    let loc = KmsLocation::resolve(kms_arg)?;
+    match cmd {
+        KeyCmd::Create { alias, description } => {
+            let kms = loc.open(true)?;
+            let md = kms
+                .create_key(CreateKeyRequest {
+                    description,
+                    ..Default::default()
+                })?
+                .key_metadata;
+            if let Some(a) = alias {
+                let a = normalize_alias(&a);
+                kms.create_alias(CreateAliasRequest {
+                    alias_name: a.clone(),
+                    target_key_id: md.key_id.clone(),
+                })
+                .with_context(|| format!("key {} was created, but alias {a} was not", md.arn))?;
+            }
+            println!("{}", md.arn);
+        }
+        KeyCmd::List { json } => {
+            let kms = loc.open(false)?;
+            let mut keys = vec![];
+            let mut marker = None;
+            loop {
+                let r = kms.list_keys(ListKeysRequest { limit: Some(1000), marker })?;
+                keys.extend(r.keys);
+                if !r.truncated {
+                    break;
+                }
+                marker = r.next_marker;
+            }
+            let aliases = kms.list_aliases(ListAliasesRequest::default())?.aliases;
+            let mut rows = vec![];
+            for k in keys {
+                let md = kms.describe_key(DescribeKeyRequest { key_id: k.key_id.clone() })?.key_metadata;
+                let names: Vec<String> = aliases
+                    .iter()
+                    .filter(|a| a.target_key_id == md.key_id)
+                    .map(|a| a.alias_name.clone())
+                    .collect();
+                rows.push((md, names));
+            }
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(md, names)| serde_json::json!({"KeyMetadata": md, "Aliases": names}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (md, names) in rows {
+                    println!("{}\t{}\t{}\t{}", md.arn, md.key_state, names.join(","), md.description);
+                }
+            }
+        }
+        KeyCmd::Describe { key } => {
+            let kms = loc.open(false)?;
+            let md = kms
+                .describe_key(DescribeKeyRequest { key_id: key.clone() })
+                .with_context(|| format!("key {key}"))?;
+            println!("{}", serde_json::to_string_pretty(&md)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,379 @@
+//! Chunked content encryption over one backing file: read, write (read-modify-write of
+//! partial chunks), truncate. Callers hold the file's per-inode lock and pass the current
+//! plaintext size; these functions do one pread and one pwrite per request.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use crate::crypto::{random_nonce, Aead, NONCE_LEN};
+use crate::format::{chunk_aad, Geometry, CHUNK_OVERHEAD};
+
+/// Requests at least this large are sealed/opened on the rayon pool; below it the
+/// fixed cost of a parallel call (~10-25 µs here) outweighs the gain.
+pub const PARALLEL_MIN: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A chunk failed authentication or is missing: tampering or damage.
+    #[error("chunk {chunk} (backing offset {offset}) failed authentication")]
+    Corrupt { chunk: u64, offset: u64 },
+}
+
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("kmsfs-crypto-{i}"))
+            .build()
+            .expect("crypto thread pool")
+    })
+}
+
+/// One file's content as seen through its keys.
+pub struct Content<'a> {
+    pub file: &'a File,
+    pub aead: &'a dyn Aead,
+    pub file_id: &'a [u8; 16],
+    pub geo: Geometry,
+}
+
+/// One chunk's place in a buffer of consecutive sealed chunks.
+struct Slot {
+    index: u64,
+    /// plaintext length
+    len: usize,
+    is_final: bool,
+}
+
+impl Content<'_> {
+    fn slots(&self, first: u64, end: u64, plain_size: u64) -> Vec<Slot> {
+        let n = self.geo.n_chunks(plain_size);
+        (first..end)
+            .map(|i| Slot {
+                index: i,
+                len: self.geo.chunk_len(i, plain_size) as usize,
+                is_final: i + 1 == n,
+            })
+            .collect()
+    }
+
+    fn open_chunk(&self, s: &Slot, sealed: &mut [u8]) -> Result<(), ContentError> {
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let nonce: &[u8; NONCE_LEN] = (&*nonce).try_into().unwrap();
+        self.aead
+            .open(nonce, &chunk_aad(self.file_id, s.index, s.is_final), rest)
+            .map_err(|_| ContentError::Corrupt {
+                chunk: s.index,
+                offset: self.geo.chunk_offset(s.index),
+            })
+    }
+
+    fn seal_chunk(&self, s: &Slot, sealed: &mut [u8]) {
+        let nonce = random_nonce();
+        sealed[..NONCE_LEN].copy_from_slice(&nonce);
+        let (body, tag) = sealed[NONCE_LEN..].split_at_mut(s.len);
+        let t = self
+            .aead
+            .seal(&nonce, &chunk_aad(self.file_id, s.index, s.is_final), body);
+        tag.copy_from_slice(&t);
+    }
+
+    /// Reads exactly `buf.len()` bytes at `off`; a short read means the file is shorter
+    /// than its chunks claim, reported as corruption of `chunk`.
+    fn pread_exact(&self, buf: &mut [u8], off: u64, chunk: u64) -> Result<(), ContentError> {
+        match self.file.read_exact_at(buf, off) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ContentError::Corrupt {
+                chunk,
+                offset: self.geo.chunk_offset(chunk),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decrypts the chunks `first..end` of a file of `plain_size` bytes into `out`
+    /// (which must be `(end-first)*chunk` long or more; returns the plaintext length).
+    fn read_chunks(&self, first: u64, end: u64, plain_size: u64, out: &mut Vec<u8>) -> Result<usize, ContentError> {
+        let slots = self.slots(first, end, plain_size);
+        let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
+        let mut sealed = vec![0u8; total];
+        self.pread_exact(&mut sealed, self.geo.chunk_offset(first), first)?;
+        // Split the buffer into per-chunk pieces so they can be opened in parallel.
+        let mut pieces: Vec<(&Slot, &mut [u8])> = Vec::with_capacity(slots.len());
+        let mut rest = sealed.as_mut_slice();
+        for s in &slots {
+            let (a, b) = rest.split_at_mut(s.len + CHUNK_OVERHEAD as usize);
+            pieces.push((s, a));
+            rest = b;
+        }
+        if total >= PARALLEL_MIN {
+            pool().install(|| {
+                pieces
+                    .par_iter_mut()
+                    .try_for_each(|(s, p)| self.open_chunk(s, p))
+            })?;
+        } else {
+            for (s, p) in pieces.iter_mut() {
+                self.open_chunk(s, p)?;
+            }
+        }
+        out.clear();
+        for (s, p) in &pieces {
+            out.extend_from_slice(&p[NONCE_LEN..NONCE_LEN + s.len]);
+        }
+        Ok(out.len())
+    }
+
+    /// Plaintext bytes [off, off+len) clipped to `plain_size`.
+    pub fn read(&self, plain_size: u64, off: u64, len: u64) -> Result<Vec<u8>, ContentError> {
+        let end = (off.saturating_add(len)).min(plain_size);
+        if off >= end {
+            return Ok(Vec::new());
+        }
+        let r = self.geo.chunk_range(off, end - off);
+        let mut plain = Vec::with_capacity(((r.end - r.start) * self.geo.chunk) as usize);
+        self.read_chunks(r.start, r.end, plain_size, &mut plain)?;
+        let skip = (off - r.start * self.geo.chunk) as usize;
+        plain.drain(..skip);
+        plain.truncate((end - off) as usize);
+        Ok(plain)
+    }
+
+    /// Writes `data` at `off` into a file of `plain_size` bytes; returns the new size.
+    /// A gap between the old end and `off` is filled with encrypted zeros (no holes).
+    pub fn write(&self, plain_size: u64, off: u64, data: &[u8]) -> Result<u64, ContentError> {
+        if data.is_empty() {
+            return Ok(plain_size);
+        }
+        let c = self.geo.chunk;
+        let end = off + data.len() as u64;
+        let new_size = plain_size.max(end);
+        let old_n = self.geo.n_chunks(plain_size);
+        let new_n = self.geo.n_chunks(new_size);
+        let mut first = off.min(plain_size) / c;
+        if new_n > old_n && old_n > 0 {
+            // the old final chunk stops being final: it must be re-sealed
+            first = first.min(old_n - 1);
+        }
+        let last_end = (end - 1) / c + 1; // exclusive
+        let base = first * c;
+        let span_end = new_size.min(last_end * c);
+        let mut plain = vec![0u8; (span_end - base) as usize];
+        // Chunks at the edges keep old bytes outside [off, end): decrypt them first.
+        let mut old = Vec::new();
+        let last = last_end - 1;
+        let edges: &[u64] = if first == last { &[first] } else { &[first, last] };
+        for &i in edges {
+            let old_len = self.geo.chunk_len(i, plain_size);
+            let covered = off <= i * c && i * c + old_len <= end;
+            if old_len == 0 || covered {
+                continue;
+            }
+            let n = self.read_chunks(i, i + 1, plain_size, &mut old)?;
+            let at = (i * c - base) as usize;
+            plain[at..at + n].copy_from_slice(&old[..n]);
+        }
+        let at = (off - base) as usize;
+        plain[at..at + data.len()].copy_from_slice(data);
+        self.seal_and_write(first, last_end, new_size, &plain)?;
+        Ok(new_size)
+    }
+
+    /// Seals `plain` as chunks `first..end` of a file of `plain_size` bytes and writes them.
+    fn seal_and_write(&self, first: u64, end: u64, plain_size: u64, plain: &[u8]) -> Result<(), ContentError> {
+        let slots = self.slots(first, end, plain_size);
+        let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
+        let mut sealed = vec![0u8; total];
+        let mut pieces: Vec<(&Slot, &mut [u8], &[u8])> = Vec::with_capacity(slots.len());
+        let mut rest = sealed.as_mut_slice();
+        let mut p = plain;
+        for s in &slots {
+            let (a, b) = rest.split_at_mut(s.len + CHUNK_OVERHEAD as usize);
+            let (pa, pb) = p.split_at(s.len);
+            a[NONCE_LEN..NONCE_LEN + s.len].copy_from_slice(pa);
+            pieces.push((s, a, pa));
+            rest = b;
+            p = pb;
+        }
+        if total >= PARALLEL_MIN {
+            pool().install(|| pieces.par_iter_mut().for_each(|(s, b, _)| self.seal_chunk(s, b)));
+        } else {
+            for (s, b, _) in pieces.iter_mut() {
+                self.seal_chunk(s, b);
+            }
+        }
+        let off = self.geo.chunk_offset(first);
+        preallocate(self.file, off, total as u64)?;
+        self.file.write_all_at(&sealed, off)?;
+        Ok(())
+    }
+
+    /// Changes the plaintext size from `plain_size` to `new_size`.
+    pub fn truncate(&self, plain_size: u64, new_size: u64) -> Result<(), ContentError> {
+        if new_size == plain_size {
+            return Ok(());
+        }
+        if new_size > plain_size {
+            // Materialise the new region as encrypted zeros, a bounded piece at a time.
+            const STEP: u64 = 4 << 20;
+            let zeros = vec![0u8; STEP.min(new_size - plain_size) as usize];
+            let mut size = plain_size;
+            while size < new_size {
+                let n = STEP.min(new_size - size) as usize;
+                size = self.write(size, size, &zeros[..n])?;
+            }
+            return Ok(());
+        }
+        if new_size > 0 {
+            // The chunk holding the new end becomes final (and maybe shorter): re-seal it.
+            let i = (new_size - 1) / self.geo.chunk;
+            let mut old = Vec::new();
+            let n = self.read_chunks(i, i + 1, plain_size, &mut old)?;
+            let keep = self.geo.chunk_len(i, new_size) as usize;
+            debug_assert!(keep <= n);
+            self.seal_and_write(i, i + 1, new_size, &old[..keep])?;
+        }
+        self.file.set_len(self.geo.backing_size(new_size))?;
+        Ok(())
+    }
+}
+
+/// Reserves disk blocks before a write that grows the file, so a full disk fails the
+/// request up front instead of leaving half a chunk behind. Best effort where the backing
+/// filesystem cannot preallocate.
+fn preallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
+    let cur = file.metadata()?.len();
+    if off + len <= cur {
+        return Ok(());
+    }
+    let from = off.max(cur);
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, from, off + len - from) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Backend, SecretKey};
+    use proptest::prelude::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        file: File,
+        aead: Box<dyn Aead>,
+        id: [u8; 16],
+        geo: Geometry,
+    }
+
+    fn fixture(chunk: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        Fixture {
+            _dir: dir,
+            file,
+            aead: Backend::AwsLc.key(SecretKey::random().as_bytes()),
+            id: [5; 16],
+            geo: Geometry::new(chunk),
+        }
+    }
+
+    impl Fixture {
+        fn c(&self) -> Content<'_> {
+            Content {
+                file: &self.file,
+                aead: &*self.aead,
+                file_id: &self.id,
+                geo: self.geo,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        Truncate(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u64..40_000, proptest::collection::vec(any::<u8>(), 1..12_000)).prop_map(|(o, d)| Op::Write(o, d)),
+            (0u64..40_000).prop_map(Op::Truncate),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn matches_model(ops in proptest::collection::vec(op(), 1..25)) {
+            let f = fixture(4096);
+            let c = f.c();
+            let mut model: Vec<u8> = vec![];
+            for o in ops {
+                match o {
+                    Op::Write(off, d) => {
+                        let size = c.write(model.len() as u64, off, &d).unwrap();
+                        let end = off as usize + d.len();
+                        if model.len() < end { model.resize(end, 0); }
+                        model[off as usize..end].copy_from_slice(&d);
+                        prop_assert_eq!(size, model.len() as u64);
+                    }
+                    Op::Truncate(n) => {
+                        c.truncate(model.len() as u64, n).unwrap();
+                        model.resize(n as usize, 0);
+                    }
+                }
+                prop_assert_eq!(f.file.metadata().unwrap().len(), f.geo.backing_size(model.len() as u64));
+                let all = c.read(model.len() as u64, 0, u64::MAX / 2).unwrap();
+                prop_assert_eq!(&all, &model);
+            }
+        }
+    }
+
+    #[test]
+    fn detects_truncation_at_chunk_boundary_and_swaps() {
+        let f = fixture(4096);
+        let c = f.c();
+        let data: Vec<u8> = (0..3 * 4096).map(|i| i as u8).collect();
+        c.write(0, 0, &data).unwrap();
+        // cut the last chunk off: the new last chunk is not final
+        f.file.set_len(2 * 4124).unwrap();
+        assert!(matches!(c.read(2 * 4096, 4096, 10), Err(ContentError::Corrupt { chunk: 1, .. })));
+        assert!(c.read(2 * 4096, 0, 10).is_ok(), "chunk 0 is still fine");
+        // swap chunks 0 and 1 in a fresh file
+        let f = fixture(4096);
+        let c = f.c();
+        c.write(0, 0, &data).unwrap();
+        let mut a = vec![0u8; 4124];
+        let mut b = vec![0u8; 4124];
+        f.file.read_exact_at(&mut a, 0).unwrap();
+        f.file.read_exact_at(&mut b, 4124).unwrap();
+        f.file.write_all_at(&b, 0).unwrap();
+        f.file.write_all_at(&a, 4124).unwrap();
+        assert!(matches!(c.read(3 * 4096, 0, 10), Err(ContentError::Corrupt { chunk: 0, .. })));
+    }
+
+    #[test]
+    fn large_parallel_round_trip() {
+        let f = fixture(4096);
+        let c = f.c();
+        let data: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i * 31) as u8).collect();
+        c.write(0, 0, &data).unwrap();
+        assert_eq!(c.read(data.len() as u64, 0, data.len() as u64).unwrap(), data);
+        assert_eq!(c.read(data.len() as u64, 5000, 300_000).unwrap(), &data[5000..305_000]);
+    }
+}

@@ -1,0 +1,158 @@
+//! Envelope encryption of file data keys: making a header for a new file (one DEK,
+//! wrapped under each configured KMS key) and opening a header back into the file's
+//! content key, with an LRU cache so a steady state makes no KMS calls.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::crypto::{Aead, Backend, SecretKey};
+use crate::format::{Header, TreeConfig, Wrap, SUITE_AES256GCM_HKDF_SHA256};
+use crate::kms::{DecryptRequest, EncryptRequest, EncryptionContext, GenerateDataKeyRequest, Kms, KmsError, Secret};
+
+/// Keys derived from one file's DEK. The DEK itself is dropped (zeroized) after derivation.
+pub struct FileKeys {
+    pub content: Box<dyn Aead>,
+    pub mac: SecretKey,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("header belongs to another filesystem or was altered (MAC mismatch)")]
+    BadMac,
+    #[error("no wrapped key could be unwrapped: {0}")]
+    Unwrap(String),
+    #[error("KMS returned a data key of {0} bytes, expected 32")]
+    KeyLength(usize),
+    #[error("{0}")]
+    Kms(#[from] KmsError),
+    #[error("header: {0}")]
+    Header(#[from] crate::format::HeaderError),
+}
+
+pub struct Envelope {
+    kms: Arc<dyn Kms>,
+    pub config: TreeConfig,
+    fs_id: [u8; 16],
+    backend: Backend,
+    cache: Mutex<LruCache<[u8; 16], Arc<FileKeys>>>,
+}
+
+/// The encryption context every wrap of a file's DEK is bound to.
+pub fn wrap_context(fs_id: &str, file_id: &[u8; 16]) -> EncryptionContext {
+    let mut c = EncryptionContext::new();
+    c.insert("kmsfs:fs".into(), fs_id.into());
+    c.insert("kmsfs:file".into(), hex::encode(file_id));
+    c
+}
+
+impl Envelope {
+    pub fn new(kms: Arc<dyn Kms>, config: TreeConfig, backend: Backend, cache_entries: usize) -> Envelope {
+        let fs_id = config.fs_id_bytes().expect("validated config");
+        Envelope {
+            kms,
+            config,
+            fs_id,
+            backend,
+            cache: Mutex::new(LruCache::new(NonZeroUsize::new(cache_entries.max(1)).unwrap())),
+        }
+    }
+
+    pub fn kms(&self) -> &Arc<dyn Kms> {
+        &self.kms
+    }
+
+    fn derive(&self, dek: &[u8], file_id: &[u8; 16]) -> Result<FileKeys, EnvelopeError> {
+        let dek = SecretKey::from_slice(dek).ok_or(EnvelopeError::KeyLength(dek.len()))?;
+        let content = dek.derive(file_id, b"kmsfs v1 content");
+        Ok(FileKeys {
+            content: self.backend.key(content.as_bytes()),
+            mac: dek.derive(file_id, b"kmsfs v1 header mac"),
+        })
+    }
+
+    /// A fresh header: new file id, new DEK from GenerateDataKey under the first key,
+    /// the same DEK Encrypted under each further key.
+    pub fn new_header(&self) -> Result<(Header, Arc<FileKeys>), EnvelopeError> {
+        let file_id: [u8; 16] = crate::crypto::random_bytes();
+        let ctx = wrap_context(&self.config.fs_id, &file_id);
+        let first = self.kms.generate_data_key(GenerateDataKeyRequest {
+            key_id: self.config.keys[0].clone(),
+            key_spec: Some("AES_256".into()),
+            number_of_bytes: None,
+            encryption_context: Some(ctx.clone()),
+        })?;
+        let mut wraps = vec![Wrap {
+            key_arn: first.key_id.clone(),
+            material_id: first.key_material_id.clone().unwrap_or_default(),
+            blob: first.ciphertext_blob.clone(),
+        }];
+        for key in &self.config.keys[1..] {
+            let r = self.kms.encrypt(EncryptRequest {
+                key_id: key.clone(),
+                plaintext: Secret(first.plaintext.0.clone()),
+                encryption_context: Some(ctx.clone()),
+                encryption_algorithm: None,
+            })?;
+            wraps.push(Wrap {
+                key_arn: r.key_id,
+                material_id: r.key_material_id.unwrap_or_default(),
+                blob: r.ciphertext_blob,
+            });
+        }
+        let keys = self.derive(&first.plaintext.0, &file_id)?;
+        let mut h = Header {
+            suite: SUITE_AES256GCM_HKDF_SHA256,
+            chunk_shift: crate::format::chunk_shift(self.config.chunk_size).expect("validated"),
+            file_id,
+            mac: [0; 32],
+            wraps,
+        };
+        h.mac = h.compute_mac(&keys.mac, &self.fs_id);
+        let keys = Arc::new(keys);
+        self.cache.lock().put(file_id, keys.clone());
+        Ok((h, keys))
+    }
+
+    /// The content keys of a file: from the cache, else by unwrapping the copies in order.
+    /// The header MAC is checked every time (it is cheap), so a cached key is never paired
+    /// with an altered header.
+    pub fn open_header(&self, h: &Header) -> Result<Arc<FileKeys>, EnvelopeError> {
+        let cached = self.cache.lock().get(&h.file_id).cloned();
+        let keys = match cached {
+            Some(k) => k,
+            None => {
+                let ctx = wrap_context(&self.config.fs_id, &h.file_id);
+                let mut errors = vec![];
+                let mut found = None;
+                for w in &h.wraps {
+                    match self.kms.decrypt(DecryptRequest {
+                        ciphertext_blob: w.blob.clone(),
+                        encryption_context: Some(ctx.clone()),
+                        key_id: Some(w.key_arn.clone()),
+                        encryption_algorithm: None,
+                    }) {
+                        Ok(r) => {
+                            found = Some(self.derive(&r.plaintext.0, &h.file_id)?);
+                            break;
+                        }
+                        Err(e) => errors.push(format!("{}: {}", w.key_arn, e)),
+                    }
+                }
+                let keys = Arc::new(found.ok_or_else(|| EnvelopeError::Unwrap(errors.join("; ")))?);
+                keys
+            }
+        };
+        if !h.verify_mac(&keys.mac, &self.fs_id) {
+            return Err(EnvelopeError::BadMac);
+        }
+        self.cache.lock().put(h.file_id, keys.clone());
+        Ok(keys)
+    }
+
+    pub fn fs_id(&self) -> &[u8; 16] {
+        &self.fs_id
+    }
+}

@@ -1,0 +1,1072 @@
+//! The FUSE filesystem: a passthrough of the backing tree in which regular file content is
+//! encrypted chunk by chunk. FUSE plumbing (inodes, handles, replies) lives here; the
+//! encryption lives in `content` and `envelope`.
+
+mod inode;
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use crate::content::{Content, ContentError};
+use crate::envelope::{Envelope, FileKeys};
+use crate::format::{Geometry, Header, CONFIG_FILE, HEADER_XATTR, RESERVED_XATTR_PREFIX, TEMP_PREFIX};
+pub use inode::{Inode, InodeTable, ROOT_INO};
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// Mount-time options of the filesystem itself.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub backing: std::path::PathBuf,
+}
+
+/// Shared state of one open regular file (all handles of an inode, all its hard links).
+struct OpenFile {
+    file: File,
+    writable: bool,
+    keys: Arc<FileKeys>,
+    file_id: [u8; 16],
+    /// The per-inode lock: every size-changing path (write, truncate, fallocate) takes
+    /// it exclusively; reads share it. Holds the plaintext size.
+    size: RwLock<u64>,
+    /// For log lines.
+    path: String,
+}
+
+struct Handle {
+    file: Arc<OpenFile>,
+    ino: u64,
+    append: bool,
+}
+
+struct DirHandle {
+    entries: Vec<(u64, FileType, OsString)>,
+}
+
+pub struct KmsFs {
+    inodes: InodeTable,
+    /// ino -> (open state, number of handles)
+    open: Mutex<HashMap<u64, (Arc<OpenFile>, usize)>>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    next_fh: AtomicU64,
+    env: Arc<Envelope>,
+    geo: Geometry,
+    root_fd_raw: i32,
+}
+
+fn errno(e: impl Into<io::Error>) -> Errno {
+    let e: io::Error = e.into();
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn rerr(e: rustix::io::Errno) -> Errno {
+    Errno::from_i32(e.raw_os_error())
+}
+
+fn cstr(name: &OsStr) -> Result<CString, Errno> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn systime(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs((-sec) as u64) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+fn file_type(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn to_timespec(t: Option<TimeOrNow>) -> rustix::fs::Timespec {
+    match t {
+        None => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeOrNow::SpecificTime(st)) => {
+            let (sec, nsec) = match st.duration_since(UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let mut sec = -(d.as_secs() as i64);
+                    let mut nsec = d.subsec_nanos() as i64;
+                    if nsec > 0 {
+                        sec -= 1;
+                        nsec = 1_000_000_000 - nsec;
+                    }
+                    (sec, nsec)
+                }
+            };
+            rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec }
+        }
+    }
+}
+
+/// Runs a handler body; a panic becomes EIO for that request (the reply is dropped
+/// unanswered, which fuser turns into EIO) and a log line, not a dead mount.
+fn guarded<F: FnOnce()>(op: &str, f: F) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!("panic in {op} handler (answered EIO): {msg}");
+    }
+}
+
+impl KmsFs {
+    pub fn new(opts: &FsOptions, env: Arc<Envelope>) -> io::Result<KmsFs> {
+        let root = rustix::fs::open(&opts.backing, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let st = rustix::fs::fstat(&root)?;
+        let geo = Geometry::new(env.config.chunk_size);
+        let root_fd_raw = root.as_raw_fd();
+        Ok(KmsFs {
+            inodes: InodeTable::new(root, &st),
+            open: Mutex::new(HashMap::new()),
+            handles: RwLock::new(HashMap::new()),
+            dirs: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            env,
+            geo,
+            root_fd_raw,
+        })
+    }
+
+    fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// Names kmsfs keeps for itself: the config at the root and rekey temp files.
+    fn is_hidden(&self, parent: u64, name: &[u8]) -> bool {
+        (parent == ROOT_INO && name == CONFIG_FILE.as_bytes()) || name.starts_with(TEMP_PREFIX.as_bytes())
+    }
+
+    fn check_name(&self, parent: u64, name: &OsStr) -> Result<CString, Errno> {
+        if self.is_hidden(parent, name.as_bytes()) {
+            return Err(Errno::EPERM);
+        }
+        cstr(name)
+    }
+
+    fn attr_from_stat(&self, ino: u64, st: &rustix::fs::Stat) -> FileAttr {
+        let kind = file_type(st.st_mode);
+        let size = if kind == FileType::RegularFile {
+            match self.open.lock().get(&ino) {
+                Some((of, _)) => *of.size.read(),
+                None => self.geo.plain_size_lossy(st.st_size as u64),
+            }
+        } else {
+            st.st_size as u64
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: st.st_blocks as u64,
+            atime: systime(st.st_atime, st.st_atime_nsec as i64),
+            mtime: systime(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime: systime(st.st_ctime, st.st_ctime_nsec as i64),
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn stat_inode(&self, inode: &Inode) -> Result<FileAttr, Errno> {
+        let st = rustix::fs::statat(&inode.fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        Ok(self.attr_from_stat(inode.ino, &st))
+    }
+
+    /// Looks up `name` in `parent`, registering the inode (one kernel lookup reference).
+    fn do_lookup(&self, parent: &Inode, name: &CStr) -> Result<FileAttr, Errno> {
+        if self.is_hidden(parent.ino, name.to_bytes()) {
+            return Err(Errno::ENOENT);
+        }
+        let fd = rustix::fs::openat(
+            &parent.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rerr)?;
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        let inode = self.inodes.insert(fd, &st);
+        Ok(self.attr_from_stat(inode.ino, &st))
+    }
+
+    /// Gives a newly created node to the caller (uid, and gid unless the directory's
+    /// set-group-id bit decides it).
+    fn chown_new(&self, parent: &Inode, name: &CStr, req: &Request) -> Result<(), Errno> {
+        if rustix::process::geteuid().as_raw() != 0 {
+            return Ok(());
+        }
+        let pst = rustix::fs::fstat(&parent.fd).map_err(rerr)?;
+        let gid = if pst.st_mode & libc::S_ISGID != 0 { None } else { Some(req.gid()) };
+        rustix::fs::chownat(
+            &parent.fd,
+            name,
+            Some(rustix::fs::Uid::from_raw(req.uid())),
+            gid.map(rustix::fs::Gid::from_raw),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(rerr)
+    }
+
+    fn log_content_error(&self, of: &OpenFile, op: &str, e: &ContentError) -> Errno {
+        match e {
+            ContentError::Corrupt { chunk, offset } => {
+                tracing::error!(
+                    "{}: chunk {chunk} at backing offset {offset} failed authentication during {op} (tampered or damaged); answering EIO",
+                    of.path
+                );
+                Errno::EIO
+            }
+            ContentError::Io(io) => {
+                tracing::warn!("{}: {op}: {io}", of.path);
+                errno(io.raw_os_error().map(io::Error::from_raw_os_error).unwrap_or_else(|| io::Error::other("io")))
+            }
+        }
+    }
+
+    /// Reads and opens a file's header: its keys, or EIO with one log line naming the file.
+    fn load_header(&self, file: &File, path: &str) -> Result<(Header, Arc<FileKeys>), Errno> {
+        let mut buf = vec![0u8; 4096];
+        let n = match rustix::fs::fgetxattr(file, HEADER_XATTR, &mut buf) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NODATA) => {
+                tracing::error!("{path}: no kmsfs header ({HEADER_XATTR} missing); was it copied without xattrs? answering EIO");
+                return Err(Errno::EIO);
+            }
+            Err(e) => {
+                tracing::error!("{path}: cannot read header: {e}");
+                return Err(Errno::EIO);
+            }
+        };
+        let h = Header::decode(&buf[..n]).map_err(|e| {
+            tracing::error!("{path}: invalid header: {e}; answering EIO");
+            Errno::EIO
+        })?;
+        if h.chunk_shift as u32 != self.env.config.chunk_size.trailing_zeros() {
+            tracing::error!("{path}: header chunk size 2^{} differs from the tree's {}; answering EIO", h.chunk_shift, self.env.config.chunk_size);
+            return Err(Errno::EIO);
+        }
+        let keys = self.env.open_header(&h).map_err(|e| {
+            tracing::error!("{path}: cannot open header: {e}; answering EIO");
+            Errno::EIO
+        })?;
+        Ok((h, keys))
+    }
+
+    /// The shared open state of a regular file, opening it if needed. Counts one user;
+    /// pair with `release_open`.
+    fn acquire_open(&self, inode: &Inode, want_write: bool) -> Result<Arc<OpenFile>, Errno> {
+        let mut open = self.open.lock();
+        if let Some((of, n)) = open.get_mut(&inode.ino) {
+            if want_write && !of.writable {
+                return Err(Errno::EACCES);
+            }
+            *n += 1;
+            return Ok(of.clone());
+        }
+        // Opening under the table lock keeps two opens of one inode from racing; opens
+        // are rare next to reads and writes, and the KMS call is cached per file.
+        let path = inode.proc_path();
+        let (file, writable) = match rustix::fs::open(&*path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => (File::from(fd), true),
+            Err(e) if !want_write && matches!(e, rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS | rustix::io::Errno::PERM) => {
+                let fd = rustix::fs::open(&*path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(rerr)?;
+                (File::from(fd), false)
+            }
+            Err(e) => return Err(rerr(e)),
+        };
+        let bpath = inode.backing_path();
+        let (h, keys) = self.load_header(&file, &bpath)?;
+        let bsize = file.metadata().map_err(errno)?.len();
+        let size = match self.geo.plain_size(bsize) {
+            Some(s) => s,
+            None => {
+                tracing::error!("{bpath}: backing size {bsize} is not a whole number of chunks (truncated?); the tail reads as EIO");
+                self.geo.plain_size_lossy(bsize)
+            }
+        };
+        let of = Arc::new(OpenFile {
+            file,
+            writable,
+            keys,
+            file_id: h.file_id,
+            size: RwLock::new(size),
+            path: bpath,
+        });
+        open.insert(inode.ino, (of.clone(), 1));
+        Ok(of)
+    }
+
+    fn release_open(&self, ino: u64) {
+        let mut open = self.open.lock();
+        if let Some((_, n)) = open.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ino);
+            }
+        }
+    }
+
+    fn content<'a>(&self, of: &'a OpenFile) -> Content<'a> {
+        Content {
+            file: &of.file,
+            aead: &*of.keys.content,
+            file_id: &of.file_id,
+            geo: self.geo,
+        }
+    }
+
+    fn new_handle(&self, of: Arc<OpenFile>, ino: u64, flags: i32) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.write().insert(
+            fh,
+            Arc::new(Handle {
+                file: of,
+                ino,
+                append: flags & libc::O_APPEND != 0,
+            }),
+        );
+        fh
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        self.handles.read().get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn truncate_open(&self, of: &OpenFile, new_size: u64) -> Result<(), Errno> {
+        if !of.writable {
+            return Err(Errno::EACCES);
+        }
+        let mut size = of.size.write();
+        self.content(of)
+            .truncate(*size, new_size)
+            .map_err(|e| self.log_content_error(of, "truncate", &e))?;
+        *size = new_size;
+        Ok(())
+    }
+
+    /// Creates a regular file with its header already in place before any data byte.
+    fn create_file(&self, parent: &Inode, name: &CStr, mode: u32, req: &Request) -> Result<OwnedFd, Errno> {
+        let fd = rustix::fs::openat(
+            &parent.fd,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o7777),
+        )
+        .map_err(rerr)?;
+        let undo = |e: Errno| {
+            let _ = rustix::fs::unlinkat(&parent.fd, name, AtFlags::empty());
+            e
+        };
+        let (h, _keys) = self.env.new_header().map_err(|e| {
+            tracing::error!("cannot create a data key for a new file in {}: {e}", parent.backing_path());
+            undo(Errno::EIO)
+        })?;
+        let bytes = h.encode().map_err(|_| undo(Errno::EIO))?;
+        rustix::fs::fsetxattr(&fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(|e| {
+            tracing::error!("cannot write the header of a new file in {}: {e}", parent.backing_path());
+            undo(rerr(e))
+        })?;
+        self.chown_new(parent, name, req).map_err(undo)?;
+        Ok(fd)
+    }
+
+    fn reply_entry(&self, parent: &Inode, name: &CStr, reply: ReplyEntry) {
+        match self.do_lookup(parent, name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn xattr_path(&self, inode: &Inode) -> CString {
+        inode.proc_path()
+    }
+}
+
+fn reply_xattr(size: u32, data: &[u8], reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for KmsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        guarded("lookup", || {
+            let r = (|| {
+                let p = self.inode(parent)?;
+                let name = cstr(name)?;
+                self.do_lookup(&p, &name)
+            })();
+            match r {
+                Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        guarded("getattr", || match self.inode(ino).and_then(|i| self.stat_inode(&i)) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        })
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        guarded("setattr", || {
+            let r = (|| -> Result<FileAttr, Errno> {
+                let inode = self.inode(ino)?;
+                if let Some(m) = mode {
+                    rustix::fs::chmod(&*inode.proc_path(), Mode::from_raw_mode(m & 0o7777)).map_err(rerr)?;
+                }
+                if uid.is_some() || gid.is_some() {
+                    rustix::fs::chownat(
+                        &inode.fd,
+                        c"",
+                        uid.map(rustix::fs::Uid::from_raw),
+                        gid.map(rustix::fs::Gid::from_raw),
+                        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(rerr)?;
+                }
+                if let Some(new_size) = size {
+                    if !inode.is_file {
+                        return Err(if inode.is_dir { Errno::EISDIR } else { Errno::EINVAL });
+                    }
+                    match fh.and_then(|fh| self.handle(fh).ok()) {
+                        Some(h) => self.truncate_open(&h.file, new_size)?,
+                        None => {
+                            let of = self.acquire_open(&inode, true)?;
+                            let r = self.truncate_open(&of, new_size);
+                            self.release_open(inode.ino);
+                            r?;
+                        }
+                    }
+                }
+                if atime.is_some() || mtime.is_some() {
+                    let ts = rustix::fs::Timestamps {
+                        last_access: to_timespec(atime),
+                        last_modification: to_timespec(mtime),
+                    };
+                    rustix::fs::utimensat(&inode.fd, c"", &ts, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(rerr)?;
+                }
+                self.stat_inode(&inode)
+            })();
+            match r {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        guarded("readlink", || {
+            let r = self
+                .inode(ino)
+                .and_then(|i| rustix::fs::readlinkat(&i.fd, c"", Vec::new()).map_err(rerr));
+            match r {
+                Ok(t) => reply.data(t.as_bytes()),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        guarded("mknod", || {
+            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
+                let p = self.inode(parent)?;
+                let n = self.check_name(parent.0, name)?;
+                if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+                    self.create_file(&p, &n, mode, req)?;
+                } else {
+                    let kind = rustix::fs::FileType::from_raw_mode(mode);
+                    rustix::fs::mknodat(&p.fd, &*n, kind, Mode::from_raw_mode(mode & 0o7777), rdev as u64).map_err(rerr)?;
+                    self.chown_new(&p, &n, req)?;
+                }
+                Ok((p, n))
+            })();
+            match r {
+                Ok((p, n)) => self.reply_entry(&p, &n, reply),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        guarded("mkdir", || {
+            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
+                let p = self.inode(parent)?;
+                let n = self.check_name(parent.0, name)?;
+                rustix::fs::mkdirat(&p.fd, &*n, Mode::from_raw_mode(mode & 0o7777)).map_err(rerr)?;
+                if let Err(e) = self.chown_new(&p, &n, req) {
+                    let _ = rustix::fs::unlinkat(&p.fd, &*n, AtFlags::REMOVEDIR);
+                    return Err(e);
+                }
+                Ok((p, n))
+            })();
+            match r {
+                Ok((p, n)) => self.reply_entry(&p, &n, reply),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("unlink", || {
+            let r = (|| {
+                let p = self.inode(parent)?;
+                let n = self.check_name(parent.0, name)?;
+                rustix::fs::unlinkat(&p.fd, &*n, AtFlags::empty()).map_err(rerr)
+            })();
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("rmdir", || {
+            let r = (|| {
+                let p = self.inode(parent)?;
+                let n = self.check_name(parent.0, name)?;
+                rustix::fs::unlinkat(&p.fd, &*n, AtFlags::REMOVEDIR).map_err(rerr)
+            })();
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        guarded("symlink", || {
+            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
+                let p = self.inode(parent)?;
+                let n = self.check_name(parent.0, link_name)?;
+                let t = cstr(target.as_os_str())?;
+                rustix::fs::symlinkat(&*t, &p.fd, &*n).map_err(rerr)?;
+                if let Err(e) = self.chown_new(&p, &n, req) {
+                    let _ = rustix::fs::unlinkat(&p.fd, &*n, AtFlags::empty());
+                    return Err(e);
+                }
+                Ok((p, n))
+            })();
+            match r {
+                Ok((p, n)) => self.reply_entry(&p, &n, reply),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        guarded("rename", || {
+            let r = (|| {
+                let p = self.inode(parent)?;
+                let np = self.inode(newparent)?;
+                let n = self.check_name(parent.0, name)?;
+                let nn = self.check_name(newparent.0, newname)?;
+                rustix::fs::renameat_with(
+                    &p.fd,
+                    &*n,
+                    &np.fd,
+                    &*nn,
+                    rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
+                )
+                .map_err(rerr)
+            })();
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        guarded("link", || {
+            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
+                let i = self.inode(ino)?;
+                let np = self.inode(newparent)?;
+                let nn = self.check_name(newparent.0, newname)?;
+                match rustix::fs::linkat(&i.fd, c"", &np.fd, &*nn, AtFlags::EMPTY_PATH) {
+                    Ok(()) => {}
+                    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; otherwise go through /proc.
+                    Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM) if !i.is_symlink => {
+                        rustix::fs::linkat(rustix::fs::CWD, &*i.proc_path(), &np.fd, &*nn, AtFlags::SYMLINK_FOLLOW)
+                            .map_err(rerr)?
+                    }
+                    Err(e) => return Err(rerr(e)),
+                }
+                Ok((np, nn))
+            })();
+            match r {
+                Ok((np, nn)) => self.reply_entry(&np, &nn, reply),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        guarded("open", || {
+            let r = (|| -> Result<u64, Errno> {
+                let inode = self.inode(ino)?;
+                if !inode.is_file {
+                    return Err(Errno::EINVAL);
+                }
+                let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+                let of = self.acquire_open(&inode, want_write)?;
+                if flags.0 & libc::O_TRUNC != 0 {
+                    if let Err(e) = self.truncate_open(&of, 0) {
+                        self.release_open(inode.ino);
+                        return Err(e);
+                    }
+                }
+                Ok(self.new_handle(of, inode.ino, flags.0))
+            })();
+            match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        guarded("read", || {
+            let r = (|| -> Result<Vec<u8>, Errno> {
+                let h = self.handle(fh)?;
+                let of = &h.file;
+                let cur = of.size.read();
+                self.content(of)
+                    .read(*cur, offset, size as u64)
+                    .map_err(|e| self.log_content_error(of, "read", &e))
+            })();
+            match r {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        guarded("write", || {
+            let r = (|| -> Result<u32, Errno> {
+                let h = self.handle(fh)?;
+                let of = &h.file;
+                if !of.writable {
+                    return Err(Errno::EBADF);
+                }
+                let mut size = of.size.write();
+                // O_APPEND: the offset is the end as we know it, under the lock.
+                let off = if h.append { *size } else { offset };
+                *size = self
+                    .content(of)
+                    .write(*size, off, data)
+                    .map_err(|e| self.log_content_error(of, "write", &e))?;
+                Ok(data.len() as u32)
+            })();
+            match r {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Writes go to the backing file synchronously; nothing is buffered here.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        guarded("release", || {
+            if let Some(h) = self.handles.write().remove(&fh.0) {
+                self.release_open(h.ino);
+            }
+            reply.ok();
+        })
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        guarded("fsync", || {
+            let r = self.handle(fh).and_then(|h| {
+                if datasync { h.file.file.sync_data() } else { h.file.file.sync_all() }.map_err(errno)
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        guarded("opendir", || {
+            let r = (|| -> Result<u64, Errno> {
+                let inode = self.inode(ino)?;
+                let fd = rustix::fs::openat(&inode.fd, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(rerr)?;
+                let mut dir = rustix::fs::Dir::read_from(&fd).map_err(rerr)?;
+                let mut entries = vec![];
+                while let Some(ent) = dir.read() {
+                    let ent = ent.map_err(rerr)?;
+                    let name = ent.file_name().to_bytes();
+                    if name == b"." || name == b".." {
+                        continue;
+                    }
+                    if self.is_hidden(inode.ino, name) {
+                        continue;
+                    }
+                    let kind = match ent.file_type() {
+                        rustix::fs::FileType::Directory => FileType::Directory,
+                        rustix::fs::FileType::Symlink => FileType::Symlink,
+                        rustix::fs::FileType::Fifo => FileType::NamedPipe,
+                        rustix::fs::FileType::Socket => FileType::Socket,
+                        rustix::fs::FileType::CharacterDevice => FileType::CharDevice,
+                        rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
+                        _ => FileType::RegularFile,
+                    };
+                    let st_dev = self.inodes.get(ROOT_INO).map(|r| r.key.0).unwrap_or(0);
+                    entries.push((self.inodes.peek_ino(st_dev, ent.ino()), kind, OsStr::from_bytes(name).to_os_string()));
+                }
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.dirs.write().insert(fh, Arc::new(DirHandle { entries }));
+                Ok(fh)
+            })();
+            match r {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        guarded("readdir", || {
+            let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
+                return reply.error(Errno::EBADF);
+            };
+            // offsets: 1 = ".", 2 = "..", 3.. = entries
+            let mut off = offset;
+            if off == 0 {
+                if reply.add(ino, 1, FileType::Directory, ".") {
+                    return reply.ok();
+                }
+                off = 1;
+            }
+            if off == 1 {
+                if reply.add(INodeNo(ROOT_INO), 2, FileType::Directory, "..") {
+                    return reply.ok();
+                }
+                off = 2;
+            }
+            for (i, (eino, kind, name)) in d.entries.iter().enumerate().skip((off - 2) as usize) {
+                if reply.add(INodeNo(*eino), i as u64 + 3, *kind, name) {
+                    break;
+                }
+            }
+            reply.ok();
+        })
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dirs.write().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        guarded("fsyncdir", || {
+            let r = self.inode(ino).and_then(|i| {
+                let fd = rustix::fs::openat(&i.fd, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(rerr)?;
+                rustix::fs::fsync(&fd).map_err(rerr)
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        guarded("statfs", || {
+            let root = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.root_fd_raw) };
+            match rustix::fs::fstatvfs(root) {
+                Ok(s) => reply.statfs(
+                    s.f_blocks,
+                    s.f_bfree,
+                    s.f_bavail,
+                    s.f_files,
+                    s.f_ffree,
+                    s.f_bsize as u32,
+                    s.f_namemax as u32,
+                    s.f_frsize as u32,
+                ),
+                Err(e) => reply.error(rerr(e)),
+            }
+        })
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        guarded("setxattr", || {
+            if name.as_bytes().starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+                return reply.error(Errno::EPERM);
+            }
+            let r = self.inode(ino).and_then(|i| {
+                rustix::fs::setxattr(
+                    &*self.xattr_path(&i),
+                    name,
+                    value,
+                    rustix::fs::XattrFlags::from_bits_retain(flags as u32),
+                )
+                .map_err(rerr)
+            });
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        guarded("getxattr", || {
+            if name.as_bytes().starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+                return reply.error(Errno::NO_XATTR);
+            }
+            let r = self.inode(ino).and_then(|i| {
+                let p = self.xattr_path(&i);
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = rustix::fs::getxattr(&*p, name, &mut buf).map_err(rerr)?;
+                buf.truncate(n);
+                Ok(buf)
+            });
+            match r {
+                Ok(v) => reply_xattr(size, &v, reply),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        guarded("listxattr", || {
+            let r = self.inode(ino).and_then(|i| {
+                let p = self.xattr_path(&i);
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = rustix::fs::listxattr(&*p, &mut buf).map_err(rerr)?;
+                let mut out = Vec::with_capacity(n);
+                for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+                    if !name.starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+                        out.extend_from_slice(name);
+                        out.push(0);
+                    }
+                }
+                Ok(out)
+            });
+            match r {
+                Ok(v) => reply_xattr(size, &v, reply),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("removexattr", || {
+            if name.as_bytes().starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+                return reply.error(Errno::EPERM);
+            }
+            let r = self
+                .inode(ino)
+                .and_then(|i| rustix::fs::removexattr(&*self.xattr_path(&i), name).map_err(rerr));
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // Permission checks are the kernel's (default_permissions); only existence here.
+        let _ = mask;
+        match self.inode(ino) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        guarded("create", || {
+            let r = (|| -> Result<(FileAttr, u64), Errno> {
+                let p = self.inode(parent)?;
+                let n = self.check_name(parent.0, name)?;
+                match self.create_file(&p, &n, mode, req) {
+                    Ok(_fd) => {}
+                    // Lost a race with another creator and O_EXCL was not asked: open it.
+                    Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {}
+                    Err(e) => return Err(e),
+                }
+                let attr = self.do_lookup(&p, &n)?;
+                let inode = self.inode(attr.ino)?;
+                let of = match self.acquire_open(&inode, true) {
+                    Ok(of) => of,
+                    Err(e) => {
+                        self.inodes.forget(inode.ino, 1);
+                        return Err(e);
+                    }
+                };
+                if flags & libc::O_TRUNC != 0 {
+                    let _ = self.truncate_open(&of, 0);
+                }
+                let fh = self.new_handle(of, inode.ino, flags);
+                Ok((self.stat_inode(&inode)?, fh))
+            })();
+            match r {
+                Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        guarded("fallocate", || {
+            let r = (|| -> Result<(), Errno> {
+                let h = self.handle(fh)?;
+                let of = &h.file;
+                if !of.writable {
+                    return Err(Errno::EBADF);
+                }
+                let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+                let mut size = of.size.write();
+                match mode {
+                    0 => {
+                        if end > *size {
+                            self.content(of)
+                                .truncate(*size, end)
+                                .map_err(|e| self.log_content_error(of, "fallocate", &e))?;
+                            *size = end;
+                        }
+                        Ok(())
+                    }
+                    libc::FALLOC_FL_KEEP_SIZE => {
+                        // Reserve the backing range of the chunks involved; size unchanged.
+                        let r = self.geo.chunk_range(offset, length.max(1));
+                        let from = self.geo.chunk_offset(r.start);
+                        let to = self.geo.chunk_offset(r.end);
+                        rustix::fs::fallocate(&of.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, to - from).map_err(rerr)
+                    }
+                    _ => Err(Errno::EOPNOTSUPP),
+                }
+            })();
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        })
+    }
+}

@@ -1,0 +1,1012 @@
+//! The embedded KMS: symmetric AES-256 keys with versions, kept in a keystore directory
+//! sealed under a root key. Safe across processes: every change takes an exclusive file
+//! lock, re-reads the store, and replaces it atomically; readers notice a new store by
+//! its inode and reload.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::crypto::{encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN};
+
+pub const ROOT_KEY_FILE: &str = "root.key";
+pub const STORE_FILE: &str = "keystore.sealed";
+const LOCK_FILE: &str = "keystore.lock";
+const STORE_AAD: &[u8] = b"kmsfs keystore v1";
+const BLOB_FORMAT: u8 = 1;
+/// format ‖ key uuid ‖ version (u32 BE)
+const BLOB_PREFIX: usize = 1 + 16 + 4;
+const BLOB_OVERHEAD: usize = BLOB_PREFIX + NONCE_LEN + TAG_LEN;
+const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+
+pub fn default_keystore_dir() -> anyhow::Result<PathBuf> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/kmsfs"));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("kmsfs"));
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/kmsfs")),
+        None => anyhow::bail!("cannot find a keystore directory: set HOME, XDG_DATA_HOME or --kms local:DIR"),
+    }
+}
+
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+}
+
+impl KeyState {
+    fn name(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyVersion {
+    material_id: String,
+    created: f64,
+    /// None for the initial material, AUTOMATIC or ON_DEMAND after a rotation.
+    rotation_type: Option<String>,
+    material: Secret,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyRecord {
+    id: String,
+    description: String,
+    created: f64,
+    state: KeyState,
+    deletion_date: Option<f64>,
+    pending_window_days: Option<u32>,
+    versions: Vec<KeyVersion>,
+    current: u32,
+    rotation_enabled: bool,
+    rotation_period_days: Option<u32>,
+    next_rotation: Option<f64>,
+    tags: Vec<Tag>,
+    policy: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct AliasRecord {
+    target: String,
+    created: f64,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Store {
+    version: u32,
+    keys: BTreeMap<String, KeyRecord>,
+    aliases: BTreeMap<String, AliasRecord>,
+}
+
+impl Store {
+    /// Keys whose deletion date has passed are gone, whether or not a writer purged them yet.
+    fn is_destroyed(k: &KeyRecord, at: f64) -> bool {
+        k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= at)
+    }
+
+    fn purge_due(&mut self, at: f64) {
+        let gone: Vec<String> = self
+            .keys
+            .values()
+            .filter(|k| Store::is_destroyed(k, at))
+            .map(|k| k.id.clone())
+            .collect();
+        for id in &gone {
+            self.keys.remove(id); // drops (and zeroizes) the material
+        }
+        self.aliases.retain(|_, a| !gone.contains(&a.target));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    mtime_ns: i128,
+    size: u64,
+}
+
+struct Cached {
+    store: Arc<Store>,
+    stamp: Option<Stamp>,
+}
+
+/// The embedded KMS over one keystore directory.
+pub struct LocalKms {
+    dir: PathBuf,
+    root: SecretKey,
+    region: String,
+    account: String,
+    cache: RwLock<Cached>,
+}
+
+fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
+    let md = fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot stat {what} {}: {e}", path.display()))?;
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "refusing to use {what} {}: mode {:o} lets group/others read it (chmod {} {})",
+            path.display(),
+            mode,
+            if md.is_dir() { "700" } else { "600" },
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_private_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+impl LocalKms {
+    /// Opens the keystore in `dir`. With `create`, a missing directory and root key are
+    /// made (0700 / 0600); without it a missing keystore is an error.
+    pub fn open(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
+        let key_path = dir.join(ROOT_KEY_FILE);
+        if !key_path.exists() {
+            if !create {
+                anyhow::bail!(
+                    "no keystore at {} (no {ROOT_KEY_FILE}); `kmsfs init` or `kmsfs key create` makes one",
+                    dir.display()
+                );
+            }
+            fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create keystore {}: {e}", dir.display()))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+            let root = SecretKey::random();
+            // create_new: two processes racing here must not both write a root key.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+            {
+                Ok(mut f) => {
+                    f.write_all(root.as_bytes())?;
+                    f.sync_all()?;
+                    File::open(dir)?.sync_all()?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => anyhow::bail!("cannot create {}: {e}", key_path.display()),
+            }
+        }
+        check_private(dir, "keystore directory")?;
+        check_private(&key_path, "root key file")?;
+        let raw = fs::read(&key_path)
+            .map_err(|e| anyhow::anyhow!("cannot read root key {}: {e}", key_path.display()))?;
+        let root = SecretKey::from_slice(&raw).ok_or_else(|| {
+            anyhow::anyhow!("root key {} is {} bytes, expected 32", key_path.display(), raw.len())
+        })?;
+        let kms = LocalKms {
+            dir: dir.to_path_buf(),
+            root,
+            region: "local".into(),
+            account: "000000000000".into(),
+            cache: RwLock::new(Cached {
+                store: Arc::new(Store::default()),
+                stamp: None,
+            }),
+        };
+        kms.snapshot().map_err(|e| anyhow::anyhow!("keystore {}: {}", dir.display(), e))?;
+        Ok(kms)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn arn(&self, id: &str) -> String {
+        format!("arn:aws:kms:{}:{}:key/{}", self.region, self.account, id)
+    }
+
+    fn alias_arn(&self, name: &str) -> String {
+        format!("arn:aws:kms:{}:{}:{}", self.region, self.account, name)
+    }
+
+    fn stamp(&self) -> KmsResult<Option<Stamp>> {
+        match fs::metadata(self.dir.join(STORE_FILE)) {
+            Ok(md) => Ok(Some(Stamp {
+                ino: md.ino(),
+                mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+                size: md.size(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KmsError::internal(format!("cannot stat keystore: {e}"))),
+        }
+    }
+
+    fn read_store(&self) -> KmsResult<Store> {
+        let path = self.dir.join(STORE_FILE);
+        let mut data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Store::default()),
+            Err(e) => return Err(KmsError::internal(format!("cannot read {}: {e}", path.display()))),
+        };
+        if data.len() < NONCE_LEN + TAG_LEN {
+            return Err(KmsError::internal(format!("{} is truncated", path.display())));
+        }
+        let nonce: [u8; NONCE_LEN] = data[..NONCE_LEN].try_into().unwrap();
+        let aead = Backend::AwsLc.key(self.root.as_bytes());
+        aead.open(&nonce, STORE_AAD, &mut data[NONCE_LEN..]).map_err(|_| {
+            KmsError::internal(format!(
+                "{} does not authenticate under the root key (wrong root.key or damaged file)",
+                path.display()
+            ))
+        })?;
+        let plain = &data[NONCE_LEN..data.len() - TAG_LEN];
+        let store: Result<Store, _> = serde_json::from_slice(plain);
+        zeroize::Zeroize::zeroize(&mut data);
+        store.map_err(|e| KmsError::internal(format!("{}: invalid store: {e}", path.display())))
+    }
+
+    fn write_store(&self, store: &Store) -> KmsResult<()> {
+        let mut json = serde_json::to_vec(store).map_err(|e| KmsError::internal(e.to_string()))?;
+        let nonce = random_nonce();
+        let aead = Backend::AwsLc.key(self.root.as_bytes());
+        let tag = aead.seal(&nonce, STORE_AAD, &mut json);
+        let mut out = Vec::with_capacity(NONCE_LEN + json.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&json);
+        out.extend_from_slice(&tag);
+        write_private_atomic(&self.dir, STORE_FILE, &out)
+            .map_err(|e| KmsError::internal(format!("cannot write keystore {}: {e}", self.dir.display())))
+    }
+
+    /// The current store, reloaded if another process replaced it.
+    fn snapshot(&self) -> KmsResult<Arc<Store>> {
+        let stamp = self.stamp()?;
+        {
+            let c = self.cache.read();
+            if c.stamp == stamp && (stamp.is_some() || c.store.keys.is_empty()) {
+                return Ok(c.store.clone());
+            }
+        }
+        let store = Arc::new(self.read_store()?);
+        let mut c = self.cache.write();
+        c.store = store.clone();
+        c.stamp = stamp;
+        Ok(store)
+    }
+
+    /// Runs `f` on the freshest store under an exclusive cross-process lock and persists
+    /// the result atomically. Nothing is written if `f` fails.
+    fn mutate<R>(&self, f: impl FnOnce(&mut Store) -> KmsResult<R>) -> KmsResult<R> {
+        let lock = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.dir.join(LOCK_FILE))
+            .map_err(|e| KmsError::internal(format!("cannot open keystore lock: {e}")))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| KmsError::internal(format!("cannot lock keystore: {e}")))?;
+        let mut store = self.read_store()?;
+        store.purge_due(now());
+        let r = f(&mut store)?;
+        store.version += 1;
+        self.write_store(&store)?;
+        let stamp = self.stamp()?;
+        let mut c = self.cache.write();
+        c.store = Arc::new(store);
+        c.stamp = stamp;
+        Ok(r)
+    }
+
+    /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
+    fn resolve(&self, store: &Store, key: &str) -> KmsResult<String> {
+        let name = if let Some(rest) = key.strip_prefix("arn:aws:kms:") {
+            // arn:aws:kms:REGION:ACCOUNT:key/ID or :alias/NAME
+            let mut parts = rest.splitn(3, ':');
+            let (_region, _account, res) = (parts.next(), parts.next(), parts.next());
+            res.ok_or_else(|| KmsError::not_found(format!("invalid ARN {key:?}")))?
+        } else {
+            key
+        };
+        if let Some(id) = name.strip_prefix("key/") {
+            return self.resolve(store, id);
+        }
+        let id = if name.starts_with("alias/") {
+            store
+                .aliases
+                .get(name)
+                .map(|a| a.target.clone())
+                .ok_or_else(|| KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name))))?
+        } else {
+            name.to_string()
+        };
+        match store.keys.get(&id) {
+            Some(k) if !Store::is_destroyed(k, now()) => Ok(id),
+            _ => Err(KmsError::not_found(format!("Key '{}' does not exist", self.arn(&id)))),
+        }
+    }
+
+    fn usable<'a>(&self, store: &'a Store, id: &str) -> KmsResult<&'a KeyRecord> {
+        let k = &store.keys[id];
+        match k.state {
+            KeyState::Enabled => Ok(k),
+            KeyState::Disabled => Err(KmsError::new(
+                ErrorCode::DisabledException,
+                format!("{} is disabled.", self.arn(id)),
+            )),
+            KeyState::PendingDeletion => Err(KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!("{} is pending deletion.", self.arn(id)),
+            )),
+        }
+    }
+
+    fn metadata(&self, k: &KeyRecord) -> KeyMetadata {
+        KeyMetadata {
+            aws_account_id: self.account.clone(),
+            key_id: k.id.clone(),
+            arn: self.arn(&k.id),
+            creation_date: k.created,
+            enabled: k.state == KeyState::Enabled,
+            description: k.description.clone(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            key_state: k.state.name().into(),
+            deletion_date: k.deletion_date,
+            pending_deletion_window_in_days: k.pending_window_days,
+            origin: "AWS_KMS".into(),
+            key_manager: "CUSTOMER".into(),
+            key_spec: SYMMETRIC_DEFAULT.into(),
+            customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
+            encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
+            current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            multi_region: false,
+        }
+    }
+
+    fn seal_blob(&self, k: &KeyRecord, plaintext: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {
+        let version = k.current;
+        let material = &k.versions[version as usize].material;
+        let mut blob = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
+        blob.push(BLOB_FORMAT);
+        blob.extend_from_slice(uuid::Uuid::parse_str(&k.id).expect("key ids are UUIDs").as_bytes());
+        blob.extend_from_slice(&version.to_be_bytes());
+        let nonce = random_nonce();
+        blob.extend_from_slice(&nonce);
+        let aad = blob_aad(&blob[..BLOB_PREFIX], ctx);
+        let start = blob.len();
+        blob.extend_from_slice(plaintext);
+        let key: [u8; 32] = material.0.as_slice().try_into().expect("32-byte material");
+        let tag = Backend::AwsLc.key(&key).seal(&nonce, &aad, &mut blob[start..]);
+        blob.extend_from_slice(&tag);
+        blob
+    }
+
+    /// Opens a blob: (key id, version index, plaintext). Any mismatch is InvalidCiphertext.
+    fn open_blob(
+        &self,
+        store: &Store,
+        blob: &[u8],
+        ctx: &Option<EncryptionContext>,
+        key_hint: Option<&str>,
+    ) -> KmsResult<(String, u32, Secret)> {
+        let invalid = || KmsError::new(ErrorCode::InvalidCiphertextException, "The ciphertext is invalid or was encrypted under another encryption context.");
+        if blob.len() < BLOB_OVERHEAD || blob[0] != BLOB_FORMAT {
+            return Err(invalid());
+        }
+        let id = uuid::Uuid::from_slice(&blob[1..17]).map_err(|_| invalid())?.to_string();
+        if let Some(hint) = key_hint {
+            let want = self.resolve(store, hint)?;
+            if want != id {
+                return Err(KmsError::new(
+                    ErrorCode::IncorrectKeyException,
+                    format!("The ciphertext was not encrypted under {}", self.arn(&want)),
+                ));
+            }
+        }
+        let id = self.resolve(store, &id)?;
+        let k = self.usable(store, &id)?;
+        let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
+        let v = k.versions.get(version as usize).ok_or_else(invalid)?;
+        let nonce: [u8; NONCE_LEN] = blob[BLOB_PREFIX..BLOB_PREFIX + NONCE_LEN].try_into().unwrap();
+        let aad = blob_aad(&blob[..BLOB_PREFIX], ctx);
+        let mut buf = Secret(blob[BLOB_PREFIX + NONCE_LEN..].to_vec());
+        let key: [u8; 32] = v.material.0.as_slice().try_into().expect("32-byte material");
+        Backend::AwsLc
+            .key(&key)
+            .open(&nonce, &aad, &mut buf.0)
+            .map_err(|_| invalid())?;
+        let n = buf.0.len() - TAG_LEN;
+        buf.0.truncate(n);
+        Ok((id, version, buf))
+    }
+
+    fn data_key_len(req: &GenerateDataKeyRequest) -> KmsResult<usize> {
+        match (req.key_spec.as_deref(), req.number_of_bytes) {
+            (Some(_), Some(_)) => Err(KmsError::validation("specify either KeySpec or NumberOfBytes, not both")),
+            (Some("AES_256"), None) => Ok(32),
+            (Some("AES_128"), None) => Ok(16),
+            (Some(s), None) => Err(KmsError::validation(format!("KeySpec {s:?} is not AES_256 or AES_128"))),
+            (None, Some(n)) if (1..=1024).contains(&n) => Ok(n as usize),
+            (None, Some(n)) => Err(KmsError::validation(format!("NumberOfBytes {n} is outside 1..1024"))),
+            (None, None) => Err(KmsError::validation("KeySpec or NumberOfBytes is required")),
+        }
+    }
+
+    fn new_version(rotation_type: Option<&str>) -> KeyVersion {
+        KeyVersion {
+            material_id: hex::encode(random_bytes::<32>()),
+            created: now(),
+            rotation_type: rotation_type.map(str::to_string),
+            material: Secret(SecretKey::random().0.to_vec()),
+        }
+    }
+
+    /// Adds a version to every key whose automatic rotation is due. Runs under the store
+    /// lock, so two processes checking at once rotate a key once. Returns rotated ARNs.
+    pub fn rotate_due(&self) -> KmsResult<Vec<String>> {
+        let at = now();
+        let due = self
+            .snapshot()?
+            .keys
+            .values()
+            .any(|k| k.rotation_enabled && k.state == KeyState::Enabled && k.next_rotation.is_some_and(|n| n <= at));
+        if !due {
+            return Ok(vec![]);
+        }
+        self.mutate(|s| {
+            let mut out = vec![];
+            for k in s.keys.values_mut() {
+                if k.rotation_enabled && k.state == KeyState::Enabled && k.next_rotation.is_some_and(|n| n <= at) {
+                    k.versions.push(Self::new_version(Some("AUTOMATIC")));
+                    k.current = (k.versions.len() - 1) as u32;
+                    let days = k.rotation_period_days.unwrap_or(365) as f64;
+                    k.next_rotation = Some(at + days * 86400.0);
+                    out.push(k.id.clone());
+                }
+            }
+            Ok(out)
+        })
+        .map(|ids| ids.iter().map(|id| self.arn(id)).collect())
+    }
+}
+
+fn blob_aad(prefix: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {
+    let empty = EncryptionContext::new();
+    let ctx = ctx.as_ref().unwrap_or(&empty);
+    let mut aad = Vec::with_capacity(32 + prefix.len() + ctx.len() * 48);
+    aad.extend_from_slice(b"kmsfs-kms blob v1");
+    aad.extend_from_slice(prefix);
+    aad.extend_from_slice(&encode_context(ctx));
+    aad
+}
+
+fn check_alias_name(name: &str) -> KmsResult<()> {
+    let rest = name.strip_prefix("alias/").ok_or_else(|| {
+        KmsError::validation(format!("Alias must start with the prefix \"alias/\": {name:?}"))
+    })?;
+    if rest.is_empty()
+        || rest.len() > 250
+        || !rest.bytes().all(|c| c.is_ascii_alphanumeric() || b"/_-".contains(&c))
+    {
+        return Err(KmsError::validation(format!(
+            "Alias name {name:?} must be 1-256 characters of a-zA-Z0-9/_-"
+        )));
+    }
+    if rest.starts_with("aws/") {
+        return Err(KmsError::new(
+            ErrorCode::InvalidAliasNameException,
+            format!("{name} is reserved for AWS managed keys"),
+        ));
+    }
+    Ok(())
+}
+
+fn paginate<T: Clone>(items: &[T], limit: Option<u32>, marker: &Option<String>) -> KmsResult<(Vec<T>, Option<String>)> {
+    let limit = match limit {
+        None => 100,
+        Some(l) if (1..=1000).contains(&l) => l as usize,
+        Some(l) => return Err(KmsError::validation(format!("Limit {l} is outside 1..1000"))),
+    };
+    let start = match marker {
+        None => 0,
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|&s| s <= items.len())
+            .ok_or_else(|| KmsError::validation(format!("invalid Marker {m:?}")))?,
+    };
+    let end = (start + limit).min(items.len());
+    let next = (end < items.len()).then(|| end.to_string());
+    Ok((items[start..end].to_vec(), next))
+}
+
+impl Kms for LocalKms {
+    fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
+        if let Some(u) = req.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
+            return Err(KmsError::validation(format!("KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)")));
+        }
+        if let Some(s) = req.key_spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
+            return Err(KmsError::validation(format!("KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)")));
+        }
+        let desc = req.description.unwrap_or_default();
+        if desc.len() > 8192 {
+            return Err(KmsError::validation("Description is longer than 8192 characters"));
+        }
+        let rec = KeyRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            description: desc,
+            created: now(),
+            state: KeyState::Enabled,
+            deletion_date: None,
+            pending_window_days: None,
+            versions: vec![Self::new_version(None)],
+            current: 0,
+            rotation_enabled: false,
+            rotation_period_days: None,
+            next_rotation: None,
+            tags: req.tags.unwrap_or_default(),
+            policy: req.policy,
+        };
+        let md = self.metadata(&rec);
+        self.mutate(|s| {
+            s.keys.insert(rec.id.clone(), rec);
+            Ok(())
+        })?;
+        Ok(CreateKeyResponse { key_metadata: md })
+    }
+
+    fn describe_key(&self, req: DescribeKeyRequest) -> KmsResult<DescribeKeyResponse> {
+        let s = self.snapshot()?;
+        let id = self.resolve(&s, &req.key_id)?;
+        Ok(DescribeKeyResponse {
+            key_metadata: self.metadata(&s.keys[&id]),
+        })
+    }
+
+    fn list_keys(&self, req: ListKeysRequest) -> KmsResult<ListKeysResponse> {
+        let s = self.snapshot()?;
+        let at = now();
+        let all: Vec<KeyListEntry> = s
+            .keys
+            .values()
+            .filter(|k| !Store::is_destroyed(k, at))
+            .map(|k| KeyListEntry {
+                key_id: k.id.clone(),
+                key_arn: self.arn(&k.id),
+            })
+            .collect();
+        let (keys, next) = paginate(&all, req.limit, &req.marker)?;
+        Ok(ListKeysResponse {
+            keys,
+            truncated: next.is_some(),
+            next_marker: next,
+        })
+    }
+
+    fn create_alias(&self, req: CreateAliasRequest) -> KmsResult<()> {
+        check_alias_name(&req.alias_name)?;
+        self.mutate(|s| {
+            if s.aliases.contains_key(&req.alias_name) {
+                return Err(KmsError::new(
+                    ErrorCode::AlreadyExistsException,
+                    format!("An alias with the name {} already exists", self.alias_arn(&req.alias_name)),
+                ));
+            }
+            if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
+                return Err(KmsError::validation("TargetKeyId must be a key id or key ARN, not an alias"));
+            }
+            let id = self.resolve(s, &req.target_key_id)?;
+            s.aliases.insert(req.alias_name.clone(), AliasRecord { target: id, created: now() });
+            Ok(())
+        })
+    }
+
+    fn update_alias(&self, req: UpdateAliasRequest) -> KmsResult<()> {
+        check_alias_name(&req.alias_name)?;
+        self.mutate(|s| {
+            if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
+                return Err(KmsError::validation("TargetKeyId must be a key id or key ARN, not an alias"));
+            }
+            let id = self.resolve(s, &req.target_key_id)?;
+            let a = s.aliases.get_mut(&req.alias_name).ok_or_else(|| {
+                KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(&req.alias_name)))
+            })?;
+            a.target = id;
+            Ok(())
+        })
+    }
+
+    fn delete_alias(&self, req: DeleteAliasRequest) -> KmsResult<()> {
+        check_alias_name(&req.alias_name)?;
+        self.mutate(|s| {
+            s.aliases.remove(&req.alias_name).map(|_| ()).ok_or_else(|| {
+                KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(&req.alias_name)))
+            })
+        })
+    }
+
+    fn list_aliases(&self, req: ListAliasesRequest) -> KmsResult<ListAliasesResponse> {
+        let s = self.snapshot()?;
+        let filter = match &req.key_id {
+            Some(k) => Some(self.resolve(&s, k)?),
+            None => None,
+        };
+        let all: Vec<AliasListEntry> = s
+            .aliases
+            .iter()
+            .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
+            .filter(|(_, a)| s.keys.get(&a.target).is_some_and(|k| !Store::is_destroyed(k, now())))
+            .map(|(name, a)| AliasListEntry {
+                alias_name: name.clone(),
+                alias_arn: self.alias_arn(name),
+                target_key_id: a.target.clone(),
+                creation_date: a.created,
+            })
+            .collect();
+        let (aliases, next) = paginate(&all, req.limit, &req.marker)?;
+        Ok(ListAliasesResponse {
+            aliases,
+            truncated: next.is_some(),
+            next_marker: next,
+        })
+    }
+
+    fn encrypt(&self, req: EncryptRequest) -> KmsResult<EncryptResponse> {
+        check_algorithm(&req.encryption_algorithm)?;
+        if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
+            return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
+        }
+        let s = self.snapshot()?;
+        let id = self.resolve(&s, &req.key_id)?;
+        let k = self.usable(&s, &id)?;
+        Ok(EncryptResponse {
+            ciphertext_blob: self.seal_blob(k, &req.plaintext.0, &req.encryption_context),
+            key_id: self.arn(&id),
+            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+        })
+    }
+
+    fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
+        check_algorithm(&req.encryption_algorithm)?;
+        let s = self.snapshot()?;
+        let (id, version, plaintext) =
+            self.open_blob(&s, &req.ciphertext_blob, &req.encryption_context, req.key_id.as_deref())?;
+        Ok(DecryptResponse {
+            key_id: self.arn(&id),
+            plaintext,
+            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            key_material_id: Some(s.keys[&id].versions[version as usize].material_id.clone()),
+        })
+    }
+
+    fn generate_data_key(&self, req: GenerateDataKeyRequest) -> KmsResult<GenerateDataKeyResponse> {
+        let n = Self::data_key_len(&req)?;
+        let s = self.snapshot()?;
+        let id = self.resolve(&s, &req.key_id)?;
+        let k = self.usable(&s, &id)?;
+        let mut plaintext = Secret(vec![0u8; n]);
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
+        Ok(GenerateDataKeyResponse {
+            ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context),
+            plaintext,
+            key_id: self.arn(&id),
+            key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+        })
+    }
+
+    fn generate_data_key_without_plaintext(
+        &self,
+        req: GenerateDataKeyRequest,
+    ) -> KmsResult<GenerateDataKeyWithoutPlaintextResponse> {
+        let r = self.generate_data_key(req)?;
+        Ok(GenerateDataKeyWithoutPlaintextResponse {
+            ciphertext_blob: r.ciphertext_blob.clone(),
+            key_id: r.key_id.clone(),
+            key_material_id: r.key_material_id.clone(),
+        })
+    }
+
+    fn re_encrypt(&self, req: ReEncryptRequest) -> KmsResult<ReEncryptResponse> {
+        let s = self.snapshot()?;
+        let (src, version, plaintext) = self.open_blob(
+            &s,
+            &req.ciphertext_blob,
+            &req.source_encryption_context,
+            req.source_key_id.as_deref(),
+        )?;
+        let dst = self.resolve(&s, &req.destination_key_id)?;
+        let dk = self.usable(&s, &dst)?;
+        Ok(ReEncryptResponse {
+            ciphertext_blob: self.seal_blob(dk, &plaintext.0, &req.destination_encryption_context),
+            source_key_id: self.arn(&src),
+            key_id: self.arn(&dst),
+            source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+            source_key_material_id: Some(s.keys[&src].versions[version as usize].material_id.clone()),
+            destination_key_material_id: Some(dk.versions[dk.current as usize].material_id.clone()),
+        })
+    }
+
+    fn enable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            if k.state == KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is pending deletion.", self.arn(&id)),
+                ));
+            }
+            k.state = KeyState::Enabled;
+            Ok(())
+        })
+    }
+
+    fn disable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            if k.state == KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is pending deletion.", self.arn(&id)),
+                ));
+            }
+            k.state = KeyState::Disabled;
+            Ok(())
+        })
+    }
+
+    fn schedule_key_deletion(&self, req: ScheduleKeyDeletionRequest) -> KmsResult<ScheduleKeyDeletionResponse> {
+        let days = req.pending_window_in_days.unwrap_or(30);
+        if !(7..=30).contains(&days) {
+            return Err(KmsError::validation(format!(
+                "PendingWindowInDays {days} is outside 7..30"
+            )));
+        }
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            if k.state == KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is already pending deletion.", self.arn(&id)),
+                ));
+            }
+            let date = now() + days as f64 * 86400.0;
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(date);
+            k.pending_window_days = Some(days);
+            Ok(ScheduleKeyDeletionResponse {
+                key_id: self.arn(&id),
+                deletion_date: date,
+                key_state: "PendingDeletion".into(),
+                pending_window_in_days: days,
+            })
+        })
+    }
+
+    fn cancel_key_deletion(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            if k.state != KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is not pending deletion.", self.arn(&id)),
+                ));
+            }
+            // As in AWS: a cancelled deletion leaves the key Disabled.
+            k.state = KeyState::Disabled;
+            k.deletion_date = None;
+            k.pending_window_days = None;
+            Ok(KeyIdResponse { key_id: self.arn(&id) })
+        })
+    }
+
+    fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            self.usable(s, &id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            k.versions.push(Self::new_version(Some("ON_DEMAND")));
+            k.current = (k.versions.len() - 1) as u32;
+            Ok(KeyIdResponse { key_id: self.arn(&id) })
+        })
+    }
+
+    fn enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()> {
+        let days = req.rotation_period_in_days.unwrap_or(365);
+        if !(90..=2560).contains(&days) {
+            return Err(KmsError::validation(format!("RotationPeriodInDays {days} is outside 90..2560")));
+        }
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            self.usable(s, &id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            k.rotation_enabled = true;
+            k.rotation_period_days = Some(days);
+            k.next_rotation = Some(now() + days as f64 * 86400.0);
+            Ok(())
+        })
+    }
+
+    fn disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.mutate(|s| {
+            let id = self.resolve(s, &req.key_id)?;
+            self.usable(s, &id)?;
+            let k = s.keys.get_mut(&id).unwrap();
+            k.rotation_enabled = false;
+            k.next_rotation = None;
+            Ok(())
+        })
+    }
+
+    fn get_key_rotation_status(&self, req: KeyIdRequest) -> KmsResult<GetKeyRotationStatusResponse> {
+        let s = self.snapshot()?;
+        let id = self.resolve(&s, &req.key_id)?;
+        let k = &s.keys[&id];
+        Ok(GetKeyRotationStatusResponse {
+            key_id: self.arn(&id),
+            key_rotation_enabled: k.rotation_enabled,
+            rotation_period_in_days: k.rotation_period_days.filter(|_| k.rotation_enabled),
+            next_rotation_date: k.next_rotation,
+        })
+    }
+
+    fn list_key_rotations(&self, req: ListKeyRotationsRequest) -> KmsResult<ListKeyRotationsResponse> {
+        let s = self.snapshot()?;
+        let id = self.resolve(&s, &req.key_id)?;
+        let all: Vec<RotationEntry> = s.keys[&id]
+            .versions
+            .iter()
+            .filter_map(|v| {
+                v.rotation_type.as_ref().map(|t| RotationEntry {
+                    key_id: self.arn(&id),
+                    key_material_id: v.material_id.clone(),
+                    rotation_date: v.created,
+                    rotation_type: t.clone(),
+                })
+            })
+            .collect();
+        let (rotations, next) = paginate(&all, req.limit, &req.marker)?;
+        Ok(ListKeyRotationsResponse {
+            rotations,
+            truncated: next.is_some(),
+            next_marker: next,
+        })
+    }
+}
+
+fn check_algorithm(alg: &Option<String>) -> KmsResult<()> {
+    match alg.as_deref() {
+        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
+        Some(a) => Err(KmsError::validation(format!("EncryptionAlgorithm {a} is not supported"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kms() -> (tempfile::TempDir, LocalKms) {
+        let d = tempfile::tempdir().unwrap();
+        let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
+        (d, k)
+    }
+
+    fn ctx(pairs: &[(&str, &str)]) -> Option<EncryptionContext> {
+        Some(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+    }
+
+    #[test]
+    fn data_key_round_trip_with_context() {
+        let (_d, k) = kms();
+        let key = k.create_key(CreateKeyRequest::default()).unwrap().key_metadata;
+        k.create_alias(CreateAliasRequest { alias_name: "alias/a".into(), target_key_id: key.key_id.clone() }).unwrap();
+        let c = ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "y")]);
+        let g = k
+            .generate_data_key(GenerateDataKeyRequest {
+                key_id: "alias/a".into(),
+                key_spec: Some("AES_256".into()),
+                encryption_context: c.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(g.plaintext.0.len(), 32);
+        assert_eq!(g.key_id, key.arn);
+        let d = k
+            .decrypt(DecryptRequest { ciphertext_blob: g.ciphertext_blob.clone(), encryption_context: c, key_id: None, encryption_algorithm: None })
+            .unwrap();
+        assert_eq!(d.plaintext, g.plaintext);
+        // wrong context
+        let e = k
+            .decrypt(DecryptRequest { ciphertext_blob: g.ciphertext_blob.clone(), encryption_context: ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "z")]), key_id: None, encryption_algorithm: None })
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidCiphertextException);
+        // a second process sees the key (fresh open of the same dir)
+        let k2 = LocalKms::open(k.dir(), false).unwrap();
+        assert!(k2.describe_key(DescribeKeyRequest { key_id: "alias/a".into() }).is_ok());
+    }
+
+    #[test]
+    fn states_rotation_and_validation() {
+        let (_d, k) = kms();
+        let id = k.create_key(CreateKeyRequest::default()).unwrap().key_metadata.key_id;
+        let enc = |k: &LocalKms| {
+            k.encrypt(EncryptRequest { key_id: id.clone(), plaintext: Secret(b"hi".to_vec()), encryption_context: None, encryption_algorithm: None })
+        };
+        let old = enc(&k).unwrap().ciphertext_blob;
+        k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() }).unwrap();
+        let newer = enc(&k).unwrap();
+        assert_ne!(newer.key_material_id, None);
+        let dec = |blob: Vec<u8>| k.decrypt(DecryptRequest { ciphertext_blob: blob, encryption_context: None, key_id: None, encryption_algorithm: None });
+        assert_eq!(dec(old.clone()).unwrap().plaintext.0, b"hi");
+        assert_eq!(k.list_key_rotations(ListKeyRotationsRequest { key_id: id.clone(), ..Default::default() }).unwrap().rotations.len(), 1);
+        k.disable_key(KeyIdRequest { key_id: id.clone() }).unwrap();
+        assert_eq!(dec(old.clone()).unwrap_err().code, ErrorCode::DisabledException);
+        let e = k.schedule_key_deletion(ScheduleKeyDeletionRequest { key_id: id.clone(), pending_window_in_days: Some(3) }).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ValidationException);
+        k.schedule_key_deletion(ScheduleKeyDeletionRequest { key_id: id.clone(), pending_window_in_days: Some(7) }).unwrap();
+        assert_eq!(dec(old.clone()).unwrap_err().code, ErrorCode::KMSInvalidStateException);
+        k.cancel_key_deletion(KeyIdRequest { key_id: id.clone() }).unwrap();
+        let md = k.describe_key(DescribeKeyRequest { key_id: id.clone() }).unwrap().key_metadata;
+        assert_eq!(md.key_state, "Disabled");
+        k.enable_key(KeyIdRequest { key_id: id.clone() }).unwrap();
+        assert!(dec(old).is_ok());
+        let e = k.enable_key_rotation(EnableKeyRotationRequest { key_id: id.clone(), rotation_period_in_days: Some(30) }).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ValidationException);
+    }
+
+    #[test]
+    fn refuses_world_readable_keystore() {
+        let (_d, k) = kms();
+        fs::set_permissions(k.dir().join(ROOT_KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        let e = LocalKms::open(k.dir(), false).err().unwrap().to_string();
+        assert!(e.contains("group/others"), "{e}");
+    }
+
+    #[test]
+    fn list_keys_pages() {
+        let (_d, k) = kms();
+        for _ in 0..5 {
+            k.create_key(CreateKeyRequest::default()).unwrap();
+        }
+        let p1 = k.list_keys(ListKeysRequest { limit: Some(2), marker: None }).unwrap();
+        assert!(p1.truncated);
+        let p2 = k.list_keys(ListKeysRequest { limit: Some(10), marker: p1.next_marker }).unwrap();
+        assert!(!p2.truncated);
+        assert_eq!(p1.keys.len() + p2.keys.len(), 5);
+    }
+}

@@ -1,0 +1,367 @@
+//! AWS KMS request/response shapes (field names as on the wire, base64 blobs, epoch-second
+//! timestamps). Plaintext fields are `Secret`: zeroized on drop, redacted in Debug.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+pub type EncryptionContext = BTreeMap<String, String>;
+
+/// Secret bytes (a plaintext or a data key): base64 on the wire, wiped on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq, Default)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        b64::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        b64::deserialize(d).map(Secret)
+    }
+}
+
+/// serde helper: Vec<u8> as standard base64.
+pub mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub tag_key: String,
+    pub tag_value: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateKeyRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_usage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    #[serde(rename = "AWSAccountId")]
+    pub aws_account_id: String,
+    pub key_id: String,
+    pub arn: String,
+    pub creation_date: f64,
+    pub enabled: bool,
+    pub description: String,
+    pub key_usage: String,
+    pub key_state: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletion_date: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pending_deletion_window_in_days: Option<u32>,
+    pub origin: String,
+    pub key_manager: String,
+    pub key_spec: String,
+    pub customer_master_key_spec: String,
+    pub encryption_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub current_key_material_id: Option<String>,
+    pub multi_region: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyResponse {
+    pub key_metadata: KeyMetadata,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeyRequest {
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeKeyResponse {
+    pub key_metadata: KeyMetadata,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListKeysRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyListEntry {
+    pub key_id: String,
+    pub key_arn: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysResponse {
+    pub keys: Vec<KeyListEntry>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_marker: Option<String>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateAliasRequest {
+    pub alias_name: String,
+    pub target_key_id: String,
+}
+
+pub type UpdateAliasRequest = CreateAliasRequest;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteAliasRequest {
+    pub alias_name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ListAliasesRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasListEntry {
+    pub alias_name: String,
+    pub alias_arn: String,
+    pub target_key_id: String,
+    pub creation_date: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListAliasesResponse {
+    pub aliases: Vec<AliasListEntry>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_marker: Option<String>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptRequest {
+    pub key_id: String,
+    pub plaintext: Secret,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptResponse {
+    #[serde(with = "b64")]
+    pub ciphertext_blob: Vec<u8>,
+    pub key_id: String,
+    pub encryption_algorithm: String,
+    /// Not in AWS's Encrypt response; ours adds it (clients ignore unknown fields).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptRequest {
+    #[serde(with = "b64")]
+    pub ciphertext_blob: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptResponse {
+    pub key_id: String,
+    pub plaintext: Secret,
+    pub encryption_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_spec: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub number_of_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_context: Option<EncryptionContext>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyResponse {
+    #[serde(with = "b64")]
+    pub ciphertext_blob: Vec<u8>,
+    pub plaintext: Secret,
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyWithoutPlaintextResponse {
+    #[serde(with = "b64")]
+    pub ciphertext_blob: Vec<u8>,
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptRequest {
+    #[serde(with = "b64")]
+    pub ciphertext_blob: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_encryption_context: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_key_id: Option<String>,
+    pub destination_key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination_encryption_context: Option<EncryptionContext>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptResponse {
+    #[serde(with = "b64")]
+    pub ciphertext_blob: Vec<u8>,
+    pub source_key_id: String,
+    pub key_id: String,
+    pub source_encryption_algorithm: String,
+    pub destination_encryption_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_key_material_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination_key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdRequest {
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdResponse {
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleKeyDeletionRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pending_window_in_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleKeyDeletionResponse {
+    pub key_id: String,
+    pub deletion_date: f64,
+    pub key_state: String,
+    pub pending_window_in_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnableKeyRotationRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rotation_period_in_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyRotationStatusResponse {
+    pub key_id: String,
+    pub key_rotation_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rotation_period_in_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_rotation_date: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyRotationsRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationEntry {
+    pub key_id: String,
+    pub key_material_id: String,
+    pub rotation_date: f64,
+    pub rotation_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyRotationsResponse {
+    pub rotations: Vec<RotationEntry>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_marker: Option<String>,
+    pub truncated: bool,
+}

@@ -1,0 +1,14 @@
+//! kmsfs: an encrypting FUSE filesystem whose per-file data keys are wrapped by a KMS.
+//!
+//! Modules, one concern each: `format` (on-disk layout), `crypto` (AEAD backends, keys),
+//! `kms` (the AWS-shaped KMS interface and the embedded KMS), `envelope` (file keys
+//! wrapped by the KMS), `content` (chunked encryption of one file), `fs` (the FUSE
+//! filesystem), `cli` (commands).
+
+pub mod cli;
+pub mod content;
+pub mod crypto;
+pub mod envelope;
+pub mod format;
+pub mod fs;
+pub mod kms;
