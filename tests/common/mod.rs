@@ -1,0 +1,175 @@
+//! Helpers for tests that mount real FUSE filesystems through the `kmsfs` binary.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kmsfs");
+
+/// True when FUSE mounts can be made here. In CI (CI set) a missing FUSE is a failure,
+/// never a skip; elsewhere the test is skipped with a loud message.
+pub fn fuse_available() -> bool {
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    let root = rustix::process::geteuid().is_root();
+    let ok = dev && (root || Path::new("/usr/bin/fusermount3").exists());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("FUSE is not available (/dev/fuse usable: {dev}, root: {root}) but CI is set: FUSE tests must run in CI");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING FUSE TEST: /dev/fuse is not usable here (not CI, so skipping) !!!!!!!!\n");
+    }
+    ok
+}
+
+#[macro_export]
+macro_rules! require_fuse {
+    () => {
+        if !common::fuse_available() {
+            return;
+        }
+    };
+}
+
+/// A kmsfs tree in a temp dir: keystore, backing dir, mountpoint, daemon log.
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+    pub ks: PathBuf,
+    pub backing: PathBuf,
+    pub mnt: PathBuf,
+    pub log: PathBuf,
+    pub mounted: bool,
+}
+
+impl Tree {
+    pub fn new(init_args: &[&str]) -> Tree {
+        let dir = tempfile::Builder::new().prefix("kmsfs-test-").tempdir().unwrap();
+        // others (pjdfstest's users) must be able to reach the mountpoint
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let t = Tree {
+            ks: dir.path().join("keystore"),
+            backing: dir.path().join("backing"),
+            mnt: dir.path().join("mnt"),
+            log: dir.path().join("kmsfs.log"),
+            dir,
+            mounted: false,
+        };
+        std::fs::create_dir(&t.mnt).unwrap();
+        let mut args = vec!["init", t.backing.to_str().unwrap()];
+        args.extend_from_slice(init_args);
+        let out = t.kmsfs(&args);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        t
+    }
+
+    pub fn kms_arg(&self) -> String {
+        format!("local:{}", self.ks.display())
+    }
+
+    pub fn kmsfs(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("KMSFS_KMS", self.kms_arg())
+            .env_remove("KMSFS_AEAD")
+            .output()
+            .expect("run kmsfs")
+    }
+
+    pub fn try_mount(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "mount",
+            self.backing.to_str().unwrap(),
+            self.mnt.to_str().unwrap(),
+            "--log-file",
+            self.log.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.kmsfs(&args)
+    }
+
+    pub fn mount(&mut self) {
+        self.mount_with(&[]);
+    }
+
+    pub fn mount_with(&mut self, extra: &[&str]) {
+        let out = self.try_mount(extra);
+        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.mounted = true;
+    }
+
+    pub fn umount(&mut self) {
+        let out = self.kmsfs(&["umount", self.mnt.to_str().unwrap()]);
+        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.mounted = false;
+        // the daemon exits once the kernel drops the connection; give it a moment
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    pub fn remount(&mut self) {
+        self.umount();
+        self.mount();
+    }
+
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    pub fn b(&self, name: &str) -> PathBuf {
+        self.backing.join(name)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; n];
+    r.fill_bytes(&mut v);
+    v
+}
+
+/// Is `needle` anywhere in any file under `dir`?
+pub fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
+    for e in walk(dir) {
+        if let Ok(data) = std::fs::read(&e) {
+            if data.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn is_eio<T: std::fmt::Debug>(r: std::io::Result<T>) -> bool {
+    match r {
+        Err(e) => e.raw_os_error() == Some(libc::EIO),
+        Ok(v) => {
+            eprintln!("expected EIO, got Ok({v:?})");
+            false
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! End-to-end tests through real FUSE mounts of the `kmsfs` binary.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+
+use common::*;
+
+const CHUNK: u64 = 4096;
+const CCHUNK: u64 = 4096 + 28;
+
+#[test]
+fn round_trips_at_edge_sizes_and_backing_is_ciphertext() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let sizes = [0usize, 1, 4095, 4096, 4097, (1 << 20) + 3, 10 << 20];
+    for (i, &n) in sizes.iter().enumerate() {
+        let data = random_bytes(n, i as u64);
+        fs::write(t.p(&format!("f{n}")), &data).unwrap();
+        assert_eq!(fs::read(t.p(&format!("f{n}"))).unwrap(), data, "size {n}");
+        assert_eq!(fs::metadata(t.p(&format!("f{n}"))).unwrap().len(), n as u64);
+        let bsize = fs::metadata(t.b(&format!("f{n}"))).unwrap().len();
+        assert_eq!(bsize, n as u64 + (n as u64).div_ceil(CHUNK) * 28, "backing size of {n}");
+        let hdr = xattr_len(&t.b(&format!("f{n}")), "user.kmsfs.header");
+        assert!(hdr.is_some_and(|l| l <= 512), "header of f{n}: {hdr:?}");
+    }
+    // a recognisable plaintext must not appear anywhere in the backing tree
+    let marker = b"THE-PLAINTEXT-MARKER-0123456789".repeat(300);
+    fs::write(t.p("marker"), &marker).unwrap();
+    t.remount();
+    assert_eq!(fs::read(t.p("marker")).unwrap(), marker);
+    assert!(!tree_contains(&t.backing, b"THE-PLAINTEXT-MARKER"));
+    for (i, &n) in sizes.iter().enumerate() {
+        assert_eq!(fs::read(t.p(&format!("f{n}"))).unwrap(), random_bytes(n, i as u64), "after remount, size {n}");
+    }
+}
+
+fn xattr_len(p: &std::path::Path, name: &str) -> Option<usize> {
+    let mut buf = vec![0u8; 65536];
+    rustix::fs::getxattr(p, name, &mut buf).ok()
+}
+
+#[test]
+fn odd_offsets_truncate_append_rename_links() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let mut model = vec![];
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(t.p("odd")).unwrap();
+    for (off, len, seed) in [(4090u64, 20usize, 1u64), (0, 1, 2), (8191, 2, 3), (20_000, 5000, 4), (3, 9000, 5), (12_287, 1, 6)] {
+        let d = random_bytes(len, seed);
+        f.write_all_at(&d, off).unwrap();
+        let end = off as usize + len;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off as usize..end].copy_from_slice(&d);
+    }
+    assert_eq!(fs::read(t.p("odd")).unwrap(), model);
+    // truncate down into the middle of a chunk, and up past the end (zeros)
+    f.set_len(5000).unwrap();
+    model.truncate(5000);
+    assert_eq!(fs::read(t.p("odd")).unwrap(), model);
+    f.set_len(4096).unwrap();
+    model.truncate(4096);
+    assert_eq!(fs::read(t.p("odd")).unwrap(), model);
+    f.set_len(70_001).unwrap();
+    model.resize(70_001, 0);
+    assert_eq!(fs::read(t.p("odd")).unwrap(), model);
+    drop(f);
+    // truncate(2) by path, without an open handle
+    let c = std::ffi::CString::new(t.p("odd").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::truncate(c.as_ptr(), 12_345) }, 0);
+    model.resize(12_345, 0);
+    assert_eq!(fs::read(t.p("odd")).unwrap(), model);
+
+    // O_APPEND from two handles
+    let mut a = OpenOptions::new().append(true).open(t.p("odd")).unwrap();
+    let mut b = OpenOptions::new().append(true).open(t.p("odd")).unwrap();
+    a.write_all(b"first").unwrap();
+    b.write_all(b"second").unwrap();
+    model.extend_from_slice(b"firstsecond");
+    drop((a, b));
+    assert_eq!(fs::read(t.p("odd")).unwrap(), model);
+
+    // rename over an existing file, hard links share content
+    fs::write(t.p("victim"), b"old").unwrap();
+    fs::rename(t.p("odd"), t.p("victim")).unwrap();
+    assert!(!t.p("odd").exists());
+    assert_eq!(fs::read(t.p("victim")).unwrap(), model);
+    fs::hard_link(t.p("victim"), t.p("link")).unwrap();
+    assert_eq!(fs::metadata(t.p("link")).unwrap().nlink(), 2);
+    let mut l = OpenOptions::new().write(true).open(t.p("link")).unwrap();
+    l.seek(SeekFrom::Start(1)).unwrap();
+    l.write_all(b"XY").unwrap();
+    drop(l);
+    model[1..3].copy_from_slice(b"XY");
+    assert_eq!(fs::read(t.p("victim")).unwrap(), model);
+    fs::create_dir(t.p("d")).unwrap();
+    fs::rename(t.p("victim"), t.p("d/moved")).unwrap();
+    assert_eq!(fs::read(t.p("d/moved")).unwrap(), model);
+    t.remount();
+    assert_eq!(fs::read(t.p("d/moved")).unwrap(), model);
+    assert_eq!(fs::read(t.p("link")).unwrap(), model);
+}
+
+#[test]
+fn mmap_direct_io_xattrs_and_hidden_entries() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    // mmap write + read
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(t.p("m")).unwrap();
+    f.set_len(3 * CHUNK + 10).unwrap();
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), (3 * CHUNK + 10) as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&f), 0);
+        assert_ne!(p, libc::MAP_FAILED);
+        let s = std::slice::from_raw_parts_mut(p as *mut u8, (3 * CHUNK + 10) as usize);
+        s[4095] = 7;
+        s[3 * CHUNK as usize + 9] = 9;
+        libc::msync(p, s.len(), libc::MS_SYNC);
+        libc::munmap(p, s.len());
+    }
+    drop(f);
+    t.remount();
+    let d = fs::read(t.p("m")).unwrap();
+    assert_eq!((d[4095], d[3 * CHUNK as usize + 9], d.len()), (7, 9, 3 * CHUNK as usize + 10));
+    // O_DIRECT falls back to buffered
+    let mut f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(t.p("m")).unwrap();
+    let mut buf = vec![0u8; 100];
+    f.read_exact(&mut buf).unwrap();
+    // user xattrs pass through; ours is invisible and protected
+    rustix::fs::setxattr(t.p("m"), "user.color", b"blue", rustix::fs::XattrFlags::empty()).unwrap();
+    let mut v = [0u8; 16];
+    let n = rustix::fs::getxattr(t.p("m"), "user.color", &mut v).unwrap();
+    assert_eq!(&v[..n], b"blue");
+    let mut list = [0u8; 1024];
+    let n = rustix::fs::listxattr(t.p("m"), &mut list).unwrap();
+    let names = String::from_utf8_lossy(&list[..n]).to_string();
+    assert!(names.contains("user.color") && !names.contains("kmsfs"), "{names}");
+    assert!(rustix::fs::getxattr(t.p("m"), "user.kmsfs.header", &mut v).is_err());
+    assert!(rustix::fs::setxattr(t.p("m"), "user.kmsfs.header", b"x", rustix::fs::XattrFlags::empty()).is_err());
+    assert!(rustix::fs::removexattr(t.p("m"), "user.kmsfs.header").is_err());
+    assert!(xattr_len(&t.b("m"), "user.kmsfs.header").is_some(), "header intact");
+    // the config is hidden and cannot be created through the mount
+    let names: Vec<_> = fs::read_dir(&t.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!names.iter().any(|n| n == "kmsfs.json"), "{names:?}");
+    assert!(!t.p("kmsfs.json").exists());
+    assert!(fs::write(t.p("kmsfs.json"), b"{}").is_err());
+    assert!(fs::read_to_string(t.b("kmsfs.json")).unwrap().contains("\"fs_id\""));
+    // symlinks and FIFOs
+    std::os::unix::fs::symlink("m", t.p("sl")).unwrap();
+    assert_eq!(fs::read_link(t.p("sl")).unwrap().to_str(), Some("m"));
+    assert_eq!(fs::read(t.p("sl")).unwrap().len(), 3 * CHUNK as usize + 10);
+    rustix::fs::mknodat(rustix::fs::CWD, &t.p("fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+    assert!(fs::symlink_metadata(t.p("fifo")).unwrap().file_type().is_fifo());
+    // mkdir keeps exactly the mode asked for
+    rustix::process::umask(rustix::fs::Mode::empty());
+    rustix::fs::mkdir(t.p("exact"), rustix::fs::Mode::from_raw_mode(0o511)).unwrap();
+    assert_eq!(fs::metadata(t.p("exact")).unwrap().mode() & 0o7777, 0o511);
+}
+
+use std::os::unix::fs::FileTypeExt;
+
+/// Writes three files, unmounts, applies `tamper` to the backing tree, remounts.
+fn tampered(tamper: impl FnOnce(&Tree)) -> Tree {
+    let mut t = Tree::new(&[]);
+    t.mount();
+    fs::write(t.p("a"), random_bytes(3 * CHUNK as usize + 100, 1)).unwrap();
+    fs::write(t.p("b"), random_bytes(3 * CHUNK as usize + 100, 2)).unwrap();
+    fs::write(t.p("ok"), b"untouched").unwrap();
+    t.umount();
+    tamper(&t);
+    t.mount();
+    // the rest of the mount keeps working
+    assert_eq!(fs::read(t.p("ok")).unwrap(), b"untouched");
+    t
+}
+
+fn backing_rw(t: &Tree, name: &str) -> File {
+    OpenOptions::new().read(true).write(true).open(t.b(name)).unwrap()
+}
+
+fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    f.read_exact_at(&mut v, off).unwrap();
+    v
+}
+
+fn assert_logged(t: &Tree, name: &str) {
+    let log = t.log();
+    let path = t.b(name).display().to_string();
+    assert!(log.lines().any(|l| l.contains(&path) && l.contains("ERROR")), "no log line naming {path}:\n{log}");
+}
+
+#[test]
+fn tamper_byte_flip_is_eio() {
+    require_fuse!();
+    let t = tampered(|t| {
+        let f = backing_rw(t, "a");
+        let mut b = read_at(&f, CCHUNK + 40, 1);
+        b[0] ^= 0x01;
+        f.write_all_at(&b, CCHUNK + 40).unwrap();
+    });
+    let mut f = File::open(t.p("a")).unwrap();
+    let mut buf = vec![0u8; 100];
+    f.read_exact(&mut buf).unwrap(); // chunk 0 is fine
+    let mut buf = vec![0u8; 10];
+    assert!(is_eio(f.read_exact_at(&mut buf, CHUNK + 5)), "flipped chunk 1 must be EIO");
+    assert!(f.read_exact_at(&mut buf, 2 * CHUNK).is_ok(), "chunk 2 is fine");
+    assert_logged(&t, "a");
+}
+
+#[test]
+fn tamper_chunk_swap_within_file_is_eio() {
+    require_fuse!();
+    let t = tampered(|t| {
+        let f = backing_rw(t, "a");
+        let c0 = read_at(&f, 0, CCHUNK as usize);
+        let c1 = read_at(&f, CCHUNK, CCHUNK as usize);
+        f.write_all_at(&c1, 0).unwrap();
+        f.write_all_at(&c0, CCHUNK).unwrap();
+    });
+    let f = File::open(t.p("a")).unwrap();
+    let mut buf = vec![0u8; 10];
+    assert!(is_eio(f.read_exact_at(&mut buf, 0)));
+    assert!(is_eio(f.read_exact_at(&mut buf, CHUNK)));
+    assert_logged(&t, "a");
+}
+
+#[test]
+fn tamper_chunk_from_other_file_is_eio() {
+    require_fuse!();
+    let t = tampered(|t| {
+        let b = backing_rw(t, "b");
+        let c1 = read_at(&b, CCHUNK, CCHUNK as usize);
+        backing_rw(t, "a").write_all_at(&c1, CCHUNK).unwrap();
+    });
+    let f = File::open(t.p("a")).unwrap();
+    let mut buf = vec![0u8; 10];
+    assert!(is_eio(f.read_exact_at(&mut buf, CHUNK)));
+    assert!(f.read_exact_at(&mut buf, 0).is_ok());
+    assert_logged(&t, "a");
+}
+
+#[test]
+fn tamper_truncation_at_chunk_boundary_and_appended_chunk_are_eio() {
+    require_fuse!();
+    let t = tampered(|t| {
+        // cut a's final (partial) chunk off: chunk 2 becomes last but is not final
+        backing_rw(t, "a").set_len(3 * CCHUNK).unwrap();
+        // append a foreign full chunk to b: b's old final chunk is no longer last
+        let a = backing_rw(t, "a");
+        let extra = read_at(&a, 0, CCHUNK as usize);
+        let b = backing_rw(t, "b");
+        let len = b.metadata().unwrap().len();
+        b.write_all_at(&extra, len).unwrap();
+    });
+    assert_eq!(fs::metadata(t.p("a")).unwrap().len(), 3 * CHUNK);
+    let f = File::open(t.p("a")).unwrap();
+    let mut buf = vec![0u8; 10];
+    assert!(is_eio(f.read_exact_at(&mut buf, 2 * CHUNK + 1)), "truncated tail must be EIO");
+    assert!(is_eio(fs::read(t.p("b"))), "appended chunk must be EIO");
+    assert_logged(&t, "a");
+}
+
+#[test]
+fn tamper_header_swap_and_missing_header_are_eio() {
+    require_fuse!();
+    let t = tampered(|t| {
+        let mut ha = vec![0u8; 4096];
+        let mut hb = vec![0u8; 4096];
+        let na = rustix::fs::getxattr(t.b("a"), "user.kmsfs.header", &mut ha).unwrap();
+        let nb = rustix::fs::getxattr(t.b("b"), "user.kmsfs.header", &mut hb).unwrap();
+        rustix::fs::setxattr(t.b("a"), "user.kmsfs.header", &hb[..nb], rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(t.b("b"), "user.kmsfs.header", &ha[..na], rustix::fs::XattrFlags::empty()).unwrap();
+        fs::write(t.b("noheader"), vec![0u8; 100]).unwrap();
+    });
+    assert!(is_eio(fs::read(t.p("a"))));
+    assert!(is_eio(fs::read(t.p("b"))));
+    assert!(is_eio(File::open(t.p("noheader"))));
+    assert_logged(&t, "a");
+    assert_logged(&t, "noheader");
+}
+
+#[test]
+fn header_fixed_field_edits_are_eio() {
+    require_fuse!();
+    let t = tampered(|t| {
+        for (name, pos) in [("a", 8usize), ("b", 6usize)] {
+            // byte 8: first byte of the file id; byte 6: the chunk-size shift
+            let mut h = vec![0u8; 4096];
+            let n = rustix::fs::getxattr(t.b(name), "user.kmsfs.header", &mut h).unwrap();
+            h[pos] ^= 1;
+            rustix::fs::setxattr(t.b(name), "user.kmsfs.header", &h[..n], rustix::fs::XattrFlags::empty()).unwrap();
+        }
+    });
+    assert!(is_eio(File::open(t.p("a"))));
+    assert!(is_eio(File::open(t.p("b"))));
+    assert_logged(&t, "a");
+    assert_logged(&t, "b");
+}
+
+#[test]
+fn cli_errors_are_one_line_and_change_nothing() {
+    let t = Tree::new(&[]);
+    // mount of an uninitialised directory
+    let empty = t.dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let out = t.kmsfs(&["mount", empty.to_str().unwrap(), t.mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("not a kmsfs tree"), "{err}");
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+    // missing mountpoint
+    let out = t.kmsfs(&["mount", t.backing.to_str().unwrap(), "/nonexistent/mnt"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("/nonexistent/mnt"), "{err}");
+    // init of a non-empty directory, and of an existing tree
+    fs::write(empty.join("x"), b"x").unwrap();
+    let out = t.kmsfs(&["init", empty.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not empty"));
+    assert!(!empty.join("kmsfs.json").exists());
+    let out = t.kmsfs(&["init", t.backing.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already"));
+    // bad chunk size
+    let out = t.kmsfs(&["init", t.dir.path().join("new").to_str().unwrap(), "--chunk-size", "3000"]);
+    assert!(!out.status.success());
+    assert!(!t.dir.path().join("new").exists(), "failed init created the directory");
+    // unknown key
+    let out = t.kmsfs(&["init", t.dir.path().join("new2").to_str().unwrap(), "--key", "alias/nope"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("NotFoundException"), "{err}");
+    assert!(!t.dir.path().join("new2").exists());
+    // keystore readable by others
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(t.ks.join("root.key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = t.try_mount(&[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("group/others"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn busy_mountpoint_is_refused() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let out = t.try_mount(&[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "second mount on the same mountpoint succeeded");
+    assert!(err.contains("already a mount point") || err.contains("busy"), "{err}");
+}
+
+#[test]
+fn key_created_while_mounted_is_seen_by_the_running_kms() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    fs::write(t.p("before"), b"1").unwrap();
+    let out = t.kmsfs(&["key", "create", "--alias", "second", "--description", "made while mounted"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let arn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = t.kmsfs(&["key", "describe", "alias/second"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&arn));
+    let list = String::from_utf8_lossy(&t.kmsfs(&["key", "list"]).stdout).to_string();
+    assert!(list.contains("alias/second") && list.contains("alias/kmsfs-default"), "{list}");
+    // the mount keeps working with the keystore rewritten underneath it
+    fs::write(t.p("after"), b"2").unwrap();
+    assert_eq!(fs::read(t.p("before")).unwrap(), b"1");
+    assert_eq!(fs::read(t.p("after")).unwrap(), b"2");
+}
