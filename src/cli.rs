@@ -23,7 +23,11 @@ use crate::kms::{
 pub const DEFAULT_ALIAS: &str = "alias/kmsfs-default";
 
 #[derive(Parser, Debug)]
-#[command(name = "kmsfs", version, about = "Encrypted FUSE filesystem with KMS-managed keys")]
+#[command(
+    name = "kmsfs",
+    version,
+    about = "Encrypted FUSE filesystem with KMS-managed keys"
+)]
 pub struct Cli {
     /// KMS location: local:DIR (embedded KMS keystore). Default: $KMSFS_KMS, else the
     /// tree's hint, else /var/lib/kmsfs (root) or $XDG_DATA_HOME/kmsfs.
@@ -125,7 +129,11 @@ fn normalize_alias(a: &str) -> String {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Init { backing, keys, chunk_size } => cmd_init(cli.kms.as_deref(), &backing, keys, chunk_size),
+        Cmd::Init {
+            backing,
+            keys,
+            chunk_size,
+        } => cmd_init(cli.kms.as_deref(), &backing, keys, chunk_size),
         Cmd::Mount {
             backing,
             mountpoint,
@@ -138,7 +146,14 @@ pub fn run(cli: Cli) -> Result<()> {
             if foreground {
                 init_logging(true);
                 let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-                cmd_mount_foreground(cli.kms.as_deref(), &backing, &mountpoint, allow_other, threads, ready)
+                cmd_mount_foreground(
+                    cli.kms.as_deref(),
+                    &backing,
+                    &mountpoint,
+                    allow_other,
+                    threads,
+                    ready,
+                )
             } else {
                 spawn_background(log_file.as_deref())
             }
@@ -148,11 +163,20 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn cmd_init(kms_arg: Option<&str>, backing: &Path, keys: Vec<String>, chunk_size: u32) -> Result<()> {
+fn cmd_init(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    keys: Vec<String>,
+    chunk_size: u32,
+) -> Result<()> {
     crate::format::chunk_shift(chunk_size).map_err(|e| anyhow::anyhow!("--chunk-size: {e}"))?;
     // Check the target before touching the KMS, so a failed init creates nothing.
     if backing.join(CONFIG_FILE).exists() {
-        bail!("{} is already a kmsfs tree ({} exists)", backing.display(), CONFIG_FILE);
+        bail!(
+            "{} is already a kmsfs tree ({} exists)",
+            backing.display(),
+            CONFIG_FILE
+        );
     }
     let existed = backing.exists();
     if existed {
@@ -160,7 +184,10 @@ fn cmd_init(kms_arg: Option<&str>, backing: &Path, keys: Vec<String>, chunk_size
             bail!("{} exists and is not a directory", backing.display());
         }
         if std::fs::read_dir(backing)?.next().is_some() {
-            bail!("{} is not empty; kmsfs init needs a new or empty directory", backing.display());
+            bail!(
+                "{} is not empty; kmsfs init needs a new or empty directory",
+                backing.display()
+            );
         }
     } else if let Some(parent) = backing.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
@@ -182,14 +209,20 @@ fn cmd_init(kms_arg: Option<&str>, backing: &Path, keys: Vec<String>, chunk_size
     };
     let cfg = TreeConfig::new(chunk_size, arns, Some(loc.describe()));
     if !existed {
-        std::fs::create_dir(backing).with_context(|| format!("cannot create {}", backing.display()))?;
+        std::fs::create_dir(backing)
+            .with_context(|| format!("cannot create {}", backing.display()))?;
     }
     let r = write_config(backing, &cfg);
     if r.is_err() && !existed {
         let _ = std::fs::remove_dir_all(backing);
     }
     r?;
-    println!("initialised {} (fs id {}, chunk size {})", backing.display(), cfg.fs_id, cfg.chunk_size);
+    println!(
+        "initialised {} (fs id {}, chunk size {})",
+        backing.display(),
+        cfg.fs_id,
+        cfg.chunk_size
+    );
     for k in &cfg.keys {
         println!("  wraps file keys under {k}");
     }
@@ -198,11 +231,20 @@ fn cmd_init(kms_arg: Option<&str>, backing: &Path, keys: Vec<String>, chunk_size
 
 fn write_config(backing: &Path, cfg: &TreeConfig) -> Result<()> {
     let tmp = backing.join(format!(".{CONFIG_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write in {}", backing.display()))?;
+    let mut f = std::fs::File::create(&tmp)
+        .with_context(|| format!("cannot write in {}", backing.display()))?;
     // Headers live in user xattrs: refuse a backing filesystem that cannot hold them.
-    if let Err(e) = rustix::fs::fsetxattr(&f, "user.kmsfs.probe", b"1", rustix::fs::XattrFlags::empty()) {
+    if let Err(e) = rustix::fs::fsetxattr(
+        &f,
+        "user.kmsfs.probe",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    ) {
         let _ = std::fs::remove_file(&tmp);
-        bail!("{} does not support user extended attributes ({e}); kmsfs stores file headers in them", backing.display());
+        bail!(
+            "{} does not support user extended attributes ({e}); kmsfs stores file headers in them",
+            backing.display()
+        );
     }
     let _ = rustix::fs::fremovexattr(&f, "user.kmsfs.probe");
     f.write_all(serde_json::to_string_pretty(cfg)?.as_bytes())?;
@@ -214,7 +256,9 @@ fn write_config(backing: &Path, cfg: &TreeConfig) -> Result<()> {
 }
 
 fn default_key(kms: &dyn Kms) -> Result<String> {
-    match kms.describe_key(DescribeKeyRequest { key_id: DEFAULT_ALIAS.into() }) {
+    match kms.describe_key(DescribeKeyRequest {
+        key_id: DEFAULT_ALIAS.into(),
+    }) {
         Ok(r) => Ok(r.key_metadata.arn),
         Err(e) if e.code == crate::kms::ErrorCode::NotFoundException => {
             let md = kms
@@ -255,7 +299,10 @@ fn spawn_background(log_file: Option<&Path>) -> Result<()> {
     };
     let wr_raw = wr.as_raw_fd();
     let mut cmd = Command::new(exe);
-    cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
     unsafe {
         cmd.pre_exec(move || {
             // detach from the terminal's session; keep the pipe across exec
@@ -315,7 +362,10 @@ fn is_mounted(path: &Path) -> bool {
 
 fn raise_nofile_limit() {
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -350,8 +400,13 @@ fn cmd_mount_foreground(
         let kms = tree_kms(kms_arg, &cfg)?;
         check_mountpoint(mountpoint)?;
         let env = Arc::new(Envelope::new(kms, cfg, Backend::from_env(), 4096));
-        let fs = crate::fs::KmsFs::new(&crate::fs::FsOptions { backing: backing.clone() }, env)
-            .with_context(|| format!("cannot open {}", backing.display()))?;
+        let fs = crate::fs::KmsFs::new(
+            &crate::fs::FsOptions {
+                backing: backing.clone(),
+            },
+            env,
+        )
+        .with_context(|| format!("cannot open {}", backing.display()))?;
         // Modes are applied exactly as asked: the kernel already applied the caller's umask.
         rustix::process::umask(rustix::fs::Mode::empty());
         raise_nofile_limit();
@@ -361,7 +416,11 @@ fn cmd_mount_foreground(
             fuser::MountOption::Subtype("kmsfs".into()),
             fuser::MountOption::DefaultPermissions,
         ];
-        config.acl = if allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+        config.acl = if allow_other {
+            fuser::SessionACL::All
+        } else {
+            fuser::SessionACL::Owner
+        };
         config.n_threads = Some(threads.max(1));
         config.clone_fd = threads > 1;
         fuser::Session::new(fs, mountpoint, &config)
@@ -370,14 +429,18 @@ fn cmd_mount_foreground(
     let mut session = match setup() {
         Ok(s) => s,
         Err(e) => {
-            report(&mut ready, &format!("error: {}\n", format!("{e:#}").replace('\n', " ")));
+            report(
+                &mut ready,
+                &format!("error: {}\n", format!("{e:#}").replace('\n', " ")),
+            );
             return Err(e);
         }
     };
     tracing::info!("mounted {} on {}", backing.display(), mountpoint.display());
     // Unmount cleanly on SIGTERM/SIGINT/SIGHUP.
     let mut unmounter = session.unmount_callable();
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             tracing::info!("signal {sig}: unmounting");
@@ -393,7 +456,8 @@ fn cmd_mount_foreground(
 }
 
 fn cmd_umount(mp: &Path) -> Result<()> {
-    let canon = std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    let canon =
+        std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
     if !is_mounted(&canon) {
         bail!("{} is not mounted", mp.display());
     }
@@ -439,7 +503,10 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
             let mut keys = vec![];
             let mut marker = None;
             loop {
-                let r = kms.list_keys(ListKeysRequest { limit: Some(1000), marker })?;
+                let r = kms.list_keys(ListKeysRequest {
+                    limit: Some(1000),
+                    marker,
+                })?;
                 keys.extend(r.keys);
                 if !r.truncated {
                     break;
@@ -449,7 +516,11 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
             let aliases = kms.list_aliases(ListAliasesRequest::default())?.aliases;
             let mut rows = vec![];
             for k in keys {
-                let md = kms.describe_key(DescribeKeyRequest { key_id: k.key_id.clone() })?.key_metadata;
+                let md = kms
+                    .describe_key(DescribeKeyRequest {
+                        key_id: k.key_id.clone(),
+                    })?
+                    .key_metadata;
                 let names: Vec<String> = aliases
                     .iter()
                     .filter(|a| a.target_key_id == md.key_id)
@@ -465,14 +536,22 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (md, names) in rows {
-                    println!("{}\t{}\t{}\t{}", md.arn, md.key_state, names.join(","), md.description);
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        md.arn,
+                        md.key_state,
+                        names.join(","),
+                        md.description
+                    );
                 }
             }
         }
         KeyCmd::Describe { key } => {
             let kms = loc.open(false)?;
             let md = kms
-                .describe_key(DescribeKeyRequest { key_id: key.clone() })
+                .describe_key(DescribeKeyRequest {
+                    key_id: key.clone(),
+                })
                 .with_context(|| format!("key {key}"))?;
             println!("{}", serde_json::to_string_pretty(&md)?);
         }

@@ -99,7 +99,13 @@ impl Content<'_> {
 
     /// Decrypts the chunks `first..end` of a file of `plain_size` bytes into `out`
     /// (which must be `(end-first)*chunk` long or more; returns the plaintext length).
-    fn read_chunks(&self, first: u64, end: u64, plain_size: u64, out: &mut Vec<u8>) -> Result<usize, ContentError> {
+    fn read_chunks(
+        &self,
+        first: u64,
+        end: u64,
+        plain_size: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, ContentError> {
         let slots = self.slots(first, end, plain_size);
         let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
         let mut sealed = vec![0u8; total];
@@ -168,7 +174,11 @@ impl Content<'_> {
         // Chunks at the edges keep old bytes outside [off, end): decrypt them first.
         let mut old = Vec::new();
         let last = last_end - 1;
-        let edges: &[u64] = if first == last { &[first] } else { &[first, last] };
+        let edges: &[u64] = if first == last {
+            &[first]
+        } else {
+            &[first, last]
+        };
         for &i in edges {
             let old_len = self.geo.chunk_len(i, plain_size);
             let covered = off <= i * c && i * c + old_len <= end;
@@ -186,7 +196,13 @@ impl Content<'_> {
     }
 
     /// Seals `plain` as chunks `first..end` of a file of `plain_size` bytes and writes them.
-    fn seal_and_write(&self, first: u64, end: u64, plain_size: u64, plain: &[u8]) -> Result<(), ContentError> {
+    fn seal_and_write(
+        &self,
+        first: u64,
+        end: u64,
+        plain_size: u64,
+        plain: &[u8],
+    ) -> Result<(), ContentError> {
         let slots = self.slots(first, end, plain_size);
         let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
         let mut sealed = vec![0u8; total];
@@ -202,7 +218,11 @@ impl Content<'_> {
             p = pb;
         }
         if total >= PARALLEL_MIN {
-            pool().install(|| pieces.par_iter_mut().for_each(|(s, b, _)| self.seal_chunk(s, b)));
+            pool().install(|| {
+                pieces
+                    .par_iter_mut()
+                    .for_each(|(s, b, _)| self.seal_chunk(s, b))
+            });
         } else {
             for (s, b, _) in pieces.iter_mut() {
                 self.seal_chunk(s, b);
@@ -253,7 +273,12 @@ fn preallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
         return Ok(());
     }
     let from = off.max(cur);
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, from, off + len - from) {
+    match rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::KEEP_SIZE,
+        from,
+        off + len - from,
+    ) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => Ok(()),
         Err(e) => Err(e.into()),
@@ -311,7 +336,11 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0u64..40_000, proptest::collection::vec(any::<u8>(), 1..12_000)).prop_map(|(o, d)| Op::Write(o, d)),
+            (
+                0u64..40_000,
+                proptest::collection::vec(any::<u8>(), 1..12_000)
+            )
+                .prop_map(|(o, d)| Op::Write(o, d)),
             (0u64..40_000).prop_map(Op::Truncate),
         ]
     }
@@ -352,7 +381,10 @@ mod tests {
         c.write(0, 0, &data).unwrap();
         // cut the last chunk off: the new last chunk is not final
         f.file.set_len(2 * 4124).unwrap();
-        assert!(matches!(c.read(2 * 4096, 4096, 10), Err(ContentError::Corrupt { chunk: 1, .. })));
+        assert!(matches!(
+            c.read(2 * 4096, 4096, 10),
+            Err(ContentError::Corrupt { chunk: 1, .. })
+        ));
         assert!(c.read(2 * 4096, 0, 10).is_ok(), "chunk 0 is still fine");
         // swap chunks 0 and 1 in a fresh file
         let f = fixture(4096);
@@ -364,7 +396,10 @@ mod tests {
         f.file.read_exact_at(&mut b, 4124).unwrap();
         f.file.write_all_at(&b, 0).unwrap();
         f.file.write_all_at(&a, 4124).unwrap();
-        assert!(matches!(c.read(3 * 4096, 0, 10), Err(ContentError::Corrupt { chunk: 0, .. })));
+        assert!(matches!(
+            c.read(3 * 4096, 0, 10),
+            Err(ContentError::Corrupt { chunk: 0, .. })
+        ));
     }
 
     #[test]
@@ -373,7 +408,13 @@ mod tests {
         let c = f.c();
         let data: Vec<u8> = (0..(3 << 20) + 17).map(|i| (i * 31) as u8).collect();
         c.write(0, 0, &data).unwrap();
-        assert_eq!(c.read(data.len() as u64, 0, data.len() as u64).unwrap(), data);
-        assert_eq!(c.read(data.len() as u64, 5000, 300_000).unwrap(), &data[5000..305_000]);
+        assert_eq!(
+            c.read(data.len() as u64, 0, data.len() as u64).unwrap(),
+            data
+        );
+        assert_eq!(
+            c.read(data.len() as u64, 5000, 300_000).unwrap(),
+            &data[5000..305_000]
+        );
     }
 }

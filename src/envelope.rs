@@ -10,7 +10,10 @@ use parking_lot::Mutex;
 
 use crate::crypto::{Aead, Backend, SecretKey};
 use crate::format::{Header, TreeConfig, Wrap, SUITE_AES256GCM_HKDF_SHA256};
-use crate::kms::{DecryptRequest, EncryptRequest, EncryptionContext, GenerateDataKeyRequest, Kms, KmsError, Secret};
+use crate::kms::{
+    DecryptRequest, EncryptRequest, EncryptionContext, GenerateDataKeyRequest, Kms, KmsError,
+    Secret,
+};
 
 /// Keys derived from one file's DEK. The DEK itself is dropped (zeroized) after derivation.
 pub struct FileKeys {
@@ -49,14 +52,21 @@ pub fn wrap_context(fs_id: &str, file_id: &[u8; 16]) -> EncryptionContext {
 }
 
 impl Envelope {
-    pub fn new(kms: Arc<dyn Kms>, config: TreeConfig, backend: Backend, cache_entries: usize) -> Envelope {
+    pub fn new(
+        kms: Arc<dyn Kms>,
+        config: TreeConfig,
+        backend: Backend,
+        cache_entries: usize,
+    ) -> Envelope {
         let fs_id = config.fs_id_bytes().expect("validated config");
         Envelope {
             kms,
             config,
             fs_id,
             backend,
-            cache: Mutex::new(LruCache::new(NonZeroUsize::new(cache_entries.max(1)).unwrap())),
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(cache_entries.max(1)).unwrap(),
+            )),
         }
     }
 
@@ -141,8 +151,8 @@ impl Envelope {
                         Err(e) => errors.push(format!("{}: {}", w.key_arn, e)),
                     }
                 }
-                let keys = Arc::new(found.ok_or_else(|| EnvelopeError::Unwrap(errors.join("; ")))?);
-                keys
+                
+                Arc::new(found.ok_or_else(|| EnvelopeError::Unwrap(errors.join("; ")))?)
             }
         };
         if !h.verify_mac(&keys.mac, &self.fs_id) {

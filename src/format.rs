@@ -90,7 +90,10 @@ impl TreeConfig {
             return Err(format!("unsupported filename mode {:?}", self.filenames));
         }
         if self.keys.is_empty() || self.keys.len() > MAX_WRAPS {
-            return Err(format!("needs 1..={MAX_WRAPS} keys, has {}", self.keys.len()));
+            return Err(format!(
+                "needs 1..={MAX_WRAPS} keys, has {}",
+                self.keys.len()
+            ));
         }
         self.fs_id_bytes()?;
         Ok(())
@@ -267,10 +270,7 @@ impl Header {
     }
 
     pub fn verify_mac(&self, mac_key: &SecretKey, fs_id: &[u8; 16]) -> bool {
-        mac_key.verify_hmac(
-            &[b"kmsfs header v1", &self.fixed_bytes(), fs_id],
-            &self.mac,
-        )
+        mac_key.verify_hmac(&[b"kmsfs header v1", &self.fixed_bytes(), fs_id], &self.mac)
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, HeaderError> {
@@ -370,7 +370,9 @@ fn put_u16_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), HeaderError> {
 }
 
 fn hex_lower_decode(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    if s.is_empty()
+        || s.len() % 2 != 0
+        || !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
     {
         return None;
     }
@@ -444,7 +446,10 @@ mod tests {
         let mut m = b.clone();
         m[6] = 30;
         assert_eq!(Header::decode(&m), Err(HeaderError::ChunkShift(30)));
-        assert_eq!(Header::decode(&b[..b.len() - 1]), Err(HeaderError::Truncated));
+        assert_eq!(
+            Header::decode(&b[..b.len() - 1]),
+            Err(HeaderError::Truncated)
+        );
         let mut m = b.clone();
         m.push(0);
         assert_eq!(Header::decode(&m), Err(HeaderError::Trailing(1)));

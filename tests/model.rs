@@ -29,7 +29,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn open(t: &Tree) -> File {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(t.p("model")).unwrap()
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(t.p("model"))
+        .unwrap()
 }
 
 #[test]
@@ -37,8 +43,14 @@ fn mount_matches_model() {
     require_fuse!();
     let mut t = Tree::new(&[]);
     t.mount();
-    let cases = std::env::var("KMSFS_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases, ..ProptestConfig::default() });
+    let cases = std::env::var("KMSFS_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    });
     let t = std::cell::RefCell::new(t);
     runner
         .run(&proptest::collection::vec(op(), 1..30), |ops| {

@@ -23,7 +23,11 @@ fn round_trips_at_edge_sizes_and_backing_is_ciphertext() {
         assert_eq!(fs::read(t.p(&format!("f{n}"))).unwrap(), data, "size {n}");
         assert_eq!(fs::metadata(t.p(&format!("f{n}"))).unwrap().len(), n as u64);
         let bsize = fs::metadata(t.b(&format!("f{n}"))).unwrap().len();
-        assert_eq!(bsize, n as u64 + (n as u64).div_ceil(CHUNK) * 28, "backing size of {n}");
+        assert_eq!(
+            bsize,
+            n as u64 + (n as u64).div_ceil(CHUNK) * 28,
+            "backing size of {n}"
+        );
         let hdr = xattr_len(&t.b(&format!("f{n}")), "user.kmsfs.header");
         assert!(hdr.is_some_and(|l| l <= 512), "header of f{n}: {hdr:?}");
     }
@@ -34,7 +38,11 @@ fn round_trips_at_edge_sizes_and_backing_is_ciphertext() {
     assert_eq!(fs::read(t.p("marker")).unwrap(), marker);
     assert!(!tree_contains(&t.backing, b"THE-PLAINTEXT-MARKER"));
     for (i, &n) in sizes.iter().enumerate() {
-        assert_eq!(fs::read(t.p(&format!("f{n}"))).unwrap(), random_bytes(n, i as u64), "after remount, size {n}");
+        assert_eq!(
+            fs::read(t.p(&format!("f{n}"))).unwrap(),
+            random_bytes(n, i as u64),
+            "after remount, size {n}"
+        );
     }
 }
 
@@ -49,8 +57,21 @@ fn odd_offsets_truncate_append_rename_links() {
     let mut t = Tree::new(&[]);
     t.mount();
     let mut model = vec![];
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(t.p("odd")).unwrap();
-    for (off, len, seed) in [(4090u64, 20usize, 1u64), (0, 1, 2), (8191, 2, 3), (20_000, 5000, 4), (3, 9000, 5), (12_287, 1, 6)] {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(t.p("odd"))
+        .unwrap();
+    for (off, len, seed) in [
+        (4090u64, 20usize, 1u64),
+        (0, 1, 2),
+        (8191, 2, 3),
+        (20_000, 5000, 4),
+        (3, 9000, 5),
+        (12_287, 1, 6),
+    ] {
         let d = random_bytes(len, seed);
         f.write_all_at(&d, off).unwrap();
         let end = off as usize + len;
@@ -113,10 +134,23 @@ fn mmap_direct_io_xattrs_and_hidden_entries() {
     let mut t = Tree::new(&[]);
     t.mount();
     // mmap write + read
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(t.p("m")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(t.p("m"))
+        .unwrap();
     f.set_len(3 * CHUNK + 10).unwrap();
     unsafe {
-        let p = libc::mmap(std::ptr::null_mut(), (3 * CHUNK + 10) as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&f), 0);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            (3 * CHUNK + 10) as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
         assert_ne!(p, libc::MAP_FAILED);
         let s = std::slice::from_raw_parts_mut(p as *mut u8, (3 * CHUNK + 10) as usize);
         s[4095] = 7;
@@ -127,36 +161,77 @@ fn mmap_direct_io_xattrs_and_hidden_entries() {
     drop(f);
     t.remount();
     let d = fs::read(t.p("m")).unwrap();
-    assert_eq!((d[4095], d[3 * CHUNK as usize + 9], d.len()), (7, 9, 3 * CHUNK as usize + 10));
+    assert_eq!(
+        (d[4095], d[3 * CHUNK as usize + 9], d.len()),
+        (7, 9, 3 * CHUNK as usize + 10)
+    );
     // O_DIRECT falls back to buffered
-    let mut f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(t.p("m")).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(t.p("m"))
+        .unwrap();
     let mut buf = vec![0u8; 100];
     f.read_exact(&mut buf).unwrap();
     // user xattrs pass through; ours is invisible and protected
-    rustix::fs::setxattr(t.p("m"), "user.color", b"blue", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(
+        t.p("m"),
+        "user.color",
+        b"blue",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
     let mut v = [0u8; 16];
     let n = rustix::fs::getxattr(t.p("m"), "user.color", &mut v).unwrap();
     assert_eq!(&v[..n], b"blue");
     let mut list = [0u8; 1024];
     let n = rustix::fs::listxattr(t.p("m"), &mut list).unwrap();
     let names = String::from_utf8_lossy(&list[..n]).to_string();
-    assert!(names.contains("user.color") && !names.contains("kmsfs"), "{names}");
+    assert!(
+        names.contains("user.color") && !names.contains("kmsfs"),
+        "{names}"
+    );
     assert!(rustix::fs::getxattr(t.p("m"), "user.kmsfs.header", &mut v).is_err());
-    assert!(rustix::fs::setxattr(t.p("m"), "user.kmsfs.header", b"x", rustix::fs::XattrFlags::empty()).is_err());
+    assert!(rustix::fs::setxattr(
+        t.p("m"),
+        "user.kmsfs.header",
+        b"x",
+        rustix::fs::XattrFlags::empty()
+    )
+    .is_err());
     assert!(rustix::fs::removexattr(t.p("m"), "user.kmsfs.header").is_err());
-    assert!(xattr_len(&t.b("m"), "user.kmsfs.header").is_some(), "header intact");
+    assert!(
+        xattr_len(&t.b("m"), "user.kmsfs.header").is_some(),
+        "header intact"
+    );
     // the config is hidden and cannot be created through the mount
-    let names: Vec<_> = fs::read_dir(&t.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&t.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(!names.iter().any(|n| n == "kmsfs.json"), "{names:?}");
     assert!(!t.p("kmsfs.json").exists());
     assert!(fs::write(t.p("kmsfs.json"), b"{}").is_err());
-    assert!(fs::read_to_string(t.b("kmsfs.json")).unwrap().contains("\"fs_id\""));
+    assert!(fs::read_to_string(t.b("kmsfs.json"))
+        .unwrap()
+        .contains("\"fs_id\""));
     // symlinks and FIFOs
     std::os::unix::fs::symlink("m", t.p("sl")).unwrap();
     assert_eq!(fs::read_link(t.p("sl")).unwrap().to_str(), Some("m"));
     assert_eq!(fs::read(t.p("sl")).unwrap().len(), 3 * CHUNK as usize + 10);
-    rustix::fs::mknodat(rustix::fs::CWD, &t.p("fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
-    assert!(fs::symlink_metadata(t.p("fifo")).unwrap().file_type().is_fifo());
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        t.p("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    assert!(fs::symlink_metadata(t.p("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     // mkdir keeps exactly the mode asked for
     rustix::process::umask(rustix::fs::Mode::empty());
     rustix::fs::mkdir(t.p("exact"), rustix::fs::Mode::from_raw_mode(0o511)).unwrap();
@@ -181,7 +256,11 @@ fn tampered(tamper: impl FnOnce(&Tree)) -> Tree {
 }
 
 fn backing_rw(t: &Tree, name: &str) -> File {
-    OpenOptions::new().read(true).write(true).open(t.b(name)).unwrap()
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(t.b(name))
+        .unwrap()
 }
 
 fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
@@ -193,7 +272,11 @@ fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
 fn assert_logged(t: &Tree, name: &str) {
     let log = t.log();
     let path = t.b(name).display().to_string();
-    assert!(log.lines().any(|l| l.contains(&path) && l.contains("ERROR")), "no log line naming {path}:\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&path) && l.contains("ERROR")),
+        "no log line naming {path}:\n{log}"
+    );
 }
 
 #[test]
@@ -209,8 +292,14 @@ fn tamper_byte_flip_is_eio() {
     let mut buf = vec![0u8; 100];
     f.read_exact(&mut buf).unwrap(); // chunk 0 is fine
     let mut buf = vec![0u8; 10];
-    assert!(is_eio(f.read_exact_at(&mut buf, CHUNK + 5)), "flipped chunk 1 must be EIO");
-    assert!(f.read_exact_at(&mut buf, 2 * CHUNK).is_ok(), "chunk 2 is fine");
+    assert!(
+        is_eio(f.read_exact_at(&mut buf, CHUNK + 5)),
+        "flipped chunk 1 must be EIO"
+    );
+    assert!(
+        f.read_exact_at(&mut buf, 2 * CHUNK).is_ok(),
+        "chunk 2 is fine"
+    );
     assert_logged(&t, "a");
 }
 
@@ -262,7 +351,10 @@ fn tamper_truncation_at_chunk_boundary_and_appended_chunk_are_eio() {
     assert_eq!(fs::metadata(t.p("a")).unwrap().len(), 3 * CHUNK);
     let f = File::open(t.p("a")).unwrap();
     let mut buf = vec![0u8; 10];
-    assert!(is_eio(f.read_exact_at(&mut buf, 2 * CHUNK + 1)), "truncated tail must be EIO");
+    assert!(
+        is_eio(f.read_exact_at(&mut buf, 2 * CHUNK + 1)),
+        "truncated tail must be EIO"
+    );
     assert!(is_eio(fs::read(t.p("b"))), "appended chunk must be EIO");
     assert_logged(&t, "a");
 }
@@ -275,8 +367,20 @@ fn tamper_header_swap_and_missing_header_are_eio() {
         let mut hb = vec![0u8; 4096];
         let na = rustix::fs::getxattr(t.b("a"), "user.kmsfs.header", &mut ha).unwrap();
         let nb = rustix::fs::getxattr(t.b("b"), "user.kmsfs.header", &mut hb).unwrap();
-        rustix::fs::setxattr(t.b("a"), "user.kmsfs.header", &hb[..nb], rustix::fs::XattrFlags::empty()).unwrap();
-        rustix::fs::setxattr(t.b("b"), "user.kmsfs.header", &ha[..na], rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(
+            t.b("a"),
+            "user.kmsfs.header",
+            &hb[..nb],
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        rustix::fs::setxattr(
+            t.b("b"),
+            "user.kmsfs.header",
+            &ha[..na],
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
         fs::write(t.b("noheader"), vec![0u8; 100]).unwrap();
     });
     assert!(is_eio(fs::read(t.p("a"))));
@@ -295,7 +399,13 @@ fn header_fixed_field_edits_are_eio() {
             let mut h = vec![0u8; 4096];
             let n = rustix::fs::getxattr(t.b(name), "user.kmsfs.header", &mut h).unwrap();
             h[pos] ^= 1;
-            rustix::fs::setxattr(t.b(name), "user.kmsfs.header", &h[..n], rustix::fs::XattrFlags::empty()).unwrap();
+            rustix::fs::setxattr(
+                t.b(name),
+                "user.kmsfs.header",
+                &h[..n],
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
         }
     });
     assert!(is_eio(File::open(t.p("a"))));
@@ -319,7 +429,10 @@ fn cli_errors_are_one_line_and_change_nothing() {
     // missing mountpoint
     let out = t.kmsfs(&["mount", t.backing.to_str().unwrap(), "/nonexistent/mnt"]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success() && err.contains("/nonexistent/mnt"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("/nonexistent/mnt"),
+        "{err}"
+    );
     // init of a non-empty directory, and of an existing tree
     fs::write(empty.join("x"), b"x").unwrap();
     let out = t.kmsfs(&["init", empty.to_str().unwrap()]);
@@ -328,20 +441,39 @@ fn cli_errors_are_one_line_and_change_nothing() {
     let out = t.kmsfs(&["init", t.backing.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already"));
     // bad chunk size
-    let out = t.kmsfs(&["init", t.dir.path().join("new").to_str().unwrap(), "--chunk-size", "3000"]);
+    let out = t.kmsfs(&[
+        "init",
+        t.dir.path().join("new").to_str().unwrap(),
+        "--chunk-size",
+        "3000",
+    ]);
     assert!(!out.status.success());
-    assert!(!t.dir.path().join("new").exists(), "failed init created the directory");
+    assert!(
+        !t.dir.path().join("new").exists(),
+        "failed init created the directory"
+    );
     // unknown key
-    let out = t.kmsfs(&["init", t.dir.path().join("new2").to_str().unwrap(), "--key", "alias/nope"]);
+    let out = t.kmsfs(&[
+        "init",
+        t.dir.path().join("new2").to_str().unwrap(),
+        "--key",
+        "alias/nope",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success() && err.contains("NotFoundException"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("NotFoundException"),
+        "{err}"
+    );
     assert!(!t.dir.path().join("new2").exists());
     // keystore readable by others
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(t.ks.join("root.key"), fs::Permissions::from_mode(0o644)).unwrap();
     let out = t.try_mount(&[]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success() && err.contains("group/others"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("group/others"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
@@ -352,8 +484,14 @@ fn busy_mountpoint_is_refused() {
     t.mount();
     let out = t.try_mount(&[]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "second mount on the same mountpoint succeeded");
-    assert!(err.contains("already a mount point") || err.contains("busy"), "{err}");
+    assert!(
+        !out.status.success(),
+        "second mount on the same mountpoint succeeded"
+    );
+    assert!(
+        err.contains("already a mount point") || err.contains("busy"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -362,13 +500,27 @@ fn key_created_while_mounted_is_seen_by_the_running_kms() {
     let mut t = Tree::new(&[]);
     t.mount();
     fs::write(t.p("before"), b"1").unwrap();
-    let out = t.kmsfs(&["key", "create", "--alias", "second", "--description", "made while mounted"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = t.kmsfs(&[
+        "key",
+        "create",
+        "--alias",
+        "second",
+        "--description",
+        "made while mounted",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let arn = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let out = t.kmsfs(&["key", "describe", "alias/second"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&arn));
     let list = String::from_utf8_lossy(&t.kmsfs(&["key", "list"]).stdout).to_string();
-    assert!(list.contains("alias/second") && list.contains("alias/kmsfs-default"), "{list}");
+    assert!(
+        list.contains("alias/second") && list.contains("alias/kmsfs-default"),
+        "{list}"
+    );
     // the mount keeps working with the keystore rewritten underneath it
     fs::write(t.p("after"), b"2").unwrap();
     assert_eq!(fs::read(t.p("before")).unwrap(), b"1");

@@ -1,6 +1,6 @@
 //! The third-party POSIX suites on a real mount: pjdfstest (allow_other, run as root with
 //! its own unprivileged users) and fsx. .ci/run installs both; the tests look for them
-//! in $KMSFS_TOOLS/bin, then on PATH. Missing tools fail in CI and skip loudly elsewhere.
+//! in $KMSFS_TOOLS/bin, ~/.cache/kmsfs-tools/bin (where .ci/run puts them), then on PATH. Missing tools fail in CI and skip loudly elsewhere.
 
 mod common;
 
@@ -13,6 +13,9 @@ fn tool(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = vec![];
     if let Some(d) = std::env::var_os("KMSFS_TOOLS") {
         dirs.push(PathBuf::from(d).join("bin"));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(h).join(".cache/kmsfs-tools/bin"));
     }
     if let Some(p) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&p));
@@ -32,7 +35,10 @@ fn pjdfstest_has_no_failures() {
     require_fuse!();
     let Some(pjd) = tool("pjdfstest") else { return };
     if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var_os("CI").is_none(), "pjdfstest needs root in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pjdfstest needs root in CI"
+        );
         eprintln!("!!!!!!!! SKIPPING pjdfstest: needs root !!!!!!!!");
         return;
     }
@@ -54,7 +60,12 @@ fn pjdfstest_has_no_failures() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = stdout.lines().filter(|l| l.starts_with("Summary")).last().unwrap_or("no summary").to_string();
+    let summary = stdout
+        .lines()
+        .filter(|l| l.starts_with("Summary"))
+        .next_back()
+        .unwrap_or("no summary")
+        .to_string();
     eprintln!("pjdfstest: {summary}");
     let failures: Vec<&str> = stdout.lines().filter(|l| l.contains("FAILED")).collect();
     assert!(
@@ -78,7 +89,15 @@ fn fsx_50k_operations() {
         .arg(t.p("fsx.data"))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("A-OK"), "fsx failed:\n{text}\nlog:\n{}", t.log());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("A-OK"),
+        "fsx failed:\n{text}\nlog:\n{}",
+        t.log()
+    );
     eprintln!("fsx: {ops} operations A-OK");
 }

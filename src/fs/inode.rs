@@ -67,7 +67,13 @@ impl InodeTable {
         });
         let mut by_ino = HashMap::new();
         // The root is never forgotten: give it a lookup count that cannot reach zero.
-        by_ino.insert(ROOT_INO, Entry { inode: root, nlookup: u64::MAX / 2 });
+        by_ino.insert(
+            ROOT_INO,
+            Entry {
+                inode: root,
+                nlookup: u64::MAX / 2,
+            },
+        );
         let mut by_key = HashMap::new();
         by_key.insert(key, ROOT_INO);
         InodeTable {
@@ -125,7 +131,13 @@ impl InodeTable {
             is_symlink: fmt == libc::S_IFLNK,
             is_file: fmt == libc::S_IFREG,
         });
-        t.by_ino.insert(ino, Entry { inode: inode.clone(), nlookup: 1 });
+        t.by_ino.insert(
+            ino,
+            Entry {
+                inode: inode.clone(),
+                nlookup: 1,
+            },
+        );
         t.by_key.insert(key, ino);
         inode
     }

@@ -17,16 +17,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::content::{Content, ContentError};
 use crate::envelope::{Envelope, FileKeys};
-use crate::format::{Geometry, Header, CONFIG_FILE, HEADER_XATTR, RESERVED_XATTR_PREFIX, TEMP_PREFIX};
+use crate::format::{
+    Geometry, Header, CONFIG_FILE, HEADER_XATTR, RESERVED_XATTR_PREFIX, TEMP_PREFIX,
+};
 pub use inode::{Inode, InodeTable, ROOT_INO};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -129,7 +132,10 @@ fn to_timespec(t: Option<TimeOrNow>) -> rustix::fs::Timespec {
                     (sec, nsec)
                 }
             };
-            rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec }
+            rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            }
         }
     }
 }
@@ -149,7 +155,11 @@ fn guarded<F: FnOnce()>(op: &str, f: F) {
 
 impl KmsFs {
     pub fn new(opts: &FsOptions, env: Arc<Envelope>) -> io::Result<KmsFs> {
-        let root = rustix::fs::open(&opts.backing, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let root = rustix::fs::open(
+            &opts.backing,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         let st = rustix::fs::fstat(&root)?;
         let geo = Geometry::new(env.config.chunk_size);
         let root_fd_raw = root.as_raw_fd();
@@ -171,7 +181,8 @@ impl KmsFs {
 
     /// Names kmsfs keeps for itself: the config at the root and rekey temp files.
     fn is_hidden(&self, parent: u64, name: &[u8]) -> bool {
-        (parent == ROOT_INO && name == CONFIG_FILE.as_bytes()) || name.starts_with(TEMP_PREFIX.as_bytes())
+        (parent == ROOT_INO && name == CONFIG_FILE.as_bytes())
+            || name.starts_with(TEMP_PREFIX.as_bytes())
     }
 
     fn check_name(&self, parent: u64, name: &OsStr) -> Result<CString, Errno> {
@@ -211,7 +222,12 @@ impl KmsFs {
     }
 
     fn stat_inode(&self, inode: &Inode) -> Result<FileAttr, Errno> {
-        let st = rustix::fs::statat(&inode.fd, c"", AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        let st = rustix::fs::statat(
+            &inode.fd,
+            c"",
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(rerr)?;
         Ok(self.attr_from_stat(inode.ino, &st))
     }
 
@@ -239,7 +255,11 @@ impl KmsFs {
             return Ok(());
         }
         let pst = rustix::fs::fstat(&parent.fd).map_err(rerr)?;
-        let gid = if pst.st_mode & libc::S_ISGID != 0 { None } else { Some(req.gid()) };
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            None
+        } else {
+            Some(req.gid())
+        };
         rustix::fs::chownat(
             &parent.fd,
             name,
@@ -261,7 +281,11 @@ impl KmsFs {
             }
             ContentError::Io(io) => {
                 tracing::warn!("{}: {op}: {io}", of.path);
-                errno(io.raw_os_error().map(io::Error::from_raw_os_error).unwrap_or_else(|| io::Error::other("io")))
+                errno(
+                    io.raw_os_error()
+                        .map(io::Error::from_raw_os_error)
+                        .unwrap_or_else(|| io::Error::other("io")),
+                )
             }
         }
     }
@@ -285,7 +309,11 @@ impl KmsFs {
             Errno::EIO
         })?;
         if h.chunk_shift as u32 != self.env.config.chunk_size.trailing_zeros() {
-            tracing::error!("{path}: header chunk size 2^{} differs from the tree's {}; answering EIO", h.chunk_shift, self.env.config.chunk_size);
+            tracing::error!(
+                "{path}: header chunk size 2^{} differs from the tree's {}; answering EIO",
+                h.chunk_shift,
+                self.env.config.chunk_size
+            );
             return Err(Errno::EIO);
         }
         let keys = self.env.open_header(&h).map_err(|e| {
@@ -309,14 +337,25 @@ impl KmsFs {
         // Opening under the table lock keeps two opens of one inode from racing; opens
         // are rare next to reads and writes, and the KMS call is cached per file.
         let path = inode.proc_path();
-        let (file, writable) = match rustix::fs::open(&*path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
-            Ok(fd) => (File::from(fd), true),
-            Err(e) if !want_write && matches!(e, rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS | rustix::io::Errno::PERM) => {
-                let fd = rustix::fs::open(&*path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(rerr)?;
-                (File::from(fd), false)
-            }
-            Err(e) => return Err(rerr(e)),
-        };
+        let (file, writable) =
+            match rustix::fs::open(&*path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(fd) => (File::from(fd), true),
+                Err(e)
+                    if !want_write
+                        && matches!(
+                            e,
+                            rustix::io::Errno::ACCESS
+                                | rustix::io::Errno::ROFS
+                                | rustix::io::Errno::PERM
+                        ) =>
+                {
+                    let fd =
+                        rustix::fs::open(&*path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                            .map_err(rerr)?;
+                    (File::from(fd), false)
+                }
+                Err(e) => return Err(rerr(e)),
+            };
         let bpath = inode.backing_path();
         let (h, keys) = self.load_header(&file, &bpath)?;
         let bsize = file.metadata().map_err(errno)?.len();
@@ -388,7 +427,13 @@ impl KmsFs {
     }
 
     /// Creates a regular file with its header already in place before any data byte.
-    fn create_file(&self, parent: &Inode, name: &CStr, mode: u32, req: &Request) -> Result<OwnedFd, Errno> {
+    fn create_file(
+        &self,
+        parent: &Inode,
+        name: &CStr,
+        mode: u32,
+        req: &Request,
+    ) -> Result<OwnedFd, Errno> {
         let fd = rustix::fs::openat(
             &parent.fd,
             name,
@@ -401,14 +446,22 @@ impl KmsFs {
             e
         };
         let (h, _keys) = self.env.new_header().map_err(|e| {
-            tracing::error!("cannot create a data key for a new file in {}: {e}", parent.backing_path());
+            tracing::error!(
+                "cannot create a data key for a new file in {}: {e}",
+                parent.backing_path()
+            );
             undo(Errno::EIO)
         })?;
         let bytes = h.encode().map_err(|_| undo(Errno::EIO))?;
-        rustix::fs::fsetxattr(&fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(|e| {
-            tracing::error!("cannot write the header of a new file in {}: {e}", parent.backing_path());
-            undo(rerr(e))
-        })?;
+        rustix::fs::fsetxattr(&fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(
+            |e| {
+                tracing::error!(
+                    "cannot write the header of a new file in {}: {e}",
+                    parent.backing_path()
+                );
+                undo(rerr(e))
+            },
+        )?;
         self.chown_new(parent, name, req).map_err(undo)?;
         Ok(fd)
     }
@@ -460,9 +513,11 @@ impl Filesystem for KmsFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || match self.inode(ino).and_then(|i| self.stat_inode(&i)) {
-            Ok(a) => reply.attr(&TTL, &a),
-            Err(e) => reply.error(e),
+        guarded("getattr", || {
+            match self.inode(ino).and_then(|i| self.stat_inode(&i)) {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e),
+            }
         })
     }
 
@@ -488,7 +543,8 @@ impl Filesystem for KmsFs {
             let r = (|| -> Result<FileAttr, Errno> {
                 let inode = self.inode(ino)?;
                 if let Some(m) = mode {
-                    rustix::fs::chmod(&*inode.proc_path(), Mode::from_raw_mode(m & 0o7777)).map_err(rerr)?;
+                    rustix::fs::chmod(&*inode.proc_path(), Mode::from_raw_mode(m & 0o7777))
+                        .map_err(rerr)?;
                 }
                 if uid.is_some() || gid.is_some() {
                     rustix::fs::chownat(
@@ -502,7 +558,11 @@ impl Filesystem for KmsFs {
                 }
                 if let Some(new_size) = size {
                     if !inode.is_file {
-                        return Err(if inode.is_dir { Errno::EISDIR } else { Errno::EINVAL });
+                        return Err(if inode.is_dir {
+                            Errno::EISDIR
+                        } else {
+                            Errno::EINVAL
+                        });
                     }
                     match fh.and_then(|fh| self.handle(fh).ok()) {
                         Some(h) => self.truncate_open(&h.file, new_size)?,
@@ -519,8 +579,13 @@ impl Filesystem for KmsFs {
                         last_access: to_timespec(atime),
                         last_modification: to_timespec(mtime),
                     };
-                    rustix::fs::utimensat(&inode.fd, c"", &ts, AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(rerr)?;
+                    rustix::fs::utimensat(
+                        &inode.fd,
+                        c"",
+                        &ts,
+                        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(rerr)?;
                 }
                 self.stat_inode(&inode)
             })();
@@ -543,7 +608,16 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         guarded("mknod", || {
             let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
                 let p = self.inode(parent)?;
@@ -552,7 +626,14 @@ impl Filesystem for KmsFs {
                     self.create_file(&p, &n, mode, req)?;
                 } else {
                     let kind = rustix::fs::FileType::from_raw_mode(mode);
-                    rustix::fs::mknodat(&p.fd, &*n, kind, Mode::from_raw_mode(mode & 0o7777), rdev as u64).map_err(rerr)?;
+                    rustix::fs::mknodat(
+                        &p.fd,
+                        &*n,
+                        kind,
+                        Mode::from_raw_mode(mode & 0o7777),
+                        rdev as u64,
+                    )
+                    .map_err(rerr)?;
                     self.chown_new(&p, &n, req)?;
                 }
                 Ok((p, n))
@@ -564,12 +645,21 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         guarded("mkdir", || {
             let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
                 let p = self.inode(parent)?;
                 let n = self.check_name(parent.0, name)?;
-                rustix::fs::mkdirat(&p.fd, &*n, Mode::from_raw_mode(mode & 0o7777)).map_err(rerr)?;
+                rustix::fs::mkdirat(&p.fd, &*n, Mode::from_raw_mode(mode & 0o7777))
+                    .map_err(rerr)?;
                 if let Err(e) = self.chown_new(&p, &n, req) {
                     let _ = rustix::fs::unlinkat(&p.fd, &*n, AtFlags::REMOVEDIR);
                     return Err(e);
@@ -611,7 +701,14 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         guarded("symlink", || {
             let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
                 let p = self.inode(parent)?;
@@ -663,7 +760,14 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         guarded("link", || {
             let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
                 let i = self.inode(ino)?;
@@ -672,9 +776,17 @@ impl Filesystem for KmsFs {
                 match rustix::fs::linkat(&i.fd, c"", &np.fd, &*nn, AtFlags::EMPTY_PATH) {
                     Ok(()) => {}
                     // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; otherwise go through /proc.
-                    Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM) if !i.is_symlink => {
-                        rustix::fs::linkat(rustix::fs::CWD, &*i.proc_path(), &np.fd, &*nn, AtFlags::SYMLINK_FOLLOW)
-                            .map_err(rerr)?
+                    Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM)
+                        if !i.is_symlink =>
+                    {
+                        rustix::fs::linkat(
+                            rustix::fs::CWD,
+                            &*i.proc_path(),
+                            &np.fd,
+                            &*nn,
+                            AtFlags::SYMLINK_FOLLOW,
+                        )
+                        .map_err(rerr)?
                     }
                     Err(e) => return Err(rerr(e)),
                 }
@@ -694,7 +806,8 @@ impl Filesystem for KmsFs {
                 if !inode.is_file {
                     return Err(Errno::EINVAL);
                 }
-                let want_write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+                let want_write =
+                    flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
                 let of = self.acquire_open(&inode, want_write)?;
                 if flags.0 & libc::O_TRUNC != 0 {
                     if let Err(e) = self.truncate_open(&of, 0) {
@@ -773,7 +886,14 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Writes go to the backing file synchronously; nothing is buffered here.
         reply.ok();
     }
@@ -796,10 +916,22 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         guarded("fsync", || {
             let r = self.handle(fh).and_then(|h| {
-                if datasync { h.file.file.sync_data() } else { h.file.file.sync_all() }.map_err(errno)
+                if datasync {
+                    h.file.file.sync_data()
+                } else {
+                    h.file.file.sync_all()
+                }
+                .map_err(errno)
             });
             match r {
                 Ok(()) => reply.ok(),
@@ -812,8 +944,13 @@ impl Filesystem for KmsFs {
         guarded("opendir", || {
             let r = (|| -> Result<u64, Errno> {
                 let inode = self.inode(ino)?;
-                let fd = rustix::fs::openat(&inode.fd, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(rerr)?;
+                let fd = rustix::fs::openat(
+                    &inode.fd,
+                    c".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(rerr)?;
                 let mut dir = rustix::fs::Dir::read_from(&fd).map_err(rerr)?;
                 let mut entries = vec![];
                 while let Some(ent) = dir.read() {
@@ -835,10 +972,16 @@ impl Filesystem for KmsFs {
                         _ => FileType::RegularFile,
                     };
                     let st_dev = self.inodes.get(ROOT_INO).map(|r| r.key.0).unwrap_or(0);
-                    entries.push((self.inodes.peek_ino(st_dev, ent.ino()), kind, OsStr::from_bytes(name).to_os_string()));
+                    entries.push((
+                        self.inodes.peek_ino(st_dev, ent.ino()),
+                        kind,
+                        OsStr::from_bytes(name).to_os_string(),
+                    ));
                 }
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.dirs.write().insert(fh, Arc::new(DirHandle { entries }));
+                self.dirs
+                    .write()
+                    .insert(fh, Arc::new(DirHandle { entries }));
                 Ok(fh)
             })();
             match r {
@@ -848,7 +991,14 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         guarded("readdir", || {
             let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
                 return reply.error(Errno::EBADF);
@@ -876,16 +1026,35 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.dirs.write().remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         guarded("fsyncdir", || {
             let r = self.inode(ino).and_then(|i| {
-                let fd = rustix::fs::openat(&i.fd, c".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(rerr)?;
+                let fd = rustix::fs::openat(
+                    &i.fd,
+                    c".",
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(rerr)?;
                 rustix::fs::fsync(&fd).map_err(rerr)
             });
             match r {
@@ -914,9 +1083,21 @@ impl Filesystem for KmsFs {
         })
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         guarded("setxattr", || {
-            if name.as_bytes().starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+            if name
+                .as_bytes()
+                .starts_with(RESERVED_XATTR_PREFIX.as_bytes())
+            {
                 return reply.error(Errno::EPERM);
             }
             let r = self.inode(ino).and_then(|i| {
@@ -937,7 +1118,10 @@ impl Filesystem for KmsFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         guarded("getxattr", || {
-            if name.as_bytes().starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+            if name
+                .as_bytes()
+                .starts_with(RESERVED_XATTR_PREFIX.as_bytes())
+            {
                 return reply.error(Errno::NO_XATTR);
             }
             let r = self.inode(ino).and_then(|i| {
@@ -978,7 +1162,10 @@ impl Filesystem for KmsFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("removexattr", || {
-            if name.as_bytes().starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
+            if name
+                .as_bytes()
+                .starts_with(RESERVED_XATTR_PREFIX.as_bytes())
+            {
                 return reply.error(Errno::EPERM);
             }
             let r = self
@@ -1000,7 +1187,16 @@ impl Filesystem for KmsFs {
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         guarded("create", || {
             let r = (|| -> Result<(FileAttr, u64), Errno> {
                 let p = self.inode(parent)?;
@@ -1027,13 +1223,28 @@ impl Filesystem for KmsFs {
                 Ok((self.stat_inode(&inode)?, fh))
             })();
             match r {
-                Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Ok((attr, fh)) => reply.created(
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
                 Err(e) => reply.error(e),
             }
         })
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         guarded("fallocate", || {
             let r = (|| -> Result<(), Errno> {
                 let h = self.handle(fh)?;
@@ -1058,7 +1269,13 @@ impl Filesystem for KmsFs {
                         let r = self.geo.chunk_range(offset, length.max(1));
                         let from = self.geo.chunk_offset(r.start);
                         let to = self.geo.chunk_offset(r.end);
-                        rustix::fs::fallocate(&of.file, rustix::fs::FallocateFlags::KEEP_SIZE, from, to - from).map_err(rerr)
+                        rustix::fs::fallocate(
+                            &of.file,
+                            rustix::fs::FallocateFlags::KEEP_SIZE,
+                            from,
+                            to - from,
+                        )
+                        .map_err(rerr)
                     }
                     _ => Err(Errno::EOPNOTSUPP),
                 }

@@ -15,7 +15,9 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::crypto::{encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN};
+use crate::crypto::{
+    encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN,
+};
 
 pub const ROOT_KEY_FILE: &str = "root.key";
 pub const STORE_FILE: &str = "keystore.sealed";
@@ -36,7 +38,9 @@ pub fn default_keystore_dir() -> anyhow::Result<PathBuf> {
     }
     match std::env::var_os("HOME") {
         Some(h) => Ok(PathBuf::from(h).join(".local/share/kmsfs")),
-        None => anyhow::bail!("cannot find a keystore directory: set HOME, XDG_DATA_HOME or --kms local:DIR"),
+        None => anyhow::bail!(
+            "cannot find a keystore directory: set HOME, XDG_DATA_HOME or --kms local:DIR"
+        ),
     }
 }
 
@@ -145,7 +149,8 @@ pub struct LocalKms {
 }
 
 fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
-    let md = fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot stat {what} {}: {e}", path.display()))?;
+    let md = fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot stat {what} {}: {e}", path.display()))?;
     let mode = md.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         anyhow::bail!(
@@ -211,7 +216,11 @@ impl LocalKms {
         let raw = fs::read(&key_path)
             .map_err(|e| anyhow::anyhow!("cannot read root key {}: {e}", key_path.display()))?;
         let root = SecretKey::from_slice(&raw).ok_or_else(|| {
-            anyhow::anyhow!("root key {} is {} bytes, expected 32", key_path.display(), raw.len())
+            anyhow::anyhow!(
+                "root key {} is {} bytes, expected 32",
+                key_path.display(),
+                raw.len()
+            )
         })?;
         let kms = LocalKms {
             dir: dir.to_path_buf(),
@@ -223,7 +232,8 @@ impl LocalKms {
                 stamp: None,
             }),
         };
-        kms.snapshot().map_err(|e| anyhow::anyhow!("keystore {}: {}", dir.display(), e))?;
+        kms.snapshot()
+            .map_err(|e| anyhow::anyhow!("keystore {}: {}", dir.display(), e))?;
         Ok(kms)
     }
 
@@ -256,19 +266,28 @@ impl LocalKms {
         let mut data = match fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Store::default()),
-            Err(e) => return Err(KmsError::internal(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => {
+                return Err(KmsError::internal(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
         };
         if data.len() < NONCE_LEN + TAG_LEN {
-            return Err(KmsError::internal(format!("{} is truncated", path.display())));
+            return Err(KmsError::internal(format!(
+                "{} is truncated",
+                path.display()
+            )));
         }
         let nonce: [u8; NONCE_LEN] = data[..NONCE_LEN].try_into().unwrap();
         let aead = Backend::AwsLc.key(self.root.as_bytes());
-        aead.open(&nonce, STORE_AAD, &mut data[NONCE_LEN..]).map_err(|_| {
-            KmsError::internal(format!(
-                "{} does not authenticate under the root key (wrong root.key or damaged file)",
-                path.display()
-            ))
-        })?;
+        aead.open(&nonce, STORE_AAD, &mut data[NONCE_LEN..])
+            .map_err(|_| {
+                KmsError::internal(format!(
+                    "{} does not authenticate under the root key (wrong root.key or damaged file)",
+                    path.display()
+                ))
+            })?;
         let plain = &data[NONCE_LEN..data.len() - TAG_LEN];
         let store: Result<Store, _> = serde_json::from_slice(plain);
         zeroize::Zeroize::zeroize(&mut data);
@@ -284,8 +303,9 @@ impl LocalKms {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&json);
         out.extend_from_slice(&tag);
-        write_private_atomic(&self.dir, STORE_FILE, &out)
-            .map_err(|e| KmsError::internal(format!("cannot write keystore {}: {e}", self.dir.display())))
+        write_private_atomic(&self.dir, STORE_FILE, &out).map_err(|e| {
+            KmsError::internal(format!("cannot write keystore {}: {e}", self.dir.display()))
+        })
     }
 
     /// The current store, reloaded if another process replaced it.
@@ -346,13 +366,18 @@ impl LocalKms {
                 .aliases
                 .get(name)
                 .map(|a| a.target.clone())
-                .ok_or_else(|| KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name))))?
+                .ok_or_else(|| {
+                    KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name)))
+                })?
         } else {
             name.to_string()
         };
         match store.keys.get(&id) {
             Some(k) if !Store::is_destroyed(k, now()) => Ok(id),
-            _ => Err(KmsError::not_found(format!("Key '{}' does not exist", self.arn(&id)))),
+            _ => Err(KmsError::not_found(format!(
+                "Key '{}' does not exist",
+                self.arn(&id)
+            ))),
         }
     }
 
@@ -393,12 +418,21 @@ impl LocalKms {
         }
     }
 
-    fn seal_blob(&self, k: &KeyRecord, plaintext: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {
+    fn seal_blob(
+        &self,
+        k: &KeyRecord,
+        plaintext: &[u8],
+        ctx: &Option<EncryptionContext>,
+    ) -> Vec<u8> {
         let version = k.current;
         let material = &k.versions[version as usize].material;
         let mut blob = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
         blob.push(BLOB_FORMAT);
-        blob.extend_from_slice(uuid::Uuid::parse_str(&k.id).expect("key ids are UUIDs").as_bytes());
+        blob.extend_from_slice(
+            uuid::Uuid::parse_str(&k.id)
+                .expect("key ids are UUIDs")
+                .as_bytes(),
+        );
         blob.extend_from_slice(&version.to_be_bytes());
         let nonce = random_nonce();
         blob.extend_from_slice(&nonce);
@@ -406,7 +440,9 @@ impl LocalKms {
         let start = blob.len();
         blob.extend_from_slice(plaintext);
         let key: [u8; 32] = material.0.as_slice().try_into().expect("32-byte material");
-        let tag = Backend::AwsLc.key(&key).seal(&nonce, &aad, &mut blob[start..]);
+        let tag = Backend::AwsLc
+            .key(&key)
+            .seal(&nonce, &aad, &mut blob[start..]);
         blob.extend_from_slice(&tag);
         blob
     }
@@ -419,11 +455,18 @@ impl LocalKms {
         ctx: &Option<EncryptionContext>,
         key_hint: Option<&str>,
     ) -> KmsResult<(String, u32, Secret)> {
-        let invalid = || KmsError::new(ErrorCode::InvalidCiphertextException, "The ciphertext is invalid or was encrypted under another encryption context.");
+        let invalid = || {
+            KmsError::new(
+                ErrorCode::InvalidCiphertextException,
+                "The ciphertext is invalid or was encrypted under another encryption context.",
+            )
+        };
         if blob.len() < BLOB_OVERHEAD || blob[0] != BLOB_FORMAT {
             return Err(invalid());
         }
-        let id = uuid::Uuid::from_slice(&blob[1..17]).map_err(|_| invalid())?.to_string();
+        let id = uuid::Uuid::from_slice(&blob[1..17])
+            .map_err(|_| invalid())?
+            .to_string();
         if let Some(hint) = key_hint {
             let want = self.resolve(store, hint)?;
             if want != id {
@@ -437,10 +480,17 @@ impl LocalKms {
         let k = self.usable(store, &id)?;
         let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
         let v = k.versions.get(version as usize).ok_or_else(invalid)?;
-        let nonce: [u8; NONCE_LEN] = blob[BLOB_PREFIX..BLOB_PREFIX + NONCE_LEN].try_into().unwrap();
+        let nonce: [u8; NONCE_LEN] = blob[BLOB_PREFIX..BLOB_PREFIX + NONCE_LEN]
+            .try_into()
+            .unwrap();
         let aad = blob_aad(&blob[..BLOB_PREFIX], ctx);
         let mut buf = Secret(blob[BLOB_PREFIX + NONCE_LEN..].to_vec());
-        let key: [u8; 32] = v.material.0.as_slice().try_into().expect("32-byte material");
+        let key: [u8; 32] = v
+            .material
+            .0
+            .as_slice()
+            .try_into()
+            .expect("32-byte material");
         Backend::AwsLc
             .key(&key)
             .open(&nonce, &aad, &mut buf.0)
@@ -452,12 +502,18 @@ impl LocalKms {
 
     fn data_key_len(req: &GenerateDataKeyRequest) -> KmsResult<usize> {
         match (req.key_spec.as_deref(), req.number_of_bytes) {
-            (Some(_), Some(_)) => Err(KmsError::validation("specify either KeySpec or NumberOfBytes, not both")),
+            (Some(_), Some(_)) => Err(KmsError::validation(
+                "specify either KeySpec or NumberOfBytes, not both",
+            )),
             (Some("AES_256"), None) => Ok(32),
             (Some("AES_128"), None) => Ok(16),
-            (Some(s), None) => Err(KmsError::validation(format!("KeySpec {s:?} is not AES_256 or AES_128"))),
+            (Some(s), None) => Err(KmsError::validation(format!(
+                "KeySpec {s:?} is not AES_256 or AES_128"
+            ))),
             (None, Some(n)) if (1..=1024).contains(&n) => Ok(n as usize),
-            (None, Some(n)) => Err(KmsError::validation(format!("NumberOfBytes {n} is outside 1..1024"))),
+            (None, Some(n)) => Err(KmsError::validation(format!(
+                "NumberOfBytes {n} is outside 1..1024"
+            ))),
             (None, None) => Err(KmsError::validation("KeySpec or NumberOfBytes is required")),
         }
     }
@@ -475,18 +531,21 @@ impl LocalKms {
     /// lock, so two processes checking at once rotate a key once. Returns rotated ARNs.
     pub fn rotate_due(&self) -> KmsResult<Vec<String>> {
         let at = now();
-        let due = self
-            .snapshot()?
-            .keys
-            .values()
-            .any(|k| k.rotation_enabled && k.state == KeyState::Enabled && k.next_rotation.is_some_and(|n| n <= at));
+        let due = self.snapshot()?.keys.values().any(|k| {
+            k.rotation_enabled
+                && k.state == KeyState::Enabled
+                && k.next_rotation.is_some_and(|n| n <= at)
+        });
         if !due {
             return Ok(vec![]);
         }
         self.mutate(|s| {
             let mut out = vec![];
             for k in s.keys.values_mut() {
-                if k.rotation_enabled && k.state == KeyState::Enabled && k.next_rotation.is_some_and(|n| n <= at) {
+                if k.rotation_enabled
+                    && k.state == KeyState::Enabled
+                    && k.next_rotation.is_some_and(|n| n <= at)
+                {
                     k.versions.push(Self::new_version(Some("AUTOMATIC")));
                     k.current = (k.versions.len() - 1) as u32;
                     let days = k.rotation_period_days.unwrap_or(365) as f64;
@@ -512,11 +571,15 @@ fn blob_aad(prefix: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {
 
 fn check_alias_name(name: &str) -> KmsResult<()> {
     let rest = name.strip_prefix("alias/").ok_or_else(|| {
-        KmsError::validation(format!("Alias must start with the prefix \"alias/\": {name:?}"))
+        KmsError::validation(format!(
+            "Alias must start with the prefix \"alias/\": {name:?}"
+        ))
     })?;
     if rest.is_empty()
         || rest.len() > 250
-        || !rest.bytes().all(|c| c.is_ascii_alphanumeric() || b"/_-".contains(&c))
+        || !rest
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/_-".contains(&c))
     {
         return Err(KmsError::validation(format!(
             "Alias name {name:?} must be 1-256 characters of a-zA-Z0-9/_-"
@@ -531,11 +594,19 @@ fn check_alias_name(name: &str) -> KmsResult<()> {
     Ok(())
 }
 
-fn paginate<T: Clone>(items: &[T], limit: Option<u32>, marker: &Option<String>) -> KmsResult<(Vec<T>, Option<String>)> {
+fn paginate<T: Clone>(
+    items: &[T],
+    limit: Option<u32>,
+    marker: &Option<String>,
+) -> KmsResult<(Vec<T>, Option<String>)> {
     let limit = match limit {
         None => 100,
         Some(l) if (1..=1000).contains(&l) => l as usize,
-        Some(l) => return Err(KmsError::validation(format!("Limit {l} is outside 1..1000"))),
+        Some(l) => {
+            return Err(KmsError::validation(format!(
+                "Limit {l} is outside 1..1000"
+            )))
+        }
     };
     let start = match marker {
         None => 0,
@@ -553,14 +624,20 @@ fn paginate<T: Clone>(items: &[T], limit: Option<u32>, marker: &Option<String>) 
 impl Kms for LocalKms {
     fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
         if let Some(u) = req.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
-            return Err(KmsError::validation(format!("KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)")));
+            return Err(KmsError::validation(format!(
+                "KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)"
+            )));
         }
         if let Some(s) = req.key_spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
-            return Err(KmsError::validation(format!("KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)")));
+            return Err(KmsError::validation(format!(
+                "KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)"
+            )));
         }
         let desc = req.description.unwrap_or_default();
         if desc.len() > 8192 {
-            return Err(KmsError::validation("Description is longer than 8192 characters"));
+            return Err(KmsError::validation(
+                "Description is longer than 8192 characters",
+            ));
         }
         let rec = KeyRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -619,14 +696,25 @@ impl Kms for LocalKms {
             if s.aliases.contains_key(&req.alias_name) {
                 return Err(KmsError::new(
                     ErrorCode::AlreadyExistsException,
-                    format!("An alias with the name {} already exists", self.alias_arn(&req.alias_name)),
+                    format!(
+                        "An alias with the name {} already exists",
+                        self.alias_arn(&req.alias_name)
+                    ),
                 ));
             }
             if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
-                return Err(KmsError::validation("TargetKeyId must be a key id or key ARN, not an alias"));
+                return Err(KmsError::validation(
+                    "TargetKeyId must be a key id or key ARN, not an alias",
+                ));
             }
             let id = self.resolve(s, &req.target_key_id)?;
-            s.aliases.insert(req.alias_name.clone(), AliasRecord { target: id, created: now() });
+            s.aliases.insert(
+                req.alias_name.clone(),
+                AliasRecord {
+                    target: id,
+                    created: now(),
+                },
+            );
             Ok(())
         })
     }
@@ -635,11 +723,16 @@ impl Kms for LocalKms {
         check_alias_name(&req.alias_name)?;
         self.mutate(|s| {
             if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
-                return Err(KmsError::validation("TargetKeyId must be a key id or key ARN, not an alias"));
+                return Err(KmsError::validation(
+                    "TargetKeyId must be a key id or key ARN, not an alias",
+                ));
             }
             let id = self.resolve(s, &req.target_key_id)?;
             let a = s.aliases.get_mut(&req.alias_name).ok_or_else(|| {
-                KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(&req.alias_name)))
+                KmsError::not_found(format!(
+                    "Alias {} is not found.",
+                    self.alias_arn(&req.alias_name)
+                ))
             })?;
             a.target = id;
             Ok(())
@@ -649,9 +742,15 @@ impl Kms for LocalKms {
     fn delete_alias(&self, req: DeleteAliasRequest) -> KmsResult<()> {
         check_alias_name(&req.alias_name)?;
         self.mutate(|s| {
-            s.aliases.remove(&req.alias_name).map(|_| ()).ok_or_else(|| {
-                KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(&req.alias_name)))
-            })
+            s.aliases
+                .remove(&req.alias_name)
+                .map(|_| ())
+                .ok_or_else(|| {
+                    KmsError::not_found(format!(
+                        "Alias {} is not found.",
+                        self.alias_arn(&req.alias_name)
+                    ))
+                })
         })
     }
 
@@ -665,7 +764,11 @@ impl Kms for LocalKms {
             .aliases
             .iter()
             .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
-            .filter(|(_, a)| s.keys.get(&a.target).is_some_and(|k| !Store::is_destroyed(k, now())))
+            .filter(|(_, a)| {
+                s.keys
+                    .get(&a.target)
+                    .is_some_and(|k| !Store::is_destroyed(k, now()))
+            })
             .map(|(name, a)| AliasListEntry {
                 alias_name: name.clone(),
                 alias_arn: self.alias_arn(name),
@@ -700,8 +803,12 @@ impl Kms for LocalKms {
     fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
         check_algorithm(&req.encryption_algorithm)?;
         let s = self.snapshot()?;
-        let (id, version, plaintext) =
-            self.open_blob(&s, &req.ciphertext_blob, &req.encryption_context, req.key_id.as_deref())?;
+        let (id, version, plaintext) = self.open_blob(
+            &s,
+            &req.ciphertext_blob,
+            &req.encryption_context,
+            req.key_id.as_deref(),
+        )?;
         Ok(DecryptResponse {
             key_id: self.arn(&id),
             plaintext,
@@ -753,7 +860,9 @@ impl Kms for LocalKms {
             key_id: self.arn(&dst),
             source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
             destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
-            source_key_material_id: Some(s.keys[&src].versions[version as usize].material_id.clone()),
+            source_key_material_id: Some(
+                s.keys[&src].versions[version as usize].material_id.clone(),
+            ),
             destination_key_material_id: Some(dk.versions[dk.current as usize].material_id.clone()),
         })
     }
@@ -788,7 +897,10 @@ impl Kms for LocalKms {
         })
     }
 
-    fn schedule_key_deletion(&self, req: ScheduleKeyDeletionRequest) -> KmsResult<ScheduleKeyDeletionResponse> {
+    fn schedule_key_deletion(
+        &self,
+        req: ScheduleKeyDeletionRequest,
+    ) -> KmsResult<ScheduleKeyDeletionResponse> {
         let days = req.pending_window_in_days.unwrap_or(30);
         if !(7..=30).contains(&days) {
             return Err(KmsError::validation(format!(
@@ -831,7 +943,9 @@ impl Kms for LocalKms {
             k.state = KeyState::Disabled;
             k.deletion_date = None;
             k.pending_window_days = None;
-            Ok(KeyIdResponse { key_id: self.arn(&id) })
+            Ok(KeyIdResponse {
+                key_id: self.arn(&id),
+            })
         })
     }
 
@@ -842,14 +956,18 @@ impl Kms for LocalKms {
             let k = s.keys.get_mut(&id).unwrap();
             k.versions.push(Self::new_version(Some("ON_DEMAND")));
             k.current = (k.versions.len() - 1) as u32;
-            Ok(KeyIdResponse { key_id: self.arn(&id) })
+            Ok(KeyIdResponse {
+                key_id: self.arn(&id),
+            })
         })
     }
 
     fn enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()> {
         let days = req.rotation_period_in_days.unwrap_or(365);
         if !(90..=2560).contains(&days) {
-            return Err(KmsError::validation(format!("RotationPeriodInDays {days} is outside 90..2560")));
+            return Err(KmsError::validation(format!(
+                "RotationPeriodInDays {days} is outside 90..2560"
+            )));
         }
         self.mutate(|s| {
             let id = self.resolve(s, &req.key_id)?;
@@ -873,7 +991,10 @@ impl Kms for LocalKms {
         })
     }
 
-    fn get_key_rotation_status(&self, req: KeyIdRequest) -> KmsResult<GetKeyRotationStatusResponse> {
+    fn get_key_rotation_status(
+        &self,
+        req: KeyIdRequest,
+    ) -> KmsResult<GetKeyRotationStatusResponse> {
         let s = self.snapshot()?;
         let id = self.resolve(&s, &req.key_id)?;
         let k = &s.keys[&id];
@@ -885,7 +1006,10 @@ impl Kms for LocalKms {
         })
     }
 
-    fn list_key_rotations(&self, req: ListKeyRotationsRequest) -> KmsResult<ListKeyRotationsResponse> {
+    fn list_key_rotations(
+        &self,
+        req: ListKeyRotationsRequest,
+    ) -> KmsResult<ListKeyRotationsResponse> {
         let s = self.snapshot()?;
         let id = self.resolve(&s, &req.key_id)?;
         let all: Vec<RotationEntry> = s.keys[&id]
@@ -912,7 +1036,9 @@ impl Kms for LocalKms {
 fn check_algorithm(alg: &Option<String>) -> KmsResult<()> {
     match alg.as_deref() {
         None | Some(SYMMETRIC_DEFAULT) => Ok(()),
-        Some(a) => Err(KmsError::validation(format!("EncryptionAlgorithm {a} is not supported"))),
+        Some(a) => Err(KmsError::validation(format!(
+            "EncryptionAlgorithm {a} is not supported"
+        ))),
     }
 }
 
@@ -927,14 +1053,26 @@ mod tests {
     }
 
     fn ctx(pairs: &[(&str, &str)]) -> Option<EncryptionContext> {
-        Some(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn data_key_round_trip_with_context() {
         let (_d, k) = kms();
-        let key = k.create_key(CreateKeyRequest::default()).unwrap().key_metadata;
-        k.create_alias(CreateAliasRequest { alias_name: "alias/a".into(), target_key_id: key.key_id.clone() }).unwrap();
+        let key = k
+            .create_key(CreateKeyRequest::default())
+            .unwrap()
+            .key_metadata;
+        k.create_alias(CreateAliasRequest {
+            alias_name: "alias/a".into(),
+            target_key_id: key.key_id.clone(),
+        })
+        .unwrap();
         let c = ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "y")]);
         let g = k
             .generate_data_key(GenerateDataKeyRequest {
@@ -947,52 +1085,120 @@ mod tests {
         assert_eq!(g.plaintext.0.len(), 32);
         assert_eq!(g.key_id, key.arn);
         let d = k
-            .decrypt(DecryptRequest { ciphertext_blob: g.ciphertext_blob.clone(), encryption_context: c, key_id: None, encryption_algorithm: None })
+            .decrypt(DecryptRequest {
+                ciphertext_blob: g.ciphertext_blob.clone(),
+                encryption_context: c,
+                key_id: None,
+                encryption_algorithm: None,
+            })
             .unwrap();
         assert_eq!(d.plaintext, g.plaintext);
         // wrong context
         let e = k
-            .decrypt(DecryptRequest { ciphertext_blob: g.ciphertext_blob.clone(), encryption_context: ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "z")]), key_id: None, encryption_algorithm: None })
+            .decrypt(DecryptRequest {
+                ciphertext_blob: g.ciphertext_blob.clone(),
+                encryption_context: ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "z")]),
+                key_id: None,
+                encryption_algorithm: None,
+            })
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidCiphertextException);
         // a second process sees the key (fresh open of the same dir)
         let k2 = LocalKms::open(k.dir(), false).unwrap();
-        assert!(k2.describe_key(DescribeKeyRequest { key_id: "alias/a".into() }).is_ok());
+        assert!(k2
+            .describe_key(DescribeKeyRequest {
+                key_id: "alias/a".into()
+            })
+            .is_ok());
     }
 
     #[test]
     fn states_rotation_and_validation() {
         let (_d, k) = kms();
-        let id = k.create_key(CreateKeyRequest::default()).unwrap().key_metadata.key_id;
+        let id = k
+            .create_key(CreateKeyRequest::default())
+            .unwrap()
+            .key_metadata
+            .key_id;
         let enc = |k: &LocalKms| {
-            k.encrypt(EncryptRequest { key_id: id.clone(), plaintext: Secret(b"hi".to_vec()), encryption_context: None, encryption_algorithm: None })
+            k.encrypt(EncryptRequest {
+                key_id: id.clone(),
+                plaintext: Secret(b"hi".to_vec()),
+                encryption_context: None,
+                encryption_algorithm: None,
+            })
         };
         let old = enc(&k).unwrap().ciphertext_blob;
-        k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() }).unwrap();
+        k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() })
+            .unwrap();
         let newer = enc(&k).unwrap();
         assert_ne!(newer.key_material_id, None);
-        let dec = |blob: Vec<u8>| k.decrypt(DecryptRequest { ciphertext_blob: blob, encryption_context: None, key_id: None, encryption_algorithm: None });
+        let dec = |blob: Vec<u8>| {
+            k.decrypt(DecryptRequest {
+                ciphertext_blob: blob,
+                encryption_context: None,
+                key_id: None,
+                encryption_algorithm: None,
+            })
+        };
         assert_eq!(dec(old.clone()).unwrap().plaintext.0, b"hi");
-        assert_eq!(k.list_key_rotations(ListKeyRotationsRequest { key_id: id.clone(), ..Default::default() }).unwrap().rotations.len(), 1);
+        assert_eq!(
+            k.list_key_rotations(ListKeyRotationsRequest {
+                key_id: id.clone(),
+                ..Default::default()
+            })
+            .unwrap()
+            .rotations
+            .len(),
+            1
+        );
         k.disable_key(KeyIdRequest { key_id: id.clone() }).unwrap();
-        assert_eq!(dec(old.clone()).unwrap_err().code, ErrorCode::DisabledException);
-        let e = k.schedule_key_deletion(ScheduleKeyDeletionRequest { key_id: id.clone(), pending_window_in_days: Some(3) }).unwrap_err();
+        assert_eq!(
+            dec(old.clone()).unwrap_err().code,
+            ErrorCode::DisabledException
+        );
+        let e = k
+            .schedule_key_deletion(ScheduleKeyDeletionRequest {
+                key_id: id.clone(),
+                pending_window_in_days: Some(3),
+            })
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::ValidationException);
-        k.schedule_key_deletion(ScheduleKeyDeletionRequest { key_id: id.clone(), pending_window_in_days: Some(7) }).unwrap();
-        assert_eq!(dec(old.clone()).unwrap_err().code, ErrorCode::KMSInvalidStateException);
-        k.cancel_key_deletion(KeyIdRequest { key_id: id.clone() }).unwrap();
-        let md = k.describe_key(DescribeKeyRequest { key_id: id.clone() }).unwrap().key_metadata;
+        k.schedule_key_deletion(ScheduleKeyDeletionRequest {
+            key_id: id.clone(),
+            pending_window_in_days: Some(7),
+        })
+        .unwrap();
+        assert_eq!(
+            dec(old.clone()).unwrap_err().code,
+            ErrorCode::KMSInvalidStateException
+        );
+        k.cancel_key_deletion(KeyIdRequest { key_id: id.clone() })
+            .unwrap();
+        let md = k
+            .describe_key(DescribeKeyRequest { key_id: id.clone() })
+            .unwrap()
+            .key_metadata;
         assert_eq!(md.key_state, "Disabled");
         k.enable_key(KeyIdRequest { key_id: id.clone() }).unwrap();
         assert!(dec(old).is_ok());
-        let e = k.enable_key_rotation(EnableKeyRotationRequest { key_id: id.clone(), rotation_period_in_days: Some(30) }).unwrap_err();
+        let e = k
+            .enable_key_rotation(EnableKeyRotationRequest {
+                key_id: id.clone(),
+                rotation_period_in_days: Some(30),
+            })
+            .unwrap_err();
         assert_eq!(e.code, ErrorCode::ValidationException);
     }
 
     #[test]
     fn refuses_world_readable_keystore() {
         let (_d, k) = kms();
-        fs::set_permissions(k.dir().join(ROOT_KEY_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(
+            k.dir().join(ROOT_KEY_FILE),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let e = LocalKms::open(k.dir(), false).err().unwrap().to_string();
         assert!(e.contains("group/others"), "{e}");
     }
@@ -1003,9 +1209,19 @@ mod tests {
         for _ in 0..5 {
             k.create_key(CreateKeyRequest::default()).unwrap();
         }
-        let p1 = k.list_keys(ListKeysRequest { limit: Some(2), marker: None }).unwrap();
+        let p1 = k
+            .list_keys(ListKeysRequest {
+                limit: Some(2),
+                marker: None,
+            })
+            .unwrap();
         assert!(p1.truncated);
-        let p2 = k.list_keys(ListKeysRequest { limit: Some(10), marker: p1.next_marker }).unwrap();
+        let p2 = k
+            .list_keys(ListKeysRequest {
+                limit: Some(10),
+                marker: p1.next_marker,
+            })
+            .unwrap();
         assert!(!p2.truncated);
         assert_eq!(p1.keys.len() + p2.keys.len(), 5);
     }

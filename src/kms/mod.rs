@@ -126,11 +126,12 @@ pub trait Kms: Send + Sync {
     fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse>;
     fn enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()>;
     fn disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()>;
-    fn get_key_rotation_status(
+    fn get_key_rotation_status(&self, req: KeyIdRequest)
+        -> KmsResult<GetKeyRotationStatusResponse>;
+    fn list_key_rotations(
         &self,
-        req: KeyIdRequest,
-    ) -> KmsResult<GetKeyRotationStatusResponse>;
-    fn list_key_rotations(&self, req: ListKeyRotationsRequest) -> KmsResult<ListKeyRotationsResponse>;
+        req: ListKeyRotationsRequest,
+    ) -> KmsResult<ListKeyRotationsResponse>;
 }
 
 /// Where the KMS is: `local:DIR` (embedded, the default) — later also `https://…`.

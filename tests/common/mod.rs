@@ -10,7 +10,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kmsfs");
 /// True when FUSE mounts can be made here. In CI (CI set) a missing FUSE is a failure,
 /// never a skip; elsewhere the test is skipped with a loud message.
 pub fn fuse_available() -> bool {
-    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok();
     let root = rustix::process::geteuid().is_root();
     let ok = dev && (root || Path::new("/usr/bin/fusermount3").exists());
     if !ok {
@@ -43,7 +47,10 @@ pub struct Tree {
 
 impl Tree {
     pub fn new(init_args: &[&str]) -> Tree {
-        let dir = tempfile::Builder::new().prefix("kmsfs-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("kmsfs-test-")
+            .tempdir()
+            .unwrap();
         // others (pjdfstest's users) must be able to reach the mountpoint
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let t = Tree {
@@ -58,7 +65,11 @@ impl Tree {
         let mut args = vec!["init", t.backing.to_str().unwrap()];
         args.extend_from_slice(init_args);
         let out = t.kmsfs(&args);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t
     }
 
@@ -93,13 +104,21 @@ impl Tree {
 
     pub fn mount_with(&mut self, extra: &[&str]) {
         let out = self.try_mount(extra);
-        assert!(out.status.success(), "mount failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.mounted = true;
     }
 
     pub fn umount(&mut self) {
         let out = self.kmsfs(&["umount", self.mnt.to_str().unwrap()]);
-        assert!(out.status.success(), "umount failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "umount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.mounted = false;
         // the daemon exits once the kernel drops the connection; give it a moment
         std::thread::sleep(std::time::Duration::from_millis(50));
