@@ -15,9 +15,16 @@ use crate::crypto::Backend;
 use crate::envelope::Envelope;
 use crate::format::{TreeConfig, CONFIG_FILE, DEFAULT_CHUNK_SIZE};
 use crate::kms::{
-    CreateAliasRequest, CreateKeyRequest, DescribeKeyRequest, Kms, KmsLocation, ListAliasesRequest,
-    ListKeysRequest,
+    CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
+    EnableKeyRotationRequest, GetKeyPolicyRequest, KeyIdRequest, Kms, KmsLocation,
+    ListAliasesRequest, ListKeyRotationsRequest, ListKeysRequest, PutKeyPolicyRequest,
+    ScheduleKeyDeletionRequest,
 };
+
+fn fmt_epoch(t: f64) -> String {
+    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+    humantime::format_rfc3339_seconds(st).to_string()
+}
 
 /// The alias `kmsfs init` uses (and creates on first use) when no --key is given.
 pub const DEFAULT_ALIAS: &str = "alias/kmsfs-default";
@@ -75,6 +82,80 @@ pub enum Cmd {
     /// Manage keys in the KMS.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Re-wrap every file header under the current version of its keys (or under --to KEY);
+    /// no data byte is read or written. Works on a mounted tree too.
+    Rotate {
+        backing: PathBuf,
+        /// Move every file (and the tree's config) to this key instead.
+        #[arg(long, value_name = "KEY")]
+        to: Option<String>,
+        /// Files re-wrapped at once (KMS calls in flight).
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the keys a tree wraps its file keys under (recovery keys); re-wraps every header.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Re-encrypt files under new data keys (after a suspected DEK exposure). Unmount first.
+    Rekey {
+        backing: PathBuf,
+        /// Files to rekey (paths in the backing tree); default: all.
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and verify the embedded KMS's audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Add KEY to the tree's keys and wrap every file's key under it too.
+    Add { backing: PathBuf, key: String },
+    /// Remove KEY from the tree's keys and drop its wrapped copies.
+    Remove { backing: PathBuf, key: String },
+    /// Show the tree's keys.
+    List { backing: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check the hash chain and checkpoints; exit 1 naming the first bad sequence number.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show records, filtered.
+    Show(AuditFilter),
+    /// Show the last N records (default 20).
+    Tail {
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditFilter {
+    /// Key id, ARN or a part of it.
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub principal: Option<String>,
+    #[arg(long)]
+    pub op: Option<String>,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Print raw JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -91,8 +172,65 @@ pub enum KeyCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show a key's metadata (id, ARN or alias/NAME).
-    Describe { key: String },
+    /// Show a key's metadata, rotation status and versions (id, ARN or alias/NAME).
+    Describe {
+        key: String,
+    },
+    /// Give KEY a new version now (old versions keep decrypting).
+    Rotate {
+        key: String,
+    },
+    /// Rotate KEY automatically every N days (90..2560).
+    EnableRotation {
+        key: String,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    DisableRotation {
+        key: String,
+    },
+    /// List KEY's rotations.
+    Rotations {
+        key: String,
+    },
+    /// Perform automatic rotations that are due (also done by running mounts).
+    RotateDue,
+    Enable {
+        key: String,
+    },
+    Disable {
+        key: String,
+    },
+    /// Schedule KEY's deletion after N days (7..30); its material is destroyed then.
+    ScheduleDeletion {
+        key: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Cancel a scheduled deletion; the key is left Disabled.
+    CancelDeletion {
+        key: String,
+    },
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCmd {
+    Create { name: String, key: String },
+    Update { name: String, key: String },
+    Delete { name: String },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Print KEY's key policy.
+    Get { key: String },
+    /// Replace KEY's key policy with FILE's contents (stdin if no FILE).
+    Put { key: String, file: Option<PathBuf> },
 }
 
 pub fn main() -> i32 {
@@ -160,7 +298,203 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Umount { mountpoint } => cmd_umount(&mountpoint),
         Cmd::Key(k) => cmd_key(cli.kms.as_deref(), k),
+        Cmd::Rotate {
+            backing,
+            to,
+            jobs,
+            json,
+        } => cmd_rotate(cli.kms.as_deref(), &backing, to, jobs, json),
+        Cmd::Keys(k) => cmd_keys(cli.kms.as_deref(), k),
+        Cmd::Rekey {
+            backing,
+            paths,
+            json,
+        } => cmd_rekey(cli.kms.as_deref(), &backing, paths, json),
+        Cmd::Audit(a) => cmd_audit(cli.kms.as_deref(), a),
     }
+}
+
+fn print_summary(s: &crate::tree::Summary, verb: &str, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        println!("{}", s.line(verb));
+    }
+    if s.failed > 0 {
+        bail!("{} file(s) failed (listed above)", s.failed);
+    }
+    Ok(())
+}
+
+/// Resolves keys to ARNs through the KMS.
+fn key_arns(kms: &dyn Kms, keys: &[String]) -> Result<Vec<String>> {
+    keys.iter()
+        .map(|k| {
+            kms.describe_key(DescribeKeyRequest { key_id: k.clone() })
+                .map(|r| r.key_metadata.arn)
+                .with_context(|| format!("key {k}"))
+        })
+        .collect()
+}
+
+fn cmd_rotate(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    to: Option<String>,
+    jobs: usize,
+    json: bool,
+) -> Result<()> {
+    let mut cfg = TreeConfig::load(backing)?;
+    let kms = tree_kms(kms_arg, &cfg)?;
+    if let Some(k) = to {
+        // Config first: new files use the new key at once; a killed run resumes with
+        // a plain `kmsfs rotate`, which re-wraps to whatever the config says.
+        cfg.keys = key_arns(&*kms, &[k])?;
+        write_config(backing, &cfg)?;
+    }
+    let s = crate::tree::rewrap(backing, &cfg, &*kms, &cfg.keys, jobs, !json)?;
+    print_summary(&s, "re-wrapped", json)
+}
+
+fn cmd_keys(kms_arg: Option<&str>, cmd: KeysCmd) -> Result<()> {
+    let (backing, change) = match &cmd {
+        KeysCmd::Add { backing, key } => (backing, Some((true, key))),
+        KeysCmd::Remove { backing, key } => (backing, Some((false, key))),
+        KeysCmd::List { backing } => (backing, None),
+    };
+    let mut cfg = TreeConfig::load(backing)?;
+    let Some((add, key)) = change else {
+        for k in &cfg.keys {
+            println!("{k}");
+        }
+        return Ok(());
+    };
+    let kms = tree_kms(kms_arg, &cfg)?;
+    let arn = key_arns(&*kms, std::slice::from_ref(key))?.remove(0);
+    if add {
+        if cfg.keys.contains(&arn) {
+            bail!("{arn} is already one of {}'s keys", backing.display());
+        }
+        if cfg.keys.len() >= crate::format::MAX_WRAPS {
+            bail!("a tree can have at most {} keys", crate::format::MAX_WRAPS);
+        }
+        cfg.keys.push(arn);
+    } else {
+        if !cfg.keys.contains(&arn) {
+            bail!("{arn} is not one of {}'s keys", backing.display());
+        }
+        if cfg.keys.len() == 1 {
+            bail!(
+                "{arn} is {}'s only key; add another first (or use `kmsfs rotate --to`)",
+                backing.display()
+            );
+        }
+        cfg.keys.retain(|k| *k != arn);
+    }
+    write_config(backing, &cfg)?;
+    let s = crate::tree::rewrap(backing, &cfg, &*kms, &cfg.keys, 8, true)?;
+    print_summary(&s, "re-wrapped", false)
+}
+
+fn cmd_rekey(kms_arg: Option<&str>, backing: &Path, paths: Vec<PathBuf>, json: bool) -> Result<()> {
+    let cfg = TreeConfig::load(backing)?;
+    let kms = tree_kms(kms_arg, &cfg)?;
+    let files = if paths.is_empty() {
+        crate::tree::walk_files(backing)?
+    } else {
+        paths
+            .into_iter()
+            .map(|p| if p.is_absolute() { p } else { backing.join(p) })
+            .collect()
+    };
+    let env = Arc::new(Envelope::new(kms, cfg, Backend::from_env(), 64));
+    let s = crate::tree::rekey(backing, &env, files, !json)?;
+    print_summary(&s, "rekeyed", json)
+}
+
+fn local_dir(kms_arg: Option<&str>) -> Result<PathBuf> {
+    match KmsLocation::resolve(kms_arg)? {
+        KmsLocation::Local(d) => Ok(d),
+    }
+}
+
+fn cmd_audit(kms_arg: Option<&str>, cmd: AuditCmd) -> Result<()> {
+    let dir = local_dir(kms_arg)?;
+    match cmd {
+        AuditCmd::Verify { json } => {
+            let kms = crate::kms::local::LocalKms::open(&dir, false)?;
+            match kms.audit().verify() {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!(
+                            "audit log OK: {} records, {} checkpoints, {} records after the last checkpoint",
+                            r.records, r.checkpoints, r.unchecked_tail
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "seq": e.seq, "reason": e.reason})
+                        );
+                    }
+                    bail!("{e}")
+                }
+            }
+        }
+        AuditCmd::Show(f) => show_audit(&dir, &f, None),
+        AuditCmd::Tail { n, filter } => show_audit(&dir, &filter, Some(n)),
+    }
+}
+
+fn show_audit(dir: &Path, f: &AuditFilter, last: Option<usize>) -> Result<()> {
+    let parse_time = |s: &Option<String>| -> Result<Option<std::time::SystemTime>> {
+        s.as_deref()
+            .map(|t| {
+                humantime::parse_rfc3339_weak(t).with_context(|| format!("invalid time {t:?}"))
+            })
+            .transpose()
+    };
+    let (since, until) = (parse_time(&f.since)?, parse_time(&f.until)?);
+    let recs: Vec<_> = crate::kms::audit::read_records(dir)?
+        .into_iter()
+        .filter(|r| {
+            f.key
+                .as_ref()
+                .is_none_or(|k| r.key_arn.as_deref().is_some_and(|a| a.contains(k.as_str())))
+        })
+        .filter(|r| f.principal.as_ref().is_none_or(|p| &r.principal == p))
+        .filter(|r| f.op.as_ref().is_none_or(|o| r.op.eq_ignore_ascii_case(o)))
+        .filter(|r| {
+            let t = humantime::parse_rfc3339_weak(&r.time).ok();
+            since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+        })
+        .collect();
+    let skip = last.map(|n| recs.len().saturating_sub(n)).unwrap_or(0);
+    for r in &recs[skip..] {
+        if f.json {
+            let mut v = serde_json::to_value(r)?;
+            v["hash"] = serde_json::Value::String(r.hash.clone());
+            println!("{v}");
+        } else {
+            println!(
+                "{:>6} {} {:<14} {:<28} {:<6} {} {}",
+                r.seq,
+                r.time,
+                r.principal,
+                r.op,
+                r.error_code.as_deref().unwrap_or(&r.outcome),
+                r.key_arn.as_deref().unwrap_or("-"),
+                r.source
+            );
+        }
+    }
+    Ok(())
 }
 
 fn cmd_init(
@@ -199,13 +533,14 @@ fn cmd_init(
     let arns = if keys.is_empty() {
         vec![default_key(&*kms)?]
     } else {
-        keys.iter()
-            .map(|k| {
-                kms.describe_key(DescribeKeyRequest { key_id: k.clone() })
-                    .map(|r| r.key_metadata.arn)
-                    .with_context(|| format!("key {k}"))
-            })
-            .collect::<Result<Vec<_>>>()?
+        let arns = key_arns(&*kms, &keys)?;
+        if arns.len() > crate::format::MAX_WRAPS {
+            bail!("a tree can have at most {} keys", crate::format::MAX_WRAPS);
+        }
+        if (1..arns.len()).any(|i| arns[..i].contains(&arns[i])) {
+            bail!("the same key is given twice");
+        }
+        arns
     };
     let cfg = TreeConfig::new(chunk_size, arns, Some(loc.describe()));
     if !existed {
@@ -393,13 +728,13 @@ fn cmd_mount_foreground(
     threads: usize,
     mut ready: Option<OwnedFd>,
 ) -> Result<()> {
-    let setup = || -> Result<fuser::Session<crate::fs::KmsFs>> {
+    let setup = || -> Result<(fuser::Session<crate::fs::KmsFs>, Arc<dyn Kms>)> {
         let backing = std::fs::canonicalize(backing)
             .with_context(|| format!("backing directory {}", backing.display()))?;
         let cfg = TreeConfig::load(&backing)?;
         let kms = tree_kms(kms_arg, &cfg)?;
         check_mountpoint(mountpoint)?;
-        let env = Arc::new(Envelope::new(kms, cfg, Backend::from_env(), 4096));
+        let env = Arc::new(Envelope::new(kms.clone(), cfg, Backend::from_env(), 4096));
         let fs = crate::fs::KmsFs::new(
             &crate::fs::FsOptions {
                 backing: backing.clone(),
@@ -423,10 +758,11 @@ fn cmd_mount_foreground(
         };
         config.n_threads = Some(threads.max(1));
         config.clone_fd = threads > 1;
-        fuser::Session::new(fs, mountpoint, &config)
-            .with_context(|| format!("cannot mount on {}", mountpoint.display()))
+        let session = fuser::Session::new(fs, mountpoint, &config)
+            .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+        Ok((session, kms))
     };
-    let mut session = match setup() {
+    let (mut session, env_kms) = match setup() {
         Ok(s) => s,
         Err(e) => {
             report(
@@ -448,6 +784,22 @@ fn cmd_mount_foreground(
                 tracing::warn!("unmount failed: {e}");
             }
         }
+    });
+    // The embedded KMS rotates keys only when someone holding the keystore checks.
+    // Weak: the keystore (and its audit log, which checkpoints on close) is released
+    // when the session ends.
+    let kms = Arc::downgrade(&env_kms);
+    drop(env_kms);
+    std::thread::spawn(move || loop {
+        let Some(kms) = kms.upgrade() else { return };
+        match kms.rotate_due() {
+            Ok(rotated) => rotated
+                .iter()
+                .for_each(|k| tracing::info!("automatic rotation of {k}")),
+            Err(e) => tracing::warn!("automatic rotation check failed: {e}"),
+        }
+        drop(kms);
+        std::thread::sleep(std::time::Duration::from_secs(300));
     });
     report(&mut ready, "ok\n");
     session.run().context("FUSE session failed")?;
@@ -553,7 +905,144 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                     key_id: key.clone(),
                 })
                 .with_context(|| format!("key {key}"))?;
-            println!("{}", serde_json::to_string_pretty(&md)?);
+            let id = md.key_metadata.key_id.clone();
+            let rot = kms.get_key_rotation_status(KeyIdRequest { key_id: id.clone() })?;
+            let rots = kms.list_key_rotations(ListKeyRotationsRequest {
+                key_id: id.clone(),
+                ..Default::default()
+            })?;
+            let aliases = kms.list_aliases(ListAliasesRequest {
+                key_id: Some(id),
+                ..Default::default()
+            })?;
+            let v = serde_json::json!({
+                "KeyMetadata": md.key_metadata,
+                "Aliases": aliases.aliases.iter().map(|a| &a.alias_name).collect::<Vec<_>>(),
+                "Rotation": rot,
+                "Rotations": rots.rotations,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        KeyCmd::Rotate { key } => {
+            let kms = loc.open(false)?;
+            let r = kms.rotate_key_on_demand(KeyIdRequest {
+                key_id: key.clone(),
+            })?;
+            let md = kms
+                .describe_key(DescribeKeyRequest {
+                    key_id: r.key_id.clone(),
+                })?
+                .key_metadata;
+            println!(
+                "{} now at key material {}",
+                r.key_id,
+                md.current_key_material_id.unwrap_or_default()
+            );
+        }
+        KeyCmd::EnableRotation { key, days } => {
+            loc.open(false)?
+                .enable_key_rotation(EnableKeyRotationRequest {
+                    key_id: key,
+                    rotation_period_in_days: Some(days),
+                })?;
+        }
+        KeyCmd::DisableRotation { key } => loc
+            .open(false)?
+            .disable_key_rotation(KeyIdRequest { key_id: key })?,
+        KeyCmd::Rotations { key } => {
+            let r = loc
+                .open(false)?
+                .list_key_rotations(ListKeyRotationsRequest {
+                    key_id: key,
+                    ..Default::default()
+                })?;
+            for e in r.rotations {
+                println!(
+                    "{}\t{}\t{}",
+                    fmt_epoch(e.rotation_date),
+                    e.rotation_type,
+                    e.key_material_id
+                );
+            }
+        }
+        KeyCmd::RotateDue => {
+            for arn in loc.open(false)?.rotate_due()? {
+                println!("rotated {arn}");
+            }
+        }
+        KeyCmd::Enable { key } => loc.open(false)?.enable_key(KeyIdRequest { key_id: key })?,
+        KeyCmd::Disable { key } => loc.open(false)?.disable_key(KeyIdRequest { key_id: key })?,
+        KeyCmd::ScheduleDeletion { key, days } => {
+            let r = loc
+                .open(false)?
+                .schedule_key_deletion(ScheduleKeyDeletionRequest {
+                    key_id: key,
+                    pending_window_in_days: Some(days),
+                })?;
+            println!(
+                "{} will be deleted at {}",
+                r.key_id,
+                fmt_epoch(r.deletion_date)
+            );
+        }
+        KeyCmd::CancelDeletion { key } => {
+            let r = loc
+                .open(false)?
+                .cancel_key_deletion(KeyIdRequest { key_id: key })?;
+            println!("{} deletion cancelled; the key is Disabled", r.key_id);
+        }
+        KeyCmd::Alias(a) => {
+            let kms = loc.open(false)?;
+            match a {
+                AliasCmd::Create { name, key } => kms.create_alias(CreateAliasRequest {
+                    alias_name: normalize_alias(&name),
+                    target_key_id: key,
+                })?,
+                AliasCmd::Update { name, key } => kms.update_alias(CreateAliasRequest {
+                    alias_name: normalize_alias(&name),
+                    target_key_id: key,
+                })?,
+                AliasCmd::Delete { name } => kms.delete_alias(DeleteAliasRequest {
+                    alias_name: normalize_alias(&name),
+                })?,
+                AliasCmd::List => {
+                    for a in kms.list_aliases(ListAliasesRequest::default())?.aliases {
+                        println!("{}\t{}", a.alias_name, a.target_key_id);
+                    }
+                }
+            }
+        }
+        KeyCmd::Policy(p) => {
+            let kms = loc.open(false)?;
+            match p {
+                PolicyCmd::Get { key } => {
+                    let r = kms.get_key_policy(GetKeyPolicyRequest {
+                        key_id: key,
+                        policy_name: None,
+                    })?;
+                    let pretty = serde_json::from_str::<serde_json::Value>(&r.policy)
+                        .and_then(|v| serde_json::to_string_pretty(&v))
+                        .unwrap_or(r.policy);
+                    println!("{pretty}");
+                }
+                PolicyCmd::Put { key, file } => {
+                    let text = match file {
+                        Some(f) => std::fs::read_to_string(&f)
+                            .with_context(|| format!("cannot read {}", f.display()))?,
+                        None => {
+                            let mut s = String::new();
+                            std::io::stdin().read_to_string(&mut s)?;
+                            s
+                        }
+                    };
+                    kms.put_key_policy(PutKeyPolicyRequest {
+                        key_id: key,
+                        policy: text,
+                        policy_name: None,
+                        bypass_policy_lockout_safety_check: None,
+                    })?;
+                }
+            }
         }
     }
     Ok(())

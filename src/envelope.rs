@@ -151,7 +151,7 @@ impl Envelope {
                         Err(e) => errors.push(format!("{}: {}", w.key_arn, e)),
                     }
                 }
-                
+
                 Arc::new(found.ok_or_else(|| EnvelopeError::Unwrap(errors.join("; ")))?)
             }
         };

@@ -12,3 +12,4 @@ pub mod envelope;
 pub mod format;
 pub mod fs;
 pub mod kms;
+pub mod tree;

@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+use super::audit::{AuditLog, Event};
+use super::policy::{default_policy, Policy};
 use super::*;
 use crate::crypto::{
     encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN,
@@ -28,6 +30,9 @@ const BLOB_FORMAT: u8 = 1;
 const BLOB_PREFIX: usize = 1 + 16 + 4;
 const BLOB_OVERHEAD: usize = BLOB_PREFIX + NONCE_LEN + TAG_LEN;
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+
+/// The principal local (embedded) use acts as, unless `KMSFS_PRINCIPAL` says otherwise.
+pub const DEFAULT_PRINCIPAL: &str = "local-admin";
 
 pub fn default_keystore_dir() -> anyhow::Result<PathBuf> {
     if rustix::process::geteuid().is_root() {
@@ -139,13 +144,59 @@ struct Cached {
     stamp: Option<Stamp>,
 }
 
-/// The embedded KMS over one keystore directory.
-pub struct LocalKms {
+/// Who is calling: the principal key policies match and the audit log records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: String,
+    /// e.g. `local:PID` or the client's address
+    pub source: String,
+}
+
+impl Caller {
+    pub fn local() -> Caller {
+        Caller {
+            principal: std::env::var("KMSFS_PRINCIPAL")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_string()),
+            source: format!("local:{}", std::process::id()),
+        }
+    }
+}
+
+/// State shared by every caller's view of one keystore.
+struct Engine {
     dir: PathBuf,
     root: SecretKey,
     region: String,
     account: String,
     cache: RwLock<Cached>,
+    audit: AuditLog,
+    /// parsed key policies by key id, with the text they were parsed from
+    policies: parking_lot::Mutex<std::collections::HashMap<String, (String, Arc<Policy>)>>,
+}
+
+/// The embedded KMS over one keystore directory, as seen by one caller.
+pub struct LocalKms {
+    e: Arc<Engine>,
+    caller: Caller,
+}
+
+/// What one operation's audit record says about the key it touched.
+#[derive(Default)]
+struct OpInfo {
+    key_arn: Option<String>,
+    key_version: Option<String>,
+    context: Option<EncryptionContext>,
+    /// set once a mutation's record was made durable ahead of the store write
+    recorded: bool,
+}
+
+impl OpInfo {
+    fn key(&mut self, arn: String, version: Option<&KeyVersion>) {
+        self.key_arn = Some(arn);
+        self.key_version = version.map(|v| v.material_id.clone());
+    }
 }
 
 fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
@@ -222,8 +273,9 @@ impl LocalKms {
                 raw.len()
             )
         })?;
-        let kms = LocalKms {
+        let e = Engine {
             dir: dir.to_path_buf(),
+            audit: AuditLog::open(dir, &root),
             root,
             region: "local".into(),
             account: "000000000000".into(),
@@ -231,26 +283,81 @@ impl LocalKms {
                 store: Arc::new(Store::default()),
                 stamp: None,
             }),
+            policies: Default::default(),
+        };
+        let kms = LocalKms {
+            e: Arc::new(e),
+            caller: Caller::local(),
         };
         kms.snapshot()
             .map_err(|e| anyhow::anyhow!("keystore {}: {}", dir.display(), e))?;
         Ok(kms)
     }
 
+    /// The same keystore as seen by another caller (the server's authenticated principals).
+    pub fn with_caller(&self, caller: Caller) -> LocalKms {
+        LocalKms {
+            e: self.e.clone(),
+            caller,
+        }
+    }
+
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.e.dir
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.e.audit
     }
 
     fn arn(&self, id: &str) -> String {
-        format!("arn:aws:kms:{}:{}:key/{}", self.region, self.account, id)
+        format!(
+            "arn:aws:kms:{}:{}:key/{}",
+            self.e.region, self.e.account, id
+        )
     }
 
     fn alias_arn(&self, name: &str) -> String {
-        format!("arn:aws:kms:{}:{}:{}", self.region, self.account, name)
+        format!("arn:aws:kms:{}:{}:{}", self.e.region, self.e.account, name)
+    }
+
+    /// Runs one operation: the record (allowed or not) is durable in the audit log before
+    /// the result is returned; if it cannot be made durable the operation fails.
+    fn run<R>(&self, op: &str, f: impl FnOnce(&mut OpInfo) -> KmsResult<R>) -> KmsResult<R> {
+        let mut info = OpInfo::default();
+        let r = f(&mut info);
+        if info.recorded && r.is_ok() {
+            return r;
+        }
+        self.record(op, &info, r.as_ref().err())?;
+        r
+    }
+
+    fn record(&self, op: &str, info: &OpInfo, err: Option<&KmsError>) -> KmsResult<()> {
+        self.e
+            .audit
+            .append(Event {
+                principal: self.caller.principal.clone(),
+                op: op.to_string(),
+                key_arn: info.key_arn.clone(),
+                key_version: info.key_version.clone(),
+                context: info.context.clone(),
+                error_code: err.map(|e| e.code.name().to_string()),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                source: self.caller.source.clone(),
+            })
+            .map_err(|e| {
+                tracing::error!("{e}; failing the {op} request (audit is fail-closed)");
+                KmsError::internal(format!("audit log unavailable: {e}"))
+            })
     }
 
     fn stamp(&self) -> KmsResult<Option<Stamp>> {
-        match fs::metadata(self.dir.join(STORE_FILE)) {
+        match fs::metadata(self.e.dir.join(STORE_FILE)) {
             Ok(md) => Ok(Some(Stamp {
                 ino: md.ino(),
                 mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
@@ -262,7 +369,7 @@ impl LocalKms {
     }
 
     fn read_store(&self) -> KmsResult<Store> {
-        let path = self.dir.join(STORE_FILE);
+        let path = self.e.dir.join(STORE_FILE);
         let mut data = match fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Store::default()),
@@ -280,7 +387,7 @@ impl LocalKms {
             )));
         }
         let nonce: [u8; NONCE_LEN] = data[..NONCE_LEN].try_into().unwrap();
-        let aead = Backend::AwsLc.key(self.root.as_bytes());
+        let aead = Backend::AwsLc.key(self.e.root.as_bytes());
         aead.open(&nonce, STORE_AAD, &mut data[NONCE_LEN..])
             .map_err(|_| {
                 KmsError::internal(format!(
@@ -297,52 +404,69 @@ impl LocalKms {
     fn write_store(&self, store: &Store) -> KmsResult<()> {
         let mut json = serde_json::to_vec(store).map_err(|e| KmsError::internal(e.to_string()))?;
         let nonce = random_nonce();
-        let aead = Backend::AwsLc.key(self.root.as_bytes());
+        let aead = Backend::AwsLc.key(self.e.root.as_bytes());
         let tag = aead.seal(&nonce, STORE_AAD, &mut json);
         let mut out = Vec::with_capacity(NONCE_LEN + json.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&json);
         out.extend_from_slice(&tag);
-        write_private_atomic(&self.dir, STORE_FILE, &out).map_err(|e| {
-            KmsError::internal(format!("cannot write keystore {}: {e}", self.dir.display()))
-        })
+        zeroize::Zeroize::zeroize(&mut json);
+        let r = write_private_atomic(&self.e.dir, STORE_FILE, &out).map_err(|e| {
+            KmsError::internal(format!(
+                "cannot write keystore {}: {e}",
+                self.e.dir.display()
+            ))
+        });
+        zeroize::Zeroize::zeroize(&mut out);
+        r
     }
 
     /// The current store, reloaded if another process replaced it.
     fn snapshot(&self) -> KmsResult<Arc<Store>> {
         let stamp = self.stamp()?;
         {
-            let c = self.cache.read();
+            let c = self.e.cache.read();
             if c.stamp == stamp && (stamp.is_some() || c.store.keys.is_empty()) {
                 return Ok(c.store.clone());
             }
         }
         let store = Arc::new(self.read_store()?);
-        let mut c = self.cache.write();
+        let mut c = self.e.cache.write();
         c.store = store.clone();
         c.stamp = stamp;
         Ok(store)
     }
 
-    /// Runs `f` on the freshest store under an exclusive cross-process lock and persists
-    /// the result atomically. Nothing is written if `f` fails.
-    fn mutate<R>(&self, f: impl FnOnce(&mut Store) -> KmsResult<R>) -> KmsResult<R> {
+    /// Runs `f` on the freshest store under an exclusive cross-process lock; the audit
+    /// record is made durable, then the store is replaced atomically. Nothing is written
+    /// if `f` fails.
+    fn mutate<R>(
+        &self,
+        op: &str,
+        info: &mut OpInfo,
+        f: impl FnOnce(&mut Store, &mut OpInfo) -> KmsResult<R>,
+    ) -> KmsResult<R> {
         let lock = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(self.dir.join(LOCK_FILE))
+            .open(self.e.dir.join(LOCK_FILE))
             .map_err(|e| KmsError::internal(format!("cannot open keystore lock: {e}")))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| KmsError::internal(format!("cannot lock keystore: {e}")))?;
         let mut store = self.read_store()?;
         store.purge_due(now());
-        let r = f(&mut store)?;
+        let r = f(&mut store, info)?;
+        self.record(op, info, None)?;
+        info.recorded = true;
         store.version += 1;
-        self.write_store(&store)?;
+        if let Err(e) = self.write_store(&store) {
+            info.recorded = false; // run() records the failure too
+            return Err(e);
+        }
         let stamp = self.stamp()?;
-        let mut c = self.cache.write();
+        let mut c = self.e.cache.write();
         c.store = Arc::new(store);
         c.stamp = stamp;
         Ok(r)
@@ -381,24 +505,97 @@ impl LocalKms {
         }
     }
 
-    fn usable<'a>(&self, store: &'a Store, id: &str) -> KmsResult<&'a KeyRecord> {
-        let k = &store.keys[id];
+    /// Resolves `key`, records it in `info`, and checks the key policy for `action`.
+    fn authorized<'s>(
+        &self,
+        store: &'s Store,
+        key: &str,
+        action: &str,
+        ctx: Option<&EncryptionContext>,
+        info: &mut OpInfo,
+    ) -> KmsResult<&'s KeyRecord> {
+        let id = self.resolve(store, key)?;
+        let k = &store.keys[&id];
+        info.key(self.arn(&id), k.versions.get(k.current as usize));
+        if !self
+            .policy_of(k)?
+            .allows(&self.caller.principal, action, ctx)
+        {
+            return Err(KmsError::new(
+                ErrorCode::AccessDeniedException,
+                format!(
+                    "User: {} is not authorized to perform: {action} on resource: {} because no key policy statement allows it",
+                    self.caller.principal,
+                    self.arn(&id)
+                ),
+            ));
+        }
+        Ok(k)
+    }
+
+    fn policy_of(&self, k: &KeyRecord) -> KmsResult<Arc<Policy>> {
+        let text = match &k.policy {
+            Some(p) => p.clone(),
+            None => default_policy(DEFAULT_PRINCIPAL),
+        };
+        let mut cache = self.e.policies.lock();
+        if let Some((t, p)) = cache.get(&k.id) {
+            if *t == text {
+                return Ok(p.clone());
+            }
+        }
+        let p = Arc::new(Policy::parse(&text).map_err(|e| {
+            KmsError::internal(format!(
+                "stored policy of {} is invalid: {}",
+                self.arn(&k.id),
+                e.message
+            ))
+        })?);
+        cache.insert(k.id.clone(), (text, p.clone()));
+        Ok(p)
+    }
+
+    /// A new policy must still let its author manage the key (AWS's lockout safety check).
+    fn check_lockout(&self, policy: &Policy) -> KmsResult<()> {
+        if !policy.allows(&self.caller.principal, "kms:PutKeyPolicy", None) {
+            return Err(KmsError::new(
+                ErrorCode::MalformedPolicyDocumentException,
+                format!(
+                    "The new key policy will not allow you ({}) to update the key policy in the future (lockout safety check)",
+                    self.caller.principal
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn usable<'a>(&self, k: &'a KeyRecord) -> KmsResult<&'a KeyRecord> {
         match k.state {
             KeyState::Enabled => Ok(k),
             KeyState::Disabled => Err(KmsError::new(
                 ErrorCode::DisabledException,
-                format!("{} is disabled.", self.arn(id)),
+                format!("{} is disabled.", self.arn(&k.id)),
             )),
             KeyState::PendingDeletion => Err(KmsError::new(
                 ErrorCode::KMSInvalidStateException,
-                format!("{} is pending deletion.", self.arn(id)),
+                format!("{} is pending deletion.", self.arn(&k.id)),
             )),
         }
     }
 
+    fn not_pending_deletion(&self, k: &KeyRecord) -> KmsResult<()> {
+        if k.state == KeyState::PendingDeletion {
+            return Err(KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!("{} is pending deletion.", self.arn(&k.id)),
+            ));
+        }
+        Ok(())
+    }
+
     fn metadata(&self, k: &KeyRecord) -> KeyMetadata {
         KeyMetadata {
-            aws_account_id: self.account.clone(),
+            aws_account_id: self.e.account.clone(),
             key_id: k.id.clone(),
             arn: self.arn(&k.id),
             creation_date: k.created,
@@ -447,13 +644,16 @@ impl LocalKms {
         blob
     }
 
-    /// Opens a blob: (key id, version index, plaintext). Any mismatch is InvalidCiphertext.
+    /// Opens a blob after checking the caller may `action` on its key:
+    /// (key id, version index, plaintext). Any mismatch is InvalidCiphertext.
     fn open_blob(
         &self,
         store: &Store,
         blob: &[u8],
         ctx: &Option<EncryptionContext>,
         key_hint: Option<&str>,
+        action: &str,
+        info: &mut OpInfo,
     ) -> KmsResult<(String, u32, Secret)> {
         let invalid = || {
             KmsError::new(
@@ -461,6 +661,7 @@ impl LocalKms {
                 "The ciphertext is invalid or was encrypted under another encryption context.",
             )
         };
+        info.context = ctx.clone();
         if blob.len() < BLOB_OVERHEAD || blob[0] != BLOB_FORMAT {
             return Err(invalid());
         }
@@ -476,10 +677,11 @@ impl LocalKms {
                 ));
             }
         }
-        let id = self.resolve(store, &id)?;
-        let k = self.usable(store, &id)?;
+        let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
+        self.usable(k)?;
         let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
         let v = k.versions.get(version as usize).ok_or_else(invalid)?;
+        info.key_version = Some(v.material_id.clone());
         let nonce: [u8; NONCE_LEN] = blob[BLOB_PREFIX..BLOB_PREFIX + NONCE_LEN]
             .try_into()
             .unwrap();
@@ -497,7 +699,7 @@ impl LocalKms {
             .map_err(|_| invalid())?;
         let n = buf.0.len() - TAG_LEN;
         buf.0.truncate(n);
-        Ok((id, version, buf))
+        Ok((k.id.clone(), version, buf))
     }
 
     fn data_key_len(req: &GenerateDataKeyRequest) -> KmsResult<usize> {
@@ -527,35 +729,92 @@ impl LocalKms {
         }
     }
 
+    fn generate(
+        &self,
+        op: &str,
+        action: &str,
+        req: GenerateDataKeyRequest,
+    ) -> KmsResult<GenerateDataKeyResponse> {
+        self.run(op, |info| {
+            info.context = req.encryption_context.clone();
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                action,
+                req.encryption_context.as_ref(),
+                info,
+            )?;
+            let n = Self::data_key_len(&req)?;
+            self.usable(k)?;
+            let mut plaintext = Secret(vec![0u8; n]);
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
+            Ok(GenerateDataKeyResponse {
+                ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context),
+                plaintext,
+                key_id: self.arn(&k.id),
+                key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            })
+        })
+    }
+
+    /// A lifecycle change of one key: resolve + authorize + change, audited.
+    fn change_key<R>(
+        &self,
+        op: &str,
+        key: &str,
+        f: impl FnOnce(&LocalKms, &mut KeyRecord) -> KmsResult<R>,
+    ) -> KmsResult<R> {
+        self.run(op, |info| {
+            self.mutate(op, info, |s, info| {
+                let id = self
+                    .authorized(s, key, &format!("kms:{op}"), None, info)?
+                    .id
+                    .clone();
+                let k = s.keys.get_mut(&id).expect("resolved");
+                let r = f(self, k)?;
+                info.key(self.arn(&id), k.versions.get(k.current as usize));
+                Ok(r)
+            })
+        })
+    }
+
     /// Adds a version to every key whose automatic rotation is due. Runs under the store
     /// lock, so two processes checking at once rotate a key once. Returns rotated ARNs.
-    pub fn rotate_due(&self) -> KmsResult<Vec<String>> {
+    pub fn rotate_due_keys(&self) -> KmsResult<Vec<String>> {
         let at = now();
-        let due = self.snapshot()?.keys.values().any(|k| {
+        let due = |k: &KeyRecord| {
             k.rotation_enabled
                 && k.state == KeyState::Enabled
                 && k.next_rotation.is_some_and(|n| n <= at)
-        });
-        if !due {
+        };
+        if !self.snapshot()?.keys.values().any(due) {
             return Ok(vec![]);
         }
-        self.mutate(|s| {
-            let mut out = vec![];
-            for k in s.keys.values_mut() {
-                if k.rotation_enabled
-                    && k.state == KeyState::Enabled
-                    && k.next_rotation.is_some_and(|n| n <= at)
-                {
+        self.run("RotateDueKeys", |info| {
+            self.mutate("RotateDueKeys", info, |s, _| {
+                let mut out = vec![];
+                for k in s.keys.values_mut().filter(|k| due(k)) {
                     k.versions.push(Self::new_version(Some("AUTOMATIC")));
                     k.current = (k.versions.len() - 1) as u32;
                     let days = k.rotation_period_days.unwrap_or(365) as f64;
                     k.next_rotation = Some(at + days * 86400.0);
-                    out.push(k.id.clone());
+                    out.push(self.arn(&k.id));
                 }
-            }
-            Ok(out)
+                Ok(out)
+            })
         })
-        .map(|ids| ids.iter().map(|id| self.arn(id)).collect())
+    }
+
+    /// Test hook: moves a key's next automatic rotation to `at` (epoch seconds).
+    #[doc(hidden)]
+    pub fn set_next_rotation_for_test(&self, key: &str, at: f64) -> KmsResult<()> {
+        let mut info = OpInfo::default();
+        self.mutate("TestSetNextRotation", &mut info, |s, _| {
+            let id = self.resolve(s, key)?;
+            s.keys.get_mut(&id).unwrap().next_rotation = Some(at);
+            Ok(())
+        })
     }
 }
 
@@ -623,220 +882,264 @@ fn paginate<T: Clone>(
 
 impl Kms for LocalKms {
     fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
-        if let Some(u) = req.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
-            return Err(KmsError::validation(format!(
-                "KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)"
-            )));
-        }
-        if let Some(s) = req.key_spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
-            return Err(KmsError::validation(format!(
-                "KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)"
-            )));
-        }
-        let desc = req.description.unwrap_or_default();
-        if desc.len() > 8192 {
-            return Err(KmsError::validation(
-                "Description is longer than 8192 characters",
-            ));
-        }
-        let rec = KeyRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            description: desc,
-            created: now(),
-            state: KeyState::Enabled,
-            deletion_date: None,
-            pending_window_days: None,
-            versions: vec![Self::new_version(None)],
-            current: 0,
-            rotation_enabled: false,
-            rotation_period_days: None,
-            next_rotation: None,
-            tags: req.tags.unwrap_or_default(),
-            policy: req.policy,
-        };
-        let md = self.metadata(&rec);
-        self.mutate(|s| {
-            s.keys.insert(rec.id.clone(), rec);
-            Ok(())
-        })?;
-        Ok(CreateKeyResponse { key_metadata: md })
+        self.run("CreateKey", |info| {
+            if let Some(u) = req.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
+                return Err(KmsError::validation(format!(
+                    "KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)"
+                )));
+            }
+            if let Some(s) = req.key_spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
+                return Err(KmsError::validation(format!(
+                    "KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)"
+                )));
+            }
+            let desc = req.description.clone().unwrap_or_default();
+            if desc.len() > 8192 {
+                return Err(KmsError::validation(
+                    "Description is longer than 8192 characters",
+                ));
+            }
+            let policy = match &req.policy {
+                Some(p) => {
+                    let parsed = Policy::parse(p)?;
+                    if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
+                        self.check_lockout(&parsed)?;
+                    }
+                    p.clone()
+                }
+                None => default_policy(&self.caller.principal),
+            };
+            let rec = KeyRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                description: desc,
+                created: now(),
+                state: KeyState::Enabled,
+                deletion_date: None,
+                pending_window_days: None,
+                versions: vec![Self::new_version(None)],
+                current: 0,
+                rotation_enabled: false,
+                rotation_period_days: None,
+                next_rotation: None,
+                tags: req.tags.clone().unwrap_or_default(),
+                policy: Some(policy),
+            };
+            let md = self.metadata(&rec);
+            info.key(self.arn(&rec.id), rec.versions.first());
+            self.mutate("CreateKey", info, |s, _| {
+                s.keys.insert(rec.id.clone(), rec);
+                Ok(())
+            })?;
+            Ok(CreateKeyResponse { key_metadata: md })
+        })
     }
 
     fn describe_key(&self, req: DescribeKeyRequest) -> KmsResult<DescribeKeyResponse> {
-        let s = self.snapshot()?;
-        let id = self.resolve(&s, &req.key_id)?;
-        Ok(DescribeKeyResponse {
-            key_metadata: self.metadata(&s.keys[&id]),
+        self.run("DescribeKey", |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, "kms:DescribeKey", None, info)?;
+            Ok(DescribeKeyResponse {
+                key_metadata: self.metadata(k),
+            })
         })
     }
 
     fn list_keys(&self, req: ListKeysRequest) -> KmsResult<ListKeysResponse> {
-        let s = self.snapshot()?;
-        let at = now();
-        let all: Vec<KeyListEntry> = s
-            .keys
-            .values()
-            .filter(|k| !Store::is_destroyed(k, at))
-            .map(|k| KeyListEntry {
-                key_id: k.id.clone(),
-                key_arn: self.arn(&k.id),
+        self.run("ListKeys", |_| {
+            let s = self.snapshot()?;
+            let at = now();
+            let all: Vec<KeyListEntry> = s
+                .keys
+                .values()
+                .filter(|k| !Store::is_destroyed(k, at))
+                .map(|k| KeyListEntry {
+                    key_id: k.id.clone(),
+                    key_arn: self.arn(&k.id),
+                })
+                .collect();
+            let (keys, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListKeysResponse {
+                keys,
+                truncated: next.is_some(),
+                next_marker: next,
             })
-            .collect();
-        let (keys, next) = paginate(&all, req.limit, &req.marker)?;
-        Ok(ListKeysResponse {
-            keys,
-            truncated: next.is_some(),
-            next_marker: next,
         })
     }
 
     fn create_alias(&self, req: CreateAliasRequest) -> KmsResult<()> {
-        check_alias_name(&req.alias_name)?;
-        self.mutate(|s| {
-            if s.aliases.contains_key(&req.alias_name) {
-                return Err(KmsError::new(
-                    ErrorCode::AlreadyExistsException,
-                    format!(
-                        "An alias with the name {} already exists",
-                        self.alias_arn(&req.alias_name)
-                    ),
-                ));
-            }
+        self.run("CreateAlias", |info| {
+            check_alias_name(&req.alias_name)?;
             if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
                 return Err(KmsError::validation(
                     "TargetKeyId must be a key id or key ARN, not an alias",
                 ));
             }
-            let id = self.resolve(s, &req.target_key_id)?;
-            s.aliases.insert(
-                req.alias_name.clone(),
-                AliasRecord {
-                    target: id,
-                    created: now(),
-                },
-            );
-            Ok(())
+            self.mutate("CreateAlias", info, |s, info| {
+                if s.aliases.contains_key(&req.alias_name) {
+                    return Err(KmsError::new(
+                        ErrorCode::AlreadyExistsException,
+                        format!(
+                            "An alias with the name {} already exists",
+                            self.alias_arn(&req.alias_name)
+                        ),
+                    ));
+                }
+                let id = self
+                    .authorized(s, &req.target_key_id, "kms:CreateAlias", None, info)?
+                    .id
+                    .clone();
+                s.aliases.insert(
+                    req.alias_name.clone(),
+                    AliasRecord {
+                        target: id,
+                        created: now(),
+                    },
+                );
+                Ok(())
+            })
         })
     }
 
     fn update_alias(&self, req: UpdateAliasRequest) -> KmsResult<()> {
-        check_alias_name(&req.alias_name)?;
-        self.mutate(|s| {
+        self.run("UpdateAlias", |info| {
+            check_alias_name(&req.alias_name)?;
             if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
                 return Err(KmsError::validation(
                     "TargetKeyId must be a key id or key ARN, not an alias",
                 ));
             }
-            let id = self.resolve(s, &req.target_key_id)?;
-            let a = s.aliases.get_mut(&req.alias_name).ok_or_else(|| {
-                KmsError::not_found(format!(
-                    "Alias {} is not found.",
-                    self.alias_arn(&req.alias_name)
-                ))
-            })?;
-            a.target = id;
-            Ok(())
-        })
-    }
-
-    fn delete_alias(&self, req: DeleteAliasRequest) -> KmsResult<()> {
-        check_alias_name(&req.alias_name)?;
-        self.mutate(|s| {
-            s.aliases
-                .remove(&req.alias_name)
-                .map(|_| ())
-                .ok_or_else(|| {
+            self.mutate("UpdateAlias", info, |s, info| {
+                let id = self
+                    .authorized(s, &req.target_key_id, "kms:UpdateAlias", None, info)?
+                    .id
+                    .clone();
+                let a = s.aliases.get_mut(&req.alias_name).ok_or_else(|| {
                     KmsError::not_found(format!(
                         "Alias {} is not found.",
                         self.alias_arn(&req.alias_name)
                     ))
-                })
+                })?;
+                a.target = id;
+                Ok(())
+            })
+        })
+    }
+
+    fn delete_alias(&self, req: DeleteAliasRequest) -> KmsResult<()> {
+        self.run("DeleteAlias", |info| {
+            check_alias_name(&req.alias_name)?;
+            self.mutate("DeleteAlias", info, |s, info| {
+                let target = s
+                    .aliases
+                    .get(&req.alias_name)
+                    .map(|a| a.target.clone())
+                    .ok_or_else(|| {
+                        KmsError::not_found(format!(
+                            "Alias {} is not found.",
+                            self.alias_arn(&req.alias_name)
+                        ))
+                    })?;
+                if s.keys.contains_key(&target) {
+                    self.authorized(s, &target, "kms:DeleteAlias", None, info)?;
+                }
+                s.aliases.remove(&req.alias_name);
+                Ok(())
+            })
         })
     }
 
     fn list_aliases(&self, req: ListAliasesRequest) -> KmsResult<ListAliasesResponse> {
-        let s = self.snapshot()?;
-        let filter = match &req.key_id {
-            Some(k) => Some(self.resolve(&s, k)?),
-            None => None,
-        };
-        let all: Vec<AliasListEntry> = s
-            .aliases
-            .iter()
-            .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
-            .filter(|(_, a)| {
-                s.keys
-                    .get(&a.target)
-                    .is_some_and(|k| !Store::is_destroyed(k, now()))
+        self.run("ListAliases", |_| {
+            let s = self.snapshot()?;
+            let filter = match &req.key_id {
+                Some(k) => Some(self.resolve(&s, k)?),
+                None => None,
+            };
+            let at = now();
+            let all: Vec<AliasListEntry> = s
+                .aliases
+                .iter()
+                .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
+                .filter(|(_, a)| {
+                    s.keys
+                        .get(&a.target)
+                        .is_some_and(|k| !Store::is_destroyed(k, at))
+                })
+                .map(|(name, a)| AliasListEntry {
+                    alias_name: name.clone(),
+                    alias_arn: self.alias_arn(name),
+                    target_key_id: a.target.clone(),
+                    creation_date: a.created,
+                })
+                .collect();
+            let (aliases, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListAliasesResponse {
+                aliases,
+                truncated: next.is_some(),
+                next_marker: next,
             })
-            .map(|(name, a)| AliasListEntry {
-                alias_name: name.clone(),
-                alias_arn: self.alias_arn(name),
-                target_key_id: a.target.clone(),
-                creation_date: a.created,
-            })
-            .collect();
-        let (aliases, next) = paginate(&all, req.limit, &req.marker)?;
-        Ok(ListAliasesResponse {
-            aliases,
-            truncated: next.is_some(),
-            next_marker: next,
         })
     }
 
     fn encrypt(&self, req: EncryptRequest) -> KmsResult<EncryptResponse> {
-        check_algorithm(&req.encryption_algorithm)?;
-        if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
-            return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
-        }
-        let s = self.snapshot()?;
-        let id = self.resolve(&s, &req.key_id)?;
-        let k = self.usable(&s, &id)?;
-        Ok(EncryptResponse {
-            ciphertext_blob: self.seal_blob(k, &req.plaintext.0, &req.encryption_context),
-            key_id: self.arn(&id),
-            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
-            key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+        self.run("Encrypt", |info| {
+            info.context = req.encryption_context.clone();
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                "kms:Encrypt",
+                req.encryption_context.as_ref(),
+                info,
+            )?;
+            check_algorithm(&req.encryption_algorithm)?;
+            if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
+                return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
+            }
+            self.usable(k)?;
+            Ok(EncryptResponse {
+                ciphertext_blob: self.seal_blob(k, &req.plaintext.0, &req.encryption_context),
+                key_id: self.arn(&k.id),
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            })
         })
     }
 
     fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
-        check_algorithm(&req.encryption_algorithm)?;
-        let s = self.snapshot()?;
-        let (id, version, plaintext) = self.open_blob(
-            &s,
-            &req.ciphertext_blob,
-            &req.encryption_context,
-            req.key_id.as_deref(),
-        )?;
-        Ok(DecryptResponse {
-            key_id: self.arn(&id),
-            plaintext,
-            encryption_algorithm: SYMMETRIC_DEFAULT.into(),
-            key_material_id: Some(s.keys[&id].versions[version as usize].material_id.clone()),
+        self.run("Decrypt", |info| {
+            check_algorithm(&req.encryption_algorithm)?;
+            let s = self.snapshot()?;
+            let (id, version, plaintext) = self.open_blob(
+                &s,
+                &req.ciphertext_blob,
+                &req.encryption_context,
+                req.key_id.as_deref(),
+                "kms:Decrypt",
+                info,
+            )?;
+            Ok(DecryptResponse {
+                key_id: self.arn(&id),
+                plaintext,
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                key_material_id: Some(s.keys[&id].versions[version as usize].material_id.clone()),
+            })
         })
     }
 
     fn generate_data_key(&self, req: GenerateDataKeyRequest) -> KmsResult<GenerateDataKeyResponse> {
-        let n = Self::data_key_len(&req)?;
-        let s = self.snapshot()?;
-        let id = self.resolve(&s, &req.key_id)?;
-        let k = self.usable(&s, &id)?;
-        let mut plaintext = Secret(vec![0u8; n]);
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
-        Ok(GenerateDataKeyResponse {
-            ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context),
-            plaintext,
-            key_id: self.arn(&id),
-            key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
-        })
+        self.generate("GenerateDataKey", "kms:GenerateDataKey", req)
     }
 
     fn generate_data_key_without_plaintext(
         &self,
         req: GenerateDataKeyRequest,
     ) -> KmsResult<GenerateDataKeyWithoutPlaintextResponse> {
-        let r = self.generate_data_key(req)?;
+        let r = self.generate(
+            "GenerateDataKeyWithoutPlaintext",
+            "kms:GenerateDataKeyWithoutPlaintext",
+            req,
+        )?;
         Ok(GenerateDataKeyWithoutPlaintextResponse {
             ciphertext_blob: r.ciphertext_blob.clone(),
             key_id: r.key_id.clone(),
@@ -845,53 +1148,60 @@ impl Kms for LocalKms {
     }
 
     fn re_encrypt(&self, req: ReEncryptRequest) -> KmsResult<ReEncryptResponse> {
-        let s = self.snapshot()?;
-        let (src, version, plaintext) = self.open_blob(
-            &s,
-            &req.ciphertext_blob,
-            &req.source_encryption_context,
-            req.source_key_id.as_deref(),
-        )?;
-        let dst = self.resolve(&s, &req.destination_key_id)?;
-        let dk = self.usable(&s, &dst)?;
-        Ok(ReEncryptResponse {
-            ciphertext_blob: self.seal_blob(dk, &plaintext.0, &req.destination_encryption_context),
-            source_key_id: self.arn(&src),
-            key_id: self.arn(&dst),
-            source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
-            destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
-            source_key_material_id: Some(
-                s.keys[&src].versions[version as usize].material_id.clone(),
-            ),
-            destination_key_material_id: Some(dk.versions[dk.current as usize].material_id.clone()),
+        self.run("ReEncrypt", |info| {
+            let s = self.snapshot()?;
+            let (src, version, plaintext) = self.open_blob(
+                &s,
+                &req.ciphertext_blob,
+                &req.source_encryption_context,
+                req.source_key_id.as_deref(),
+                "kms:ReEncryptFrom",
+                info,
+            )?;
+            let mut dinfo = OpInfo::default();
+            let dk = self.authorized(
+                &s,
+                &req.destination_key_id,
+                "kms:ReEncryptTo",
+                req.destination_encryption_context.as_ref(),
+                &mut dinfo,
+            )?;
+            self.usable(dk)?;
+            // the record names the destination (key and version the new blob is under)
+            info.key_arn = dinfo.key_arn;
+            info.key_version = dinfo.key_version;
+            info.context = req.destination_encryption_context.clone();
+            Ok(ReEncryptResponse {
+                ciphertext_blob: self.seal_blob(
+                    dk,
+                    &plaintext.0,
+                    &req.destination_encryption_context,
+                ),
+                source_key_id: self.arn(&src),
+                key_id: self.arn(&dk.id),
+                source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                source_key_material_id: Some(
+                    s.keys[&src].versions[version as usize].material_id.clone(),
+                ),
+                destination_key_material_id: Some(
+                    dk.versions[dk.current as usize].material_id.clone(),
+                ),
+            })
         })
     }
 
     fn enable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            let k = s.keys.get_mut(&id).unwrap();
-            if k.state == KeyState::PendingDeletion {
-                return Err(KmsError::new(
-                    ErrorCode::KMSInvalidStateException,
-                    format!("{} is pending deletion.", self.arn(&id)),
-                ));
-            }
+        self.change_key("EnableKey", &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
             k.state = KeyState::Enabled;
             Ok(())
         })
     }
 
     fn disable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            let k = s.keys.get_mut(&id).unwrap();
-            if k.state == KeyState::PendingDeletion {
-                return Err(KmsError::new(
-                    ErrorCode::KMSInvalidStateException,
-                    format!("{} is pending deletion.", self.arn(&id)),
-                ));
-            }
+        self.change_key("DisableKey", &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
             k.state = KeyState::Disabled;
             Ok(())
         })
@@ -903,17 +1213,17 @@ impl Kms for LocalKms {
     ) -> KmsResult<ScheduleKeyDeletionResponse> {
         let days = req.pending_window_in_days.unwrap_or(30);
         if !(7..=30).contains(&days) {
-            return Err(KmsError::validation(format!(
-                "PendingWindowInDays {days} is outside 7..30"
-            )));
+            let e = KmsError::validation(format!("PendingWindowInDays {days} is outside 7..30"));
+            self.run("ScheduleKeyDeletion", |info| {
+                info.key_arn = Some(req.key_id.clone());
+                Err::<(), _>(e.clone())
+            })?;
         }
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            let k = s.keys.get_mut(&id).unwrap();
+        self.change_key("ScheduleKeyDeletion", &req.key_id, |me, k| {
             if k.state == KeyState::PendingDeletion {
                 return Err(KmsError::new(
                     ErrorCode::KMSInvalidStateException,
-                    format!("{} is already pending deletion.", self.arn(&id)),
+                    format!("{} is already pending deletion.", me.arn(&k.id)),
                 ));
             }
             let date = now() + days as f64 * 86400.0;
@@ -921,7 +1231,7 @@ impl Kms for LocalKms {
             k.deletion_date = Some(date);
             k.pending_window_days = Some(days);
             Ok(ScheduleKeyDeletionResponse {
-                key_id: self.arn(&id),
+                key_id: me.arn(&k.id),
                 deletion_date: date,
                 key_state: "PendingDeletion".into(),
                 pending_window_in_days: days,
@@ -930,13 +1240,11 @@ impl Kms for LocalKms {
     }
 
     fn cancel_key_deletion(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            let k = s.keys.get_mut(&id).unwrap();
+        self.change_key("CancelKeyDeletion", &req.key_id, |me, k| {
             if k.state != KeyState::PendingDeletion {
                 return Err(KmsError::new(
                     ErrorCode::KMSInvalidStateException,
-                    format!("{} is not pending deletion.", self.arn(&id)),
+                    format!("{} is not pending deletion.", me.arn(&k.id)),
                 ));
             }
             // As in AWS: a cancelled deletion leaves the key Disabled.
@@ -944,20 +1252,18 @@ impl Kms for LocalKms {
             k.deletion_date = None;
             k.pending_window_days = None;
             Ok(KeyIdResponse {
-                key_id: self.arn(&id),
+                key_id: me.arn(&k.id),
             })
         })
     }
 
     fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            self.usable(s, &id)?;
-            let k = s.keys.get_mut(&id).unwrap();
+        self.change_key("RotateKeyOnDemand", &req.key_id, |me, k| {
+            me.usable(k)?;
             k.versions.push(Self::new_version(Some("ON_DEMAND")));
             k.current = (k.versions.len() - 1) as u32;
             Ok(KeyIdResponse {
-                key_id: self.arn(&id),
+                key_id: me.arn(&k.id),
             })
         })
     }
@@ -965,14 +1271,15 @@ impl Kms for LocalKms {
     fn enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()> {
         let days = req.rotation_period_in_days.unwrap_or(365);
         if !(90..=2560).contains(&days) {
-            return Err(KmsError::validation(format!(
-                "RotationPeriodInDays {days} is outside 90..2560"
-            )));
+            let e =
+                KmsError::validation(format!("RotationPeriodInDays {days} is outside 90..2560"));
+            return self.run("EnableKeyRotation", |info| {
+                info.key_arn = Some(req.key_id.clone());
+                Err(e.clone())
+            });
         }
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            self.usable(s, &id)?;
-            let k = s.keys.get_mut(&id).unwrap();
+        self.change_key("EnableKeyRotation", &req.key_id, |me, k| {
+            me.usable(k)?;
             k.rotation_enabled = true;
             k.rotation_period_days = Some(days);
             k.next_rotation = Some(now() + days as f64 * 86400.0);
@@ -981,10 +1288,8 @@ impl Kms for LocalKms {
     }
 
     fn disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()> {
-        self.mutate(|s| {
-            let id = self.resolve(s, &req.key_id)?;
-            self.usable(s, &id)?;
-            let k = s.keys.get_mut(&id).unwrap();
+        self.change_key("DisableKeyRotation", &req.key_id, |me, k| {
+            me.usable(k)?;
             k.rotation_enabled = false;
             k.next_rotation = None;
             Ok(())
@@ -995,14 +1300,15 @@ impl Kms for LocalKms {
         &self,
         req: KeyIdRequest,
     ) -> KmsResult<GetKeyRotationStatusResponse> {
-        let s = self.snapshot()?;
-        let id = self.resolve(&s, &req.key_id)?;
-        let k = &s.keys[&id];
-        Ok(GetKeyRotationStatusResponse {
-            key_id: self.arn(&id),
-            key_rotation_enabled: k.rotation_enabled,
-            rotation_period_in_days: k.rotation_period_days.filter(|_| k.rotation_enabled),
-            next_rotation_date: k.next_rotation,
+        self.run("GetKeyRotationStatus", |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, "kms:GetKeyRotationStatus", None, info)?;
+            Ok(GetKeyRotationStatusResponse {
+                key_id: self.arn(&k.id),
+                key_rotation_enabled: k.rotation_enabled,
+                rotation_period_in_days: k.rotation_period_days.filter(|_| k.rotation_enabled),
+                next_rotation_date: k.next_rotation,
+            })
         })
     }
 
@@ -1010,26 +1316,74 @@ impl Kms for LocalKms {
         &self,
         req: ListKeyRotationsRequest,
     ) -> KmsResult<ListKeyRotationsResponse> {
-        let s = self.snapshot()?;
-        let id = self.resolve(&s, &req.key_id)?;
-        let all: Vec<RotationEntry> = s.keys[&id]
-            .versions
-            .iter()
-            .filter_map(|v| {
-                v.rotation_type.as_ref().map(|t| RotationEntry {
-                    key_id: self.arn(&id),
-                    key_material_id: v.material_id.clone(),
-                    rotation_date: v.created,
-                    rotation_type: t.clone(),
+        self.run("ListKeyRotations", |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, "kms:ListKeyRotations", None, info)?;
+            let all: Vec<RotationEntry> = k
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    v.rotation_type.as_ref().map(|t| RotationEntry {
+                        key_id: self.arn(&k.id),
+                        key_material_id: v.material_id.clone(),
+                        rotation_date: v.created,
+                        rotation_type: t.clone(),
+                    })
                 })
+                .collect();
+            let (rotations, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListKeyRotationsResponse {
+                rotations,
+                truncated: next.is_some(),
+                next_marker: next,
             })
-            .collect();
-        let (rotations, next) = paginate(&all, req.limit, &req.marker)?;
-        Ok(ListKeyRotationsResponse {
-            rotations,
-            truncated: next.is_some(),
-            next_marker: next,
         })
+    }
+
+    fn get_key_policy(&self, req: GetKeyPolicyRequest) -> KmsResult<GetKeyPolicyResponse> {
+        self.run("GetKeyPolicy", |info| {
+            check_policy_name(&req.policy_name)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, "kms:GetKeyPolicy", None, info)?;
+            Ok(GetKeyPolicyResponse {
+                policy: k
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| default_policy(DEFAULT_PRINCIPAL)),
+                policy_name: "default".into(),
+            })
+        })
+    }
+
+    fn put_key_policy(&self, req: PutKeyPolicyRequest) -> KmsResult<()> {
+        self.run("PutKeyPolicy", |info| {
+            check_policy_name(&req.policy_name)?;
+            let parsed = Policy::parse(&req.policy)?;
+            if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
+                self.check_lockout(&parsed)?;
+            }
+            self.mutate("PutKeyPolicy", info, |s, info| {
+                let id = self
+                    .authorized(s, &req.key_id, "kms:PutKeyPolicy", None, info)?
+                    .id
+                    .clone();
+                s.keys.get_mut(&id).unwrap().policy = Some(req.policy.clone());
+                Ok(())
+            })
+        })
+    }
+
+    fn rotate_due(&self) -> KmsResult<Vec<String>> {
+        self.rotate_due_keys()
+    }
+}
+
+fn check_policy_name(name: &Option<String>) -> KmsResult<()> {
+    match name.as_deref() {
+        None | Some("default") => Ok(()),
+        Some(n) => Err(KmsError::not_found(format!(
+            "policy {n:?} does not exist (only \"default\")"
+        ))),
     }
 }
 

@@ -2,7 +2,9 @@
 //! the AWS KMS JSON API, so the embedded KMS, the HTTP server and remote clients share one
 //! set of types and one error vocabulary.
 
+pub mod audit;
 pub mod local;
+pub mod policy;
 pub mod types;
 
 use std::fmt;
@@ -132,6 +134,14 @@ pub trait Kms: Send + Sync {
         &self,
         req: ListKeyRotationsRequest,
     ) -> KmsResult<ListKeyRotationsResponse>;
+    fn get_key_policy(&self, req: GetKeyPolicyRequest) -> KmsResult<GetKeyPolicyResponse>;
+    fn put_key_policy(&self, req: PutKeyPolicyRequest) -> KmsResult<()>;
+
+    /// Not an AWS operation: performs automatic rotations that are due. The embedded KMS
+    /// needs whoever holds the keystore to call this; a remote KMS rotates by itself.
+    fn rotate_due(&self) -> KmsResult<Vec<String>> {
+        Ok(vec![])
+    }
 }
 
 /// Where the KMS is: `local:DIR` (embedded, the default) — later also `https://…`.

@@ -67,6 +67,8 @@ pub struct CreateKeyRequest {
     pub policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bypass_policy_lockout_safety_check: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -364,4 +366,30 @@ pub struct ListKeyRotationsResponse {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub next_marker: Option<String>,
     pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyPolicyRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub policy_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyPolicyResponse {
+    pub policy: String,
+    pub policy_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutKeyPolicyRequest {
+    pub key_id: String,
+    pub policy: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub policy_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bypass_policy_lockout_safety_check: Option<bool>,
 }

@@ -1,0 +1,615 @@
+//! The tamper-evident audit log of the embedded KMS: one JSON line per operation, allowed
+//! or denied, SHA-256 hash-chained, made durable before the operation answers (fail
+//! closed) with group commit (many records, one fsync), plus HMAC checkpoints keyed from
+//! the root key so a cut-off tail, a deleted, edited or reordered line is detected.
+//!
+//! Files in the keystore directory: `audit.log` (records) and `audit.checkpoints`.
+//! Writers in several processes serialise on `flock` of the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::EncryptionContext;
+use crate::crypto::SecretKey;
+
+pub const AUDIT_FILE: &str = "audit.log";
+pub const CHECKPOINT_FILE: &str = "audit.checkpoints";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// A checkpoint is written after this many records or this much time, and at close.
+const CHECKPOINT_EVERY: u64 = 1000;
+const CHECKPOINT_SECS: u64 = 5;
+
+/// One record as the KMS reports it (seq and hashes are assigned at commit).
+#[derive(Debug, Clone, Default)]
+pub struct Event {
+    pub principal: String,
+    pub op: String,
+    pub key_arn: Option<String>,
+    pub key_version: Option<String>,
+    pub context: Option<EncryptionContext>,
+    pub error_code: Option<String>,
+    pub request_id: String,
+    pub source: String,
+}
+
+/// The JSON line, in this field order; `hash` is appended after hashing the rest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub seq: u64,
+    pub time: String,
+    pub principal: String,
+    pub op: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub context: Option<EncryptionContext>,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error_code: Option<String>,
+    pub request_id: String,
+    pub source: String,
+    pub prev_hash: String,
+    #[serde(default, skip_serializing)]
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    seq: u64,
+    hash: String,
+    time: String,
+    mac: String,
+}
+
+struct Queue {
+    pending: Vec<Event>,
+    /// id of the batch now collecting events
+    collecting: u64,
+    /// highest batch id written (or failed)
+    done: u64,
+    flushing: bool,
+    failures: Vec<(u64, String)>,
+}
+
+/// State only the flushing leader touches.
+struct Writer {
+    file: Option<File>,
+    /// (file length, last seq, last hash) after our last write; re-read if the length moved.
+    tail: Option<(u64, u64, String)>,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// (seq, hash) of the last record we wrote and not yet checkpointed
+    uncheckpointed: Option<(u64, String)>,
+}
+
+pub struct AuditLog {
+    dir: PathBuf,
+    mac_key: SecretKey,
+    queue: Mutex<Queue>,
+    cond: Condvar,
+    writer: Mutex<Writer>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+fn hash_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// `{..."prev_hash":"…"}` → `{..."prev_hash":"…","hash":"…"}`
+fn seal_line(body: &str, hash: &str) -> String {
+    format!("{},\"hash\":\"{}\"}}\n", &body[..body.len() - 1], hash)
+}
+
+/// Splits a line into (body that was hashed, claimed hash).
+fn split_line(line: &str) -> Option<(String, &str)> {
+    const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
+    if line.len() < SUFFIX_LEN || !line.ends_with("\"}") {
+        return None;
+    }
+    let cut = line.len() - SUFFIX_LEN;
+    let suffix = &line[cut..];
+    if !suffix.starts_with(",\"hash\":\"") {
+        return None;
+    }
+    let hash = &suffix[9..9 + 64];
+    Some((format!("{}}}", &line[..cut]), hash))
+}
+
+impl AuditLog {
+    pub fn open(dir: &Path, root: &SecretKey) -> AuditLog {
+        AuditLog {
+            dir: dir.to_path_buf(),
+            mac_key: root.derive(b"kmsfs audit", b"kmsfs audit checkpoint v1"),
+            queue: Mutex::new(Queue {
+                pending: vec![],
+                collecting: 1,
+                done: 0,
+                flushing: false,
+                failures: vec![],
+            }),
+            cond: Condvar::new(),
+            writer: Mutex::new(Writer {
+                file: None,
+                tail: None,
+                since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
+                uncheckpointed: None,
+            }),
+        }
+    }
+
+    /// Appends one record and returns once it is durable (fsynced), or the reason it
+    /// could not be made durable. Concurrent callers share one write and one fsync.
+    pub fn append(&self, ev: Event) -> Result<(), String> {
+        let mut q = self.queue.lock();
+        q.pending.push(ev);
+        let mine = q.collecting;
+        loop {
+            if q.done >= mine {
+                return match q.failures.iter().find(|(b, _)| *b == mine) {
+                    Some((_, e)) => Err(e.clone()),
+                    None => Ok(()),
+                };
+            }
+            if !q.flushing {
+                // Become the leader for everything queued so far.
+                q.flushing = true;
+                let batch = std::mem::take(&mut q.pending);
+                let id = q.collecting;
+                q.collecting += 1;
+                drop(q);
+                let r = self.write_batch(batch);
+                q = self.queue.lock();
+                q.done = id;
+                q.flushing = false;
+                if let Err(e) = r {
+                    q.failures.push((id, e));
+                }
+                let keep_from = q.done.saturating_sub(64);
+                q.failures.retain(|(b, _)| *b >= keep_from);
+                self.cond.notify_all();
+                continue;
+            }
+            self.cond.wait(&mut q);
+        }
+    }
+
+    fn open_log(&self) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(self.dir.join(AUDIT_FILE))
+    }
+
+    /// Last (seq, hash) in the log; a torn last line (a writer died mid-append, so its
+    /// operation never answered) is cut off.
+    fn read_tail(file: &mut File) -> std::io::Result<(u64, u64, String)> {
+        let len = file.seek(SeekFrom::End(0))?;
+        if len == 0 {
+            return Ok((0, 0, GENESIS.to_string()));
+        }
+        let want = len.min(64 * 1024);
+        file.seek(SeekFrom::Start(len - want))?;
+        let mut buf = vec![0u8; want as usize];
+        file.read_exact(&mut buf)?;
+        let mut end = buf.len();
+        if buf[end - 1] != b'\n' {
+            let keep = buf
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|p| p + 1)
+                .unwrap_or(0);
+            let new_len = len - want + keep as u64;
+            tracing::warn!(
+                "audit log: cutting a torn final record ({} bytes) left by a crashed writer",
+                len - new_len
+            );
+            file.set_len(new_len)?;
+            file.sync_data()?;
+            end = keep;
+            if new_len == 0 {
+                return Ok((0, 0, GENESIS.to_string()));
+            }
+        }
+        let body = &buf[..end.saturating_sub(1)];
+        let start = body
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        let last = std::str::from_utf8(&body[start..]).map_err(std::io::Error::other)?;
+        let rec: Record = serde_json::from_str(last).map_err(std::io::Error::other)?;
+        let hash = split_line(last)
+            .map(|(_, h)| h.to_string())
+            .ok_or_else(|| std::io::Error::other("last audit line has no hash"))?;
+        let cur = file.seek(SeekFrom::End(0))?;
+        Ok((cur, rec.seq, hash))
+    }
+
+    fn write_batch(&self, batch: Vec<Event>) -> Result<(), String> {
+        let mut w = self.writer.lock();
+        let r = self.write_batch_locked(&mut w, batch);
+        if r.is_err() {
+            w.file = None;
+            w.tail = None;
+        }
+        r.map_err(|e| {
+            format!(
+                "audit log {} cannot be written: {e}",
+                self.dir.join(AUDIT_FILE).display()
+            )
+        })
+    }
+
+    fn write_batch_locked(&self, w: &mut Writer, batch: Vec<Event>) -> std::io::Result<()> {
+        if w.file.is_none() {
+            w.file = Some(self.open_log()?);
+        }
+        let file = w.file.as_mut().unwrap();
+        rustix::fs::flock(&*file, rustix::fs::FlockOperation::LockExclusive)?;
+        let result = (|| -> std::io::Result<()> {
+            let len = file.seek(SeekFrom::End(0))?;
+            let (mut seq, mut prev) = match &w.tail {
+                Some((l, s, h)) if *l == len => (*s, h.clone()),
+                _ => {
+                    let (_, s, h) = Self::read_tail(file)?;
+                    (s, h)
+                }
+            };
+            let time = now_rfc3339();
+            let mut out = String::with_capacity(batch.len() * 400);
+            for ev in batch {
+                seq += 1;
+                let rec = Record {
+                    seq,
+                    time: time.clone(),
+                    principal: ev.principal,
+                    op: ev.op,
+                    key_arn: ev.key_arn,
+                    key_version: ev.key_version,
+                    context: ev.context,
+                    outcome: if ev.error_code.is_some() {
+                        "error".into()
+                    } else {
+                        "ok".into()
+                    },
+                    error_code: ev.error_code,
+                    request_id: ev.request_id,
+                    source: ev.source,
+                    prev_hash: prev,
+                    hash: String::new(),
+                };
+                let body = serde_json::to_string(&rec).map_err(std::io::Error::other)?;
+                let h = hash_hex(body.as_bytes());
+                out.push_str(&seal_line(&body, &h));
+                prev = h;
+                w.since_checkpoint += 1;
+            }
+            file.write_all(out.as_bytes())?;
+            file.sync_data()?;
+            let end = file.seek(SeekFrom::End(0))?;
+            w.tail = Some((end, seq, prev.clone()));
+            w.uncheckpointed = Some((seq, prev));
+            Ok(())
+        })();
+        let _ = rustix::fs::flock(&*file, rustix::fs::FlockOperation::Unlock);
+        result?;
+        if w.since_checkpoint >= CHECKPOINT_EVERY
+            || w.last_checkpoint.elapsed().as_secs() >= CHECKPOINT_SECS
+        {
+            self.checkpoint_locked(w)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint_locked(&self, w: &mut Writer) -> std::io::Result<()> {
+        let Some((seq, hash)) = w.uncheckpointed.take() else {
+            return Ok(());
+        };
+        let time = now_rfc3339();
+        let mac =
+            hex::encode(
+                self.mac_key
+                    .hmac(&[&seq.to_be_bytes(), hash.as_bytes(), time.as_bytes()]),
+            );
+        let line = serde_json::to_string(&Checkpoint {
+            seq,
+            hash,
+            time,
+            mac,
+        })
+        .map_err(std::io::Error::other)?;
+        let mut f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(self.dir.join(CHECKPOINT_FILE))?;
+        f.write_all(format!("{line}\n").as_bytes())?;
+        f.sync_data()?;
+        w.since_checkpoint = 0;
+        w.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Writes a checkpoint for the last record this process wrote (clean shutdown).
+    pub fn checkpoint(&self) -> std::io::Result<()> {
+        let mut w = self.writer.lock();
+        self.checkpoint_locked(&mut w)
+    }
+
+    /// Checks the whole chain and every checkpoint.
+    pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
+        verify(&self.dir, &self.mac_key)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!("audit checkpoint at shutdown failed: {e}");
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub records: u64,
+    pub checkpoints: u64,
+    pub last_seq: u64,
+    /// Records after the last checkpoint: a cut inside this tail would not be detected.
+    pub unchecked_tail: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log damaged at sequence number {seq}: {reason}")]
+pub struct VerifyError {
+    pub seq: u64,
+    pub reason: String,
+}
+
+fn verify(dir: &Path, mac_key: &SecretKey) -> Result<VerifyReport, VerifyError> {
+    let bad = |seq: u64, reason: String| VerifyError { seq, reason };
+    let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(bad(0, format!("cannot read the log: {e}"))),
+    };
+    let mut hashes: Vec<String> = Vec::new();
+    let mut prev = GENESIS.to_string();
+    for (i, line) in text.lines().enumerate() {
+        let expect = i as u64 + 1;
+        let (body, claimed) =
+            split_line(line).ok_or_else(|| bad(expect, "line has no hash field".into()))?;
+        let rec: Record = serde_json::from_str(&body)
+            .map_err(|e| bad(expect, format!("unparsable record: {e}")))?;
+        if rec.seq != expect {
+            return Err(bad(
+                expect,
+                format!(
+                    "found sequence number {} here (line deleted or reordered)",
+                    rec.seq
+                ),
+            ));
+        }
+        if hash_hex(body.as_bytes()) != claimed {
+            return Err(bad(
+                expect,
+                "record does not match its hash (edited)".into(),
+            ));
+        }
+        if rec.prev_hash != prev {
+            return Err(bad(
+                expect,
+                "prev_hash does not match the previous record".into(),
+            ));
+        }
+        prev = claimed.to_string();
+        hashes.push(prev.clone());
+    }
+    let last_seq = hashes.len() as u64;
+    let ck_text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap_or_default();
+    let mut checkpoints = 0;
+    let mut last_ck = 0;
+    for (i, line) in ck_text.lines().enumerate() {
+        let ck: Checkpoint = serde_json::from_str(line).map_err(|e| {
+            bad(
+                last_seq + 1,
+                format!("checkpoint {} is unparsable: {e}", i + 1),
+            )
+        })?;
+        let ok = hex::decode(&ck.mac)
+            .map(|m| {
+                mac_key.verify_hmac(
+                    &[
+                        &ck.seq.to_be_bytes(),
+                        ck.hash.as_bytes(),
+                        ck.time.as_bytes(),
+                    ],
+                    &m,
+                )
+            })
+            .unwrap_or(false);
+        if !ok {
+            return Err(bad(
+                ck.seq,
+                format!("checkpoint {} has a bad MAC (forged or edited)", i + 1),
+            ));
+        }
+        if ck.seq > last_seq {
+            return Err(bad(
+                last_seq + 1,
+                format!(
+                    "log ends at {last_seq} but a checkpoint vouches for {} (tail cut off)",
+                    ck.seq
+                ),
+            ));
+        }
+        if ck.seq == 0 || hashes[(ck.seq - 1) as usize] != ck.hash {
+            return Err(bad(
+                ck.seq,
+                "record differs from the one its checkpoint vouched for".into(),
+            ));
+        }
+        checkpoints += 1;
+        last_ck = last_ck.max(ck.seq);
+    }
+    Ok(VerifyReport {
+        records: last_seq,
+        checkpoints,
+        last_seq,
+        unchecked_tail: last_seq - last_ck,
+    })
+}
+
+/// Reads all records (for `audit show`); does not verify.
+pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
+    let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (body, h) = split_line(l)?;
+            let mut r: Record = serde_json::from_str(&body).ok()?;
+            r.hash = h.to_string();
+            Some(r)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn ev(i: usize) -> Event {
+        Event {
+            principal: "p".into(),
+            op: "Decrypt".into(),
+            key_arn: Some(format!("arn:{i}")),
+            request_id: format!("r{i}"),
+            source: "test".into(),
+            ..Default::default()
+        }
+    }
+
+    fn fill(n: usize) -> (tempfile::TempDir, SecretKey) {
+        let d = tempfile::tempdir().unwrap();
+        let k = SecretKey::random();
+        let log = Arc::new(AuditLog::open(d.path(), &k));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..n / 4 {
+                        log.append(ev(t * 1000 + i)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(log); // checkpoint at close
+        (d, k)
+    }
+
+    fn lines(d: &Path) -> Vec<String> {
+        std::fs::read_to_string(d.join(AUDIT_FILE))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn write_lines(d: &Path, l: &[String]) {
+        std::fs::write(
+            d.join(AUDIT_FILE),
+            l.iter().map(|x| format!("{x}\n")).collect::<String>(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn chain_verifies_and_tampering_names_the_first_bad_seq() {
+        let (d, k) = fill(200);
+        let log = AuditLog::open(d.path(), &k);
+        let rep = log.verify().unwrap();
+        assert_eq!(rep.records, 200);
+        assert_eq!(rep.unchecked_tail, 0);
+        let orig = lines(d.path());
+
+        // edited line
+        let mut l = orig.clone();
+        l[49] = l[49].replace("\"op\":\"Decrypt\"", "\"op\":\"Encrypt\"");
+        write_lines(d.path(), &l);
+        assert_eq!(log.verify().unwrap_err().seq, 50);
+        // deleted line
+        let mut l = orig.clone();
+        l.remove(99);
+        write_lines(d.path(), &l);
+        assert_eq!(log.verify().unwrap_err().seq, 100);
+        // reordered lines
+        let mut l = orig.clone();
+        l.swap(10, 11);
+        write_lines(d.path(), &l);
+        assert_eq!(log.verify().unwrap_err().seq, 11);
+        // cut-off tail (the closing checkpoint vouches for 200)
+        write_lines(d.path(), &orig[..150]);
+        assert_eq!(log.verify().unwrap_err().seq, 151);
+        // a forged checkpoint
+        write_lines(d.path(), &orig);
+        let ck = std::fs::read_to_string(d.path().join(CHECKPOINT_FILE)).unwrap();
+        std::fs::write(
+            d.path().join(CHECKPOINT_FILE),
+            ck.replace("\"mac\":\"", "\"mac\":\"00"),
+        )
+        .unwrap();
+        assert!(log.verify().is_err());
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_chain_continues() {
+        let (d, k) = fill(8);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.path().join(AUDIT_FILE))
+            .unwrap();
+        f.write_all(b"{\"seq\":9,\"time\":\"half").unwrap();
+        drop(f);
+        let log = AuditLog::open(d.path(), &k);
+        log.append(ev(99)).unwrap();
+        let rep = log.verify().unwrap();
+        assert_eq!(rep.records, 9);
+    }
+
+    #[test]
+    fn two_writers_in_one_file_keep_one_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let k = SecretKey::random();
+        let a = AuditLog::open(d.path(), &k);
+        let b = AuditLog::open(d.path(), &k);
+        for i in 0..20 {
+            if i % 3 == 0 { &a } else { &b }.append(ev(i)).unwrap();
+        }
+        drop((a, b));
+        let rep = AuditLog::open(d.path(), &k).verify().unwrap();
+        assert_eq!(rep.records, 20);
+    }
+}

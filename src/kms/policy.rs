@@ -1,0 +1,372 @@
+//! Key policies: a strict subset of the AWS key policy language. Unknown fields, effects,
+//! operators or condition keys are rejected with a precise message rather than ignored.
+//!
+//! Supported: `Version`, `Id`, `Statement[]` of `{Sid?, Effect: Allow|Deny,
+//! Principal: "*" | {"AWS": NAME | [NAME...]}, Action: "kms:Op" | [...] (wildcards `*`, `?`),
+//! Resource: "*" | ["*"], Condition?: {StringEquals|StringLike: {"kms:EncryptionContext:KEY": V | [V...]}}}`.
+//! Evaluation: an explicit Deny wins; otherwise an Allow must match; otherwise deny.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{EncryptionContext, ErrorCode, KmsError, KmsResult};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    statements: Vec<Statement>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Statement {
+    allow: bool,
+    /// None = any principal
+    principals: Option<Vec<String>>,
+    actions: Vec<String>,
+    conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Condition {
+    like: bool,
+    context_key: String,
+    values: Vec<String>,
+}
+
+fn malformed(msg: impl Into<String>) -> KmsError {
+    KmsError::new(ErrorCode::MalformedPolicyDocumentException, msg)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(rename = "Version")]
+    version: Option<String>,
+    #[serde(rename = "Id")]
+    _id: Option<String>,
+    #[serde(rename = "Statement")]
+    statement: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatement {
+    #[serde(rename = "Sid")]
+    _sid: Option<String>,
+    #[serde(rename = "Effect")]
+    effect: String,
+    #[serde(rename = "Principal")]
+    principal: Value,
+    #[serde(rename = "Action")]
+    action: Value,
+    #[serde(rename = "Resource")]
+    resource: Value,
+    #[serde(rename = "Condition", default)]
+    condition: Option<serde_json::Map<String, Value>>,
+}
+
+fn strings(v: &Value, what: &str) -> KmsResult<Vec<String>> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| malformed(format!("{what} must contain only strings")))
+            })
+            .collect(),
+        _ => Err(malformed(format!(
+            "{what} must be a string or a non-empty list of strings"
+        ))),
+    }
+}
+
+/// Glob match with `*` and `?`, case-sensitive (used for actions and StringLike).
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
+    let (mut pi, mut si, mut star, mut mark) = (0usize, 0usize, None, 0usize);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+impl Policy {
+    pub fn parse(text: &str) -> KmsResult<Policy> {
+        if text.len() > 32 * 1024 {
+            return Err(malformed("policy is larger than 32 KiB"));
+        }
+        let raw: RawPolicy = serde_json::from_str(text)
+            .map_err(|e| malformed(format!("policy is not valid: {e}")))?;
+        if let Some(v) = &raw.version {
+            if v != "2012-10-17" && v != "2008-10-17" {
+                return Err(malformed(format!("unsupported policy Version {v:?}")));
+            }
+        }
+        let raw_statements: Vec<Value> = match raw.statement {
+            Value::Array(a) => a,
+            v @ Value::Object(_) => vec![v],
+            _ => return Err(malformed("Statement must be an object or a list")),
+        };
+        if raw_statements.is_empty() {
+            return Err(malformed("Statement is empty"));
+        }
+        let mut statements = vec![];
+        for (i, v) in raw_statements.into_iter().enumerate() {
+            let s: RawStatement =
+                serde_json::from_value(v).map_err(|e| malformed(format!("Statement[{i}]: {e}")))?;
+            let allow = match s.effect.as_str() {
+                "Allow" => true,
+                "Deny" => false,
+                e => {
+                    return Err(malformed(format!(
+                        "Statement[{i}]: Effect {e:?} is not Allow or Deny"
+                    )))
+                }
+            };
+            let principals = match &s.principal {
+                Value::String(x) if x == "*" => None,
+                Value::Object(m) => {
+                    if let Some(k) = m.keys().find(|k| *k != "AWS") {
+                        return Err(malformed(format!(
+                            "Statement[{i}]: Principal type {k:?} is not supported (use \"AWS\")"
+                        )));
+                    }
+                    let names = strings(
+                        m.get("AWS").ok_or_else(|| {
+                            malformed(format!("Statement[{i}]: Principal needs \"AWS\""))
+                        })?,
+                        "Principal.AWS",
+                    )?;
+                    if names.iter().any(|n| n == "*") {
+                        None
+                    } else {
+                        Some(names)
+                    }
+                }
+                _ => {
+                    return Err(malformed(format!(
+                        "Statement[{i}]: Principal must be \"*\" or {{\"AWS\": ...}}"
+                    )))
+                }
+            };
+            let actions = strings(&s.action, "Action")?;
+            for a in &actions {
+                if !(a == "*" || a.starts_with("kms:")) {
+                    return Err(malformed(format!(
+                        "Statement[{i}]: Action {a:?} is not a kms: action"
+                    )));
+                }
+            }
+            let resources = strings(&s.resource, "Resource")?;
+            if resources.iter().any(|r| r != "*") {
+                return Err(malformed(format!(
+                    "Statement[{i}]: Resource must be \"*\" in a key policy"
+                )));
+            }
+            let mut conditions = vec![];
+            for (op, body) in s.condition.iter().flatten() {
+                let like = match op.as_str() {
+                    "StringEquals" => false,
+                    "StringLike" => true,
+                    o => {
+                        return Err(malformed(format!(
+                            "Statement[{i}]: condition operator {o:?} is not supported (StringEquals, StringLike)"
+                        )))
+                    }
+                };
+                let m = body
+                    .as_object()
+                    .ok_or_else(|| malformed(format!("Statement[{i}]: {op} must be an object")))?;
+                for (k, v) in m {
+                    let context_key = k
+                        .strip_prefix("kms:EncryptionContext:")
+                        .filter(|c| !c.is_empty())
+                        .ok_or_else(|| {
+                            malformed(format!(
+                                "Statement[{i}]: condition key {k:?} is not supported (kms:EncryptionContext:KEY)"
+                            ))
+                        })?;
+                    conditions.push(Condition {
+                        like,
+                        context_key: context_key.to_string(),
+                        values: strings(v, k)?,
+                    });
+                }
+            }
+            statements.push(Statement {
+                allow,
+                principals,
+                actions,
+                conditions,
+            });
+        }
+        Ok(Policy { statements })
+    }
+
+    /// Does the policy allow `principal` to perform `action` (e.g. `kms:Decrypt`) with
+    /// this encryption context?
+    pub fn allows(&self, principal: &str, action: &str, ctx: Option<&EncryptionContext>) -> bool {
+        let mut allowed = false;
+        for s in &self.statements {
+            if !s.matches(principal, action, ctx) {
+                continue;
+            }
+            if !s.allow {
+                return false; // explicit deny wins
+            }
+            allowed = true;
+        }
+        allowed
+    }
+}
+
+impl Statement {
+    fn matches(&self, principal: &str, action: &str, ctx: Option<&EncryptionContext>) -> bool {
+        if let Some(ps) = &self.principals {
+            if !ps.iter().any(|p| p == principal) {
+                return false;
+            }
+        }
+        if !self.actions.iter().any(|a| a == "*" || glob(a, action)) {
+            return false;
+        }
+        self.conditions.iter().all(|c| {
+            let Some(v) = ctx.and_then(|m| m.get(&c.context_key)) else {
+                return false;
+            };
+            c.values
+                .iter()
+                .any(|want| if c.like { glob(want, v) } else { want == v })
+        })
+    }
+}
+
+/// The policy a key gets when none is given: the creating principal may do everything.
+pub fn default_policy(admin: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Id": "kmsfs-default",
+        "Statement": [{
+            "Sid": "Enable key administration and use by its creator",
+            "Effect": "Allow",
+            "Principal": {"AWS": admin},
+            "Action": "kms:*",
+            "Resource": "*"
+        }]
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(k: &str, v: &str) -> EncryptionContext {
+        [(k.to_string(), v.to_string())].into_iter().collect()
+    }
+
+    #[test]
+    fn allow_deny_and_conditions() {
+        let p = Policy::parse(
+            r#"{"Version":"2012-10-17","Statement":[
+              {"Effect":"Allow","Principal":{"AWS":["alice","bob"]},"Action":["kms:Decrypt","kms:GenerateDataKey*"],"Resource":"*",
+               "Condition":{"StringLike":{"kms:EncryptionContext:kmsfs:fs":"tree-*"}}},
+              {"Effect":"Deny","Principal":{"AWS":"bob"},"Action":"kms:Decrypt","Resource":"*"},
+              {"Effect":"Allow","Principal":"*","Action":"kms:DescribeKey","Resource":"*"}]}"#,
+        )
+        .unwrap();
+        let c = ctx("kmsfs:fs", "tree-1");
+        assert!(p.allows("alice", "kms:Decrypt", Some(&c)));
+        assert!(p.allows("alice", "kms:GenerateDataKeyWithoutPlaintext", Some(&c)));
+        assert!(!p.allows("alice", "kms:Decrypt", Some(&ctx("kmsfs:fs", "other"))));
+        assert!(!p.allows("alice", "kms:Decrypt", None));
+        assert!(
+            !p.allows("bob", "kms:Decrypt", Some(&c)),
+            "explicit deny wins"
+        );
+        assert!(p.allows("bob", "kms:GenerateDataKey", Some(&c)));
+        assert!(
+            !p.allows("carol", "kms:Decrypt", Some(&c)),
+            "no match means deny"
+        );
+        assert!(p.allows("carol", "kms:DescribeKey", None));
+        assert!(!p.allows("alice", "kms:Encrypt", Some(&c)));
+    }
+
+    #[test]
+    fn rejects_unknown_and_malformed() {
+        for (bad, why) in [
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Extra":1}]}"#,
+                "Extra",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Maybe","Principal":"*","Action":"kms:*","Resource":"*"}]}"#,
+                "Maybe",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":{"Service":"x"},"Action":"kms:*","Resource":"*"}]}"#,
+                "Service",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":"*"}]}"#,
+                "s3:*",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:x"}]}"#,
+                "Resource",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"NumericEquals":{}}}]}"#,
+                "NumericEquals",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"StringEquals":{"aws:SourceIp":"1"}}}]}"#,
+                "aws:SourceIp",
+            ),
+            (r#"{"Version":"2020-01-01","Statement":[]}"#, "Version"),
+            ("not json", "not valid"),
+        ] {
+            let e = Policy::parse(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::MalformedPolicyDocumentException);
+            assert!(e.message.contains(why), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn globbing() {
+        assert!(glob(
+            "kms:GenerateDataKey*",
+            "kms:GenerateDataKeyWithoutPlaintext"
+        ));
+        assert!(glob("kms:*", "kms:Decrypt"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "abbc"));
+        assert!(glob("*x*y", "zzxzzy"));
+        assert!(!glob("kms:Decrypt", "kms:DecryptX"));
+    }
+
+    #[test]
+    fn default_policy_allows_creator_only() {
+        let p = Policy::parse(&default_policy("local-admin")).unwrap();
+        assert!(p.allows("local-admin", "kms:PutKeyPolicy", None));
+        assert!(!p.allows("mallory", "kms:Decrypt", None));
+    }
+}

@@ -1,0 +1,430 @@
+//! Whole-tree operations on a backing tree, mounted or not: re-wrapping headers under the
+//! current key versions or another key set (`rotate`, `keys add/remove`) without touching
+//! a data byte, and re-encrypting files under new DEKs (`rekey`).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::content::Content;
+use crate::envelope::{wrap_context, Envelope};
+use crate::format::{Geometry, Header, TreeConfig, Wrap, CONFIG_FILE, HEADER_XATTR, TEMP_PREFIX};
+use crate::kms::{DescribeKeyRequest, Kms, ReEncryptRequest};
+
+/// Regular files of a backing tree (not the config, not temp files, no symlinks).
+pub fn walk_files(backing: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    let mut stack = vec![backing.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            let name = e.file_name();
+            let nb = name.as_encoded_bytes();
+            if nb.starts_with(TEMP_PREFIX.as_bytes())
+                || (dir == backing && nb == CONFIG_FILE.as_bytes())
+            {
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn read_header(path: &Path) -> Result<Header, String> {
+    let mut buf = vec![0u8; 8192];
+    let n = rustix::fs::getxattr(path, HEADER_XATTR, &mut buf).map_err(|e| match e {
+        rustix::io::Errno::NODATA => format!("no kmsfs header ({HEADER_XATTR} missing)"),
+        e => format!("cannot read header: {e}"),
+    })?;
+    Header::decode(&buf[..n]).map_err(|e| format!("invalid header: {e}"))
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub files: u64,
+    pub changed: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    pub files_per_second: f64,
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Failure {
+    pub path: String,
+    pub error: String,
+}
+
+impl Summary {
+    pub fn line(&self, verb: &str) -> String {
+        format!(
+            "{} files, {} {verb}, {} skipped, {} failed in {:.2}s ({:.0} files/s)",
+            self.files,
+            self.changed,
+            self.skipped,
+            self.failed,
+            self.seconds,
+            self.files_per_second
+        )
+    }
+}
+
+fn progress(n: u64, what: &str, show: bool) -> indicatif::ProgressBar {
+    if !show || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(n);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+enum FileResult {
+    Changed,
+    Skipped,
+    Failed(String),
+}
+
+/// Runs `f` on every file in parallel (at most `jobs` at once) and tallies the results.
+fn for_each_file(
+    files: Vec<PathBuf>,
+    jobs: usize,
+    label: &str,
+    show_progress: bool,
+    f: impl Fn(&Path) -> FileResult + Sync,
+) -> Summary {
+    let start = Instant::now();
+    let pb = progress(files.len() as u64, label, show_progress);
+    let changed = AtomicU64::new(0);
+    let skipped = AtomicU64::new(0);
+    let failures = parking_lot::Mutex::new(vec![]);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .expect("thread pool");
+    pool.install(|| {
+        files.par_iter().for_each(|p| {
+            match f(p) {
+                FileResult::Changed => {
+                    changed.fetch_add(1, Ordering::Relaxed);
+                }
+                FileResult::Skipped => {
+                    skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                FileResult::Failed(e) => {
+                    pb.suspend(|| eprintln!("kmsfs: {}: {e}", p.display()));
+                    failures.lock().push(Failure {
+                        path: p.display().to_string(),
+                        error: e,
+                    });
+                }
+            }
+            pb.inc(1);
+        })
+    });
+    pb.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let mut failures = failures.into_inner();
+    failures.sort_by(|a, b| a.path.cmp(&b.path));
+    Summary {
+        files: files.len() as u64,
+        changed: changed.into_inner(),
+        skipped: skipped.into_inner(),
+        failed: failures.len() as u64,
+        seconds,
+        files_per_second: files.len() as f64 / seconds.max(1e-9),
+        failures,
+    }
+}
+
+/// Re-wraps every header so that it holds exactly one copy per key in `targets`, each
+/// under that key's current version, using ReEncrypt (the DEK never leaves the KMS).
+/// Only the header xattr is replaced (XATTR_REPLACE); no data byte is read or written.
+/// Idempotent: files already in that state are skipped, so a killed run just resumes.
+pub fn rewrap(
+    backing: &Path,
+    cfg: &TreeConfig,
+    kms: &dyn Kms,
+    targets: &[String],
+    jobs: usize,
+    show_progress: bool,
+) -> anyhow::Result<Summary> {
+    // (ARN, current material id) of every target key, looked up once.
+    let mut current = vec![];
+    for t in targets {
+        let md = kms
+            .describe_key(DescribeKeyRequest { key_id: t.clone() })
+            .map_err(|e| anyhow::anyhow!("key {t}: {e}"))?
+            .key_metadata;
+        if md.key_state != "Enabled" {
+            anyhow::bail!("key {} is {}: cannot wrap under it", md.arn, md.key_state);
+        }
+        current.push((md.arn, md.current_key_material_id.unwrap_or_default()));
+    }
+    let files = walk_files(backing)?;
+    Ok(for_each_file(
+        files,
+        jobs,
+        "re-wrapping",
+        show_progress,
+        |p| match rewrap_file(p, cfg, kms, &current) {
+            Ok(true) => FileResult::Changed,
+            Ok(false) => FileResult::Skipped,
+            Err(e) => FileResult::Failed(e),
+        },
+    ))
+}
+
+fn rewrap_file(
+    path: &Path,
+    cfg: &TreeConfig,
+    kms: &dyn Kms,
+    current: &[(String, String)],
+) -> Result<bool, String> {
+    let h = read_header(path)?;
+    let ctx = wrap_context(&cfg.fs_id, &h.file_id);
+    let mut wraps = Vec::with_capacity(current.len());
+    for (arn, material) in current {
+        if let Some(w) = h
+            .wraps
+            .iter()
+            .find(|w| &w.key_arn == arn && &w.material_id == material)
+        {
+            wraps.push(w.clone());
+            continue;
+        }
+        // Prefer the copy under the same key (a rotation), then any other copy.
+        let mut sources: Vec<&Wrap> = h.wraps.iter().filter(|w| &w.key_arn == arn).collect();
+        sources.extend(h.wraps.iter().filter(|w| &w.key_arn != arn));
+        let mut errors = vec![];
+        let mut made = None;
+        for src in sources {
+            match kms.re_encrypt(ReEncryptRequest {
+                ciphertext_blob: src.blob.clone(),
+                source_encryption_context: Some(ctx.clone()),
+                source_key_id: Some(src.key_arn.clone()),
+                destination_key_id: arn.clone(),
+                destination_encryption_context: Some(ctx.clone()),
+            }) {
+                Ok(r) => {
+                    made = Some(Wrap {
+                        key_arn: r.key_id,
+                        material_id: r.destination_key_material_id.unwrap_or_default(),
+                        blob: r.ciphertext_blob,
+                    });
+                    break;
+                }
+                Err(e) => errors.push(format!("from {}: {e}", src.key_arn)),
+            }
+        }
+        wraps.push(
+            made.ok_or_else(|| format!("cannot re-wrap under {arn}: {}", errors.join("; ")))?,
+        );
+    }
+    if wraps == h.wraps {
+        return Ok(false);
+    }
+    let new = Header { wraps, ..h };
+    let bytes = new
+        .encode()
+        .map_err(|e| format!("cannot encode header: {e}"))?;
+    rustix::fs::setxattr(path, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::REPLACE)
+        .map_err(|e| format!("cannot replace header: {e}"))?;
+    Ok(true)
+}
+
+/// Is `backing` currently mounted by kmsfs (its FUSE source is this path)?
+pub fn is_mounted_backing(backing: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(backing) else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(" - ").nth(1))
+        .any(|rest| {
+            let mut it = rest.split(' ');
+            let (fstype, source) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+            fstype.starts_with("fuse") && source == want
+        })
+}
+
+/// Removes temp files a killed rekey left behind; returns how many.
+pub fn clean_temp_files(backing: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    let mut stack = vec![backing.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            if e.file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+            {
+                std::fs::remove_file(e.path())?;
+                n += 1;
+            } else if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Re-encrypts each file under a new DEK (new file id, new header): written to a temp
+/// file beside it, fsynced, renamed over the original. Crash-safe per file; a rerun
+/// finishes the rest (temp files of a killed run are removed first).
+pub fn rekey(
+    backing: &Path,
+    env: &Arc<Envelope>,
+    files: Vec<PathBuf>,
+    show_progress: bool,
+) -> anyhow::Result<Summary> {
+    if is_mounted_backing(backing) {
+        anyhow::bail!(
+            "{} is mounted; unmount it before rekeying (the mount holds the old files open)",
+            backing.display()
+        );
+    }
+    let cleaned = clean_temp_files(backing)?;
+    if cleaned > 0 {
+        eprintln!("kmsfs: removed {cleaned} temp file(s) left by an interrupted rekey");
+    }
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    Ok(for_each_file(
+        files,
+        jobs,
+        "rekeying",
+        show_progress,
+        |p| match rekey_file(p, env) {
+            Ok(()) => FileResult::Changed,
+            Err(e) => FileResult::Failed(e),
+        },
+    ))
+}
+
+fn rekey_file(path: &Path, env: &Envelope) -> Result<(), String> {
+    let geo = Geometry::new(env.config.chunk_size);
+    let old_h = read_header(path)?;
+    let old_keys = env
+        .open_header(&old_h)
+        .map_err(|e| format!("cannot open header: {e}"))?;
+    let src = File::open(path).map_err(|e| e.to_string())?;
+    let md = src.metadata().map_err(|e| e.to_string())?;
+    if md.nlink() > 1 {
+        return Err(format!(
+            "has {} hard links; rekeying would split them (skipped)",
+            md.nlink()
+        ));
+    }
+    let size = geo
+        .plain_size(md.len())
+        .ok_or_else(|| format!("backing size {} is not a whole number of chunks", md.len()))?;
+    let dir = path.parent().ok_or("no parent directory")?;
+    let name = path.file_name().ok_or("no file name")?.to_string_lossy();
+    let tmp = dir.join(format!(
+        "{TEMP_PREFIX}{name}.{}",
+        hex::encode(crate::crypto::random_bytes::<6>())
+    ));
+    let dst = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(md.mode() & 0o7777)
+        .open(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let result = (|| -> Result<(), String> {
+        let (new_h, new_keys) = env
+            .new_header()
+            .map_err(|e| format!("cannot make a new data key: {e}"))?;
+        let bytes = new_h.encode().map_err(|e| e.to_string())?;
+        rustix::fs::fsetxattr(&dst, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE)
+            .map_err(|e| e.to_string())?;
+        let from = Content {
+            file: &src,
+            aead: &*old_keys.content,
+            file_id: &old_h.file_id,
+            geo,
+        };
+        let to = Content {
+            file: &dst,
+            aead: &*new_keys.content,
+            file_id: &new_h.file_id,
+            geo,
+        };
+        let step = (1u64 << 20).max(geo.chunk);
+        let mut off = 0;
+        while off < size {
+            let data = from
+                .read(size, off, step)
+                .map_err(|e| format!("read: {e}"))?;
+            to.write(off, off, &data)
+                .map_err(|e| format!("write: {e}"))?;
+            off += data.len() as u64;
+        }
+        copy_metadata(&src, &dst, &md)?;
+        dst.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| e.to_string())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Owner, user xattrs (except ours) and times of `src` onto `dst`.
+fn copy_metadata(src: &File, dst: &File, md: &std::fs::Metadata) -> Result<(), String> {
+    let _ = rustix::fs::fchown(
+        dst,
+        Some(rustix::fs::Uid::from_raw(md.uid())),
+        Some(rustix::fs::Gid::from_raw(md.gid())),
+    );
+    let mut names = vec![0u8; 64 * 1024];
+    let n = rustix::fs::flistxattr(src, &mut names).map_err(|e| e.to_string())?;
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let name = std::str::from_utf8(name).map_err(|e| e.to_string())?;
+        if name.starts_with(crate::format::RESERVED_XATTR_PREFIX) {
+            continue;
+        }
+        let mut v = vec![0u8; 64 * 1024];
+        let len = rustix::fs::fgetxattr(src, name, &mut v).map_err(|e| e.to_string())?;
+        rustix::fs::fsetxattr(dst, name, &v[..len], rustix::fs::XattrFlags::empty())
+            .map_err(|e| e.to_string())?;
+    }
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec(),
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec(),
+        },
+    };
+    rustix::fs::futimens(dst, &ts).map_err(|e| e.to_string())
+}
