@@ -695,13 +695,26 @@ fn is_mounted(path: &Path) -> bool {
         .any(|m| m.replace("\\040", " ") == p)
 }
 
+/// Every inode the kernel holds keeps an O_PATH descriptor open: raise the descriptor
+/// limit as far as allowed (root may go past the hard limit, up to fs.nr_open).
 fn raise_nofile_limit() {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
     unsafe {
         let mut r = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        let want = libc::rlimit {
+            rlim_cur: nr_open,
+            rlim_max: nr_open.max(r.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
@@ -906,20 +919,34 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                 })
                 .with_context(|| format!("key {key}"))?;
             let id = md.key_metadata.key_id.clone();
-            let rot = kms.get_key_rotation_status(KeyIdRequest { key_id: id.clone() })?;
-            let rots = kms.list_key_rotations(ListKeyRotationsRequest {
-                key_id: id.clone(),
-                ..Default::default()
-            })?;
-            let aliases = kms.list_aliases(ListAliasesRequest {
-                key_id: Some(id),
-                ..Default::default()
-            })?;
+            // Extras the caller may not be allowed to see are left out, not fatal.
+            let rot = kms
+                .get_key_rotation_status(KeyIdRequest { key_id: id.clone() })
+                .ok();
+            let rots = kms
+                .list_key_rotations(ListKeyRotationsRequest {
+                    key_id: id.clone(),
+                    ..Default::default()
+                })
+                .ok()
+                .map(|r| r.rotations);
+            let aliases = kms
+                .list_aliases(ListAliasesRequest {
+                    key_id: Some(id),
+                    ..Default::default()
+                })
+                .ok()
+                .map(|r| {
+                    r.aliases
+                        .into_iter()
+                        .map(|a| a.alias_name)
+                        .collect::<Vec<_>>()
+                });
             let v = serde_json::json!({
                 "KeyMetadata": md.key_metadata,
-                "Aliases": aliases.aliases.iter().map(|a| &a.alias_name).collect::<Vec<_>>(),
+                "Aliases": aliases,
                 "Rotation": rot,
-                "Rotations": rots.rotations,
+                "Rotations": rots,
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         }

@@ -526,3 +526,57 @@ fn key_created_while_mounted_is_seen_by_the_running_kms() {
     assert_eq!(fs::read(t.p("before")).unwrap(), b"1");
     assert_eq!(fs::read(t.p("after")).unwrap(), b"2");
 }
+
+#[test]
+fn more_inodes_than_descriptors() {
+    require_fuse!();
+    use std::os::unix::process::CommandExt;
+    let mut t = Tree::new(&[]);
+    // The daemon may hold only 200 descriptors; the kernel will know ~2000 inodes.
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "mount",
+        t.backing.to_str().unwrap(),
+        t.mnt.to_str().unwrap(),
+        "--log-file",
+        t.log.to_str().unwrap(),
+    ])
+    .env("KMSFS_KMS", t.kms_arg());
+    unsafe {
+        cmd.pre_exec(|| {
+            let r = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.mounted = true;
+    for d in 0..20 {
+        fs::create_dir(t.p(&format!("d{d}"))).unwrap();
+        for i in 0..100 {
+            fs::write(t.p(&format!("d{d}/f{i}")), format!("{d}/{i}")).unwrap();
+        }
+    }
+    fs::rename(t.p("d3"), t.p("d3-renamed")).unwrap();
+    for d in 0..20 {
+        let dir = if d == 3 {
+            "d3-renamed".to_string()
+        } else {
+            format!("d{d}")
+        };
+        for i in 0..100 {
+            assert_eq!(
+                fs::read_to_string(t.p(&format!("{dir}/f{i}"))).unwrap(),
+                format!("{d}/{i}")
+            );
+        }
+    }
+}

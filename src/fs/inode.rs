@@ -1,10 +1,13 @@
-//! The inode table: each inode the kernel knows holds an O_PATH descriptor of its backing
-//! file, so renames and hard links never leave a stale path behind. FUSE inode numbers
-//! come from the backing (st_dev, st_ino).
+//! The inode table. Each inode the kernel knows is remembered by the names it was seen
+//! under, (parent inode, name), so its backing path is rebuilt on demand and renames of
+//! a directory move everything below it at once. No descriptor is held per inode: trees
+//! with more inodes than the process may open descriptors must work (an O_PATH fd per
+//! inode ran out at 20,000 here). FUSE inode numbers come from the backing
+//! (st_dev, st_ino).
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -16,31 +19,28 @@ const SYNTHETIC_BASE: u64 = 1 << 62;
 
 pub struct Inode {
     pub ino: u64,
-    /// O_PATH | O_NOFOLLOW descriptor of the backing file.
-    pub fd: OwnedFd,
     pub key: (u64, u64),
-    pub is_dir: bool,
-    pub is_symlink: bool,
-    pub is_file: bool,
+    /// S_IFMT bits of the backing file
+    pub fmt: u32,
 }
 
 impl Inode {
-    /// `/proc/self/fd/N`: opens, xattrs and chmod through the O_PATH descriptor.
-    pub fn proc_path(&self) -> CString {
-        CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).unwrap()
+    pub fn is_dir(&self) -> bool {
+        self.fmt == libc::S_IFDIR
     }
-
-    /// The backing path, for log lines only.
-    pub fn backing_path(&self) -> String {
-        std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| format!("<inode {}>", self.ino))
+    pub fn is_file(&self) -> bool {
+        self.fmt == libc::S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.fmt == libc::S_IFLNK
     }
 }
 
 struct Entry {
     inode: Arc<Inode>,
     nlookup: u64,
+    /// names this inode is known under (several for hard links)
+    names: Vec<(u64, OsString)>,
 }
 
 pub struct InodeTable {
@@ -51,19 +51,39 @@ pub struct InodeTable {
 struct Tables {
     by_ino: HashMap<u64, Entry>,
     by_key: HashMap<(u64, u64), u64>,
+    /// (parent, name) -> inode, the reverse of `Entry::names`
+    dentries: HashMap<(u64, OsString), u64>,
     next_synthetic: u64,
 }
 
+impl Tables {
+    fn path(&self, ino: u64) -> Option<PathBuf> {
+        let mut parts: Vec<&OsStr> = vec![];
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                if parts.is_empty() {
+                    return Some(PathBuf::from("."));
+                }
+                return Some(parts.iter().rev().collect());
+            }
+            let e = self.by_ino.get(&cur)?;
+            // the first name whose parent is still known
+            let (parent, name) = e.names.iter().find(|(p, _)| self.by_ino.contains_key(p))?;
+            parts.push(name);
+            cur = *parent;
+        }
+        None
+    }
+}
+
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root_st: &rustix::fs::Stat) -> InodeTable {
+    pub fn new(root_st: &rustix::fs::Stat) -> InodeTable {
         let key = (root_st.st_dev, root_st.st_ino);
         let root = Arc::new(Inode {
             ino: ROOT_INO,
-            fd: root_fd,
             key,
-            is_dir: true,
-            is_symlink: false,
-            is_file: false,
+            fmt: libc::S_IFDIR,
         });
         let mut by_ino = HashMap::new();
         // The root is never forgotten: give it a lookup count that cannot reach zero.
@@ -72,6 +92,7 @@ impl InodeTable {
             Entry {
                 inode: root,
                 nlookup: u64::MAX / 2,
+                names: vec![],
             },
         );
         let mut by_key = HashMap::new();
@@ -80,6 +101,7 @@ impl InodeTable {
             inner: RwLock::new(Tables {
                 by_ino,
                 by_key,
+                dentries: HashMap::new(),
                 next_synthetic: SYNTHETIC_BASE,
             }),
             root_dev: root_st.st_dev,
@@ -90,27 +112,53 @@ impl InodeTable {
         self.inner.read().by_ino.get(&ino).map(|e| e.inode.clone())
     }
 
+    /// Backing path of an inode relative to the backing root ("." for the root).
+    pub fn path(&self, ino: u64) -> Option<PathBuf> {
+        self.inner.read().path(ino)
+    }
+
+    /// Backing path of `name` in directory `parent`.
+    pub fn child_path(&self, parent: u64, name: &OsStr) -> Option<PathBuf> {
+        if parent == ROOT_INO {
+            return Some(PathBuf::from(name));
+        }
+        let mut p = self.path(parent)?;
+        p.push(name);
+        Some(p)
+    }
+
     /// The FUSE number a directory entry will get, without registering it (readdir).
-    pub fn peek_ino(&self, dev: u64, st_ino: u64) -> u64 {
-        if let Some(&ino) = self.inner.read().by_key.get(&(dev, st_ino)) {
+    pub fn peek_ino(&self, st_ino: u64) -> u64 {
+        if let Some(&ino) = self.inner.read().by_key.get(&(self.root_dev, st_ino)) {
             return ino;
         }
-        if dev == self.root_dev && st_ino != ROOT_INO && st_ino < SYNTHETIC_BASE {
+        if st_ino != ROOT_INO && st_ino < SYNTHETIC_BASE {
             st_ino
         } else {
-            // unknown yet; any stable non-root number will do for readdir
             SYNTHETIC_BASE - 1
         }
     }
 
-    /// Registers a looked-up backing file (or bumps its lookup count) and returns it.
-    pub fn insert(&self, fd: OwnedFd, st: &rustix::fs::Stat) -> Arc<Inode> {
+    /// Registers `name` in `parent` as a name of the backing file `st` and counts one
+    /// kernel lookup reference.
+    pub fn insert(&self, parent: u64, name: &OsStr, st: &rustix::fs::Stat) -> Arc<Inode> {
         let key = (st.st_dev, st.st_ino);
+        let dentry = (parent, name.to_os_string());
         let mut t = self.inner.write();
         if let Some(&ino) = t.by_key.get(&key) {
+            // the name may have pointed at another (replaced) inode before
+            if let Some(prev) = t.dentries.insert(dentry.clone(), ino).filter(|&p| p != ino) {
+                if let Some(pe) = t.by_ino.get_mut(&prev) {
+                    pe.names.retain(|n| *n != dentry);
+                }
+            }
             let e = t.by_ino.get_mut(&ino).expect("tables agree");
             e.nlookup += 1;
-            return e.inode.clone(); // `fd` is closed: we already hold one for this inode
+            if !e.names.contains(&dentry) {
+                // most recent first: the name just used is the one most likely to exist
+                e.names.insert(0, dentry);
+            }
+            return e.inode.clone();
         }
         let ino = if st.st_dev == self.root_dev
             && st.st_ino != ROOT_INO
@@ -122,20 +170,22 @@ impl InodeTable {
             t.next_synthetic += 1;
             t.next_synthetic
         };
-        let fmt = st.st_mode & libc::S_IFMT;
         let inode = Arc::new(Inode {
             ino,
-            fd,
             key,
-            is_dir: fmt == libc::S_IFDIR,
-            is_symlink: fmt == libc::S_IFLNK,
-            is_file: fmt == libc::S_IFREG,
+            fmt: st.st_mode & libc::S_IFMT,
         });
+        if let Some(prev) = t.dentries.insert(dentry.clone(), ino) {
+            if let Some(pe) = t.by_ino.get_mut(&prev) {
+                pe.names.retain(|n| *n != dentry);
+            }
+        }
         t.by_ino.insert(
             ino,
             Entry {
                 inode: inode.clone(),
                 nlookup: 1,
+                names: vec![dentry],
             },
         );
         t.by_key.insert(key, ino);
@@ -154,7 +204,57 @@ impl InodeTable {
         if gone {
             if let Some(e) = t.by_ino.remove(&ino) {
                 t.by_key.remove(&e.inode.key);
+                for n in e.names {
+                    if t.dentries.get(&n) == Some(&ino) {
+                        t.dentries.remove(&n);
+                    }
+                }
             }
+        }
+    }
+
+    /// `name` in `parent` no longer exists (unlink, rmdir).
+    pub fn unlinked(&self, parent: u64, name: &OsStr) {
+        let mut t = self.inner.write();
+        let d = (parent, name.to_os_string());
+        if let Some(ino) = t.dentries.remove(&d) {
+            if let Some(e) = t.by_ino.get_mut(&ino) {
+                e.names.retain(|n| *n != d);
+            }
+        }
+    }
+
+    /// A rename succeeded on the backing tree; `exchange` for RENAME_EXCHANGE.
+    pub fn renamed(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        exchange: bool,
+    ) {
+        let mut t = self.inner.write();
+        let old = (parent, name.to_os_string());
+        let new = (newparent, newname.to_os_string());
+        let moved = t.dentries.remove(&old);
+        let target = t.dentries.remove(&new);
+        if let Some(ino) = target {
+            if let Some(e) = t.by_ino.get_mut(&ino) {
+                e.names.retain(|n| *n != new);
+                if exchange {
+                    e.names.insert(0, old.clone());
+                }
+            }
+            if exchange {
+                t.dentries.insert(old.clone(), ino);
+            }
+        }
+        if let Some(ino) = moved {
+            if let Some(e) = t.by_ino.get_mut(&ino) {
+                e.names.retain(|n| *n != old);
+                e.names.insert(0, new.clone());
+            }
+            t.dentries.insert(new, ino);
         }
     }
 

@@ -5,13 +5,13 @@
 mod inode;
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,7 +72,10 @@ pub struct KmsFs {
     next_fh: AtomicU64,
     env: Arc<Envelope>,
     geo: Geometry,
-    root_fd_raw: i32,
+    /// O_PATH descriptor of the backing root; every operation is `*at(root, relative path)`.
+    root: OwnedFd,
+    /// Absolute backing root, for xattr calls and log lines.
+    backing: PathBuf,
 }
 
 fn errno(e: impl Into<io::Error>) -> Errno {
@@ -82,10 +85,6 @@ fn errno(e: impl Into<io::Error>) -> Errno {
 
 fn rerr(e: rustix::io::Errno) -> Errno {
     Errno::from_i32(e.raw_os_error())
-}
-
-fn cstr(name: &OsStr) -> Result<CString, Errno> {
-    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
 }
 
 fn systime(sec: i64, nsec: i64) -> SystemTime {
@@ -162,21 +161,38 @@ impl KmsFs {
         )?;
         let st = rustix::fs::fstat(&root)?;
         let geo = Geometry::new(env.config.chunk_size);
-        let root_fd_raw = root.as_raw_fd();
         Ok(KmsFs {
-            inodes: InodeTable::new(root, &st),
+            inodes: InodeTable::new(&st),
             open: Mutex::new(HashMap::new()),
             handles: RwLock::new(HashMap::new()),
             dirs: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             env,
             geo,
-            root_fd_raw,
+            root,
+            backing: std::fs::canonicalize(&opts.backing)?,
         })
     }
 
     fn inode(&self, ino: INodeNo) -> Result<Arc<Inode>, Errno> {
         self.inodes.get(ino.0).ok_or(Errno::ESTALE)
+    }
+
+    /// Relative backing path of an inode.
+    fn path(&self, ino: u64) -> Result<PathBuf, Errno> {
+        self.inodes.path(ino).ok_or(Errno::ENOENT)
+    }
+
+    /// Relative backing path of `name` in `parent`, refusing kmsfs's own names.
+    fn child(&self, parent: u64, name: &OsStr) -> Result<PathBuf, Errno> {
+        if self.is_hidden(parent, name.as_bytes()) {
+            return Err(Errno::EPERM);
+        }
+        self.inodes.child_path(parent, name).ok_or(Errno::ENOENT)
+    }
+
+    fn abs(&self, rel: &Path) -> PathBuf {
+        self.backing.join(rel)
     }
 
     /// Names kmsfs keeps for itself: the config at the root and rekey temp files.
@@ -185,18 +201,15 @@ impl KmsFs {
             || name.starts_with(TEMP_PREFIX.as_bytes())
     }
 
-    fn check_name(&self, parent: u64, name: &OsStr) -> Result<CString, Errno> {
-        if self.is_hidden(parent, name.as_bytes()) {
-            return Err(Errno::EPERM);
-        }
-        cstr(name)
+    fn open_state(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        self.open.lock().get(&ino).map(|(of, _)| of.clone())
     }
 
     fn attr_from_stat(&self, ino: u64, st: &rustix::fs::Stat) -> FileAttr {
         let kind = file_type(st.st_mode);
         let size = if kind == FileType::RegularFile {
-            match self.open.lock().get(&ino) {
-                Some((of, _)) => *of.size.read(),
+            match self.open_state(ino) {
+                Some(of) => *of.size.read(),
                 None => self.geo.plain_size_lossy(st.st_size as u64),
             }
         } else {
@@ -221,48 +234,44 @@ impl KmsFs {
         }
     }
 
-    fn stat_inode(&self, inode: &Inode) -> Result<FileAttr, Errno> {
-        let st = rustix::fs::statat(
-            &inode.fd,
-            c"",
-            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(rerr)?;
-        Ok(self.attr_from_stat(inode.ino, &st))
+    /// Attributes of an inode: through its open descriptor when it has one (that also
+    /// covers files unlinked while open), else by path.
+    fn stat_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
+        let st = match self.open_state(ino) {
+            Some(of) => rustix::fs::fstat(&of.file).map_err(rerr)?,
+            None => rustix::fs::statat(&self.root, &self.path(ino)?, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(rerr)?,
+        };
+        Ok(self.attr_from_stat(ino, &st))
     }
 
     /// Looks up `name` in `parent`, registering the inode (one kernel lookup reference).
-    fn do_lookup(&self, parent: &Inode, name: &CStr) -> Result<FileAttr, Errno> {
-        if self.is_hidden(parent.ino, name.to_bytes()) {
+    fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+        if self.is_hidden(parent, name.as_bytes()) {
             return Err(Errno::ENOENT);
         }
-        let fd = rustix::fs::openat(
-            &parent.fd,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(rerr)?;
-        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
-        let inode = self.inodes.insert(fd, &st);
+        let path = self.inodes.child_path(parent, name).ok_or(Errno::ENOENT)?;
+        let st = rustix::fs::statat(&self.root, &path, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        let inode = self.inodes.insert(parent, name, &st);
         Ok(self.attr_from_stat(inode.ino, &st))
     }
 
     /// Gives a newly created node to the caller (uid, and gid unless the directory's
     /// set-group-id bit decides it).
-    fn chown_new(&self, parent: &Inode, name: &CStr, req: &Request) -> Result<(), Errno> {
-        if rustix::process::geteuid().as_raw() != 0 {
+    fn chown_new(&self, parent: u64, path: &Path, req: &Request) -> Result<(), Errno> {
+        if !rustix::process::geteuid().is_root() {
             return Ok(());
         }
-        let pst = rustix::fs::fstat(&parent.fd).map_err(rerr)?;
+        let pst =
+            rustix::fs::statat(&self.root, &self.path(parent)?, AtFlags::empty()).map_err(rerr)?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             None
         } else {
             Some(req.gid())
         };
         rustix::fs::chownat(
-            &parent.fd,
-            name,
+            &self.root,
+            path,
             Some(rustix::fs::Uid::from_raw(req.uid())),
             gid.map(rustix::fs::Gid::from_raw),
             AtFlags::SYMLINK_NOFOLLOW,
@@ -281,11 +290,7 @@ impl KmsFs {
             }
             ContentError::Io(io) => {
                 tracing::warn!("{}: {op}: {io}", of.path);
-                errno(
-                    io.raw_os_error()
-                        .map(io::Error::from_raw_os_error)
-                        .unwrap_or_else(|| io::Error::other("io")),
-                )
+                Errno::from_i32(io.raw_os_error().unwrap_or(libc::EIO))
             }
         }
     }
@@ -300,7 +305,7 @@ impl KmsFs {
                 return Err(Errno::EIO);
             }
             Err(e) => {
-                tracing::error!("{path}: cannot read header: {e}");
+                tracing::error!("{path}: cannot read header: {e}; answering EIO");
                 return Err(Errno::EIO);
             }
         };
@@ -336,9 +341,10 @@ impl KmsFs {
         }
         // Opening under the table lock keeps two opens of one inode from racing; opens
         // are rare next to reads and writes, and the KMS call is cached per file.
-        let path = inode.proc_path();
+        let rel = self.path(inode.ino)?;
+        let flags = OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let (file, writable) =
-            match rustix::fs::open(&*path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()) {
+            match rustix::fs::openat(&self.root, &rel, flags | OFlags::RDWR, Mode::empty()) {
                 Ok(fd) => (File::from(fd), true),
                 Err(e)
                     if !want_write
@@ -350,13 +356,13 @@ impl KmsFs {
                         ) =>
                 {
                     let fd =
-                        rustix::fs::open(&*path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                        rustix::fs::openat(&self.root, &rel, flags | OFlags::RDONLY, Mode::empty())
                             .map_err(rerr)?;
                     (File::from(fd), false)
                 }
                 Err(e) => return Err(rerr(e)),
             };
-        let bpath = inode.backing_path();
+        let bpath = self.abs(&rel).display().to_string();
         let (h, keys) = self.load_header(&file, &bpath)?;
         let bsize = file.metadata().map_err(errno)?.len();
         let size = match self.geo.plain_size(bsize) {
@@ -427,28 +433,22 @@ impl KmsFs {
     }
 
     /// Creates a regular file with its header already in place before any data byte.
-    fn create_file(
-        &self,
-        parent: &Inode,
-        name: &CStr,
-        mode: u32,
-        req: &Request,
-    ) -> Result<OwnedFd, Errno> {
+    fn create_file(&self, parent: u64, path: &Path, mode: u32, req: &Request) -> Result<(), Errno> {
         let fd = rustix::fs::openat(
-            &parent.fd,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+            &self.root,
+            path,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(mode & 0o7777),
         )
         .map_err(rerr)?;
         let undo = |e: Errno| {
-            let _ = rustix::fs::unlinkat(&parent.fd, name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&self.root, path, AtFlags::empty());
             e
         };
         let (h, _keys) = self.env.new_header().map_err(|e| {
             tracing::error!(
-                "cannot create a data key for a new file in {}: {e}",
-                parent.backing_path()
+                "{}: cannot create a data key for the new file: {e}",
+                self.abs(path).display()
             );
             undo(Errno::EIO)
         })?;
@@ -456,25 +456,73 @@ impl KmsFs {
         rustix::fs::fsetxattr(&fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(
             |e| {
                 tracing::error!(
-                    "cannot write the header of a new file in {}: {e}",
-                    parent.backing_path()
+                    "{}: cannot write the header of the new file: {e}",
+                    self.abs(path).display()
                 );
                 undo(rerr(e))
             },
         )?;
-        self.chown_new(parent, name, req).map_err(undo)?;
-        Ok(fd)
+        self.chown_new(parent, path, req).map_err(undo)?;
+        Ok(())
     }
 
-    fn reply_entry(&self, parent: &Inode, name: &CStr, reply: ReplyEntry) {
+    fn reply_entry(&self, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent, name) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn xattr_path(&self, inode: &Inode) -> CString {
-        inode.proc_path()
+    /// Makes a node with `make`, hands it to the caller, and answers with its entry.
+    fn make_node(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: AtFlags,
+        make: impl FnOnce(&Path) -> Result<(), Errno>,
+        reply: ReplyEntry,
+    ) {
+        let r = (|| {
+            let path = self.child(parent.0, name)?;
+            make(&path)?;
+            if let Err(e) = self.chown_new(parent.0, &path, req) {
+                let _ = rustix::fs::unlinkat(&self.root, &path, remove);
+                return Err(e);
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => self.reply_entry(parent.0, name, reply),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Runs `f` on an inode's open descriptor if it has one, else on its path.
+    fn on_inode<R>(
+        &self,
+        ino: u64,
+        by_fd: impl FnOnce(&File) -> rustix::io::Result<R>,
+        by_path: impl FnOnce(&Path) -> rustix::io::Result<R>,
+    ) -> Result<R, Errno> {
+        match self.open_state(ino) {
+            Some(of) => by_fd(&of.file).map_err(rerr),
+            None => by_path(&self.path(ino)?).map_err(rerr),
+        }
+    }
+
+    fn xattr_path(&self, ino: u64) -> Result<PathBuf, Errno> {
+        Ok(self.abs(&self.path(ino)?))
+    }
+
+    fn dir_fd(&self, ino: u64) -> Result<OwnedFd, Errno> {
+        rustix::fs::openat(
+            &self.root,
+            &self.path(ino)?,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(rerr)
     }
 }
 
@@ -488,6 +536,13 @@ fn reply_xattr(size: u32, data: &[u8], reply: ReplyXattr) {
     }
 }
 
+fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl Filesystem for KmsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
@@ -495,17 +550,7 @@ impl Filesystem for KmsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        guarded("lookup", || {
-            let r = (|| {
-                let p = self.inode(parent)?;
-                let name = cstr(name)?;
-                self.do_lookup(&p, &name)
-            })();
-            match r {
-                Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-                Err(e) => reply.error(e),
-            }
-        })
+        guarded("lookup", || self.reply_entry(parent.0, name, reply))
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -513,11 +558,9 @@ impl Filesystem for KmsFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guarded("getattr", || {
-            match self.inode(ino).and_then(|i| self.stat_inode(&i)) {
-                Ok(a) => reply.attr(&TTL, &a),
-                Err(e) => reply.error(e),
-            }
+        guarded("getattr", || match self.stat_ino(ino.0) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
         })
     }
 
@@ -543,22 +586,30 @@ impl Filesystem for KmsFs {
             let r = (|| -> Result<FileAttr, Errno> {
                 let inode = self.inode(ino)?;
                 if let Some(m) = mode {
-                    rustix::fs::chmod(&*inode.proc_path(), Mode::from_raw_mode(m & 0o7777))
-                        .map_err(rerr)?;
+                    if inode.is_symlink() {
+                        return Err(Errno::EOPNOTSUPP);
+                    }
+                    let m = Mode::from_raw_mode(m & 0o7777);
+                    self.on_inode(
+                        ino.0,
+                        |f| rustix::fs::fchmod(f, m),
+                        |p| rustix::fs::chmodat(&self.root, p, m, AtFlags::empty()),
+                    )?;
                 }
                 if uid.is_some() || gid.is_some() {
-                    rustix::fs::chownat(
-                        &inode.fd,
-                        c"",
+                    let (u, g) = (
                         uid.map(rustix::fs::Uid::from_raw),
                         gid.map(rustix::fs::Gid::from_raw),
-                        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(rerr)?;
+                    );
+                    self.on_inode(
+                        ino.0,
+                        |f| rustix::fs::fchown(f, u, g),
+                        |p| rustix::fs::chownat(&self.root, p, u, g, AtFlags::SYMLINK_NOFOLLOW),
+                    )?;
                 }
                 if let Some(new_size) = size {
-                    if !inode.is_file {
-                        return Err(if inode.is_dir {
+                    if !inode.is_file() {
+                        return Err(if inode.is_dir() {
                             Errno::EISDIR
                         } else {
                             Errno::EINVAL
@@ -579,15 +630,13 @@ impl Filesystem for KmsFs {
                         last_access: to_timespec(atime),
                         last_modification: to_timespec(mtime),
                     };
-                    rustix::fs::utimensat(
-                        &inode.fd,
-                        c"",
-                        &ts,
-                        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(rerr)?;
+                    self.on_inode(
+                        ino.0,
+                        |f| rustix::fs::futimens(f, &ts),
+                        |p| rustix::fs::utimensat(&self.root, p, &ts, AtFlags::SYMLINK_NOFOLLOW),
+                    )?;
                 }
-                self.stat_inode(&inode)
+                self.stat_ino(ino.0)
             })();
             match r {
                 Ok(a) => reply.attr(&TTL, &a),
@@ -599,8 +648,8 @@ impl Filesystem for KmsFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         guarded("readlink", || {
             let r = self
-                .inode(ino)
-                .and_then(|i| rustix::fs::readlinkat(&i.fd, c"", Vec::new()).map_err(rerr));
+                .path(ino.0)
+                .and_then(|p| rustix::fs::readlinkat(&self.root, &p, Vec::new()).map_err(rerr));
             match r {
                 Ok(t) => reply.data(t.as_bytes()),
                 Err(e) => reply.error(e),
@@ -619,29 +668,34 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         guarded("mknod", || {
-            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
-                let p = self.inode(parent)?;
-                let n = self.check_name(parent.0, name)?;
-                if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
-                    self.create_file(&p, &n, mode, req)?;
-                } else {
+            if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+                let r = self
+                    .child(parent.0, name)
+                    .and_then(|p| self.create_file(parent.0, &p, mode, req));
+                match r {
+                    Ok(()) => self.reply_entry(parent.0, name, reply),
+                    Err(e) => reply.error(e),
+                }
+                return;
+            }
+            self.make_node(
+                req,
+                parent,
+                name,
+                AtFlags::empty(),
+                |p| {
                     let kind = rustix::fs::FileType::from_raw_mode(mode);
                     rustix::fs::mknodat(
-                        &p.fd,
-                        &*n,
+                        &self.root,
+                        p,
                         kind,
                         Mode::from_raw_mode(mode & 0o7777),
                         rdev as u64,
                     )
-                    .map_err(rerr)?;
-                    self.chown_new(&p, &n, req)?;
-                }
-                Ok((p, n))
-            })();
-            match r {
-                Ok((p, n)) => self.reply_entry(&p, &n, reply),
-                Err(e) => reply.error(e),
-            }
+                    .map_err(rerr)
+                },
+                reply,
+            )
         })
     }
 
@@ -655,49 +709,17 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
-            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
-                let p = self.inode(parent)?;
-                let n = self.check_name(parent.0, name)?;
-                rustix::fs::mkdirat(&p.fd, &*n, Mode::from_raw_mode(mode & 0o7777))
-                    .map_err(rerr)?;
-                if let Err(e) = self.chown_new(&p, &n, req) {
-                    let _ = rustix::fs::unlinkat(&p.fd, &*n, AtFlags::REMOVEDIR);
-                    return Err(e);
-                }
-                Ok((p, n))
-            })();
-            match r {
-                Ok((p, n)) => self.reply_entry(&p, &n, reply),
-                Err(e) => reply.error(e),
-            }
-        })
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("unlink", || {
-            let r = (|| {
-                let p = self.inode(parent)?;
-                let n = self.check_name(parent.0, name)?;
-                rustix::fs::unlinkat(&p.fd, &*n, AtFlags::empty()).map_err(rerr)
-            })();
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
-        })
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guarded("rmdir", || {
-            let r = (|| {
-                let p = self.inode(parent)?;
-                let n = self.check_name(parent.0, name)?;
-                rustix::fs::unlinkat(&p.fd, &*n, AtFlags::REMOVEDIR).map_err(rerr)
-            })();
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+            self.make_node(
+                req,
+                parent,
+                name,
+                AtFlags::REMOVEDIR,
+                |p| {
+                    rustix::fs::mkdirat(&self.root, p, Mode::from_raw_mode(mode & 0o7777))
+                        .map_err(rerr)
+                },
+                reply,
+            )
         })
     }
 
@@ -710,21 +732,38 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         guarded("symlink", || {
-            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
-                let p = self.inode(parent)?;
-                let n = self.check_name(parent.0, link_name)?;
-                let t = cstr(target.as_os_str())?;
-                rustix::fs::symlinkat(&*t, &p.fd, &*n).map_err(rerr)?;
-                if let Err(e) = self.chown_new(&p, &n, req) {
-                    let _ = rustix::fs::unlinkat(&p.fd, &*n, AtFlags::empty());
-                    return Err(e);
-                }
-                Ok((p, n))
-            })();
-            match r {
-                Ok((p, n)) => self.reply_entry(&p, &n, reply),
-                Err(e) => reply.error(e),
+            self.make_node(
+                req,
+                parent,
+                link_name,
+                AtFlags::empty(),
+                |p| rustix::fs::symlinkat(target, &self.root, p).map_err(rerr),
+                reply,
+            )
+        })
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("unlink", || {
+            let r = self
+                .child(parent.0, name)
+                .and_then(|p| rustix::fs::unlinkat(&self.root, &p, AtFlags::empty()).map_err(rerr));
+            if r.is_ok() {
+                self.inodes.unlinked(parent.0, name);
             }
+            reply_empty(r, reply)
+        })
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guarded("rmdir", || {
+            let r = self.child(parent.0, name).and_then(|p| {
+                rustix::fs::unlinkat(&self.root, &p, AtFlags::REMOVEDIR).map_err(rerr)
+            });
+            if r.is_ok() {
+                self.inodes.unlinked(parent.0, name);
+            }
+            reply_empty(r, reply)
         })
     }
 
@@ -740,23 +779,23 @@ impl Filesystem for KmsFs {
     ) {
         guarded("rename", || {
             let r = (|| {
-                let p = self.inode(parent)?;
-                let np = self.inode(newparent)?;
-                let n = self.check_name(parent.0, name)?;
-                let nn = self.check_name(newparent.0, newname)?;
+                let from = self.child(parent.0, name)?;
+                let to = self.child(newparent.0, newname)?;
                 rustix::fs::renameat_with(
-                    &p.fd,
-                    &*n,
-                    &np.fd,
-                    &*nn,
+                    &self.root,
+                    &from,
+                    &self.root,
+                    &to,
                     rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
                 )
                 .map_err(rerr)
             })();
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
+            if r.is_ok() {
+                let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+                self.inodes
+                    .renamed(parent.0, name, newparent.0, newname, exchange);
             }
+            reply_empty(r, reply)
         })
     }
 
@@ -769,31 +808,14 @@ impl Filesystem for KmsFs {
         reply: ReplyEntry,
     ) {
         guarded("link", || {
-            let r = (|| -> Result<(Arc<Inode>, CString), Errno> {
-                let i = self.inode(ino)?;
-                let np = self.inode(newparent)?;
-                let nn = self.check_name(newparent.0, newname)?;
-                match rustix::fs::linkat(&i.fd, c"", &np.fd, &*nn, AtFlags::EMPTY_PATH) {
-                    Ok(()) => {}
-                    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; otherwise go through /proc.
-                    Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM)
-                        if !i.is_symlink =>
-                    {
-                        rustix::fs::linkat(
-                            rustix::fs::CWD,
-                            &*i.proc_path(),
-                            &np.fd,
-                            &*nn,
-                            AtFlags::SYMLINK_FOLLOW,
-                        )
-                        .map_err(rerr)?
-                    }
-                    Err(e) => return Err(rerr(e)),
-                }
-                Ok((np, nn))
+            let r = (|| {
+                let from = self.path(ino.0)?;
+                let to = self.child(newparent.0, newname)?;
+                rustix::fs::linkat(&self.root, &from, &self.root, &to, AtFlags::empty())
+                    .map_err(rerr)
             })();
             match r {
-                Ok((np, nn)) => self.reply_entry(&np, &nn, reply),
+                Ok(()) => self.reply_entry(newparent.0, newname, reply),
                 Err(e) => reply.error(e),
             }
         })
@@ -803,7 +825,7 @@ impl Filesystem for KmsFs {
         guarded("open", || {
             let r = (|| -> Result<u64, Errno> {
                 let inode = self.inode(ino)?;
-                if !inode.is_file {
+                if !inode.is_file() {
                     return Err(Errno::EINVAL);
                 }
                 let want_write =
@@ -933,33 +955,20 @@ impl Filesystem for KmsFs {
                 }
                 .map_err(errno)
             });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+            reply_empty(r, reply)
         })
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         guarded("opendir", || {
             let r = (|| -> Result<u64, Errno> {
-                let inode = self.inode(ino)?;
-                let fd = rustix::fs::openat(
-                    &inode.fd,
-                    c".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(rerr)?;
+                let fd = self.dir_fd(ino.0)?;
                 let mut dir = rustix::fs::Dir::read_from(&fd).map_err(rerr)?;
                 let mut entries = vec![];
                 while let Some(ent) = dir.read() {
                     let ent = ent.map_err(rerr)?;
                     let name = ent.file_name().to_bytes();
-                    if name == b"." || name == b".." {
-                        continue;
-                    }
-                    if self.is_hidden(inode.ino, name) {
+                    if name == b"." || name == b".." || self.is_hidden(ino.0, name) {
                         continue;
                     }
                     let kind = match ent.file_type() {
@@ -971,9 +980,8 @@ impl Filesystem for KmsFs {
                         rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
                         _ => FileType::RegularFile,
                     };
-                    let st_dev = self.inodes.get(ROOT_INO).map(|r| r.key.0).unwrap_or(0);
                     entries.push((
-                        self.inodes.peek_ino(st_dev, ent.ino()),
+                        self.inodes.peek_ino(ent.ino()),
                         kind,
                         OsStr::from_bytes(name).to_os_string(),
                     ));
@@ -1047,39 +1055,26 @@ impl Filesystem for KmsFs {
         reply: ReplyEmpty,
     ) {
         guarded("fsyncdir", || {
-            let r = self.inode(ino).and_then(|i| {
-                let fd = rustix::fs::openat(
-                    &i.fd,
-                    c".",
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(rerr)?;
-                rustix::fs::fsync(&fd).map_err(rerr)
-            });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+            let r = self
+                .dir_fd(ino.0)
+                .and_then(|fd| rustix::fs::fsync(&fd).map_err(rerr));
+            reply_empty(r, reply)
         })
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || {
-            let root = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.root_fd_raw) };
-            match rustix::fs::fstatvfs(root) {
-                Ok(s) => reply.statfs(
-                    s.f_blocks,
-                    s.f_bfree,
-                    s.f_bavail,
-                    s.f_files,
-                    s.f_ffree,
-                    s.f_bsize as u32,
-                    s.f_namemax as u32,
-                    s.f_frsize as u32,
-                ),
-                Err(e) => reply.error(rerr(e)),
-            }
+        guarded("statfs", || match rustix::fs::fstatvfs(&self.root) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(rerr(e)),
         })
     }
 
@@ -1100,19 +1095,16 @@ impl Filesystem for KmsFs {
             {
                 return reply.error(Errno::EPERM);
             }
-            let r = self.inode(ino).and_then(|i| {
-                rustix::fs::setxattr(
-                    &*self.xattr_path(&i),
+            let r = self.xattr_path(ino.0).and_then(|p| {
+                rustix::fs::lsetxattr(
+                    &p,
                     name,
                     value,
                     rustix::fs::XattrFlags::from_bits_retain(flags as u32),
                 )
                 .map_err(rerr)
             });
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+            reply_empty(r, reply)
         })
     }
 
@@ -1124,10 +1116,9 @@ impl Filesystem for KmsFs {
             {
                 return reply.error(Errno::NO_XATTR);
             }
-            let r = self.inode(ino).and_then(|i| {
-                let p = self.xattr_path(&i);
+            let r = self.xattr_path(ino.0).and_then(|p| {
                 let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::getxattr(&*p, name, &mut buf).map_err(rerr)?;
+                let n = rustix::fs::lgetxattr(&p, name, &mut buf).map_err(rerr)?;
                 buf.truncate(n);
                 Ok(buf)
             });
@@ -1140,10 +1131,9 @@ impl Filesystem for KmsFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         guarded("listxattr", || {
-            let r = self.inode(ino).and_then(|i| {
-                let p = self.xattr_path(&i);
+            let r = self.xattr_path(ino.0).and_then(|p| {
                 let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::listxattr(&*p, &mut buf).map_err(rerr)?;
+                let n = rustix::fs::llistxattr(&p, &mut buf).map_err(rerr)?;
                 let mut out = Vec::with_capacity(n);
                 for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
                     if !name.starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
@@ -1169,22 +1159,15 @@ impl Filesystem for KmsFs {
                 return reply.error(Errno::EPERM);
             }
             let r = self
-                .inode(ino)
-                .and_then(|i| rustix::fs::removexattr(&*self.xattr_path(&i), name).map_err(rerr));
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+                .xattr_path(ino.0)
+                .and_then(|p| rustix::fs::lremovexattr(&p, name).map_err(rerr));
+            reply_empty(r, reply)
         })
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions); only existence here.
-        let _ = mask;
-        match self.inode(ino) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(self.inode(ino).map(|_| ()), reply)
     }
 
     fn create(
@@ -1199,15 +1182,14 @@ impl Filesystem for KmsFs {
     ) {
         guarded("create", || {
             let r = (|| -> Result<(FileAttr, u64), Errno> {
-                let p = self.inode(parent)?;
-                let n = self.check_name(parent.0, name)?;
-                match self.create_file(&p, &n, mode, req) {
-                    Ok(_fd) => {}
+                let path = self.child(parent.0, name)?;
+                match self.create_file(parent.0, &path, mode, req) {
+                    Ok(()) => {}
                     // Lost a race with another creator and O_EXCL was not asked: open it.
                     Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {}
                     Err(e) => return Err(e),
                 }
-                let attr = self.do_lookup(&p, &n)?;
+                let attr = self.do_lookup(parent.0, name)?;
                 let inode = self.inode(attr.ino)?;
                 let of = match self.acquire_open(&inode, true) {
                     Ok(of) => of,
@@ -1220,7 +1202,7 @@ impl Filesystem for KmsFs {
                     let _ = self.truncate_open(&of, 0);
                 }
                 let fh = self.new_handle(of, inode.ino, flags);
-                Ok((self.stat_inode(&inode)?, fh))
+                Ok((self.stat_ino(inode.ino)?, fh))
             })();
             match r {
                 Ok((attr, fh)) => reply.created(
@@ -1280,10 +1262,7 @@ impl Filesystem for KmsFs {
                     _ => Err(Errno::EOPNOTSUPP),
                 }
             })();
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(e),
-            }
+            reply_empty(r, reply)
         })
     }
 }

@@ -1,0 +1,554 @@
+//! Key lifecycle through the CLI and real mounts: rotation that re-wraps headers without
+//! touching data, disable/enable, recovery keys, rekey, policies, audit, crash safety.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn fails(out: std::process::Output, needle: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "command succeeded, expected {needle}"
+    );
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "error is not one line: {err}"
+    );
+    err
+}
+
+/// sha256 of every file's content (not its xattrs) in the backing tree, by path; the
+/// config (which `rotate --to` and `keys` legitimately rewrite) is left out.
+fn content_hashes(backing: &Path) -> BTreeMap<String, String> {
+    walk(backing)
+        .into_iter()
+        .filter(|p| !p.ends_with("kmsfs.json"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                hex::encode(Sha256::digest(fs::read(&p).unwrap())),
+            )
+        })
+        .collect()
+}
+
+/// (key ARN, material id) of every wrap of every file.
+fn wraps(backing: &Path) -> BTreeMap<String, Vec<(String, String)>> {
+    kmsfs::tree::walk_files(backing)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let h = kmsfs::tree::read_header(&p).unwrap();
+            (
+                p.display().to_string(),
+                h.wraps
+                    .into_iter()
+                    .map(|w| (w.key_arn, w.material_id))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn describe(t: &Tree, key: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(t.kmsfs(&["key", "describe", key]))).unwrap()
+}
+
+fn current_material(t: &Tree, key: &str) -> String {
+    describe(t, key)["KeyMetadata"]["CurrentKeyMaterialId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn populate(t: &Tree, n: usize) -> Vec<(String, Vec<u8>)> {
+    fs::create_dir_all(t.p("sub/deeper")).unwrap();
+    (0..n)
+        .map(|i| {
+            let name = match i % 3 {
+                0 => format!("f{i}"),
+                1 => format!("sub/f{i}"),
+                _ => format!("sub/deeper/f{i}"),
+            };
+            let data = random_bytes(i * 977 % 20_000, i as u64);
+            fs::write(t.p(&name), &data).unwrap();
+            (name, data)
+        })
+        .collect()
+}
+
+#[test]
+fn rotate_rewraps_headers_without_touching_data() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let files = populate(&t, 60);
+    t.umount();
+    let before = content_hashes(&t.backing);
+    let old = current_material(&t, "alias/kmsfs-default");
+    assert!(wraps(&t.backing)
+        .values()
+        .all(|w| w.len() == 1 && w[0].1 == old));
+
+    ok(t.kmsfs(&["key", "rotate", "alias/kmsfs-default"]));
+    let new = current_material(&t, "alias/kmsfs-default");
+    assert_ne!(old, new);
+    // old versions still decrypt until the headers move on
+    t.mount();
+    assert_eq!(fs::read(t.p(&files[0].0)).unwrap(), files[0].1);
+    // rotate while mounted: the mount keeps working during and after
+    let out: serde_json::Value = serde_json::from_str(&ok(t.kmsfs(&[
+        "rotate",
+        t.backing.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(out["files"], 60);
+    assert_eq!(out["changed"], 60);
+    assert_eq!(out["failed"], 0);
+    for (name, data) in &files {
+        assert_eq!(&fs::read(t.p(name)).unwrap(), data, "{name} after rotate");
+    }
+    t.umount();
+    assert_eq!(
+        content_hashes(&t.backing),
+        before,
+        "rotation changed data bytes"
+    );
+    assert!(
+        wraps(&t.backing)
+            .values()
+            .all(|w| w.len() == 1 && w[0].1 == new),
+        "a header is not under the new version"
+    );
+    // idempotent
+    let out: serde_json::Value = serde_json::from_str(&ok(t.kmsfs(&[
+        "rotate",
+        t.backing.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        (out["changed"].as_u64(), out["skipped"].as_u64()),
+        (Some(0), Some(60))
+    );
+    t.mount();
+    for (name, data) in &files {
+        assert_eq!(&fs::read(t.p(name)).unwrap(), data, "{name} after remount");
+    }
+}
+
+#[test]
+fn rotate_to_another_key_and_keys_add_remove() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let files = populate(&t, 12);
+    t.umount();
+    let before = content_hashes(&t.backing);
+    let k2 = ok(t.kmsfs(&["key", "create", "--alias", "second"]))
+        .trim()
+        .to_string();
+    let k3 = ok(t.kmsfs(&["key", "create", "--alias", "third"]))
+        .trim()
+        .to_string();
+    ok(t.kmsfs(&["keys", "add", t.backing.to_str().unwrap(), "alias/second"]));
+    assert!(wraps(&t.backing)
+        .values()
+        .all(|w| w.len() == 2 && w[1].0 == k2));
+    ok(t.kmsfs(&[
+        "keys",
+        "remove",
+        t.backing.to_str().unwrap(),
+        "alias/kmsfs-default",
+    ]));
+    assert!(wraps(&t.backing)
+        .values()
+        .all(|w| w.len() == 1 && w[0].0 == k2));
+    fails(
+        t.kmsfs(&[
+            "keys",
+            "remove",
+            t.backing.to_str().unwrap(),
+            "alias/second",
+        ]),
+        "only key",
+    );
+    ok(t.kmsfs(&["rotate", t.backing.to_str().unwrap(), "--to", "alias/third"]));
+    assert!(wraps(&t.backing)
+        .values()
+        .all(|w| w.len() == 1 && w[0].0 == k3));
+    assert_eq!(
+        ok(t.kmsfs(&["keys", "list", t.backing.to_str().unwrap()])).trim(),
+        k3
+    );
+    assert_eq!(content_hashes(&t.backing), before);
+    // the old key can go away entirely
+    ok(t.kmsfs(&["key", "disable", "alias/kmsfs-default"]));
+    t.mount();
+    for (name, data) in &files {
+        assert_eq!(&fs::read(t.p(name)).unwrap(), data);
+    }
+}
+
+#[test]
+fn disabled_key_fails_opens_and_enable_restores() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    fs::write(t.p("a"), b"alpha").unwrap();
+    fs::write(t.p("b"), b"beta").unwrap();
+    t.remount(); // empty DEK cache
+    assert_eq!(fs::read(t.p("a")).unwrap(), b"alpha"); // a's key is now cached
+    ok(t.kmsfs(&["key", "disable", "alias/kmsfs-default"]));
+    assert!(
+        is_eio(fs::read(t.p("b"))),
+        "opening an uncached file under a disabled key must fail"
+    );
+    let log = t.log();
+    assert!(log.lines().any(|l| l.contains(&t.b("b").display().to_string()) && l.contains("DisabledException")), "{log}");
+    assert!(
+        fs::write(t.p("c"), b"new").is_err(),
+        "creating a file needs GenerateDataKey"
+    );
+    assert_eq!(
+        fs::read(t.p("a")).unwrap(),
+        b"alpha",
+        "cached DEK keeps working"
+    );
+    ok(t.kmsfs(&["key", "enable", "alias/kmsfs-default"]));
+    assert_eq!(fs::read(t.p("b")).unwrap(), b"beta");
+    fs::write(t.p("c"), b"new").unwrap();
+}
+
+#[test]
+fn recovery_key_keeps_tree_readable() {
+    require_fuse!();
+    let setup = Tree::new(&[]);
+    let k1 = ok(setup.kmsfs(&["key", "create", "--alias", "primary"]))
+        .trim()
+        .to_string();
+    let k2 = ok(setup.kmsfs(&["key", "create", "--alias", "recovery"]))
+        .trim()
+        .to_string();
+    let backing2 = setup.dir.path().join("two");
+    ok(setup.kmsfs(&[
+        "init",
+        backing2.to_str().unwrap(),
+        "--key",
+        "alias/primary",
+        "--key",
+        "alias/recovery",
+    ]));
+    let mut t = setup;
+    t.backing = backing2;
+    t.mount();
+    let files = populate(&t, 9);
+    t.umount();
+    assert!(wraps(&t.backing)
+        .values()
+        .all(|w| w.len() == 2 && w[0].0 == k1 && w[1].0 == k2));
+    ok(t.kmsfs(&["key", "disable", "alias/primary"]));
+    fails(
+        t.kmsfs(&["key", "schedule-deletion", "alias/primary", "--days", "3"]),
+        "ValidationException",
+    );
+    ok(t.kmsfs(&["key", "schedule-deletion", "alias/primary", "--days", "7"]));
+    assert_eq!(
+        describe(&t, &k1)["KeyMetadata"]["KeyState"],
+        "PendingDeletion"
+    );
+    t.mount();
+    for (name, data) in &files {
+        assert_eq!(
+            &fs::read(t.p(name)).unwrap(),
+            data,
+            "{name} via the recovery key"
+        );
+    }
+    ok(t.kmsfs(&["key", "cancel-deletion", &k1]));
+    assert_eq!(describe(&t, &k1)["KeyMetadata"]["KeyState"], "Disabled");
+}
+
+#[test]
+fn rekey_changes_deks_keeps_content_and_cleans_up() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let files = populate(&t, 10);
+    rustix::fs::setxattr(
+        t.p(&files[0].0),
+        "user.note",
+        b"kept",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    fails(
+        t.kmsfs(&["rekey", t.backing.to_str().unwrap()]),
+        "is mounted",
+    );
+    t.umount();
+    let ids_before: Vec<_> = kmsfs::tree::walk_files(&t.backing)
+        .unwrap()
+        .iter()
+        .map(|p| kmsfs::tree::read_header(p).unwrap().file_id)
+        .collect();
+    let before = content_hashes(&t.backing);
+    // a temp file left by a killed run is cleaned up
+    fs::write(t.b("sub/.kmsfs-tmp-f1.dead"), b"junk").unwrap();
+    let out: serde_json::Value = serde_json::from_str(&ok(t.kmsfs(&[
+        "rekey",
+        t.backing.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(out["changed"], 10);
+    assert!(!t.b("sub/.kmsfs-tmp-f1.dead").exists());
+    let ids_after: Vec<_> = kmsfs::tree::walk_files(&t.backing)
+        .unwrap()
+        .iter()
+        .map(|p| kmsfs::tree::read_header(p).unwrap().file_id)
+        .collect();
+    assert!(
+        ids_before.iter().zip(&ids_after).all(|(a, b)| a != b),
+        "file ids must change"
+    );
+    let after = content_hashes(&t.backing);
+    // every non-empty file's ciphertext changed (an empty file has no bytes to change)
+    assert!(
+        before
+            .iter()
+            .filter(|(k, v)| after.get(*k) == Some(v) && !v.starts_with("e3b0c442"))
+            .count()
+            == 0,
+        "data bytes must change"
+    );
+    t.mount();
+    for (name, data) in &files {
+        assert_eq!(&fs::read(t.p(name)).unwrap(), data, "{name} after rekey");
+    }
+    let mut v = [0u8; 16];
+    let n = rustix::fs::getxattr(t.p(&files[0].0), "user.note", &mut v).unwrap();
+    assert_eq!(&v[..n], b"kept");
+}
+
+#[test]
+fn policies_bind_local_principals() {
+    let t = Tree::new(&[]);
+    let arn = describe(&t, "alias/kmsfs-default")["KeyMetadata"]["Arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // another local principal is denied by the default policy
+    let out = Command::new(BIN)
+        .args(["key", "describe", "alias/kmsfs-default"])
+        .env("KMSFS_KMS", t.kms_arg())
+        .env("KMSFS_PRINCIPAL", "bob")
+        .output()
+        .unwrap();
+    fails(out, "AccessDeniedException");
+    // a policy that would lock the caller out is refused
+    let dir = tempfile::tempdir().unwrap();
+    let lockout = dir.path().join("lockout.json");
+    fs::write(&lockout, r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"bob"},"Action":"kms:*","Resource":"*"}]}"#).unwrap();
+    fails(
+        t.kmsfs(&["key", "policy", "put", &arn, lockout.to_str().unwrap()]),
+        "MalformedPolicyDocumentException",
+    );
+    let bad = dir.path().join("bad.json");
+    fs::write(&bad, r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*","Conditon":{}}]}"#).unwrap();
+    let e = fails(
+        t.kmsfs(&["key", "policy", "put", &arn, bad.to_str().unwrap()]),
+        "MalformedPolicyDocumentException",
+    );
+    assert!(e.contains("Conditon"), "{e}");
+    // admin keeps everything; bob may only Decrypt with this tree's context
+    let good = dir.path().join("good.json");
+    fs::write(&good, r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Principal":{"AWS":"local-admin"},"Action":"kms:*","Resource":"*"},
+        {"Effect":"Allow","Principal":{"AWS":"bob"},"Action":["kms:Decrypt","kms:DescribeKey"],"Resource":"*"},
+        {"Effect":"Deny","Principal":{"AWS":"local-admin"},"Action":"kms:Decrypt","Resource":"*",
+         "Condition":{"StringEquals":{"kms:EncryptionContext:purpose":"forbidden"}}}]}"#).unwrap();
+    ok(t.kmsfs(&["key", "policy", "put", &arn, good.to_str().unwrap()]));
+    assert!(ok(t.kmsfs(&["key", "policy", "get", &arn])).contains("forbidden"));
+    let out = Command::new(BIN)
+        .args(["key", "describe", &arn])
+        .env("KMSFS_KMS", t.kms_arg())
+        .env("KMSFS_PRINCIPAL", "bob")
+        .output()
+        .unwrap();
+    ok(out);
+    // the audit log has both the allowed and the denied requests, and verifies
+    let show = ok(t.kmsfs(&["audit", "show", "--principal", "bob", "--json"]));
+    let recs: Vec<serde_json::Value> = show
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(recs
+        .iter()
+        .any(|r| r["error_code"] == "AccessDeniedException" && r["op"] == "DescribeKey"));
+    assert!(recs
+        .iter()
+        .any(|r| r["outcome"] == "ok" && r["op"] == "DescribeKey"));
+    assert!(ok(t.kmsfs(&["audit", "verify"])).contains("audit log OK"));
+}
+
+#[test]
+fn audit_verify_detects_an_edited_line() {
+    let t = Tree::new(&[]);
+    for _ in 0..5 {
+        ok(t.kmsfs(&["key", "create"]));
+    }
+    ok(t.kmsfs(&["audit", "verify"]));
+    let log = t.ks.join("audit.log");
+    let text = fs::read_to_string(&log).unwrap();
+    let n = text.lines().count();
+    assert!(n >= 6, "{n} records");
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[3] = lines[3].replace("\"op\":\"CreateKey\"", "\"op\":\"DescribeKey\"");
+    fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let e = fails(t.kmsfs(&["audit", "verify"]), "sequence number 4");
+    assert!(e.contains("edited"), "{e}");
+}
+
+#[test]
+fn lifecycle_validation_through_the_cli() {
+    let t = Tree::new(&[]);
+    fails(
+        t.kmsfs(&[
+            "key",
+            "enable-rotation",
+            "alias/kmsfs-default",
+            "--days",
+            "30",
+        ]),
+        "ValidationException",
+    );
+    ok(t.kmsfs(&[
+        "key",
+        "enable-rotation",
+        "alias/kmsfs-default",
+        "--days",
+        "90",
+    ]));
+    let d = describe(&t, "alias/kmsfs-default");
+    assert_eq!(d["Rotation"]["KeyRotationEnabled"], true);
+    assert_eq!(d["Rotation"]["RotationPeriodInDays"], 90);
+    ok(t.kmsfs(&["key", "rotate", "alias/kmsfs-default"]));
+    assert!(ok(t.kmsfs(&["key", "rotations", "alias/kmsfs-default"])).contains("ON_DEMAND"));
+    fails(
+        t.kmsfs(&["key", "describe", "alias/missing"]),
+        "NotFoundException",
+    );
+    fails(
+        t.kmsfs(&["key", "alias", "create", "aws/x", "alias/kmsfs-default"]),
+        "InvalidAliasNameException",
+    );
+    fails(
+        t.kmsfs(&["key", "cancel-deletion", "alias/kmsfs-default"]),
+        "KMSInvalidStateException",
+    );
+}
+
+#[test]
+fn automatic_rotation_happens_once_when_two_processes_check() {
+    let t = Tree::new(&[]);
+    ok(t.kmsfs(&[
+        "key",
+        "enable-rotation",
+        "alias/kmsfs-default",
+        "--days",
+        "90",
+    ]));
+    let a = kmsfs::kms::local::LocalKms::open(&t.ks, false).unwrap();
+    a.set_next_rotation_for_test("alias/kmsfs-default", 1.0)
+        .unwrap();
+    let before = current_material(&t, "alias/kmsfs-default");
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let ks = t.ks.clone();
+            std::thread::spawn(move || {
+                let k = kmsfs::kms::local::LocalKms::open(&ks, false).unwrap();
+                kmsfs::kms::Kms::rotate_due(&k).unwrap().len()
+            })
+        })
+        .collect();
+    let rotated: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(rotated, 1, "exactly one checker rotates");
+    assert_ne!(current_material(&t, "alias/kmsfs-default"), before);
+    let rots = ok(t.kmsfs(&["key", "rotations", "alias/kmsfs-default"]));
+    assert_eq!(
+        rots.lines().filter(|l| l.contains("AUTOMATIC")).count(),
+        1,
+        "{rots}"
+    );
+}
+
+#[test]
+fn killed_key_creation_and_rotation_leave_a_consistent_state() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    // kill `key create` at various points
+    for i in 0..12u64 {
+        let mut child = Command::new(BIN)
+            .args(["key", "create"])
+            .env("KMSFS_KMS", t.kms_arg())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(300 * i));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    ok(t.kmsfs(&["key", "list"]));
+    ok(t.kmsfs(&["audit", "verify"]));
+    // a killed rotation resumes
+    t.mount();
+    let files = populate(&t, 300);
+    t.umount();
+    ok(t.kmsfs(&["key", "rotate", "alias/kmsfs-default"]));
+    let mut child = Command::new(BIN)
+        .args(["rotate", t.backing.to_str().unwrap(), "--jobs", "1"])
+        .env("KMSFS_KMS", t.kms_arg())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    let _ = child.kill();
+    let _ = child.wait();
+    let out: serde_json::Value = serde_json::from_str(&ok(t.kmsfs(&[
+        "rotate",
+        t.backing.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        out["changed"].as_u64().unwrap() + out["skipped"].as_u64().unwrap(),
+        300
+    );
+    let cur = current_material(&t, "alias/kmsfs-default");
+    assert!(wraps(&t.backing).values().all(|w| w[0].1 == cur));
+    ok(t.kmsfs(&["audit", "verify"]));
+    t.mount();
+    for (name, data) in &files {
+        assert_eq!(&fs::read(t.p(name)).unwrap(), data);
+    }
+}
