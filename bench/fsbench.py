@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""Side-by-side filesystem benchmark: plain directory vs gocryptfs vs kmsfs (vs bindfs).
+
+Every target lives on the same disk; every workload runs on each target in turn, REPEAT
+times, and the table reports medians and the kmsfs / gocryptfs ratio. Run as root (drops
+the page cache before cold reads). Usage: bench/run.sh (builds kmsfs, installs nothing).
+
+Environment: BENCH_DIR (work dir, default /var/tmp/kmsfs-bench), BENCH_SIZE_MB (1024),
+BENCH_REPEAT (3), BENCH_FILES (5000), BENCH_TREE (a directory to tar for the untar
+workload; default the cargo registry sources), BENCH_TARGETS (plain,gocryptfs,kmsfs,bindfs),
+KMSFS_BIN, KMSFS_CHUNK (kmsfs chunk size), KMSFS_MOUNT_OPTS (extra mount flags).
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+
+D = os.environ.get("BENCH_DIR", "/var/tmp/kmsfs-bench")
+SIZE_MB = int(os.environ.get("BENCH_SIZE_MB", "1024"))
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+NFILES = int(os.environ.get("BENCH_FILES", "5000"))
+TARGETS = os.environ.get("BENCH_TARGETS", "plain,gocryptfs,kmsfs,bindfs").split(",")
+KMSFS = os.environ.get("KMSFS_BIN", os.path.join(os.path.dirname(__file__), "..", "target", "release", "kmsfs"))
+TREE = os.environ.get("BENCH_TREE") or next(
+    (os.path.join(os.path.expanduser("~/.cargo/registry/src"), d) for d in sorted(os.listdir(os.path.expanduser("~/.cargo/registry/src")))),
+    None,
+)
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+class Target:
+    def __init__(self, name):
+        self.name = name
+        self.root = os.path.join(D, name)
+        self.mnt = os.path.join(self.root, "mnt")
+        self.pid = None
+
+    def setup(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.mnt)
+        back = os.path.join(self.root, "backing")
+        if self.name == "plain":
+            return
+        if self.name == "gocryptfs":
+            pw = os.path.join(self.root, "pw")
+            open(pw, "w").write("benchmark-password\n")
+            os.makedirs(back)
+            sh("gocryptfs", "-q", "-init", "-passfile", pw, back)
+            sh("gocryptfs", "-q", "-nosyslog", "-passfile", pw, back, self.mnt)
+            self.pid = int(subprocess.check_output(["pgrep", "-n", "-f", f"gocryptfs.*{back}"]).split()[0])
+        elif self.name == "kmsfs":
+            env = dict(os.environ, KMSFS_KMS="local:" + os.path.join(self.root, "keystore"))
+            args = [KMSFS, "init", back]
+            if os.environ.get("KMSFS_CHUNK"):
+                args += ["--chunk-size", os.environ["KMSFS_CHUNK"]]
+            sh(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            extra = os.environ.get("KMSFS_MOUNT_OPTS", "").split()
+            sh(KMSFS, "mount", back, self.mnt, "--log-file", os.path.join(self.root, "log"), *extra, env=env)
+            self.pid = int(subprocess.check_output(["pgrep", "-n", "-f", f"kmsfs mount {back}"]).split()[0])
+        elif self.name == "bindfs":
+            os.makedirs(back)
+            sh("bindfs", "--multithreaded", back, self.mnt)
+            self.pid = int(subprocess.check_output(["pgrep", "-n", "-f", f"bindfs.*{back}"]).split()[0])
+
+    def teardown(self):
+        if self.name != "plain":
+            subprocess.run(["umount", self.mnt], check=False)
+            time.sleep(0.3)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def daemon_stats(self):
+        if not self.pid:
+            return None
+        try:
+            st = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()
+            cpu = (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+            rss = next(int(l.split()[1]) for l in open(f"/proc/{self.pid}/status") if l.startswith("VmHWM"))
+            return cpu, rss
+        except (OSError, StopIteration):
+            return None
+
+
+def fio(path, name, rw, bs, size_mb, extra=(), runtime=None):
+    args = ["fio", "--name=" + name, "--filename=" + path, "--rw=" + rw, "--bs=" + bs, f"--size={size_mb}M",
+            "--ioengine=psync", "--output-format=json", "--group_reporting"] + list(extra)
+    if runtime:
+        args += ["--time_based", f"--runtime={runtime}"]
+    out = json.loads(subprocess.check_output(args, stderr=subprocess.DEVNULL))
+    j = out["jobs"][0]
+    return j
+
+
+def w_seqwrite(t):
+    f = os.path.join(t.mnt, "big")
+    if os.path.exists(f):
+        os.unlink(f)
+    start = time.time()
+    fio(f, "seqwrite", "write", "1M", SIZE_MB, ["--end_fsync=1"])
+    return SIZE_MB / (time.time() - start), "MiB/s"
+
+
+def w_seqread(t):
+    f = os.path.join(t.mnt, "big")
+    drop_caches()
+    j = fio(f, "seqread", "read", "1M", SIZE_MB)
+    return j["read"]["bw"] / 1024, "MiB/s"
+
+
+def w_randread(t):
+    f = os.path.join(t.mnt, "big")
+    drop_caches()
+    j = fio(f, "randread", "randread", "4k", SIZE_MB, runtime=10)
+    return j["read"]["iops"], "IOPS"
+
+
+def w_randwrite(t):
+    f = os.path.join(t.mnt, "big")
+    start = time.time()
+    j = fio(f, "randwrite", "randwrite", "4k", SIZE_MB, ["--end_fsync=1", "--io_size=64M"])
+    ios = j["write"]["total_ios"]
+    return ios / (time.time() - start), "IOPS"
+
+
+def w_concurrent(t):
+    f = os.path.join(t.mnt, "big")
+    drop_caches()
+    j = fio(f, "mixed4", "randrw", "4k", SIZE_MB, ["--numjobs=4", "--rwmixread=70"], runtime=10)
+    return j["read"]["iops"] + j["write"]["iops"], "IOPS"
+
+
+def small_files(t):
+    d = os.path.join(t.mnt, "small")
+    if os.path.exists(d):
+        shutil.rmtree(d)
+    os.mkdir(d)
+    for i in range(100):
+        os.mkdir(os.path.join(d, str(i)))
+    payload = os.urandom(4096)
+    names = [os.path.join(d, str(i % 100), f"f{i}") for i in range(NFILES)]
+    res = {}
+    start = time.time()
+    for n in names:
+        with open(n, "wb") as f:
+            f.write(payload)
+    os.sync()
+    res["create"] = NFILES / (time.time() - start)
+    drop_caches()
+    start = time.time()
+    for n in names:
+        os.stat(n)
+    res["stat"] = NFILES / (time.time() - start)
+    drop_caches()
+    start = time.time()
+    for n in names:
+        with open(n, "rb") as f:
+            f.read()
+    res["read"] = NFILES / (time.time() - start)
+    start = time.time()
+    for n in names:
+        os.unlink(n)
+    os.sync()
+    res["unlink"] = NFILES / (time.time() - start)
+    return res
+
+
+TARBALL = os.path.join(D, "tree.tar")
+
+
+def w_untar(t):
+    d = os.path.join(t.mnt, "tree")
+    if os.path.exists(d):
+        shutil.rmtree(d)
+    os.mkdir(d)
+    start = time.time()
+    sh("tar", "-xf", TARBALL, "-C", d)
+    os.sync()
+    untar = time.time() - start
+    drop_caches()
+    start = time.time()
+    sh("tar", "-cf", "/dev/null", "-C", d, ".")  # GNU tar skips reading for /dev/null
+    n = 0
+    for root, _, files in os.walk(d):
+        for fn in files:
+            p = os.path.join(root, fn)
+            if not os.path.islink(p):
+                with open(p, "rb") as f:
+                    while f.read(1 << 20):
+                        pass
+                n += 1
+    readback = time.time() - start
+    return {"untar": TREE_MB / untar, "readback": TREE_MB / readback}
+
+
+WORKLOADS = [
+    ("seq write 1 MiB + fsync", w_seqwrite),
+    ("seq read, cold", w_seqread),
+    ("rand read 4 KiB, cold", w_randread),
+    ("rand write 4 KiB + fsync", w_randwrite),
+    ("4 jobs rand 4 KiB 70/30", w_concurrent),
+]
+
+TREE_MB = 0.0
+
+
+def main():
+    global TREE_MB
+    if os.geteuid() != 0:
+        sys.exit("run as root (drops caches, mounts)")
+    os.makedirs(D, exist_ok=True)
+    with tarfile.open(TARBALL, "w") as tf:
+        tf.add(TREE, arcname=".")
+    TREE_MB = os.path.getsize(TARBALL) / 2**20
+    nfiles = sum(len(f) for _, _, f in os.walk(TREE))
+    results = {}  # (workload, target) -> [values]
+    units = {}
+    daemon = {}
+    for rep in range(REPEAT):
+        for name in TARGETS:
+            t = Target(name)
+            t.setup()
+            try:
+                for wname, fn in WORKLOADS:
+                    v, unit = fn(t)
+                    results.setdefault((wname, name), []).append(v)
+                    units[wname] = unit
+                for k, v in small_files(t).items():
+                    w = f"{NFILES} small files: {k}"
+                    results.setdefault((w, name), []).append(v)
+                    units[w] = "files/s"
+                for k, v in w_untar(t).items():
+                    w = f"source tree ({nfiles} files): {k}"
+                    results.setdefault((w, name), []).append(v)
+                    units[w] = "MiB/s"
+                ds = t.daemon_stats()
+                if ds:
+                    daemon.setdefault(name, []).append(ds)
+            finally:
+                t.teardown()
+            print(f"repeat {rep + 1}/{REPEAT}: {name} done", file=sys.stderr, flush=True)
+    order = [w for w, _ in WORKLOADS] + [w for w in units if w not in dict(WORKLOADS)]
+    cols = TARGETS
+    lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs |", "|---|---|" + "---|" * len(cols) + "---|"]
+    for w in order:
+        med = {c: statistics.median(results[(w, c)]) for c in cols if (w, c) in results}
+        ratio = med.get("kmsfs", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
+        lines.append(f"| {w} | {units[w]} | " + " | ".join(f"{med.get(c, float('nan')):,.0f}" for c in cols) + f" | **{ratio:.2f}** |")
+    lines.append("")
+    written_gib = (SIZE_MB + 64 + NFILES * 4 / 1024 + TREE_MB) / 1024
+    for name, stats in daemon.items():
+        cpu = statistics.median(s[0] for s in stats)
+        rss = max(s[1] for s in stats)
+        lines.append(f"- {name} daemon: {cpu:.1f} CPU s per run ({cpu / written_gib:.1f} CPU s per GiB written), peak RSS {rss / 1024:.0f} MiB")
+    header = (f"Run {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}: {REPEAT} repeats (medians), "
+              f"file {SIZE_MB} MiB, {NFILES} small files, tree {TREE_MB:.0f} MiB / {nfiles} files, dir {D}.")
+    text = header + "\n\n" + "\n".join(lines) + "\n"
+    print(text)
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", time.strftime("%Y-%m-%d-%H%M") + ".md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    open(out, "w").write(text)
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
