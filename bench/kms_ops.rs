@@ -13,8 +13,14 @@ fn main() {
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
     let kms = Arc::new(LocalKms::open(&dir.path().join("ks"), true).unwrap());
-    let key = kms.create_key(CreateKeyRequest::default()).unwrap().key_metadata.key_id;
-    let ctx: EncryptionContext = [("kmsfs:fs".to_string(), "bench".to_string())].into_iter().collect();
+    let key = kms
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let ctx: EncryptionContext = [("kmsfs:fs".to_string(), "bench".to_string())]
+        .into_iter()
+        .collect();
     let blob = kms
         .generate_data_key(GenerateDataKeyRequest {
             key_id: key.clone(),
@@ -30,7 +36,13 @@ fn main() {
         let mut lat = vec![];
         let hs: Vec<_> = (0..threads)
             .map(|_| {
-                let (kms, key, ctx, blob, done) = (kms.clone(), key.clone(), ctx.clone(), blob.clone(), done.clone());
+                let (kms, key, ctx, blob, done) = (
+                    kms.clone(),
+                    key.clone(),
+                    ctx.clone(),
+                    blob.clone(),
+                    done.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut l = vec![];
                     while Instant::now() < stop {

@@ -73,6 +73,17 @@ pub enum Cmd {
         /// FUSE request threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Unwrapped file keys kept in memory (LRU), so re-opening a file needs no KMS call.
+        #[arg(long, default_value_t = 32768)]
+        key_cache: usize,
+        /// New-file keys made ahead of need (each pre-made key is used within 30 s or
+        /// dropped); 0 = call the KMS for every new file.
+        #[arg(long, default_value_t = 64)]
+        dek_pool: usize,
+        /// Write through to the backing file on every write(2) instead of letting the
+        /// kernel cache writes (the writeback cache is on by default).
+        #[arg(long)]
+        no_writeback_cache: bool,
         /// Internal: descriptor on which to report readiness to the launching process.
         #[arg(long, hide = true)]
         ready_fd: Option<i32>,
@@ -279,19 +290,22 @@ pub fn run(cli: Cli) -> Result<()> {
             allow_other,
             log_file,
             threads,
+            key_cache,
+            dek_pool,
+            no_writeback_cache,
             ready_fd,
         } => {
             if foreground {
                 init_logging(true);
                 let ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-                cmd_mount_foreground(
-                    cli.kms.as_deref(),
-                    &backing,
-                    &mountpoint,
+                let opts = MountOpts {
                     allow_other,
                     threads,
-                    ready,
-                )
+                    cache_entries: key_cache,
+                    dek_pool,
+                    writeback_cache: !no_writeback_cache,
+                };
+                cmd_mount_foreground(cli.kms.as_deref(), &backing, &mountpoint, &opts, ready)
             } else {
                 spawn_background(log_file.as_deref())
             }
@@ -407,7 +421,7 @@ fn cmd_rekey(kms_arg: Option<&str>, backing: &Path, paths: Vec<PathBuf>, json: b
             .map(|p| if p.is_absolute() { p } else { backing.join(p) })
             .collect()
     };
-    let env = Arc::new(Envelope::new(kms, cfg, Backend::from_env(), 64));
+    let env = Arc::new(Envelope::new(kms, cfg, Backend::from_env(), 64, 0));
     let s = crate::tree::rekey(backing, &env, files, !json)?;
     print_summary(&s, "rekeyed", json)
 }
@@ -733,24 +747,46 @@ pub fn tree_kms(kms_arg: Option<&str>, cfg: &TreeConfig) -> Result<Arc<dyn Kms>>
     loc.open(false)
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct MountOpts {
+    pub allow_other: bool,
+    pub threads: usize,
+    pub cache_entries: usize,
+    pub dek_pool: usize,
+    pub writeback_cache: bool,
+}
+
 fn cmd_mount_foreground(
     kms_arg: Option<&str>,
     backing: &Path,
     mountpoint: &Path,
-    allow_other: bool,
-    threads: usize,
+    opts: &MountOpts,
     mut ready: Option<OwnedFd>,
 ) -> Result<()> {
+    let MountOpts {
+        allow_other,
+        threads,
+        cache_entries,
+        dek_pool,
+        writeback_cache,
+    } = *opts;
     let setup = || -> Result<(fuser::Session<crate::fs::KmsFs>, Arc<dyn Kms>)> {
         let backing = std::fs::canonicalize(backing)
             .with_context(|| format!("backing directory {}", backing.display()))?;
         let cfg = TreeConfig::load(&backing)?;
         let kms = tree_kms(kms_arg, &cfg)?;
         check_mountpoint(mountpoint)?;
-        let env = Arc::new(Envelope::new(kms.clone(), cfg, Backend::from_env(), 4096));
+        let env = Arc::new(Envelope::new(
+            kms.clone(),
+            cfg,
+            Backend::from_env(),
+            cache_entries,
+            dek_pool,
+        ));
         let fs = crate::fs::KmsFs::new(
             &crate::fs::FsOptions {
                 backing: backing.clone(),
+                writeback_cache,
             },
             env,
         )
@@ -827,8 +863,20 @@ fn cmd_umount(mp: &Path) -> Result<()> {
         bail!("{} is not mounted", mp.display());
     }
     if rustix::process::geteuid().is_root() {
-        rustix::mount::unmount(&canon, rustix::mount::UnmountFlags::empty())
-            .with_context(|| format!("cannot unmount {}", mp.display()))?;
+        // A file closed a moment ago may still be in the kernel's hands (its release or
+        // writeback in flight): EBUSY then clears quickly, so retry briefly.
+        let mut tries = 0;
+        loop {
+            match rustix::mount::unmount(&canon, rustix::mount::UnmountFlags::empty()) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::BUSY) if tries < 20 => {
+                    tries += 1;
+                    rustix::fs::sync();
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => bail!("cannot unmount {}: {e} (files still open on it?)", mp.display()),
+            }
+        }
     } else {
         let st = Command::new("fusermount3")
             .arg("-u")

@@ -191,16 +191,18 @@ impl Content<'_> {
         }
         let at = (off - base) as usize;
         plain[at..at + data.len()].copy_from_slice(data);
-        self.seal_and_write(first, last_end, new_size, &plain)?;
+        self.seal_and_write(first, last_end, new_size, plain_size, &plain)?;
         Ok(new_size)
     }
 
     /// Seals `plain` as chunks `first..end` of a file of `plain_size` bytes and writes them.
+    /// `old_size` is the plaintext size before the write (to know if the file grows).
     fn seal_and_write(
         &self,
         first: u64,
         end: u64,
         plain_size: u64,
+        old_size: u64,
         plain: &[u8],
     ) -> Result<(), ContentError> {
         let slots = self.slots(first, end, plain_size);
@@ -229,7 +231,12 @@ impl Content<'_> {
             }
         }
         let off = self.geo.chunk_offset(first);
-        preallocate(self.file, off, total as u64)?;
+        preallocate(
+            self.file,
+            self.geo.backing_size(old_size),
+            off,
+            total as u64,
+        )?;
         self.file.write_all_at(&sealed, off)?;
         Ok(())
     }
@@ -257,7 +264,7 @@ impl Content<'_> {
             let n = self.read_chunks(i, i + 1, plain_size, &mut old)?;
             let keep = self.geo.chunk_len(i, new_size) as usize;
             debug_assert!(keep <= n);
-            self.seal_and_write(i, i + 1, new_size, &old[..keep])?;
+            self.seal_and_write(i, i + 1, new_size, plain_size, &old[..keep])?;
         }
         self.file.set_len(self.geo.backing_size(new_size))?;
         Ok(())
@@ -267,8 +274,7 @@ impl Content<'_> {
 /// Reserves disk blocks before a write that grows the file, so a full disk fails the
 /// request up front instead of leaving half a chunk behind. Best effort where the backing
 /// filesystem cannot preallocate.
-fn preallocate(file: &File, off: u64, len: u64) -> io::Result<()> {
-    let cur = file.metadata()?.len();
+fn preallocate(file: &File, cur: u64, off: u64, len: u64) -> io::Result<()> {
     if off + len <= cur {
         return Ok(());
     }

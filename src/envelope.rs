@@ -2,8 +2,11 @@
 //! wrapped under each configured KMS key) and opening a header back into the file's
 //! content key, with an LRU cache so a steady state makes no KMS calls.
 
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -41,7 +44,23 @@ pub struct Envelope {
     fs_id: [u8; 16],
     backend: Backend,
     cache: Mutex<LruCache<[u8; 16], Arc<FileKeys>>>,
+    /// Headers made ahead of need, so creating a file makes no KMS round trip (and a
+    /// burst of creates costs a few group-committed audit fsyncs instead of one each).
+    pool: Mutex<VecDeque<Ready>>,
+    pool_size: usize,
+    refilling: AtomicBool,
 }
+
+struct Ready {
+    made: Instant,
+    header: Header,
+    keys: Arc<FileKeys>,
+}
+
+/// A pre-made header older than this is discarded, so a key disabled or rotated in the
+/// KMS stops being used for new files within this time.
+pub const POOL_MAX_AGE: Duration = Duration::from_secs(30);
+const REFILL_THREADS: usize = 8;
 
 /// The encryption context every wrap of a file's DEK is bound to.
 pub fn wrap_context(fs_id: &str, file_id: &[u8; 16]) -> EncryptionContext {
@@ -52,11 +71,13 @@ pub fn wrap_context(fs_id: &str, file_id: &[u8; 16]) -> EncryptionContext {
 }
 
 impl Envelope {
+    /// `pool_size` 0 makes every new file call the KMS synchronously.
     pub fn new(
         kms: Arc<dyn Kms>,
         config: TreeConfig,
         backend: Backend,
         cache_entries: usize,
+        pool_size: usize,
     ) -> Envelope {
         let fs_id = config.fs_id_bytes().expect("validated config");
         Envelope {
@@ -67,7 +88,64 @@ impl Envelope {
             cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(cache_entries.max(1)).unwrap(),
             )),
+            pool: Mutex::new(VecDeque::new()),
+            pool_size,
+            refilling: AtomicBool::new(false),
         }
+    }
+
+    /// A header for a new file: pre-made if one is ready, else made now.
+    pub fn take_header(self: &Arc<Self>) -> Result<(Header, Arc<FileKeys>), EnvelopeError> {
+        let ready = {
+            let mut pool = self.pool.lock();
+            loop {
+                match pool.pop_front() {
+                    Some(r) if r.made.elapsed() < POOL_MAX_AGE => break Some(r),
+                    Some(_) => continue, // too old: dropped (keys zeroized)
+                    None => break None,
+                }
+            }
+        };
+        self.refill_in_background();
+        match ready {
+            Some(r) => {
+                self.cache.lock().put(r.header.file_id, r.keys.clone());
+                Ok((r.header, r.keys))
+            }
+            None => self.new_header(),
+        }
+    }
+
+    fn refill_in_background(self: &Arc<Self>) {
+        if self.pool_size == 0
+            || self.pool.lock().len() >= self.pool_size / 2
+            || self.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let me = self.clone();
+        std::thread::spawn(move || {
+            std::thread::scope(|s| {
+                for _ in 0..REFILL_THREADS {
+                    s.spawn(|| {
+                        while me.pool.lock().len() < me.pool_size {
+                            match me.make_header() {
+                                Ok((header, keys)) => me.pool.lock().push_back(Ready {
+                                    made: Instant::now(),
+                                    header,
+                                    keys: Arc::new(keys),
+                                }),
+                                Err(e) => {
+                                    tracing::debug!("pre-making file keys stopped: {e}");
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            me.refilling.store(false, Ordering::Release);
+        });
     }
 
     pub fn kms(&self) -> &Arc<dyn Kms> {
@@ -83,9 +161,17 @@ impl Envelope {
         })
     }
 
+    /// A fresh header made now (and its keys cached).
+    pub fn new_header(&self) -> Result<(Header, Arc<FileKeys>), EnvelopeError> {
+        let (h, keys) = self.make_header()?;
+        let keys = Arc::new(keys);
+        self.cache.lock().put(h.file_id, keys.clone());
+        Ok((h, keys))
+    }
+
     /// A fresh header: new file id, new DEK from GenerateDataKey under the first key,
     /// the same DEK Encrypted under each further key.
-    pub fn new_header(&self) -> Result<(Header, Arc<FileKeys>), EnvelopeError> {
+    fn make_header(&self) -> Result<(Header, FileKeys), EnvelopeError> {
         let file_id: [u8; 16] = crate::crypto::random_bytes();
         let ctx = wrap_context(&self.config.fs_id, &file_id);
         let first = self.kms.generate_data_key(GenerateDataKeyRequest {
@@ -121,8 +207,6 @@ impl Envelope {
             wraps,
         };
         h.mac = h.compute_mac(&keys.mac, &self.fs_id);
-        let keys = Arc::new(keys);
-        self.cache.lock().put(file_id, keys.clone());
         Ok((h, keys))
     }
 

@@ -214,10 +214,12 @@ fn rotate_to_another_key_and_keys_add_remove() {
 fn disabled_key_fails_opens_and_enable_restores() {
     require_fuse!();
     let mut t = Tree::new(&[]);
-    t.mount();
+    // no pre-made keys: a new file must need the KMS at once
+    t.mount_with(&["--dek-pool", "0"]);
     fs::write(t.p("a"), b"alpha").unwrap();
     fs::write(t.p("b"), b"beta").unwrap();
-    t.remount(); // empty DEK cache
+    t.umount();
+    t.mount_with(&["--dek-pool", "0"]); // empty DEK cache
     assert_eq!(fs::read(t.p("a")).unwrap(), b"alpha"); // a's key is now cached
     ok(t.kmsfs(&["key", "disable", "alias/kmsfs-default"]));
     assert!(

@@ -38,6 +38,9 @@ const TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct FsOptions {
     pub backing: std::path::PathBuf,
+    /// Let the kernel cache writes (FUSE_WRITEBACK_CACHE): it then owns the file size
+    /// and O_APPEND offsets, and sends page-sized or larger writes in the background.
+    pub writeback_cache: bool,
 }
 
 /// Shared state of one open regular file (all handles of an inode, all its hard links).
@@ -76,6 +79,7 @@ pub struct KmsFs {
     root: OwnedFd,
     /// Absolute backing root, for xattr calls and log lines.
     backing: PathBuf,
+    writeback_cache: bool,
 }
 
 fn errno(e: impl Into<io::Error>) -> Errno {
@@ -171,6 +175,7 @@ impl KmsFs {
             geo,
             root,
             backing: std::fs::canonicalize(&opts.backing)?,
+            writeback_cache: opts.writeback_cache,
         })
     }
 
@@ -445,7 +450,7 @@ impl KmsFs {
             let _ = rustix::fs::unlinkat(&self.root, path, AtFlags::empty());
             e
         };
-        let (h, _keys) = self.env.new_header().map_err(|e| {
+        let (h, _keys) = self.env.take_header().map_err(|e| {
             tracing::error!(
                 "{}: cannot create a data key for the new file: {e}",
                 self.abs(path).display()
@@ -546,6 +551,16 @@ fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
 impl Filesystem for KmsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        if self.writeback_cache
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_err()
+        {
+            tracing::warn!(
+                "the kernel does not offer the writeback cache; writes go through synchronously"
+            );
+            self.writeback_cache = false;
+        }
         Ok(())
     }
 
@@ -840,7 +855,8 @@ impl Filesystem for KmsFs {
                 Ok(self.new_handle(of, inode.ino, flags.0))
             })();
             match r {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                // Content changes only through this mount: keep the page cache across opens.
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
                 Err(e) => reply.error(e),
             }
         })
@@ -893,8 +909,13 @@ impl Filesystem for KmsFs {
                     return Err(Errno::EBADF);
                 }
                 let mut size = of.size.write();
-                // O_APPEND: the offset is the end as we know it, under the lock.
-                let off = if h.append { *size } else { offset };
+                // O_APPEND: the offset is the end as we know it, under the lock (with the
+                // writeback cache the kernel computes it and sends page writes).
+                let off = if h.append && !self.writeback_cache {
+                    *size
+                } else {
+                    offset
+                };
                 *size = self
                     .content(of)
                     .write(*size, off, data)
