@@ -789,6 +789,7 @@ fn cmd_mount_foreground(
                 writeback_cache,
             },
             env,
+            cache_entries,
         )
         .with_context(|| format!("cannot open {}", backing.display()))?;
         // Modes are applied exactly as asked: the kernel already applied the caller's umask.
@@ -874,7 +875,10 @@ fn cmd_umount(mp: &Path) -> Result<()> {
                     rustix::fs::sync();
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                Err(e) => bail!("cannot unmount {}: {e} (files still open on it?)", mp.display()),
+                Err(e) => bail!(
+                    "cannot unmount {}: {e} (files still open on it?)",
+                    mp.display()
+                ),
             }
         }
     } else {

@@ -9,6 +9,10 @@ use std::process::Command;
 
 use common::*;
 
+/// The two suites run one after the other: on two cores, running them side by side made
+/// pjdfstest's timing-sensitive checks less telling.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn tool(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = vec![];
     if let Some(d) = std::env::var_os("KMSFS_TOOLS") {
@@ -33,6 +37,7 @@ fn tool(name: &str) -> Option<PathBuf> {
 #[test]
 fn pjdfstest_has_no_failures() {
     require_fuse!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(pjd) = tool("pjdfstest") else { return };
     if !rustix::process::geteuid().is_root() {
         assert!(
@@ -67,7 +72,14 @@ fn pjdfstest_has_no_failures() {
         .unwrap_or("no summary")
         .to_string();
     eprintln!("pjdfstest: {summary}");
-    let failures: Vec<&str> = stdout.lines().filter(|l| l.contains("FAILED")).collect();
+    // each failure with the lines after it (pjdfstest prints the assertion there)
+    let lines: Vec<&str> = stdout.lines().collect();
+    let failures: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("FAILED"))
+        .map(|(i, _)| lines[i..(i + 6).min(lines.len())].join("\n"))
+        .collect();
     assert!(
         out.status.success() && summary.contains(" 0 failed"),
         "pjdfstest failed: {summary}\n{}\n{}",
@@ -79,6 +91,7 @@ fn pjdfstest_has_no_failures() {
 #[test]
 fn fsx_50k_operations() {
     require_fuse!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(fsx) = tool("fsx") else { return };
     let mut t = Tree::new(&[]);
     t.mount();

@@ -80,6 +80,11 @@ pub struct KmsFs {
     /// Absolute backing root, for xattr calls and log lines.
     backing: PathBuf,
     writeback_cache: bool,
+    /// Keys of files by backing (st_dev, st_ino): a re-open skips reading the header
+    /// xattr (on ext4 a ~250-byte xattr lives in its own block: a disk read when cold).
+    /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
+    /// an unmount; entries go when the last link is removed through the mount.
+    known: Mutex<lru::LruCache<(u64, u64), ([u8; 16], Arc<FileKeys>)>>,
 }
 
 fn errno(e: impl Into<io::Error>) -> Errno {
@@ -157,7 +162,7 @@ fn guarded<F: FnOnce()>(op: &str, f: F) {
 }
 
 impl KmsFs {
-    pub fn new(opts: &FsOptions, env: Arc<Envelope>) -> io::Result<KmsFs> {
+    pub fn new(opts: &FsOptions, env: Arc<Envelope>, cache_entries: usize) -> io::Result<KmsFs> {
         let root = rustix::fs::open(
             &opts.backing,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -176,6 +181,9 @@ impl KmsFs {
             root,
             backing: std::fs::canonicalize(&opts.backing)?,
             writeback_cache: opts.writeback_cache,
+            known: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap(),
+            )),
         })
     }
 
@@ -368,8 +376,19 @@ impl KmsFs {
                 Err(e) => return Err(rerr(e)),
             };
         let bpath = self.abs(&rel).display().to_string();
-        let (h, keys) = self.load_header(&file, &bpath)?;
-        let bsize = file.metadata().map_err(errno)?.len();
+        let st = rustix::fs::fstat(&file).map_err(rerr)?;
+        let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
+        let (file_id, keys) = match known {
+            Some(k) => k,
+            None => {
+                let (h, keys) = self.load_header(&file, &bpath)?;
+                self.known
+                    .lock()
+                    .put((st.st_dev, st.st_ino), (h.file_id, keys.clone()));
+                (h.file_id, keys)
+            }
+        };
+        let bsize = st.st_size as u64;
         let size = match self.geo.plain_size(bsize) {
             Some(s) => s,
             None => {
@@ -381,7 +400,7 @@ impl KmsFs {
             file,
             writable,
             keys,
-            file_id: h.file_id,
+            file_id,
             size: RwLock::new(size),
             path: bpath,
         });
@@ -450,7 +469,7 @@ impl KmsFs {
             let _ = rustix::fs::unlinkat(&self.root, path, AtFlags::empty());
             e
         };
-        let (h, _keys) = self.env.take_header().map_err(|e| {
+        let (h, keys) = self.env.take_header().map_err(|e| {
             tracing::error!(
                 "{}: cannot create a data key for the new file: {e}",
                 self.abs(path).display()
@@ -468,7 +487,19 @@ impl KmsFs {
             },
         )?;
         self.chown_new(parent, path, req).map_err(undo)?;
+        if let Ok(st) = rustix::fs::fstat(&fd) {
+            self.known
+                .lock()
+                .put((st.st_dev, st.st_ino), (h.file_id, keys));
+        }
         Ok(())
+    }
+
+    /// Before `path` is unlinked or replaced: its key if this is a file's last link.
+    fn last_link(&self, path: &Path) -> Option<(u64, u64)> {
+        let st = rustix::fs::statat(&self.root, path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1)
+            .then_some((st.st_dev, st.st_ino))
     }
 
     fn reply_entry(&self, parent: u64, name: &OsStr, reply: ReplyEntry) {
@@ -760,11 +791,16 @@ impl Filesystem for KmsFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("unlink", || {
-            let r = self
-                .child(parent.0, name)
-                .and_then(|p| rustix::fs::unlinkat(&self.root, &p, AtFlags::empty()).map_err(rerr));
+            let mut last = None;
+            let r = self.child(parent.0, name).and_then(|p| {
+                last = self.last_link(&p);
+                rustix::fs::unlinkat(&self.root, &p, AtFlags::empty()).map_err(rerr)
+            });
             if r.is_ok() {
                 self.inodes.unlinked(parent.0, name);
+                if let Some(k) = last {
+                    self.known.lock().pop(&k);
+                }
             }
             reply_empty(r, reply)
         })
@@ -793,9 +829,14 @@ impl Filesystem for KmsFs {
         reply: ReplyEmpty,
     ) {
         guarded("rename", || {
+            let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+            let mut replaced = None;
             let r = (|| {
                 let from = self.child(parent.0, name)?;
                 let to = self.child(newparent.0, newname)?;
+                if !exchange {
+                    replaced = self.last_link(&to);
+                }
                 rustix::fs::renameat_with(
                     &self.root,
                     &from,
@@ -806,9 +847,11 @@ impl Filesystem for KmsFs {
                 .map_err(rerr)
             })();
             if r.is_ok() {
-                let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
                 self.inodes
                     .renamed(parent.0, name, newparent.0, newname, exchange);
+                if let Some(k) = replaced {
+                    self.known.lock().pop(&k);
+                }
             }
             reply_empty(r, reply)
         })
