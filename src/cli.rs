@@ -120,6 +120,52 @@ pub enum Cmd {
     /// Inspect and verify the embedded KMS's audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Run or administer the KMS server.
+    #[command(subcommand)]
+    Kms(KmsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KmsCmd {
+    /// Serve the embedded KMS over the AWS KMS JSON protocol (SigV4).
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Keystore directory (default: --kms local:DIR / KMSFS_KMS / the default keystore).
+        #[arg(long)]
+        keystore: Option<PathBuf>,
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Allow plain HTTP on a non-loopback address.
+        #[arg(long)]
+        insecure_http: bool,
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+    },
+    /// Manage the principals (remote callers) of the server.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PrincipalCmd {
+    /// Create a principal; prints its access key id and secret (shown only this once).
+    Create {
+        name: String,
+    },
+    List,
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -325,6 +371,78 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         } => cmd_rekey(cli.kms.as_deref(), &backing, paths, json),
         Cmd::Audit(a) => cmd_audit(cli.kms.as_deref(), a),
+        Cmd::Kms(k) => cmd_kms(cli.kms.as_deref(), k),
+    }
+}
+
+fn cmd_kms(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
+    match cmd {
+        KmsCmd::Serve {
+            listen,
+            keystore,
+            tls_cert,
+            tls_key,
+            insecure_http,
+            max_connections,
+        } => {
+            init_logging(true);
+            let dir = match keystore {
+                Some(d) => d,
+                None => local_dir(kms_arg)?,
+            };
+            let kms = crate::kms::local::LocalKms::open(&dir, true)?;
+            // automatic rotations are performed by whoever holds the keystore
+            let rot = kms.with_caller(kms.caller().clone());
+            std::thread::spawn(move || loop {
+                match rot.rotate_due_keys() {
+                    Ok(r) => r
+                        .iter()
+                        .for_each(|k| tracing::info!("automatic rotation of {k}")),
+                    Err(e) => tracing::warn!("automatic rotation check failed: {e}"),
+                }
+                std::thread::sleep(std::time::Duration::from_secs(300));
+            });
+            let opts = crate::server::ServeOpts {
+                listen,
+                tls: tls_cert.zip(tls_key),
+                insecure_http,
+                max_connections,
+            };
+            crate::server::serve(kms, opts, |addr| {
+                println!("listening on {addr}");
+                let _ = std::io::stdout().flush();
+            })
+        }
+        KmsCmd::Principal(p) => {
+            let kms = crate::kms::local::LocalKms::open(&local_dir(kms_arg)?, false)?;
+            match p {
+                PrincipalCmd::Create { name } => {
+                    let (akid, secret) = kms.create_principal(&name)?;
+                    println!("principal {name}");
+                    println!("aws_access_key_id = {akid}");
+                    println!(
+                        "aws_secret_access_key = {}",
+                        String::from_utf8_lossy(&secret.0)
+                    );
+                    eprintln!("kmsfs: the secret is shown only now; store it (e.g. in ~/.aws/credentials)");
+                }
+                PrincipalCmd::List => {
+                    for p in kms.list_principals()? {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            p.name,
+                            p.access_key_id,
+                            if p.enabled { "enabled" } else { "disabled" },
+                            fmt_epoch(p.created)
+                        );
+                    }
+                }
+                PrincipalCmd::Disable { name } => kms.change_principal(&name, Some(false))?,
+                PrincipalCmd::Enable { name } => kms.change_principal(&name, Some(true))?,
+                PrincipalCmd::Delete { name } => kms.change_principal(&name, None)?,
+            }
+            Ok(())
+        }
     }
 }
 
@@ -429,6 +547,10 @@ fn cmd_rekey(kms_arg: Option<&str>, backing: &Path, paths: Vec<PathBuf>, json: b
 fn local_dir(kms_arg: Option<&str>) -> Result<PathBuf> {
     match KmsLocation::resolve(kms_arg)? {
         KmsLocation::Local(d) => Ok(d),
+        other => bail!(
+            "this command works on the embedded KMS's keystore (local:DIR), not {}",
+            other.describe()
+        ),
     }
 }
 
@@ -933,11 +1055,18 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
             let aliases = kms.list_aliases(ListAliasesRequest::default())?.aliases;
             let mut rows = vec![];
             for k in keys {
-                let md = kms
-                    .describe_key(DescribeKeyRequest {
-                        key_id: k.key_id.clone(),
-                    })?
-                    .key_metadata;
+                let md = match kms.describe_key(DescribeKeyRequest {
+                    key_id: k.key_id.clone(),
+                }) {
+                    Ok(r) => r.key_metadata,
+                    Err(e) => {
+                        // a key the caller may not describe is listed, not fatal
+                        if !json {
+                            println!("{}\t({})", k.key_arn, e.code.name());
+                        }
+                        continue;
+                    }
+                };
                 let names: Vec<String> = aliases
                     .iter()
                     .filter(|a| a.target_key_id == md.key_id)

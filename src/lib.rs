@@ -12,4 +12,5 @@ pub mod envelope;
 pub mod format;
 pub mod fs;
 pub mod kms;
+pub mod server;
 pub mod tree;

@@ -110,6 +110,26 @@ struct Store {
     version: u32,
     keys: BTreeMap<String, KeyRecord>,
     aliases: BTreeMap<String, AliasRecord>,
+    /// remote callers of `kmsfs kms serve`, by name; secrets sealed with the store
+    #[serde(default)]
+    principals: BTreeMap<String, PrincipalRecord>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct PrincipalRecord {
+    access_key_id: String,
+    secret: Secret,
+    created: f64,
+    enabled: bool,
+}
+
+/// A principal as listed (never with its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct PrincipalInfo {
+    pub name: String,
+    pub access_key_id: String,
+    pub created: f64,
+    pub enabled: bool,
 }
 
 impl Store {
@@ -802,6 +822,123 @@ impl LocalKms {
                     out.push(self.arn(&k.id));
                 }
                 Ok(out)
+            })
+        })
+    }
+
+    /// Audits a request refused before it reached an operation (authentication failure,
+    /// unknown operation, malformed body).
+    pub fn record_refusal(&self, op: &str, key: Option<String>, e: &KmsError) -> KmsResult<()> {
+        let info = OpInfo {
+            key_arn: key,
+            ..Default::default()
+        };
+        self.record(if op.is_empty() { "-" } else { op }, &info, Some(e))
+    }
+
+    /// The principal name and secret for an access key id, if it exists and is enabled.
+    pub fn principal_secret(&self, access_key_id: &str) -> Option<(String, Secret)> {
+        let s = self.snapshot().ok()?;
+        s.principals
+            .iter()
+            .find(|(_, p)| p.enabled && p.access_key_id == access_key_id)
+            .map(|(n, p)| (n.clone(), p.secret.clone()))
+    }
+
+    /// Creates a principal for remote callers; returns (access key id, secret). The secret
+    /// is shown once by the CLI and otherwise only kept sealed in the keystore.
+    pub fn create_principal(&self, name: &str) -> KmsResult<(String, Secret)> {
+        self.run("CreatePrincipal", |info| {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_.@-".contains(&c))
+            {
+                return Err(KmsError::validation(format!(
+                    "principal name {name:?} must be 1-64 characters of a-zA-Z0-9_.@-"
+                )));
+            }
+            info.context = Some(
+                [("principal".to_string(), name.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            const AKID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+            let akid: String = "AKKF"
+                .chars()
+                .chain(
+                    random_bytes::<16>()
+                        .iter()
+                        .map(|b| AKID_CHARS[(*b % 32) as usize] as char),
+                )
+                .collect();
+            let secret = Secret(
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD_NO_PAD,
+                    random_bytes::<30>(),
+                )
+                .into_bytes(),
+            );
+            self.mutate("CreatePrincipal", info, |s, _| {
+                if s.principals.contains_key(name) {
+                    return Err(KmsError::new(
+                        ErrorCode::AlreadyExistsException,
+                        format!("principal {name} already exists"),
+                    ));
+                }
+                s.principals.insert(
+                    name.to_string(),
+                    PrincipalRecord {
+                        access_key_id: akid.clone(),
+                        secret: secret.clone(),
+                        created: now(),
+                        enabled: true,
+                    },
+                );
+                Ok(())
+            })?;
+            Ok((akid, secret))
+        })
+    }
+
+    pub fn list_principals(&self) -> KmsResult<Vec<PrincipalInfo>> {
+        let s = self.snapshot()?;
+        Ok(s.principals
+            .iter()
+            .map(|(n, p)| PrincipalInfo {
+                name: n.clone(),
+                access_key_id: p.access_key_id.clone(),
+                created: p.created,
+                enabled: p.enabled,
+            })
+            .collect())
+    }
+
+    /// Enables, disables (`Some(bool)`) or deletes (`None`) a principal.
+    pub fn change_principal(&self, name: &str, enabled: Option<bool>) -> KmsResult<()> {
+        let op = match enabled {
+            Some(true) => "EnablePrincipal",
+            Some(false) => "DisablePrincipal",
+            None => "DeletePrincipal",
+        };
+        self.run(op, |info| {
+            info.context = Some(
+                [("principal".to_string(), name.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            self.mutate(op, info, |s, _| {
+                let p = s.principals.get_mut(name).ok_or_else(|| {
+                    KmsError::not_found(format!("principal {name} does not exist"))
+                })?;
+                match enabled {
+                    Some(e) => p.enabled = e,
+                    None => {
+                        s.principals.remove(name);
+                    }
+                }
+                Ok(())
             })
         })
     }

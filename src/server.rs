@@ -1,0 +1,392 @@
+//! `kmsfs kms serve`: the embedded KMS engine behind the AWS KMS JSON protocol
+//! (`POST /`, `X-Amz-Target: TrentService.<Op>`, SigV4), over HTTP or TLS (rustls).
+//! No key operation is implemented here: every request goes to the same `LocalKms`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::kms::local::{Caller, LocalKms};
+use crate::kms::sigv4;
+use crate::kms::{ErrorCode, Kms, KmsError, KmsResult};
+
+/// Largest request body accepted (AWS's own limits keep real requests far below this).
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub struct ServeOpts {
+    pub listen: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub insecure_http: bool,
+    pub max_connections: usize,
+}
+
+struct AppState {
+    kms: LocalKms,
+}
+
+/// The remote address of a connection, attached to each request.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+fn error_response(e: &KmsError) -> Response {
+    let status = if e.code.is_fault() {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let body = serde_json::json!({"__type": e.code.name(), "message": e.message}).to_string();
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Ok(v) = HeaderValue::from_str(e.code.name()) {
+        h.insert("x-amzn-errortype", v);
+    }
+    r
+}
+
+fn call<Req: DeserializeOwned, Resp: Serialize>(
+    body: &[u8],
+    f: impl FnOnce(Req) -> KmsResult<Resp>,
+) -> KmsResult<Value> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    let req: Req = serde_json::from_slice(body).map_err(|e| {
+        KmsError::new(
+            ErrorCode::SerializationException,
+            format!("cannot parse the request: {e}"),
+        )
+    })?;
+    let resp = f(req)?;
+    let v = serde_json::to_value(resp).map_err(|e| KmsError::internal(e.to_string()))?;
+    Ok(if v.is_null() {
+        Value::Object(Default::default())
+    } else {
+        v
+    })
+}
+
+/// Runs one operation for an authenticated caller.
+pub fn dispatch(kms: &LocalKms, op: &str, body: &[u8]) -> KmsResult<Value> {
+    match op {
+        "CreateKey" => call(body, |r| kms.create_key(r)),
+        "DescribeKey" => call(body, |r| kms.describe_key(r)),
+        "ListKeys" => call(body, |r| kms.list_keys(r)),
+        "CreateAlias" => call(body, |r| kms.create_alias(r)),
+        "UpdateAlias" => call(body, |r| kms.update_alias(r)),
+        "DeleteAlias" => call(body, |r| kms.delete_alias(r)),
+        "ListAliases" => call(body, |r| kms.list_aliases(r)),
+        "Encrypt" => call(body, |r| kms.encrypt(r)),
+        "Decrypt" => call(body, |r| kms.decrypt(r)),
+        "GenerateDataKey" => call(body, |r| kms.generate_data_key(r)),
+        "GenerateDataKeyWithoutPlaintext" => {
+            call(body, |r| kms.generate_data_key_without_plaintext(r))
+        }
+        "ReEncrypt" => call(body, |r| kms.re_encrypt(r)),
+        "EnableKey" => call(body, |r| kms.enable_key(r)),
+        "DisableKey" => call(body, |r| kms.disable_key(r)),
+        "ScheduleKeyDeletion" => call(body, |r| kms.schedule_key_deletion(r)),
+        "CancelKeyDeletion" => call(body, |r| kms.cancel_key_deletion(r)),
+        "RotateKeyOnDemand" => call(body, |r| kms.rotate_key_on_demand(r)),
+        "EnableKeyRotation" => call(body, |r| kms.enable_key_rotation(r)),
+        "DisableKeyRotation" => call(body, |r| kms.disable_key_rotation(r)),
+        "GetKeyRotationStatus" => call(body, |r| kms.get_key_rotation_status(r)),
+        "ListKeyRotations" => call(body, |r| kms.list_key_rotations(r)),
+        "GetKeyPolicy" => call(body, |r| kms.get_key_policy(r)),
+        "PutKeyPolicy" => call(body, |r| kms.put_key_policy(r)),
+        _ => Err(KmsError::new(
+            ErrorCode::UnknownOperationException,
+            format!("operation {op:?} is not supported"),
+        )),
+    }
+}
+
+fn request_key(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    ["KeyId", "DestinationKeyId", "TargetKeyId", "AliasName"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_string))
+}
+
+async fn handle(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    req_ext: axum::Extension<Peer>,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let peer = req_ext.0 .0;
+    let op = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("TrentService."))
+        .unwrap_or("")
+        .to_string();
+    let st2 = st.clone();
+    let op2 = op.clone();
+    let result = tokio::task::spawn_blocking(move || -> (String, KmsResult<Value>) {
+        let op = op2;
+        // Authenticate: SigV4 against the principal's secret from the sealed keystore.
+        let auth = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            Some(a) => match sigv4::parse_authorization(a) {
+                Ok(a) => a,
+                Err(e) => return ("-".into(), Err(e)),
+            },
+            None => {
+                return (
+                    "-".into(),
+                    Err(KmsError::new(
+                        ErrorCode::MissingAuthenticationTokenException,
+                        "Missing Authentication Token",
+                    )),
+                )
+            }
+        };
+        let Some((principal, secret)) = st2.kms.principal_secret(&auth.access_key_id) else {
+            return (
+                format!("akid:{}", auth.access_key_id),
+                Err(KmsError::new(
+                    ErrorCode::UnrecognizedClientException,
+                    "The security token included in the request is invalid.",
+                )),
+            );
+        };
+        let hdrs: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let sreq = sigv4::Request {
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            headers: &hdrs,
+            body: &body,
+        };
+        let secret = String::from_utf8_lossy(&secret.0).into_owned();
+        if let Err(e) = sigv4::verify(&sreq, &auth, &secret, now) {
+            return (principal, Err(e));
+        }
+        let kms = st2.kms.with_caller(Caller {
+            principal: principal.clone(),
+            source: peer.to_string(),
+        });
+        let r = if op.is_empty() {
+            Err(KmsError::new(
+                ErrorCode::UnknownOperationException,
+                "missing X-Amz-Target",
+            ))
+        } else {
+            dispatch(&kms, &op, &body)
+        };
+        // Requests refused before they reached an operation are audited here.
+        if let Err(e) = &r {
+            if matches!(
+                e.code,
+                ErrorCode::UnknownOperationException | ErrorCode::SerializationException
+            ) {
+                let _ = kms.record_refusal(&op, request_key(&body), e);
+            }
+        }
+        (principal, r)
+    })
+    .await;
+    let (principal, result) = match result {
+        Ok(x) => x,
+        Err(e) => (
+            "-".into(),
+            Err(KmsError::internal(format!("request handler failed: {e}"))),
+        ),
+    };
+    if let Err(e) = &result {
+        if matches!(
+            e.code,
+            ErrorCode::UnrecognizedClientException
+                | ErrorCode::InvalidSignatureException
+                | ErrorCode::IncompleteSignatureException
+                | ErrorCode::MissingAuthenticationTokenException
+        ) {
+            let _ = st
+                .kms
+                .with_caller(Caller {
+                    principal: principal.clone(),
+                    source: peer.to_string(),
+                })
+                .record_refusal(&op, None, e);
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &result {
+        Ok(_) => tracing::info!("{op} principal={principal} from={peer} outcome=ok {ms:.1}ms"),
+        Err(e) => tracing::info!(
+            "{op} principal={principal} from={peer} outcome={} {ms:.1}ms",
+            e.code.name()
+        ),
+    }
+    match result {
+        Ok(v) => {
+            let mut r = (StatusCode::OK, v.to_string()).into_response();
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            r
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+fn router(kms: LocalKms) -> Router {
+    Router::new()
+        .route("/", post(handle))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(Arc::new(AppState { kms }))
+}
+
+fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("invalid TLS certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read TLS key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("TLS certificate and key do not match")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves until SIGTERM/SIGINT. `ready` is called with the bound address once the
+/// listener accepts connections (for `Type=notify` and tests).
+pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    if opts.tls.is_none() && !opts.listen.ip().is_loopback() && !opts.insecure_http {
+        bail!(
+            "refusing to listen on {} without TLS: give --tls-cert and --tls-key, or --insecure-http",
+            opts.listen
+        );
+    }
+    let tls = match &opts.tls {
+        Some((c, k)) => Some(load_tls(c, k)?),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let app_kms = kms.with_caller(kms.caller().clone());
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let addr = listener.local_addr()?;
+        let dir = app_kms.dir().to_path_buf();
+        let app = router(app_kms);
+        let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+        tracing::info!(
+            "kmsfs KMS listening on {}://{addr} (keystore {})",
+            if tls.is_some() { "https" } else { "http" },
+            dir.display()
+        );
+        ready(addr);
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal");
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = limit.clone().acquire_owned() => p.expect("semaphore"),
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
+                },
+            };
+            let app = app.clone().layer(axum::Extension(Peer(peer)));
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let r = match tls {
+                    Some(acceptor) => match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => {
+                            builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                    None => {
+                        builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::debug!("connection from {peer}: {e}");
+                }
+            });
+        }
+        tracing::info!("shutting down");
+        Ok::<(), anyhow::Error>(())
+    })?;
+    kms.audit().checkpoint().ok();
+    Ok(())
+}
