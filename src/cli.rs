@@ -76,6 +76,9 @@ pub enum Cmd {
         /// Unwrapped file keys kept in memory (LRU), so re-opening a file needs no KMS call.
         #[arg(long, default_value_t = 32768)]
         key_cache: usize,
+        /// Seconds an unwrapped file key is reused before the KMS is asked again.
+        #[arg(long, default_value_t = 3600)]
+        key_cache_ttl: u64,
         /// New-file keys made ahead of need (each pre-made key is used within 30 s or
         /// dropped); 0 = call the KMS for every new file.
         #[arg(long, default_value_t = 64)]
@@ -337,6 +340,7 @@ pub fn run(cli: Cli) -> Result<()> {
             log_file,
             threads,
             key_cache,
+            key_cache_ttl,
             dek_pool,
             no_writeback_cache,
             ready_fd,
@@ -348,6 +352,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     allow_other,
                     threads,
                     cache_entries: key_cache,
+                    cache_ttl: key_cache_ttl,
                     dek_pool,
                     writeback_cache: !no_writeback_cache,
                 };
@@ -874,6 +879,7 @@ pub struct MountOpts {
     pub allow_other: bool,
     pub threads: usize,
     pub cache_entries: usize,
+    pub cache_ttl: u64,
     pub dek_pool: usize,
     pub writeback_cache: bool,
 }
@@ -889,6 +895,7 @@ fn cmd_mount_foreground(
         allow_other,
         threads,
         cache_entries,
+        cache_ttl,
         dek_pool,
         writeback_cache,
     } = *opts;
@@ -898,13 +905,16 @@ fn cmd_mount_foreground(
         let cfg = TreeConfig::load(&backing)?;
         let kms = tree_kms(kms_arg, &cfg)?;
         check_mountpoint(mountpoint)?;
-        let env = Arc::new(Envelope::new(
-            kms.clone(),
-            cfg,
-            Backend::from_env(),
-            cache_entries,
-            dek_pool,
-        ));
+        let env = Arc::new(
+            Envelope::new(
+                kms.clone(),
+                cfg,
+                Backend::from_env(),
+                cache_entries,
+                dek_pool,
+            )
+            .with_ttl(std::time::Duration::from_secs(cache_ttl)),
+        );
         let fs = crate::fs::KmsFs::new(
             &crate::fs::FsOptions {
                 backing: backing.clone(),

@@ -43,7 +43,9 @@ pub struct Envelope {
     pub config: TreeConfig,
     fs_id: [u8; 16],
     backend: Backend,
-    cache: Mutex<LruCache<[u8; 16], Arc<FileKeys>>>,
+    /// file id -> (unwrapped at, keys); entries older than `ttl` count as missing.
+    cache: Mutex<LruCache<[u8; 16], (Instant, Arc<FileKeys>)>>,
+    ttl: Duration,
     /// Headers made ahead of need, so creating a file makes no KMS round trip (and a
     /// burst of creates costs a few group-committed audit fsyncs instead of one each).
     pool: Mutex<VecDeque<Ready>>,
@@ -90,6 +92,7 @@ impl Envelope {
             )),
             pool: Mutex::new(VecDeque::new()),
             pool_size,
+            ttl: Duration::from_secs(3600),
             refilling: AtomicBool::new(false),
         }
     }
@@ -109,7 +112,9 @@ impl Envelope {
         self.refill_in_background();
         match ready {
             Some(r) => {
-                self.cache.lock().put(r.header.file_id, r.keys.clone());
+                self.cache
+                    .lock()
+                    .put(r.header.file_id, (Instant::now(), r.keys.clone()));
                 Ok((r.header, r.keys))
             }
             None => self.new_header(),
@@ -148,6 +153,12 @@ impl Envelope {
         });
     }
 
+    /// How long an unwrapped key is reused before the KMS is asked again.
+    pub fn with_ttl(mut self, ttl: Duration) -> Envelope {
+        self.ttl = ttl;
+        self
+    }
+
     pub fn kms(&self) -> &Arc<dyn Kms> {
         &self.kms
     }
@@ -165,7 +176,9 @@ impl Envelope {
     pub fn new_header(&self) -> Result<(Header, Arc<FileKeys>), EnvelopeError> {
         let (h, keys) = self.make_header()?;
         let keys = Arc::new(keys);
-        self.cache.lock().put(h.file_id, keys.clone());
+        self.cache
+            .lock()
+            .put(h.file_id, (Instant::now(), keys.clone()));
         Ok((h, keys))
     }
 
@@ -214,9 +227,15 @@ impl Envelope {
     /// The header MAC is checked every time (it is cheap), so a cached key is never paired
     /// with an altered header.
     pub fn open_header(&self, h: &Header) -> Result<Arc<FileKeys>, EnvelopeError> {
-        let cached = self.cache.lock().get(&h.file_id).cloned();
+        let cached = self
+            .cache
+            .lock()
+            .get(&h.file_id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .cloned();
+        let hit = cached.is_some();
         let keys = match cached {
-            Some(k) => k,
+            Some((_, k)) => k,
             None => {
                 let ctx = wrap_context(&self.config.fs_id, &h.file_id);
                 let mut errors = vec![];
@@ -242,7 +261,11 @@ impl Envelope {
         if !h.verify_mac(&keys.mac, &self.fs_id) {
             return Err(EnvelopeError::BadMac);
         }
-        self.cache.lock().put(h.file_id, keys.clone());
+        if !hit {
+            self.cache
+                .lock()
+                .put(h.file_id, (Instant::now(), keys.clone()));
+        }
         Ok(keys)
     }
 

@@ -84,7 +84,7 @@ pub struct KmsFs {
     /// xattr (on ext4 a ~250-byte xattr lives in its own block: a disk read when cold).
     /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
     /// an unmount; entries go when the last link is removed through the mount.
-    known: Mutex<lru::LruCache<(u64, u64), ([u8; 16], Arc<FileKeys>)>>,
+    known: Mutex<lru::LruCache<(u64, u64), Arc<Header>>>,
 }
 
 fn errno(e: impl Into<io::Error>) -> Errno {
@@ -309,7 +309,7 @@ impl KmsFs {
     }
 
     /// Reads and opens a file's header: its keys, or EIO with one log line naming the file.
-    fn load_header(&self, file: &File, path: &str) -> Result<(Header, Arc<FileKeys>), Errno> {
+    fn load_header(&self, file: &File, path: &str) -> Result<Header, Errno> {
         let mut buf = vec![0u8; 4096];
         let n = match rustix::fs::fgetxattr(file, HEADER_XATTR, &mut buf) {
             Ok(n) => n,
@@ -334,11 +334,15 @@ impl KmsFs {
             );
             return Err(Errno::EIO);
         }
-        let keys = self.env.open_header(&h).map_err(|e| {
+        Ok(h)
+    }
+
+    /// The keys of a header (cached, or unwrapped by the KMS), or EIO with one log line.
+    fn open_keys(&self, h: &Header, path: &str) -> Result<Arc<FileKeys>, Errno> {
+        self.env.open_header(h).map_err(|e| {
             tracing::error!("{path}: cannot open header: {e}; answering EIO");
             Errno::EIO
-        })?;
-        Ok((h, keys))
+        })
     }
 
     /// The shared open state of a regular file, opening it if needed. Counts one user;
@@ -378,16 +382,16 @@ impl KmsFs {
         let bpath = self.abs(&rel).display().to_string();
         let st = rustix::fs::fstat(&file).map_err(rerr)?;
         let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
-        let (file_id, keys) = match known {
-            Some(k) => k,
+        let header = match known {
+            Some(h) => h,
             None => {
-                let (h, keys) = self.load_header(&file, &bpath)?;
-                self.known
-                    .lock()
-                    .put((st.st_dev, st.st_ino), (h.file_id, keys.clone()));
-                (h.file_id, keys)
+                let h = Arc::new(self.load_header(&file, &bpath)?);
+                self.known.lock().put((st.st_dev, st.st_ino), h.clone());
+                h
             }
         };
+        let keys = self.open_keys(&header, &bpath)?;
+        let file_id = header.file_id;
         let bsize = st.st_size as u64;
         let size = match self.geo.plain_size(bsize) {
             Some(s) => s,
@@ -469,7 +473,7 @@ impl KmsFs {
             let _ = rustix::fs::unlinkat(&self.root, path, AtFlags::empty());
             e
         };
-        let (h, keys) = self.env.take_header().map_err(|e| {
+        let (h, _keys) = self.env.take_header().map_err(|e| {
             tracing::error!(
                 "{}: cannot create a data key for the new file: {e}",
                 self.abs(path).display()
@@ -488,9 +492,7 @@ impl KmsFs {
         )?;
         self.chown_new(parent, path, req).map_err(undo)?;
         if let Ok(st) = rustix::fs::fstat(&fd) {
-            self.known
-                .lock()
-                .put((st.st_dev, st.st_ino), (h.file_id, keys));
+            self.known.lock().put((st.st_dev, st.st_ino), Arc::new(h));
         }
         Ok(())
     }
