@@ -192,3 +192,149 @@ pub fn is_eio<T: std::fmt::Debug>(r: std::io::Result<T>) -> bool {
         }
     }
 }
+
+/// A `kmsfs kms serve` child on a free loopback port, with one principal.
+pub struct Server {
+    pub child: std::process::Child,
+    pub ks: PathBuf,
+    pub addr: String,
+    pub akid: String,
+    pub secret: String,
+    pub extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server over `ks` (created if needed) with principal `alice`.
+    pub fn start(ks: &Path, extra: &[&str]) -> Server {
+        let out = Command::new(BIN)
+            .args([
+                "--kms",
+                &format!("local:{}", ks.display()),
+                "key",
+                "create",
+                "--alias",
+                "seed",
+            ])
+            .output()
+            .unwrap();
+        let _ = out;
+        let out = Command::new(BIN)
+            .args([
+                "--kms",
+                &format!("local:{}", ks.display()),
+                "kms",
+                "principal",
+                "create",
+                "alice",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+                .unwrap_or_else(|| panic!("no {k} in {text}"))
+                .to_string()
+        };
+        let (akid, secret) = (field("aws_access_key_id"), field("aws_secret_access_key"));
+        let mut s = Server::spawn(ks, "127.0.0.1:0", extra);
+        s.akid = akid;
+        s.secret = secret;
+        s
+    }
+
+    pub fn spawn(ks: &Path, listen: &str, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args([
+                "--kms",
+                &format!("local:{}", ks.display()),
+                "kms",
+                "serve",
+                "--listen",
+                listen,
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("server said {line:?}"))
+            .to_string();
+        Server {
+            child,
+            ks: ks.to_path_buf(),
+            addr,
+            akid: String::new(),
+            secret: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.extra.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Restarts on the same address.
+    pub fn restart(&mut self) {
+        self.stop();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut s = Server::spawn(&self.ks.clone(), &self.addr.clone(), &extra);
+        std::mem::swap(&mut self.child, &mut s.child);
+        drop(s); // holds the old, already stopped child
+    }
+
+    /// A command for the kmsfs binary talking to this server as alice.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("KMSFS_KMS", self.url())
+            .env("AWS_ACCESS_KEY_ID", &self.akid)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_REGION", "us-east-1")
+            .env("KMSFS_KMS_TIMEOUT", "1");
+        c
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Python with boto3/awscli/moto (the venv .ci/run makes), or None (with a loud skip
+/// message outside CI; a panic in CI).
+pub fn python_venv() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("KMSFS_VENV").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kmsfs-venv")),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .find(|v| v.join("bin/python").exists() && v.join("bin/moto_server").exists());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("the Python venv with boto3, awscli and moto is missing; .ci/run creates it");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING: no Python venv with boto3/awscli/moto (set KMSFS_VENV; .ci/run makes one) !!!!!!!!\n");
+    }
+    found
+}

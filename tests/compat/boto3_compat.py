@@ -1,0 +1,155 @@
+"""boto3 and the aws cli, unmodified, against `kmsfs kms serve` (run by tests/remote.rs).
+
+Environment: ENDPOINT, AKID, SECRET (principal alice), BOB_AKID, BOB_SECRET, AWS_CLI.
+Prints ALL OK and exits 0 when every check passed; any failure raises.
+"""
+import base64
+import json
+import os
+import subprocess
+
+import boto3
+import botocore
+from botocore.config import Config
+
+EP = os.environ["ENDPOINT"]
+# client-side parameter validation off, so out-of-range values reach the server
+CFG = Config(parameter_validation=False, retries={"max_attempts": 1})
+
+
+def client(akid, secret):
+    return boto3.client("kms", endpoint_url=EP, region_name="us-east-1", aws_access_key_id=akid,
+                        aws_secret_access_key=secret, config=CFG)
+
+
+kms = client(os.environ["AKID"], os.environ["SECRET"])
+bob = client(os.environ["BOB_AKID"], os.environ["BOB_SECRET"])
+
+
+def expect(code, fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+    except botocore.exceptions.ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
+        return e
+    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
+
+
+checks = []
+
+
+def check(name):
+    checks.append(name)
+    print("ok:", name, flush=True)
+
+
+key = kms.create_key(Description="compat")["KeyMetadata"]
+kid, arn = key["KeyId"], key["Arn"]
+assert key["KeyState"] == "Enabled" and arn.startswith("arn:aws:kms:"), key
+check("CreateKey")
+kms.create_alias(AliasName="alias/compat", TargetKeyId=kid)
+assert kms.describe_key(KeyId="alias/compat")["KeyMetadata"]["Arn"] == arn
+check("CreateAlias + DescribeKey by alias")
+for _ in range(4):
+    kms.create_key()
+page1 = kms.list_keys(Limit=2)
+assert page1["Truncated"] and len(page1["Keys"]) == 2
+seen = list(page1["Keys"])
+marker = page1["NextMarker"]
+while marker:
+    p = kms.list_keys(Limit=2, Marker=marker)
+    seen += p["Keys"]
+    marker = p.get("NextMarker")
+assert len({k["KeyId"] for k in seen}) >= 6, seen
+pages = list(kms.get_paginator("list_keys").paginate(PaginationConfig={"PageSize": 3}))
+assert len(pages) >= 2
+check("ListKeys paged (manual and paginator)")
+
+ctx = {"purpose": "compat", "tree": "t1"}
+dk = kms.generate_data_key(KeyId="alias/compat", KeySpec="AES_256", EncryptionContext=ctx)
+assert len(dk["Plaintext"]) == 32 and dk["KeyId"] == arn
+check("GenerateDataKey")
+dkw = kms.generate_data_key_without_plaintext(KeyId=kid, NumberOfBytes=64, EncryptionContext=ctx)
+assert "Plaintext" not in dkw
+assert len(kms.decrypt(CiphertextBlob=dkw["CiphertextBlob"], EncryptionContext=ctx)["Plaintext"]) == 64
+check("GenerateDataKeyWithoutPlaintext")
+enc = kms.encrypt(KeyId=kid, Plaintext=b"attack at dawn", EncryptionContext=ctx)
+assert kms.decrypt(CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)["Plaintext"] == b"attack at dawn"
+assert kms.decrypt(CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx, KeyId=arn)["Plaintext"] == b"attack at dawn"
+check("Encrypt + Decrypt with and without KeyId")
+expect("InvalidCiphertextException", kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext={"purpose": "other"})
+expect("InvalidCiphertextException", kms.decrypt, CiphertextBlob=enc["CiphertextBlob"])
+check("Decrypt with the wrong context -> InvalidCiphertextException")
+other = kms.create_key()["KeyMetadata"]["KeyId"]
+expect("IncorrectKeyException", kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx, KeyId=other)
+re = kms.re_encrypt(CiphertextBlob=enc["CiphertextBlob"], SourceEncryptionContext=ctx, DestinationKeyId=other,
+                    DestinationEncryptionContext={"moved": "yes"})
+assert re["SourceKeyId"] == arn and re["KeyId"].endswith(other)
+assert kms.decrypt(CiphertextBlob=re["CiphertextBlob"], EncryptionContext={"moved": "yes"})["Plaintext"] == b"attack at dawn"
+check("ReEncrypt")
+
+expect("ValidationException", kms.enable_key_rotation, KeyId=kid, RotationPeriodInDays=30)
+kms.enable_key_rotation(KeyId=kid, RotationPeriodInDays=180)
+st = kms.get_key_rotation_status(KeyId=kid)
+assert st["KeyRotationEnabled"] and st["RotationPeriodInDays"] == 180, st
+before = kms.describe_key(KeyId=kid)["KeyMetadata"].get("CurrentKeyMaterialId")
+kms.rotate_key_on_demand(KeyId=kid)
+after = kms.describe_key(KeyId=kid)["KeyMetadata"].get("CurrentKeyMaterialId")
+assert before != after
+rots = kms.list_key_rotations(KeyId=kid)["Rotations"]
+assert len(rots) == 1 and rots[0]["RotationType"] == "ON_DEMAND", rots
+assert kms.decrypt(CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)["Plaintext"] == b"attack at dawn"
+check("Enable/GetKeyRotationStatus/RotateKeyOnDemand/ListKeyRotations; old blob still decrypts")
+
+kms.disable_key(KeyId=kid)
+expect("DisabledException", kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)
+expect("DisabledException", kms.generate_data_key, KeyId=kid, KeySpec="AES_256")
+check("DisableKey -> DisabledException")
+kms.enable_key(KeyId=kid)
+expect("ValidationException", kms.schedule_key_deletion, KeyId=kid, PendingWindowInDays=3)
+sd = kms.schedule_key_deletion(KeyId=kid, PendingWindowInDays=7)
+assert sd["KeyState"] == "PendingDeletion" and sd["PendingWindowInDays"] == 7, sd
+expect("KMSInvalidStateException", kms.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)
+kms.cancel_key_deletion(KeyId=kid)
+assert kms.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Disabled"
+kms.enable_key(KeyId=kid)
+check("ScheduleKeyDeletion (3 -> ValidationException, 7 -> PendingDeletion) / CancelKeyDeletion -> Disabled")
+
+pol = json.loads(kms.get_key_policy(KeyId=kid, PolicyName="default")["Policy"])
+assert pol["Statement"], pol
+expect("AccessDeniedException", bob.decrypt, CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)
+pol["Statement"].append({"Effect": "Allow", "Principal": {"AWS": "bob"}, "Action": "kms:Decrypt", "Resource": "*",
+                         "Condition": {"StringEquals": {"kms:EncryptionContext:tree": "t1"}}})
+kms.put_key_policy(KeyId=kid, PolicyName="default", Policy=json.dumps(pol))
+assert bob.decrypt(CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)["Plaintext"] == b"attack at dawn"
+expect("AccessDeniedException", bob.encrypt, KeyId=kid, Plaintext=b"x")
+expect("MalformedPolicyDocumentException", kms.put_key_policy, KeyId=kid, PolicyName="default",
+       Policy=json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*", "Bogus": 1}]}))
+check("Get/PutKeyPolicy; a principal denied by policy -> AccessDeniedException")
+
+wrong = client(os.environ["AKID"], "not-the-secret")
+expect("InvalidSignatureException", wrong.list_keys)
+stranger = client("AKKFUNKNOWN000000000", "whatever")
+expect("UnrecognizedClientException", stranger.list_keys)
+check("wrong secret -> InvalidSignatureException; unknown key id -> UnrecognizedClientException")
+
+env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
+           AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
+cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]
+made = json.loads(subprocess.check_output(cli + ["create-key", "--description", "from the aws cli"], env=env))
+cli_kid = made["KeyMetadata"]["KeyId"]
+desc = json.loads(subprocess.check_output(cli + ["describe-key", "--key-id", cli_kid], env=env))
+assert desc["KeyMetadata"]["Description"] == "from the aws cli"
+listed = json.loads(subprocess.check_output(cli + ["list-keys"], env=env))
+assert any(k["KeyId"] == cli_kid for k in listed["Keys"])
+out = json.loads(subprocess.check_output(cli + ["encrypt", "--key-id", cli_kid, "--plaintext",
+                                                base64.b64encode(b"from cli").decode()], env=env))
+plain = json.loads(subprocess.check_output(cli + ["decrypt", "--ciphertext-blob", out["CiphertextBlob"]], env=env))
+assert base64.b64decode(plain["Plaintext"]) == b"from cli"
+r = subprocess.run(cli + ["schedule-key-deletion", "--key-id", cli_kid, "--pending-window-in-days", "7"], env=env,
+                   capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+check("aws cli: create-key, describe-key, list-keys, encrypt, decrypt, schedule-key-deletion")
+
+print(f"ALL OK ({len(checks)} checks)")

@@ -1,0 +1,342 @@
+//! The remote KMS: `kmsfs kms serve` with SigV4 and our reqwest client; mounts whose keys
+//! live on the server; an outage under a live mount; TLS; boto3, the aws cli and moto.
+
+mod common;
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn err(out: std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "unexpected success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A tree whose KMS is `server`, mounted through the CLI with the server's credentials.
+struct RemoteTree {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl RemoteTree {
+    fn new(server: &Server) -> RemoteTree {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("mnt")).unwrap();
+        ok(server
+            .cmd()
+            .args(["key", "create", "--alias", "tree"])
+            .output()
+            .unwrap());
+        ok(server
+            .cmd()
+            .args([
+                "init",
+                dir.path().join("b").to_str().unwrap(),
+                "--key",
+                "alias/tree",
+            ])
+            .output()
+            .unwrap());
+        RemoteTree {
+            dir,
+            mounted: false,
+        }
+    }
+    fn b(&self) -> String {
+        self.dir.path().join("b").display().to_string()
+    }
+    fn mnt(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+    fn mount(&mut self, server: &Server) {
+        ok(server
+            .cmd()
+            .args([
+                "mount",
+                &self.b(),
+                self.mnt().to_str().unwrap(),
+                "--log-file",
+                self.dir.path().join("log").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap());
+        self.mounted = true;
+    }
+    fn umount(&mut self) {
+        ok(Command::new(BIN)
+            .args(["umount", self.mnt().to_str().unwrap()])
+            .output()
+            .unwrap());
+        self.mounted = false;
+    }
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RemoteTree {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = rustix::mount::unmount(&self.mnt(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+#[test]
+fn mount_on_the_server_end_to_end_with_rotation() {
+    require_fuse!();
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    let mut t = RemoteTree::new(&server);
+    t.mount(&server);
+    let data = random_bytes(100_000, 9);
+    fs::write(t.mnt().join("f"), &data).unwrap();
+    t.umount();
+    ok(server
+        .cmd()
+        .args(["key", "rotate", "alias/tree"])
+        .output()
+        .unwrap());
+    let out = ok(server
+        .cmd()
+        .args(["rotate", &t.b(), "--json"])
+        .output()
+        .unwrap());
+    assert!(out.contains("\"changed\": 1"), "{out}");
+    t.mount(&server);
+    assert_eq!(fs::read(t.mnt().join("f")).unwrap(), data);
+    // the server's audit log names the remote principal and its address
+    let show = ok(Command::new(BIN)
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+            "audit",
+            "show",
+            "--principal",
+            "alice",
+            "--op",
+            "ReEncrypt",
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    assert!(show.contains("\"source\":\"127.0.0.1:"), "{show}");
+}
+
+#[test]
+fn kms_outage_under_a_live_mount() {
+    require_fuse!();
+    let ks = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&ks.path().join("ks"), &[]);
+    let mut t = RemoteTree::new(&server);
+    t.mount(&server);
+    fs::write(t.mnt().join("cached"), b"kept").unwrap();
+    fs::write(t.mnt().join("uncached"), b"needs the KMS").unwrap();
+    t.umount();
+    t.mount(&server);
+    assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
+    server.stop();
+    // a file whose key is cached keeps working
+    assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
+    // an uncached one fails with EIO within the timeout (1 s per try, 3 retries), not a hang
+    let start = Instant::now();
+    assert!(is_eio(fs::read(t.mnt().join("uncached"))));
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(t.log().contains("unreachable"), "{}", t.log());
+    server.restart();
+    assert_eq!(
+        fs::read(t.mnt().join("uncached")).unwrap(),
+        b"needs the KMS",
+        "works again without a remount"
+    );
+}
+
+#[test]
+fn authentication_errors_and_plain_http_refusal() {
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    let e = err(server
+        .cmd()
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .args(["key", "list"])
+        .output()
+        .unwrap());
+    assert!(e.contains("InvalidSignatureException"), "{e}");
+    let e = err(server
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", "AKKFNOSUCHKEY0000000")
+        .args(["key", "list"])
+        .output()
+        .unwrap());
+    assert!(e.contains("UnrecognizedClientException"), "{e}");
+    // alice may not use the key local-admin created (its default policy names its creator)
+    let e = err(server
+        .cmd()
+        .args(["key", "describe", "alias/seed"])
+        .output()
+        .unwrap());
+    assert!(e.contains("AccessDeniedException"), "{e}");
+    // a disabled principal is unknown to the server
+    ok(Command::new(BIN)
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+            "kms",
+            "principal",
+            "disable",
+            "alice",
+        ])
+        .output()
+        .unwrap());
+    let e = err(server.cmd().args(["key", "list"]).output().unwrap());
+    assert!(e.contains("UnrecognizedClientException"), "{e}");
+    // listening beyond loopback without TLS is refused
+    let out = Command::new(BIN)
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+            "kms",
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("without TLS"), "{e}");
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cp, kp) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    fs::write(&cp, cert.cert.pem()).unwrap();
+    fs::write(&kp, cert.key_pair.serialize_pem()).unwrap();
+    let server = Server::start(
+        &dir.path().join("ks"),
+        &[
+            "--tls-cert",
+            cp.to_str().unwrap(),
+            "--tls-key",
+            kp.to_str().unwrap(),
+        ],
+    );
+    assert!(server.url().starts_with("https://"));
+    // without the CA the certificate is not trusted
+    let e = err(server.cmd().args(["key", "create"]).output().unwrap());
+    assert!(e.contains("unreachable"), "{e}");
+    let arn = ok(server
+        .cmd()
+        .env("KMSFS_KMS_CA", &cp)
+        .args(["key", "create", "--alias", "overtls"])
+        .output()
+        .unwrap());
+    assert!(arn.starts_with("arn:aws:kms:"), "{arn}");
+}
+
+#[test]
+fn boto3_and_aws_cli_against_our_server() {
+    let Some(venv) = python_venv() else { return };
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    // a second principal for the policy test
+    let out = ok(Command::new(BIN)
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+            "kms",
+            "principal",
+            "create",
+            "bob",
+        ])
+        .output()
+        .unwrap());
+    let bob: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/boto3_compat.py");
+    let out = Command::new(venv.join("bin/python"))
+        .arg(script)
+        .env("ENDPOINT", server.url())
+        .env("AKID", &server.akid)
+        .env("SECRET", &server.secret)
+        .env("BOB_AKID", bob[0])
+        .env("BOB_SECRET", bob[1])
+        .env("AWS_CLI", venv.join("bin/aws"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
+}
+
+#[test]
+fn our_client_against_moto() {
+    require_fuse!();
+    let Some(venv) = python_venv() else { return };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut moto = Command::new(venv.join("bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("mnt")).unwrap();
+    let kms = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("KMSFS_KMS", format!("http://127.0.0.1:{port}"))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap()
+    };
+    let arn = ok(kms(&["key", "create", "--description", "via moto"]))
+        .trim()
+        .to_string();
+    let b = dir.path().join("b");
+    let m = dir.path().join("mnt");
+    ok(kms(&["init", b.to_str().unwrap(), "--key", &arn]));
+    ok(kms(&["mount", b.to_str().unwrap(), m.to_str().unwrap()]));
+    let data = random_bytes(50_000, 3);
+    fs::write(m.join("f"), &data).unwrap();
+    ok(kms(&["umount", m.to_str().unwrap()]));
+    ok(kms(&["mount", b.to_str().unwrap(), m.to_str().unwrap()]));
+    let back = fs::read(m.join("f"));
+    ok(kms(&["umount", m.to_str().unwrap()]));
+    let _ = moto.kill();
+    let _ = moto.wait();
+    assert_eq!(back.unwrap(), data);
+}
