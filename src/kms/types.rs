@@ -31,6 +31,15 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Emulators send `null` for fields AWS always fills; read those as the default.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// serde helper: Vec<u8> as standard base64.
 pub mod b64 {
     use base64::Engine;
@@ -75,25 +84,39 @@ pub struct CreateKeyRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct KeyMetadata {
     #[serde(rename = "AWSAccountId")]
+    #[serde(default, deserialize_with = "null_default")]
     pub aws_account_id: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub key_id: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub arn: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub creation_date: f64,
+    #[serde(default, deserialize_with = "null_default")]
     pub enabled: bool,
+    #[serde(default, deserialize_with = "null_default")]
     pub description: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub key_usage: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub key_state: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub deletion_date: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub pending_deletion_window_in_days: Option<u32>,
+    #[serde(default, deserialize_with = "null_default")]
     pub origin: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub key_manager: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub key_spec: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub customer_master_key_spec: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub encryption_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub current_key_material_id: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
     pub multi_region: bool,
 }
 
@@ -201,6 +224,7 @@ pub struct EncryptResponse {
     #[serde(with = "b64")]
     pub ciphertext_blob: Vec<u8>,
     pub key_id: String,
+    #[serde(default)]
     pub encryption_algorithm: String,
     /// Not in AWS's Encrypt response; ours adds it (clients ignore unknown fields).
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -225,6 +249,7 @@ pub struct DecryptRequest {
 pub struct DecryptResponse {
     pub key_id: String,
     pub plaintext: Secret,
+    #[serde(default)]
     pub encryption_algorithm: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key_material_id: Option<String>,
@@ -284,7 +309,9 @@ pub struct ReEncryptResponse {
     pub ciphertext_blob: Vec<u8>,
     pub source_key_id: String,
     pub key_id: String,
+    #[serde(default)]
     pub source_encryption_algorithm: String,
+    #[serde(default)]
     pub destination_encryption_algorithm: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source_key_material_id: Option<String>,

@@ -143,10 +143,15 @@ desc = json.loads(subprocess.check_output(cli + ["describe-key", "--key-id", cli
 assert desc["KeyMetadata"]["Description"] == "from the aws cli"
 listed = json.loads(subprocess.check_output(cli + ["list-keys"], env=env))
 assert any(k["KeyId"] == cli_kid for k in listed["Keys"])
-out = json.loads(subprocess.check_output(cli + ["encrypt", "--key-id", cli_kid, "--plaintext",
-                                                base64.b64encode(b"from cli").decode()], env=env))
-plain = json.loads(subprocess.check_output(cli + ["decrypt", "--ciphertext-blob", out["CiphertextBlob"]], env=env))
-assert base64.b64decode(plain["Plaintext"]) == b"from cli"
+# blobs through files: the same spelling for aws cli v1 and v2
+import tempfile
+with tempfile.TemporaryDirectory() as td:
+    pf, cf = os.path.join(td, "plain"), os.path.join(td, "ct")
+    open(pf, "wb").write(b"from cli")
+    out = json.loads(subprocess.check_output(cli + ["encrypt", "--key-id", cli_kid, "--plaintext", "fileb://" + pf], env=env))
+    open(cf, "wb").write(base64.b64decode(out["CiphertextBlob"]))
+    plain = json.loads(subprocess.check_output(cli + ["decrypt", "--ciphertext-blob", "fileb://" + cf], env=env))
+    assert base64.b64decode(plain["Plaintext"]) == b"from cli", plain
 r = subprocess.run(cli + ["schedule-key-deletion", "--key-id", cli_kid, "--pending-window-in-days", "7"], env=env,
                    capture_output=True, text=True)
 assert r.returncode == 0, r.stderr
