@@ -34,6 +34,9 @@ pub struct ServeOpts {
 
 struct AppState {
     kms: LocalKms,
+    /// (access key id, secret fingerprint, date, region) -> SigV4 signing key
+    keys:
+        parking_lot::Mutex<std::collections::HashMap<(String, [u8; 32], String, String), Vec<u8>>>,
 }
 
 /// The remote address of a connection, attached to each request.
@@ -190,8 +193,25 @@ async fn handle(
             headers: &hdrs,
             body: &body,
         };
-        let secret = String::from_utf8_lossy(&secret.0).into_owned();
-        if let Err(e) = sigv4::verify(&sreq, &auth, &secret, now) {
+        let fp: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&secret.0).into();
+        let ck = (
+            auth.access_key_id.clone(),
+            fp,
+            auth.date.clone(),
+            auth.region.clone(),
+        );
+        let cached = st2.keys.lock().get(&ck).cloned();
+        let key = cached.unwrap_or_else(|| {
+            let secret = zeroize::Zeroizing::new(String::from_utf8_lossy(&secret.0).into_owned());
+            let k = sigv4::signing_key(&secret, &auth.date, &auth.region, &auth.service);
+            let mut keys = st2.keys.lock();
+            if keys.len() > 10_000 {
+                keys.clear();
+            }
+            keys.insert(ck, k.clone());
+            k
+        });
+        if let Err(e) = sigv4::verify_with_key(&sreq, &auth, &key, now) {
             return (principal, Err(e));
         }
         let kms = st2.kms.with_caller(Caller {
@@ -272,7 +292,10 @@ fn router(kms: LocalKms) -> Router {
         .route("/", post(handle))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(Arc::new(AppState { kms }))
+        .with_state(Arc::new(AppState {
+            kms,
+            keys: Default::default(),
+        }))
 }
 
 fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> {

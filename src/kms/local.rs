@@ -367,7 +367,9 @@ impl LocalKms {
                 key_version: info.key_version.clone(),
                 context: info.context.clone(),
                 error_code: err.map(|e| e.code.name().to_string()),
-                request_id: uuid::Uuid::new_v4().to_string(),
+                request_id: uuid::Builder::from_random_bytes(random_bytes::<16>())
+                    .into_uuid()
+                    .to_string(),
                 source: self.caller.source.clone(),
             })
             .map_err(|e| {

@@ -73,7 +73,9 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
+/// The SigV4 signing key (an HMAC chain from the secret); callers may cache it per
+/// (access key, date, region).
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
     let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, service.as_bytes());
@@ -117,14 +119,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                 out.push(v);
                 i += 3;
                 continue;
             }
         }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        out.push(b[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -165,6 +167,21 @@ pub fn verify(
     req: &Request<'_>,
     auth: &Authorization,
     secret: &str,
+    now: i64,
+) -> Result<(), KmsError> {
+    verify_with_key(
+        req,
+        auth,
+        &signing_key(secret, &auth.date, &auth.region, &auth.service),
+        now,
+    )
+}
+
+/// `verify` with a precomputed `signing_key(secret, auth.date, auth.region, auth.service)`.
+pub fn verify_with_key(
+    req: &Request<'_>,
+    auth: &Authorization,
+    key: &[u8],
     now: i64,
 ) -> Result<(), KmsError> {
     let header = |name: &str| -> Vec<&str> {
@@ -235,8 +252,7 @@ pub fn verify(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical.as_bytes()))
     );
-    let key = signing_key(secret, &auth.date, &auth.region, &auth.service);
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
     m.update(string_to_sign.as_bytes());
     let want = hex::decode(&auth.signature).map_err(|_| incomplete("Signature is not hex"))?;
     // constant-time comparison
