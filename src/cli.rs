@@ -126,6 +126,27 @@ pub enum Cmd {
     /// Run or administer the KMS server.
     #[command(subcommand)]
     Kms(KmsCmd),
+    /// Check a backing tree (headers, keys, every chunk); exit 0 clean, 1 damage, 2 could not run.
+    Fsck {
+        backing: PathBuf,
+        /// Structure only: do not unwrap keys or check chunks.
+        #[arg(long)]
+        no_kms: bool,
+        /// Write every damaged file here with its unreadable chunks zero-filled.
+        #[arg(long, value_name = "DIR")]
+        salvage: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a backing file's plaintext (no mount needed).
+    Cat { file: PathBuf },
+    /// Restore backing files or directories into DIR (no mount needed).
+    Decrypt {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -293,15 +314,92 @@ pub enum PolicyCmd {
     Put { key: String, file: Option<PathBuf> },
 }
 
+/// `mount.fuse3` (fstab `fuse.kmsfs`, `mount -t fuse.kmsfs`) runs
+/// `kmsfs SOURCE MOUNTPOINT -o OPTIONS`: turn that into `kmsfs mount ...`.
+fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return args;
+    };
+    let is_sub = Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first);
+    if first.starts_with('-') || is_sub || args.len() < 3 {
+        return args;
+    }
+    let mut out: Vec<std::ffi::OsString> = vec![
+        args[0].clone(),
+        "mount".into(),
+        args[1].clone(),
+        args[2].clone(),
+    ];
+    let mut it = args[3..].iter();
+    while let Some(a) = it.next() {
+        if a != "-o" {
+            continue; // -n, -s, -v from mount(8): nothing to do for us
+        }
+        let Some(opts) = it.next().and_then(|o| o.to_str()) else {
+            break;
+        };
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            let (k, v) = o
+                .split_once('=')
+                .map(|(k, v)| (k, Some(v)))
+                .unwrap_or((o, None));
+            match (k, v) {
+                ("kms", Some(v)) => out.extend(["--kms".into(), v.into()]),
+                ("allow_other", None) => out.push("--allow-other".into()),
+                ("log", Some(v)) => out.extend(["--log-file".into(), v.into()]),
+                ("threads", Some(v)) => out.extend(["--threads".into(), v.into()]),
+                ("key_cache", Some(v)) => out.extend(["--key-cache".into(), v.into()]),
+                ("key_cache_ttl", Some(v)) => out.extend(["--key-cache-ttl".into(), v.into()]),
+                ("dek_pool", Some(v)) => out.extend(["--dek-pool".into(), v.into()]),
+                ("no_writeback_cache", None) => out.push("--no-writeback-cache".into()),
+                // generic mount options: the kernel or mount(8) handles (or ignores) them
+                (
+                    "rw"
+                    | "ro"
+                    | "suid"
+                    | "nosuid"
+                    | "dev"
+                    | "nodev"
+                    | "exec"
+                    | "noexec"
+                    | "auto"
+                    | "noauto"
+                    | "user"
+                    | "nouser"
+                    | "users"
+                    | "defaults"
+                    | "nofail"
+                    | "_netdev"
+                    | "atime"
+                    | "noatime"
+                    | "relatime"
+                    | "default_permissions",
+                    _,
+                ) => {}
+                (k, _) if k.starts_with("x-") || k.starts_with("comment=") => {}
+                _ => eprintln!("kmsfs: ignoring unknown mount option {o:?}"),
+            }
+        }
+    }
+    out
+}
+
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(mount_helper_args(std::env::args_os().collect()));
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
             // one line: the chain of causes joined
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("kmsfs: error: {msg}");
-            1
+            if e.downcast_ref::<CouldNotRun>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     }
 }
@@ -309,12 +407,47 @@ pub fn main() -> i32 {
 fn init_logging(to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd (stderr connected to the journal): no timestamps, `<N>` priorities.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .event_format(JournalFormat)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(to_stderr && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// sd-daemon(3) style lines: `<3>message` for errors, `<4>` warnings, `<6>` info, `<7>` debug.
+struct JournalFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let prio = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(w, "<{prio}>")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 fn normalize_alias(a: &str) -> String {
@@ -377,7 +510,122 @@ pub fn run(cli: Cli) -> Result<()> {
         } => cmd_rekey(cli.kms.as_deref(), &backing, paths, json),
         Cmd::Audit(a) => cmd_audit(cli.kms.as_deref(), a),
         Cmd::Kms(k) => cmd_kms(cli.kms.as_deref(), k),
+        Cmd::Fsck {
+            backing,
+            no_kms,
+            salvage,
+            json,
+        } => cmd_fsck(cli.kms.as_deref(), &backing, no_kms, salvage, json),
+        Cmd::Cat { file } => {
+            let root = crate::offline::find_root(&file)?;
+            let env = offline_env(cli.kms.as_deref(), &root)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            crate::offline::decrypt_file(&env, &std::fs::canonicalize(&file)?, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Cmd::Decrypt { paths, out } => {
+            let root = crate::offline::find_root(&paths[0])?;
+            let env = offline_env(cli.kms.as_deref(), &root)?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let rep = crate::offline::decrypt_tree(&env, &root, &paths, &out, true)?;
+            println!(
+                "restored {} files ({} bytes) into {}",
+                rep.files,
+                rep.bytes,
+                out.display()
+            );
+            for (p, e) in &rep.failed {
+                eprintln!("kmsfs: {p}: {e}");
+            }
+            if !rep.failed.is_empty() {
+                bail!("{} file(s) could not be restored", rep.failed.len());
+            }
+            Ok(())
+        }
     }
+}
+
+fn offline_env(kms_arg: Option<&str>, root: &Path) -> Result<Arc<Envelope>> {
+    let cfg = TreeConfig::load(root)?;
+    let kms = tree_kms(kms_arg, &cfg)?;
+    Ok(Arc::new(Envelope::new(
+        kms,
+        cfg,
+        Backend::from_env(),
+        1024,
+        0,
+    )))
+}
+
+/// Exit status 2: fsck could not run.
+#[derive(Debug)]
+pub struct CouldNotRun(pub String);
+impl std::fmt::Display for CouldNotRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for CouldNotRun {}
+
+fn cmd_fsck(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    no_kms: bool,
+    salvage: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let cfg = TreeConfig::load(backing).map_err(|e| CouldNotRun(format!("{e:#}")))?;
+    let env = if no_kms {
+        None
+    } else {
+        let kms = tree_kms(kms_arg, &cfg).map_err(|e| CouldNotRun(format!("{e:#}")))?;
+        Some(Arc::new(Envelope::new(
+            kms,
+            cfg.clone(),
+            Backend::from_env(),
+            1024,
+            0,
+        )))
+    };
+    if let Some(d) = &salvage {
+        std::fs::create_dir_all(d)
+            .map_err(|e| CouldNotRun(format!("cannot create {}: {e}", d.display())))?;
+    }
+    let rep = crate::offline::fsck(backing, &cfg, env.as_ref(), salvage.as_deref(), !json)
+        .map_err(|e| CouldNotRun(format!("{e:#}")))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        for p in &rep.problems {
+            let at = match (p.chunk, p.offset) {
+                (Some(c), Some(o)) => format!(" chunk {c} at offset {o}"),
+                (None, Some(o)) => format!(" at offset {o}"),
+                _ => String::new(),
+            };
+            println!("{}:{at}: {}: {}", p.path, p.kind, p.detail);
+        }
+        for s in &rep.salvaged {
+            println!(
+                "salvaged {} -> {} (zero-filled chunks: {:?})",
+                s.path, s.out, s.zero_filled_chunks
+            );
+        }
+        println!(
+            "{} files, {} bytes checked{}: {} damaged, {} problems",
+            rep.files,
+            rep.bytes,
+            if no_kms { " (structure only)" } else { "" },
+            rep.damaged_files,
+            rep.problems.len()
+        );
+    }
+    if !rep.problems.is_empty() {
+        bail!("damage found in {}", backing.display());
+    }
+    Ok(())
 }
 
 fn cmd_kms(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
@@ -413,10 +661,14 @@ fn cmd_kms(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                 insecure_http,
                 max_connections,
             };
-            crate::server::serve(kms, opts, |addr| {
+            let r = crate::server::serve(kms, opts, |addr| {
                 println!("listening on {addr}");
                 let _ = std::io::stdout().flush();
-            })
+                // systemd Type=notify: the listener accepts connections now
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            });
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            r
         }
         KmsCmd::Principal(p) => {
             let kms = crate::kms::local::LocalKms::open(&local_dir(kms_arg)?, false)?;
@@ -984,7 +1236,10 @@ fn cmd_mount_foreground(
         std::thread::sleep(std::time::Duration::from_secs(300));
     });
     report(&mut ready, "ok\n");
+    // systemd Type=notify: the mount answers now
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     session.run().context("FUSE session failed")?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("unmounted {}", mountpoint.display());
     Ok(())
 }

@@ -136,6 +136,38 @@ impl Content<'_> {
         Ok(out.len())
     }
 
+    /// Opens every chunk of a file of `plain_size` bytes one by one (for fsck and salvage):
+    /// `on_chunk(index, Some(plaintext))` for a good chunk, `(index, None)` for one that
+    /// fails authentication or is missing. Reads 256 chunks per pread.
+    pub fn scan(
+        &self,
+        plain_size: u64,
+        mut on_chunk: impl FnMut(u64, Option<&[u8]>),
+    ) -> io::Result<()> {
+        let n = self.geo.n_chunks(plain_size);
+        let len = self.file.metadata()?.len();
+        let mut first = 0;
+        while first < n {
+            let end = (first + 256).min(n);
+            let slots = self.slots(first, end, plain_size);
+            let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
+            let off = self.geo.chunk_offset(first);
+            let mut sealed = vec![0u8; total];
+            let have = (len.saturating_sub(off) as usize).min(total);
+            self.file.read_exact_at(&mut sealed[..have], off)?;
+            let mut at = 0;
+            for s in &slots {
+                let sz = s.len + CHUNK_OVERHEAD as usize;
+                let piece = &mut sealed[at..at + sz];
+                let ok = at + sz <= have && self.open_chunk(s, piece).is_ok();
+                on_chunk(s.index, ok.then(|| &piece[NONCE_LEN..NONCE_LEN + s.len]));
+                at += sz;
+            }
+            first = end;
+        }
+        Ok(())
+    }
+
     /// Plaintext bytes [off, off+len) clipped to `plain_size`.
     pub fn read(&self, plain_size: u64, off: u64, len: u64) -> Result<Vec<u8>, ContentError> {
         let end = (off.saturating_add(len)).min(plain_size);

@@ -12,5 +12,6 @@ pub mod envelope;
 pub mod format;
 pub mod fs;
 pub mod kms;
+pub mod offline;
 pub mod server;
 pub mod tree;

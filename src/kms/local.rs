@@ -34,6 +34,22 @@ const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 /// The principal local (embedded) use acts as, unless `KMSFS_PRINCIPAL` says otherwise.
 pub const DEFAULT_PRINCIPAL: &str = "local-admin";
 
+/// Where the root key is: `KMSFS_ROOT_KEY` (a file), else a systemd credential
+/// `$CREDENTIALS_DIRECTORY/kmsfs-root-key` (LoadCredential=/LoadCredentialEncrypted=),
+/// else `DIR/root.key`.
+pub fn root_key_path(dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("KMSFS_ROOT_KEY").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(d) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let p = PathBuf::from(d).join("kmsfs-root-key");
+        if p.exists() {
+            return p;
+        }
+    }
+    dir.join(ROOT_KEY_FILE)
+}
+
 pub fn default_keystore_dir() -> anyhow::Result<PathBuf> {
     if rustix::process::geteuid().is_root() {
         return Ok(PathBuf::from("/var/lib/kmsfs"));
@@ -254,7 +270,7 @@ impl LocalKms {
     /// Opens the keystore in `dir`. With `create`, a missing directory and root key are
     /// made (0700 / 0600); without it a missing keystore is an error.
     pub fn open(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
-        let key_path = dir.join(ROOT_KEY_FILE);
+        let key_path = root_key_path(dir);
         if !key_path.exists() {
             if !create {
                 anyhow::bail!(
