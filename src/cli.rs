@@ -387,8 +387,13 @@ fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     out
 }
 
+/// The command line as parsed (after the mount-helper translation), for re-executing
+/// ourselves as the mount daemon.
+static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
 pub fn main() -> i32 {
-    let cli = Cli::parse_from(mount_helper_args(std::env::args_os().collect()));
+    let args = ARGS.get_or_init(|| mount_helper_args(std::env::args_os().collect()));
+    let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -1011,7 +1016,17 @@ fn default_key(kms: &dyn Kms) -> Result<String> {
 fn spawn_background(log_file: Option<&Path>) -> Result<()> {
     let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     let exe = std::env::current_exe().context("cannot find the kmsfs binary")?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // The daemon runs with --foreground; one that would spawn another has a bug: refuse.
+    if std::env::var_os("KMSFS_MOUNT_DAEMON").is_some() {
+        bail!("internal error: the mount daemon tried to start another daemon");
+    }
+    let mut args: Vec<std::ffi::OsString> = ARGS
+        .get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+        .into_iter()
+        .skip(1)
+        .collect();
     args.push("--foreground".into());
     args.push("--ready-fd".into());
     args.push(wr.as_raw_fd().to_string().into());
@@ -1030,7 +1045,10 @@ fn spawn_background(log_file: Option<&Path>) -> Result<()> {
     cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(stderr);
+        .stderr(stderr)
+        // a detached daemon is not the service's main process: it must not notify
+        .env_remove("NOTIFY_SOCKET")
+        .env("KMSFS_MOUNT_DAEMON", "1");
     unsafe {
         cmd.pre_exec(move || {
             // detach from the terminal's session; keep the pipe across exec

@@ -271,16 +271,19 @@ impl LocalKms {
     /// made (0700 / 0600); without it a missing keystore is an error.
     pub fn open(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
         let key_path = root_key_path(dir);
-        if !key_path.exists() {
-            if !create {
-                anyhow::bail!(
-                    "no keystore at {} (no {ROOT_KEY_FILE}); `kmsfs init` or `kmsfs key create` makes one",
-                    dir.display()
-                );
-            }
+        if create && !dir.exists() {
             fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create keystore {}: {e}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        if !key_path.exists() {
+            if !create || key_path != dir.join(ROOT_KEY_FILE) {
+                anyhow::bail!(
+                    "no keystore at {} (no root key {}); `kmsfs init` or `kmsfs key create` makes one",
+                    dir.display(),
+                    key_path.display()
+                );
+            }
             let root = SecretKey::random();
             // create_new: two processes racing here must not both write a root key.
             match OpenOptions::new()
