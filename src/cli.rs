@@ -606,11 +606,11 @@ fn cmd_fsck(
     } else {
         for p in &rep.problems {
             let at = match (p.chunk, p.offset) {
-                (Some(c), Some(o)) => format!(" chunk {c} at offset {o}"),
-                (None, Some(o)) => format!(" at offset {o}"),
+                (Some(c), Some(o)) => format!(": chunk {c} at offset {o}"),
+                (None, Some(o)) => format!(": at offset {o}"),
                 _ => String::new(),
             };
-            println!("{}:{at}: {}: {}", p.path, p.kind, p.detail);
+            println!("{}{at}: {}: {}", p.path, p.kind, p.detail);
         }
         for s in &rep.salvaged {
             println!(
