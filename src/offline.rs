@@ -64,30 +64,6 @@ pub struct Salvaged {
     pub zero_filled_chunks: Vec<u64>,
 }
 
-/// Every regular file, plus stray temp files, of a tree.
-fn walk_all(backing: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let mut files = vec![];
-    let mut temps = vec![];
-    let mut stack = vec![backing.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir)? {
-            let e = e?;
-            let ft = e.file_type()?;
-            let name = e.file_name();
-            if name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
-                temps.push(e.path());
-            } else if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() && !(dir == backing && name == CONFIG_FILE) {
-                files.push(e.path());
-            }
-        }
-    }
-    files.sort();
-    temps.sort();
-    Ok((files, temps))
-}
-
 fn problem(path: &Path, kind: &'static str, detail: impl Into<String>) -> Problem {
     Problem {
         path: path.display().to_string(),
@@ -108,7 +84,7 @@ pub fn fsck(
     salvage: Option<&Path>,
     show_progress: bool,
 ) -> anyhow::Result<FsckReport> {
-    let (files, temps) = walk_all(backing)?;
+    let (files, temps) = crate::tree::walk_tree(backing)?;
     let geo = Geometry::new(cfg.chunk_size);
     let pb = if show_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(files.len() as u64)
@@ -340,7 +316,7 @@ pub fn decrypt_tree(
     for p in paths {
         let p = std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         if p.is_dir() {
-            let (f, _) = walk_all(&p)?;
+            let (f, _) = crate::tree::walk_tree(&p)?;
             files.extend(
                 f.into_iter()
                     .filter(|f| !(f.parent() == Some(root) && f.ends_with(CONFIG_FILE))),

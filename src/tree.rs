@@ -17,30 +17,34 @@ use crate::envelope::{wrap_context, Envelope};
 use crate::format::{Geometry, Header, TreeConfig, Wrap, CONFIG_FILE, HEADER_XATTR, TEMP_PREFIX};
 use crate::kms::{DescribeKeyRequest, Kms, ReEncryptRequest};
 
-/// Regular files of a backing tree (not the config, not temp files, no symlinks).
-pub fn walk_files(backing: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = vec![];
+/// Regular files, and stray temp files of an interrupted rekey, of a backing tree (the
+/// config and symlinks are left out), each list sorted.
+pub fn walk_tree(backing: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut files = vec![];
+    let mut temps = vec![];
     let mut stack = vec![backing.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
             let ft = e.file_type()?;
             let name = e.file_name();
-            let nb = name.as_encoded_bytes();
-            if nb.starts_with(TEMP_PREFIX.as_bytes())
-                || (dir == backing && nb == CONFIG_FILE.as_bytes())
-            {
-                continue;
-            }
-            if ft.is_dir() {
+            if name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                temps.push(e.path());
+            } else if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file() {
-                out.push(e.path());
+            } else if ft.is_file() && !(dir == backing && name == CONFIG_FILE) {
+                files.push(e.path());
             }
         }
     }
-    out.sort();
-    Ok(out)
+    files.sort();
+    temps.sort();
+    Ok((files, temps))
+}
+
+/// Regular files of a backing tree (not the config, not temp files, no symlinks).
+pub fn walk_files(backing: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(walk_tree(backing)?.0)
 }
 
 pub fn read_header(path: &Path) -> Result<Header, String> {
@@ -272,23 +276,11 @@ pub fn is_mounted_backing(backing: &Path) -> bool {
 
 /// Removes temp files a killed rekey left behind; returns how many.
 pub fn clean_temp_files(backing: &Path) -> std::io::Result<usize> {
-    let mut n = 0;
-    let mut stack = vec![backing.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir)? {
-            let e = e?;
-            if e.file_name()
-                .as_encoded_bytes()
-                .starts_with(TEMP_PREFIX.as_bytes())
-            {
-                std::fs::remove_file(e.path())?;
-                n += 1;
-            } else if e.file_type()?.is_dir() {
-                stack.push(e.path());
-            }
-        }
+    let (_, temps) = walk_tree(backing)?;
+    for t in &temps {
+        std::fs::remove_file(t)?;
     }
-    Ok(n)
+    Ok(temps.len())
 }
 
 /// Re-encrypts each file under a new DEK (new file id, new header): written to a temp

@@ -10,16 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 fn populated() -> (Tree, Vec<(String, Vec<u8>)>) {
     let mut t = Tree::new(&[]);
     t.mount();

@@ -11,16 +11,6 @@ use std::process::Command;
 use common::*;
 use sha2::{Digest, Sha256};
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 fn fails(out: std::process::Output, needle: &str) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(

@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn ok(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 fn err(out: std::process::Output) -> String {
     assert!(
         !out.status.success(),

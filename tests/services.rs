@@ -72,7 +72,7 @@ fn mount_sends_ready_only_once_the_mount_answers() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args([
             "mount",
             "--foreground",

@@ -338,3 +338,14 @@ pub fn python_venv() -> Option<PathBuf> {
     }
     found
 }
+
+/// The stdout of a command that must succeed (else a panic with its output).
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
