@@ -44,7 +44,7 @@ pub struct Envelope {
     fs_id: [u8; 16],
     backend: Backend,
     /// file id -> (unwrapped at, keys); entries older than `ttl` count as missing.
-    cache: Mutex<LruCache<[u8; 16], (Instant, Arc<FileKeys>)>>,
+    cache: Mutex<LruCache<[u8; 16], CachedKeys>>,
     ttl: Duration,
     /// Headers made ahead of need, so creating a file makes no KMS round trip (and a
     /// burst of creates costs a few group-committed audit fsyncs instead of one each).
@@ -52,6 +52,9 @@ pub struct Envelope {
     pool_size: usize,
     refilling: AtomicBool,
 }
+
+/// (when unwrapped, keys)
+type CachedKeys = (Instant, Arc<FileKeys>);
 
 struct Ready {
     made: Instant,

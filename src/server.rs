@@ -32,11 +32,13 @@ pub struct ServeOpts {
     pub max_connections: usize,
 }
 
+/// (access key id, secret fingerprint, date, region): what a SigV4 signing key depends on
+type SigningKeyId = (String, [u8; 32], String, String);
+
 struct AppState {
     kms: LocalKms,
     /// (access key id, secret fingerprint, date, region) -> SigV4 signing key
-    keys:
-        parking_lot::Mutex<std::collections::HashMap<(String, [u8; 32], String, String), Vec<u8>>>,
+    keys: parking_lot::Mutex<std::collections::HashMap<SigningKeyId, Vec<u8>>>,
 }
 
 /// The remote address of a connection, attached to each request.

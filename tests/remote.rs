@@ -83,7 +83,7 @@ impl RemoteTree {
 impl Drop for RemoteTree {
     fn drop(&mut self) {
         if self.mounted {
-            let _ = rustix::mount::unmount(&self.mnt(), rustix::mount::UnmountFlags::DETACH);
+            let _ = rustix::mount::unmount(self.mnt(), rustix::mount::UnmountFlags::DETACH);
         }
     }
 }

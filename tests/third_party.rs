@@ -67,8 +67,7 @@ fn pjdfstest_has_no_failures() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let summary = stdout
         .lines()
-        .filter(|l| l.starts_with("Summary"))
-        .next_back()
+        .rfind(|l| l.starts_with("Summary"))
         .unwrap_or("no summary")
         .to_string();
     eprintln!("pjdfstest: {summary}");
