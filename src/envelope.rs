@@ -162,10 +162,6 @@ impl Envelope {
         self
     }
 
-    pub fn kms(&self) -> &Arc<dyn Kms> {
-        &self.kms
-    }
-
     fn derive(&self, dek: &[u8], file_id: &[u8; 16]) -> Result<FileKeys, EnvelopeError> {
         let dek = SecretKey::from_slice(dek).ok_or(EnvelopeError::KeyLength(dek.len()))?;
         let content = dek.derive(file_id, b"kmsfs v1 content");
@@ -270,9 +266,5 @@ impl Envelope {
                 .put(h.file_id, (Instant::now(), keys.clone()));
         }
         Ok(keys)
-    }
-
-    pub fn fs_id(&self) -> &[u8; 16] {
-        &self.fs_id
     }
 }

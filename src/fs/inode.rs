@@ -257,12 +257,4 @@ impl InodeTable {
             t.dentries.insert(new, ino);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.inner.read().by_ino.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
