@@ -144,8 +144,17 @@ impl InodeTable {
     pub fn insert(&self, parent: u64, name: &OsStr, st: &rustix::fs::Stat) -> Arc<Inode> {
         let key = (st.st_dev, st.st_ino);
         let dentry = (parent, name.to_os_string());
+        let fmt = st.st_mode & libc::S_IFMT;
         let mut t = self.inner.write();
-        if let Some(&ino) = t.by_key.get(&key) {
+        // Without a descriptor held per inode, the backing filesystem may reuse the inode
+        // number of a file unlinked while the kernel still remembers it: an entry with no
+        // names left, or of another type, is that dead file, not this one.
+        let live = t.by_key.get(&key).copied().filter(|ino| {
+            t.by_ino
+                .get(ino)
+                .is_some_and(|e| !e.names.is_empty() && e.inode.fmt == fmt)
+        });
+        if let Some(ino) = live {
             // the name may have pointed at another (replaced) inode before
             if let Some(prev) = t.dentries.insert(dentry.clone(), ino).filter(|&p| p != ino) {
                 if let Some(pe) = t.by_ino.get_mut(&prev) {
@@ -170,11 +179,7 @@ impl InodeTable {
             t.next_synthetic += 1;
             t.next_synthetic
         };
-        let inode = Arc::new(Inode {
-            ino,
-            key,
-            fmt: st.st_mode & libc::S_IFMT,
-        });
+        let inode = Arc::new(Inode { ino, key, fmt });
         if let Some(prev) = t.dentries.insert(dentry.clone(), ino) {
             if let Some(pe) = t.by_ino.get_mut(&prev) {
                 pe.names.retain(|n| *n != dentry);
@@ -203,7 +208,9 @@ impl InodeTable {
         };
         if gone {
             if let Some(e) = t.by_ino.remove(&ino) {
-                t.by_key.remove(&e.inode.key);
+                if t.by_key.get(&e.inode.key) == Some(&ino) {
+                    t.by_key.remove(&e.inode.key);
+                }
                 for n in e.names {
                     if t.dentries.get(&n) == Some(&ino) {
                         t.dentries.remove(&n);
@@ -256,5 +263,49 @@ impl InodeTable {
             }
             t.dentries.insert(new, ino);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(ino: u64, fmt: u32) -> rustix::fs::Stat {
+        // SAFETY: `Stat` is a plain C struct; all-zero is a valid value.
+        let mut s: rustix::fs::Stat = unsafe { std::mem::zeroed() };
+        s.st_dev = 7;
+        s.st_ino = ino;
+        s.st_mode = fmt | 0o644;
+        s
+    }
+
+    #[test]
+    fn a_reused_inode_number_is_a_new_inode() {
+        let t = InodeTable::new(&st(2, libc::S_IFDIR));
+        let a = t.insert(ROOT_INO, OsStr::new("x"), &st(100, libc::S_IFREG));
+        assert_eq!(
+            t.insert(ROOT_INO, OsStr::new("x"), &st(100, libc::S_IFREG))
+                .ino,
+            a.ino,
+            "same file, same inode"
+        );
+        // unlinked while the kernel still holds it; the backing fs reuses the number
+        t.unlinked(ROOT_INO, OsStr::new("x"));
+        let b = t.insert(ROOT_INO, OsStr::new("x"), &st(100, libc::S_IFIFO));
+        assert_ne!(b.ino, a.ino);
+        assert_eq!(b.fmt, libc::S_IFIFO);
+        assert_eq!(t.path(b.ino).unwrap(), PathBuf::from("x"));
+        // forgetting the dead one leaves the new one reachable by its key
+        t.forget(a.ino, 2);
+        assert_eq!(
+            t.insert(ROOT_INO, OsStr::new("x"), &st(100, libc::S_IFIFO))
+                .ino,
+            b.ino
+        );
+        // a rename keeps paths right for everything below a directory
+        let d = t.insert(ROOT_INO, OsStr::new("d"), &st(200, libc::S_IFDIR));
+        let f = t.insert(d.ino, OsStr::new("f"), &st(201, libc::S_IFREG));
+        t.renamed(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), false);
+        assert_eq!(t.path(f.ino).unwrap(), PathBuf::from("e/f"));
     }
 }
