@@ -87,6 +87,11 @@ pub enum Cmd {
         /// kernel cache writes (the writeback cache is on by default).
         #[arg(long)]
         no_writeback_cache: bool,
+        /// Seconds the kernel may trust names and attributes without asking kmsfs again.
+        /// Changes made through the mount are always seen at once; a longer time only
+        /// matters if something else changes the backing tree while it is mounted.
+        #[arg(long, default_value_t = 1.0)]
+        attr_timeout: f64,
         /// Internal: descriptor on which to report readiness to the launching process.
         #[arg(long, hide = true)]
         ready_fd: Option<i32>,
@@ -355,6 +360,7 @@ fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                 ("key_cache_ttl", Some(v)) => out.extend(["--key-cache-ttl".into(), v.into()]),
                 ("dek_pool", Some(v)) => out.extend(["--dek-pool".into(), v.into()]),
                 ("no_writeback_cache", None) => out.push("--no-writeback-cache".into()),
+                ("attr_timeout", Some(v)) => out.extend(["--attr-timeout".into(), v.into()]),
                 // generic mount options: the kernel or mount(8) handles (or ignores) them
                 (
                     "rw"
@@ -481,6 +487,7 @@ pub fn run(cli: Cli) -> Result<()> {
             key_cache_ttl,
             dek_pool,
             no_writeback_cache,
+            attr_timeout,
             ready_fd,
         } => {
             if foreground {
@@ -493,6 +500,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     cache_ttl: key_cache_ttl,
                     dek_pool,
                     writeback_cache: !no_writeback_cache,
+                    attr_timeout,
                 };
                 cmd_mount_foreground(cli.kms.as_deref(), &backing, &mountpoint, &opts, ready)
             } else {
@@ -1152,6 +1160,7 @@ pub struct MountOpts {
     pub cache_ttl: u64,
     pub dek_pool: usize,
     pub writeback_cache: bool,
+    pub attr_timeout: f64,
 }
 
 fn cmd_mount_foreground(
@@ -1168,7 +1177,11 @@ fn cmd_mount_foreground(
         cache_ttl,
         dek_pool,
         writeback_cache,
+        attr_timeout,
     } = *opts;
+    if !(0.0..=86400.0).contains(&attr_timeout) {
+        bail!("--attr-timeout {attr_timeout}: must be between 0 and 86400 seconds");
+    }
     let setup = || -> Result<(fuser::Session<crate::fs::KmsFs>, Arc<dyn Kms>)> {
         let backing = std::fs::canonicalize(backing)
             .with_context(|| format!("backing directory {}", backing.display()))?;
@@ -1189,6 +1202,7 @@ fn cmd_mount_foreground(
             &crate::fs::FsOptions {
                 backing: backing.clone(),
                 writeback_cache,
+                attr_timeout: std::time::Duration::from_secs_f64(attr_timeout),
             },
             env,
             cache_entries,

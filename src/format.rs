@@ -177,6 +177,18 @@ impl Geometry {
     }
 
     /// Chunks touched by the plaintext range [off, off+len); empty when len == 0.
+    /// A write of `len` bytes at `off` covers whole chunks only, none of them the final
+    /// one, inside a file of `plain_size` bytes: it changes nothing but those chunks.
+    pub fn in_place(&self, plain_size: u64, off: u64, len: u64) -> bool {
+        let c = self.chunk;
+        len > 0
+            && off % c == 0
+            && len % c == 0
+            && off
+                .checked_add(len)
+                .is_some_and(|end| end / c < self.n_chunks(plain_size))
+    }
+
     pub fn chunk_range(&self, off: u64, len: u64) -> std::ops::Range<u64> {
         if len == 0 {
             return off / self.chunk..off / self.chunk;
@@ -422,6 +434,29 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn in_place_writes_are_whole_non_final_chunks() {
+        let g = Geometry::new(4096);
+        let size = 3 * 4096 + 10; // chunks 0, 1, 2 full; chunk 3 final
+        assert!(g.in_place(size, 0, 4096));
+        assert!(g.in_place(size, 4096, 2 * 4096));
+        assert!(!g.in_place(size, 3 * 4096, 4096), "final chunk");
+        assert!(
+            !g.in_place(size, 2 * 4096, 2 * 4096),
+            "reaches the final chunk"
+        );
+        assert!(!g.in_place(size, 100, 4096), "unaligned");
+        assert!(!g.in_place(size, 0, 100), "partial chunk");
+        assert!(!g.in_place(size, 0, 0));
+        assert!(
+            !g.in_place(4 * 4096, 3 * 4096, 4096),
+            "final chunk of an aligned file"
+        );
+        assert!(g.in_place(4 * 4096, 2 * 4096, 4096));
+        assert!(!g.in_place(0, 0, 4096), "empty file");
+        assert!(!g.in_place(size, u64::MAX - 4095, 4096), "overflow");
     }
 
     #[test]

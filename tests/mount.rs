@@ -580,3 +580,58 @@ fn more_inodes_than_descriptors() {
         }
     }
 }
+
+/// The kernel leaves set-user-ID clearing on write to us (HANDLE_KILLPRIV_V2): a write by
+/// a user without CAP_FSETID drops set-user-ID, and set-group-ID when group-executable;
+/// a write by root keeps both.
+#[test]
+fn write_by_unprivileged_user_clears_setuid() {
+    require_fuse!();
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let mut t = Tree::new(&[]);
+    t.mount_with(&["--allow-other"]);
+    let write_as = |uid: u32, name: &str| {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("printf x 1<> \"$0\"")
+            .arg(t.p(name))
+            .uid(uid)
+            .gid(uid)
+            .status()
+            .unwrap();
+        assert!(st.success(), "write to {name} as uid {uid} failed");
+    };
+    let mode = |name: &str| fs::metadata(t.p(name)).unwrap().mode() & 0o7777;
+    for (name, initial, by, expect) in [
+        ("suid-sgid-gx", 0o6777, 65534, 0o0777),
+        ("sgid-no-gx", 0o2666, 65534, 0o2666),
+        ("by-root", 0o6777, 0, 0o6777),
+    ] {
+        fs::write(t.p(name), b"hello").unwrap();
+        fs::set_permissions(t.p(name), fs::Permissions::from_mode(initial)).unwrap();
+        write_as(by, name);
+        assert_eq!(mode(name), expect, "{name}: mode after a write by uid {by}");
+        assert_eq!(fs::read(t.p(name)).unwrap(), b"xello", "{name}: content");
+    }
+    // truncate(1) by a user, and by root
+    for (by, expect) in [(65534, 0o0777), (0, 0o6777)] {
+        let name = format!("trunc-{by}");
+        fs::write(t.p(&name), b"hello").unwrap();
+        fs::set_permissions(t.p(&name), fs::Permissions::from_mode(0o6777)).unwrap();
+        let st = std::process::Command::new("truncate")
+            .args(["-s", "2"])
+            .arg(t.p(&name))
+            .uid(by)
+            .gid(by)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(mode(&name), expect, "{name}: mode after truncate");
+        assert_eq!(fs::read(t.p(&name)).unwrap(), b"he");
+    }
+    t.remount();
+    let mode = fs::metadata(t.p("suid-sgid-gx")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o0777, "cleared on the backing file too");
+    assert_eq!(fs::read(t.p("suid-sgid-gx")).unwrap(), b"xello");
+}

@@ -18,9 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -32,8 +32,6 @@ use crate::format::{
 };
 pub use inode::{Inode, InodeTable, ROOT_INO};
 
-const TTL: Duration = Duration::from_secs(1);
-
 /// Mount-time options of the filesystem itself.
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -41,6 +39,8 @@ pub struct FsOptions {
     /// Let the kernel cache writes (FUSE_WRITEBACK_CACHE): it then owns the file size
     /// and O_APPEND offsets, and sends page-sized or larger writes in the background.
     pub writeback_cache: bool,
+    /// Entry and attribute timeout handed to the kernel.
+    pub attr_timeout: Duration,
 }
 
 /// Shared state of one open regular file (all handles of an inode, all its hard links).
@@ -80,6 +80,7 @@ pub struct KmsFs {
     /// Absolute backing root, for xattr calls and log lines.
     backing: PathBuf,
     writeback_cache: bool,
+    ttl: Duration,
     /// Keys of files by backing (st_dev, st_ino): a re-open skips reading the header
     /// xattr (on ext4 a ~250-byte xattr lives in its own block: a disk read when cold).
     /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
@@ -181,6 +182,7 @@ impl KmsFs {
             root,
             backing: std::fs::canonicalize(&opts.backing)?,
             writeback_cache: opts.writeback_cache,
+            ttl: opts.attr_timeout,
             known: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap(),
             )),
@@ -275,6 +277,13 @@ impl KmsFs {
         if !rustix::process::geteuid().is_root() {
             return Ok(());
         }
+        // Made by a caller with our own ids: the kernel already gave the node the owner
+        // and group (set-group-ID directories included) that chown would.
+        if req.uid() == rustix::process::geteuid().as_raw()
+            && req.gid() == rustix::process::getegid().as_raw()
+        {
+            return Ok(());
+        }
         let pst =
             rustix::fs::statat(&self.root, &self.path(parent)?, AtFlags::empty()).map_err(rerr)?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
@@ -348,6 +357,17 @@ impl KmsFs {
     /// The shared open state of a regular file, opening it if needed. Counts one user;
     /// pair with `release_open`.
     fn acquire_open(&self, inode: &Inode, want_write: bool) -> Result<Arc<OpenFile>, Errno> {
+        self.acquire_open_with(inode, want_write, None)
+    }
+
+    /// `acquire_open`, with the descriptor, header and attributes of a file just created
+    /// (so a create opens nothing twice).
+    fn acquire_open_with(
+        &self,
+        inode: &Inode,
+        want_write: bool,
+        created: Option<(File, Arc<Header>, rustix::fs::Stat)>,
+    ) -> Result<Arc<OpenFile>, Errno> {
         let mut open = self.open.lock();
         if let Some((of, n)) = open.get_mut(&inode.ino) {
             if want_write && !of.writable {
@@ -359,6 +379,12 @@ impl KmsFs {
         // Opening under the table lock keeps two opens of one inode from racing; opens
         // are rare next to reads and writes, and the KMS call is cached per file.
         let rel = self.path(inode.ino)?;
+        let bpath = self.abs(&rel).display().to_string();
+        if let Some((file, header, st)) = created {
+            let of = self.open_file(file, true, header, &st, bpath)?;
+            open.insert(inode.ino, (of.clone(), 1));
+            return Ok(of);
+        }
         let flags = OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let (file, writable) =
             match rustix::fs::openat(&self.root, &rel, flags | OFlags::RDWR, Mode::empty()) {
@@ -379,7 +405,6 @@ impl KmsFs {
                 }
                 Err(e) => return Err(rerr(e)),
             };
-        let bpath = self.abs(&rel).display().to_string();
         let st = rustix::fs::fstat(&file).map_err(rerr)?;
         let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
         let header = match known {
@@ -390,6 +415,19 @@ impl KmsFs {
                 h
             }
         };
+        let of = self.open_file(file, writable, header, &st, bpath)?;
+        open.insert(inode.ino, (of.clone(), 1));
+        Ok(of)
+    }
+
+    fn open_file(
+        &self,
+        file: File,
+        writable: bool,
+        header: Arc<Header>,
+        st: &rustix::fs::Stat,
+        bpath: String,
+    ) -> Result<Arc<OpenFile>, Errno> {
         let keys = self.open_keys(&header, &bpath)?;
         let file_id = header.file_id;
         let bsize = st.st_size as u64;
@@ -400,16 +438,14 @@ impl KmsFs {
                 self.geo.plain_size_lossy(bsize)
             }
         };
-        let of = Arc::new(OpenFile {
+        Ok(Arc::new(OpenFile {
             file,
             writable,
             keys,
             file_id,
             size: RwLock::new(size),
             path: bpath,
-        });
-        open.insert(inode.ino, (of.clone(), 1));
-        Ok(of)
+        }))
     }
 
     fn release_open(&self, ino: u64) {
@@ -460,8 +496,15 @@ impl KmsFs {
         Ok(())
     }
 
-    /// Creates a regular file with its header already in place before any data byte.
-    fn create_file(&self, parent: u64, path: &Path, mode: u32, req: &Request) -> Result<(), Errno> {
+    /// Creates a regular file with its header already in place before any data byte;
+    /// returns its descriptor (read-write), header and attributes.
+    fn create_file(
+        &self,
+        parent: u64,
+        path: &Path,
+        mode: u32,
+        req: &Request,
+    ) -> Result<(File, Arc<Header>, rustix::fs::Stat), Errno> {
         let fd = rustix::fs::openat(
             &self.root,
             path,
@@ -491,10 +534,10 @@ impl KmsFs {
             },
         )?;
         self.chown_new(parent, path, req).map_err(undo)?;
-        if let Ok(st) = rustix::fs::fstat(&fd) {
-            self.known.lock().put((st.st_dev, st.st_ino), Arc::new(h));
-        }
-        Ok(())
+        let st = rustix::fs::fstat(&fd).map_err(|e| undo(rerr(e)))?;
+        let h = Arc::new(h);
+        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
+        Ok((File::from(fd), h, st))
     }
 
     /// Before `path` is unlinked or replaced: its key if this is a file's last link.
@@ -506,7 +549,7 @@ impl KmsFs {
 
     fn reply_entry(&self, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent, name) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -574,6 +617,26 @@ fn reply_xattr(size: u32, data: &[u8], reply: ReplyXattr) {
     }
 }
 
+/// What a write by a caller without CAP_FSETID does to a file (the kernel tells us with
+/// HANDLE_KILLPRIV_V2): set-user-ID goes, set-group-ID goes if group-executable, and
+/// file capabilities go.
+fn kill_suidgid(file: &File) -> Result<(), Errno> {
+    let st = rustix::fs::fstat(file).map_err(rerr)?;
+    let mut mode = st.st_mode & 0o7777;
+    let old = mode;
+    mode &= !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        mode &= !libc::S_ISGID;
+    }
+    if mode != old {
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(rerr)?;
+    }
+    match rustix::fs::fremovexattr(file, "security.capability") {
+        Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(()),
+        Err(e) => Err(rerr(e)),
+    }
+}
+
 fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
     match r {
         Ok(()) => reply.ok(),
@@ -594,6 +657,14 @@ impl Filesystem for KmsFs {
             );
             self.writeback_cache = false;
         }
+        // The kernel then skips asking for security.capability before every write (one
+        // GETXATTR round trip per write(2) otherwise) and tells us when to kill privileges.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_err()
+        {
+            tracing::debug!("the kernel does not offer HANDLE_KILLPRIV_V2");
+        }
         Ok(())
     }
 
@@ -607,14 +678,14 @@ impl Filesystem for KmsFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         guarded("getattr", || match self.stat_ino(ino.0) {
-            Ok(a) => reply.attr(&TTL, &a),
+            Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
         })
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -663,11 +734,22 @@ impl Filesystem for KmsFs {
                             Errno::EINVAL
                         });
                     }
+                    // With HANDLE_KILLPRIV_V2 the kernel leaves the privilege kill of a
+                    // truncate to us (its flag for it does not reach us through fuser):
+                    // callers other than root lose set-user-ID like on any filesystem.
+                    let kill = req.uid() != 0 && mode.is_none();
+                    let truncate = |of: &OpenFile| {
+                        self.truncate_open(of, new_size)?;
+                        if kill {
+                            kill_suidgid(&of.file)?;
+                        }
+                        Ok::<(), Errno>(())
+                    };
                     match fh.and_then(|fh| self.handle(fh).ok()) {
-                        Some(h) => self.truncate_open(&h.file, new_size)?,
+                        Some(h) => truncate(&h.file)?,
                         None => {
                             let of = self.acquire_open(&inode, true)?;
-                            let r = self.truncate_open(&of, new_size);
+                            let r = truncate(&of);
                             self.release_open(inode.ino);
                             r?;
                         }
@@ -687,7 +769,7 @@ impl Filesystem for KmsFs {
                 self.stat_ino(ino.0)
             })();
             match r {
-                Ok(a) => reply.attr(&TTL, &a),
+                Ok(a) => reply.attr(&self.ttl, &a),
                 Err(e) => reply.error(e),
             }
         })
@@ -719,7 +801,7 @@ impl Filesystem for KmsFs {
             if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
                 let r = self
                     .child(parent.0, name)
-                    .and_then(|p| self.create_file(parent.0, &p, mode, req));
+                    .and_then(|p| self.create_file(parent.0, &p, mode, req).map(|_| ()));
                 match r {
                     Ok(()) => self.reply_entry(parent.0, name, reply),
                     Err(e) => reply.error(e),
@@ -941,7 +1023,7 @@ impl Filesystem for KmsFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -952,6 +1034,23 @@ impl Filesystem for KmsFs {
                 let of = &h.file;
                 if !of.writable {
                     return Err(Errno::EBADF);
+                }
+                if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                    kill_suidgid(&of.file)?;
+                }
+                if self.writeback_cache {
+                    // Whole chunks strictly inside the file change no size and no other
+                    // chunk: such writes share the lock, so the kernel's parallel writeback
+                    // of scattered pages is sealed in parallel. (The kernel never reads a
+                    // page back while it is under writeback, so no read sees a half-written
+                    // chunk.)
+                    let size = of.size.read();
+                    if self.geo.in_place(*size, offset, data.len() as u64) {
+                        self.content(of)
+                            .write(*size, offset, data)
+                            .map_err(|e| self.log_content_error(of, "write", &e))?;
+                        return Ok(data.len() as u32);
+                    }
                 }
                 let mut size = of.size.write();
                 // O_APPEND: the offset is the end as we know it, under the lock (with the
@@ -1182,14 +1281,17 @@ impl Filesystem for KmsFs {
             {
                 return reply.error(Errno::NO_XATTR);
             }
+            // size 0 asks for the length only; the kernel asks for security.capability
+            // often, so no large zeroed buffer per call.
             let r = self.xattr_path(ino.0).and_then(|p| {
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; size as usize];
                 let n = rustix::fs::lgetxattr(&p, name, &mut buf).map_err(rerr)?;
                 buf.truncate(n);
-                Ok(buf)
+                Ok((n, buf))
             });
             match r {
-                Ok(v) => reply_xattr(size, &v, reply),
+                Ok((n, _)) if size == 0 => reply.size(n as u32),
+                Ok((_, v)) => reply.data(&v),
                 Err(e) => reply.error(e),
             }
         })
@@ -1231,6 +1333,22 @@ impl Filesystem for KmsFs {
         })
     }
 
+    /// No ioctls. Answered without the library's per-call warning: programs probe with
+    /// TCGETS on every open (isatty), which filled the log and cost a write each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permission checks are the kernel's (default_permissions); only existence here.
         reply_empty(self.inode(ino).map(|_| ()), reply)
@@ -1249,15 +1367,20 @@ impl Filesystem for KmsFs {
         guarded("create", || {
             let r = (|| -> Result<(FileAttr, u64), Errno> {
                 let path = self.child(parent.0, name)?;
-                match self.create_file(parent.0, &path, mode, req) {
-                    Ok(()) => {}
+                let (inode, created) = match self.create_file(parent.0, &path, mode, req) {
+                    Ok((file, header, st)) => (
+                        self.inodes.insert(parent.0, name, &st),
+                        Some((file, header, st)),
+                    ),
                     // Lost a race with another creator and O_EXCL was not asked: open it.
-                    Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {}
+                    Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
+                        let attr = self.do_lookup(parent.0, name)?;
+                        (self.inode(attr.ino)?, None)
+                    }
                     Err(e) => return Err(e),
-                }
-                let attr = self.do_lookup(parent.0, name)?;
-                let inode = self.inode(attr.ino)?;
-                let of = match self.acquire_open(&inode, true) {
+                };
+                let st = created.as_ref().map(|c| c.2);
+                let of = match self.acquire_open_with(&inode, true, created) {
                     Ok(of) => of,
                     Err(e) => {
                         self.inodes.forget(inode.ino, 1);
@@ -1268,11 +1391,15 @@ impl Filesystem for KmsFs {
                     let _ = self.truncate_open(&of, 0);
                 }
                 let fh = self.new_handle(of, inode.ino, flags);
-                Ok((self.stat_ino(inode.ino)?, fh))
+                let attr = match st {
+                    Some(st) => self.attr_from_stat(inode.ino, &st),
+                    None => self.stat_ino(inode.ino)?,
+                };
+                Ok((attr, fh))
             })();
             match r {
                 Ok((attr, fh)) => reply.created(
-                    &TTL,
+                    &self.ttl,
                     &attr,
                     Generation(0),
                     FileHandle(fh),
