@@ -97,22 +97,26 @@ impl Content<'_> {
         }
     }
 
-    /// Decrypts the chunks `first..end` of a file of `plain_size` bytes into `out`
-    /// (which must be `(end-first)*chunk` long or more; returns the plaintext length).
-    fn read_chunks(
+    /// Decrypts the chunks `first..end` of a file of `plain_size` bytes. `buf` is scratch
+    /// space (grown as needed, never shrunk or zeroed here); on return the plaintext is
+    /// `buf[..n]` with `n` returned.
+    fn read_chunks_in(
         &self,
         first: u64,
         end: u64,
         plain_size: u64,
-        out: &mut Vec<u8>,
+        buf: &mut Vec<u8>,
     ) -> Result<usize, ContentError> {
         let slots = self.slots(first, end, plain_size);
         let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
-        let mut sealed = vec![0u8; total];
-        self.pread_exact(&mut sealed, self.geo.chunk_offset(first), first)?;
+        if buf.len() < total {
+            buf.resize(total, 0);
+        }
+        let sealed = &mut buf[..total];
+        self.pread_exact(sealed, self.geo.chunk_offset(first), first)?;
         // Split the buffer into per-chunk pieces so they can be opened in parallel.
         let mut pieces: Vec<(&Slot, &mut [u8])> = Vec::with_capacity(slots.len());
-        let mut rest = sealed.as_mut_slice();
+        let mut rest = sealed;
         for s in &slots {
             let (a, b) = rest.split_at_mut(s.len + CHUNK_OVERHEAD as usize);
             pieces.push((s, a));
@@ -129,11 +133,22 @@ impl Content<'_> {
                 self.open_chunk(s, p)?;
             }
         }
-        out.clear();
-        for (s, p) in &pieces {
-            out.extend_from_slice(&p[NONCE_LEN..NONCE_LEN + s.len]);
+        // Close up the nonces and tags so the plaintext is contiguous at the front.
+        let (mut from, mut to) = (0, 0);
+        for s in &slots {
+            buf.copy_within(from + NONCE_LEN..from + NONCE_LEN + s.len, to);
+            from += s.len + CHUNK_OVERHEAD as usize;
+            to += s.len;
         }
-        Ok(out.len())
+        Ok(to)
+    }
+
+    /// One chunk's plaintext (for the edges of a partial write and for truncate).
+    fn read_chunk(&self, index: u64, plain_size: u64) -> Result<Vec<u8>, ContentError> {
+        let mut buf = Vec::new();
+        let n = self.read_chunks_in(index, index + 1, plain_size, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// Opens every chunk of a file of `plain_size` bytes one by one (for fsck and salvage):
@@ -170,22 +185,44 @@ impl Content<'_> {
 
     /// Plaintext bytes [off, off+len) clipped to `plain_size`.
     pub fn read(&self, plain_size: u64, off: u64, len: u64) -> Result<Vec<u8>, ContentError> {
+        let mut buf = Vec::new();
+        let r = self.read_in(plain_size, off, len, &mut buf)?;
+        buf.truncate(r.end);
+        buf.drain(..r.start);
+        Ok(buf)
+    }
+
+    /// `read` into reusable scratch space: the plaintext is `buf[returned range]`.
+    pub fn read_in(
+        &self,
+        plain_size: u64,
+        off: u64,
+        len: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>, ContentError> {
         let end = (off.saturating_add(len)).min(plain_size);
         if off >= end {
-            return Ok(Vec::new());
+            return Ok(0..0);
         }
         let r = self.geo.chunk_range(off, end - off);
-        let mut plain = Vec::with_capacity(((r.end - r.start) * self.geo.chunk) as usize);
-        self.read_chunks(r.start, r.end, plain_size, &mut plain)?;
+        self.read_chunks_in(r.start, r.end, plain_size, buf)?;
         let skip = (off - r.start * self.geo.chunk) as usize;
-        plain.drain(..skip);
-        plain.truncate((end - off) as usize);
-        Ok(plain)
+        Ok(skip..skip + (end - off) as usize)
     }
 
     /// Writes `data` at `off` into a file of `plain_size` bytes; returns the new size.
     /// A gap between the old end and `off` is filled with encrypted zeros (no holes).
     pub fn write(&self, plain_size: u64, off: u64, data: &[u8]) -> Result<u64, ContentError> {
+        with_scratch(|buf| self.write_in(plain_size, off, data, buf))
+    }
+
+    fn write_in(
+        &self,
+        plain_size: u64,
+        off: u64,
+        data: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<u64, ContentError> {
         if data.is_empty() {
             return Ok(plain_size);
         }
@@ -200,77 +237,52 @@ impl Content<'_> {
             first = first.min(old_n - 1);
         }
         let last_end = (end - 1) / c + 1; // exclusive
-        let base = first * c;
-        let span_end = new_size.min(last_end * c);
-        let mut plain = vec![0u8; (span_end - base) as usize];
-        // Chunks at the edges keep old bytes outside [off, end): decrypt them first.
-        let mut old = Vec::new();
-        let last = last_end - 1;
-        let edges: &[u64] = if first == last {
-            &[first]
-        } else {
-            &[first, last]
-        };
-        for &i in edges {
-            let old_len = self.geo.chunk_len(i, plain_size);
-            let covered = off <= i * c && i * c + old_len <= end;
-            if old_len == 0 || covered {
-                continue;
-            }
-            let n = self.read_chunks(i, i + 1, plain_size, &mut old)?;
-            let at = (i * c - base) as usize;
-            plain[at..at + n].copy_from_slice(&old[..n]);
-        }
-        let at = (off - base) as usize;
-        plain[at..at + data.len()].copy_from_slice(data);
-        self.seal_and_write(first, last_end, new_size, plain_size, &plain)?;
-        Ok(new_size)
-    }
-
-    /// Seals `plain` as chunks `first..end` of a file of `plain_size` bytes and writes them.
-    /// `old_size` is the plaintext size before the write (to know if the file grows).
-    fn seal_and_write(
-        &self,
-        first: u64,
-        end: u64,
-        plain_size: u64,
-        old_size: u64,
-        plain: &[u8],
-    ) -> Result<(), ContentError> {
-        let slots = self.slots(first, end, plain_size);
+        let slots = self.slots(first, last_end, new_size);
         let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
-        let mut sealed = vec![0u8; total];
-        let mut pieces: Vec<(&Slot, &mut [u8], &[u8])> = Vec::with_capacity(slots.len());
-        let mut rest = sealed.as_mut_slice();
-        let mut p = plain;
+        if buf.len() < total {
+            buf.resize(total, 0);
+        }
+        // Lay the new plaintext of each chunk straight into its place in the sealed
+        // buffer: old bytes outside [off, end) for the chunks at the edges, zeros in a
+        // gap, `data` everywhere else. One copy of `data`, no zeroing of whole buffers.
+        let mut pieces: Vec<(&Slot, &mut [u8])> = Vec::with_capacity(slots.len());
+        let mut rest = &mut buf[..total];
         for s in &slots {
-            let (a, b) = rest.split_at_mut(s.len + CHUNK_OVERHEAD as usize);
-            let (pa, pb) = p.split_at(s.len);
-            a[NONCE_LEN..NONCE_LEN + s.len].copy_from_slice(pa);
-            pieces.push((s, a, pa));
+            let (piece, b) = rest.split_at_mut(s.len + CHUNK_OVERHEAD as usize);
             rest = b;
-            p = pb;
+            let body = &mut piece[NONCE_LEN..NONCE_LEN + s.len];
+            let cs = s.index * c;
+            let ce = cs + s.len as u64;
+            let (ds, de) = (off.max(cs), end.min(ce));
+            if !(ds == cs && de == ce) {
+                body.fill(0);
+                let old_len = self.geo.chunk_len(s.index, plain_size) as usize;
+                if old_len > 0 {
+                    let old = self.read_chunk(s.index, plain_size)?;
+                    body[..old_len].copy_from_slice(&old[..old_len]);
+                }
+            }
+            if ds < de {
+                body[(ds - cs) as usize..(de - cs) as usize]
+                    .copy_from_slice(&data[(ds - off) as usize..(de - off) as usize]);
+            }
+            pieces.push((s, piece));
         }
         if total >= PARALLEL_MIN {
             pool().install(|| {
                 pieces
                     .par_iter_mut()
-                    .for_each(|(s, b, _)| self.seal_chunk(s, b))
+                    .for_each(|(s, p)| self.seal_chunk(s, p))
             });
         } else {
-            for (s, b, _) in pieces.iter_mut() {
-                self.seal_chunk(s, b);
+            for (s, p) in pieces.iter_mut() {
+                self.seal_chunk(s, p);
             }
         }
-        let off = self.geo.chunk_offset(first);
-        preallocate(
-            self.file,
-            self.geo.backing_size(old_size),
-            off,
-            total as u64,
-        )?;
-        self.file.write_all_at(&sealed, off)?;
-        Ok(())
+        let at = self.geo.chunk_offset(first);
+        preallocate(self.file, self.geo.backing_size(plain_size), at, total as u64)?;
+        self.file.write_all_at(&buf[..total], at)?;
+        Ok(new_size)
     }
 
     /// Changes the plaintext size from `plain_size` to `new_size`.
@@ -292,15 +304,37 @@ impl Content<'_> {
         if new_size > 0 {
             // The chunk holding the new end becomes final (and maybe shorter): re-seal it.
             let i = (new_size - 1) / self.geo.chunk;
-            let mut old = Vec::new();
-            let n = self.read_chunks(i, i + 1, plain_size, &mut old)?;
+            let old = self.read_chunk(i, plain_size)?;
             let keep = self.geo.chunk_len(i, new_size) as usize;
-            debug_assert!(keep <= n);
-            self.seal_and_write(i, i + 1, new_size, plain_size, &old[..keep])?;
+            debug_assert!(keep <= old.len());
+            let slot = &self.slots(i, i + 1, new_size)[0];
+            let mut sealed = vec![0u8; keep + CHUNK_OVERHEAD as usize];
+            sealed[NONCE_LEN..NONCE_LEN + keep].copy_from_slice(&old[..keep]);
+            self.seal_chunk(slot, &mut sealed);
+            self.file
+                .write_all_at(&sealed, self.geo.chunk_offset(i))?;
         }
         self.file.set_len(self.geo.backing_size(new_size))?;
         Ok(())
     }
+}
+
+/// Runs `f` with this thread's scratch buffer: request threads reuse one buffer instead
+/// of allocating and zeroing a megabyte per request. A buffer grown past 4 MiB (a large
+/// truncate) is given back afterwards.
+pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    thread_local!(static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            let r = f(&mut buf);
+            if buf.len() > 4 << 20 {
+                *buf = Vec::new();
+            }
+            r
+        }
+        // Re-entered on this thread (not done today): use a fresh buffer.
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 /// Reserves disk blocks before a write that grows the file, so a full disk fails the

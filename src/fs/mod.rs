@@ -1001,18 +1001,20 @@ impl Filesystem for KmsFs {
         reply: ReplyData,
     ) {
         guarded("read", || {
-            let r = (|| -> Result<Vec<u8>, Errno> {
-                let h = self.handle(fh)?;
-                let of = &h.file;
-                let cur = of.size.read();
-                self.content(of)
-                    .read(*cur, offset, size as u64)
-                    .map_err(|e| self.log_content_error(of, "read", &e))
-            })();
-            match r {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(e),
-            }
+            crate::content::with_scratch(|buf| {
+                let r = (|| -> Result<std::ops::Range<usize>, Errno> {
+                    let h = self.handle(fh)?;
+                    let of = &h.file;
+                    let cur = of.size.read();
+                    self.content(of)
+                        .read_in(*cur, offset, size as u64, buf)
+                        .map_err(|e| self.log_content_error(of, "read", &e))
+                })();
+                match r {
+                    Ok(range) => reply.data(&buf[range]),
+                    Err(e) => reply.error(e),
+                }
+            })
         })
     }
 
