@@ -236,36 +236,37 @@ def main():
     results = {}  # (workload, target) -> [values]
     units = {}
     daemon = {}
+    # One step at a time on every target, the targets' order rotating with each repeat,
+    # so a slow spell of the shared disk hits every target alike.
+    need_file = any(wanted(k) for _, _, k in WORKLOADS)
+    steps = []
+    for wname, fn, key in WORKLOADS:
+        # The read workloads need the file the sequential write makes.
+        if wanted(key) or (key == "seqwrite" and need_file):
+            steps.append((lambda t, wname=wname, fn=fn, key=key: {wname: fn(t)} if wanted(key) else (fn(t), {})[1]))
+    if wanted("small"):
+        steps.append(lambda t: {f"{NFILES} small files: {k}": (v, "files/s") for k, v in small_files(t).items()})
+    if wanted("tree"):
+        steps.append(lambda t: {f"source tree ({nfiles} files): {k}": (v, "MiB/s") for k, v in w_untar(t).items()})
     for rep in range(REPEAT):
-        for name in TARGETS:
-            t = Target(name)
-            t.setup()
-            try:
-                need_file = any(wanted(k) for _, _, k in WORKLOADS)
-                for wname, fn, key in WORKLOADS:
-                    # The read workloads need the file the sequential write makes.
-                    if not wanted(key) and not (key == "seqwrite" and need_file):
-                        continue
-                    v, unit = fn(t)
-                    if wanted(key):
-                        results.setdefault((wname, name), []).append(v)
-                        units[wname] = unit
-                if wanted("small"):
-                    for k, v in small_files(t).items():
-                        w = f"{NFILES} small files: {k}"
-                        results.setdefault((w, name), []).append(v)
-                        units[w] = "files/s"
-                if wanted("tree"):
-                    for k, v in w_untar(t).items():
-                        w = f"source tree ({nfiles} files): {k}"
-                        results.setdefault((w, name), []).append(v)
-                        units[w] = "MiB/s"
+        k = rep % len(TARGETS)
+        targets = [Target(name) for name in TARGETS[k:] + TARGETS[:k]]
+        try:
+            for t in targets:
+                t.setup()
+            for step in steps:
+                for t in targets:
+                    for w, (v, unit) in step(t).items():
+                        results.setdefault((w, t.name), []).append(v)
+                        units[w] = unit
+            for t in targets:
                 ds = t.daemon_stats()
                 if ds:
-                    daemon.setdefault(name, []).append(ds)
-            finally:
+                    daemon.setdefault(t.name, []).append(ds)
+        finally:
+            for t in targets:
                 t.teardown()
-            print(f"repeat {rep + 1}/{REPEAT}: {name} done", file=sys.stderr, flush=True)
+        print(f"repeat {rep + 1}/{REPEAT} done", file=sys.stderr, flush=True)
     order = [w for w, _, _ in WORKLOADS if w in units] + [w for w in units if w not in [x[0] for x in WORKLOADS]]
     cols = TARGETS
     lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs | limit (plain ÷ gocryptfs) |", "|---|---|" + "---|" * len(cols) + "---|---|"]

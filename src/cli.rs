@@ -1215,8 +1215,17 @@ fn cmd_mount_foreground(
         config.mount_options = vec![
             fuser::MountOption::FSName(backing.display().to_string()),
             fuser::MountOption::Subtype("kmsfs".into()),
-            fuser::MountOption::DefaultPermissions,
         ];
+        // Other users need the kernel to check permissions for them (the daemon acts
+        // with its own rights on the backing tree). Without allow_other only the mounting
+        // user gets in, and the backing filesystem already checks that user: skipping
+        // default_permissions then spares a GETATTR of the directory after every change
+        // in it (the kernel drops a directory's attributes when an entry changes).
+        if allow_other {
+            config
+                .mount_options
+                .push(fuser::MountOption::DefaultPermissions);
+        }
         config.acl = if allow_other {
             fuser::SessionACL::All
         } else {

@@ -1352,7 +1352,8 @@ impl Filesystem for KmsFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // Permission checks are the kernel's (default_permissions); only existence here.
+        // Permission checks are the kernel's (default_permissions with allow_other; else
+        // only the mounting user gets in and the backing tree checks it).
         reply_empty(self.inode(ino).map(|_| ()), reply)
     }
 
