@@ -70,8 +70,9 @@ pub enum Cmd {
         /// Append the daemon's log to this file (background mode; default: discard).
         #[arg(long, value_name = "FILE")]
         log_file: Option<PathBuf>,
-        /// FUSE request threads.
-        #[arg(long, default_value_t = 4)]
+        /// FUSE request threads. More than cores: a thread waiting on the backing disk
+        /// (a cold page under a small write) should not hold up the others.
+        #[arg(long, default_value_t = 8)]
         threads: usize,
         /// Unwrapped file keys kept in memory (LRU), so re-opening a file needs no KMS call.
         #[arg(long, default_value_t = 32768)]
