@@ -213,7 +213,7 @@ impl Content<'_> {
     /// Writes `data` at `off` into a file of `plain_size` bytes; returns the new size.
     /// A gap between the old end and `off` is filled with encrypted zeros (no holes).
     pub fn write(&self, plain_size: u64, off: u64, data: &[u8]) -> Result<u64, ContentError> {
-        with_scratch(|buf| self.write_in(plain_size, off, data, buf))
+        with_scratch(|buf| self.write_in(plain_size, off, data, buf, true))
     }
 
     fn write_in(
@@ -222,6 +222,7 @@ impl Content<'_> {
         off: u64,
         data: &[u8],
         buf: &mut Vec<u8>,
+        kick_writeback: bool,
     ) -> Result<u64, ContentError> {
         if data.is_empty() {
             return Ok(plain_size);
@@ -288,7 +289,7 @@ impl Content<'_> {
             total as u64,
         )?;
         self.file.write_all_at(&buf[..total], at)?;
-        if total >= WRITEBACK_KICK {
+        if kick_writeback && total >= WRITEBACK_KICK {
             start_writeback(self.file, at, total as u64);
         }
         Ok(new_size)
@@ -306,7 +307,10 @@ impl Content<'_> {
             let mut size = plain_size;
             while size < new_size {
                 let n = STEP.min(new_size - size) as usize;
-                size = self.write(size, size, &zeros[..n])?;
+                // No early writeback: zeros made by a growing truncate or fallocate are
+                // usually overwritten soon (fio and databases preallocate, then write),
+                // and should then reach the disk once, with their final content.
+                size = with_scratch(|buf| self.write_in(size, size, &zeros[..n], buf, false))?;
             }
             return Ok(());
         }
