@@ -8,7 +8,8 @@ the page cache before cold reads). Usage: bench/run.sh (builds kmsfs, installs n
 Environment: BENCH_DIR (work dir, default /var/tmp/kmsfs-bench), BENCH_SIZE_MB (1024),
 BENCH_REPEAT (3), BENCH_FILES (5000), BENCH_TREE (a directory to tar for the untar
 workload; default the cargo registry sources), BENCH_TARGETS (plain,gocryptfs,kmsfs,bindfs),
-KMSFS_BIN, KMSFS_CHUNK (kmsfs chunk size), KMSFS_MOUNT_OPTS (extra mount flags),
+KMSFS_BIN, KMSFS_CHUNK (kmsfs chunk size), KMSFS_MOUNT_OPTS (extra mount flags), BENCH_SETTLE (pause before each timed
+write, seconds, default 5),
 BENCH_ONLY (comma list of seqwrite,seqread,randread,randwrite,mix,small,tree; default all).
 
 The "limit" column is plain ÷ gocryptfs: the ratio kmsfs would reach if it were as fast as
@@ -38,6 +39,16 @@ TREE = os.environ.get("BENCH_TREE") or next(
 
 def sh(*args, **kw):
     return subprocess.run(args, check=True, **kw)
+
+
+SETTLE = float(os.environ.get("BENCH_SETTLE", "5"))
+
+
+def settle():
+    """Before a timed write: let the disk finish what the previous target left behind
+    (its fsync returned, but the device keeps writing for a while)."""
+    os.sync()
+    time.sleep(SETTLE)
 
 
 def drop_caches():
@@ -112,6 +123,7 @@ def w_seqwrite(t):
     f = os.path.join(t.mnt, "big")
     if os.path.exists(f):
         os.unlink(f)
+    settle()
     start = time.time()
     fio(f, "seqwrite", "write", "1M", SIZE_MB, ["--end_fsync=1"])
     return SIZE_MB / (time.time() - start), "MiB/s"
@@ -135,6 +147,7 @@ def w_randwrite(t):
     # Cold, like the reads: what is cached otherwise depends on the workloads before it,
     # and a 4 KiB write into a cold encrypted file costs reads of its neighbours' pages.
     f = os.path.join(t.mnt, "big")
+    settle()
     drop_caches()
     start = time.time()
     j = fio(f, "randwrite", "randwrite", "4k", SIZE_MB, ["--end_fsync=1", "--io_size=64M"])
@@ -159,6 +172,7 @@ def small_files(t):
     payload = os.urandom(4096)
     names = [os.path.join(d, str(i % 100), f"f{i}") for i in range(NFILES)]
     res = {}
+    settle()
     start = time.time()
     for n in names:
         with open(n, "wb") as f:
@@ -192,6 +206,7 @@ def w_untar(t):
     if os.path.exists(d):
         shutil.rmtree(d)
     os.mkdir(d)
+    settle()
     start = time.time()
     sh("tar", "-xf", TARBALL, "-C", d)
     os.sync()
@@ -272,12 +287,13 @@ def main():
         print(f"repeat {rep + 1}/{REPEAT} done", file=sys.stderr, flush=True)
     order = [w for w, _, _ in WORKLOADS if w in units] + [w for w in units if w not in [x[0] for x in WORKLOADS]]
     cols = TARGETS
-    lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs | limit (plain ÷ gocryptfs) |", "|---|---|" + "---|" * len(cols) + "---|---|"]
+    lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs | limit (plain ÷ gocryptfs) | kmsfs ÷ gocryptfs per repeat |", "|---|---|" + "---|" * len(cols) + "---|---|---|"]
     for w in order:
         med = {c: statistics.median(results[(w, c)]) for c in cols if (w, c) in results}
         ratio = med.get("kmsfs", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
         limit = med.get("plain", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
-        lines.append(f"| {w} | {units[w]} | " + " | ".join(f"{med.get(c, float('nan')):,.0f}" for c in cols) + f" | **{ratio:.2f}** | {limit:.2f} |")
+        per = ", ".join(f"{k / g:.2f}" for k, g in zip(results.get((w, "kmsfs"), []), results.get((w, "gocryptfs"), [])) if g)
+        lines.append(f"| {w} | {units[w]} | " + " | ".join(f"{med.get(c, float('nan')):,.0f}" for c in cols) + f" | **{ratio:.2f}** | {limit:.2f} | {per} |")
     lines.append("")
     written_gib = (SIZE_MB + 64 + NFILES * 4 / 1024 + TREE_MB) / 1024
     for name, stats in daemon.items():
