@@ -1040,12 +1040,12 @@ impl Filesystem for KmsFs {
                 if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                     kill_suidgid(&of.file)?;
                 }
-                if self.writeback_cache {
-                    // Whole chunks strictly inside the file change no size and no other
-                    // chunk: such writes share the lock, so the kernel's parallel writeback
-                    // of scattered pages is sealed in parallel. (The kernel never reads a
-                    // page back while it is under writeback, so no read sees a half-written
-                    // chunk.)
+                if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+                    // Page-cache writeback of whole chunks strictly inside the file changes
+                    // no size and no other chunk: such writes share the lock, so scattered
+                    // pages are sealed in parallel. (The kernel never writes one page twice
+                    // at once, nor reads a page back while it is under writeback, so no
+                    // read sees a half-written chunk. Direct writes take the exclusive path.)
                     let size = of.size.read();
                     if self.geo.in_place(*size, offset, data.len() as u64) {
                         self.content(of)
