@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use kmsfs::kms::remote::{Credentials, RemoteKms};
 use kmsfs::kms::*;
+
+#[path = "fixture.rs"]
+mod fixture;
 #[allow(unused_imports)]
 use std::io::Write as _;
 
@@ -166,23 +169,7 @@ fn main() {
         .unwrap()
     };
     let c = client();
-    let key = c
-        .create_key(CreateKeyRequest::default())
-        .unwrap()
-        .key_metadata
-        .key_id;
-    let ctx: EncryptionContext = [("kmsfs:fs".to_string(), "load".to_string())]
-        .into_iter()
-        .collect();
-    let blob = c
-        .generate_data_key(GenerateDataKeyRequest {
-            key_id: key.clone(),
-            key_spec: Some("AES_256".into()),
-            encryption_context: Some(ctx.clone()),
-            ..Default::default()
-        })
-        .unwrap()
-        .ciphertext_blob;
+    let (key, ctx, blob) = fixture::key_and_blob(&c, "load");
     println!("{threads} client threads, {secs} s per operation, server {url} (audit on: every record fsynced, group commit)");
     for (name, decrypt) in [("GenerateDataKey", false), ("Decrypt", true)] {
         let stop = Instant::now() + Duration::from_secs(secs);

@@ -7,29 +7,16 @@ use std::time::{Duration, Instant};
 use kmsfs::kms::local::LocalKms;
 use kmsfs::kms::*;
 
+#[path = "fixture.rs"]
+mod fixture;
+
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
     let kms = Arc::new(LocalKms::open(&dir.path().join("ks"), true).unwrap());
-    let key = kms
-        .create_key(CreateKeyRequest::default())
-        .unwrap()
-        .key_metadata
-        .key_id;
-    let ctx: EncryptionContext = [("kmsfs:fs".to_string(), "bench".to_string())]
-        .into_iter()
-        .collect();
-    let blob = kms
-        .generate_data_key(GenerateDataKeyRequest {
-            key_id: key.clone(),
-            key_spec: Some("AES_256".into()),
-            encryption_context: Some(ctx.clone()),
-            ..Default::default()
-        })
-        .unwrap()
-        .ciphertext_blob;
+    let (key, ctx, blob) = fixture::key_and_blob(&*kms, "bench");
     for (name, decrypt) in [("GenerateDataKey", false), ("Decrypt", true)] {
         let done = Arc::new(AtomicU64::new(0));
         let stop = Instant::now() + Duration::from_secs(secs);
