@@ -152,6 +152,10 @@ pub enum Cmd {
         paths: Vec<PathBuf>,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Keep set-user-ID, set-group-ID and sticky bits from the backing tree (dropped by
+        /// default: whoever can write the tree could plant a set-user-ID file).
+        #[arg(long)]
+        preserve_special_bits: bool,
     },
 }
 
@@ -535,16 +539,29 @@ pub fn run(cli: Cli) -> Result<()> {
             let env = offline_env(cli.kms.as_deref(), &root)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            crate::offline::decrypt_file(&env, &std::fs::canonicalize(&file)?, &mut out)?;
+            let file = std::fs::canonicalize(&file)?;
+            let f = crate::offline::open_backing_file(&file)?;
+            crate::offline::decrypt_file(&env, &f, &file, &mut out)?;
             out.flush()?;
             Ok(())
         }
-        Cmd::Decrypt { paths, out } => {
+        Cmd::Decrypt {
+            paths,
+            out,
+            preserve_special_bits,
+        } => {
             let root = crate::offline::find_root(&paths[0])?;
             let env = offline_env(cli.kms.as_deref(), &root)?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            let rep = crate::offline::decrypt_tree(&env, &root, &paths, &out, true)?;
+            let rep = crate::offline::decrypt_tree(
+                &env,
+                &root,
+                &paths,
+                &out,
+                true,
+                preserve_special_bits,
+            )?;
             println!(
                 "restored {} files ({} bytes) into {}",
                 rep.files,

@@ -23,7 +23,17 @@ pub enum ContentError {
     /// A chunk failed authentication or is missing: tampering or damage.
     #[error("chunk {chunk} (backing offset {offset}) failed authentication")]
     Corrupt { chunk: u64, offset: u64 },
+    /// The size asked for is beyond what a backing file can hold (EFBIG).
+    #[error("file too large")]
+    TooLarge,
 }
+
+/// A gap up to this size (between the end of a file and a write past it) is sealed in
+/// the write's own buffer; a larger one is filled first in `GROW_STEP` pieces, so the
+/// memory a request needs is bounded whatever its offset.
+const GAP_INLINE: u64 = 1 << 20;
+/// Zeros materialised per step when a file grows by truncate, fallocate or a far write.
+const GROW_STEP: u64 = 4 << 20;
 
 fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
@@ -211,9 +221,151 @@ impl Content<'_> {
     }
 
     /// Writes `data` at `off` into a file of `plain_size` bytes; returns the new size.
-    /// A gap between the old end and `off` is filled with encrypted zeros (no holes).
+    /// A gap between the old end and `off` is filled with encrypted zeros (no holes: see
+    /// docs/THREAT-MODEL.md), in bounded pieces after reserving the whole growth, so a
+    /// write far past the end costs bounded memory and fails at once with EFBIG or ENOSPC
+    /// when the backing filesystem cannot hold it. On failure the file is as it was.
     pub fn write(&self, plain_size: u64, off: u64, data: &[u8]) -> Result<u64, ContentError> {
-        with_scratch(|buf| self.write_in(plain_size, off, data, buf, true))
+        if data.is_empty() {
+            return Ok(plain_size);
+        }
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= self.geo.max_plain_size())
+            .ok_or(ContentError::TooLarge)?;
+        if off <= plain_size.saturating_add(GAP_INLINE) {
+            return self.undo_growth_on_error(plain_size, end, || {
+                with_scratch(|buf| self.write_in(plain_size, off, data, buf, true))
+            });
+        }
+        self.reserve(plain_size, end)?;
+        self.undo_growth_on_error(plain_size, end, || {
+            let size = self.fill_zeros(plain_size, off)?;
+            with_scratch(|buf| self.write_in(size, off, data, buf, true))
+        })
+    }
+
+    /// Runs a change that may grow the file from `plain_size` to `new_size`; if it fails,
+    /// puts the backing file back to `plain_size` (a growth is all or nothing, so the
+    /// mount's idea of the size and the backing file never disagree).
+    fn undo_growth_on_error(
+        &self,
+        plain_size: u64,
+        new_size: u64,
+        f: impl FnOnce() -> Result<u64, ContentError>,
+    ) -> Result<u64, ContentError> {
+        let r = f();
+        if r.is_err() && new_size > plain_size {
+            if let Err(e) = self.restore(plain_size) {
+                tracing::error!(
+                    "cannot undo a failed growth of a file back to {plain_size} bytes: {e}"
+                );
+            }
+        }
+        r
+    }
+
+    /// Reserves the backing space a growth from `plain_size` to `new_size` needs, in one
+    /// call: EFBIG or ENOSPC (or EDQUOT) now, before any byte is written.
+    fn reserve(&self, plain_size: u64, new_size: u64) -> Result<(), ContentError> {
+        if new_size > self.geo.max_plain_size() {
+            return Err(ContentError::TooLarge);
+        }
+        let (cur, want) = (
+            self.geo.backing_size(plain_size),
+            self.geo.backing_size(new_size),
+        );
+        if want <= cur {
+            return Ok(());
+        }
+        match rustix::fs::fallocate(
+            self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            cur,
+            want - cur,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) | Err(rustix::io::Errno::NOSYS) => {
+                // No preallocation here: compare with the free space instead.
+                let st = rustix::fs::fstatvfs(self.file).map_err(io::Error::from)?;
+                if (want - cur) / st.f_frsize.max(1) > st.f_bavail {
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC).into());
+                }
+                Ok(())
+            }
+            Err(e) => Err(io::Error::from(e).into()),
+        }
+    }
+
+    /// Grows a file of `plain_size` bytes to `new_size` with encrypted zeros, a bounded
+    /// piece at a time; returns the new size. No early writeback: zeros made by a growing
+    /// truncate or fallocate are usually overwritten soon (fio and databases preallocate,
+    /// then write), and should then reach the disk once, with their final content.
+    fn fill_zeros(&self, plain_size: u64, new_size: u64) -> Result<u64, ContentError> {
+        let zeros = vec![0u8; GROW_STEP.min(new_size.saturating_sub(plain_size)) as usize];
+        let mut size = plain_size;
+        while size < new_size {
+            let n = GROW_STEP.min(new_size - size) as usize;
+            size = with_scratch(|buf| self.write_in(size, size, &zeros[..n], buf, false))?;
+        }
+        Ok(size)
+    }
+
+    /// Puts the backing file back to a file of `plain_size` bytes after a failed growth:
+    /// cuts what was added, and seals the old final chunk as final again if the growth had
+    /// already re-sealed it as an inner (full, non-final) chunk.
+    pub fn restore(&self, plain_size: u64) -> Result<(), ContentError> {
+        let n = self.geo.n_chunks(plain_size);
+        let mut reseal = None;
+        if n > 0 {
+            let i = n - 1;
+            let old_len = self.geo.chunk_len(i, plain_size) as usize;
+            let oh = CHUNK_OVERHEAD as usize;
+            let at = self.geo.chunk_offset(i);
+            let mut sealed = vec![0u8; self.geo.chunk as usize + oh];
+            let mut have = 0;
+            while have < sealed.len() {
+                match self.file.read_at(&mut sealed[have..], at + have as u64)? {
+                    0 => break,
+                    k => have += k,
+                }
+            }
+            let as_was = Slot {
+                index: i,
+                len: old_len,
+                is_final: true,
+            };
+            let as_inner = Slot {
+                index: i,
+                len: self.geo.chunk as usize,
+                is_final: false,
+            };
+            let try_open = |s: &Slot| {
+                let mut p = sealed[..s.len + oh].to_vec();
+                (have >= s.len + oh && self.open_chunk(s, &mut p).is_ok())
+                    .then(|| p[NONCE_LEN..NONCE_LEN + old_len].to_vec())
+            };
+            if try_open(&as_was).is_none() {
+                match try_open(&as_inner) {
+                    Some(plain) => reseal = Some((as_was, plain)),
+                    None => {
+                        return Err(ContentError::Corrupt {
+                            chunk: i,
+                            offset: at,
+                        })
+                    }
+                }
+            }
+        }
+        self.file.set_len(self.geo.backing_size(plain_size))?;
+        if let Some((slot, plain)) = reseal {
+            let mut sealed = vec![0u8; slot.len + CHUNK_OVERHEAD as usize];
+            sealed[NONCE_LEN..NONCE_LEN + slot.len].copy_from_slice(&plain);
+            self.seal_chunk(&slot, &mut sealed);
+            self.file
+                .write_all_at(&sealed, self.geo.chunk_offset(slot.index))?;
+        }
+        Ok(())
     }
 
     fn write_in(
@@ -295,23 +447,17 @@ impl Content<'_> {
         Ok(new_size)
     }
 
-    /// Changes the plaintext size from `plain_size` to `new_size`.
+    /// Changes the plaintext size from `plain_size` to `new_size`. A growth reserves
+    /// its space first (EFBIG/ENOSPC at once) and is undone whole if it fails.
     pub fn truncate(&self, plain_size: u64, new_size: u64) -> Result<(), ContentError> {
         if new_size == plain_size {
             return Ok(());
         }
         if new_size > plain_size {
-            // Materialise the new region as encrypted zeros, a bounded piece at a time.
-            const STEP: u64 = 4 << 20;
-            let zeros = vec![0u8; STEP.min(new_size - plain_size) as usize];
-            let mut size = plain_size;
-            while size < new_size {
-                let n = STEP.min(new_size - size) as usize;
-                // No early writeback: zeros made by a growing truncate or fallocate are
-                // usually overwritten soon (fio and databases preallocate, then write),
-                // and should then reach the disk once, with their final content.
-                size = with_scratch(|buf| self.write_in(size, size, &zeros[..n], buf, false))?;
-            }
+            self.reserve(plain_size, new_size)?;
+            self.undo_growth_on_error(plain_size, new_size, || {
+                self.fill_zeros(plain_size, new_size)
+            })?;
             return Ok(());
         }
         if new_size > 0 {

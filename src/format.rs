@@ -145,6 +145,12 @@ impl Geometry {
         plain_size + self.n_chunks(plain_size) * CHUNK_OVERHEAD
     }
 
+    /// The largest plaintext size whose backing size is a valid file offset (i64): larger
+    /// sizes are EFBIG before any arithmetic on them can overflow.
+    pub fn max_plain_size(&self) -> u64 {
+        (i64::MAX as u64 / self.cchunk()) * self.chunk
+    }
+
     /// Plaintext size of a backing file, or None when the size cannot come from whole
     /// chunks (a trailing fragment of at most the overhead: damage). Callers that must
     /// show *some* size use `plain_size_lossy`.

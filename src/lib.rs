@@ -5,6 +5,7 @@
 //! wrapped by the KMS), `content` (chunked encryption of one file), `fs` (the FUSE
 //! filesystem), `cli` (commands).
 
+pub mod backing;
 pub mod cli;
 pub mod content;
 pub mod crypto;

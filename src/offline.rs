@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -85,6 +86,7 @@ pub fn fsck(
     show_progress: bool,
 ) -> anyhow::Result<FsckReport> {
     let (files, temps) = crate::tree::walk_tree(backing)?;
+    let root = crate::tree::TreeRoot::open(backing)?;
     let geo = Geometry::new(cfg.chunk_size);
     let pb = if show_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::new(files.len() as u64)
@@ -94,7 +96,7 @@ pub fn fsck(
     let results: Vec<(u64, Vec<Problem>, Option<Salvaged>)> = files
         .par_iter()
         .map(|p| {
-            let r = check_file(backing, p, cfg, geo, env, salvage);
+            let r = check_file(&root, backing, p, cfg, geo, env, salvage);
             pb.inc(1);
             r
         })
@@ -123,6 +125,7 @@ pub fn fsck(
 }
 
 fn check_file(
+    root: &crate::tree::TreeRoot,
     backing: &Path,
     path: &Path,
     cfg: &TreeConfig,
@@ -131,8 +134,16 @@ fn check_file(
     salvage: Option<&Path>,
 ) -> (u64, Vec<Problem>, Option<Salvaged>) {
     let mut probs = vec![];
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let h = match read_header(path) {
+    // One descriptor for the header and every chunk, opened without following symlinks.
+    let file = match root.open_file(path, rustix::fs::OFlags::RDONLY) {
+        Ok(f) => f,
+        Err(e) => {
+            probs.push(problem(path, "io", e));
+            return (0, probs, None);
+        }
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let h = match read_header(&file) {
         Ok(h) => h,
         Err(e) => {
             probs.push(problem(path, "header", e));
@@ -180,6 +191,7 @@ fn check_file(
     };
     let (bad, salvaged) = scan_file(
         backing,
+        &file,
         path,
         &h,
         &keys,
@@ -210,6 +222,7 @@ fn check_file(
 #[allow(clippy::too_many_arguments)]
 fn scan_file(
     backing: &Path,
+    file: &File,
     path: &Path,
     h: &Header,
     keys: &FileKeys,
@@ -218,12 +231,8 @@ fn scan_file(
     salvage: Option<&Path>,
     already_damaged: bool,
 ) -> (std::io::Result<Vec<u64>>, Option<Salvaged>) {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => return (Err(e), None),
-    };
     let c = Content {
-        file: &file,
+        file,
         aead: &*keys.content,
         file_id: &h.file_id,
         geo,
@@ -264,14 +273,34 @@ fn scan_file(
     (Ok(bad), salvaged)
 }
 
-/// Writes the plaintext of one backing file to `out`, chunk range by chunk range.
-pub fn decrypt_file(env: &Envelope, path: &Path, out: &mut dyn Write) -> anyhow::Result<u64> {
+/// Opens a backing file named on the command line: a symlink there is refused, not
+/// followed (the tree may come from anyone).
+pub fn open_backing_file(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if !f.metadata()?.is_file() {
+        anyhow::bail!("{}: not a regular file", path.display());
+    }
+    Ok(f)
+}
+
+/// Writes the plaintext of one open backing file (`path` names it in messages) to `out`,
+/// chunk range by chunk range; header and chunks come through the same descriptor.
+pub fn decrypt_file(
+    env: &Envelope,
+    file: &File,
+    path: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
     let geo = Geometry::new(env.config.chunk_size);
-    let h = read_header(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let h = read_header(file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let keys = env
         .open_header(&h)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let file = File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let len = file.metadata()?.len();
     let size = geo.plain_size(len).ok_or_else(|| {
         anyhow::anyhow!(
@@ -280,7 +309,7 @@ pub fn decrypt_file(env: &Envelope, path: &Path, out: &mut dyn Write) -> anyhow:
         )
     })?;
     let c = Content {
-        file: &file,
+        file,
         aead: &*keys.content,
         file_id: &h.file_id,
         geo,
@@ -304,14 +333,19 @@ pub struct RestoreReport {
 }
 
 /// Restores backing files or directories under `root` into `out` (same relative paths):
-/// files decrypted, directories and symlinks recreated, modes kept. In parallel.
+/// files decrypted, directories and symlinks recreated, permission bits kept. Set-user-ID,
+/// set-group-ID and sticky bits come from a tree anyone may have written, so they are
+/// dropped unless `preserve_special_bits` (like tar without --preserve-permissions for
+/// untrusted archives). In parallel.
 pub fn decrypt_tree(
     env: &Envelope,
     root: &Path,
     paths: &[PathBuf],
     out: &Path,
     show_progress: bool,
+    preserve_special_bits: bool,
 ) -> anyhow::Result<RestoreReport> {
+    let tree = crate::tree::TreeRoot::open(root)?;
     let mut files = vec![];
     for p in paths {
         let p = std::fs::canonicalize(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
@@ -342,11 +376,27 @@ pub fn decrypt_tree(
                 if let Some(d) = dst.parent() {
                     std::fs::create_dir_all(d)?;
                 }
-                let mut w = std::io::BufWriter::new(File::create(&dst)?);
-                let n = decrypt_file(env, f, &mut w)?;
+                let src = tree
+                    .open_file(f, rustix::fs::OFlags::RDONLY)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                let dst_file = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&dst)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", dst.display()))?
+                };
+                let mut w = std::io::BufWriter::new(&dst_file);
+                let n = decrypt_file(env, &src, f, &mut w)?;
                 w.flush()?;
-                let mode = std::fs::metadata(f)?.permissions();
-                std::fs::set_permissions(&dst, mode)?;
+                drop(w);
+                let keep = if preserve_special_bits { 0o7777 } else { 0o777 };
+                let mode = src.metadata()?.mode() & keep;
+                rustix::fs::fchmod(&dst_file, rustix::fs::Mode::from_raw_mode(mode))?;
                 Ok(n)
             })();
             pb.inc(1);

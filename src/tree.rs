@@ -2,8 +2,8 @@
 //! current key versions or another key set (`rotate`, `keys add/remove`) without touching
 //! a data byte, and re-encrypting files under new DEKs (`rekey`).
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,13 +47,37 @@ pub fn walk_files(backing: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(walk_tree(backing)?.0)
 }
 
-pub fn read_header(path: &Path) -> Result<Header, String> {
-    let mut buf = vec![0u8; 8192];
-    let n = rustix::fs::getxattr(path, HEADER_XATTR, &mut buf).map_err(|e| match e {
-        rustix::io::Errno::NODATA => format!("no kmsfs header ({HEADER_XATTR} missing)"),
-        e => format!("cannot read header: {e}"),
-    })?;
-    Header::decode(&buf[..n]).map_err(|e| format!("invalid header: {e}"))
+/// A backing tree's root, to open its files by descriptor: each file found by a walk is
+/// opened one component at a time below the root, following no symlink, and everything
+/// done to it (header read, check, replace) goes through that one descriptor. A file
+/// renamed over, or a directory swapped for a symlink, between the walk and the open is
+/// then never confused with another file.
+pub struct TreeRoot {
+    path: PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+impl TreeRoot {
+    pub fn open(backing: &Path) -> std::io::Result<TreeRoot> {
+        Ok(TreeRoot {
+            path: backing.to_path_buf(),
+            fd: crate::backing::open_root(backing)?,
+        })
+    }
+
+    /// Opens the regular file `p` (a path the walk found under this root).
+    pub fn open_file(&self, p: &Path, flags: rustix::fs::OFlags) -> Result<File, String> {
+        let rel = p
+            .strip_prefix(&self.path)
+            .map_err(|_| format!("{} is outside {}", p.display(), self.path.display()))?;
+        crate::backing::open_file_beneath(std::os::fd::AsFd::as_fd(&self.fd), rel, flags)
+            .map_err(|e| format!("cannot open: {e}"))
+    }
+}
+
+/// The header of an open backing file, as a one-line error otherwise.
+pub fn read_header(file: &File) -> Result<Header, String> {
+    crate::backing::read_header(file).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -186,12 +210,13 @@ pub fn rewrap(
         current.push((md.arn, md.current_key_material_id.unwrap_or_default()));
     }
     let files = walk_files(backing)?;
+    let root = TreeRoot::open(backing)?;
     Ok(for_each_file(
         files,
         jobs,
         "re-wrapping",
         show_progress,
-        |p| match rewrap_file(p, cfg, kms, &current) {
+        |p| match rewrap_file(&root, p, cfg, kms, &current) {
             Ok(true) => FileResult::Changed,
             Ok(false) => FileResult::Skipped,
             Err(e) => FileResult::Failed(e),
@@ -199,13 +224,17 @@ pub fn rewrap(
     ))
 }
 
+/// Re-wraps one file through one descriptor: the header read is the header replaced, so a
+/// save-by-rename racing the rotation can never receive another file's header.
 fn rewrap_file(
+    root: &TreeRoot,
     path: &Path,
     cfg: &TreeConfig,
     kms: &dyn Kms,
     current: &[(String, String)],
 ) -> Result<bool, String> {
-    let h = read_header(path)?;
+    let file = root.open_file(path, rustix::fs::OFlags::RDONLY)?;
+    let h = read_header(&file)?;
     let ctx = wrap_context(&cfg.fs_id, &h.file_id);
     let mut wraps = Vec::with_capacity(current.len());
     for (arn, material) in current {
@@ -249,11 +278,7 @@ fn rewrap_file(
         return Ok(false);
     }
     let new = Header { wraps, ..h };
-    let bytes = new
-        .encode()
-        .map_err(|e| format!("cannot encode header: {e}"))?;
-    rustix::fs::setxattr(path, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::REPLACE)
-        .map_err(|e| format!("cannot replace header: {e}"))?;
+    crate::backing::replace_header(&file, &new)?;
     Ok(true)
 }
 
@@ -305,25 +330,27 @@ pub fn rekey(
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    let root = TreeRoot::open(backing)?;
     Ok(for_each_file(
         files,
         jobs,
         "rekeying",
         show_progress,
-        |p| match rekey_file(p, env) {
+        |p| match rekey_file(&root, p, env) {
             Ok(()) => FileResult::Changed,
             Err(e) => FileResult::Failed(e),
         },
     ))
 }
 
-fn rekey_file(path: &Path, env: &Envelope) -> Result<(), String> {
+fn rekey_file(root: &TreeRoot, path: &Path, env: &Envelope) -> Result<(), String> {
+    use std::os::fd::AsFd;
     let geo = Geometry::new(env.config.chunk_size);
-    let old_h = read_header(path)?;
+    let src = root.open_file(path, rustix::fs::OFlags::RDONLY)?;
+    let old_h = read_header(&src)?;
     let old_keys = env
         .open_header(&old_h)
         .map_err(|e| format!("cannot open header: {e}"))?;
-    let src = File::open(path).map_err(|e| e.to_string())?;
     let md = src.metadata().map_err(|e| e.to_string())?;
     if md.nlink() > 1 {
         return Err(format!(
@@ -334,19 +361,24 @@ fn rekey_file(path: &Path, env: &Envelope) -> Result<(), String> {
     let size = geo
         .plain_size(md.len())
         .ok_or_else(|| format!("backing size {} is not a whole number of chunks", md.len()))?;
-    let dir = path.parent().ok_or("no parent directory")?;
-    let name = path.file_name().ok_or("no file name")?.to_string_lossy();
-    let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{name}.{}",
+    // The temp file is made in, and renamed within, the directory's descriptor.
+    let rel = path.strip_prefix(&root.path).map_err(|e| e.to_string())?;
+    let (dir, name) = crate::backing::parent_beneath(root.fd.as_fd(), rel)
+        .map_err(|e| format!("cannot open its directory: {e}"))?;
+    let tmp = std::ffi::OsString::from(format!(
+        "{TEMP_PREFIX}{}.{}",
+        name.to_string_lossy(),
         hex::encode(crate::crypto::random_bytes::<6>())
     ));
-    let dst = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(md.mode() & 0o7777)
-        .open(&tmp)
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let dst = File::from(
+        crate::backing::open_at(
+            dir.as_fd(),
+            &tmp,
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL,
+            rustix::fs::Mode::from_raw_mode(md.mode() & 0o777),
+        )
+        .map_err(|e| format!("cannot create {}: {e}", tmp.to_string_lossy()))?,
+    );
     let result = (|| -> Result<(), String> {
         let (new_h, new_keys) = env
             .new_header()
@@ -378,13 +410,26 @@ fn rekey_file(path: &Path, env: &Envelope) -> Result<(), String> {
         }
         copy_metadata(&src, &dst, &md)?;
         dst.sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| e.to_string())
+        // Replace the name only if it still holds the file just re-encrypted.
+        let now = rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| e.to_string())?;
+        if (now.st_dev, now.st_ino) != (md.dev(), md.ino()) {
+            return Err("was replaced while being rekeyed (left as it is)".into());
+        }
+        rustix::fs::renameat(&dir, &tmp, &dir, name).map_err(|e| e.to_string())?;
+        rustix::fs::openat(
+            &dir,
+            ".",
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .and_then(|d| rustix::fs::fsync(&d))
+        .map_err(|e| e.to_string())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&dir, &tmp, rustix::fs::AtFlags::empty());
     }
     result
 }
@@ -396,6 +441,9 @@ fn copy_metadata(src: &File, dst: &File, md: &std::fs::Metadata) -> Result<(), S
         Some(rustix::fs::Uid::from_raw(md.uid())),
         Some(rustix::fs::Gid::from_raw(md.gid())),
     );
+    // After the chown (which clears set-user-ID): the mode as it was, special bits included.
+    rustix::fs::fchmod(dst, rustix::fs::Mode::from_raw_mode(md.mode() & 0o7777))
+        .map_err(|e| e.to_string())?;
     let mut names = vec![0u8; 64 * 1024];
     let n = rustix::fs::flistxattr(src, &mut names).map_err(|e| e.to_string())?;
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {

@@ -1,9 +1,10 @@
 //! The inode table. Each inode the kernel knows is remembered by the names it was seen
-//! under, (parent inode, name), so its backing path is rebuilt on demand and renames of
-//! a directory move everything below it at once. No descriptor is held per inode: trees
-//! with more inodes than the process may open descriptors must work (an O_PATH fd per
-//! inode ran out at 20,000 here). FUSE inode numbers come from the backing
-//! (st_dev, st_ino).
+//! under, (parent inode, name), and by the backing (st_dev, st_ino) it stands for, so a
+//! directory can be reopened one component at a time from the nearest directory whose
+//! descriptor is cached (see `super::dirs`), each step checked against that key. No
+//! descriptor is held per inode: trees with more inodes than the process may open
+//! descriptors must work (an O_PATH fd per inode ran out at 20,000 here). FUSE inode
+//! numbers come from the backing (st_dev, st_ino).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -54,6 +55,14 @@ struct Tables {
     /// (parent, name) -> inode, the reverse of `Entry::names`
     dentries: HashMap<(u64, OsString), u64>,
     next_synthetic: u64,
+}
+
+/// One step of the way from an inode up to the root: the inode, the backing object it
+/// must be, and its name in its parent (the next step up, or the root).
+pub struct Step {
+    pub ino: u64,
+    pub key: (u64, u64),
+    pub name: OsString,
 }
 
 impl Tables {
@@ -117,7 +126,7 @@ impl InodeTable {
         self.inner.read().path(ino)
     }
 
-    /// Backing path of `name` in directory `parent`.
+    /// Backing path of `name` in directory `parent` (for log lines only: never opened).
     pub fn child_path(&self, parent: u64, name: &OsStr) -> Option<PathBuf> {
         if parent == ROOT_INO {
             return Some(PathBuf::from(name));
@@ -125,6 +134,47 @@ impl InodeTable {
         let mut p = self.path(parent)?;
         p.push(name);
         Some(p)
+    }
+
+    /// The way from `ino` up to (not including) the root, `ino` first; None if some
+    /// ancestor is no longer known.
+    pub fn ancestry(&self, ino: u64) -> Option<Vec<Step>> {
+        let t = self.inner.read();
+        let mut steps = vec![];
+        let mut cur = ino;
+        for _ in 0..4096 {
+            if cur == ROOT_INO {
+                return Some(steps);
+            }
+            let e = t.by_ino.get(&cur)?;
+            let (parent, name) = e.names.iter().find(|(p, _)| t.by_ino.contains_key(p))?;
+            steps.push(Step {
+                ino: cur,
+                key: e.inode.key,
+                name: name.clone(),
+            });
+            cur = *parent;
+        }
+        None
+    }
+
+    /// The names `ino` is known under (parent, name), most recently used first.
+    pub fn names(&self, ino: u64) -> Vec<(u64, OsString)> {
+        self.inner
+            .read()
+            .by_ino
+            .get(&ino)
+            .map(|e| e.names.clone())
+            .unwrap_or_default()
+    }
+
+    /// The inode `name` in `parent` was last seen as, if the kernel still holds it.
+    pub fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        self.inner
+            .read()
+            .dentries
+            .get(&(parent, name.to_os_string()))
+            .copied()
     }
 
     /// The FUSE number a directory entry will get, without registering it (readdir).
@@ -197,7 +247,8 @@ impl InodeTable {
         inode
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Drops `n` kernel references; true when the inode is gone from the table.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
         let mut t = self.inner.write();
         let gone = match t.by_ino.get_mut(&ino) {
             Some(e) => {
@@ -218,6 +269,7 @@ impl InodeTable {
                 }
             }
         }
+        gone
     }
 
     /// `name` in `parent` no longer exists (unlink, rmdir).

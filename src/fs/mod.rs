@@ -2,16 +2,19 @@
 //! encrypted chunk by chunk. FUSE plumbing (inodes, handles, replies) lives here; the
 //! encryption lives in `content` and `envelope`.
 
+mod dirs;
 mod inode;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+
+use dirs::DirFds;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -68,16 +71,21 @@ struct DirHandle {
 
 pub struct KmsFs {
     inodes: InodeTable,
+    /// O_PATH descriptors of backing directories (the root among them); every backing
+    /// operation is `*at(directory descriptor, one name)`.
+    dirs: DirFds,
     /// ino -> (open state, number of handles)
     open: Mutex<HashMap<u64, (Arc<OpenFile>, usize)>>,
+    /// Serialises the opening of one inode (backing open, header, KMS unwrap) without
+    /// holding `open`: a slow KMS then stalls only the opens of that file (and of the
+    /// few that share its stripe), never every open and release in the mount.
+    opening: Vec<Mutex<()>>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
-    dirs: RwLock<HashMap<u64, Arc<DirHandle>>>,
+    dir_handles: RwLock<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     env: Arc<Envelope>,
     geo: Geometry,
-    /// O_PATH descriptor of the backing root; every operation is `*at(root, relative path)`.
-    root: OwnedFd,
-    /// Absolute backing root, for xattr calls and log lines.
+    /// Absolute backing root, for log lines only (never opened).
     backing: PathBuf,
     writeback_cache: bool,
     ttl: Duration,
@@ -86,6 +94,23 @@ pub struct KmsFs {
     /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
     /// an unmount; entries go when the last link is removed through the mount.
     known: Mutex<lru::LruCache<(u64, u64), Arc<Header>>>,
+}
+
+const OPENING_STRIPES: usize = 256;
+
+/// A backing object to act on: the open file, or an O_PATH descriptor of it.
+enum Obj {
+    Open(Arc<OpenFile>),
+    Path(Arc<OwnedFd>),
+}
+
+impl Obj {
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Obj::Open(of) => of.file.as_fd(),
+            Obj::Path(fd) => fd.as_fd(),
+        }
+    }
 }
 
 fn errno(e: impl Into<io::Error>) -> Errno {
@@ -164,22 +189,19 @@ fn guarded<F: FnOnce()>(op: &str, f: F) {
 
 impl KmsFs {
     pub fn new(opts: &FsOptions, env: Arc<Envelope>, cache_entries: usize) -> io::Result<KmsFs> {
-        let root = rustix::fs::open(
-            &opts.backing,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let root = crate::backing::open_root(&opts.backing)?;
         let st = rustix::fs::fstat(&root)?;
         let geo = Geometry::new(env.config.chunk_size);
         Ok(KmsFs {
             inodes: InodeTable::new(&st),
+            dirs: DirFds::new(root, dirs::capacity_for_limit()),
             open: Mutex::new(HashMap::new()),
+            opening: (0..OPENING_STRIPES).map(|_| Mutex::new(())).collect(),
             handles: RwLock::new(HashMap::new()),
-            dirs: RwLock::new(HashMap::new()),
+            dir_handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             env,
             geo,
-            root,
             backing: std::fs::canonicalize(&opts.backing)?,
             writeback_cache: opts.writeback_cache,
             ttl: opts.attr_timeout,
@@ -193,21 +215,33 @@ impl KmsFs {
         self.inodes.get(ino.0).ok_or(Errno::ESTALE)
     }
 
-    /// Relative backing path of an inode.
-    fn path(&self, ino: u64) -> Result<PathBuf, Errno> {
-        self.inodes.path(ino).ok_or(Errno::ENOENT)
+    /// Absolute backing path of an inode, for log lines only.
+    fn display(&self, ino: u64) -> String {
+        match self.inodes.path(ino) {
+            Some(p) => self.backing.join(p).display().to_string(),
+            None => format!("{} (inode {ino})", self.backing.display()),
+        }
     }
 
-    /// Relative backing path of `name` in `parent`, refusing kmsfs's own names.
-    fn child(&self, parent: u64, name: &OsStr) -> Result<PathBuf, Errno> {
+    fn display_child(&self, parent: u64, name: &OsStr) -> String {
+        match self.inodes.child_path(parent, name) {
+            Some(p) => self.backing.join(p).display().to_string(),
+            None => format!("{}/…/{}", self.backing.display(), name.to_string_lossy()),
+        }
+    }
+
+    /// The descriptor of directory inode `ino`.
+    fn dir(&self, ino: u64) -> Result<Arc<OwnedFd>, Errno> {
+        self.dirs.get(&self.inodes, ino)
+    }
+
+    /// The directory descriptor of `parent` for making or removing `name` in it,
+    /// refusing kmsfs's own names.
+    fn parent_for(&self, parent: u64, name: &OsStr) -> Result<Arc<OwnedFd>, Errno> {
         if self.is_hidden(parent, name.as_bytes()) {
             return Err(Errno::EPERM);
         }
-        self.inodes.child_path(parent, name).ok_or(Errno::ENOENT)
-    }
-
-    fn abs(&self, rel: &Path) -> PathBuf {
-        self.backing.join(rel)
+        self.dir(parent)
     }
 
     /// Names kmsfs keeps for itself: the config at the root and rekey temp files.
@@ -218,6 +252,43 @@ impl KmsFs {
 
     fn open_state(&self, ino: u64) -> Option<Arc<OpenFile>> {
         self.open.lock().get(&ino).map(|(of, _)| of.clone())
+    }
+
+    /// A live name of a non-directory inode: its directory, the name, and its attributes,
+    /// checked to be the backing object the inode stands for.
+    fn locate(&self, inode: &Inode) -> Result<(Arc<OwnedFd>, OsString, rustix::fs::Stat), Errno> {
+        for (parent, name) in self.inodes.names(inode.ino) {
+            let Ok(pfd) = self.dir(parent) else { continue };
+            match rustix::fs::statat(&*pfd, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if (st.st_dev, st.st_ino) == inode.key => return Ok((pfd, name, st)),
+                _ => continue,
+            }
+        }
+        Err(Errno::ENOENT)
+    }
+
+    /// The backing object of an inode, to act on through its descriptor: the open file,
+    /// the directory's descriptor, or a fresh O_PATH descriptor (never followed, checked
+    /// to be the right object).
+    fn obj(&self, ino: u64) -> Result<Obj, Errno> {
+        if let Some(of) = self.open_state(ino) {
+            return Ok(Obj::Open(of));
+        }
+        let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
+        if inode.is_dir() {
+            return Ok(Obj::Path(self.dir(ino)?));
+        }
+        for (parent, name) in self.inodes.names(ino) {
+            let Ok(pfd) = self.dir(parent) else { continue };
+            let Ok(fd) = crate::backing::open_obj_at(pfd.as_fd(), &name) else {
+                continue;
+            };
+            let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+            if (st.st_dev, st.st_ino) == inode.key {
+                return Ok(Obj::Path(Arc::new(fd)));
+            }
+        }
+        Err(Errno::ENOENT)
     }
 
     fn attr_from_stat(&self, ino: u64, st: &rustix::fs::Stat) -> FileAttr {
@@ -250,12 +321,18 @@ impl KmsFs {
     }
 
     /// Attributes of an inode: through its open descriptor when it has one (that also
-    /// covers files unlinked while open), else by path.
+    /// covers files unlinked while open), the directory's descriptor, else by its name.
     fn stat_ino(&self, ino: u64) -> Result<FileAttr, Errno> {
         let st = match self.open_state(ino) {
             Some(of) => rustix::fs::fstat(&of.file).map_err(rerr)?,
-            None => rustix::fs::statat(&self.root, &self.path(ino)?, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(rerr)?,
+            None => {
+                let inode = self.inodes.get(ino).ok_or(Errno::ESTALE)?;
+                if inode.is_dir() {
+                    rustix::fs::fstat(&*self.dir(ino)?).map_err(rerr)?
+                } else {
+                    self.locate(&inode)?.2
+                }
+            }
         };
         Ok(self.attr_from_stat(ino, &st))
     }
@@ -265,38 +342,36 @@ impl KmsFs {
         if self.is_hidden(parent, name.as_bytes()) {
             return Err(Errno::ENOENT);
         }
-        let path = self.inodes.child_path(parent, name).ok_or(Errno::ENOENT)?;
-        let st = rustix::fs::statat(&self.root, &path, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
-        let inode = self.inodes.insert(parent, name, &st);
-        Ok(self.attr_from_stat(inode.ino, &st))
+        let pfd = self.dir(parent)?;
+        let st = rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        Ok(self.entered(parent, name, &st))
     }
 
-    /// Gives a newly created node to the caller (uid, and gid unless the directory's
-    /// set-group-id bit decides it).
-    fn chown_new(&self, parent: u64, path: &Path, req: &Request) -> Result<(), Errno> {
-        if !rustix::process::geteuid().is_root() {
-            return Ok(());
-        }
-        // Made by a caller with our own ids: the kernel already gave the node the owner
-        // and group (set-group-ID directories included) that chown would.
-        if req.uid() == rustix::process::geteuid().as_raw()
-            && req.gid() == rustix::process::getegid().as_raw()
-        {
-            return Ok(());
-        }
-        let pst =
-            rustix::fs::statat(&self.root, &self.path(parent)?, AtFlags::empty()).map_err(rerr)?;
-        let gid = if pst.st_mode & libc::S_ISGID != 0 {
-            None
-        } else {
-            Some(req.gid())
-        };
+    /// Registers `name` in `parent` as the object `st` (one kernel lookup reference).
+    fn entered(&self, parent: u64, name: &OsStr, st: &rustix::fs::Stat) -> FileAttr {
+        let inode = self.inodes.insert(parent, name, st);
+        self.attr_from_stat(inode.ino, st)
+    }
+
+    /// Does a node made by this caller need to be given to them? (Made by a caller with
+    /// our own ids, the kernel already gave it the owner and group chown would.)
+    fn needs_chown(req: &Request) -> bool {
+        rustix::process::geteuid().is_root()
+            && !(req.uid() == rustix::process::geteuid().as_raw()
+                && req.gid() == rustix::process::getegid().as_raw())
+    }
+
+    /// Gives the new node behind `obj` to the caller (uid, and gid unless the set-group-ID
+    /// bit of its directory `pfd` decides it), through its descriptor.
+    fn chown_new(&self, pfd: BorrowedFd, obj: BorrowedFd, req: &Request) -> Result<(), Errno> {
+        let pst = rustix::fs::fstat(pfd).map_err(rerr)?;
+        let gid = (pst.st_mode & libc::S_ISGID == 0).then(|| req.gid());
         rustix::fs::chownat(
-            &self.root,
-            path,
+            obj,
+            "",
             Some(rustix::fs::Uid::from_raw(req.uid())),
             gid.map(rustix::fs::Gid::from_raw),
-            AtFlags::SYMLINK_NOFOLLOW,
+            AtFlags::EMPTY_PATH,
         )
         .map_err(rerr)
     }
@@ -310,29 +385,21 @@ impl KmsFs {
                 );
                 Errno::EIO
             }
+            ContentError::TooLarge => Errno::EFBIG,
             ContentError::Io(io) => {
-                tracing::warn!("{}: {op}: {io}", of.path);
-                Errno::from_i32(io.raw_os_error().unwrap_or(libc::EIO))
+                let errno = io.raw_os_error().unwrap_or(libc::EIO);
+                if errno != libc::ENOSPC && errno != libc::EFBIG && errno != libc::EDQUOT {
+                    tracing::warn!("{}: {op}: {io}", of.path);
+                }
+                Errno::from_i32(errno)
             }
         }
     }
 
     /// Reads and opens a file's header: its keys, or EIO with one log line naming the file.
     fn load_header(&self, file: &File, path: &str) -> Result<Header, Errno> {
-        let mut buf = vec![0u8; 4096];
-        let n = match rustix::fs::fgetxattr(file, HEADER_XATTR, &mut buf) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::NODATA) => {
-                tracing::error!("{path}: no kmsfs header ({HEADER_XATTR} missing); was it copied without xattrs? answering EIO");
-                return Err(Errno::EIO);
-            }
-            Err(e) => {
-                tracing::error!("{path}: cannot read header: {e}; answering EIO");
-                return Err(Errno::EIO);
-            }
-        };
-        let h = Header::decode(&buf[..n]).map_err(|e| {
-            tracing::error!("{path}: invalid header: {e}; answering EIO");
+        let h = crate::backing::read_header(file).map_err(|e| {
+            tracing::error!("{path}: {e}; answering EIO");
             Errno::EIO
         })?;
         if h.chunk_shift as u32 != self.env.config.chunk_size.trailing_zeros() {
@@ -360,6 +427,19 @@ impl KmsFs {
         self.acquire_open_with(inode, want_write, None)
     }
 
+    /// One more user of the inode's open state, if it has one.
+    fn share_open(&self, ino: u64, want_write: bool) -> Result<Option<Arc<OpenFile>>, Errno> {
+        let mut open = self.open.lock();
+        match open.get_mut(&ino) {
+            Some((of, _)) if want_write && !of.writable => Err(Errno::EACCES),
+            Some((of, n)) => {
+                *n += 1;
+                Ok(Some(of.clone()))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// `acquire_open`, with the descriptor, header and attributes of a file just created
     /// (so a create opens nothing twice).
     fn acquire_open_with(
@@ -368,44 +448,51 @@ impl KmsFs {
         want_write: bool,
         created: Option<(File, Arc<Header>, rustix::fs::Stat)>,
     ) -> Result<Arc<OpenFile>, Errno> {
-        let mut open = self.open.lock();
-        if let Some((of, n)) = open.get_mut(&inode.ino) {
-            if want_write && !of.writable {
-                return Err(Errno::EACCES);
-            }
-            *n += 1;
-            return Ok(of.clone());
-        }
-        // Opening under the table lock keeps two opens of one inode from racing; opens
-        // are rare next to reads and writes, and the KMS call is cached per file.
-        let rel = self.path(inode.ino)?;
-        let bpath = self.abs(&rel).display().to_string();
-        if let Some((file, header, st)) = created {
-            let of = self.open_file(file, true, header, &st, bpath)?;
-            open.insert(inode.ino, (of.clone(), 1));
+        if let Some(of) = self.share_open(inode.ino, want_write)? {
             return Ok(of);
         }
-        let flags = OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let (file, writable) =
-            match rustix::fs::openat(&self.root, &rel, flags | OFlags::RDWR, Mode::empty()) {
-                Ok(fd) => (File::from(fd), true),
-                Err(e)
-                    if !want_write
-                        && matches!(
-                            e,
-                            rustix::io::Errno::ACCESS
-                                | rustix::io::Errno::ROFS
-                                | rustix::io::Errno::PERM
-                        ) =>
-                {
-                    let fd =
-                        rustix::fs::openat(&self.root, &rel, flags | OFlags::RDONLY, Mode::empty())
-                            .map_err(rerr)?;
-                    (File::from(fd), false)
-                }
-                Err(e) => return Err(rerr(e)),
-            };
+        // One opening per inode at a time, outside the table lock: the KMS call below
+        // may take seconds when the KMS is away.
+        let _one = self.opening[(inode.ino as usize) % OPENING_STRIPES].lock();
+        if let Some(of) = self.share_open(inode.ino, want_write)? {
+            return Ok(of);
+        }
+        let of = match created {
+            Some((file, header, st)) => {
+                self.open_file(file, true, header, &st, self.display(inode.ino))?
+            }
+            None => self.open_backing(inode, want_write)?,
+        };
+        self.open.lock().insert(inode.ino, (of.clone(), 1));
+        Ok(of)
+    }
+
+    /// Opens the backing file of an inode (read-write if allowed, else read-only unless
+    /// writing is wanted), its header and its keys.
+    fn open_backing(&self, inode: &Inode, want_write: bool) -> Result<Arc<OpenFile>, Errno> {
+        let (pfd, name, _) = self.locate(inode)?;
+        let open = |flags| crate::backing::open_at(pfd.as_fd(), &name, flags, Mode::empty());
+        let (fd, writable) = match open(OFlags::RDWR) {
+            Ok(fd) => (fd, true),
+            Err(e)
+                if !want_write
+                    && matches!(
+                        e,
+                        rustix::io::Errno::ACCESS
+                            | rustix::io::Errno::ROFS
+                            | rustix::io::Errno::PERM
+                    ) =>
+            {
+                (open(OFlags::RDONLY).map_err(rerr)?, false)
+            }
+            Err(e) => return Err(rerr(e)),
+        };
+        let file = File::from(fd);
         let st = rustix::fs::fstat(&file).map_err(rerr)?;
+        if (st.st_dev, st.st_ino) != inode.key {
+            return Err(Errno::ENOENT); // replaced under that name since it was located
+        }
+        let bpath = self.display(inode.ino);
         let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
         let header = match known {
             Some(h) => h,
@@ -415,9 +502,7 @@ impl KmsFs {
                 h
             }
         };
-        let of = self.open_file(file, writable, header, &st, bpath)?;
-        open.insert(inode.ino, (of.clone(), 1));
-        Ok(of)
+        self.open_file(file, writable, header, &st, bpath)
     }
 
     fn open_file(
@@ -489,6 +574,7 @@ impl KmsFs {
             return Err(Errno::EACCES);
         }
         let mut size = of.size.write();
+        // On failure the content layer has put the backing file back to `*size`.
         self.content(of)
             .truncate(*size, new_size)
             .map_err(|e| self.log_content_error(of, "truncate", &e))?;
@@ -501,48 +587,53 @@ impl KmsFs {
     fn create_file(
         &self,
         parent: u64,
-        path: &Path,
+        name: &OsStr,
         mode: u32,
         req: &Request,
     ) -> Result<(File, Arc<Header>, rustix::fs::Stat), Errno> {
-        let fd = rustix::fs::openat(
-            &self.root,
-            path,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        let pfd = self.parent_for(parent, name)?;
+        let fd = crate::backing::open_at(
+            pfd.as_fd(),
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
             Mode::from_raw_mode(mode & 0o7777),
         )
         .map_err(rerr)?;
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        let bpath = || self.display_child(parent, name);
+        // Undo by name only while the name still holds what we made.
         let undo = |e: Errno| {
-            let _ = rustix::fs::unlinkat(&self.root, path, AtFlags::empty());
+            unlink_if_same(pfd.as_fd(), name, &st);
             e
         };
         let (h, _keys) = self.env.take_header().map_err(|e| {
             tracing::error!(
                 "{}: cannot create a data key for the new file: {e}",
-                self.abs(path).display()
+                bpath()
             );
             undo(Errno::EIO)
         })?;
         let bytes = h.encode().map_err(|_| undo(Errno::EIO))?;
         rustix::fs::fsetxattr(&fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(
             |e| {
-                tracing::error!(
-                    "{}: cannot write the header of the new file: {e}",
-                    self.abs(path).display()
-                );
+                tracing::error!("{}: cannot write the header of the new file: {e}", bpath());
                 undo(rerr(e))
             },
         )?;
-        self.chown_new(parent, path, req).map_err(undo)?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| undo(rerr(e)))?;
+        let st = if Self::needs_chown(req) {
+            self.chown_new(pfd.as_fd(), fd.as_fd(), req).map_err(undo)?;
+            rustix::fs::fstat(&fd).map_err(|e| undo(rerr(e)))?
+        } else {
+            st
+        };
         let h = Arc::new(h);
         self.known.lock().put((st.st_dev, st.st_ino), h.clone());
         Ok((File::from(fd), h, st))
     }
 
-    /// Before `path` is unlinked or replaced: its key if this is a file's last link.
-    fn last_link(&self, path: &Path) -> Option<(u64, u64)> {
-        let st = rustix::fs::statat(&self.root, path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+    /// Before `name` in `pfd` is unlinked or replaced: its key if this is a file's last link.
+    fn last_link(pfd: BorrowedFd, name: &OsStr) -> Option<(u64, u64)> {
+        let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         (st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1)
             .then_some((st.st_dev, st.st_ino))
     }
@@ -554,56 +645,75 @@ impl KmsFs {
         }
     }
 
-    /// Makes a node with `make`, hands it to the caller, and answers with its entry.
+    /// Makes a node of type `fmt` with `make(directory, name)`, hands it to the caller
+    /// through its own descriptor, and answers with its entry.
     fn make_node(
         &self,
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        remove: AtFlags,
-        make: impl FnOnce(&Path) -> Result<(), Errno>,
+        fmt: u32,
+        make: impl FnOnce(BorrowedFd, &OsStr) -> Result<(), Errno>,
         reply: ReplyEntry,
     ) {
         let r = (|| {
-            let path = self.child(parent.0, name)?;
-            make(&path)?;
-            if let Err(e) = self.chown_new(parent.0, &path, req) {
-                let _ = rustix::fs::unlinkat(&self.root, &path, remove);
+            let pfd = self.parent_for(parent.0, name)?;
+            make(pfd.as_fd(), name)?;
+            if !Self::needs_chown(req) {
+                let st =
+                    rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+                return Ok(self.entered(parent.0, name, &st));
+            }
+            let fd = crate::backing::open_obj_at(pfd.as_fd(), name).map_err(rerr)?;
+            let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+            // Only what we just made (of its type, still ours) is handed over: an object
+            // swapped in under the name in between is left alone.
+            if st.st_mode & libc::S_IFMT != fmt || st.st_uid != rustix::process::geteuid().as_raw()
+            {
+                tracing::warn!(
+                    "{}: replaced while being created; not handing it to uid {}",
+                    self.display_child(parent.0, name),
+                    req.uid()
+                );
+                return Err(Errno::EAGAIN);
+            }
+            if let Err(e) = self.chown_new(pfd.as_fd(), fd.as_fd(), req) {
+                unlink_if_same(pfd.as_fd(), name, &st);
                 return Err(e);
             }
-            Ok(())
+            let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+            Ok(self.entered(parent.0, name, &st))
         })();
         match r {
-            Ok(()) => self.reply_entry(parent.0, name, reply),
+            Ok(attr) => reply.entry(&self.ttl, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    /// Runs `f` on an inode's open descriptor if it has one, else on its path.
-    fn on_inode<R>(
-        &self,
-        ino: u64,
-        by_fd: impl FnOnce(&File) -> rustix::io::Result<R>,
-        by_path: impl FnOnce(&Path) -> rustix::io::Result<R>,
-    ) -> Result<R, Errno> {
-        match self.open_state(ino) {
-            Some(of) => by_fd(&of.file).map_err(rerr),
-            None => by_path(&self.path(ino)?).map_err(rerr),
-        }
-    }
-
-    fn xattr_path(&self, ino: u64) -> Result<PathBuf, Errno> {
-        Ok(self.abs(&self.path(ino)?))
-    }
-
+    /// Opens a directory inode for reading (readdir, fsyncdir).
     fn dir_fd(&self, ino: u64) -> Result<OwnedFd, Errno> {
+        let fd = self.dir(ino)?;
         rustix::fs::openat(
-            &self.root,
-            &self.path(ino)?,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            &*fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(rerr)
+    }
+}
+
+/// Removes `name` from `dir` only if it is still the object `st` (undo of a create).
+fn unlink_if_same(dir: BorrowedFd, name: &OsStr, st: &rustix::fs::Stat) {
+    if let Ok(now) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) {
+            let flags = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            let _ = rustix::fs::unlinkat(dir, name, flags);
+        }
     }
 }
 
@@ -673,7 +783,9 @@ impl Filesystem for KmsFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.inodes.forget(ino.0, nlookup);
+        if self.inodes.forget(ino.0, nlookup) {
+            self.dirs.remove(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -709,22 +821,19 @@ impl Filesystem for KmsFs {
                         return Err(Errno::EOPNOTSUPP);
                     }
                     let m = Mode::from_raw_mode(m & 0o7777);
-                    self.on_inode(
-                        ino.0,
-                        |f| rustix::fs::fchmod(f, m),
-                        |p| rustix::fs::chmodat(&self.root, p, m, AtFlags::empty()),
-                    )?;
+                    match self.obj(ino.0)? {
+                        Obj::Open(of) => rustix::fs::fchmod(&of.file, m),
+                        o => crate::backing::chmod_fd(o.fd(), m),
+                    }
+                    .map_err(rerr)?;
                 }
                 if uid.is_some() || gid.is_some() {
                     let (u, g) = (
                         uid.map(rustix::fs::Uid::from_raw),
                         gid.map(rustix::fs::Gid::from_raw),
                     );
-                    self.on_inode(
-                        ino.0,
-                        |f| rustix::fs::fchown(f, u, g),
-                        |p| rustix::fs::chownat(&self.root, p, u, g, AtFlags::SYMLINK_NOFOLLOW),
-                    )?;
+                    let o = self.obj(ino.0)?;
+                    rustix::fs::chownat(o.fd(), "", u, g, AtFlags::EMPTY_PATH).map_err(rerr)?;
                 }
                 if let Some(new_size) = size {
                     if !inode.is_file() {
@@ -760,11 +869,8 @@ impl Filesystem for KmsFs {
                         last_access: to_timespec(atime),
                         last_modification: to_timespec(mtime),
                     };
-                    self.on_inode(
-                        ino.0,
-                        |f| rustix::fs::futimens(f, &ts),
-                        |p| rustix::fs::utimensat(&self.root, p, &ts, AtFlags::SYMLINK_NOFOLLOW),
-                    )?;
+                    let o = self.obj(ino.0)?;
+                    rustix::fs::utimensat(o.fd(), "", &ts, AtFlags::EMPTY_PATH).map_err(rerr)?;
                 }
                 self.stat_ino(ino.0)
             })();
@@ -778,8 +884,8 @@ impl Filesystem for KmsFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         guarded("readlink", || {
             let r = self
-                .path(ino.0)
-                .and_then(|p| rustix::fs::readlinkat(&self.root, &p, Vec::new()).map_err(rerr));
+                .obj(ino.0)
+                .and_then(|o| rustix::fs::readlinkat(o.fd(), "", Vec::new()).map_err(rerr));
             match r {
                 Ok(t) => reply.data(t.as_bytes()),
                 Err(e) => reply.error(e),
@@ -799,11 +905,11 @@ impl Filesystem for KmsFs {
     ) {
         guarded("mknod", || {
             if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
-                let r = self
-                    .child(parent.0, name)
-                    .and_then(|p| self.create_file(parent.0, &p, mode, req).map(|_| ()));
-                match r {
-                    Ok(()) => self.reply_entry(parent.0, name, reply),
+                match self.create_file(parent.0, name, mode, req) {
+                    Ok((_, _, st)) => {
+                        let attr = self.entered(parent.0, name, &st);
+                        reply.entry(&self.ttl, &attr, Generation(0))
+                    }
                     Err(e) => reply.error(e),
                 }
                 return;
@@ -812,12 +918,12 @@ impl Filesystem for KmsFs {
                 req,
                 parent,
                 name,
-                AtFlags::empty(),
-                |p| {
+                mode & libc::S_IFMT,
+                |dir, name| {
                     let kind = rustix::fs::FileType::from_raw_mode(mode);
                     rustix::fs::mknodat(
-                        &self.root,
-                        p,
+                        dir,
+                        name,
                         kind,
                         Mode::from_raw_mode(mode & 0o7777),
                         rdev as u64,
@@ -843,10 +949,9 @@ impl Filesystem for KmsFs {
                 req,
                 parent,
                 name,
-                AtFlags::REMOVEDIR,
-                |p| {
-                    rustix::fs::mkdirat(&self.root, p, Mode::from_raw_mode(mode & 0o7777))
-                        .map_err(rerr)
+                libc::S_IFDIR,
+                |dir, name| {
+                    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode & 0o7777)).map_err(rerr)
                 },
                 reply,
             )
@@ -866,8 +971,8 @@ impl Filesystem for KmsFs {
                 req,
                 parent,
                 link_name,
-                AtFlags::empty(),
-                |p| rustix::fs::symlinkat(target, &self.root, p).map_err(rerr),
+                libc::S_IFLNK,
+                |dir, name| rustix::fs::symlinkat(target, dir, name).map_err(rerr),
                 reply,
             )
         })
@@ -876,9 +981,9 @@ impl Filesystem for KmsFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("unlink", || {
             let mut last = None;
-            let r = self.child(parent.0, name).and_then(|p| {
-                last = self.last_link(&p);
-                rustix::fs::unlinkat(&self.root, &p, AtFlags::empty()).map_err(rerr)
+            let r = self.parent_for(parent.0, name).and_then(|pfd| {
+                last = Self::last_link(pfd.as_fd(), name);
+                rustix::fs::unlinkat(&*pfd, name, AtFlags::empty()).map_err(rerr)
             });
             if r.is_ok() {
                 self.inodes.unlinked(parent.0, name);
@@ -892,10 +997,13 @@ impl Filesystem for KmsFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guarded("rmdir", || {
-            let r = self.child(parent.0, name).and_then(|p| {
-                rustix::fs::unlinkat(&self.root, &p, AtFlags::REMOVEDIR).map_err(rerr)
+            let r = self.parent_for(parent.0, name).and_then(|pfd| {
+                rustix::fs::unlinkat(&*pfd, name, AtFlags::REMOVEDIR).map_err(rerr)
             });
             if r.is_ok() {
+                if let Some(gone) = self.inodes.child(parent.0, name) {
+                    self.dirs.remove(gone);
+                }
                 self.inodes.unlinked(parent.0, name);
             }
             reply_empty(r, reply)
@@ -916,16 +1024,16 @@ impl Filesystem for KmsFs {
             let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
             let mut replaced = None;
             let r = (|| {
-                let from = self.child(parent.0, name)?;
-                let to = self.child(newparent.0, newname)?;
+                let from = self.parent_for(parent.0, name)?;
+                let to = self.parent_for(newparent.0, newname)?;
                 if !exchange {
-                    replaced = self.last_link(&to);
+                    replaced = Self::last_link(to.as_fd(), newname);
                 }
                 rustix::fs::renameat_with(
-                    &self.root,
-                    &from,
-                    &self.root,
-                    &to,
+                    &*from,
+                    name,
+                    &*to,
+                    newname,
                     rustix::fs::RenameFlags::from_bits_retain(flags.bits()),
                 )
                 .map_err(rerr)
@@ -951,10 +1059,21 @@ impl Filesystem for KmsFs {
     ) {
         guarded("link", || {
             let r = (|| {
-                let from = self.path(ino.0)?;
-                let to = self.child(newparent.0, newname)?;
-                rustix::fs::linkat(&self.root, &from, &self.root, &to, AtFlags::empty())
-                    .map_err(rerr)
+                let from = self.obj(ino.0)?;
+                let to = self.parent_for(newparent.0, newname)?;
+                // Link exactly the object behind the descriptor. AT_EMPTY_PATH needs
+                // CAP_DAC_READ_SEARCH (ENOENT without it); /proc/self/fd works for all.
+                match rustix::fs::linkat(from.fd(), "", &*to, newname, AtFlags::EMPTY_PATH) {
+                    Err(rustix::io::Errno::NOENT) => rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        crate::backing::proc_path(from.fd()),
+                        &*to,
+                        newname,
+                        AtFlags::SYMLINK_FOLLOW,
+                    ),
+                    r => r,
+                }
+                .map_err(rerr)
             })();
             match r {
                 Ok(()) => self.reply_entry(newparent.0, newname, reply),
@@ -1154,7 +1273,7 @@ impl Filesystem for KmsFs {
                     ));
                 }
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-                self.dirs
+                self.dir_handles
                     .write()
                     .insert(fh, Arc::new(DirHandle { entries }));
                 Ok(fh)
@@ -1175,7 +1294,7 @@ impl Filesystem for KmsFs {
         mut reply: ReplyDirectory,
     ) {
         guarded("readdir", || {
-            let Some(d) = self.dirs.read().get(&fh.0).cloned() else {
+            let Some(d) = self.dir_handles.read().get(&fh.0).cloned() else {
                 return reply.error(Errno::EBADF);
             };
             // offsets: 1 = ".", 2 = "..", 3.. = entries
@@ -1209,7 +1328,7 @@ impl Filesystem for KmsFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.write().remove(&fh.0);
+        self.dir_handles.write().remove(&fh.0);
         reply.ok();
     }
 
@@ -1230,7 +1349,7 @@ impl Filesystem for KmsFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        guarded("statfs", || match rustix::fs::fstatvfs(&self.root) {
+        guarded("statfs", || match rustix::fs::fstatvfs(self.dirs.root()) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -1262,9 +1381,9 @@ impl Filesystem for KmsFs {
             {
                 return reply.error(Errno::EPERM);
             }
-            let r = self.xattr_path(ino.0).and_then(|p| {
-                rustix::fs::lsetxattr(
-                    &p,
+            let r = self.obj(ino.0).and_then(|o| {
+                crate::backing::setxattr_fd(
+                    o.fd(),
                     name,
                     value,
                     rustix::fs::XattrFlags::from_bits_retain(flags as u32),
@@ -1283,13 +1402,10 @@ impl Filesystem for KmsFs {
             {
                 return reply.error(Errno::NO_XATTR);
             }
-            // size 0 asks for the length only; the kernel asks for security.capability
-            // often, so no large zeroed buffer per call.
-            let r = self.xattr_path(ino.0).and_then(|p| {
-                let mut buf = vec![0u8; size as usize];
-                let n = rustix::fs::lgetxattr(&p, name, &mut buf).map_err(rerr)?;
-                buf.truncate(n);
-                Ok((n, buf))
+            // size 0 asks for the length only (getfattr, cp -a, rsync -X and tar ask
+            // that first); a buffer of exactly the caller's size otherwise.
+            let r = self.obj(ino.0).and_then(|o| {
+                crate::backing::getxattr_fd(o.fd(), name, size as usize).map_err(rerr)
             });
             match r {
                 Ok((n, _)) if size == 0 => reply.size(n as u32),
@@ -1301,11 +1417,10 @@ impl Filesystem for KmsFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         guarded("listxattr", || {
-            let r = self.xattr_path(ino.0).and_then(|p| {
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = rustix::fs::llistxattr(&p, &mut buf).map_err(rerr)?;
-                let mut out = Vec::with_capacity(n);
-                for name in buf[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+            let r = self.obj(ino.0).and_then(|o| {
+                let buf = crate::backing::listxattr_fd(o.fd()).map_err(rerr)?;
+                let mut out = Vec::with_capacity(buf.len());
+                for name in buf.split(|&b| b == 0).filter(|s| !s.is_empty()) {
                     if !name.starts_with(RESERVED_XATTR_PREFIX.as_bytes()) {
                         out.extend_from_slice(name);
                         out.push(0);
@@ -1329,8 +1444,8 @@ impl Filesystem for KmsFs {
                 return reply.error(Errno::EPERM);
             }
             let r = self
-                .xattr_path(ino.0)
-                .and_then(|p| rustix::fs::lremovexattr(&p, name).map_err(rerr));
+                .obj(ino.0)
+                .and_then(|o| crate::backing::removexattr_fd(o.fd(), name).map_err(rerr));
             reply_empty(r, reply)
         })
     }
@@ -1369,8 +1484,7 @@ impl Filesystem for KmsFs {
     ) {
         guarded("create", || {
             let r = (|| -> Result<(FileAttr, u64), Errno> {
-                let path = self.child(parent.0, name)?;
-                let (inode, created) = match self.create_file(parent.0, &path, mode, req) {
+                let (inode, created) = match self.create_file(parent.0, name, mode, req) {
                     Ok((file, header, st)) => (
                         self.inodes.insert(parent.0, name, &st),
                         Some((file, header, st)),
