@@ -138,7 +138,7 @@ fn check_file(
     let file = match root.open_file(path, rustix::fs::OFlags::RDONLY) {
         Ok(f) => f,
         Err(e) => {
-            probs.push(problem(path, "io", e));
+            probs.push(problem(path, "io", format!("cannot open: {e}")));
             return (0, probs, None);
         }
     };
@@ -378,7 +378,7 @@ pub fn decrypt_tree(
                 }
                 let src = tree
                     .open_file(f, rustix::fs::OFlags::RDONLY)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                    .map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", f.display()))?;
                 let dst_file = {
                     use std::os::unix::fs::OpenOptionsExt;
                     std::fs::OpenOptions::new()

@@ -66,12 +66,15 @@ impl TreeRoot {
     }
 
     /// Opens the regular file `p` (a path the walk found under this root).
-    pub fn open_file(&self, p: &Path, flags: rustix::fs::OFlags) -> Result<File, String> {
+    pub fn open_file(
+        &self,
+        p: &Path,
+        flags: rustix::fs::OFlags,
+    ) -> Result<File, rustix::io::Errno> {
         let rel = p
             .strip_prefix(&self.path)
-            .map_err(|_| format!("{} is outside {}", p.display(), self.path.display()))?;
+            .map_err(|_| rustix::io::Errno::XDEV)?;
         crate::backing::open_file_beneath(std::os::fd::AsFd::as_fd(&self.fd), rel, flags)
-            .map_err(|e| format!("cannot open: {e}"))
     }
 }
 
@@ -233,7 +236,12 @@ fn rewrap_file(
     kms: &dyn Kms,
     current: &[(String, String)],
 ) -> Result<bool, String> {
-    let file = root.open_file(path, rustix::fs::OFlags::RDONLY)?;
+    let file = match root.open_file(path, rustix::fs::OFlags::RDONLY) {
+        Ok(f) => f,
+        // Gone since the walk (renamed over or deleted): nothing left to re-wrap.
+        Err(rustix::io::Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(format!("cannot open: {e}")),
+    };
     let h = read_header(&file)?;
     let ctx = wrap_context(&cfg.fs_id, &h.file_id);
     let mut wraps = Vec::with_capacity(current.len());
@@ -346,7 +354,9 @@ pub fn rekey(
 fn rekey_file(root: &TreeRoot, path: &Path, env: &Envelope) -> Result<(), String> {
     use std::os::fd::AsFd;
     let geo = Geometry::new(env.config.chunk_size);
-    let src = root.open_file(path, rustix::fs::OFlags::RDONLY)?;
+    let src = root
+        .open_file(path, rustix::fs::OFlags::RDONLY)
+        .map_err(|e| format!("cannot open: {e}"))?;
     let old_h = read_header(&src)?;
     let old_keys = env
         .open_header(&old_h)

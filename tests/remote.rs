@@ -330,3 +330,52 @@ fn our_client_against_moto() {
     let _ = moto.wait();
     assert_eq!(back.unwrap(), data);
 }
+
+/// During a KMS outage, an open that needs the KMS (its key is not cached) waits for the
+/// KMS; opens and closes of other files must not wait behind it. On e663627 the
+/// open-file table lock was held across the unwrap, so every open in the mount stalled.
+#[test]
+fn an_open_waiting_on_the_kms_does_not_stall_other_opens() {
+    require_fuse!();
+    let ks = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&ks.path().join("ks"), &[]);
+    let mut t = RemoteTree::new(&server);
+    t.mount(&server);
+    fs::write(t.mnt().join("cached"), b"kept").unwrap();
+    fs::write(t.mnt().join("uncached"), b"needs the KMS").unwrap();
+    t.umount();
+    t.mount(&server);
+    assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
+    server.stop();
+    // The KMS hangs (accepts, never answers): each unwrap try waits for its timeout.
+    let hang = std::net::TcpListener::bind(&server.addr).unwrap();
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for c in hang.incoming() {
+            held.push(c);
+        }
+    });
+    let mnt = t.mnt();
+    let slow = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = fs::read(mnt.join("uncached"));
+        (r.map_err(|e| e.raw_os_error()), start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // meanwhile: the cached file opens, reads and closes, several times
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
+    }
+    let fast = start.elapsed();
+    let (r, waited) = slow.join().unwrap();
+    assert_eq!(
+        r,
+        Err(Some(libc::EIO)),
+        "the uncached file during the outage"
+    );
+    assert!(
+        fast + Duration::from_millis(300) < waited,
+        "opens of a cached file took {fast:?}, the open waiting on the KMS {waited:?}: they waited behind it"
+    );
+}

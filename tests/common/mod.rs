@@ -7,6 +7,24 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kmsfs");
 
+/// The binary the tree helpers run: `KMSFS_TEST_BIN` if set (to watch a regression test
+/// fail against an older build), else the one cargo built.
+pub fn bin() -> String {
+    std::env::var("KMSFS_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
+/// True when the test may mount a tmpfs (root). In CI a missing privilege is a failure.
+pub fn can_mount_tmpfs() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        if std::env::var_os("CI").is_some() {
+            panic!("this test mounts a tmpfs and needs root, and CI is set");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING: mounting a small tmpfs needs root (not CI, so skipping) !!!!!!!!\n");
+    }
+    root
+}
+
 /// True when FUSE mounts can be made here. In CI (CI set) a missing FUSE is a failure,
 /// never a skip; elsewhere the test is skipped with a loud message.
 pub fn fuse_available() -> bool {
@@ -43,25 +61,49 @@ pub struct Tree {
     pub mnt: PathBuf,
     pub log: PathBuf,
     pub mounted: bool,
+    /// A tmpfs the backing tree lives on, unmounted on drop.
+    pub tmpfs: Option<PathBuf>,
 }
 
 impl Tree {
     pub fn new(init_args: &[&str]) -> Tree {
+        Tree::make(init_args, None)
+    }
+
+    /// A tree whose backing directory is on a tmpfs of `size_kib` KiB (disk-full tests).
+    pub fn on_tmpfs(size_kib: u64, init_args: &[&str]) -> Tree {
+        Tree::make(init_args, Some(size_kib))
+    }
+
+    fn make(init_args: &[&str], tmpfs_kib: Option<u64>) -> Tree {
         let dir = tempfile::Builder::new()
             .prefix("kmsfs-test-")
             .tempdir()
             .unwrap();
         // others (pjdfstest's users) must be able to reach the mountpoint
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let t = Tree {
+        let mut t = Tree {
             ks: dir.path().join("keystore"),
             backing: dir.path().join("backing"),
             mnt: dir.path().join("mnt"),
             log: dir.path().join("kmsfs.log"),
             dir,
             mounted: false,
+            tmpfs: None,
         };
         std::fs::create_dir(&t.mnt).unwrap();
+        if let Some(kib) = tmpfs_kib {
+            let fs = t.dir.path().join("tmpfs");
+            std::fs::create_dir(&fs).unwrap();
+            let st = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+                .arg(&fs)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount tmpfs");
+            t.backing = fs.join("backing");
+            t.tmpfs = Some(fs);
+        }
         let mut args = vec!["init", t.backing.to_str().unwrap()];
         args.extend_from_slice(init_args);
         let out = t.kmsfs(&args);
@@ -78,7 +120,7 @@ impl Tree {
     }
 
     pub fn kmsfs(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        Command::new(bin())
             .args(args)
             .env("KMSFS_KMS", self.kms_arg())
             .env_remove("KMSFS_AEAD")
@@ -146,6 +188,9 @@ impl Drop for Tree {
     fn drop(&mut self) {
         if self.mounted {
             let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
+        }
+        if let Some(fs) = &self.tmpfs {
+            let _ = rustix::mount::unmount(fs, rustix::mount::UnmountFlags::DETACH);
         }
     }
 }
@@ -303,7 +348,7 @@ impl Server {
 
     /// A command for the kmsfs binary talking to this server as alice.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.env("KMSFS_KMS", self.url())
             .env("AWS_ACCESS_KEY_ID", &self.akid)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret)
