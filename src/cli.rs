@@ -1132,8 +1132,9 @@ fn is_mounted(path: &Path) -> bool {
         .any(|m| m.replace("\\040", " ") == p)
 }
 
-/// Every inode the kernel holds keeps an O_PATH descriptor open: raise the descriptor
-/// limit as far as allowed (root may go past the hard limit, up to fs.nr_open).
+/// The mount keeps a cache of directory descriptors sized from the descriptor limit (and
+/// one descriptor per open file): raise the limit as far as allowed (root may go past the
+/// hard limit, up to fs.nr_open).
 fn raise_nofile_limit() {
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()

@@ -2,8 +2,9 @@
 //!
 //! Modules, one concern each: `format` (on-disk layout), `crypto` (AEAD backends, keys),
 //! `kms` (the AWS-shaped KMS interface and the embedded KMS), `envelope` (file keys
-//! wrapped by the KMS), `content` (chunked encryption of one file), `fs` (the FUSE
-//! filesystem), `cli` (commands).
+//! wrapped by the KMS), `content` (chunked encryption of one file), `backing`
+//! (symlink-safe access to the backing tree, headers by descriptor), `fs` (the FUSE
+//! filesystem), `tree` and `offline` (whole-tree commands), `cli` (commands).
 
 pub mod backing;
 pub mod cli;
