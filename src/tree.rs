@@ -83,6 +83,12 @@ pub fn read_header(file: &File) -> Result<Header, String> {
     crate::backing::read_header(file).map_err(|e| e.to_string())
 }
 
+/// The header of the backing file at `path` (a symlink there is refused, not followed).
+pub fn read_header_at(path: &Path) -> Result<Header, String> {
+    let f = crate::offline::open_backing_file(path).map_err(|e| format!("{e:#}"))?;
+    read_header(&f)
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
     pub files: u64,

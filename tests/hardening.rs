@@ -653,10 +653,12 @@ fn kill_9_of_the_daemon_keeps_every_fsynced_byte() {
         daemon.kill().unwrap();
         daemon.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
-        let _ = rustix::mount::unmount(&t.mnt, rustix::mount::UnmountFlags::DETACH);
+        // The dead mount fails every request (ENOTCONN) until it is detached: join the
+        // writers first, or one could create files in the bare mountpoint.
         for th in threads {
             th.join().unwrap();
         }
+        let _ = rustix::mount::unmount(&t.mnt, rustix::mount::UnmountFlags::DETACH);
         let (at_kill, fl) = (
             acked.lock().unwrap().clone(),
             inflight.lock().unwrap().clone(),

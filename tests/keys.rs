@@ -47,7 +47,7 @@ fn wraps(backing: &Path) -> BTreeMap<String, Vec<(String, String)>> {
         .unwrap()
         .into_iter()
         .map(|p| {
-            let h = kmsfs::tree::read_header(&p).unwrap();
+            let h = kmsfs::tree::read_header_at(&p).unwrap();
             (
                 p.display().to_string(),
                 h.wraps
@@ -302,7 +302,7 @@ fn rekey_changes_deks_keeps_content_and_cleans_up() {
     let ids_before: Vec<_> = kmsfs::tree::walk_files(&t.backing)
         .unwrap()
         .iter()
-        .map(|p| kmsfs::tree::read_header(p).unwrap().file_id)
+        .map(|p| kmsfs::tree::read_header_at(p).unwrap().file_id)
         .collect();
     let before = content_hashes(&t.backing);
     // a temp file left by a killed run is cleaned up
@@ -318,7 +318,7 @@ fn rekey_changes_deks_keeps_content_and_cleans_up() {
     let ids_after: Vec<_> = kmsfs::tree::walk_files(&t.backing)
         .unwrap()
         .iter()
-        .map(|p| kmsfs::tree::read_header(p).unwrap().file_id)
+        .map(|p| kmsfs::tree::read_header_at(p).unwrap().file_id)
         .collect();
     assert!(
         ids_before.iter().zip(&ids_after).all(|(a, b)| a != b),

@@ -592,43 +592,90 @@ impl KmsFs {
         req: &Request,
     ) -> Result<(File, Arc<Header>, rustix::fs::Stat), Errno> {
         let pfd = self.parent_for(parent, name)?;
-        let fd = crate::backing::open_at(
-            pfd.as_fd(),
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
-            Mode::from_raw_mode(mode & 0o7777),
-        )
-        .map_err(rerr)?;
-        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
-        let bpath = || self.display_child(parent, name);
-        // Undo by name only while the name still holds what we made.
-        let undo = |e: Errno| {
-            unlink_if_same(pfd.as_fd(), name, &st);
-            e
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        // The name appears only once the header (and owner) are in place: an unnamed
+        // O_TMPFILE is prepared, then linked in (EEXIST there is O_EXCL's answer). A
+        // rotation, fsck or crash never meets a new file without its header.
+        let tmp = rustix::fs::openat(
+            &*pfd,
+            ".",
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        );
+        let (fd, h) = match tmp {
+            Ok(fd) => {
+                let h = self.prepare_new(&fd, &pfd, parent, name, req)?;
+                // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without it).
+                match rustix::fs::linkat(&fd, "", &*pfd, name, AtFlags::EMPTY_PATH) {
+                    Err(rustix::io::Errno::NOENT) => rustix::fs::linkat(
+                        rustix::fs::CWD,
+                        crate::backing::proc_path(fd.as_fd()),
+                        &*pfd,
+                        name,
+                        AtFlags::SYMLINK_FOLLOW,
+                    ),
+                    r => r,
+                }
+                .map_err(rerr)?;
+                (fd, h)
+            }
+            // No O_TMPFILE on this backing filesystem: create, then write the header.
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => {
+                let fd = crate::backing::open_at(
+                    pfd.as_fd(),
+                    name,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+                    mode,
+                )
+                .map_err(rerr)?;
+                let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+                match self.prepare_new(&fd, &pfd, parent, name, req) {
+                    Ok(h) => (fd, h),
+                    Err(e) => {
+                        // Undo by name only while the name still holds what we made.
+                        unlink_if_same(pfd.as_fd(), name, &st);
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => return Err(rerr(e)),
         };
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        let h = Arc::new(h);
+        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
+        Ok((File::from(fd), h, st))
+    }
+
+    /// Gives a new file (by its descriptor) its header and its owner.
+    fn prepare_new(
+        &self,
+        fd: &OwnedFd,
+        pfd: &OwnedFd,
+        parent: u64,
+        name: &OsStr,
+        req: &Request,
+    ) -> Result<Header, Errno> {
+        let bpath = || self.display_child(parent, name);
         let (h, _keys) = self.env.take_header().map_err(|e| {
             tracing::error!(
                 "{}: cannot create a data key for the new file: {e}",
                 bpath()
             );
-            undo(Errno::EIO)
+            Errno::EIO
         })?;
-        let bytes = h.encode().map_err(|_| undo(Errno::EIO))?;
-        rustix::fs::fsetxattr(&fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(
+        let bytes = h.encode().map_err(|_| Errno::EIO)?;
+        rustix::fs::fsetxattr(fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE).map_err(
             |e| {
                 tracing::error!("{}: cannot write the header of the new file: {e}", bpath());
-                undo(rerr(e))
+                rerr(e)
             },
         )?;
-        let st = if Self::needs_chown(req) {
-            self.chown_new(pfd.as_fd(), fd.as_fd(), req).map_err(undo)?;
-            rustix::fs::fstat(&fd).map_err(|e| undo(rerr(e)))?
-        } else {
-            st
-        };
-        let h = Arc::new(h);
-        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
-        Ok((File::from(fd), h, st))
+        if Self::needs_chown(req) {
+            self.chown_new(pfd.as_fd(), fd.as_fd(), req)?;
+        }
+        Ok(h)
     }
 
     /// Before `name` in `pfd` is unlinked or replaced: its key if this is a file's last link.
