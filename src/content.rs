@@ -672,6 +672,50 @@ mod tests {
     }
 
     #[test]
+    fn restore_undoes_a_growth_that_resealed_the_old_last_chunk() {
+        for (old_len, grow_to) in [(5000u64, 9000u64), (4096, 20_000), (1, 3 << 20), (0, 100)] {
+            let f = fixture(4096);
+            let c = f.c();
+            let data: Vec<u8> = (0..old_len).map(|i| (i * 7) as u8).collect();
+            c.write(0, 0, &data).unwrap();
+            // the growth went through (old last chunk now sealed as an inner chunk) ...
+            c.write(old_len, grow_to - 1, b"z").unwrap();
+            // ... and is then undone as if it had failed
+            c.restore(old_len).unwrap();
+            assert_eq!(
+                f.file.metadata().unwrap().len(),
+                f.geo.backing_size(old_len)
+            );
+            assert_eq!(
+                c.read(old_len, 0, u64::MAX / 2).unwrap(),
+                data,
+                "{old_len} -> {grow_to}"
+            );
+            // an undo of a growth that never touched the file changes nothing
+            c.restore(old_len).unwrap();
+            assert_eq!(c.read(old_len, 0, u64::MAX / 2).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn sizes_past_a_file_offset_are_too_large() {
+        let f = fixture(4096);
+        let c = f.c();
+        let max = f.geo.max_plain_size();
+        assert!(f.geo.backing_size(max) <= i64::MAX as u64);
+        assert!(matches!(
+            c.truncate(0, max + 1),
+            Err(ContentError::TooLarge)
+        ));
+        assert!(matches!(c.write(0, max, b"x"), Err(ContentError::TooLarge)));
+        assert!(matches!(
+            c.write(0, u64::MAX, b"x"),
+            Err(ContentError::TooLarge)
+        ));
+        assert_eq!(f.file.metadata().unwrap().len(), 0);
+    }
+
+    #[test]
     fn large_parallel_round_trip() {
         let f = fixture(4096);
         let c = f.c();
