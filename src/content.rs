@@ -357,7 +357,16 @@ impl Content<'_> {
                 }
             }
         }
-        self.file.set_len(self.geo.backing_size(plain_size))?;
+        let end = self.geo.backing_size(plain_size);
+        self.file.set_len(end)?;
+        // Blocks reserved past the end for the growth (fallocate KEEP_SIZE) are not all
+        // freed by a truncate to the same size: give them back. Best effort.
+        let _ = rustix::fs::fallocate(
+            self.file,
+            rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            end,
+            (i64::MAX as u64) - end,
+        );
         if let Some((slot, plain)) = reseal {
             let mut sealed = vec![0u8; slot.len + CHUNK_OVERHEAD as usize];
             sealed[NONCE_LEN..NONCE_LEN + slot.len].copy_from_slice(&plain);

@@ -446,6 +446,13 @@ fn disk_full_during_growth_keeps_acknowledged_data() {
             5 + 28,
             "{opts:?}: backing file back to one chunk"
         );
+        // and the space the failed growths reserved is free again
+        let st = rustix::fs::statvfs(t.tmpfs.as_ref().unwrap()).unwrap();
+        let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
+        assert!(
+            used < 256 << 10,
+            "{opts:?}: {used} bytes still used on the tmpfs"
+        );
         t.mount_with(opts);
         assert_eq!(fs::read(t.p("f")).unwrap(), b"world", "{opts:?}");
     }

@@ -278,17 +278,34 @@ impl KmsFs {
         if inode.is_dir() {
             return Ok(Obj::Path(self.dir(ino)?));
         }
-        for (parent, name) in self.inodes.names(ino) {
+        let (fd, _) =
+            self.open_named(&inode, |dir, name| crate::backing::open_obj_at(dir, name))?;
+        Ok(Obj::Path(Arc::new(fd)))
+    }
+
+    /// Opens a non-directory inode by one of its names with `open(directory, name)`,
+    /// checked (by the fstat of what was opened) to be the object the inode stands for.
+    fn open_named(
+        &self,
+        inode: &Inode,
+        open: impl Fn(BorrowedFd, &OsStr) -> rustix::io::Result<OwnedFd>,
+    ) -> Result<(OwnedFd, rustix::fs::Stat), Errno> {
+        let mut err = Errno::ENOENT;
+        for (parent, name) in self.inodes.names(inode.ino) {
             let Ok(pfd) = self.dir(parent) else { continue };
-            let Ok(fd) = crate::backing::open_obj_at(pfd.as_fd(), &name) else {
-                continue;
-            };
-            let st = rustix::fs::fstat(&fd).map_err(rerr)?;
-            if (st.st_dev, st.st_ino) == inode.key {
-                return Ok(Obj::Path(Arc::new(fd)));
+            match open(pfd.as_fd(), &name) {
+                Ok(fd) => {
+                    let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+                    if (st.st_dev, st.st_ino) == inode.key {
+                        return Ok((fd, st));
+                    }
+                }
+                // not there (any more): try the next name; anything else is the answer
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => err = rerr(e),
             }
         }
-        Err(Errno::ENOENT)
+        Err(err)
     }
 
     fn attr_from_stat(&self, ino: u64, st: &rustix::fs::Stat) -> FileAttr {
@@ -470,28 +487,20 @@ impl KmsFs {
     /// Opens the backing file of an inode (read-write if allowed, else read-only unless
     /// writing is wanted), its header and its keys.
     fn open_backing(&self, inode: &Inode, want_write: bool) -> Result<Arc<OpenFile>, Errno> {
-        let (pfd, name, _) = self.locate(inode)?;
-        let open = |flags| crate::backing::open_at(pfd.as_fd(), &name, flags, Mode::empty());
-        let (fd, writable) = match open(OFlags::RDWR) {
-            Ok(fd) => (fd, true),
-            Err(e)
-                if !want_write
-                    && matches!(
-                        e,
-                        rustix::io::Errno::ACCESS
-                            | rustix::io::Errno::ROFS
-                            | rustix::io::Errno::PERM
-                    ) =>
-            {
-                (open(OFlags::RDONLY).map_err(rerr)?, false)
+        let open = |flags| {
+            move |dir: BorrowedFd, name: &OsStr| {
+                crate::backing::open_at(dir, name, flags, Mode::empty())
             }
-            Err(e) => return Err(rerr(e)),
+        };
+        let (fd, st, writable) = match self.open_named(inode, open(OFlags::RDWR)) {
+            Ok((fd, st)) => (fd, st, true),
+            Err(e) if !want_write && matches!(e, Errno::EACCES | Errno::EROFS | Errno::EPERM) => {
+                let (fd, st) = self.open_named(inode, open(OFlags::RDONLY))?;
+                (fd, st, false)
+            }
+            Err(e) => return Err(e),
         };
         let file = File::from(fd);
-        let st = rustix::fs::fstat(&file).map_err(rerr)?;
-        if (st.st_dev, st.st_ino) != inode.key {
-            return Err(Errno::ENOENT); // replaced under that name since it was located
-        }
         let bpath = self.display(inode.ino);
         let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
         let header = match known {
