@@ -178,6 +178,13 @@ pub enum KmsCmd {
         insecure_http: bool,
         #[arg(long, default_value_t = 1024)]
         max_connections: usize,
+        /// Connections one source address may hold (default: a quarter of --max-connections).
+        #[arg(long)]
+        max_per_source: Option<usize>,
+        /// Seconds a client may take to send a request's headers or body, or stay idle
+        /// between requests, before its connection is closed.
+        #[arg(long, default_value_t = 10)]
+        idle_timeout: u64,
     },
     /// Manage the principals (remote callers) of the server.
     #[command(subcommand)]
@@ -668,6 +675,8 @@ fn cmd_kms(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             tls_key,
             insecure_http,
             max_connections,
+            max_per_source,
+            idle_timeout,
         } => {
             init_logging(true);
             let dir = match keystore {
@@ -691,6 +700,8 @@ fn cmd_kms(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                 tls: tls_cert.zip(tls_key),
                 insecure_http,
                 max_connections,
+                idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+                max_per_source: max_per_source.unwrap_or(max_connections / 4).max(1),
             };
             let r = crate::server::serve(kms, opts, |addr| {
                 println!("listening on {addr}");

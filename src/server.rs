@@ -30,6 +30,30 @@ pub struct ServeOpts {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub insecure_http: bool,
     pub max_connections: usize,
+    /// How long a connection may take to send a request's headers, or its body, or sit
+    /// idle between requests, before it is closed: a slow or idle client holds a
+    /// connection slot for at most this long.
+    pub idle_timeout: std::time::Duration,
+    /// Connections one source address may hold at once, so one host cannot take every slot.
+    pub max_per_source: usize,
+}
+
+/// Refusals of unauthenticated requests recorded per source and window; beyond that they
+/// are counted and summed up in one `RefusalsSuppressed` record (they cost an fsync'd
+/// audit line each, so they must not be unbounded).
+const REFUSALS_PER_WINDOW: u32 = 20;
+const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most `max` characters of something a client sent, for a log line or an audit record.
+fn bounded(s: &str, max: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    match clean.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…({} bytes)", &clean[..at], s.len()),
+        None => clean,
+    }
 }
 
 /// (access key id, secret fingerprint, date, region): what a SigV4 signing key depends on
@@ -39,6 +63,45 @@ struct AppState {
     kms: LocalKms,
     /// (access key id, secret fingerprint, date, region) -> SigV4 signing key
     keys: parking_lot::Mutex<std::collections::HashMap<SigningKeyId, Vec<u8>>>,
+    idle_timeout: std::time::Duration,
+    /// source address -> (window start, refusals recorded in it, refusals suppressed)
+    refusals: parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32, u64)>>,
+}
+
+impl AppState {
+    /// Audits the refusal of a request that never reached an operation (bad or missing
+    /// signature, unknown access key), at most `REFUSALS_PER_WINDOW` per source and
+    /// window; the rest are summed up in one record when the source's next window opens.
+    fn audit_refusal(&self, principal: &str, peer: SocketAddr, op: &str, e: &KmsError) {
+        let (record, summary) = {
+            let mut m = self.refusals.lock();
+            if m.len() > 10_000 {
+                m.retain(|_, (start, _, _)| start.elapsed() < REFUSAL_WINDOW);
+            }
+            let w = m.entry(peer.ip()).or_insert((Instant::now(), 0, 0));
+            let mut summary = 0;
+            if w.0.elapsed() >= REFUSAL_WINDOW {
+                summary = std::mem::take(&mut w.2);
+                *w = (Instant::now(), 0, 0);
+            }
+            w.1 += 1;
+            let record = w.1 <= REFUSALS_PER_WINDOW;
+            if !record {
+                w.2 += 1;
+            }
+            (record, summary)
+        };
+        let kms = self.kms.with_caller(Caller {
+            principal: principal.to_string(),
+            source: peer.to_string(),
+        });
+        if summary > 0 {
+            let _ = kms.record_refusals_suppressed(summary, REFUSAL_WINDOW.as_secs());
+        }
+        if record {
+            let _ = kms.record_refusal(op, None, e);
+        }
+    }
 }
 
 /// The remote address of a connection, attached to each request.
@@ -127,7 +190,7 @@ fn request_key(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
     ["KeyId", "DestinationKeyId", "TargetKeyId", "AliasName"]
         .iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_str).map(str::to_string))
+        .find_map(|k| v.get(*k).and_then(Value::as_str).map(|s| bounded(s, 2048)))
 }
 
 async fn handle(
@@ -136,16 +199,33 @@ async fn handle(
     uri: Uri,
     headers: HeaderMap,
     req_ext: axum::Extension<Peer>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
     let peer = req_ext.0 .0;
+    // The body too must arrive within the idle timeout (a slow body holds a slot).
+    let body: Bytes =
+        match tokio::time::timeout(st.idle_timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+            }
+            Err(_) => {
+                return (StatusCode::REQUEST_TIMEOUT, "request body too slow\n").into_response()
+            }
+        };
+    // Operation names are short words; anything else is refused as unknown, and never
+    // copied whole into a log line or an audit record.
     let op = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix("TrentService."))
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
+    let op = if op.len() <= 64 && op.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        op.to_string()
+    } else {
+        format!("(invalid:{})", bounded(op, 32))
+    };
     let st2 = st.clone();
     let op2 = op.clone();
     let result = tokio::task::spawn_blocking(move || -> (String, KmsResult<Value>) {
@@ -168,7 +248,7 @@ async fn handle(
         };
         let Some((principal, secret)) = st2.kms.principal_secret(&auth.access_key_id) else {
             return (
-                format!("akid:{}", auth.access_key_id),
+                format!("akid:{}", bounded(&auth.access_key_id, 128)),
                 Err(KmsError::new(
                     ErrorCode::UnrecognizedClientException,
                     "The security token included in the request is invalid.",
@@ -255,13 +335,12 @@ async fn handle(
                 | ErrorCode::IncompleteSignatureException
                 | ErrorCode::MissingAuthenticationTokenException
         ) {
-            let _ = st
-                .kms
-                .with_caller(Caller {
-                    principal: principal.clone(),
-                    source: peer.to_string(),
-                })
-                .record_refusal(&op, None, e);
+            let st = st.clone();
+            let (principal, op, e) = (principal.clone(), op.clone(), e.clone());
+            // an fsync'd audit record: off the async workers
+            let _ =
+                tokio::task::spawn_blocking(move || st.audit_refusal(&principal, peer, &op, &e))
+                    .await;
         }
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -289,7 +368,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-fn router(kms: LocalKms) -> Router {
+fn router(kms: LocalKms, idle_timeout: std::time::Duration) -> Router {
     Router::new()
         .route("/", post(handle))
         .route("/healthz", get(healthz))
@@ -297,6 +376,8 @@ fn router(kms: LocalKms) -> Router {
         .with_state(Arc::new(AppState {
             kms,
             keys: Default::default(),
+            idle_timeout,
+            refusals: Default::default(),
         }))
 }
 
@@ -317,6 +398,24 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> 
     .with_single_cert(certs, key)
     .context("TLS certificate and key do not match")?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A connection's share of its source address's slots, given back when it closes.
+struct SourceSlot(
+    Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    std::net::IpAddr,
+);
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut m = self.0.lock();
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// Serves until SIGTERM/SIGINT. `ready` is called with the bound address once the
@@ -342,8 +441,11 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
         let dir = app_kms.dir().to_path_buf();
-        let app = router(app_kms);
+        let app = router(app_kms, opts.idle_timeout);
         let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+        let per_source: Arc<
+            parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+        > = Default::default();
         tracing::info!(
             "kmsfs KMS listening on {}://{addr} (keystore {})",
             if tls.is_some() { "https" } else { "http" },
@@ -372,32 +474,54 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
                     Err(e) => { tracing::warn!("accept failed: {e}"); continue; }
                 },
             };
+            // One host may hold at most max_per_source of the slots.
+            let slot = {
+                let mut m = per_source.lock();
+                let n = m.entry(peer.ip()).or_insert(0);
+                if *n >= opts.max_per_source {
+                    None
+                } else {
+                    *n += 1;
+                    Some(SourceSlot(per_source.clone(), peer.ip()))
+                }
+            };
+            let Some(slot) = slot else {
+                tracing::debug!("{peer}: too many connections from that address; closed");
+                continue;
+            };
             let app = app.clone().layer(axum::Extension(Peer(peer)));
             let tls = tls.clone();
+            let idle = opts.idle_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
+                let _slot = slot;
                 let svc = hyper_util::service::TowerToHyperService::new(app);
-                let builder = hyper_util::server::conn::auto::Builder::new(
+                // HTTP/1.1 only (what AWS clients speak): its header-read timeout also
+                // covers a connection idle between requests, which HTTP/2 would not.
+                let mut builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
-                );
+                )
+                .http1_only();
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(idle)
+                    .max_buf_size(64 * 1024);
                 let r = match tls {
-                    Some(acceptor) => match tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => {
-                            builder
-                                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                                .await
+                    Some(acceptor) => {
+                        match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                builder
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!("TLS handshake with {peer} failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    },
+                    }
                     None => {
                         builder
                             .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)

@@ -197,41 +197,34 @@ impl AuditLog {
 
     /// Last (seq, hash) in the log; a torn last line (a writer died mid-append, so its
     /// operation never answered) is cut off.
+    /// The end offset, sequence number and hash of the last complete record; a torn final
+    /// record (a crashed writer) is cut off. Correct for records of any length: the file
+    /// is searched backwards, a block at a time, for the line breaks around the last record.
     fn read_tail(file: &mut File) -> std::io::Result<(u64, u64, String)> {
         let len = file.seek(SeekFrom::End(0))?;
         if len == 0 {
             return Ok((0, 0, GENESIS.to_string()));
         }
-        let want = len.min(64 * 1024);
-        file.seek(SeekFrom::Start(len - want))?;
-        let mut buf = vec![0u8; want as usize];
-        file.read_exact(&mut buf)?;
-        let mut end = buf.len();
-        if buf[end - 1] != b'\n' {
-            let keep = buf
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map(|p| p + 1)
-                .unwrap_or(0);
-            let new_len = len - want + keep as u64;
+        let mut end = len;
+        if last_byte(file, len)? != b'\n' {
+            let keep = rfind_newline(file, len)?.map_or(0, |p| p + 1);
             tracing::warn!(
                 "audit log: cutting a torn final record ({} bytes) left by a crashed writer",
-                len - new_len
+                len - keep
             );
-            file.set_len(new_len)?;
+            file.set_len(keep)?;
             file.sync_data()?;
-            end = keep;
-            if new_len == 0 {
+            if keep == 0 {
                 return Ok((0, 0, GENESIS.to_string()));
             }
+            end = keep;
         }
-        let body = &buf[..end.saturating_sub(1)];
-        let start = body
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map(|p| p + 1)
-            .unwrap_or(0);
-        let last = std::str::from_utf8(&body[start..]).map_err(std::io::Error::other)?;
+        // the last record is [start, end - 1)
+        let start = rfind_newline(file, end - 1)?.map_or(0, |p| p + 1);
+        let mut line = vec![0u8; (end - 1 - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut line)?;
+        let last = std::str::from_utf8(&line).map_err(std::io::Error::other)?;
         let rec: Record = serde_json::from_str(last).map_err(std::io::Error::other)?;
         let hash = split_line(last)
             .map(|(_, h)| h.to_string())
@@ -493,6 +486,31 @@ pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
         .collect())
 }
 
+fn last_byte(file: &mut File, len: u64) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+/// The offset of the last `\n` before `before`, searching backwards 64 KiB at a time.
+fn rfind_newline(file: &mut File, before: u64) -> std::io::Result<Option<u64>> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut hi = before;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while hi > 0 {
+        let lo = hi.saturating_sub(BLOCK);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.seek(SeekFrom::Start(lo))?;
+        file.read_exact(chunk)?;
+        if let Some(p) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(lo + p as u64));
+        }
+        hi = lo;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,6 +562,38 @@ mod tests {
             l.iter().map(|x| format!("{x}\n")).collect::<String>(),
         )
         .unwrap();
+    }
+
+    /// On e663627 a 70 KB record (an unauthenticated request with a huge access key id)
+    /// made every later open of the keystore fail: the tail was read from the last 64 KiB.
+    #[test]
+    fn a_record_longer_than_any_read_block_reopens() {
+        let d = tempfile::tempdir().unwrap();
+        let k = SecretKey::random();
+        {
+            let log = AuditLog::open(d.path(), &k);
+            log.append(ev(1)).unwrap();
+            log.append(Event {
+                principal: format!("akid:{}", "A".repeat(200_000)),
+                ..ev(2)
+            })
+            .unwrap();
+        }
+        let log = AuditLog::open(d.path(), &k);
+        log.append(ev(3)).unwrap();
+        drop(log);
+        let log = AuditLog::open(d.path(), &k);
+        assert_eq!(log.verify().unwrap().records, 3);
+        // a torn final record after a long one is cut back to the long one
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(AUDIT_FILE))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"seq\":4,\"torn").unwrap();
+        drop(f);
+        let log = AuditLog::open(d.path(), &k);
+        log.append(ev(5)).unwrap();
+        assert_eq!(log.verify().unwrap().records, 4);
     }
 
     #[test]

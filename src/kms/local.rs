@@ -857,6 +857,23 @@ impl LocalKms {
         self.record(if op.is_empty() { "-" } else { op }, &info, Some(e))
     }
 
+    /// One record standing for `count` refusals of unauthenticated requests from this
+    /// caller's source that were not recorded one by one (rate limit of the server).
+    pub fn record_refusals_suppressed(&self, count: u64, window_secs: u64) -> KmsResult<()> {
+        let mut ctx = EncryptionContext::new();
+        ctx.insert("count".into(), count.to_string());
+        ctx.insert("window_seconds".into(), window_secs.to_string());
+        let info = OpInfo {
+            context: Some(ctx),
+            ..Default::default()
+        };
+        let e = KmsError::new(
+            ErrorCode::AccessDeniedException,
+            "refusals beyond the per-source rate limit",
+        );
+        self.record("RefusalsSuppressed", &info, Some(&e))
+    }
+
     /// The principal name and secret for an access key id, if it exists and is enabled.
     pub fn principal_secret(&self, access_key_id: &str) -> Option<(String, Secret)> {
         let s = self.snapshot().ok()?;
@@ -1167,17 +1184,29 @@ impl Kms for LocalKms {
                 ));
             }
             self.mutate("UpdateAlias", info, |s, info| {
+                let current = s
+                    .aliases
+                    .get(&req.alias_name)
+                    .map(|a| a.target.clone())
+                    .ok_or_else(|| {
+                        KmsError::not_found(format!(
+                            "Alias {} is not found.",
+                            self.alias_arn(&req.alias_name)
+                        ))
+                    })?;
+                // Like AWS: the caller needs kms:UpdateAlias on the key the alias points
+                // at now *and* on the new one, or anyone allowed on their own key could
+                // repoint another principal's alias at it.
+                if s.keys.contains_key(&current) {
+                    self.authorized(s, &current, "kms:UpdateAlias", None, info)?;
+                }
                 let id = self
                     .authorized(s, &req.target_key_id, "kms:UpdateAlias", None, info)?
                     .id
                     .clone();
-                let a = s.aliases.get_mut(&req.alias_name).ok_or_else(|| {
-                    KmsError::not_found(format!(
-                        "Alias {} is not found.",
-                        self.alias_arn(&req.alias_name)
-                    ))
-                })?;
-                a.target = id;
+                if let Some(a) = s.aliases.get_mut(&req.alias_name) {
+                    a.target = id;
+                }
                 Ok(())
             })
         })

@@ -51,7 +51,24 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, KmsError> {
     let sig = sig.ok_or_else(|| incomplete("Authorization header has no Signature"))?;
     let parts: Vec<&str> = cred.split('/').collect();
     if parts.len() != 5 || parts[4] != "aws4_request" || parts.iter().any(|p| p.is_empty()) {
-        return Err(incomplete(format!("malformed Credential {cred:?}")));
+        return Err(incomplete("malformed Credential"));
+    }
+    // Bounded before anything else sees them (log lines, audit records): an access key id
+    // is 16-128 letters and digits, a region a short lower-case name, a date 8 digits.
+    let short_word = |p: &str, max: usize| {
+        p.len() <= max && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !short_word(parts[0], 128) || parts[0].contains('-') {
+        return Err(incomplete("malformed access key id in Credential"));
+    }
+    if parts[1].len() != 8 || !parts[1].bytes().all(|b| b.is_ascii_digit()) {
+        return Err(incomplete("malformed date in Credential"));
+    }
+    if !short_word(parts[2], 32) || !short_word(parts[3], 32) {
+        return Err(incomplete("malformed region or service in Credential"));
+    }
+    if signed.len() > 1024 {
+        return Err(incomplete("SignedHeaders is too long"));
     }
     if sig.len() != 64 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(incomplete("Signature is not 64 hex digits"));
@@ -212,10 +229,22 @@ pub fn verify_with_key(
             auth.service
         )));
     }
-    for required in ["host", "x-amz-date"] {
+    // The operation (X-Amz-Target) and the body's type must be covered by the signature
+    // (every AWS SDK signs them): otherwise a captured request replays as another operation.
+    for required in ["host", "x-amz-date", "x-amz-target", "content-type"] {
         if !auth.signed_headers.iter().any(|h| h == required) {
-            return Err(invalid(format!("the {required} header must be signed")));
+            return Err(incomplete(format!(
+                "the {required} header must be signed (SignedHeaders={})",
+                auth.signed_headers.join(";")
+            )));
         }
+    }
+    if let Some((name, _)) = req
+        .headers
+        .iter()
+        .find(|(n, _)| n.starts_with("x-amz-") && !auth.signed_headers.contains(n))
+    {
+        return Err(incomplete(format!("the {name} header is not signed")));
     }
     let mut canonical = format!(
         "{}\n{}\n{}\n",
@@ -268,6 +297,21 @@ mod tests {
     /// AWS's published example (IAM ListUsers GET, from the SigV4 documentation), checked
     /// with the service name swapped to `kms` and re-signed here, plus tampering cases.
     fn signed(body: &[u8], secret: &str, date: &str) -> (Vec<(String, String)>, Authorization) {
+        signed_only(
+            body,
+            secret,
+            date,
+            &["content-type", "host", "x-amz-date", "x-amz-target"],
+        )
+    }
+
+    /// A ListKeys request carrying the four usual headers, signed over `names` only.
+    fn signed_only(
+        body: &[u8],
+        secret: &str,
+        date: &str,
+        names: &[&str],
+    ) -> (Vec<(String, String)>, Authorization) {
         let headers = vec![
             (
                 "content-type".to_string(),
@@ -280,9 +324,9 @@ mod tests {
                 "TrentService.ListKeys".to_string(),
             ),
         ];
-        let signed_headers = "content-type;host;x-amz-date;x-amz-target";
+        let signed_headers = names.join(";");
         let mut canonical = "POST\n/\n\n".to_string();
-        for (k, v) in &headers {
+        for (k, v) in headers.iter().filter(|(k, _)| names.contains(&k.as_str())) {
             canonical.push_str(&format!("{k}:{v}\n"));
         }
         canonical.push_str(&format!(
@@ -303,6 +347,42 @@ mod tests {
         ))
         .unwrap();
         (headers, auth)
+    }
+
+    /// A request whose signature leaves out the operation: on e663627 a DescribeKey
+    /// signed over host;x-amz-date was accepted with X-Amz-Target: DisableKey.
+    #[test]
+    fn operation_and_every_amz_header_must_be_signed() {
+        let body = br#"{}"#;
+        let date = "20261122T101500Z";
+        let now = parse_amz_date(date).unwrap();
+        for names in [
+            &["host", "x-amz-date"][..],
+            &["content-type", "host", "x-amz-date"],
+            &["host", "x-amz-date", "x-amz-target"],
+        ] {
+            let (headers, auth) = signed_only(body, "secret", date, names);
+            let req = Request {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body,
+            };
+            let e = verify(&req, &auth, "secret", now).unwrap_err();
+            assert_eq!(e.code, ErrorCode::IncompleteSignatureException, "{names:?}");
+        }
+        let (mut headers, auth) = signed(body, "secret", date);
+        headers.push(("x-amz-security-token".into(), "smuggled".into()));
+        let req = Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let e = verify(&req, &auth, "secret", now).unwrap_err();
+        assert!(e.message.contains("x-amz-security-token"), "{}", e.message);
     }
 
     #[test]

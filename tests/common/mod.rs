@@ -251,7 +251,7 @@ pub struct Server {
 impl Server {
     /// Starts a server over `ks` (created if needed) with principal `alice`.
     pub fn start(ks: &Path, extra: &[&str]) -> Server {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),
@@ -263,7 +263,7 @@ impl Server {
             .output()
             .unwrap();
         let _ = out;
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),
@@ -290,7 +290,7 @@ impl Server {
 
     pub fn spawn(ks: &Path, listen: &str, extra: &[&str]) -> Server {
         use std::io::BufRead;
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),

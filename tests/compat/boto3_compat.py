@@ -128,6 +128,43 @@ expect("MalformedPolicyDocumentException", kms.put_key_policy, KeyId=kid, Policy
        Policy=json.dumps({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*", "Bogus": 1}]}))
 check("Get/PutKeyPolicy; a principal denied by policy -> AccessDeniedException")
 
+# Aliases: the caller needs kms:*Alias on the key an alias points at now *and* on the new
+# one, so bob cannot repoint alice's alias at his own key (and then receive her data keys).
+bob_kid = bob.create_key(Description="bob's own")["KeyMetadata"]["KeyId"]
+expect("AccessDeniedException", bob.update_alias, AliasName="alias/compat", TargetKeyId=bob_kid)
+expect("AccessDeniedException", bob.delete_alias, AliasName="alias/compat")
+expect("AccessDeniedException", bob.create_alias, AliasName="alias/bobs-view-of-alice", TargetKeyId=kid)
+expect("AccessDeniedException", kms.update_alias, AliasName="alias/compat", TargetKeyId=bob_kid)
+assert kms.describe_key(KeyId="alias/compat")["KeyMetadata"]["Arn"] == arn
+other = kms.create_key(Description="alice's second")["KeyMetadata"]["KeyId"]
+kms.update_alias(AliasName="alias/compat", TargetKeyId=other)
+kms.update_alias(AliasName="alias/compat", TargetKeyId=kid)
+assert kms.describe_key(KeyId="alias/compat")["KeyMetadata"]["Arn"] == arn
+bob.create_alias(AliasName="alias/bob", TargetKeyId=bob_kid)
+expect("AccessDeniedException", kms.update_alias, AliasName="alias/bob", TargetKeyId=kid)
+check("UpdateAlias/DeleteAlias/CreateAlias need rights on the old and the new key")
+
+# A DescribeKey signed over host;x-amz-date only, sent as DisableKey (accepted on e663627).
+import urllib.error
+import urllib.request
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+areq = AWSRequest(method="POST", url=EP + "/", data=json.dumps({"KeyId": kid}).encode())
+SigV4Auth(Credentials(os.environ["AKID"], os.environ["SECRET"]), "kms", "us-east-1").add_auth(areq)
+assert "SignedHeaders=host;x-amz-date," in areq.headers["Authorization"], areq.headers["Authorization"]
+hdrs = dict(areq.headers.items())
+hdrs["X-Amz-Target"] = "TrentService.DisableKey"
+hdrs["Content-Type"] = "application/x-amz-json-1.1"
+try:
+    urllib.request.urlopen(urllib.request.Request(EP + "/", data=areq.body, headers=hdrs, method="POST"))
+    raise AssertionError("a request whose operation is not signed was accepted")
+except urllib.error.HTTPError as e:
+    assert e.code == 400, e.code
+    assert json.loads(e.read())["__type"] == "IncompleteSignatureException"
+assert kms.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Enabled"
+check("the operation must be signed: X-Amz-Target outside SignedHeaders -> IncompleteSignatureException")
+
 wrong = client(os.environ["AKID"], "not-the-secret")
 expect("InvalidSignatureException", wrong.list_keys)
 stranger = client("AKKFUNKNOWN000000000", "whatever")
