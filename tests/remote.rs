@@ -379,3 +379,130 @@ fn an_open_waiting_on_the_kms_does_not_stall_other_opens() {
         "opens of a cached file took {fast:?}, the open waiting on the KMS {waited:?}: they waited behind it"
     );
 }
+
+/// Abuse of the server by unauthenticated clients. On e663627: 1,024 idle connections
+/// starved every other client for as long as they were held; one request with a
+/// 70,000-character access key id wrote a 70 KB audit line that made every later open of
+/// the keystore fail; every refused request cost an fsync'd audit record.
+const ABUSE: &str = r#"
+import json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+def healthz(src):
+    s = socket.create_connection((host, port), timeout=5, source_address=(src, 0))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = s.recv(4096)
+    s.close()
+    return data
+# 1. one host holds idle connections (more than its share): another host is still served
+idle = []
+for _ in range(40):
+    try:
+        idle.append(socket.create_connection((host, port), timeout=5))
+    except OSError:
+        break
+time.sleep(0.3)
+t = time.time()
+assert b"200 OK" in healthz("127.0.0.2"), "another host was starved"
+print("other host served in %.2fs while %d idle connections were open" % (time.time() - t, len(idle)))
+# 2. idle connections are closed by the server after the idle timeout
+time.sleep(3.5)
+closed = 0
+for s in idle:
+    s.settimeout(0.5)
+    try:
+        closed += s.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        closed += 1
+    except socket.timeout:
+        pass
+assert closed == len(idle), "%d of %d idle connections still open" % (len(idle) - closed, len(idle))
+assert b"200 OK" in healthz("127.0.0.1"), "same host not served after the idle ones were closed"
+# 3. a slow client (headers trickled) is cut off too
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+t = time.time()
+try:
+    for _ in range(20):
+        s.sendall(b"X-Slow: 1\r\n")
+        time.sleep(0.5)
+    raise AssertionError("a slow client kept its connection for 10 s")
+except (BrokenPipeError, ConnectionResetError):
+    pass
+print("slow client cut after %.1fs" % (time.time() - t))
+# 4. a huge access key id, then many bad signatures from one source
+def post(auth):
+    s = socket.create_connection((host, port), timeout=5)
+    body = b"{}"
+    req = ("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-amz-json-1.1\r\n"
+           "X-Amz-Target: TrentService.ListKeys\r\nX-Amz-Date: 20260101T000000Z\r\n"
+           "Authorization: %s\r\nContent-Length: %d\r\n\r\n" % (auth, len(body))).encode() + body
+    s.sendall(req)
+    data = s.recv(65536)
+    s.close()
+    return data
+r = post("AWS4-HMAC-SHA256 Credential=%s/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=%s" % ("A" * 60000, "0" * 64))
+assert b"400" in r.split(b"\r\n")[0] and b"IncompleteSignatureException" in r, r[:300]
+for i in range(200):
+    r = post("AWS4-HMAC-SHA256 Credential=AKIAFAKE%08d/20260101/us-east-1/kms/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=%s" % (i, "0" * 64))
+    assert b"400" in r.split(b"\r\n")[0], r[:200]
+print("ALL OK")
+"#;
+
+#[test]
+fn the_server_holds_under_idle_slow_huge_and_repeated_unauthenticated_requests() {
+    let ks = tempfile::tempdir().unwrap();
+    let ksp = ks.path().join("ks");
+    let server = Server::start(
+        &ksp,
+        &[
+            "--idle-timeout",
+            "2",
+            "--max-connections",
+            "64",
+            "--max-per-source",
+            "16",
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let out = Command::new("python3")
+        .args(["-c", ABUSE, "127.0.0.1", &port])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
+    // the keystore still opens, for the server and for everyone else
+    let kms = format!("local:{}", ksp.display());
+    ok(Command::new(bin())
+        .args(["--kms", &kms, "key", "list"])
+        .output()
+        .unwrap());
+    ok(server.cmd().args(["key", "list"]).output().unwrap());
+    // refusals were recorded, but not one fsync'd line each: at most the per-window
+    // allowance plus summary records
+    let show = ok(Command::new(bin())
+        .args(["--kms", &kms, "audit", "show", "--json"])
+        .output()
+        .unwrap());
+    let refusals = show
+        .lines()
+        .filter(|l| l.contains("UnrecognizedClientException") || l.contains("IncompleteSignature"))
+        .count();
+    assert!(
+        (1..=40).contains(&refusals),
+        "{refusals} refusal records for 201 refused requests"
+    );
+    assert!(
+        show.lines().all(|l| l.len() < 8192),
+        "an audit line is unbounded"
+    );
+    assert!(ok(Command::new(bin())
+        .args(["--kms", &kms, "audit", "verify"])
+        .output()
+        .unwrap())
+    .contains("audit log OK"));
+}

@@ -166,11 +166,17 @@ impl Policy {
                     )))
                 }
             };
-            let actions = strings(&s.action, "Action")?;
+            // Action names are case-insensitive in AWS: kept lower-cased. A pattern that
+            // names no KMS action (a typo such as kms:Decrytp) is refused rather than
+            // silently matching nothing — a Deny that denies nothing is worse than an error.
+            let actions: Vec<String> = strings(&s.action, "Action")?
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect();
             for a in &actions {
-                if !(a == "*" || a.starts_with("kms:")) {
+                if !(a == "*" || KMS_ACTIONS.iter().any(|k| glob(a, &k.to_ascii_lowercase()))) {
                     return Err(malformed(format!(
-                        "Statement[{i}]: Action {a:?} is not a kms: action"
+                        "Statement[{i}]: Action {a:?} matches no KMS action"
                     )));
                 }
             }
@@ -244,7 +250,8 @@ impl Statement {
                 return false;
             }
         }
-        if !self.actions.iter().any(|a| a == "*" || glob(a, action)) {
+        let action = action.to_ascii_lowercase();
+        if !self.actions.iter().any(|a| a == "*" || glob(a, &action)) {
             return false;
         }
         self.conditions.iter().all(|c| {
@@ -259,6 +266,67 @@ impl Statement {
 }
 
 /// The policy a key gets when none is given: the creating principal may do everything.
+/// Every action of AWS KMS's key policies (so that a policy written for AWS parses here,
+/// including actions of operations this KMS does not offer yet).
+pub const KMS_ACTIONS: &[&str] = &[
+    "kms:CancelKeyDeletion",
+    "kms:ConnectCustomKeyStore",
+    "kms:CreateAlias",
+    "kms:CreateCustomKeyStore",
+    "kms:CreateGrant",
+    "kms:CreateKey",
+    "kms:Decrypt",
+    "kms:DeleteAlias",
+    "kms:DeleteCustomKeyStore",
+    "kms:DeleteImportedKeyMaterial",
+    "kms:DeriveSharedSecret",
+    "kms:DescribeCustomKeyStores",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:DisableKeyRotation",
+    "kms:DisconnectCustomKeyStore",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateMac",
+    "kms:GenerateRandom",
+    "kms:GetKeyLastUsage",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:GetParametersForImport",
+    "kms:GetPublicKey",
+    "kms:ImportKeyMaterial",
+    "kms:ListAliases",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListKeys",
+    "kms:ListResourceTags",
+    "kms:ListRetirableGrants",
+    "kms:PutKeyPolicy",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:ReplicateKey",
+    "kms:RetireGrant",
+    "kms:RevokeGrant",
+    "kms:RotateKeyOnDemand",
+    "kms:ScheduleKeyDeletion",
+    "kms:Sign",
+    "kms:SynchronizeMultiRegionKey",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateCustomKeyStore",
+    "kms:UpdateKeyDescription",
+    "kms:UpdatePrimaryRegion",
+    "kms:Verify",
+    "kms:VerifyMac",
+];
+
 pub fn default_policy(admin: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",
@@ -348,6 +416,37 @@ mod tests {
             assert_eq!(e.code, ErrorCode::MalformedPolicyDocumentException);
             assert!(e.message.contains(why), "{bad}: {}", e.message);
         }
+    }
+
+    /// On e663627 a Deny on "kms:decrypt" denied nothing (case-sensitive match), and any
+    /// "kms:..." string was accepted.
+    #[test]
+    fn actions_match_case_insensitively_and_unknown_ones_are_refused() {
+        let p = Policy::parse(
+            r#"{"Statement":[
+              {"Effect":"Allow","Principal":"*","Action":"KMS:*","Resource":"*"},
+              {"Effect":"Deny","Principal":{"AWS":"bob"},"Action":"kms:decrypt","Resource":"*"},
+              {"Effect":"Deny","Principal":{"AWS":"carol"},"Action":"kms:generatedatakey*","Resource":"*"}]}"#,
+        )
+        .unwrap();
+        assert!(
+            !p.allows("bob", "kms:Decrypt", None),
+            "lower-case Deny applies"
+        );
+        assert!(p.allows("bob", "kms:Encrypt", None));
+        assert!(!p.allows("carol", "kms:GenerateDataKeyWithoutPlaintext", None));
+        for bad in ["kms:Decrytp", "kms:", "kms:Foo*", "kms:?"] {
+            let text = format!(
+                r#"{{"Statement":[{{"Effect":"Allow","Principal":"*","Action":"{bad}","Resource":"*"}}]}}"#
+            );
+            let e = Policy::parse(&text).unwrap_err();
+            assert_eq!(e.code, ErrorCode::MalformedPolicyDocumentException, "{bad}");
+            assert!(e.message.contains("matches no KMS action"), "{}", e.message);
+        }
+        assert!(Policy::parse(
+            r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":["kms:Sign","kms:CreateGrant","kms:Get*"],"Resource":"*"}]}"#
+        )
+        .is_ok());
     }
 
     #[test]
