@@ -253,6 +253,8 @@ pub enum HeaderError {
     Suite(u8),
     #[error("invalid chunk shift {0}")]
     ChunkShift(u8),
+    #[error("reserved header byte 7 is {0}, not 0")]
+    Reserved(u8),
     #[error("invalid number of wrapped keys {0}")]
     WrapCount(usize),
     #[error("truncated wrapped key entry")]
@@ -338,6 +340,11 @@ impl Header {
         }
         if !(MIN_CHUNK_SHIFT..=MAX_CHUNK_SHIFT).contains(&b[6]) {
             return Err(HeaderError::ChunkShift(b[6]));
+        }
+        // Byte 7 is reserved: only 0 is accepted, and the MAC is computed over a 0 there
+        // (`fixed_bytes`), so the byte is both checked and bound.
+        if b[7] != 0 {
+            return Err(HeaderError::Reserved(b[7]));
         }
         let file_id: [u8; 16] = b[8..24].try_into().unwrap();
         let mac: [u8; 32] = b[24..56].try_into().unwrap();
@@ -509,6 +516,11 @@ mod tests {
         let mut h3 = h.clone();
         h3.file_id[0] ^= 1;
         assert!(!h3.verify_mac(&key, &[1; 16]));
+        // the reserved byte: on e663627 any value decoded, and the MAC did not cover it
+        let mut bytes = h.encode().unwrap();
+        assert_eq!(Header::decode(&bytes).unwrap(), h);
+        bytes[7] = 1;
+        assert!(matches!(Header::decode(&bytes), Err(HeaderError::Reserved(1))));
     }
 
     #[test]
