@@ -225,6 +225,10 @@ pub enum AuditCmd {
     Verify {
         #[arg(long)]
         json: bool,
+        /// Also check the copies of the checkpoints kept in DIR (the directory the
+        /// daemons were given as KMSFS_AUDIT_ANCHOR).
+        #[arg(long, value_name = "DIR")]
+        anchor: Option<PathBuf>,
     },
     /// Show records, filtered.
     Show(AuditFilter),
@@ -856,9 +860,10 @@ fn local_dir(kms_arg: Option<&str>) -> Result<PathBuf> {
 fn cmd_audit(kms_arg: Option<&str>, cmd: AuditCmd) -> Result<()> {
     let dir = local_dir(kms_arg)?;
     match cmd {
-        AuditCmd::Verify { json } => {
-            let kms = crate::kms::local::LocalKms::open(&dir, false)?;
-            match kms.audit().verify() {
+        AuditCmd::Verify { json, anchor } => {
+            let kms = crate::kms::local::LocalKms::open_unchecked(&dir, false)?;
+            let vouched = kms.audit_vouched();
+            match kms.audit().verify_with(vouched.as_ref(), anchor.as_deref()) {
                 Ok(r) => {
                     if json {
                         println!("{}", serde_json::to_string(&r)?);

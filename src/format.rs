@@ -520,7 +520,10 @@ mod tests {
         let mut bytes = h.encode().unwrap();
         assert_eq!(Header::decode(&bytes).unwrap(), h);
         bytes[7] = 1;
-        assert!(matches!(Header::decode(&bytes), Err(HeaderError::Reserved(1))));
+        assert!(matches!(
+            Header::decode(&bytes),
+            Err(HeaderError::Reserved(1))
+        ));
     }
 
     #[test]

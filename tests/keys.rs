@@ -404,6 +404,55 @@ fn policies_bind_local_principals() {
     assert!(ok(t.kmsfs(&["audit", "verify"])).contains("audit log OK"));
 }
 
+/// On e663627, cutting audit.log and audit.checkpoints back together verified OK, and so
+/// did deleting both. Now the sealed keystore vouches for its newest checkpoint, and an
+/// anchor directory outside the keystore keeps copies.
+#[test]
+fn audit_log_cut_back_or_removed_with_its_checkpoints_is_detected() {
+    let t = Tree::new(&[]);
+    let anchor = tempfile::tempdir().unwrap();
+    let anchored = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("KMSFS_KMS", t.kms_arg())
+            .env("KMSFS_AUDIT_ANCHOR", anchor.path())
+            .output()
+            .unwrap()
+    };
+    for _ in 0..6 {
+        ok(anchored(&["key", "create"]));
+    }
+    ok(anchored(&["audit", "verify"]));
+    let a = anchor.path().to_str().unwrap();
+    assert!(ok(anchored(&["audit", "verify", "--anchor", a])).contains("audit log OK"));
+    let (log, ck) = (t.ks.join("audit.log"), t.ks.join("audit.checkpoints"));
+    let (log_text, ck_text) = (
+        fs::read_to_string(&log).unwrap(),
+        fs::read_to_string(&ck).unwrap(),
+    );
+    let first_ck: serde_json::Value =
+        serde_json::from_str(ck_text.lines().next().unwrap()).unwrap();
+    let keep = first_ck["seq"].as_u64().unwrap() as usize;
+    // cut both back, consistently, to the first checkpoint
+    let cut: String = log_text
+        .lines()
+        .take(keep)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&log, cut).unwrap();
+    fs::write(&ck, format!("{}\n", ck_text.lines().next().unwrap())).unwrap();
+    let e = fails(t.kmsfs(&["audit", "verify"]), "the keystore vouches for");
+    assert!(e.contains("cut off"), "{e}");
+    fails(t.kmsfs(&["audit", "verify", "--anchor", a]), "vouches for");
+    // the keystore refuses to run on it
+    fails(t.kmsfs(&["key", "list"]), "audit log");
+    // both removed
+    fs::remove_file(&log).unwrap();
+    fs::remove_file(&ck).unwrap();
+    fails(t.kmsfs(&["audit", "verify"]), "the keystore vouches for");
+    fails(t.kmsfs(&["key", "create"]), "ends at record 0");
+}
+
 #[test]
 fn audit_verify_detects_an_edited_line() {
     let t = Tree::new(&[]);

@@ -67,8 +67,40 @@ struct Checkpoint {
     seq: u64,
     hash: String,
     time: String,
+    /// The MAC of the previous checkpoint ("" for the first): checkpoints form a chain, so
+    /// one removed from the middle is detected. Absent in checkpoints written before the
+    /// chain existed (accepted only before the first chained one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prev: Option<String>,
     mac: String,
 }
+
+impl Checkpoint {
+    fn mac_input(&self) -> Vec<Vec<u8>> {
+        let mut v = vec![
+            self.seq.to_be_bytes().to_vec(),
+            self.hash.as_bytes().to_vec(),
+            self.time.as_bytes().to_vec(),
+        ];
+        if let Some(p) = &self.prev {
+            v.insert(0, b"chained v2".to_vec());
+            v.push(p.as_bytes().to_vec());
+        }
+        v
+    }
+
+    fn verify_mac(&self, key: &SecretKey) -> bool {
+        let parts = self.mac_input();
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        hex::decode(&self.mac)
+            .map(|m| key.verify_hmac(&parts, &m))
+            .unwrap_or(false)
+    }
+}
+
+/// Where a copy of every checkpoint goes besides the keystore directory (a directory the
+/// keystore's writer does not control): `KMSFS_AUDIT_ANCHOR`.
+pub const ANCHOR_ENV: &str = "KMSFS_AUDIT_ANCHOR";
 
 struct Queue {
     pending: Vec<Event>,
@@ -93,6 +125,8 @@ struct Writer {
 
 pub struct AuditLog {
     dir: PathBuf,
+    /// A directory outside the keystore's that receives a copy of every checkpoint.
+    anchor: Option<PathBuf>,
     mac_key: SecretKey,
     queue: Mutex<Queue>,
     cond: Condvar,
@@ -128,8 +162,18 @@ fn split_line(line: &str) -> Option<(String, &str)> {
 }
 
 impl AuditLog {
+    /// Opens the log of a keystore directory; checkpoints are also copied to the anchor
+    /// directory named by `KMSFS_AUDIT_ANCHOR`, if set.
     pub fn open(dir: &Path, root: &SecretKey) -> AuditLog {
+        let anchor = std::env::var_os(ANCHOR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        Self::open_with_anchor(dir, root, anchor)
+    }
+
+    pub fn open_with_anchor(dir: &Path, root: &SecretKey, anchor: Option<PathBuf>) -> AuditLog {
         AuditLog {
+            anchor,
             dir: dir.to_path_buf(),
             mac_key: root.derive(b"kmsfs audit", b"kmsfs audit checkpoint v1"),
             queue: Mutex::new(Queue {
@@ -313,28 +357,85 @@ impl AuditLog {
         let Some((seq, hash)) = w.uncheckpointed.take() else {
             return Ok(());
         };
-        let time = now_rfc3339();
-        let mac =
-            hex::encode(
-                self.mac_key
-                    .hmac(&[&seq.to_be_bytes(), hash.as_bytes(), time.as_bytes()]),
-            );
-        let line = serde_json::to_string(&Checkpoint {
-            seq,
-            hash,
-            time,
-            mac,
-        })
-        .map_err(std::io::Error::other)?;
         let mut f = OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
             .open(self.dir.join(CHECKPOINT_FILE))?;
+        // Several processes may checkpoint into one file: the link to the previous
+        // checkpoint is read and the new one appended under one lock.
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+        let prev = last_line(&mut f)?
+            .and_then(|l| serde_json::from_str::<Checkpoint>(&l).ok())
+            .map(|c| c.mac)
+            .unwrap_or_default();
+        let mut ck = Checkpoint {
+            seq,
+            hash,
+            time: now_rfc3339(),
+            prev: Some(prev),
+            mac: String::new(),
+        };
+        let parts = ck.mac_input();
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        ck.mac = hex::encode(self.mac_key.hmac(&parts));
+        let line = serde_json::to_string(&ck).map_err(std::io::Error::other)?;
         f.write_all(format!("{line}\n").as_bytes())?;
         f.sync_data()?;
+        let _ = rustix::fs::flock(&f, rustix::fs::FlockOperation::Unlock);
+        // Copies outside the keystore directory: the journal (via the log) and the anchor
+        // directory, so cutting the log and the checkpoints together is detectable.
+        tracing::info!(
+            "audit checkpoint seq={} hash={} mac={}",
+            ck.seq,
+            ck.hash,
+            ck.mac
+        );
+        if let Some(dir) = &self.anchor {
+            let r = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(dir.join(CHECKPOINT_FILE))
+                .and_then(|mut a| {
+                    a.write_all(format!("{line}\n").as_bytes())?;
+                    a.sync_data()
+                });
+            if let Err(e) = r {
+                tracing::warn!("cannot copy the audit checkpoint to {}: {e}", dir.display());
+            }
+        }
         w.since_checkpoint = 0;
         w.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// (sequence number, record hash) of the newest checkpoint, if any.
+    pub fn latest_checkpoint(&self) -> Option<(u64, String)> {
+        let mut f = File::open(self.dir.join(CHECKPOINT_FILE)).ok()?;
+        let ck: Checkpoint = serde_json::from_str(&last_line(&mut f).ok()??).ok()?;
+        Some((ck.seq, ck.hash))
+    }
+
+    /// Fails when the log is older than `seq` (the checkpoint the keystore vouches for):
+    /// cut off, or missing beside an existing keystore. Cheap: reads only the tail.
+    pub fn check_reaches(&self, seq: u64) -> Result<(), String> {
+        let last = match File::open(self.dir.join(AUDIT_FILE)) {
+            Ok(mut f) => last_line(&mut f)
+                .map_err(|e| format!("cannot read the audit log: {e}"))?
+                .and_then(|l| {
+                    split_line(&l).and_then(|(b, _)| serde_json::from_str::<Record>(&b).ok())
+                })
+                .map_or(0, |r| r.seq),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(format!("cannot open the audit log: {e}")),
+        };
+        if last < seq {
+            return Err(format!(
+                "the audit log ends at record {last} but the keystore vouches for record {seq}: it was cut off or removed"
+            ));
+        }
         Ok(())
     }
 
@@ -346,7 +447,17 @@ impl AuditLog {
 
     /// Checks the whole chain and every checkpoint.
     pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
-        verify(&self.dir, &self.mac_key)
+        verify(&self.dir, &self.mac_key, None, None)
+    }
+
+    /// `verify`, also against the checkpoint the keystore vouches for and the copies of
+    /// the checkpoints kept in an anchor directory.
+    pub fn verify_with(
+        &self,
+        vouched: Option<&(u64, String)>,
+        anchor: Option<&Path>,
+    ) -> Result<VerifyReport, VerifyError> {
+        verify(&self.dir, &self.mac_key, vouched, anchor)
     }
 }
 
@@ -374,7 +485,12 @@ pub struct VerifyError {
     pub reason: String,
 }
 
-fn verify(dir: &Path, mac_key: &SecretKey) -> Result<VerifyReport, VerifyError> {
+fn verify(
+    dir: &Path,
+    mac_key: &SecretKey,
+    vouched: Option<&(u64, String)>,
+    anchor: Option<&Path>,
+) -> Result<VerifyReport, VerifyError> {
     let bad = |seq: u64, reason: String| VerifyError { seq, reason };
     let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
         Ok(t) => t,
@@ -414,9 +530,40 @@ fn verify(dir: &Path, mac_key: &SecretKey) -> Result<VerifyReport, VerifyError> 
         hashes.push(prev.clone());
     }
     let last_seq = hashes.len() as u64;
+    let vouch = |seq: u64, hash: &str, who: &str| -> Result<(), VerifyError> {
+        if seq > last_seq {
+            return Err(bad(
+                last_seq + 1,
+                format!("log ends at {last_seq} but {who} vouches for {seq} (tail cut off or log replaced)"),
+            ));
+        }
+        if seq > 0 && hashes[(seq - 1) as usize] != hash {
+            return Err(bad(
+                seq,
+                format!("record differs from the one {who} vouched for"),
+            ));
+        }
+        Ok(())
+    };
+    if let Some((seq, hash)) = vouched {
+        vouch(*seq, hash, "the keystore")?;
+    }
+    if let Some(a) = anchor {
+        let text = std::fs::read_to_string(a.join(CHECKPOINT_FILE))
+            .map_err(|e| bad(0, format!("cannot read anchor {}: {e}", a.display())))?;
+        for line in text.lines() {
+            let ck: Checkpoint = serde_json::from_str(line)
+                .map_err(|e| bad(0, format!("anchored checkpoint is unparsable: {e}")))?;
+            if !ck.verify_mac(mac_key) {
+                return Err(bad(ck.seq, "anchored checkpoint has a bad MAC".into()));
+            }
+            vouch(ck.seq, &ck.hash, "an anchored checkpoint")?;
+        }
+    }
     let ck_text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap_or_default();
     let mut checkpoints = 0;
     let mut last_ck = 0;
+    let mut prev_mac: Option<String> = None; // Some once the chain has started
     for (i, line) in ck_text.lines().enumerate() {
         let ck: Checkpoint = serde_json::from_str(line).map_err(|e| {
             bad(
@@ -424,19 +571,22 @@ fn verify(dir: &Path, mac_key: &SecretKey) -> Result<VerifyReport, VerifyError> 
                 format!("checkpoint {} is unparsable: {e}", i + 1),
             )
         })?;
-        let ok = hex::decode(&ck.mac)
-            .map(|m| {
-                mac_key.verify_hmac(
-                    &[
-                        &ck.seq.to_be_bytes(),
-                        ck.hash.as_bytes(),
-                        ck.time.as_bytes(),
-                    ],
-                    &m,
-                )
-            })
-            .unwrap_or(false);
-        if !ok {
+        match (&ck.prev, &prev_mac) {
+            (Some(p), Some(want)) if p != want => {
+                return Err(bad(
+                    ck.seq,
+                    format!(
+                        "checkpoint {} does not follow the one before it (checkpoints removed)",
+                        i + 1
+                    ),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(ck.seq, format!("checkpoint {} is not chained", i + 1)))
+            }
+            _ => {}
+        }
+        if !ck.verify_mac(mac_key) {
             return Err(bad(
                 ck.seq,
                 format!("checkpoint {} has a bad MAC (forged or edited)", i + 1),
@@ -459,6 +609,9 @@ fn verify(dir: &Path, mac_key: &SecretKey) -> Result<VerifyReport, VerifyError> 
         }
         checkpoints += 1;
         last_ck = last_ck.max(ck.seq);
+        if ck.prev.is_some() {
+            prev_mac = Some(ck.mac.clone());
+        }
     }
     Ok(VerifyReport {
         records: last_seq,
@@ -484,6 +637,26 @@ pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
             Some(r)
         })
         .collect())
+}
+
+/// The last complete line of a file (without its newline), read from the end.
+fn last_line(f: &mut File) -> std::io::Result<Option<String>> {
+    let len = f.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let end = match last_byte(f, len)? {
+        b'\n' => len - 1,
+        _ => match rfind_newline(f, len)? {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    let start = rfind_newline(f, end)?.map_or(0, |p| p + 1);
+    let mut buf = vec![0u8; (end - start) as usize];
+    f.seek(SeekFrom::Start(start))?;
+    f.read_exact(&mut buf)?;
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 fn last_byte(file: &mut File, len: u64) -> std::io::Result<u8> {
@@ -594,6 +767,63 @@ mod tests {
         let log = AuditLog::open(d.path(), &k);
         log.append(ev(5)).unwrap();
         assert_eq!(log.verify().unwrap().records, 4);
+    }
+
+    /// On e663627 the checkpoints were independent: removing some went unnoticed, and
+    /// cutting the log and the checkpoints back together verified OK.
+    #[test]
+    fn checkpoints_are_chained_and_anchored_copies_catch_a_cut() {
+        let d = tempfile::tempdir().unwrap();
+        let anchor = tempfile::tempdir().unwrap();
+        let k = SecretKey::random();
+        for round in 0..4 {
+            let log = AuditLog::open_with_anchor(d.path(), &k, Some(anchor.path().to_path_buf()));
+            for i in 0..10 {
+                log.append(ev(round * 100 + i)).unwrap();
+            }
+            drop(log); // one checkpoint per process lifetime
+        }
+        let log = AuditLog::open(d.path(), &k);
+        let rep = log.verify_with(None, Some(anchor.path())).unwrap();
+        assert_eq!((rep.records, rep.checkpoints), (40, 4));
+        assert_eq!(log.latest_checkpoint().unwrap().0, 40);
+        let (orig_log, orig_ck) = (
+            lines(d.path()),
+            std::fs::read_to_string(d.path().join(CHECKPOINT_FILE)).unwrap(),
+        );
+        // a checkpoint removed from the middle
+        let mut ck: Vec<&str> = orig_ck.lines().collect();
+        ck.remove(1);
+        std::fs::write(d.path().join(CHECKPOINT_FILE), ck.join("\n") + "\n").unwrap();
+        let e = log.verify().unwrap_err();
+        assert!(e.reason.contains("does not follow"), "{e}");
+        // log and checkpoints cut back together to 10 records: consistent in the keystore
+        // directory, but the anchored copies and the keystore's vouch know better
+        write_lines(d.path(), &orig_log[..10]);
+        std::fs::write(
+            d.path().join(CHECKPOINT_FILE),
+            orig_ck.lines().next().unwrap().to_string() + "\n",
+        )
+        .unwrap();
+        assert!(log.verify().is_ok(), "the directory alone cannot tell");
+        let e = log.verify_with(None, Some(anchor.path())).unwrap_err();
+        assert!(
+            e.reason.contains("an anchored checkpoint vouches for"),
+            "{e}"
+        );
+        let e = log
+            .verify_with(Some(&(40, String::new())), None)
+            .unwrap_err();
+        assert!(e.reason.contains("the keystore vouches for 40"), "{e}");
+        assert!(log.check_reaches(40).is_err() && log.check_reaches(10).is_ok());
+        // both removed
+        std::fs::remove_file(d.path().join(AUDIT_FILE)).unwrap();
+        std::fs::remove_file(d.path().join(CHECKPOINT_FILE)).unwrap();
+        assert!(log.verify_with(None, Some(anchor.path())).is_err());
+        assert!(log
+            .check_reaches(40)
+            .unwrap_err()
+            .contains("ends at record 0"));
     }
 
     #[test]

@@ -129,6 +129,11 @@ struct Store {
     /// remote callers of `kmsfs kms serve`, by name; secrets sealed with the store
     #[serde(default)]
     principals: BTreeMap<String, PrincipalRecord>,
+    /// (sequence number, record hash) of the newest audit checkpoint when the store was
+    /// last written: the sealed store vouches that the log reaches at least that far, so
+    /// a log cut back (with its checkpoints) or removed is an error, not a fresh start.
+    #[serde(default)]
+    audit_checkpoint: Option<(u64, String)>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -270,6 +275,26 @@ impl LocalKms {
     /// Opens the keystore in `dir`. With `create`, a missing directory and root key are
     /// made (0700 / 0600); without it a missing keystore is an error.
     pub fn open(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
+        let kms = Self::open_unchecked(dir, create)?;
+        if let Some((seq, _)) = kms.audit_vouched() {
+            kms.e.audit.check_reaches(seq).map_err(|e| {
+                anyhow::anyhow!(
+                    "keystore {}: {e}; run `kmsfs audit verify` (refusing to run on a tampered audit log)",
+                    dir.display()
+                )
+            })?;
+        }
+        Ok(kms)
+    }
+
+    /// The checkpoint the sealed store vouches for (see `Store::audit_checkpoint`).
+    pub fn audit_vouched(&self) -> Option<(u64, String)> {
+        self.snapshot().ok()?.audit_checkpoint.clone()
+    }
+
+    /// `open` without the check that the audit log reaches what the keystore vouches for
+    /// (for `kmsfs audit verify`, which reports it).
+    pub fn open_unchecked(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
         let key_path = root_key_path(dir);
         if create && !dir.exists() {
             fs::create_dir_all(dir)
@@ -303,8 +328,10 @@ impl LocalKms {
         }
         check_private(dir, "keystore directory")?;
         check_private(&key_path, "root key file")?;
-        let raw = fs::read(&key_path)
-            .map_err(|e| anyhow::anyhow!("cannot read root key {}: {e}", key_path.display()))?;
+        let raw =
+            zeroize::Zeroizing::new(fs::read(&key_path).map_err(|e| {
+                anyhow::anyhow!("cannot read root key {}: {e}", key_path.display())
+            })?);
         let root = SecretKey::from_slice(&raw).ok_or_else(|| {
             anyhow::anyhow!(
                 "root key {} is {} bytes, expected 32",
@@ -502,6 +529,15 @@ impl LocalKms {
         self.record(op, info, None)?;
         info.recorded = true;
         store.version += 1;
+        if let Some(ck) = self.e.audit.latest_checkpoint() {
+            if store
+                .audit_checkpoint
+                .as_ref()
+                .is_none_or(|(seq, _)| ck.0 > *seq)
+            {
+                store.audit_checkpoint = Some(ck);
+            }
+        }
         if let Err(e) = self.write_store(&store) {
             info.recorded = false; // run() records the failure too
             return Err(e);
