@@ -41,6 +41,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "LOCATION")]
     pub kms: Option<String>,
 
+    /// The tree must wrap under these keys only (key id, ARN or alias; repeat): its
+    /// config is authenticated through them, whatever this host pinned (also
+    /// KMSFS_EXPECT_KEYS, comma-separated; fstab: expect_key=KEY).
+    #[arg(long = "expect-key", global = true, value_name = "KEY")]
+    pub expect_keys: Vec<String>,
+
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -369,6 +375,7 @@ fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
                 .unwrap_or((o, None));
             match (k, v) {
                 ("kms", Some(v)) => out.extend(["--kms".into(), v.into()]),
+                ("expect_key", Some(v)) => out.extend(["--expect-key".into(), v.into()]),
                 ("allow_other", None) => out.push("--allow-other".into()),
                 ("log", Some(v)) => out.extend(["--log-file".into(), v.into()]),
                 ("threads", Some(v)) => out.extend(["--threads".into(), v.into()]),
@@ -416,6 +423,10 @@ static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock:
 pub fn main() -> i32 {
     let args = ARGS.get_or_init(|| mount_helper_args(std::env::args_os().collect()));
     let cli = Cli::parse_from(args);
+    if !cli.expect_keys.is_empty() {
+        // Exported so that the re-executed mount daemon sees it too (still one thread).
+        std::env::set_var("KMSFS_EXPECT_KEYS", cli.expect_keys.join(","));
+    }
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -591,8 +602,7 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn offline_env(kms_arg: Option<&str>, root: &Path) -> Result<Arc<Envelope>> {
-    let cfg = TreeConfig::load(root)?;
-    let kms = tree_kms(kms_arg, &cfg)?;
+    let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(root, kms_arg)?;
     Ok(Arc::new(Envelope::new(
         kms,
         cfg,
@@ -623,7 +633,9 @@ fn cmd_fsck(
     let env = if no_kms {
         None
     } else {
-        let kms = tree_kms(kms_arg, &cfg).map_err(|e| CouldNotRun(format!("{e:#}")))?;
+        let kms = open_tree(backing, kms_arg)
+            .map_err(|e| CouldNotRun(format!("{e:#}")))?
+            .kms;
         Some(Arc::new(Envelope::new(
             kms,
             cfg.clone(),
@@ -779,15 +791,20 @@ fn cmd_rotate(
     jobs: usize,
     json: bool,
 ) -> Result<()> {
-    let mut cfg = TreeConfig::load(backing)?;
-    let kms = tree_kms(kms_arg, &cfg)?;
+    let mut t = open_tree(backing, kms_arg)?;
     if let Some(k) = to {
         // Config first: new files use the new key at once; a killed run resumes with
         // a plain `kmsfs rotate`, which re-wraps to whatever the config says.
-        cfg.keys = key_arns(&*kms, &[k])?;
-        write_config(backing, &cfg)?;
+        t.cfg.keys = key_arns(&*t.kms, &[k])?;
+        t.seal()?;
+        t.save(backing, write_config)?;
+    } else if !t.authenticated() {
+        // An older tree: the daily rotation adds the config's MAC.
+        t.seal()?;
+        t.save(backing, write_config)?;
     }
-    let s = crate::tree::rewrap(backing, &cfg, &*kms, &cfg.keys, jobs, !json)?;
+    let (cfg, kms) = (&t.cfg, &t.kms);
+    let s = crate::tree::rewrap(backing, cfg, &**kms, &cfg.keys, jobs, !json)?;
     print_summary(&s, "re-wrapped", json)
 }
 
@@ -797,14 +814,15 @@ fn cmd_keys(kms_arg: Option<&str>, cmd: KeysCmd) -> Result<()> {
         KeysCmd::Remove { backing, key } => (backing, Some((false, key))),
         KeysCmd::List { backing } => (backing, None),
     };
-    let mut cfg = TreeConfig::load(backing)?;
     let Some((add, key)) = change else {
-        for k in &cfg.keys {
+        for k in &TreeConfig::load(backing)?.keys {
             println!("{k}");
         }
         return Ok(());
     };
-    let kms = tree_kms(kms_arg, &cfg)?;
+    let mut t = open_tree(backing, kms_arg)?;
+    let kms = t.kms.clone();
+    let cfg = &mut t.cfg;
     let arn = key_arns(&*kms, std::slice::from_ref(key))?.remove(0);
     if add {
         if cfg.keys.contains(&arn) {
@@ -826,14 +844,14 @@ fn cmd_keys(kms_arg: Option<&str>, cmd: KeysCmd) -> Result<()> {
         }
         cfg.keys.retain(|k| *k != arn);
     }
-    write_config(backing, &cfg)?;
-    let s = crate::tree::rewrap(backing, &cfg, &*kms, &cfg.keys, 8, true)?;
+    t.seal()?;
+    t.save(backing, write_config)?;
+    let s = crate::tree::rewrap(backing, &t.cfg, &*kms, &t.cfg.keys, 8, true)?;
     print_summary(&s, "re-wrapped", false)
 }
 
 fn cmd_rekey(kms_arg: Option<&str>, backing: &Path, paths: Vec<PathBuf>, json: bool) -> Result<()> {
-    let cfg = TreeConfig::load(backing)?;
-    let kms = tree_kms(kms_arg, &cfg)?;
+    let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(backing, kms_arg)?;
     let files = if paths.is_empty() {
         crate::tree::walk_files(backing)?
     } else {
@@ -982,12 +1000,17 @@ fn cmd_init(
         }
         arns
     };
-    let cfg = TreeConfig::new(chunk_size, arns, Some(loc.describe()));
+    let t = crate::trust::TrustedTree::create(
+        TreeConfig::new(chunk_size, arns, Some(loc.describe())),
+        kms.clone(),
+        loc.describe(),
+    )?;
+    let cfg = &t.cfg;
     if !existed {
         std::fs::create_dir(backing)
             .with_context(|| format!("cannot create {}", backing.display()))?;
     }
-    let r = write_config(backing, &cfg);
+    let r = t.save(backing, write_config);
     if r.is_err() && !existed {
         let _ = std::fs::remove_dir_all(backing);
     }
@@ -1176,15 +1199,15 @@ fn raise_nofile_limit() {
 }
 
 /// Opens the KMS for an existing tree: --kms, else KMSFS_KMS, else the tree's hint.
-pub fn tree_kms(kms_arg: Option<&str>, cfg: &TreeConfig) -> Result<Arc<dyn Kms>> {
-    let env = std::env::var("KMSFS_KMS").ok().filter(|s| !s.is_empty());
-    let loc = match (kms_arg, env, &cfg.kms) {
-        (Some(a), _, _) => KmsLocation::parse(a)?,
-        (None, Some(e), _) => KmsLocation::parse(&e)?,
-        (None, None, Some(h)) => KmsLocation::parse(h)?,
-        (None, None, None) => KmsLocation::resolve(None)?,
-    };
-    loc.open(false)
+/// Opens a tree whose config this host trusts (see `crate::trust`), with its KMS.
+pub fn open_tree(backing: &Path, kms_arg: Option<&str>) -> Result<crate::trust::TrustedTree> {
+    let expect: Vec<String> = std::env::var("KMSFS_EXPECT_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    crate::trust::open_tree(backing, kms_arg, &expect)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1220,8 +1243,7 @@ fn cmd_mount_foreground(
     let setup = || -> Result<(fuser::Session<crate::fs::KmsFs>, Arc<dyn Kms>)> {
         let backing = std::fs::canonicalize(backing)
             .with_context(|| format!("backing directory {}", backing.display()))?;
-        let cfg = TreeConfig::load(&backing)?;
-        let kms = tree_kms(kms_arg, &cfg)?;
+        let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(&backing, kms_arg)?;
         check_mountpoint(mountpoint)?;
         let env = Arc::new(
             Envelope::new(

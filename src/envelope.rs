@@ -30,6 +30,8 @@ pub enum EnvelopeError {
     BadMac,
     #[error("no wrapped key could be unwrapped: {0}")]
     Unwrap(String),
+    #[error("its key is wrapped only under {0}, which is not one of the tree's keys (a file forged or copied from another tree?)")]
+    ForeignKeys(String),
     #[error("KMS returned a data key of {0} bytes, expected 32")]
     KeyLength(usize),
     #[error("{0}")]
@@ -66,6 +68,12 @@ struct Ready {
 /// KMS stops being used for new files within this time.
 pub const POOL_MAX_AGE: Duration = Duration::from_secs(30);
 const REFILL_THREADS: usize = 8;
+
+/// Do two key references (ARN or bare key id, as different KMSs answer) name one key?
+pub fn same_key(a: &str, b: &str) -> bool {
+    let id = |k: &str| k.rsplit_once(":key/").map_or(k, |(_, id)| id).to_string();
+    a == b || id(a) == id(b)
+}
 
 /// The encryption context every wrap of a file's DEK is bound to.
 pub fn wrap_context(fs_id: &str, file_id: &[u8; 16]) -> EncryptionContext {
@@ -239,7 +247,18 @@ impl Envelope {
                 let ctx = wrap_context(&self.config.fs_id, &h.file_id);
                 let mut errors = vec![];
                 let mut found = None;
-                for w in &h.wraps {
+                // Only through the tree's own (authenticated) keys: a wrap under any other
+                // key could only hold a key its maker chose, never this file's.
+                let ours: Vec<&Wrap> = h
+                    .wraps
+                    .iter()
+                    .filter(|w| self.config.keys.iter().any(|k| same_key(k, &w.key_arn)))
+                    .collect();
+                if ours.is_empty() {
+                    let theirs: Vec<&str> = h.wraps.iter().map(|w| w.key_arn.as_str()).collect();
+                    return Err(EnvelopeError::ForeignKeys(theirs.join(", ")));
+                }
+                for w in ours {
                     match self.kms.decrypt(DecryptRequest {
                         ciphertext_blob: w.blob.clone(),
                         encryption_context: Some(ctx.clone()),

@@ -39,6 +39,22 @@ pub struct TreeConfig {
     pub kms: Option<String>,
     /// "plaintext" in v1; a later version may encrypt names.
     pub filenames: String,
+    /// The tree key, wrapped under each key of `keys` (see `crate::trust`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tree_key: Vec<TreeKeyWrap>,
+    /// HMAC-SHA256 (hex) over every other field, keyed from the tree key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// One wrapped copy of the tree key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeKeyWrap {
+    /// Key ARN it is wrapped under.
+    pub key: String,
+    /// KMS ciphertext blob, base64.
+    pub blob: String,
 }
 
 impl TreeConfig {
@@ -52,11 +68,16 @@ impl TreeConfig {
             keys,
             kms,
             filenames: "plaintext".into(),
+            tree_key: vec![],
+            mac: None,
         }
     }
 
     pub fn load(backing: &Path) -> anyhow::Result<TreeConfig> {
         let path = backing.join(CONFIG_FILE);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > 64 * 1024) {
+            anyhow::bail!("{}: larger than 64 KiB; not a kmsfs config", path.display());
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow::anyhow!(

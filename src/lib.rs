@@ -17,3 +17,4 @@ pub mod kms;
 pub mod offline;
 pub mod server;
 pub mod tree;
+pub mod trust;

@@ -123,6 +123,10 @@ impl Tree {
         Command::new(bin())
             .args(args)
             .env("KMSFS_KMS", self.kms_arg())
+            .env(
+                "KMSFS_KNOWN_TREES",
+                self.dir.path().join("known_trees.json"),
+            )
             .env_remove("KMSFS_AEAD")
             .output()
             .expect("run kmsfs")

@@ -1,0 +1,407 @@
+//! Trust in a backing tree's configuration (`kmsfs.json`).
+//!
+//! Whoever can write the backing tree can edit the config: add their own KMS key to
+//! `keys` (every new file would then also be wrapped under it), point `kms` at an
+//! endpoint they run, or replace the whole tree. Three things stop that:
+//!
+//! - **A MAC over the config** keyed from a random *tree key*, which exists on disk only
+//!   wrapped by the tree's KMS keys (`tree_key`, encryption context `kmsfs:fs` +
+//!   `kmsfs:purpose=tree-config`). Editing any field without the tree key is detected.
+//! - **Pinning** (like ssh's `known_hosts`): the first time this host uses a tree it
+//!   records the tree's fs id, keys and KMS location in `known_trees.json`; later the tree
+//!   key is unwrapped only through *pinned* keys (never through a key the tree itself
+//!   names), and a tree whose keys differ from the pin is refused with a message saying
+//!   what changed. `--expect-key` gives the expected keys explicitly (units, fstab).
+//! - **The KMS location** comes from `--kms`/`KMSFS_KMS`, else the pin; a location written
+//!   in the tree is never contacted unless this host named it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::SecretKey;
+use crate::format::{TreeConfig, TreeKeyWrap};
+use crate::kms::{
+    DecryptRequest, DescribeKeyRequest, EncryptRequest, EncryptionContext, Kms, KmsLocation, Secret,
+};
+
+/// Where this host keeps the trees it trusts: `KMSFS_KNOWN_TREES`, else `known_trees.json`
+/// beside the default keystore (`/var/lib/kmsfs` for root, `$XDG_DATA_HOME/kmsfs`).
+pub fn known_trees_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KMSFS_KNOWN_TREES").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    Ok(crate::kms::local::default_keystore_dir()?.join("known_trees.json"))
+}
+
+/// What this host has seen of one tree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Known {
+    /// Key ARNs the tree wraps under (sorted).
+    pub keys: Vec<String>,
+    /// The KMS location this host uses for it.
+    pub kms: String,
+    pub first_seen: String,
+    /// Backing directories (canonical) this host has used the tree at: a directory holds
+    /// one tree, so another fs id showing up there is a replaced tree.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// The config carried a MAC: one without it later is a downgrade, refused.
+    #[serde(default)]
+    pub authenticated: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KnownTrees {
+    trees: BTreeMap<String, Known>,
+}
+
+fn load_known(path: &Path) -> Result<KnownTrees> {
+    match std::fs::read(path) {
+        Ok(b) if b.len() > 16 << 20 => bail!("{} is larger than 16 MiB", path.display()),
+        Ok(b) => serde_json::from_slice(&b)
+            .with_context(|| format!("{}: invalid known-trees file", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KnownTrees::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Records (or replaces) the pin of `fs_id`, under a lock, written atomically.
+fn write_pin(
+    fs_id: &str,
+    keys: &[String],
+    kms: &str,
+    at: Option<&Path>,
+    authenticated: bool,
+) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let path = known_trees_path()?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Often the default keystore directory, which must stay private.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path.with_extension("lock"))
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let mut known = load_known(&path)?;
+    let first_seen = known
+        .trees
+        .get(fs_id)
+        .map(|k| k.first_seen.clone())
+        .unwrap_or_else(|| {
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+        });
+    let mut keys = keys.to_vec();
+    keys.sort();
+    let mut paths = known
+        .trees
+        .get(fs_id)
+        .map(|k| k.paths.clone())
+        .unwrap_or_default();
+    if let Some(p) = at.map(|p| p.display().to_string()) {
+        // this directory now holds this tree (init, or a restore the user mounted here)
+        for k in known.trees.values_mut() {
+            k.paths.retain(|x| *x != p);
+        }
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    known.trees.insert(
+        fs_id.to_string(),
+        Known {
+            keys,
+            kms: kms.to_string(),
+            first_seen,
+            paths,
+            authenticated,
+        },
+    );
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(&known)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// The pin of a tree, if this host has one.
+pub fn pinned(fs_id: &str) -> Result<Option<Known>> {
+    Ok(load_known(&known_trees_path()?)?.trees.remove(fs_id))
+}
+
+/// A tree whose config has been authenticated, with its KMS and tree key.
+pub struct TrustedTree {
+    pub cfg: TreeConfig,
+    pub kms: Arc<dyn Kms>,
+    pub location: String,
+    tree_key: Option<SecretKey>,
+}
+
+fn tree_context(fs_id: &str) -> EncryptionContext {
+    let mut c = EncryptionContext::new();
+    c.insert("kmsfs:fs".into(), fs_id.into());
+    c.insert("kmsfs:purpose".into(), "tree-config".into());
+    c
+}
+
+/// The MAC of a config (all fields but `mac`) under a tree key.
+fn config_mac(cfg: &TreeConfig, tree_key: &SecretKey) -> Result<String> {
+    let mut c = cfg.clone();
+    c.mac = None;
+    let body = serde_json::to_vec(&c)?;
+    let k = tree_key.derive(cfg.fs_id.as_bytes(), b"kmsfs config mac v1");
+    Ok(hex::encode(k.hmac(&[b"kmsfs config v1", &body])))
+}
+
+/// Key ARNs for key ids, ARNs or aliases, as the KMS names them.
+pub fn key_arns(kms: &dyn Kms, keys: &[String]) -> Result<Vec<String>> {
+    keys.iter()
+        .map(|k| {
+            Ok(kms
+                .describe_key(DescribeKeyRequest { key_id: k.clone() })
+                .map_err(|e| anyhow::anyhow!("key {k}: {e}"))?
+                .key_metadata
+                .arn)
+        })
+        .collect()
+}
+
+fn same_keys(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Loads a tree's config and decides whether to trust it (see the module doc). `expect`
+/// are the keys the caller requires (`--expect-key`; empty: the pin, or first use).
+pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Result<TrustedTree> {
+    let cfg = TreeConfig::load(backing)?;
+    let here = std::fs::canonicalize(backing)?;
+    let h = here.display().to_string();
+    let known = load_known(&known_trees_path()?)?;
+    if expect.is_empty() {
+        if let Some((id, k)) = known
+            .trees
+            .iter()
+            .find(|(id, k)| **id != cfg.fs_id && k.paths.contains(&h))
+        {
+            bail!(
+                "{h}: this directory held the tree {id} (keys [{}]) when this host last used it; it now holds {} (keys [{}]): the tree was replaced; refusing. If that is expected, mount it once with --expect-key, or run `kmsfs init` again",
+                k.keys.join(", "),
+                cfg.fs_id,
+                cfg.keys.join(", ")
+            );
+        }
+    }
+    let pin = known.trees.get(&cfg.fs_id).cloned();
+    let explicit = kms_arg
+        .map(str::to_string)
+        .or_else(|| std::env::var("KMSFS_KMS").ok().filter(|s| !s.is_empty()));
+    let default = KmsLocation::resolve(None).ok().map(|l| l.describe());
+    let location = match (&explicit, &pin, &cfg.kms) {
+        (Some(e), _, _) => KmsLocation::parse(e)?,
+        (None, Some(p), _) => KmsLocation::parse(&p.kms)?,
+        (None, None, Some(h)) if Some(h) != default.as_ref() => bail!(
+            "{}: the tree names the KMS {h}, which this host has not used for it; to use it, name it yourself with --kms {h} (or KMSFS_KMS)",
+            backing.display()
+        ),
+        _ => KmsLocation::resolve(None)?,
+    };
+    let loc_name = location.describe();
+    let kms = location.open(false)?;
+    let name = || format!("{} (fs id {})", backing.display(), cfg.fs_id);
+    let trusted: Vec<String> = if !expect.is_empty() {
+        let want = key_arns(&*kms, expect)?;
+        if let Some(k) = cfg.keys.iter().find(|k| !want.contains(k)) {
+            bail!(
+                "{}: the tree wraps under {k}, which is not one of the expected keys ({}); refusing",
+                name(),
+                want.join(", ")
+            );
+        }
+        want
+    } else if let Some(p) = &pin {
+        if !same_keys(&p.keys, &cfg.keys) {
+            bail!(
+                "{}: the tree now names the keys [{}], but this host pinned [{}] for it on {}: kmsfs.json was changed (or the tree replaced) without this host; refusing. If the change is yours, run the key change on this host (kmsfs keys / rotate --to), or remove the entry from {}",
+                name(),
+                cfg.keys.join(", "),
+                p.keys.join(", "),
+                p.first_seen,
+                known_trees_path()?.display()
+            );
+        }
+        p.keys.clone()
+    } else {
+        cfg.keys.clone()
+    };
+    let tree_key = match &cfg.mac {
+        None if pin.as_ref().is_some_and(|p| p.authenticated) => bail!(
+            "{}: kmsfs.json lost its MAC (this host has seen it authenticated): someone stripped it; refusing",
+            name()
+        ),
+        None => {
+            tracing::warn!(
+                "{}: kmsfs.json has no MAC (made before configs were authenticated); the next `kmsfs rotate` or key change adds one",
+                name()
+            );
+            None
+        }
+        Some(mac) => {
+            let ctx = tree_context(&cfg.fs_id);
+            let mut errors = vec![];
+            let mut found = None;
+            for w in cfg.tree_key.iter().filter(|w| trusted.contains(&w.key)) {
+                let blob = base64::engine::general_purpose::STANDARD
+                    .decode(&w.blob)
+                    .map_err(|_| anyhow::anyhow!("{}: tree key wrap is not base64", name()))?;
+                match kms.decrypt(DecryptRequest {
+                    ciphertext_blob: blob,
+                    encryption_context: Some(ctx.clone()),
+                    key_id: Some(w.key.clone()),
+                    encryption_algorithm: None,
+                }) {
+                    Ok(r) => {
+                        found = SecretKey::from_slice(&r.plaintext.0);
+                        break;
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", w.key)),
+                }
+            }
+            let tk = found.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: cannot unwrap the tree key under a trusted key ({}){}",
+                    name(),
+                    trusted.join(", "),
+                    if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", errors.join("; "))
+                    }
+                )
+            })?;
+            let want = config_mac(&cfg, &tk)?;
+            if !bool::from(subtle_eq(want.as_bytes(), mac.as_bytes())) {
+                bail!(
+                    "{}: kmsfs.json was changed by someone without the tree key (MAC mismatch); refusing",
+                    name()
+                );
+            }
+            Some(tk)
+        }
+    };
+    if pin
+        .as_ref()
+        .is_none_or(|p| p.kms != loc_name || !p.paths.contains(&h))
+    {
+        if let Err(e) = write_pin(
+            &cfg.fs_id,
+            &cfg.keys,
+            &loc_name,
+            Some(&here),
+            tree_key.is_some(),
+        ) {
+            tracing::warn!(
+                "cannot pin {} in {:?}: {e:#}",
+                name(),
+                known_trees_path().ok()
+            );
+        }
+    }
+    Ok(TrustedTree {
+        cfg,
+        kms,
+        location: loc_name,
+        tree_key,
+    })
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl TrustedTree {
+    /// A new tree's config, sealed: a fresh tree key wrapped under every key, the MAC,
+    /// and the pin.
+    pub fn create(cfg: TreeConfig, kms: Arc<dyn Kms>, location: String) -> Result<TrustedTree> {
+        let mut t = TrustedTree {
+            cfg,
+            kms,
+            location,
+            tree_key: None,
+        };
+        t.seal()?;
+        Ok(t)
+    }
+
+    /// Re-authenticates the config after a change of its fields (keys): the tree key (made
+    /// if the tree had none) is wrapped under every current key, the MAC recomputed, and
+    /// this host's pin follows. Call `save` to write it.
+    pub fn seal(&mut self) -> Result<()> {
+        let tk = self.tree_key.take().unwrap_or_else(SecretKey::random);
+        let ctx = tree_context(&self.cfg.fs_id);
+        let mut wraps = vec![];
+        for k in &self.cfg.keys {
+            let r = self
+                .kms
+                .encrypt(EncryptRequest {
+                    key_id: k.clone(),
+                    plaintext: Secret(tk.as_bytes().to_vec()),
+                    encryption_context: Some(ctx.clone()),
+                    encryption_algorithm: None,
+                })
+                .map_err(|e| anyhow::anyhow!("cannot wrap the tree key under {k}: {e}"))?;
+            wraps.push(TreeKeyWrap {
+                key: k.clone(),
+                blob: base64::engine::general_purpose::STANDARD.encode(&r.ciphertext_blob),
+            });
+        }
+        self.cfg.tree_key = wraps;
+        self.cfg.mac = Some(config_mac(&self.cfg, &tk)?);
+        self.tree_key = Some(tk);
+        Ok(())
+    }
+
+    /// Writes the (sealed) config and pins it on this host.
+    pub fn save(
+        &self,
+        backing: &Path,
+        write: impl FnOnce(&Path, &TreeConfig) -> Result<()>,
+    ) -> Result<()> {
+        write(backing, &self.cfg)?;
+        let here = std::fs::canonicalize(backing).ok();
+        write_pin(
+            &self.cfg.fs_id,
+            &self.cfg.keys,
+            &self.location,
+            here.as_deref(),
+            self.cfg.mac.is_some(),
+        )
+        .with_context(|| format!("cannot pin the tree in {:?}", known_trees_path().ok()))
+    }
+
+    /// Whether the config carries a MAC (older trees do not until their next change).
+    pub fn authenticated(&self) -> bool {
+        self.tree_key.is_some()
+    }
+}
