@@ -303,6 +303,9 @@ pub enum KeyCmd {
     },
     /// Perform automatic rotations that are due (also done by running mounts).
     RotateDue,
+    /// Destroy the material of keys whose deletion date has passed (for cron/timers;
+    /// mounts and the server also do it every 5 minutes).
+    PurgeDue,
     Enable {
         key: String,
     },
@@ -1534,6 +1537,12 @@ fn cmd_key(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                     e.rotation_type,
                     e.key_material_id
                 );
+            }
+        }
+        KeyCmd::PurgeDue => {
+            let dir = local_dir(kms_arg)?;
+            for arn in crate::kms::local::LocalKms::open(&dir, false)?.purge_due_keys()? {
+                println!("deleted {arn}");
             }
         }
         KeyCmd::RotateDue => {

@@ -865,7 +865,14 @@ impl LocalKms {
                 && k.state == KeyState::Enabled
                 && k.next_rotation.is_some_and(|n| n <= at)
         };
-        if !self.snapshot()?.keys.values().any(due) {
+        let snap = self.snapshot()?;
+        if snap.keys.values().any(|k| Store::is_destroyed(k, at)) {
+            // Deletion dates that passed: the material goes now, not at the next write.
+            for arn in self.purge_due_keys()? {
+                tracing::info!("key {arn} deleted (its deletion date passed); material destroyed");
+            }
+        }
+        if !snap.keys.values().any(due) {
             return Ok(vec![]);
         }
         self.run("RotateDueKeys", |info| {
@@ -881,6 +888,28 @@ impl LocalKms {
                 Ok(out)
             })
         })
+    }
+
+    /// Destroys the material of every key whose deletion date has passed (any write does
+    /// that too; this is for quiet keystores: the server and mounts call it on their
+    /// maintenance tick, and `kmsfs key purge-due` from cron or a timer). Returns their ARNs.
+    pub fn purge_due_keys(&self) -> KmsResult<Vec<String>> {
+        let at = now();
+        let gone: Vec<String> = self
+            .snapshot()?
+            .keys
+            .values()
+            .filter(|k| Store::is_destroyed(k, at))
+            .map(|k| self.arn(&k.id))
+            .collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        // mutate() purges before anything else
+        self.run("PurgeDueKeys", |info| {
+            self.mutate("PurgeDueKeys", info, |_, _| Ok(()))
+        })?;
+        Ok(gone)
     }
 
     /// Audits a request refused before it reached an operation (authentication failure,
@@ -1636,6 +1665,46 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         )
+    }
+
+    /// On e663627 a key whose deletion date had passed kept its material in the sealed
+    /// store until some other write happened: on a quiet keystore, forever.
+    #[test]
+    fn material_is_destroyed_when_the_deletion_date_passes() {
+        let (_d, k) = kms();
+        let doomed = k
+            .create_key(CreateKeyRequest::default())
+            .unwrap()
+            .key_metadata;
+        let kept = k
+            .create_key(CreateKeyRequest::default())
+            .unwrap()
+            .key_metadata;
+        k.schedule_key_deletion(ScheduleKeyDeletionRequest {
+            key_id: doomed.key_id.clone(),
+            pending_window_in_days: Some(7),
+        })
+        .unwrap();
+        assert!(k.purge_due_keys().unwrap().is_empty(), "not due yet");
+        // the deletion date passes (written through the store, as if a week went by)
+        k.mutate("Test", &mut OpInfo::default(), |s, _| {
+            s.keys.get_mut(&doomed.key_id).unwrap().deletion_date = Some(now() - 1.0);
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            k.read_store().unwrap().keys.contains_key(&doomed.key_id),
+            "still on disk"
+        );
+        // the maintenance tick (server, mounts, `key rotate-due`) destroys it
+        assert!(k.rotate_due_keys().unwrap().is_empty());
+        let on_disk = k.read_store().unwrap();
+        assert!(
+            !on_disk.keys.contains_key(&doomed.key_id),
+            "material destroyed"
+        );
+        assert!(on_disk.keys.contains_key(&kept.key_id));
+        assert!(k.purge_due_keys().unwrap().is_empty());
     }
 
     #[test]
