@@ -127,10 +127,19 @@ fn error_response(e: &KmsError) -> Response {
     r
 }
 
+/// A response body that may hold plaintext data keys: wiped when hyper drops it.
+struct SecretBody(zeroize::Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for SecretBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 fn call<Req: DeserializeOwned, Resp: Serialize>(
     body: &[u8],
     f: impl FnOnce(Req) -> KmsResult<Resp>,
-) -> KmsResult<Value> {
+) -> KmsResult<zeroize::Zeroizing<Vec<u8>>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
@@ -143,16 +152,19 @@ fn call<Req: DeserializeOwned, Resp: Serialize>(
         )
     })?;
     let resp = f(req)?;
-    let v = serde_json::to_value(resp).map_err(|e| KmsError::internal(e.to_string()))?;
-    Ok(if v.is_null() {
-        Value::Object(Default::default())
-    } else {
-        v
-    })
+    // Straight into a buffer that is wiped when dropped (no serde_json::Value copy of a
+    // plaintext data key left behind).
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(256));
+    serde_json::to_writer(&mut *out, &resp).map_err(|e| KmsError::internal(e.to_string()))?;
+    if out.as_slice() == b"null" {
+        out.clear();
+        out.extend_from_slice(b"{}");
+    }
+    Ok(out)
 }
 
-/// Runs one operation for an authenticated caller.
-pub fn dispatch(kms: &LocalKms, op: &str, body: &[u8]) -> KmsResult<Value> {
+/// Runs one operation for an authenticated caller; the JSON answer.
+pub fn dispatch(kms: &LocalKms, op: &str, body: &[u8]) -> KmsResult<zeroize::Zeroizing<Vec<u8>>> {
     match op {
         "CreateKey" => call(body, |r| kms.create_key(r)),
         "DescribeKey" => call(body, |r| kms.describe_key(r)),
@@ -228,97 +240,100 @@ async fn handle(
     };
     let st2 = st.clone();
     let op2 = op.clone();
-    let result = tokio::task::spawn_blocking(move || -> (String, KmsResult<Value>) {
-        let op = op2;
-        // Authenticate: SigV4 against the principal's secret from the sealed keystore.
-        let auth = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
-            Some(a) => match sigv4::parse_authorization(a) {
-                Ok(a) => a,
-                Err(e) => return ("-".into(), Err(e)),
-            },
-            None => {
+    let result = tokio::task::spawn_blocking(
+        move || -> (String, KmsResult<zeroize::Zeroizing<Vec<u8>>>) {
+            let op = op2;
+            // Authenticate: SigV4 against the principal's secret from the sealed keystore.
+            let auth = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some(a) => match sigv4::parse_authorization(a) {
+                    Ok(a) => a,
+                    Err(e) => return ("-".into(), Err(e)),
+                },
+                None => {
+                    return (
+                        "-".into(),
+                        Err(KmsError::new(
+                            ErrorCode::MissingAuthenticationTokenException,
+                            "Missing Authentication Token",
+                        )),
+                    )
+                }
+            };
+            let Some((principal, secret)) = st2.kms.principal_secret(&auth.access_key_id) else {
                 return (
-                    "-".into(),
+                    format!("akid:{}", bounded(&auth.access_key_id, 128)),
                     Err(KmsError::new(
-                        ErrorCode::MissingAuthenticationTokenException,
-                        "Missing Authentication Token",
+                        ErrorCode::UnrecognizedClientException,
+                        "The security token included in the request is invalid.",
                     )),
-                )
-            }
-        };
-        let Some((principal, secret)) = st2.kms.principal_secret(&auth.access_key_id) else {
-            return (
-                format!("akid:{}", bounded(&auth.access_key_id, 128)),
-                Err(KmsError::new(
-                    ErrorCode::UnrecognizedClientException,
-                    "The security token included in the request is invalid.",
-                )),
+                );
+            };
+            let hdrs: Vec<(String, String)> = headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_ascii_lowercase(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let sreq = sigv4::Request {
+                method: method.as_str(),
+                path: uri.path(),
+                query: uri.query().unwrap_or(""),
+                headers: &hdrs,
+                body: &body,
+            };
+            let fp: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&secret.0).into();
+            let ck = (
+                auth.access_key_id.clone(),
+                fp,
+                auth.date.clone(),
+                auth.region.clone(),
             );
-        };
-        let hdrs: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let sreq = sigv4::Request {
-            method: method.as_str(),
-            path: uri.path(),
-            query: uri.query().unwrap_or(""),
-            headers: &hdrs,
-            body: &body,
-        };
-        let fp: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&secret.0).into();
-        let ck = (
-            auth.access_key_id.clone(),
-            fp,
-            auth.date.clone(),
-            auth.region.clone(),
-        );
-        let cached = st2.keys.lock().get(&ck).cloned();
-        let key = cached.unwrap_or_else(|| {
-            let secret = zeroize::Zeroizing::new(String::from_utf8_lossy(&secret.0).into_owned());
-            let k = sigv4::signing_key(&secret, &auth.date, &auth.region, &auth.service);
-            let mut keys = st2.keys.lock();
-            if keys.len() > 10_000 {
-                keys.clear();
+            let cached = st2.keys.lock().get(&ck).cloned();
+            let key = cached.unwrap_or_else(|| {
+                let secret =
+                    zeroize::Zeroizing::new(String::from_utf8_lossy(&secret.0).into_owned());
+                let k = sigv4::signing_key(&secret, &auth.date, &auth.region, &auth.service);
+                let mut keys = st2.keys.lock();
+                if keys.len() > 10_000 {
+                    keys.clear();
+                }
+                keys.insert(ck, k.clone());
+                k
+            });
+            if let Err(e) = sigv4::verify_with_key(&sreq, &auth, &key, now) {
+                return (principal, Err(e));
             }
-            keys.insert(ck, k.clone());
-            k
-        });
-        if let Err(e) = sigv4::verify_with_key(&sreq, &auth, &key, now) {
-            return (principal, Err(e));
-        }
-        let kms = st2.kms.with_caller(Caller {
-            principal: principal.clone(),
-            source: peer.to_string(),
-        });
-        let r = if op.is_empty() {
-            Err(KmsError::new(
-                ErrorCode::UnknownOperationException,
-                "missing X-Amz-Target",
-            ))
-        } else {
-            dispatch(&kms, &op, &body)
-        };
-        // Requests refused before they reached an operation are audited here.
-        if let Err(e) = &r {
-            if matches!(
-                e.code,
-                ErrorCode::UnknownOperationException | ErrorCode::SerializationException
-            ) {
-                let _ = kms.record_refusal(&op, request_key(&body), e);
+            let kms = st2.kms.with_caller(Caller {
+                principal: principal.clone(),
+                source: peer.to_string(),
+            });
+            let r = if op.is_empty() {
+                Err(KmsError::new(
+                    ErrorCode::UnknownOperationException,
+                    "missing X-Amz-Target",
+                ))
+            } else {
+                dispatch(&kms, &op, &body)
+            };
+            // Requests refused before they reached an operation are audited here.
+            if let Err(e) = &r {
+                if matches!(
+                    e.code,
+                    ErrorCode::UnknownOperationException | ErrorCode::SerializationException
+                ) {
+                    let _ = kms.record_refusal(&op, request_key(&body), e);
+                }
             }
-        }
-        (principal, r)
-    })
+            (principal, r)
+        },
+    )
     .await;
     let (principal, result) = match result {
         Ok(x) => x,
@@ -353,7 +368,8 @@ async fn handle(
     }
     match result {
         Ok(v) => {
-            let mut r = (StatusCode::OK, v.to_string()).into_response();
+            let body = Bytes::from_owner(SecretBody(v));
+            let mut r = (StatusCode::OK, body).into_response();
             r.headers_mut().insert(
                 "content-type",
                 HeaderValue::from_static("application/x-amz-json-1.1"),

@@ -150,7 +150,11 @@ impl RemoteKms {
         })
     }
 
-    fn send_once(&self, op: &str, body: &[u8]) -> Result<(u16, Option<String>, Vec<u8>), String> {
+    fn send_once(
+        &self,
+        op: &str,
+        body: &[u8],
+    ) -> Result<(u16, Option<String>, Zeroizing<Vec<u8>>), String> {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         use aws_sigv4::sign::v4;
         let host = match self.endpoint.port() {
@@ -204,8 +208,11 @@ impl RemoteKms {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = resp.bytes().map_err(|e| format!("{e}"))?;
-        Ok((status, etype, bytes.to_vec()))
+        // Read into a buffer that is wiped when dropped: it may hold a plaintext data key.
+        let mut bytes = Zeroizing::new(Vec::new());
+        std::io::Read::read_to_end(&mut std::io::Read::take(resp, 1 << 20), &mut bytes)
+            .map_err(|e| format!("{e}"))?;
+        Ok((status, etype, bytes))
     }
 
     /// One operation with bounded retries: connection errors, throttling and faults are
