@@ -89,10 +89,17 @@ impl TreeConfig {
                 anyhow::anyhow!("cannot read {}: {e}", path.display())
             }
         })?;
-        let cfg: TreeConfig = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: invalid config: {e}", path.display()))?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        TreeConfig::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates the text of a `kmsfs.json` (hostile input: bounded, strict).
+    pub fn parse(text: &str) -> Result<TreeConfig, String> {
+        if text.len() > 64 * 1024 {
+            return Err("larger than 64 KiB".into());
+        }
+        let cfg: TreeConfig =
+            serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -109,6 +116,15 @@ impl TreeConfig {
         }
         if self.filenames != "plaintext" {
             return Err(format!("unsupported filename mode {:?}", self.filenames));
+        }
+        if self.tree_key.len() > MAX_WRAPS
+            || self.keys.iter().any(|k| k.len() > 2048)
+            || self
+                .tree_key
+                .iter()
+                .any(|w| w.key.len() > 2048 || w.blob.len() > 16 * 1024)
+        {
+            return Err("oversized key or tree key entry".into());
         }
         if self.keys.is_empty() || self.keys.len() > MAX_WRAPS {
             return Err(format!(
