@@ -1248,6 +1248,9 @@ fn cmd_mount_foreground(
             .with_context(|| format!("backing directory {}", backing.display()))?;
         let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(&backing, kms_arg)?;
         check_mountpoint(mountpoint)?;
+        // After a `rotate --to` or a key change on the mounted tree, headers name keys the
+        // mount started without: it re-authenticates kmsfs.json (MAC and pin) to adopt them.
+        let (reload_backing, reload_kms) = (backing.clone(), kms_arg.map(str::to_string));
         let env = Arc::new(
             Envelope::new(
                 kms.clone(),
@@ -1256,7 +1259,16 @@ fn cmd_mount_foreground(
                 cache_entries,
                 dek_pool,
             )
-            .with_ttl(std::time::Duration::from_secs(cache_ttl)),
+            .with_ttl(std::time::Duration::from_secs(cache_ttl))
+            .with_reload(move || {
+                match open_tree(&reload_backing, reload_kms.as_deref()) {
+                    Ok(t) => Some(t.cfg.keys),
+                    Err(e) => {
+                        tracing::warn!("re-reading the tree's config: {e:#}");
+                        None
+                    }
+                }
+            }),
         );
         let fs = crate::fs::KmsFs::new(
             &crate::fs::FsOptions {

@@ -53,7 +53,18 @@ pub struct Envelope {
     pool: Mutex<VecDeque<Ready>>,
     pool_size: usize,
     refilling: AtomicBool,
+    /// The tree's keys as last authenticated: `config.keys`, refreshed by `reload` when a
+    /// header is wrapped only under other keys (a `rotate --to` run while mounted).
+    tree_keys: parking_lot::RwLock<Vec<String>>,
+    reload: Option<Reload>,
+    last_reload: Mutex<Option<Instant>>,
 }
+
+/// Re-reads and re-authenticates the tree's config; its keys, or None.
+type Reload = Box<dyn Fn() -> Option<Vec<String>> + Send + Sync>;
+
+/// A header wrapped only under unknown keys triggers a reload at most this often.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// (when unwrapped, keys)
 type CachedKeys = (Instant, Arc<FileKeys>);
@@ -95,7 +106,6 @@ impl Envelope {
         let fs_id = config.fs_id_bytes().expect("validated config");
         Envelope {
             kms,
-            config,
             fs_id,
             backend,
             cache: Mutex::new(LruCache::new(
@@ -105,6 +115,53 @@ impl Envelope {
             pool_size,
             ttl: Duration::from_secs(3600),
             refilling: AtomicBool::new(false),
+            tree_keys: parking_lot::RwLock::new(config.keys.clone()),
+            config,
+            reload: None,
+            last_reload: Mutex::new(None),
+        }
+    }
+
+    /// How to re-authenticate the tree's config when a header names keys this envelope
+    /// does not know (the mount: `trust::open_tree` on the backing directory).
+    pub fn with_reload(
+        mut self,
+        f: impl Fn() -> Option<Vec<String>> + Send + Sync + 'static,
+    ) -> Envelope {
+        self.reload = Some(Box::new(f));
+        self
+    }
+
+    /// The wraps of `h` under the tree's (authenticated) keys, reloading those once if
+    /// there are none (rate-limited).
+    fn own_wraps<'h>(&self, h: &'h Header) -> Vec<&'h Wrap> {
+        let pick = |keys: &[String]| -> Vec<&'h Wrap> {
+            h.wraps
+                .iter()
+                .filter(|w| keys.iter().any(|k| same_key(k, &w.key_arn)))
+                .collect()
+        };
+        let ours = pick(&self.tree_keys.read());
+        if !ours.is_empty() {
+            return ours;
+        }
+        let Some(reload) = &self.reload else {
+            return ours;
+        };
+        {
+            let mut last = self.last_reload.lock();
+            if last.is_some_and(|t| t.elapsed() < RELOAD_EVERY) {
+                return ours;
+            }
+            *last = Some(Instant::now());
+        }
+        match reload() {
+            Some(keys) => {
+                let ours = pick(&keys);
+                *self.tree_keys.write() = keys;
+                ours
+            }
+            None => ours,
         }
     }
 
@@ -249,11 +306,7 @@ impl Envelope {
                 let mut found = None;
                 // Only through the tree's own (authenticated) keys: a wrap under any other
                 // key could only hold a key its maker chose, never this file's.
-                let ours: Vec<&Wrap> = h
-                    .wraps
-                    .iter()
-                    .filter(|w| self.config.keys.iter().any(|k| same_key(k, &w.key_arn)))
-                    .collect();
+                let ours = self.own_wraps(h);
                 if ours.is_empty() {
                     let theirs: Vec<&str> = h.wraps.iter().map(|w| w.key_arn.as_str()).collect();
                     return Err(EnvelopeError::ForeignKeys(theirs.join(", ")));

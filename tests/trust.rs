@@ -189,3 +189,28 @@ fn a_kms_named_only_by_the_tree_is_not_contacted() {
     assert!(e.contains(&evil), "{e}");
     assert!(listener.accept().is_err(), "the tree's KMS was contacted");
 }
+
+/// `rotate --to` on a mounted tree: the mount started with the old key list; files whose
+/// headers now name only the new key are opened after it re-authenticates kmsfs.json.
+#[test]
+fn rotate_to_another_key_while_mounted_keeps_files_readable() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    for i in 0..5 {
+        fs::write(t.p(&format!("f{i}")), format!("content {i}")).unwrap();
+    }
+    t.remount(); // no file key cached
+    let new_key = ok(t.kmsfs(&["key", "create"])).trim().to_string();
+    ok(t.kmsfs(&["rotate", t.backing.to_str().unwrap(), "--to", &new_key]));
+    let new_arn = arn_of(&t, &new_key);
+    assert_eq!(config(&t)["keys"], serde_json::json!([new_arn]));
+    for i in 0..5 {
+        assert_eq!(
+            fs::read_to_string(t.p(&format!("f{i}"))).unwrap(),
+            format!("content {i}"),
+            "{}",
+            t.log()
+        );
+    }
+}
