@@ -88,6 +88,22 @@ pub fn proc_path(fd: BorrowedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+/// Links exactly the object behind `fd` (an `O_PATH` or open descriptor, even of an
+/// unnamed `O_TMPFILE`) as `name` in `dir`. `AT_EMPTY_PATH` needs CAP_DAC_READ_SEARCH
+/// (ENOENT without it); `/proc/self/fd/N` works for everyone else.
+pub fn link_fd(fd: BorrowedFd, dir: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
+    match rustix::fs::linkat(fd, "", dir, name, rustix::fs::AtFlags::EMPTY_PATH) {
+        Err(Errno::NOENT) => rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path(fd),
+            dir,
+            name,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        ),
+        r => r,
+    }
+}
+
 /// chmod of the object behind any descriptor (`O_PATH` included).
 pub fn chmod_fd(fd: BorrowedFd, mode: Mode) -> Result<(), Errno> {
     rustix::fs::chmod(proc_path(fd), mode)

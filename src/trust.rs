@@ -310,10 +310,10 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
             Some(tk)
         }
     };
-    if pin
-        .as_ref()
-        .is_none_or(|p| p.kms != loc_name || !p.paths.contains(&h))
-    {
+    // New, moved, or (only with --expect-key, which wins) re-keyed: the pin follows.
+    if pin.as_ref().is_none_or(|p| {
+        p.kms != loc_name || !p.paths.contains(&h) || !same_keys(&p.keys, &cfg.keys)
+    }) {
         if let Err(e) = write_pin(
             &cfg.fs_id,
             &cfg.keys,
@@ -390,14 +390,20 @@ impl TrustedTree {
     ) -> Result<()> {
         write(backing, &self.cfg)?;
         let here = std::fs::canonicalize(backing).ok();
-        write_pin(
+        // The tree is written either way; without a pin this host trusts it on next use.
+        if let Err(e) = write_pin(
             &self.cfg.fs_id,
             &self.cfg.keys,
             &self.location,
             here.as_deref(),
             self.cfg.mac.is_some(),
-        )
-        .with_context(|| format!("cannot pin the tree in {:?}", known_trees_path().ok()))
+        ) {
+            eprintln!(
+                "kmsfs: warning: cannot record the tree in {:?}: {e:#}",
+                known_trees_path().ok()
+            );
+        }
+        Ok(())
     }
 
     /// Whether the config carries a MAC (older trees do not until their next change).

@@ -614,18 +614,7 @@ impl KmsFs {
         let (fd, h) = match tmp {
             Ok(fd) => {
                 let h = self.prepare_new(&fd, &pfd, parent, name, req)?;
-                // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (ENOENT without it).
-                match rustix::fs::linkat(&fd, "", &*pfd, name, AtFlags::EMPTY_PATH) {
-                    Err(rustix::io::Errno::NOENT) => rustix::fs::linkat(
-                        rustix::fs::CWD,
-                        crate::backing::proc_path(fd.as_fd()),
-                        &*pfd,
-                        name,
-                        AtFlags::SYMLINK_FOLLOW,
-                    ),
-                    r => r,
-                }
-                .map_err(rerr)?;
+                crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), name).map_err(rerr)?;
                 (fd, h)
             }
             // No O_TMPFILE on this backing filesystem: create, then write the header.
@@ -1117,19 +1106,8 @@ impl Filesystem for KmsFs {
             let r = (|| {
                 let from = self.obj(ino.0)?;
                 let to = self.parent_for(newparent.0, newname)?;
-                // Link exactly the object behind the descriptor. AT_EMPTY_PATH needs
-                // CAP_DAC_READ_SEARCH (ENOENT without it); /proc/self/fd works for all.
-                match rustix::fs::linkat(from.fd(), "", &*to, newname, AtFlags::EMPTY_PATH) {
-                    Err(rustix::io::Errno::NOENT) => rustix::fs::linkat(
-                        rustix::fs::CWD,
-                        crate::backing::proc_path(from.fd()),
-                        &*to,
-                        newname,
-                        AtFlags::SYMLINK_FOLLOW,
-                    ),
-                    r => r,
-                }
-                .map_err(rerr)
+                // exactly the object behind the descriptor, not whatever the name is now
+                crate::backing::link_fd(from.fd(), to.as_fd(), newname).map_err(rerr)
             })();
             match r {
                 Ok(()) => self.reply_entry(newparent.0, newname, reply),

@@ -391,6 +391,17 @@ impl LocalKms {
         format!("arn:aws:kms:{}:{}:{}", self.e.region, self.e.account, name)
     }
 
+    /// The key id an existing alias points at (NotFoundException otherwise).
+    fn alias_target(&self, store: &Store, name: &str) -> KmsResult<String> {
+        store
+            .aliases
+            .get(name)
+            .map(|a| a.target.clone())
+            .ok_or_else(|| {
+                KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name)))
+            })
+    }
+
     /// Runs one operation: the record (allowed or not) is durable in the audit log before
     /// the result is returned; if it cannot be made durable the operation fails.
     fn run<R>(&self, op: &str, f: impl FnOnce(&mut OpInfo) -> KmsResult<R>) -> KmsResult<R> {
@@ -1249,16 +1260,7 @@ impl Kms for LocalKms {
                 ));
             }
             self.mutate("UpdateAlias", info, |s, info| {
-                let current = s
-                    .aliases
-                    .get(&req.alias_name)
-                    .map(|a| a.target.clone())
-                    .ok_or_else(|| {
-                        KmsError::not_found(format!(
-                            "Alias {} is not found.",
-                            self.alias_arn(&req.alias_name)
-                        ))
-                    })?;
+                let current = self.alias_target(s, &req.alias_name)?;
                 // Like AWS: the caller needs kms:UpdateAlias on the key the alias points
                 // at now *and* on the new one, or anyone allowed on their own key could
                 // repoint another principal's alias at it.
@@ -1281,16 +1283,7 @@ impl Kms for LocalKms {
         self.run("DeleteAlias", |info| {
             check_alias_name(&req.alias_name)?;
             self.mutate("DeleteAlias", info, |s, info| {
-                let target = s
-                    .aliases
-                    .get(&req.alias_name)
-                    .map(|a| a.target.clone())
-                    .ok_or_else(|| {
-                        KmsError::not_found(format!(
-                            "Alias {} is not found.",
-                            self.alias_arn(&req.alias_name)
-                        ))
-                    })?;
+                let target = self.alias_target(s, &req.alias_name)?;
                 if s.keys.contains_key(&target) {
                     self.authorized(s, &target, "kms:DeleteAlias", None, info)?;
                 }
