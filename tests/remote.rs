@@ -129,9 +129,9 @@ fn mount_on_the_server_end_to_end_with_rotation() {
     assert!(show.contains("\"source\":\"127.0.0.1:"), "{show}");
 }
 
-#[test]
-fn kms_outage_under_a_live_mount() {
-    require_fuse!();
+/// A remote tree mounted on a server with two files, remounted so that only `cached` has
+/// its key in the mount's cache; then the server is stopped.
+fn mounted_then_kms_stopped() -> (tempfile::TempDir, Server, RemoteTree) {
     let ks = tempfile::tempdir().unwrap();
     let mut server = Server::start(&ks.path().join("ks"), &[]);
     let mut t = RemoteTree::new(&server);
@@ -142,6 +142,13 @@ fn kms_outage_under_a_live_mount() {
     t.mount(&server);
     assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
     server.stop();
+    (ks, server, t)
+}
+
+#[test]
+fn kms_outage_under_a_live_mount() {
+    require_fuse!();
+    let (_ks, mut server, t) = mounted_then_kms_stopped();
     // a file whose key is cached keeps working
     assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
     // an uncached one fails with EIO within the timeout (1 s per try, 3 retries), not a hang
@@ -337,16 +344,7 @@ fn our_client_against_moto() {
 #[test]
 fn an_open_waiting_on_the_kms_does_not_stall_other_opens() {
     require_fuse!();
-    let ks = tempfile::tempdir().unwrap();
-    let mut server = Server::start(&ks.path().join("ks"), &[]);
-    let mut t = RemoteTree::new(&server);
-    t.mount(&server);
-    fs::write(t.mnt().join("cached"), b"kept").unwrap();
-    fs::write(t.mnt().join("uncached"), b"needs the KMS").unwrap();
-    t.umount();
-    t.mount(&server);
-    assert_eq!(fs::read(t.mnt().join("cached")).unwrap(), b"kept");
-    server.stop();
+    let (_ks, mut server, t) = mounted_then_kms_stopped();
     // The KMS hangs (accepts, never answers): each unwrap try waits for its timeout.
     let hang = std::net::TcpListener::bind(&server.addr).unwrap();
     std::thread::spawn(move || {
