@@ -704,7 +704,15 @@ fn kill_9_of_the_daemon_keeps_every_fsynced_byte() {
             );
         }
     }
-    eprintln!("{rounds} kills, {killed_writing} writes in flight at a kill");
+    let total: usize = acked.lock().unwrap().iter().map(Vec::len).sum();
+    eprintln!(
+        "{rounds} kills, {killed_writing} writes in flight at a kill, {total} bytes acknowledged"
+    );
+    // the writers really wrote (else every check above passes on nothing)
+    assert!(
+        total > 100_000 && killed_writing > 0,
+        "{total} bytes, {killed_writing} in flight"
+    );
     t.mount();
     torn += verify_and_adopt(&t, rounds, files, &acked, &inflight);
     eprintln!("acknowledged last chunks torn by a kill during an append: {torn}");
