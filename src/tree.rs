@@ -54,6 +54,8 @@ pub fn walk_files(backing: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// then never confused with another file.
 pub struct TreeRoot {
     path: PathBuf,
+    /// The same root spelled canonically: paths named by the user may use either.
+    canonical: PathBuf,
     fd: std::os::fd::OwnedFd,
 }
 
@@ -61,19 +63,37 @@ impl TreeRoot {
     pub fn open(backing: &Path) -> std::io::Result<TreeRoot> {
         Ok(TreeRoot {
             path: backing.to_path_buf(),
+            canonical: std::fs::canonicalize(backing)?,
             fd: crate::backing::open_root(backing)?,
         })
     }
 
-    /// Opens the regular file `p` (a path the walk found under this root).
+    /// `p` relative to this root (given as the root was, or canonically spelled).
+    fn relative<'p>(&self, p: &'p Path) -> Result<&'p Path, rustix::io::Errno> {
+        p.strip_prefix(&self.path)
+            .or_else(|_| p.strip_prefix(&self.canonical))
+            .map_err(|_| rustix::io::Errno::XDEV)
+    }
+
+    /// Removes the file `p` below this root (through its directory's descriptor: a
+    /// directory swapped for a symlink in between is refused, not followed).
+    pub fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+        let rel = self.relative(p)?;
+        let (dir, name) = crate::backing::parent_beneath(std::os::fd::AsFd::as_fd(&self.fd), rel)?;
+        Ok(rustix::fs::unlinkat(
+            &dir,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )?)
+    }
+
+    /// Opens the regular file `p` (below this root, as given or canonically spelled).
     pub fn open_file(
         &self,
         p: &Path,
         flags: rustix::fs::OFlags,
     ) -> Result<File, rustix::io::Errno> {
-        let rel = p
-            .strip_prefix(&self.path)
-            .map_err(|_| rustix::io::Errno::XDEV)?;
+        let rel = self.relative(p)?;
         crate::backing::open_file_beneath(std::os::fd::AsFd::as_fd(&self.fd), rel, flags)
     }
 }
@@ -316,8 +336,9 @@ pub fn is_mounted_backing(backing: &Path) -> bool {
 /// Removes temp files a killed rekey left behind; returns how many.
 pub fn clean_temp_files(backing: &Path) -> std::io::Result<usize> {
     let (_, temps) = walk_tree(backing)?;
+    let root = TreeRoot::open(backing)?;
     for t in &temps {
-        std::fs::remove_file(t)?;
+        root.remove_file(t)?;
     }
     Ok(temps.len())
 }
@@ -483,4 +504,28 @@ fn copy_metadata(src: &File, dst: &File, md: &std::fs::Metadata) -> Result<(), S
         },
     };
     rustix::fs::futimens(dst, &ts).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_root_opens_files_named_either_way_and_nothing_outside() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("b");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("f"), b"x").unwrap();
+        let given = root.join("..").join("b");
+        let t = TreeRoot::open(&given).unwrap();
+        let ro = rustix::fs::OFlags::RDONLY;
+        assert!(t.open_file(&given.join("f"), ro).is_ok());
+        assert!(t
+            .open_file(&std::fs::canonicalize(&root).unwrap().join("f"), ro)
+            .is_ok());
+        assert_eq!(
+            t.open_file(&d.path().join("elsewhere"), ro).unwrap_err(),
+            rustix::io::Errno::XDEV
+        );
+    }
 }
