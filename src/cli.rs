@@ -1165,13 +1165,7 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
 }
 
 fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let p = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m.replace("\\040", " ") == p)
+    !crate::fs::mount_devices(path).is_empty()
 }
 
 /// The mount keeps a cache of directory descriptors sized from the descriptor limit (and
@@ -1275,6 +1269,8 @@ fn cmd_mount_foreground(
                 backing: backing.clone(),
                 writeback_cache,
                 attr_timeout: std::time::Duration::from_secs_f64(attr_timeout),
+                mountpoint: std::fs::canonicalize(mountpoint)
+                    .unwrap_or_else(|_| mountpoint.to_path_buf()),
             },
             env,
             cache_entries,

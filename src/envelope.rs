@@ -221,6 +221,11 @@ impl Envelope {
         });
     }
 
+    /// Makes the KMS's record of this process verifiable now (an audit checkpoint).
+    pub fn flush_audit(&self) {
+        self.kms.flush_audit();
+    }
+
     /// How long an unwrapped key is reused before the KMS is asked again.
     pub fn with_ttl(mut self, ttl: Duration) -> Envelope {
         self.ttl = ttl;

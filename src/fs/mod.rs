@@ -44,6 +44,22 @@ pub struct FsOptions {
     pub writeback_cache: bool,
     /// Entry and attribute timeout handed to the kernel.
     pub attr_timeout: Duration,
+    /// Where it is mounted (canonical).
+    pub mountpoint: PathBuf,
+}
+
+/// The devices (`major:minor`, from /proc/self/mountinfo) of the mounts at `path`.
+pub fn mount_devices(path: &Path) -> Vec<String> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return vec![];
+    };
+    let p = path.to_string_lossy();
+    info.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 4 && f[4].replace("\\040", " ") == p).then(|| f[2].to_string())
+        })
+        .collect()
 }
 
 /// Shared state of one open regular file (all handles of an inode, all its hard links).
@@ -89,6 +105,10 @@ pub struct KmsFs {
     backing: PathBuf,
     writeback_cache: bool,
     ttl: Duration,
+    mountpoint: PathBuf,
+    /// This mount's device in /proc/self/mountinfo (seen at INIT); it cannot be reused
+    /// while this process holds the FUSE connection.
+    mount_dev: Option<String>,
     /// Keys of files by backing (st_dev, st_ino): a re-open skips reading the header
     /// xattr (on ext4 a ~250-byte xattr lives in its own block: a disk read when cold).
     /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
@@ -205,6 +225,8 @@ impl KmsFs {
             backing: std::fs::canonicalize(&opts.backing)?,
             writeback_cache: opts.writeback_cache,
             ttl: opts.attr_timeout,
+            mountpoint: opts.mountpoint.clone(),
+            mount_dev: None,
             known: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap(),
             )),
@@ -801,6 +823,7 @@ fn reply_empty(r: Result<(), Errno>, reply: ReplyEmpty) {
 
 impl Filesystem for KmsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        self.mount_dev = mount_devices(&self.mountpoint).pop();
         let _ = config.set_max_write(1 << 20);
         if self.writeback_cache
             && config
@@ -821,6 +844,23 @@ impl Filesystem for KmsFs {
             tracing::debug!("the kernel does not offer HANDLE_KILLPRIV_V2");
         }
         Ok(())
+    }
+
+    /// The session is over. If our mount is gone from the mountpoint (unmounted from
+    /// outside: `kmsfs umount`, umount(8), `systemctl stop`), exit here: fuser 0.18 would
+    /// next unmount the path once more (its "already unmounted?" test is inverted) and take
+    /// down whatever is mounted there by then, such as the new mount of a restart.
+    fn destroy(&mut self) {
+        let gone = self
+            .mount_dev
+            .as_ref()
+            .is_some_and(|d| !mount_devices(&self.mountpoint).contains(d));
+        if gone {
+            self.env.flush_audit();
+            tracing::info!("unmounted {}", self.mountpoint.display());
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            std::process::exit(0);
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

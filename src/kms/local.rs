@@ -1621,6 +1621,12 @@ impl Kms for LocalKms {
     fn rotate_due(&self) -> KmsResult<Vec<String>> {
         self.rotate_due_keys()
     }
+
+    fn flush_audit(&self) {
+        if let Err(e) = self.audit().checkpoint() {
+            tracing::warn!("audit checkpoint failed: {e}");
+        }
+    }
 }
 
 fn check_policy_name(name: &Option<String>) -> KmsResult<()> {

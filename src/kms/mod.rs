@@ -192,6 +192,10 @@ pub trait Kms: Send + Sync {
     fn rotate_due(&self) -> KmsResult<Vec<String>> {
         Ok(vec![])
     }
+
+    /// Not an AWS operation: makes what this process recorded verifiable now (the
+    /// embedded KMS writes an audit checkpoint; it also does at close).
+    fn flush_audit(&self) {}
 }
 
 /// Where the KMS is: `local:DIR` (embedded, the default), an endpoint `https://HOST:PORT`
