@@ -190,6 +190,13 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
+        // A failing test shows what its mount daemon said (the tree's directory goes away).
+        if std::thread::panicking() {
+            let log = self.log();
+            if !log.is_empty() {
+                eprintln!("---- kmsfs daemon log ({}) ----\n{log}", self.log.display());
+            }
+        }
         if self.mounted {
             let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
         }
