@@ -63,7 +63,7 @@ fn envelope(dir: &std::path::Path) -> Arc<Envelope> {
         .key_metadata
         .arn;
     let cfg = TreeConfig::new(4096, vec![arn], None);
-    Arc::new(Envelope::new(kms, cfg, Backend::AwsLc, 1024, 0))
+    Arc::new(Envelope::new(kms, cfg).with_backend(Backend::AwsLc))
 }
 
 fn headers(c: &mut Criterion) {

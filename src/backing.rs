@@ -10,6 +10,9 @@
 //! through its descriptor (`fchown`, `/proc/self/fd/N` for calls that have no
 //! descriptor form), never through its name again.
 //!
+//! Every sealed backing file is read here too: `SealedFile` and `read_header_checked` are
+//! the one way the mount, the tree commands and the offline tools get a header.
+//!
 //! Resolving one component at a time also means no path string is ever longer than one
 //! name, so trees deeper than `PATH_MAX` work like on the backing filesystem itself.
 
@@ -21,7 +24,9 @@ use std::path::{Component, Path};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::format::{Header, HEADER_XATTR};
+use crate::content::Content;
+use crate::envelope::FileKeys;
+use crate::format::{Geometry, Header, HEADER_XATTR};
 
 /// Opens one name in `dir` without following a symlink there.
 pub fn open_at(dir: BorrowedFd, name: &OsStr, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
@@ -166,6 +171,8 @@ pub enum HeaderReadError {
     Io(Errno),
     #[error("invalid header: {0}")]
     Invalid(#[from] crate::format::HeaderError),
+    #[error("header chunk size 2^{header_shift} differs from the tree's {tree}")]
+    ChunkSize { header_shift: u8, tree: u64 },
 }
 
 /// Reads and decodes the header of an open backing file (bounded to `MAX_HEADER_LEN`).
@@ -179,13 +186,70 @@ pub fn read_header(file: &File) -> Result<Header, HeaderReadError> {
     Ok(Header::decode(&buf[..n])?)
 }
 
+/// Reads the header of an open backing file and checks it against the tree's geometry:
+/// the one way every reader of backing files (mount, tree commands, offline tools) gets
+/// a header.
+pub fn read_header_checked(file: &File, geo: Geometry) -> Result<Header, HeaderReadError> {
+    let h = read_header(file)?;
+    if 1u64 << h.chunk_shift != geo.chunk {
+        return Err(HeaderReadError::ChunkSize {
+            header_shift: h.chunk_shift,
+            tree: geo.chunk,
+        });
+    }
+    Ok(h)
+}
+
+/// Writes the header of a new backing file (by descriptor; fails if it has one).
+pub fn create_header(fd: BorrowedFd, h: &Header) -> crate::Result<()> {
+    let bytes = h.encode()?;
+    rustix::fs::fsetxattr(fd, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::CREATE)
+        .map_err(|e| crate::Error::from(e).context("cannot write the header"))
+}
+
 /// Replaces the header of an open backing file in one atomic `fsetxattr(XATTR_REPLACE)`.
-pub fn replace_header(file: &File, h: &Header) -> Result<(), String> {
-    let bytes = h
-        .encode()
-        .map_err(|e| format!("cannot encode header: {e}"))?;
+pub fn replace_header(file: &File, h: &Header) -> crate::Result<()> {
+    let bytes = h.encode()?;
     rustix::fs::fsetxattr(file, HEADER_XATTR, &bytes, rustix::fs::XattrFlags::REPLACE)
-        .map_err(|e| format!("cannot replace header: {e}"))
+        .map_err(|e| crate::Error::from(e).context("cannot replace header"))
+}
+
+/// A sealed backing file opened by descriptor, with its checked header and its length.
+pub struct SealedFile {
+    /// The backing file.
+    pub file: File,
+    /// Its header, checked against the tree's chunk size.
+    pub header: Header,
+    /// Its length in the backing tree (ciphertext).
+    pub backing_len: u64,
+}
+
+impl SealedFile {
+    /// Reads the header of the open backing `file` (checked against `geo`) and its length.
+    pub fn open(file: File, geo: Geometry) -> crate::Result<SealedFile> {
+        let backing_len = file.metadata()?.len();
+        let header = read_header_checked(&file, geo)?;
+        Ok(SealedFile {
+            file,
+            header,
+            backing_len,
+        })
+    }
+
+    /// Its plaintext size, or an error if the backing length ends in a fragment.
+    pub fn plain_size(&self, geo: Geometry) -> crate::Result<u64> {
+        geo.plain_size(self.backing_len).ok_or_else(|| {
+            crate::Error::damaged(format!(
+                "backing size {} is not a whole number of chunks",
+                self.backing_len
+            ))
+        })
+    }
+
+    /// Its content under `keys` (the keys its header opens to).
+    pub fn content<'a>(&'a self, keys: &'a FileKeys, geo: Geometry) -> Content<'a> {
+        Content::new(&self.file, keys, &self.header.file_id, geo)
+    }
 }
 
 /// Opens a regular backing file below `root` (no symlink followed anywhere) for reading.

@@ -61,6 +61,40 @@ struct Slot {
     is_final: bool,
 }
 
+impl<'a> Content<'a> {
+    /// The content of the open backing `file` whose header says `file_id`, under `keys`.
+    pub fn new(
+        file: &'a File,
+        keys: &'a crate::envelope::FileKeys,
+        file_id: &'a [u8; 16],
+        geo: Geometry,
+    ) -> Content<'a> {
+        Content {
+            file,
+            aead: &*keys.content,
+            file_id,
+            geo,
+        }
+    }
+
+    /// Hands the plaintext of a file of `size` bytes to `sink` in pieces of at least a
+    /// chunk (1 MiB, or a chunk if larger), each with its offset; returns `size`.
+    pub fn copy_plaintext(
+        &self,
+        size: u64,
+        mut sink: impl FnMut(u64, &[u8]) -> Result<(), ContentError>,
+    ) -> Result<u64, ContentError> {
+        let step = (1u64 << 20).max(self.geo.chunk);
+        let mut off = 0;
+        while off < size {
+            let data = self.read(size, off, step)?;
+            sink(off, &data)?;
+            off += data.len() as u64;
+        }
+        Ok(size)
+    }
+}
+
 impl Content<'_> {
     fn slots(&self, first: u64, end: u64, plain_size: u64) -> Vec<Slot> {
         let n = self.geo.n_chunks(plain_size);

@@ -95,24 +95,17 @@ pub fn wrap_context(fs_id: &str, file_id: &[u8; 16]) -> EncryptionContext {
 }
 
 impl Envelope {
-    /// `pool_size` 0 makes every new file call the KMS synchronously.
-    pub fn new(
-        kms: Arc<dyn Kms>,
-        config: TreeConfig,
-        backend: Backend,
-        cache_entries: usize,
-        pool_size: usize,
-    ) -> Envelope {
+    /// The file keys of a tree (`config`) through `kms`: a 1,024-file key cache, no
+    /// header pool (every new file calls the KMS), the AEAD backend of `Backend::from_env`.
+    pub fn new(kms: Arc<dyn Kms>, config: TreeConfig) -> Envelope {
         let fs_id = config.fs_id_bytes().expect("validated config");
         Envelope {
             kms,
             fs_id,
-            backend,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(cache_entries.max(1)).unwrap(),
-            )),
+            backend: Backend::from_env(),
+            cache: Mutex::new(LruCache::new(NonZeroUsize::new(1024).unwrap())),
             pool: Mutex::new(VecDeque::new()),
-            pool_size,
+            pool_size: 0,
             ttl: Duration::from_secs(3600),
             refilling: AtomicBool::new(false),
             tree_keys: parking_lot::RwLock::new(config.keys.clone()),
@@ -122,8 +115,24 @@ impl Envelope {
         }
     }
 
-    /// How to re-authenticate the tree's config when a header names keys this envelope
-    /// does not know (the mount: `trust::open_tree` on the backing directory).
+    /// Keeps the keys of up to `entries` files (default 1024).
+    pub fn with_cache(mut self, entries: usize) -> Envelope {
+        self.cache = Mutex::new(LruCache::new(NonZeroUsize::new(entries.max(1)).unwrap()));
+        self
+    }
+
+    /// Keeps up to `headers` new-file headers made ahead of need (default 0: none).
+    pub fn with_pool(mut self, headers: usize) -> Envelope {
+        self.pool_size = headers;
+        self
+    }
+
+    /// Uses the AEAD implementation `backend` (default: `Backend::from_env()`).
+    pub fn with_backend(mut self, backend: Backend) -> Envelope {
+        self.backend = backend;
+        self
+    }
+
     pub fn with_reload(
         mut self,
         f: impl Fn() -> Option<Vec<String>> + Send + Sync + 'static,

@@ -7,6 +7,8 @@
 //! filesystem), `tree` and `offline` (whole-tree commands), `cli` (commands).
 
 pub mod backing;
+pub mod error;
+pub use error::{Error, ErrorKind, Result};
 pub mod cli;
 pub mod content;
 pub mod crypto;
@@ -14,7 +16,6 @@ pub mod envelope;
 pub mod format;
 pub mod fs;
 pub mod kms;
-pub mod offline;
 pub mod server;
 pub mod tree;
 pub mod trust;

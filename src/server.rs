@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{fail as bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -401,18 +401,19 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> 
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
+        .map_err(|e| crate::error::err!("cannot read TLS certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
-        .with_context(|| format!("invalid TLS certificate {}", cert.display()))?;
+        .map_err(|e| crate::error::err!("invalid TLS certificate {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read TLS key {}", key.display()))?;
+        .map_err(|e| crate::error::err!("cannot read TLS key {}: {e}", key.display()))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
+    .with_safe_default_protocol_versions()
+    .map_err(|e| crate::error::err!("TLS: {e}"))?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .context("TLS certificate and key do not match")?;
+    .map_err(|e| crate::error::err!("TLS certificate and key do not match: {e}"))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -550,7 +551,7 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
             });
         }
         tracing::info!("shutting down");
-        Ok::<(), anyhow::Error>(())
+        Ok::<(), crate::Error>(())
     })?;
     kms.audit().checkpoint().ok();
     Ok(())

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{fail as bail, Context, Result};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -178,7 +178,7 @@ pub fn key_arns(kms: &dyn Kms, keys: &[String]) -> Result<Vec<String>> {
         .map(|k| {
             Ok(kms
                 .describe_key(DescribeKeyRequest { key_id: k.clone() })
-                .map_err(|e| anyhow::anyhow!("key {k}: {e}"))?
+                .with_context(|| format!("key {k}"))?
                 .key_metadata
                 .arn)
         })
@@ -274,7 +274,7 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
             for w in cfg.tree_key.iter().filter(|w| trusted.contains(&w.key)) {
                 let blob = base64::engine::general_purpose::STANDARD
                     .decode(&w.blob)
-                    .map_err(|_| anyhow::anyhow!("{}: tree key wrap is not base64", name()))?;
+                    .map_err(|_| crate::error::err!("{}: tree key wrap is not base64", name()))?;
                 match kms.decrypt(DecryptRequest {
                     ciphertext_blob: blob,
                     encryption_context: Some(ctx.clone()),
@@ -289,7 +289,7 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
                 }
             }
             let tk = found.ok_or_else(|| {
-                anyhow::anyhow!(
+                crate::error::err!(
                     "{}: cannot unwrap the tree key under a trusted key ({}){}",
                     name(),
                     trusted.join(", "),
@@ -301,7 +301,7 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
                 )
             })?;
             let want = config_mac(&cfg, &tk)?;
-            if !bool::from(subtle_eq(want.as_bytes(), mac.as_bytes())) {
+            if !subtle_eq(want.as_bytes(), mac.as_bytes()) {
                 bail!(
                     "{}: kmsfs.json was changed by someone without the tree key (MAC mismatch); refusing",
                     name()
@@ -370,7 +370,7 @@ impl TrustedTree {
                     encryption_context: Some(ctx.clone()),
                     encryption_algorithm: None,
                 })
-                .map_err(|e| anyhow::anyhow!("cannot wrap the tree key under {k}: {e}"))?;
+                .map_err(|e| crate::error::err!("cannot wrap the tree key under {k}: {e}"))?;
             wraps.push(TreeKeyWrap {
                 key: k.clone(),
                 blob: base64::engine::general_purpose::STANDARD.encode(&r.ciphertext_blob),
@@ -383,12 +383,8 @@ impl TrustedTree {
     }
 
     /// Writes the (sealed) config and pins it on this host.
-    pub fn save(
-        &self,
-        backing: &Path,
-        write: impl FnOnce(&Path, &TreeConfig) -> Result<()>,
-    ) -> Result<()> {
-        write(backing, &self.cfg)?;
+    pub fn save(&self, backing: &Path) -> Result<()> {
+        self.cfg.save(backing)?;
         let here = std::fs::canonicalize(backing).ok();
         // The tree is written either way; without a pin this host trusts it on next use.
         if let Err(e) = write_pin(

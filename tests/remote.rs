@@ -344,7 +344,7 @@ fn our_client_against_moto() {
 #[test]
 fn an_open_waiting_on_the_kms_does_not_stall_other_opens() {
     require_fuse!();
-    let (_ks, mut server, t) = mounted_then_kms_stopped();
+    let (_ks, server, t) = mounted_then_kms_stopped();
     // The KMS hangs (accepts, never answers): each unwrap try waits for its timeout.
     let hang = std::net::TcpListener::bind(&server.addr).unwrap();
     std::thread::spawn(move || {

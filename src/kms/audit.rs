@@ -12,6 +12,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Why the audit log could not be written or does not reach what the keystore vouches
+/// for (one line naming the log).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct AuditError(String);
+
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -196,14 +202,14 @@ impl AuditLog {
 
     /// Appends one record and returns once it is durable (fsynced), or the reason it
     /// could not be made durable. Concurrent callers share one write and one fsync.
-    pub fn append(&self, ev: Event) -> Result<(), String> {
+    pub fn append(&self, ev: Event) -> Result<(), AuditError> {
         let mut q = self.queue.lock();
         q.pending.push(ev);
         let mine = q.collecting;
         loop {
             if q.done >= mine {
                 return match q.failures.iter().find(|(b, _)| *b == mine) {
-                    Some((_, e)) => Err(e.clone()),
+                    Some((_, e)) => Err(AuditError(e.clone())),
                     None => Ok(()),
                 };
             }
@@ -219,7 +225,7 @@ impl AuditLog {
                 q.done = id;
                 q.flushing = false;
                 if let Err(e) = r {
-                    q.failures.push((id, e));
+                    q.failures.push((id, e.0));
                 }
                 let keep_from = q.done.saturating_sub(64);
                 q.failures.retain(|(b, _)| *b >= keep_from);
@@ -277,7 +283,7 @@ impl AuditLog {
         Ok((cur, rec.seq, hash))
     }
 
-    fn write_batch(&self, batch: Vec<Event>) -> Result<(), String> {
+    fn write_batch(&self, batch: Vec<Event>) -> Result<(), AuditError> {
         let mut w = self.writer.lock();
         let r = self.write_batch_locked(&mut w, batch);
         if r.is_err() {
@@ -285,10 +291,10 @@ impl AuditLog {
             w.tail = None;
         }
         r.map_err(|e| {
-            format!(
+            AuditError(format!(
                 "audit log {} cannot be written: {e}",
                 self.dir.join(AUDIT_FILE).display()
-            )
+            ))
         })
     }
 
@@ -420,21 +426,21 @@ impl AuditLog {
 
     /// Fails when the log is older than `seq` (the checkpoint the keystore vouches for):
     /// cut off, or missing beside an existing keystore. Cheap: reads only the tail.
-    pub fn check_reaches(&self, seq: u64) -> Result<(), String> {
+    pub fn check_reaches(&self, seq: u64) -> Result<(), AuditError> {
         let last = match File::open(self.dir.join(AUDIT_FILE)) {
             Ok(mut f) => last_line(&mut f)
-                .map_err(|e| format!("cannot read the audit log: {e}"))?
+                .map_err(|e| AuditError(format!("cannot read the audit log: {e}")))?
                 .and_then(|l| {
                     split_line(&l).and_then(|(b, _)| serde_json::from_str::<Record>(&b).ok())
                 })
                 .map_or(0, |r| r.seq),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(format!("cannot open the audit log: {e}")),
+            Err(e) => return Err(AuditError(format!("cannot open the audit log: {e}"))),
         };
         if last < seq {
-            return Err(format!(
+            return Err(AuditError(format!(
                 "the audit log ends at record {last} but the keystore vouches for record {seq}: it was cut off or removed"
-            ));
+            )));
         }
         Ok(())
     }
@@ -823,6 +829,7 @@ mod tests {
         assert!(log
             .check_reaches(40)
             .unwrap_err()
+            .to_string()
             .contains("ends at record 0"));
     }
 

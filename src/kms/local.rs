@@ -50,7 +50,7 @@ pub fn root_key_path(dir: &Path) -> PathBuf {
     dir.join(ROOT_KEY_FILE)
 }
 
-pub fn default_keystore_dir() -> anyhow::Result<PathBuf> {
+pub fn default_keystore_dir() -> crate::Result<PathBuf> {
     if rustix::process::geteuid().is_root() {
         return Ok(PathBuf::from("/var/lib/kmsfs"));
     }
@@ -59,7 +59,7 @@ pub fn default_keystore_dir() -> anyhow::Result<PathBuf> {
     }
     match std::env::var_os("HOME") {
         Some(h) => Ok(PathBuf::from(h).join(".local/share/kmsfs")),
-        None => anyhow::bail!(
+        None => crate::error::fail!(
             "cannot find a keystore directory: set HOME, XDG_DATA_HOME or --kms local:DIR"
         ),
     }
@@ -240,12 +240,12 @@ impl OpInfo {
     }
 }
 
-fn check_private(path: &Path, what: &str) -> anyhow::Result<()> {
+fn check_private(path: &Path, what: &str) -> crate::Result<()> {
     let md = fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("cannot stat {what} {}: {e}", path.display()))?;
+        .map_err(|e| crate::error::err!("cannot stat {what} {}: {e}", path.display()))?;
     let mode = md.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        anyhow::bail!(
+        crate::error::fail!(
             "refusing to use {what} {}: mode {:o} lets group/others read it (chmod {} {})",
             path.display(),
             mode,
@@ -274,11 +274,11 @@ fn write_private_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<
 impl LocalKms {
     /// Opens the keystore in `dir`. With `create`, a missing directory and root key are
     /// made (0700 / 0600); without it a missing keystore is an error.
-    pub fn open(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
+    pub fn open(dir: &Path, create: bool) -> crate::Result<LocalKms> {
         let kms = Self::open_unchecked(dir, create)?;
         if let Some((seq, _)) = kms.audit_vouched() {
             kms.e.audit.check_reaches(seq).map_err(|e| {
-                anyhow::anyhow!(
+                crate::error::err!(
                     "keystore {}: {e}; run `kmsfs audit verify` (refusing to run on a tampered audit log)",
                     dir.display()
                 )
@@ -294,16 +294,16 @@ impl LocalKms {
 
     /// `open` without the check that the audit log reaches what the keystore vouches for
     /// (for `kmsfs audit verify`, which reports it).
-    pub fn open_unchecked(dir: &Path, create: bool) -> anyhow::Result<LocalKms> {
+    pub fn open_unchecked(dir: &Path, create: bool) -> crate::Result<LocalKms> {
         let key_path = root_key_path(dir);
         if create && !dir.exists() {
             fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create keystore {}: {e}", dir.display()))?;
+                .map_err(|e| crate::error::err!("cannot create keystore {}: {e}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
         if !key_path.exists() {
             if !create || key_path != dir.join(ROOT_KEY_FILE) {
-                anyhow::bail!(
+                crate::error::fail!(
                     "no keystore at {} (no root key {}); `kmsfs init` or `kmsfs key create` makes one",
                     dir.display(),
                     key_path.display()
@@ -323,17 +323,17 @@ impl LocalKms {
                     File::open(dir)?.sync_all()?;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => anyhow::bail!("cannot create {}: {e}", key_path.display()),
+                Err(e) => crate::error::fail!("cannot create {}: {e}", key_path.display()),
             }
         }
         check_private(dir, "keystore directory")?;
         check_private(&key_path, "root key file")?;
         let raw =
             zeroize::Zeroizing::new(fs::read(&key_path).map_err(|e| {
-                anyhow::anyhow!("cannot read root key {}: {e}", key_path.display())
+                crate::error::err!("cannot read root key {}: {e}", key_path.display())
             })?);
         let root = SecretKey::from_slice(&raw).ok_or_else(|| {
-            anyhow::anyhow!(
+            crate::error::err!(
                 "root key {} is {} bytes, expected 32",
                 key_path.display(),
                 raw.len()
@@ -356,7 +356,7 @@ impl LocalKms {
             caller: Caller::local(),
         };
         kms.snapshot()
-            .map_err(|e| anyhow::anyhow!("keystore {}: {}", dir.display(), e))?;
+            .map_err(|e| crate::error::err!("keystore {}: {}", dir.display(), e))?;
         Ok(kms)
     }
 

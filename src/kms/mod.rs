@@ -198,6 +198,22 @@ pub trait Kms: Send + Sync {
     fn flush_audit(&self) {}
 }
 
+/// Checks every five minutes, while `kms` lives, for keys due for automatic rotation and
+/// rotates them: the embedded KMS rotates only when someone holding the keystore checks.
+pub fn spawn_rotation_ticker(kms: std::sync::Weak<dyn Kms>) {
+    std::thread::spawn(move || loop {
+        let Some(kms) = kms.upgrade() else { return };
+        match kms.rotate_due() {
+            Ok(rotated) => rotated
+                .iter()
+                .for_each(|k| tracing::info!("automatic rotation of {k}")),
+            Err(e) => tracing::warn!("automatic rotation check failed: {e}"),
+        }
+        drop(kms);
+        std::thread::sleep(std::time::Duration::from_secs(300));
+    });
+}
+
 /// Where the KMS is: `local:DIR` (embedded, the default), an endpoint `https://HOST:PORT`
 /// (our `kmsfs kms serve`, moto, ...), or `aws:REGION` (AWS KMS).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,10 +231,10 @@ fn env_region() -> String {
 }
 
 impl KmsLocation {
-    pub fn parse(s: &str) -> anyhow::Result<KmsLocation> {
+    pub fn parse(s: &str) -> crate::Result<KmsLocation> {
         if let Some(dir) = s.strip_prefix("local:") {
             if dir.is_empty() {
-                anyhow::bail!("--kms local: needs a directory (local:/path/to/keystore)");
+                crate::error::fail!("--kms local: needs a directory (local:/path/to/keystore)");
             }
             return Ok(KmsLocation::Local(dir.into()));
         }
@@ -237,20 +253,20 @@ impl KmsLocation {
                     .bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
             {
-                anyhow::bail!("--kms aws:REGION needs a region such as aws:eu-west-1");
+                crate::error::fail!("--kms aws:REGION needs a region such as aws:eu-west-1");
             }
             return Ok(KmsLocation::Remote {
                 endpoint: format!("https://kms.{region}.amazonaws.com/"),
                 region: region.to_string(),
             });
         }
-        anyhow::bail!(
+        crate::error::fail!(
             "unsupported KMS location {s:?}: use local:DIR, https://HOST:PORT or aws:REGION"
         )
     }
 
     /// `--kms` if given, else `KMSFS_KMS`, else the default keystore directory.
-    pub fn resolve(arg: Option<&str>) -> anyhow::Result<KmsLocation> {
+    pub fn resolve(arg: Option<&str>) -> crate::Result<KmsLocation> {
         match arg {
             Some(s) => KmsLocation::parse(s),
             None => match std::env::var("KMSFS_KMS") {
@@ -276,7 +292,7 @@ impl KmsLocation {
     /// `key create` do that). A remote KMS takes its credentials from the usual AWS
     /// sources (see `remote::Credentials::discover`), an extra CA from `KMSFS_KMS_CA` or
     /// `AWS_CA_BUNDLE`, and a per-request timeout from `KMSFS_KMS_TIMEOUT` (seconds, 5).
-    pub fn open(&self, create: bool) -> anyhow::Result<std::sync::Arc<dyn Kms>> {
+    pub fn open(&self, create: bool) -> crate::Result<std::sync::Arc<dyn Kms>> {
         match self {
             KmsLocation::Local(dir) => Ok(std::sync::Arc::new(local::LocalKms::open(dir, create)?)),
             KmsLocation::Remote { endpoint, region } => {

@@ -60,19 +60,20 @@ fn parse_ini(text: &str, profile: &str) -> Option<Credentials> {
 }
 
 impl Credentials {
-    pub fn from_file(path: &Path) -> anyhow::Result<Credentials> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read KMS credentials {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> crate::Result<Credentials> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            crate::error::err!("cannot read KMS credentials {}: {e}", path.display())
+        })?;
         let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
         parse_ini(&text, &profile).ok_or_else(|| {
-            anyhow::anyhow!(
+            crate::error::err!(
                 "{} has no [{profile}] section with aws_access_key_id and aws_secret_access_key",
                 path.display()
             )
         })
     }
 
-    pub fn discover() -> anyhow::Result<Credentials> {
+    pub fn discover() -> crate::Result<Credentials> {
         if let Some(f) = std::env::var_os("KMSFS_KMS_CREDENTIALS") {
             return Credentials::from_file(Path::new(&f));
         }
@@ -102,11 +103,19 @@ impl Credentials {
                 return Credentials::from_file(&f);
             }
         }
-        anyhow::bail!(
+        crate::error::fail!(
             "no credentials for the remote KMS: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, KMSFS_KMS_CREDENTIALS=FILE or ~/.aws/credentials"
         )
     }
 }
+
+/// A response: status, `x-amzn-errortype`, body (wiped on drop: it may hold a data key).
+type Reply = (u16, Option<String>, Zeroizing<Vec<u8>>);
+
+/// The request did not get a response (signing, connection or transfer failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreachable(String);
 
 pub struct RemoteKms {
     client: reqwest::blocking::Client,
@@ -124,9 +133,9 @@ impl RemoteKms {
         creds: Credentials,
         ca: Option<&Path>,
         timeout: Duration,
-    ) -> anyhow::Result<RemoteKms> {
+    ) -> crate::Result<RemoteKms> {
         let endpoint = reqwest::Url::parse(endpoint)
-            .map_err(|e| anyhow::anyhow!("invalid KMS endpoint {endpoint:?}: {e}"))?;
+            .map_err(|e| crate::error::err!("invalid KMS endpoint {endpoint:?}: {e}"))?;
         let mut b = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -134,15 +143,17 @@ impl RemoteKms {
             .use_rustls_tls();
         if let Some(ca) = ca {
             let pem = std::fs::read(ca)
-                .map_err(|e| anyhow::anyhow!("cannot read CA file {}: {e}", ca.display()))?;
+                .map_err(|e| crate::error::err!("cannot read CA file {}: {e}", ca.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| anyhow::anyhow!("invalid CA file {}: {e}", ca.display()))?
+                .map_err(|e| crate::error::err!("invalid CA file {}: {e}", ca.display()))?
             {
                 b = b.add_root_certificate(cert);
             }
         }
         Ok(RemoteKms {
-            client: b.build()?,
+            client: b
+                .build()
+                .map_err(|e| crate::error::err!("cannot build the HTTP client: {e}"))?,
             endpoint,
             region: region.to_string(),
             creds,
@@ -150,11 +161,7 @@ impl RemoteKms {
         })
     }
 
-    fn send_once(
-        &self,
-        op: &str,
-        body: &[u8],
-    ) -> Result<(u16, Option<String>, Zeroizing<Vec<u8>>), String> {
+    fn send_once(&self, op: &str, body: &[u8]) -> Result<Reply, Unreachable> {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         use aws_sigv4::sign::v4;
         let host = match self.endpoint.port() {
@@ -182,7 +189,7 @@ impl RemoteKms {
             .time(SystemTime::now())
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| format!("cannot sign: {e}"))?
+            .map_err(|e| Unreachable(format!("cannot sign: {e}")))?
             .into();
         let signable = SignableRequest::new(
             "POST",
@@ -190,9 +197,9 @@ impl RemoteKms {
             headers.iter().copied(),
             SignableBody::Bytes(body),
         )
-        .map_err(|e| format!("cannot sign: {e}"))?;
+        .map_err(|e| Unreachable(format!("cannot sign: {e}")))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| format!("cannot sign: {e}"))?
+            .map_err(|e| Unreachable(format!("cannot sign: {e}")))?
             .into_parts();
         let mut req = self.client.post(self.endpoint.clone()).body(body.to_vec());
         for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
@@ -201,7 +208,7 @@ impl RemoteKms {
         for (k, v) in instructions.headers() {
             req = req.header(k, v);
         }
-        let resp = req.send().map_err(|e| format!("{e}"))?;
+        let resp = req.send().map_err(|e| Unreachable(format!("{e}")))?;
         let status = resp.status().as_u16();
         let etype = resp
             .headers()
@@ -211,7 +218,7 @@ impl RemoteKms {
         // Read into a buffer that is wiped when dropped: it may hold a plaintext data key.
         let mut bytes = Zeroizing::new(Vec::new());
         std::io::Read::read_to_end(&mut std::io::Read::take(resp, 1 << 20), &mut bytes)
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| Unreachable(format!("{e}")))?;
         Ok((status, etype, bytes))
     }
 

@@ -1,0 +1,267 @@
+//! `kmsfs key ...`: keys, aliases, policies, rotation and deletion (library calls and
+//! printing).
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+
+use super::{fmt_epoch, local_dir, AliasCmd, KeyCmd, PolicyCmd};
+use crate::kms::{
+    CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
+    EnableKeyRotationRequest, GetKeyPolicyRequest, KeyIdRequest, KmsLocation, ListAliasesRequest,
+    ListKeyRotationsRequest, ListKeysRequest, PutKeyPolicyRequest, ScheduleKeyDeletionRequest,
+};
+
+fn normalize_alias(a: &str) -> String {
+    if a.starts_with("alias/") {
+        a.to_string()
+    } else {
+        format!("alias/{a}")
+    }
+}
+
+pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
+    let loc = KmsLocation::resolve(kms_arg)?;
+    match cmd {
+        KeyCmd::Create { alias, description } => {
+            let kms = loc.open(true)?;
+            let md = kms
+                .create_key(CreateKeyRequest {
+                    description,
+                    ..Default::default()
+                })?
+                .key_metadata;
+            if let Some(a) = alias {
+                let a = normalize_alias(&a);
+                kms.create_alias(CreateAliasRequest {
+                    alias_name: a.clone(),
+                    target_key_id: md.key_id.clone(),
+                })
+                .with_context(|| format!("key {} was created, but alias {a} was not", md.arn))?;
+            }
+            println!("{}", md.arn);
+        }
+        KeyCmd::List { json } => {
+            let kms = loc.open(false)?;
+            let mut keys = vec![];
+            let mut marker = None;
+            loop {
+                let r = kms.list_keys(ListKeysRequest {
+                    limit: Some(1000),
+                    marker,
+                })?;
+                keys.extend(r.keys);
+                if !r.truncated {
+                    break;
+                }
+                marker = r.next_marker;
+            }
+            let aliases = kms.list_aliases(ListAliasesRequest::default())?.aliases;
+            let mut rows = vec![];
+            for k in keys {
+                let md = match kms.describe_key(DescribeKeyRequest {
+                    key_id: k.key_id.clone(),
+                }) {
+                    Ok(r) => r.key_metadata,
+                    Err(e) => {
+                        // a key the caller may not describe is listed, not fatal
+                        if !json {
+                            println!("{}\t({})", k.key_arn, e.code.name());
+                        }
+                        continue;
+                    }
+                };
+                let names: Vec<String> = aliases
+                    .iter()
+                    .filter(|a| a.target_key_id == md.key_id)
+                    .map(|a| a.alias_name.clone())
+                    .collect();
+                rows.push((md, names));
+            }
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(md, names)| serde_json::json!({"KeyMetadata": md, "Aliases": names}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (md, names) in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        md.arn,
+                        md.key_state,
+                        names.join(","),
+                        md.description
+                    );
+                }
+            }
+        }
+        KeyCmd::Describe { key } => {
+            let kms = loc.open(false)?;
+            let md = kms
+                .describe_key(DescribeKeyRequest {
+                    key_id: key.clone(),
+                })
+                .with_context(|| format!("key {key}"))?;
+            let id = md.key_metadata.key_id.clone();
+            // Extras the caller may not be allowed to see are left out, not fatal.
+            let rot = kms
+                .get_key_rotation_status(KeyIdRequest { key_id: id.clone() })
+                .ok();
+            let rots = kms
+                .list_key_rotations(ListKeyRotationsRequest {
+                    key_id: id.clone(),
+                    ..Default::default()
+                })
+                .ok()
+                .map(|r| r.rotations);
+            let aliases = kms
+                .list_aliases(ListAliasesRequest {
+                    key_id: Some(id),
+                    ..Default::default()
+                })
+                .ok()
+                .map(|r| {
+                    r.aliases
+                        .into_iter()
+                        .map(|a| a.alias_name)
+                        .collect::<Vec<_>>()
+                });
+            let v = serde_json::json!({
+                "KeyMetadata": md.key_metadata,
+                "Aliases": aliases,
+                "Rotation": rot,
+                "Rotations": rots,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        KeyCmd::Rotate { key } => {
+            let kms = loc.open(false)?;
+            let r = kms.rotate_key_on_demand(KeyIdRequest {
+                key_id: key.clone(),
+            })?;
+            let md = kms
+                .describe_key(DescribeKeyRequest {
+                    key_id: r.key_id.clone(),
+                })?
+                .key_metadata;
+            println!(
+                "{} now at key material {}",
+                r.key_id,
+                md.current_key_material_id.unwrap_or_default()
+            );
+        }
+        KeyCmd::EnableRotation { key, days } => {
+            loc.open(false)?
+                .enable_key_rotation(EnableKeyRotationRequest {
+                    key_id: key,
+                    rotation_period_in_days: Some(days),
+                })?;
+        }
+        KeyCmd::DisableRotation { key } => loc
+            .open(false)?
+            .disable_key_rotation(KeyIdRequest { key_id: key })?,
+        KeyCmd::Rotations { key } => {
+            let r = loc
+                .open(false)?
+                .list_key_rotations(ListKeyRotationsRequest {
+                    key_id: key,
+                    ..Default::default()
+                })?;
+            for e in r.rotations {
+                println!(
+                    "{}\t{}\t{}",
+                    fmt_epoch(e.rotation_date),
+                    e.rotation_type,
+                    e.key_material_id
+                );
+            }
+        }
+        KeyCmd::PurgeDue => {
+            let dir = local_dir(kms_arg)?;
+            for arn in crate::kms::local::LocalKms::open(&dir, false)?.purge_due_keys()? {
+                println!("deleted {arn}");
+            }
+        }
+        KeyCmd::RotateDue => {
+            for arn in loc.open(false)?.rotate_due()? {
+                println!("rotated {arn}");
+            }
+        }
+        KeyCmd::Enable { key } => loc.open(false)?.enable_key(KeyIdRequest { key_id: key })?,
+        KeyCmd::Disable { key } => loc.open(false)?.disable_key(KeyIdRequest { key_id: key })?,
+        KeyCmd::ScheduleDeletion { key, days } => {
+            let r = loc
+                .open(false)?
+                .schedule_key_deletion(ScheduleKeyDeletionRequest {
+                    key_id: key,
+                    pending_window_in_days: Some(days),
+                })?;
+            println!(
+                "{} will be deleted at {}",
+                r.key_id,
+                fmt_epoch(r.deletion_date)
+            );
+        }
+        KeyCmd::CancelDeletion { key } => {
+            let r = loc
+                .open(false)?
+                .cancel_key_deletion(KeyIdRequest { key_id: key })?;
+            println!("{} deletion cancelled; the key is Disabled", r.key_id);
+        }
+        KeyCmd::Alias(a) => {
+            let kms = loc.open(false)?;
+            match a {
+                AliasCmd::Create { name, key } => kms.create_alias(CreateAliasRequest {
+                    alias_name: normalize_alias(&name),
+                    target_key_id: key,
+                })?,
+                AliasCmd::Update { name, key } => kms.update_alias(CreateAliasRequest {
+                    alias_name: normalize_alias(&name),
+                    target_key_id: key,
+                })?,
+                AliasCmd::Delete { name } => kms.delete_alias(DeleteAliasRequest {
+                    alias_name: normalize_alias(&name),
+                })?,
+                AliasCmd::List => {
+                    for a in kms.list_aliases(ListAliasesRequest::default())?.aliases {
+                        println!("{}\t{}", a.alias_name, a.target_key_id);
+                    }
+                }
+            }
+        }
+        KeyCmd::Policy(p) => {
+            let kms = loc.open(false)?;
+            match p {
+                PolicyCmd::Get { key } => {
+                    let r = kms.get_key_policy(GetKeyPolicyRequest {
+                        key_id: key,
+                        policy_name: None,
+                    })?;
+                    let pretty = serde_json::from_str::<serde_json::Value>(&r.policy)
+                        .and_then(|v| serde_json::to_string_pretty(&v))
+                        .unwrap_or(r.policy);
+                    println!("{pretty}");
+                }
+                PolicyCmd::Put { key, file } => {
+                    let text = match file {
+                        Some(f) => std::fs::read_to_string(&f)
+                            .with_context(|| format!("cannot read {}", f.display()))?,
+                        None => {
+                            let mut s = String::new();
+                            std::io::stdin().read_to_string(&mut s)?;
+                            s
+                        }
+                    };
+                    kms.put_key_policy(PutKeyPolicyRequest {
+                        key_id: key,
+                        policy: text,
+                        policy_name: None,
+                        bypass_policy_lockout_safety_check: None,
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `kmsfs kms serve|principal` and `kmsfs audit` (library calls and printing).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use super::{fmt_epoch, local_dir, AuditCmd, AuditFilter, KmsCmd, PrincipalCmd};
+use crate::kms::Kms;
+
+pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
+    match cmd {
+        KmsCmd::Serve {
+            listen,
+            keystore,
+            tls_cert,
+            tls_key,
+            insecure_http,
+            max_connections,
+            max_per_source,
+            idle_timeout,
+        } => {
+            super::logging::init_logging(true);
+            let dir = match keystore {
+                Some(d) => d,
+                None => local_dir(kms_arg)?,
+            };
+            let kms = crate::kms::local::LocalKms::open(&dir, true)?;
+            // automatic rotations are performed by whoever holds the keystore
+            let rot: Arc<dyn Kms> = Arc::new(kms.with_caller(kms.caller().clone()));
+            crate::kms::spawn_rotation_ticker(Arc::downgrade(&rot));
+            let opts = crate::server::ServeOpts {
+                listen,
+                tls: tls_cert.zip(tls_key),
+                insecure_http,
+                max_connections,
+                idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
+                max_per_source: max_per_source.unwrap_or(max_connections / 4).max(1),
+            };
+            let r = crate::server::serve(kms, opts, |addr| {
+                println!("listening on {addr}");
+                let _ = std::io::stdout().flush();
+                // systemd Type=notify: the listener accepts connections now
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            });
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            drop(rot);
+            Ok(r?)
+        }
+        KmsCmd::Principal(p) => {
+            let kms = crate::kms::local::LocalKms::open(&local_dir(kms_arg)?, false)?;
+            match p {
+                PrincipalCmd::Create { name } => {
+                    let (akid, secret) = kms.create_principal(&name)?;
+                    println!("principal {name}");
+                    println!("aws_access_key_id = {akid}");
+                    println!(
+                        "aws_secret_access_key = {}",
+                        String::from_utf8_lossy(&secret.0)
+                    );
+                    eprintln!("kmsfs: the secret is shown only now; store it (e.g. in ~/.aws/credentials)");
+                }
+                PrincipalCmd::List => {
+                    for p in kms.list_principals()? {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            p.name,
+                            p.access_key_id,
+                            if p.enabled { "enabled" } else { "disabled" },
+                            fmt_epoch(p.created)
+                        );
+                    }
+                }
+                PrincipalCmd::Disable { name } => kms.change_principal(&name, Some(false))?,
+                PrincipalCmd::Enable { name } => kms.change_principal(&name, Some(true))?,
+                PrincipalCmd::Delete { name } => kms.change_principal(&name, None)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+pub(super) fn audit(kms_arg: Option<&str>, cmd: AuditCmd) -> Result<()> {
+    let dir = local_dir(kms_arg)?;
+    match cmd {
+        AuditCmd::Verify { json, anchor } => {
+            let kms = crate::kms::local::LocalKms::open_unchecked(&dir, false)?;
+            let vouched = kms.audit_vouched();
+            match kms.audit().verify_with(vouched.as_ref(), anchor.as_deref()) {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!(
+                            "audit log OK: {} records, {} checkpoints, {} records after the last checkpoint",
+                            r.records, r.checkpoints, r.unchecked_tail
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "seq": e.seq, "reason": e.reason})
+                        );
+                    }
+                    bail!("{e}")
+                }
+            }
+        }
+        AuditCmd::Show(f) => show_audit(&dir, &f, None),
+        AuditCmd::Tail { n, filter } => show_audit(&dir, &filter, Some(n)),
+    }
+}
+
+fn show_audit(dir: &Path, f: &AuditFilter, last: Option<usize>) -> Result<()> {
+    let parse_time = |s: &Option<String>| -> Result<Option<std::time::SystemTime>> {
+        s.as_deref()
+            .map(|t| {
+                humantime::parse_rfc3339_weak(t).with_context(|| format!("invalid time {t:?}"))
+            })
+            .transpose()
+    };
+    let (since, until) = (parse_time(&f.since)?, parse_time(&f.until)?);
+    let recs: Vec<_> = crate::kms::audit::read_records(dir)?
+        .into_iter()
+        .filter(|r| {
+            f.key
+                .as_ref()
+                .is_none_or(|k| r.key_arn.as_deref().is_some_and(|a| a.contains(k.as_str())))
+        })
+        .filter(|r| f.principal.as_ref().is_none_or(|p| &r.principal == p))
+        .filter(|r| f.op.as_ref().is_none_or(|o| r.op.eq_ignore_ascii_case(o)))
+        .filter(|r| {
+            let t = humantime::parse_rfc3339_weak(&r.time).ok();
+            since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+        })
+        .collect();
+    let skip = last.map(|n| recs.len().saturating_sub(n)).unwrap_or(0);
+    for r in &recs[skip..] {
+        if f.json {
+            let mut v = serde_json::to_value(r)?;
+            v["hash"] = serde_json::Value::String(r.hash.clone());
+            println!("{v}");
+        } else {
+            println!(
+                "{:>6} {} {:<14} {:<28} {:<6} {} {}",
+                r.seq,
+                r.time,
+                r.principal,
+                r.op,
+                r.error_code.as_deref().unwrap_or(&r.outcome),
+                r.key_arn.as_deref().unwrap_or("-"),
+                r.source
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,477 @@
+//! The command line: clap types, and for each command the library call and the printing.
+//! Parsing only here (`mod.rs`); one file per family of commands.
+
+mod daemon;
+mod fstab;
+mod key;
+mod kms;
+mod logging;
+mod tree;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::format::DEFAULT_CHUNK_SIZE;
+use crate::kms::KmsLocation;
+
+/// Exit statuses (like gocryptfs's `exitcodes`): 0 success, 1 failure.
+pub mod exit {
+    /// The command did what was asked.
+    pub const OK: i32 = 0;
+    /// It failed (the error is on stderr, one line).
+    pub const FAILED: i32 = 1;
+    /// `fsck` could not check the tree at all (as opposed to finding damage: FAILED).
+    pub const FSCK_COULD_NOT_RUN: i32 = 2;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kmsfs",
+    version,
+    about = "Encrypted FUSE filesystem with KMS-managed keys"
+)]
+pub struct Cli {
+    /// KMS location: local:DIR (embedded KMS keystore), https://HOST:PORT (kmsfs kms
+    /// serve, moto, any AWS-KMS-compatible endpoint) or aws:REGION (AWS KMS). Default:
+    /// $KMSFS_KMS, else the tree's hint, else /var/lib/kmsfs (root) or
+    /// $XDG_DATA_HOME/kmsfs.
+    #[arg(long, global = true, value_name = "LOCATION")]
+    pub kms: Option<String>,
+
+    /// The tree must wrap under these keys only (key id, ARN or alias; repeat): its
+    /// config is authenticated through them, whatever this host pinned (also
+    /// KMSFS_EXPECT_KEYS, comma-separated; fstab: expect_key=KEY).
+    #[arg(long = "expect-key", global = true, value_name = "KEY")]
+    pub expect_keys: Vec<String>,
+
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a new encrypted tree in BACKING (and the keystore and a default key on first use).
+    Init {
+        backing: PathBuf,
+        /// KMS key (id, ARN or alias/NAME) to wrap file keys with; repeat for recovery keys.
+        #[arg(long = "key", value_name = "KEY")]
+        keys: Vec<String>,
+        /// Plaintext bytes per chunk: a power of two from 4096 to 1048576.
+        #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+    },
+    /// Mount BACKING at MOUNTPOINT; returns once the mount is live (unless --foreground).
+    Mount {
+        backing: PathBuf,
+        mountpoint: PathBuf,
+        /// Stay in the foreground and log to stderr.
+        #[arg(long, short = 'f')]
+        foreground: bool,
+        /// Let other users use the mount (permissions are still checked by the kernel).
+        #[arg(long)]
+        allow_other: bool,
+        /// Append the daemon's log to this file (background mode; default: discard).
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+        /// FUSE request threads. More than cores: a thread waiting on the backing disk
+        /// (a cold page under a small write) should not hold up the others.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Unwrapped file keys kept in memory (LRU), so re-opening a file needs no KMS call.
+        #[arg(long, default_value_t = 32768)]
+        key_cache: usize,
+        /// Seconds an unwrapped file key is reused before the KMS is asked again.
+        #[arg(long, default_value_t = 3600)]
+        key_cache_ttl: u64,
+        /// New-file keys made ahead of need (each pre-made key is used within 30 s or
+        /// dropped); 0 = call the KMS for every new file.
+        #[arg(long, default_value_t = 64)]
+        dek_pool: usize,
+        /// Write through to the backing file on every write(2) instead of letting the
+        /// kernel cache writes (the writeback cache is on by default).
+        #[arg(long)]
+        no_writeback_cache: bool,
+        /// Seconds the kernel may trust names and attributes without asking kmsfs again.
+        /// Changes made through the mount are always seen at once; a longer time only
+        /// matters if something else changes the backing tree while it is mounted.
+        #[arg(long, default_value_t = 1.0)]
+        attr_timeout: f64,
+        /// Internal: descriptor on which to report readiness to the launching process.
+        #[arg(long, hide = true)]
+        ready_fd: Option<i32>,
+    },
+    /// Unmount a kmsfs mount.
+    Umount { mountpoint: PathBuf },
+    /// Manage keys in the KMS.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Re-wrap every file header under the current version of its keys (or under --to KEY);
+    /// no data byte is read or written. Works on a mounted tree too.
+    Rotate {
+        backing: PathBuf,
+        /// Move every file (and the tree's config) to this key instead.
+        #[arg(long, value_name = "KEY")]
+        to: Option<String>,
+        /// Files re-wrapped at once (KMS calls in flight).
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the keys a tree wraps its file keys under (recovery keys); re-wraps every header.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Re-encrypt files under new data keys (after a suspected DEK exposure). Unmount first.
+    Rekey {
+        backing: PathBuf,
+        /// Files to rekey (paths in the backing tree); default: all.
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and verify the embedded KMS's audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Run or administer the KMS server.
+    #[command(subcommand)]
+    Kms(KmsCmd),
+    /// Check a backing tree (headers, keys, every chunk); exit 0 clean, 1 damage, 2 could not run.
+    Fsck {
+        backing: PathBuf,
+        /// Structure only: do not unwrap keys or check chunks.
+        #[arg(long)]
+        no_kms: bool,
+        /// Write every damaged file here with its unreadable chunks zero-filled.
+        #[arg(long, value_name = "DIR")]
+        salvage: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a backing file's plaintext (no mount needed).
+    Cat { file: PathBuf },
+    /// Restore backing files or directories into DIR (no mount needed).
+    Decrypt {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Keep set-user-ID, set-group-ID and sticky bits from the backing tree (dropped by
+        /// default: whoever can write the tree could plant a set-user-ID file).
+        #[arg(long)]
+        preserve_special_bits: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KmsCmd {
+    /// Serve the embedded KMS over the AWS KMS JSON protocol (SigV4).
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Keystore directory (default: --kms local:DIR / KMSFS_KMS / the default keystore).
+        #[arg(long)]
+        keystore: Option<PathBuf>,
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Allow plain HTTP on a non-loopback address.
+        #[arg(long)]
+        insecure_http: bool,
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Connections one source address may hold (default: a quarter of --max-connections).
+        #[arg(long)]
+        max_per_source: Option<usize>,
+        /// Seconds a client may take to send a request's headers or body, or stay idle
+        /// between requests, before its connection is closed.
+        #[arg(long, default_value_t = 10)]
+        idle_timeout: u64,
+    },
+    /// Manage the principals (remote callers) of the server.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PrincipalCmd {
+    /// Create a principal; prints its access key id and secret (shown only this once).
+    Create {
+        name: String,
+    },
+    List,
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Add KEY to the tree's keys and wrap every file's key under it too.
+    Add { backing: PathBuf, key: String },
+    /// Remove KEY from the tree's keys and drop its wrapped copies.
+    Remove { backing: PathBuf, key: String },
+    /// Show the tree's keys.
+    List { backing: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check the hash chain and checkpoints; exit 1 naming the first bad sequence number.
+    Verify {
+        #[arg(long)]
+        json: bool,
+        /// Also check the copies of the checkpoints kept in DIR (the directory the
+        /// daemons were given as KMSFS_AUDIT_ANCHOR).
+        #[arg(long, value_name = "DIR")]
+        anchor: Option<PathBuf>,
+    },
+    /// Show records, filtered.
+    Show(AuditFilter),
+    /// Show the last N records (default 20).
+    Tail {
+        #[arg(short = 'n', default_value_t = 20)]
+        n: usize,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditFilter {
+    /// Key id, ARN or a part of it.
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub principal: Option<String>,
+    #[arg(long)]
+    pub op: Option<String>,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Print raw JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create a symmetric key; prints its ARN.
+    Create {
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List keys with their state and aliases.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a key's metadata, rotation status and versions (id, ARN or alias/NAME).
+    Describe {
+        key: String,
+    },
+    /// Give KEY a new version now (old versions keep decrypting).
+    Rotate {
+        key: String,
+    },
+    /// Rotate KEY automatically every N days (90..2560).
+    EnableRotation {
+        key: String,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    DisableRotation {
+        key: String,
+    },
+    /// List KEY's rotations.
+    Rotations {
+        key: String,
+    },
+    /// Perform automatic rotations that are due (also done by running mounts).
+    RotateDue,
+    /// Destroy the material of keys whose deletion date has passed (for cron/timers;
+    /// mounts and the server also do it every 5 minutes).
+    PurgeDue,
+    Enable {
+        key: String,
+    },
+    Disable {
+        key: String,
+    },
+    /// Schedule KEY's deletion after N days (7..30); its material is destroyed then.
+    ScheduleDeletion {
+        key: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Cancel a scheduled deletion; the key is left Disabled.
+    CancelDeletion {
+        key: String,
+    },
+    #[command(subcommand)]
+    Alias(AliasCmd),
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AliasCmd {
+    Create { name: String, key: String },
+    Update { name: String, key: String },
+    Delete { name: String },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Print KEY's key policy.
+    Get { key: String },
+    /// Replace KEY's key policy with FILE's contents (stdin if no FILE).
+    Put { key: String, file: Option<PathBuf> },
+}
+
+/// The command line as parsed (after the mount-helper translation), for re-executing
+/// ourselves as the mount daemon.
+static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock::new();
+
+/// Runs the command line; returns the exit status.
+pub fn main() -> i32 {
+    let args = ARGS.get_or_init(|| fstab::mount_helper_args(std::env::args_os().collect()));
+    let cli = Cli::parse_from(args);
+    if !cli.expect_keys.is_empty() {
+        // Exported so that the re-executed mount daemon sees it too (still one thread).
+        std::env::set_var("KMSFS_EXPECT_KEYS", cli.expect_keys.join(","));
+    }
+    match run(cli) {
+        Ok(status) => status,
+        Err(e) => {
+            print_error(&e);
+            exit::FAILED
+        }
+    }
+}
+
+/// The error on stderr, one line: the chain of causes joined.
+fn print_error(e: &anyhow::Error) {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("kmsfs: error: {msg}");
+}
+
+/// Runs one parsed command; returns the exit status (errors: FAILED).
+pub fn run(cli: Cli) -> Result<i32> {
+    let kms = cli.kms.as_deref();
+    match cli.cmd {
+        Cmd::Init {
+            backing,
+            keys,
+            chunk_size,
+        } => tree::init(kms, &backing, keys, chunk_size)?,
+        Cmd::Mount {
+            backing,
+            mountpoint,
+            foreground,
+            allow_other,
+            log_file,
+            threads,
+            key_cache,
+            key_cache_ttl,
+            dek_pool,
+            no_writeback_cache,
+            attr_timeout,
+            ready_fd,
+        } => {
+            if !foreground {
+                return daemon::spawn_background(log_file.as_deref(), &ARGS).map(|()| exit::OK);
+            }
+            if !(0.0..=86400.0).contains(&attr_timeout) {
+                anyhow::bail!("--attr-timeout {attr_timeout}: must be between 0 and 86400 seconds");
+            }
+            let opts = crate::fs::MountOptions {
+                kms: cli.kms.clone(),
+                expect_keys: expect_keys(),
+                allow_other,
+                threads,
+                cache_entries: key_cache,
+                cache_ttl: std::time::Duration::from_secs(key_cache_ttl),
+                dek_pool,
+                writeback_cache: !no_writeback_cache,
+                attr_timeout: std::time::Duration::from_secs_f64(attr_timeout),
+            };
+            daemon::mount_foreground(&backing, &mountpoint, &opts, ready_fd)?
+        }
+        Cmd::Umount { mountpoint } => crate::fs::unmount(&mountpoint)?,
+        Cmd::Key(k) => key::run(kms, k)?,
+        Cmd::Rotate {
+            backing,
+            to,
+            jobs,
+            json,
+        } => tree::rotate(kms, &backing, to, jobs, json)?,
+        Cmd::Keys(k) => tree::keys(kms, k)?,
+        Cmd::Rekey {
+            backing,
+            paths,
+            json,
+        } => tree::rekey(kms, &backing, paths, json)?,
+        Cmd::Audit(a) => kms::audit(kms, a)?,
+        Cmd::Kms(k) => kms::run(kms, k)?,
+        Cmd::Fsck {
+            backing,
+            no_kms,
+            salvage,
+            json,
+        } => return tree::fsck(kms, &backing, no_kms, salvage, json),
+        Cmd::Cat { file } => tree::cat(kms, &file)?,
+        Cmd::Decrypt {
+            paths,
+            out,
+            preserve_special_bits,
+        } => tree::decrypt(kms, &paths, &out, preserve_special_bits)?,
+    }
+    Ok(exit::OK)
+}
+
+/// `--expect-key` (exported as KMSFS_EXPECT_KEYS, which the mount daemon inherits).
+fn expect_keys() -> Vec<String> {
+    std::env::var("KMSFS_EXPECT_KEYS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Opens a tree whose config this host trusts (see `crate::trust`), with its KMS.
+fn open_tree(backing: &Path, kms_arg: Option<&str>) -> crate::Result<crate::trust::TrustedTree> {
+    crate::trust::open_tree(backing, kms_arg, &expect_keys())
+}
+
+/// The keystore directory of the embedded KMS named by --kms (other KMSes refused).
+fn local_dir(kms_arg: Option<&str>) -> Result<PathBuf> {
+    match KmsLocation::resolve(kms_arg)? {
+        KmsLocation::Local(d) => Ok(d),
+        other => anyhow::bail!(
+            "this command works on the embedded KMS's keystore (local:DIR), not {}",
+            other.describe()
+        ),
+    }
+}
+
+/// A time in seconds since the epoch, as RFC 3339.
+fn fmt_epoch(t: f64) -> String {
+    let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+    humantime::format_rfc3339_seconds(st).to_string()
+}

@@ -1,0 +1,204 @@
+//! Tree commands: init, rotate, keys, rekey, fsck, cat, decrypt (library calls and
+//! printing).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use super::{exit, open_tree, KeysCmd};
+use crate::envelope::Envelope;
+use crate::format::TreeConfig;
+use crate::kms::KmsLocation;
+use crate::tree::{KeyChange, Summary};
+
+pub(super) fn init(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    keys: Vec<String>,
+    chunk_size: u32,
+) -> Result<()> {
+    let loc = KmsLocation::resolve(kms_arg)?;
+    let done = crate::tree::init(&loc, backing, &keys, chunk_size)?;
+    if let Some(k) = &done.created_key {
+        eprintln!("kmsfs: created key {k} ({})", crate::tree::DEFAULT_ALIAS);
+    }
+    let cfg = &done.config;
+    println!(
+        "initialised {} (fs id {}, chunk size {})",
+        backing.display(),
+        cfg.fs_id,
+        cfg.chunk_size
+    );
+    for k in &cfg.keys {
+        println!("  wraps file keys under {k}");
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary, verb: &str, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        println!("{}", s.line(verb));
+    }
+    if s.failed > 0 {
+        bail!("{} file(s) failed (listed above)", s.failed);
+    }
+    Ok(())
+}
+
+pub(super) fn rotate(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    to: Option<String>,
+    jobs: usize,
+    json: bool,
+) -> Result<()> {
+    let mut t = open_tree(backing, kms_arg)?;
+    let s = crate::tree::rotate(&mut t, backing, to.as_deref(), jobs, !json)?;
+    print_summary(&s, "re-wrapped", json)
+}
+
+pub(super) fn keys(kms_arg: Option<&str>, cmd: KeysCmd) -> Result<()> {
+    let (backing, change, key) = match &cmd {
+        KeysCmd::Add { backing, key } => (backing, KeyChange::Add, key),
+        KeysCmd::Remove { backing, key } => (backing, KeyChange::Remove, key),
+        KeysCmd::List { backing } => {
+            for k in &TreeConfig::load(backing)?.keys {
+                println!("{k}");
+            }
+            return Ok(());
+        }
+    };
+    let mut t = open_tree(backing, kms_arg)?;
+    let s = crate::tree::change_key(&mut t, backing, change, key, true)?;
+    print_summary(&s, "re-wrapped", false)
+}
+
+pub(super) fn rekey(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    paths: Vec<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(backing, kms_arg)?;
+    let files = if paths.is_empty() {
+        crate::tree::walk_files(backing)?
+    } else {
+        paths
+            .into_iter()
+            .map(|p| if p.is_absolute() { p } else { backing.join(p) })
+            .collect()
+    };
+    let env = Arc::new(Envelope::new(kms, cfg).with_cache(64));
+    let s = crate::tree::rekey(backing, &env, files, !json)?;
+    print_summary(&s, "rekeyed", json)
+}
+
+/// The envelope of the tree `root` for the offline commands.
+fn offline_env(kms_arg: Option<&str>, root: &Path) -> Result<Envelope> {
+    let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(root, kms_arg)?;
+    Ok(Envelope::new(kms, cfg))
+}
+
+/// `kmsfs fsck`: exit FAILED on damage, FSCK_COULD_NOT_RUN when it could not check.
+pub(super) fn fsck(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    no_kms: bool,
+    salvage: Option<PathBuf>,
+    json: bool,
+) -> Result<i32> {
+    let could_not_run = |e: anyhow::Error| {
+        super::print_error(&e);
+        Ok(exit::FSCK_COULD_NOT_RUN)
+    };
+    let cfg = match TreeConfig::load(backing) {
+        Ok(c) => c,
+        Err(e) => return could_not_run(e.into()),
+    };
+    let env = if no_kms {
+        None
+    } else {
+        match open_tree(backing, kms_arg) {
+            Ok(t) => Some(Arc::new(Envelope::new(t.kms, cfg.clone()))),
+            Err(e) => return could_not_run(e.into()),
+        }
+    };
+    if let Some(d) = &salvage {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            return could_not_run(anyhow::anyhow!("cannot create {}: {e}", d.display()));
+        }
+    }
+    let rep = match crate::tree::fsck(backing, &cfg, env.as_ref(), salvage.as_deref(), !json) {
+        Ok(r) => r,
+        Err(e) => return could_not_run(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        for p in &rep.problems {
+            let at = match (p.chunk, p.offset) {
+                (Some(c), Some(o)) => format!(": chunk {c} at offset {o}"),
+                (None, Some(o)) => format!(": at offset {o}"),
+                _ => String::new(),
+            };
+            println!("{}{at}: {}: {}", p.path, p.kind, p.detail);
+        }
+        for s in &rep.salvaged {
+            println!(
+                "salvaged {} -> {} (zero-filled chunks: {:?})",
+                s.path, s.out, s.zero_filled_chunks
+            );
+        }
+        println!(
+            "{} files, {} bytes checked{}: {} damaged, {} problems",
+            rep.files,
+            rep.bytes,
+            if no_kms { " (structure only)" } else { "" },
+            rep.damaged_files,
+            rep.problems.len()
+        );
+    }
+    if !rep.problems.is_empty() {
+        bail!("damage found in {}", backing.display());
+    }
+    Ok(exit::OK)
+}
+
+pub(super) fn cat(kms_arg: Option<&str>, file: &Path) -> Result<()> {
+    let root = crate::tree::find_root(file)?;
+    let env = offline_env(kms_arg, &root)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    crate::tree::cat(&env, file, &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+pub(super) fn decrypt(
+    kms_arg: Option<&str>,
+    paths: &[PathBuf],
+    out: &Path,
+    preserve_special_bits: bool,
+) -> Result<()> {
+    let root = crate::tree::find_root(&paths[0])?;
+    let env = offline_env(kms_arg, &root)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let rep = crate::tree::decrypt_tree(&env, &root, paths, out, true, preserve_special_bits)?;
+    println!(
+        "restored {} files ({} bytes) into {}",
+        rep.files,
+        rep.bytes,
+        out.display()
+    );
+    for (p, e) in &rep.failed {
+        eprintln!("kmsfs: {p}: {e}");
+    }
+    if !rep.failed.is_empty() {
+        bail!("{} file(s) could not be restored", rep.failed.len());
+    }
+    Ok(())
+}

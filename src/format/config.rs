@@ -1,0 +1,199 @@
+//! `kmsfs.json`: the per-tree config (load, validate, save), and the rules of a tree's
+//! key set.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{chunk_shift, CONFIG_FILE, FORMAT_VERSION, MAX_WRAPS};
+use crate::error::{err, fail, Result};
+
+/// `kmsfs.json` at the root of a backing tree. Contains no secrets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TreeConfig {
+    /// Always "kmsfs".
+    pub format: String,
+    pub version: u8,
+    /// Random UUID; bound into every wrap's encryption context and every header MAC.
+    pub fs_id: String,
+    pub chunk_size: u32,
+    pub cipher: String,
+    /// Key ARNs each new DEK is wrapped under, in unwrap-preference order.
+    pub keys: Vec<String>,
+    /// Where the KMS was when the tree was created (a hint; the mount's --kms wins).
+    #[serde(default)]
+    pub kms: Option<String>,
+    /// "plaintext" in v1; a later version may encrypt names.
+    pub filenames: String,
+    /// The tree key, wrapped under each key of `keys` (see `crate::trust`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tree_key: Vec<TreeKeyWrap>,
+    /// HMAC-SHA256 (hex) over every other field, keyed from the tree key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// One wrapped copy of the tree key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeKeyWrap {
+    /// Key ARN it is wrapped under.
+    pub key: String,
+    /// KMS ciphertext blob, base64.
+    pub blob: String,
+}
+
+impl TreeConfig {
+    /// A new tree's config: fresh id, plaintext names, not yet authenticated.
+    pub fn new(chunk_size: u32, keys: Vec<String>, kms: Option<String>) -> TreeConfig {
+        TreeConfig {
+            format: "kmsfs".into(),
+            version: FORMAT_VERSION,
+            fs_id: uuid::Uuid::new_v4().to_string(),
+            chunk_size,
+            cipher: "AES-256-GCM".into(),
+            keys,
+            kms,
+            filenames: "plaintext".into(),
+            tree_key: vec![],
+            mac: None,
+        }
+    }
+
+    /// Reads and validates `BACKING/kmsfs.json` (bounded to 64 KiB).
+    pub fn load(backing: &Path) -> crate::Result<TreeConfig> {
+        let path = backing.join(CONFIG_FILE);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.len() > 64 * 1024) {
+            fail!("{}: larger than 64 KiB; not a kmsfs config", path.display());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                err!(
+                    "{} is not a kmsfs tree ({} missing); run `kmsfs init` first",
+                    backing.display(),
+                    CONFIG_FILE
+                )
+            } else {
+                err!("cannot read {}: {e}", path.display())
+            }
+        })?;
+        TreeConfig::parse(&text).map_err(|e| e.context(path.display()))
+    }
+
+    /// Parses and validates the text of a `kmsfs.json` (hostile input: bounded, strict).
+    pub fn parse(text: &str) -> Result<TreeConfig> {
+        if text.len() > 64 * 1024 {
+            fail!("larger than 64 KiB");
+        }
+        let cfg: TreeConfig =
+            serde_json::from_str(text).map_err(|e| err!("invalid config: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field (a config is hostile input until authenticated).
+    pub fn validate(&self) -> Result<()> {
+        if self.format != "kmsfs" {
+            fail!("format is {:?}, expected \"kmsfs\"", self.format);
+        }
+        if self.version != FORMAT_VERSION {
+            fail!("unsupported format version {}", self.version);
+        }
+        chunk_shift(self.chunk_size)?;
+        if self.cipher != "AES-256-GCM" {
+            fail!("unsupported cipher {:?}", self.cipher);
+        }
+        if self.filenames != "plaintext" {
+            fail!("unsupported filename mode {:?}", self.filenames);
+        }
+        if self.tree_key.len() > MAX_WRAPS
+            || self.keys.iter().any(|k| k.len() > 2048)
+            || self
+                .tree_key
+                .iter()
+                .any(|w| w.key.len() > 2048 || w.blob.len() > 16 * 1024)
+        {
+            fail!("oversized key or tree key entry");
+        }
+        if self.keys.is_empty() || self.keys.len() > MAX_WRAPS {
+            fail!("needs 1..={MAX_WRAPS} keys, has {}", self.keys.len());
+        }
+        self.fs_id_bytes()?;
+        Ok(())
+    }
+
+    /// Writes the config as `BACKING/kmsfs.json` (temp file, fsync, rename, fsync of the
+    /// directory), after checking that the backing filesystem holds user xattrs.
+    pub fn save(&self, backing: &Path) -> Result<()> {
+        let tmp = backing.join(format!(".{CONFIG_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)
+            .map_err(|e| err!("cannot write in {}: {e}", backing.display()))?;
+        // Headers live in user xattrs: refuse a backing filesystem that cannot hold them.
+        if let Err(e) = rustix::fs::fsetxattr(
+            &f,
+            "user.kmsfs.probe",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            let _ = std::fs::remove_file(&tmp);
+            fail!(
+                "{} does not support user extended attributes ({e}); kmsfs stores file headers in them",
+                backing.display()
+            );
+        }
+        let _ = rustix::fs::fremovexattr(&f, "user.kmsfs.probe");
+        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, backing.join(CONFIG_FILE))?;
+        std::fs::File::open(backing)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Adds `arn` to the tree's keys (a recovery key); `tree` names the tree in errors.
+    pub fn add_key(&mut self, arn: &str, tree: &Path) -> Result<()> {
+        if self.keys.iter().any(|k| k == arn) {
+            fail!("{arn} is already one of {}'s keys", tree.display());
+        }
+        if self.keys.len() >= MAX_WRAPS {
+            fail!("a tree can have at most {MAX_WRAPS} keys");
+        }
+        self.keys.push(arn.to_string());
+        Ok(())
+    }
+
+    /// Removes `arn` from the tree's keys; the last key cannot go.
+    pub fn remove_key(&mut self, arn: &str, tree: &Path) -> Result<()> {
+        if !self.keys.iter().any(|k| k == arn) {
+            fail!("{arn} is not one of {}'s keys", tree.display());
+        }
+        if self.keys.len() == 1 {
+            fail!(
+                "{arn} is {}'s only key; add another first (or use `kmsfs rotate --to`)",
+                tree.display()
+            );
+        }
+        self.keys.retain(|k| k != arn);
+        Ok(())
+    }
+
+    /// Checks the key set of a new tree: 1..=MAX_WRAPS keys, none twice.
+    pub fn check_new_keys(keys: &[String]) -> Result<()> {
+        if keys.len() > MAX_WRAPS {
+            fail!("a tree can have at most {MAX_WRAPS} keys");
+        }
+        if (1..keys.len()).any(|i| keys[..i].contains(&keys[i])) {
+            fail!("the same key is given twice");
+        }
+        Ok(())
+    }
+
+    /// The tree id as 16 bytes.
+    pub fn fs_id_bytes(&self) -> Result<[u8; 16]> {
+        uuid::Uuid::parse_str(&self.fs_id)
+            .map(|u| *u.as_bytes())
+            .map_err(|_| err!("invalid fs_id {:?}", self.fs_id))
+    }
+}

@@ -1,0 +1,453 @@
+//! Names and directories: lookup, creating nodes (files with their header in place
+//! before their name, then everything handed to the caller through its descriptor),
+//! removing and renaming, hard links, and reading directories.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use fuser::{Errno, FileAttr, FileType};
+use rustix::fs::{AtFlags, Mode, OFlags};
+
+use super::error::{rerr, FsError};
+use super::{unlink_if_same, Caller, DirHandle, FsResult, KmsFs, ROOT_INO};
+use crate::format::Header;
+
+impl KmsFs {
+    /// Looks up `name` in `parent`, registering the inode (one kernel lookup reference).
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<FileAttr> {
+        if self.is_hidden(parent, name.as_bytes()) {
+            return Err(Errno::ENOENT.into());
+        }
+        let pfd = self.dir(parent)?;
+        let st = rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+        Ok(self.entered(parent, name, &st))
+    }
+
+    /// Registers `name` in `parent` as the object `st` (one kernel lookup reference).
+    fn entered(&self, parent: u64, name: &OsStr, st: &rustix::fs::Stat) -> FileAttr {
+        let inode = self.inodes.insert(parent, name, st);
+        self.attr_from_stat(inode.ino, st)
+    }
+
+    /// Does a node made by this caller need to be given to them? (Made by a caller with
+    /// our own ids, the kernel already gave it the owner and group chown would.)
+    fn needs_chown(caller: Caller) -> bool {
+        rustix::process::geteuid().is_root()
+            && !(caller.uid == rustix::process::geteuid().as_raw()
+                && caller.gid == rustix::process::getegid().as_raw())
+    }
+
+    /// Gives the new node behind `obj` to the caller (uid, and gid unless the set-group-ID
+    /// bit of its directory `pfd` decides it), through its descriptor.
+    fn chown_new(&self, pfd: BorrowedFd, obj: BorrowedFd, caller: Caller) -> FsResult<()> {
+        let pst = rustix::fs::fstat(pfd).map_err(rerr)?;
+        let gid = (pst.st_mode & libc::S_ISGID == 0).then_some(caller.gid);
+        rustix::fs::chownat(
+            obj,
+            "",
+            Some(rustix::fs::Uid::from_raw(caller.uid)),
+            gid.map(rustix::fs::Gid::from_raw),
+            AtFlags::EMPTY_PATH,
+        )?;
+        Ok(())
+    }
+
+    /// Creates a regular file with its header already in place before any data byte;
+    /// returns its descriptor (read-write), header and attributes.
+    fn create_file(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat)> {
+        let pfd = self.parent_for(parent, name)?;
+        let mode = Mode::from_raw_mode(mode & 0o7777);
+        // The name appears only once the header (and owner) are in place: an unnamed
+        // O_TMPFILE is prepared, then linked in (EEXIST there is O_EXCL's answer). A
+        // rotation, fsck or crash never meets a new file without its header.
+        let tmp = rustix::fs::openat(
+            &*pfd,
+            ".",
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            mode,
+        );
+        let (fd, h) = match tmp {
+            Ok(fd) => {
+                let h = self.prepare_new(&fd, &pfd, parent, name, caller)?;
+                crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), name).map_err(rerr)?;
+                (fd, h)
+            }
+            // No O_TMPFILE on this backing filesystem: create, then write the header.
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => {
+                let fd = crate::backing::open_at(
+                    pfd.as_fd(),
+                    name,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+                    mode,
+                )
+                .map_err(rerr)?;
+                let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+                match self.prepare_new(&fd, &pfd, parent, name, caller) {
+                    Ok(h) => (fd, h),
+                    Err(e) => {
+                        // Undo by name only while the name still holds what we made.
+                        unlink_if_same(pfd.as_fd(), name, &st);
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        let h = Arc::new(h);
+        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
+        Ok((File::from(fd), h, st))
+    }
+
+    /// Gives a new file (by its descriptor) its header and its owner.
+    fn prepare_new(
+        &self,
+        fd: &OwnedFd,
+        pfd: &OwnedFd,
+        parent: u64,
+        name: &OsStr,
+        caller: Caller,
+    ) -> FsResult<Header> {
+        let bpath = || self.display_child(parent, name);
+        let (h, _keys) = self.env.take_header().map_err(|e| {
+            FsError::eio(format_args!(
+                "{}: cannot create a data key for the new file: {e}",
+                bpath()
+            ))
+        })?;
+        crate::backing::create_header(fd.as_fd(), &h).map_err(|e| FsError {
+            errno: Errno::from_i32(e.errno().unwrap_or(libc::EIO)),
+            log: Some((tracing::Level::ERROR, format!("{}: new file: {e}", bpath()))),
+        })?;
+        if Self::needs_chown(caller) {
+            self.chown_new(pfd.as_fd(), fd.as_fd(), caller)?;
+        }
+        Ok(h)
+    }
+
+    /// Before `name` in `pfd` is unlinked or replaced: its key if this is a file's last link.
+    fn last_link(pfd: BorrowedFd, name: &OsStr) -> Option<(u64, u64)> {
+        let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1)
+            .then_some((st.st_dev, st.st_ino))
+    }
+
+    /// Makes a node of type `fmt` with `make(directory, name)`, hands it to the caller
+    /// through its own descriptor, and answers with its entry.
+    fn make_node(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        fmt: u32,
+        make: impl FnOnce(BorrowedFd, &OsStr) -> rustix::io::Result<()>,
+    ) -> FsResult<FileAttr> {
+        let pfd = self.parent_for(parent, name)?;
+        make(pfd.as_fd(), name)?;
+        if !Self::needs_chown(caller) {
+            let st = rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
+            return Ok(self.entered(parent, name, &st));
+        }
+        let fd = crate::backing::open_obj_at(pfd.as_fd(), name).map_err(rerr)?;
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        // Only what we just made (of its type, still ours) is handed over: an object
+        // swapped in under the name in between is left alone.
+        if st.st_mode & libc::S_IFMT != fmt || st.st_uid != rustix::process::geteuid().as_raw() {
+            return Err(FsError::logged(
+                Errno::EAGAIN,
+                tracing::Level::WARN,
+                format!(
+                    "{}: replaced while being created; not handing it to uid {}",
+                    self.display_child(parent, name),
+                    caller.uid
+                ),
+            ));
+        }
+        if let Err(e) = self.chown_new(pfd.as_fd(), fd.as_fd(), caller) {
+            unlink_if_same(pfd.as_fd(), name, &st);
+            return Err(e);
+        }
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        Ok(self.entered(parent, name, &st))
+    }
+
+    /// Opens a directory inode for reading (readdir, fsyncdir).
+    fn dir_fd(&self, ino: u64) -> FsResult<OwnedFd> {
+        let fd = self.dir(ino)?;
+        Ok(rustix::fs::openat(
+            &*fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rerr)?)
+    }
+
+    /// The kernel dropped `nlookup` references to `ino`.
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        if self.inodes.forget(ino, nlookup) {
+            self.dirs.remove(ino);
+        }
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let o = self.obj(ino)?;
+        Ok(rustix::fs::readlinkat(o.fd(), "", Vec::new())?.into_bytes())
+    }
+
+    /// mknod: a regular file (with its header), fifo, socket or device node.
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> FsResult<FileAttr> {
+        if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+            let (_, _, st) = self.create_file(parent, name, mode, caller)?;
+            return Ok(self.entered(parent, name, &st));
+        }
+        self.make_node(caller, parent, name, mode & libc::S_IFMT, |dir, name| {
+            let kind = rustix::fs::FileType::from_raw_mode(mode);
+            rustix::fs::mknodat(
+                dir,
+                name,
+                kind,
+                Mode::from_raw_mode(mode & 0o7777),
+                rdev as u64,
+            )
+        })
+    }
+
+    /// mkdir.
+    pub fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> FsResult<FileAttr> {
+        self.make_node(caller, parent, name, libc::S_IFDIR, |dir, name| {
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode & 0o7777))
+        })
+    }
+
+    /// symlink `name` -> `target` (any bytes, up to the backing filesystem's limit).
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+    ) -> FsResult<FileAttr> {
+        self.make_node(caller, parent, name, libc::S_IFLNK, |dir, name| {
+            rustix::fs::symlinkat(target, dir, name)
+        })
+    }
+
+    /// unlink (a file's cached header goes with its last link).
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let pfd = self.parent_for(parent, name)?;
+        let last = Self::last_link(pfd.as_fd(), name);
+        rustix::fs::unlinkat(&*pfd, name, AtFlags::empty())?;
+        self.inodes.unlinked(parent, name);
+        if let Some(k) = last {
+            self.known.lock().pop(&k);
+        }
+        Ok(())
+    }
+
+    /// rmdir.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let pfd = self.parent_for(parent, name)?;
+        rustix::fs::unlinkat(&*pfd, name, AtFlags::REMOVEDIR)?;
+        if let Some(gone) = self.inodes.child(parent, name) {
+            self.dirs.remove(gone);
+        }
+        self.inodes.unlinked(parent, name);
+        Ok(())
+    }
+
+    /// rename / renameat2 (`flags`: RENAME_NOREPLACE, RENAME_EXCHANGE, ...).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        let flags = rustix::fs::RenameFlags::from_bits_retain(flags);
+        let exchange = flags.contains(rustix::fs::RenameFlags::EXCHANGE);
+        let from = self.parent_for(parent, name)?;
+        let to = self.parent_for(newparent, newname)?;
+        let replaced = if exchange {
+            None
+        } else {
+            Self::last_link(to.as_fd(), newname)
+        };
+        rustix::fs::renameat_with(&*from, name, &*to, newname, flags)?;
+        self.inodes
+            .renamed(parent, name, newparent, newname, exchange);
+        if let Some(k) = replaced {
+            self.known.lock().pop(&k);
+        }
+        Ok(())
+    }
+
+    /// A hard link to `ino` (exactly the object behind its descriptor, not whatever one
+    /// of its names holds now).
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
+        let from = self.obj(ino)?;
+        let to = self.parent_for(newparent, newname)?;
+        crate::backing::link_fd(from.fd(), to.as_fd(), newname)?;
+        self.lookup(newparent, newname)
+    }
+
+    /// create (O_CREAT): a new file, its header in place before its name; answers its
+    /// attributes and a handle.
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> FsResult<(FileAttr, u64)> {
+        let (inode, created) = match self.create_file(parent, name, mode, caller) {
+            Ok((file, header, st)) => (
+                self.inodes.insert(parent, name, &st),
+                Some((file, header, st)),
+            ),
+            // Lost a race with another creator and O_EXCL was not asked: open it.
+            Err(e) if e.errno == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
+                let attr = self.lookup(parent, name)?;
+                (self.inode(attr.ino.0)?, None)
+            }
+            Err(e) => return Err(e),
+        };
+        let st = created.as_ref().map(|c| c.2);
+        let of = match self.acquire_open_with(&inode, true, created) {
+            Ok(of) => of,
+            Err(e) => {
+                self.inodes.forget(inode.ino, 1);
+                return Err(e);
+            }
+        };
+        if flags & libc::O_TRUNC != 0 {
+            let _ = self.truncate_open(&of, 0);
+        }
+        let fh = self.new_handle(of, inode.ino, flags);
+        let attr = match st {
+            Some(st) => self.attr_from_stat(inode.ino, &st),
+            None => self.getattr(inode.ino)?,
+        };
+        Ok((attr, fh))
+    }
+
+    /// Reads directory `ino` whole (kmsfs's own names left out); answers a handle.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let fd = self.dir_fd(ino)?;
+        let mut dir = rustix::fs::Dir::read_from(&fd)?;
+        let mut entries = vec![];
+        while let Some(ent) = dir.read() {
+            let ent = ent?;
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." || self.is_hidden(ino, name) {
+                continue;
+            }
+            let kind = match ent.file_type() {
+                rustix::fs::FileType::Directory => FileType::Directory,
+                rustix::fs::FileType::Symlink => FileType::Symlink,
+                rustix::fs::FileType::Fifo => FileType::NamedPipe,
+                rustix::fs::FileType::Socket => FileType::Socket,
+                rustix::fs::FileType::CharacterDevice => FileType::CharDevice,
+                rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
+                _ => FileType::RegularFile,
+            };
+            entries.push((
+                self.inodes.peek_ino(ent.ino()),
+                kind,
+                OsStr::from_bytes(name).to_os_string(),
+            ));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dir_handles
+            .write()
+            .insert(fh, Arc::new(DirHandle { entries }));
+        Ok(fh)
+    }
+
+    /// The entries of directory handle `fh` from `offset` on, handed to `add(ino, next
+    /// offset, kind, name)` until it answers true (full). Offsets: 1 = ".", 2 = "..",
+    /// 3.. = entries.
+    pub fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, u64, FileType, &OsStr) -> bool,
+    ) -> FsResult<()> {
+        let d = self
+            .dir_handles
+            .read()
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        let mut off = offset;
+        if off == 0 {
+            if add(ino, 1, FileType::Directory, OsStr::new(".")) {
+                return Ok(());
+            }
+            off = 1;
+        }
+        if off == 1 {
+            if add(ROOT_INO, 2, FileType::Directory, OsStr::new("..")) {
+                return Ok(());
+            }
+            off = 2;
+        }
+        for (i, (eino, kind, name)) in d.entries.iter().enumerate().skip((off - 2) as usize) {
+            if add(*eino, i as u64 + 3, *kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes directory handle `fh`.
+    pub fn releasedir(&self, fh: u64) {
+        self.dir_handles.write().remove(&fh);
+    }
+
+    /// fsync of directory `ino`.
+    pub fn fsyncdir(&self, ino: u64) -> FsResult<()> {
+        Ok(rustix::fs::fsync(&self.dir_fd(ino)?)?)
+    }
+
+    /// statfs of the backing filesystem.
+    pub fn statfs(&self) -> FsResult<rustix::fs::StatVfs> {
+        Ok(rustix::fs::fstatvfs(self.dirs.root())?)
+    }
+
+    /// Permission checks are the kernel's (default_permissions with allow_other; else
+    /// only the mounting user gets in and the backing tree checks it): `ino` must exist.
+    pub fn access(&self, ino: u64) -> FsResult<()> {
+        self.inode(ino).map(|_| ())
+    }
+}

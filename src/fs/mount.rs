@@ -1,0 +1,294 @@
+//! Mounting: the trusted tree and its KMS, the mountpoint checks, the FUSE session, the
+//! signal handler and the automatic-rotation ticker; and unmounting.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::envelope::Envelope;
+use crate::error::{fail, Context, Result};
+use crate::kms::Kms;
+
+use super::{FsOptions, KmsFs};
+
+/// How to mount a tree.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// `--kms`: where the KMS is (else `KMSFS_KMS`, else the tree's own hint if pinned).
+    pub kms: Option<String>,
+    /// `--expect-key`: the keys the tree must be wrapped under (else this host's pin).
+    pub expect_keys: Vec<String>,
+    /// Let other users in (the kernel then checks permissions).
+    pub allow_other: bool,
+    /// FUSE worker threads.
+    pub threads: usize,
+    /// Files whose keys are cached.
+    pub cache_entries: usize,
+    /// How long an unwrapped key is cached.
+    pub cache_ttl: Duration,
+    /// New-file headers made ahead of need.
+    pub dek_pool: usize,
+    /// FUSE_WRITEBACK_CACHE.
+    pub writeback_cache: bool,
+    /// Entry and attribute timeout handed to the kernel (0..=86400 s).
+    pub attr_timeout: Duration,
+}
+
+/// A live mount, not yet serving requests (see [`Mount::run`]).
+pub struct Mount {
+    session: fuser::Session<super::fuse::Fuse>,
+    kms: Arc<dyn Kms>,
+    mountpoint: PathBuf,
+}
+
+/// Mounts the tree at `backing` on `mountpoint`: the tree's config must be trusted by
+/// this host (see `crate::trust`), the mountpoint an empty directory nothing is mounted on.
+pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<Mount> {
+    if opts.attr_timeout > Duration::from_secs(86400) {
+        fail!(
+            "--attr-timeout {}: must be between 0 and 86400 seconds",
+            opts.attr_timeout.as_secs_f64()
+        );
+    }
+    let backing = std::fs::canonicalize(backing)
+        .with_context(|| format!("backing directory {}", backing.display()))?;
+    let tree = crate::trust::open_tree(&backing, opts.kms.as_deref(), &opts.expect_keys)?;
+    check_mountpoint(mountpoint)?;
+    // After a `rotate --to` or a key change on the mounted tree, headers name keys the
+    // mount started without: it re-authenticates kmsfs.json (MAC and pin) to adopt them.
+    let (reload_backing, reload_kms, reload_expect) =
+        (backing.clone(), opts.kms.clone(), opts.expect_keys.clone());
+    let kms = tree.kms.clone();
+    let env = Arc::new(
+        Envelope::new(kms.clone(), tree.cfg)
+            .with_cache(opts.cache_entries)
+            .with_pool(opts.dek_pool)
+            .with_ttl(opts.cache_ttl)
+            .with_reload(move || {
+                match crate::trust::open_tree(
+                    &reload_backing,
+                    reload_kms.as_deref(),
+                    &reload_expect,
+                ) {
+                    Ok(t) => Some(t.cfg.keys),
+                    Err(e) => {
+                        tracing::warn!("re-reading the tree's config: {e}");
+                        None
+                    }
+                }
+            }),
+    );
+    let fs = KmsFs::new(
+        &FsOptions {
+            backing: backing.clone(),
+            writeback_cache: opts.writeback_cache,
+            attr_timeout: opts.attr_timeout,
+            mountpoint: std::fs::canonicalize(mountpoint)
+                .unwrap_or_else(|_| mountpoint.to_path_buf()),
+        },
+        env,
+        opts.cache_entries,
+    )
+    .with_context(|| format!("cannot open {}", backing.display()))?;
+    // Modes are applied exactly as asked: the kernel already applied the caller's umask.
+    rustix::process::umask(rustix::fs::Mode::empty());
+    raise_nofile_limit();
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName(backing.display().to_string()),
+        fuser::MountOption::Subtype("kmsfs".into()),
+    ];
+    // Other users need the kernel to check permissions for them (the daemon acts
+    // with its own rights on the backing tree). Without allow_other only the mounting
+    // user gets in, and the backing filesystem already checks that user: skipping
+    // default_permissions then spares a GETATTR of the directory after every change
+    // in it (the kernel drops a directory's attributes when an entry changes).
+    if opts.allow_other {
+        config
+            .mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = opts.threads > 1;
+    let session = fuser::Session::new(super::fuse::Fuse::new(fs), mountpoint, &config)
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    tracing::info!("mounted {} on {}", backing.display(), mountpoint.display());
+    Ok(Mount {
+        session,
+        kms,
+        mountpoint: mountpoint.to_path_buf(),
+    })
+}
+
+impl Mount {
+    /// Serves requests until the mount goes: unmounted from outside, or by SIGTERM,
+    /// SIGINT or SIGHUP (which unmount cleanly). `live` is called once it answers.
+    pub fn run(self, live: impl FnOnce()) -> Result<()> {
+        let Mount {
+            mut session,
+            kms,
+            mountpoint,
+        } = self;
+        let mut unmounter = session.unmount_callable();
+        let mut signals =
+            signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!("signal {sig}: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    tracing::warn!("unmount failed: {e}");
+                }
+            }
+        });
+        // Weak: the keystore (and its audit log, which checkpoints on close) is released
+        // when the session ends.
+        crate::kms::spawn_rotation_ticker(Arc::downgrade(&kms));
+        drop(kms);
+        live();
+        session.run().context("FUSE session failed")?;
+        tracing::info!("unmounted {}", mountpoint.display());
+        Ok(())
+    }
+}
+
+/// Unmounts the kmsfs mount at `mp` (root: umount2, retrying a moment while the kernel
+/// finishes a release; others: fusermount3 -u).
+pub fn unmount(mp: &Path) -> Result<()> {
+    let canon =
+        std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !is_mounted(&canon) {
+        fail!("{} is not mounted", mp.display());
+    }
+    if rustix::process::geteuid().is_root() {
+        // A file closed a moment ago may still be in the kernel's hands (its release or
+        // writeback in flight): EBUSY then clears quickly, so retry briefly.
+        let mut tries = 0;
+        loop {
+            match rustix::mount::unmount(&canon, rustix::mount::UnmountFlags::empty()) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::BUSY) if tries < 20 => {
+                    tries += 1;
+                    rustix::fs::sync();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => fail!(
+                    "cannot unmount {}: {e} (files still open on it?)",
+                    mp.display()
+                ),
+            }
+        }
+    } else {
+        let st = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&canon)
+            .status()
+            .context("cannot run fusermount3 (install the fuse3 package)")?;
+        if !st.success() {
+            fail!("fusermount3 -u {} failed", mp.display());
+        }
+    }
+    Ok(())
+}
+
+/// One mount of /proc/self/mountinfo: its device, mountpoint, type and source.
+struct MountInfo {
+    dev: String,
+    point: String,
+    fstype: String,
+    source: String,
+}
+
+/// /proc/self/mountinfo, parsed (escapes `\040` for spaces undone).
+fn mountinfo() -> Vec<MountInfo> {
+    let unescape = |s: &str| s.replace("\\040", " ");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (head, tail) = l.split_once(" - ")?;
+            let f: Vec<&str> = head.split(' ').collect();
+            let mut t = tail.split(' ');
+            (f.len() > 4).then(|| MountInfo {
+                dev: f[2].to_string(),
+                point: unescape(f[4]),
+                fstype: t.next().unwrap_or("").to_string(),
+                source: unescape(t.next().unwrap_or("")),
+            })
+        })
+        .collect()
+}
+
+/// The devices (`major:minor`) of the mounts at `path`.
+pub fn mount_devices(path: &Path) -> Vec<String> {
+    let p = path.to_string_lossy();
+    mountinfo()
+        .into_iter()
+        .filter(|m| m.point == p)
+        .map(|m| m.dev)
+        .collect()
+}
+
+/// Is something mounted at `path` (canonical)?
+pub fn is_mounted(path: &Path) -> bool {
+    !mount_devices(path).is_empty()
+}
+
+/// Is the tree `backing` mounted by kmsfs (a FUSE mount whose source is this path)?
+pub fn is_mounted_backing(backing: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(backing) else {
+        return false;
+    };
+    let want = canon.to_string_lossy();
+    mountinfo()
+        .iter()
+        .any(|m| m.fstype.starts_with("fuse") && m.source == want)
+}
+
+fn check_mountpoint(mp: &Path) -> Result<()> {
+    let md = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !md.is_dir() {
+        fail!("mountpoint {} is not a directory", mp.display());
+    }
+    let canon = std::fs::canonicalize(mp)?;
+    if let Some(parent) = canon.parent() {
+        let pmd = std::fs::metadata(parent)?;
+        if pmd.dev() != md.dev() || is_mounted(&canon) {
+            fail!("{} is already a mount point (busy)", mp.display());
+        }
+    }
+    if std::fs::read_dir(mp)?.next().is_some() {
+        fail!("mountpoint {} is not empty", mp.display());
+    }
+    Ok(())
+}
+
+/// The mount keeps a cache of directory descriptors sized from the descriptor limit (and
+/// one descriptor per open file): raise the limit as far as allowed (root may go past the
+/// hard limit, up to fs.nr_open).
+fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let cur = getrlimit(Resource::Nofile);
+    let want = Rlimit {
+        current: Some(nr_open),
+        maximum: Some(nr_open.max(cur.maximum.unwrap_or(u64::MAX))),
+    };
+    if setrlimit(Resource::Nofile, want).is_err() {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: cur.maximum,
+                maximum: cur.maximum,
+            },
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! Open files: the table of open backing files shared by all handles (and hard links)
+//! of an inode, the striped locks that serialise opening, header and key loading, and
+//! the operations on handles (open, read, write, release, fsync, fallocate).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use fuser::{Errno, FileType};
+use parking_lot::RwLock;
+use rustix::fs::{Mode, OFlags};
+
+use super::attr::kill_suidgid;
+use super::error::{content_error, FsError};
+use super::{FsResult, Inode, KmsFs, OPENING_STRIPES};
+use crate::content::Content;
+use crate::envelope::FileKeys;
+use crate::format::Header;
+
+/// Shared state of one open regular file (all handles of an inode, all its hard links).
+pub(super) struct OpenFile {
+    pub(super) file: File,
+    pub(super) writable: bool,
+    pub(super) keys: Arc<FileKeys>,
+    pub(super) file_id: [u8; 16],
+    /// The per-inode lock: every size-changing path (write, truncate, fallocate) takes
+    /// it exclusively; reads share it. Holds the plaintext size.
+    pub(super) size: RwLock<u64>,
+    /// For log lines.
+    pub(super) path: String,
+}
+
+pub(super) struct Handle {
+    pub(super) file: Arc<OpenFile>,
+    pub(super) ino: u64,
+    pub(super) append: bool,
+}
+
+pub(super) struct DirHandle {
+    pub(super) entries: Vec<(u64, FileType, OsString)>,
+}
+
+impl KmsFs {
+    fn open_keys(&self, h: &Header, path: &str) -> FsResult<Arc<FileKeys>> {
+        self.env
+            .open_header(h)
+            .map_err(|e| FsError::eio(format_args!("{path}: cannot open header: {e}")))
+    }
+
+    /// The shared open state of a regular file, opening it if needed. Counts one user;
+    /// pair with `release_open`.
+    pub(super) fn acquire_open(&self, inode: &Inode, want_write: bool) -> FsResult<Arc<OpenFile>> {
+        self.acquire_open_with(inode, want_write, None)
+    }
+
+    /// One more user of the inode's open state, if it has one.
+    pub(super) fn share_open(&self, ino: u64, want_write: bool) -> FsResult<Option<Arc<OpenFile>>> {
+        let mut open = self.open.lock();
+        match open.get_mut(&ino) {
+            Some((of, _)) if want_write && !of.writable => Err(Errno::EACCES.into()),
+            Some((of, n)) => {
+                *n += 1;
+                Ok(Some(of.clone()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// `acquire_open`, with the descriptor, header and attributes of a file just created
+    /// (so a create opens nothing twice).
+    pub(super) fn acquire_open_with(
+        &self,
+        inode: &Inode,
+        want_write: bool,
+        created: Option<(File, Arc<Header>, rustix::fs::Stat)>,
+    ) -> FsResult<Arc<OpenFile>> {
+        if let Some(of) = self.share_open(inode.ino, want_write)? {
+            return Ok(of);
+        }
+        // One opening per inode at a time, outside the table lock: the KMS call below
+        // may take seconds when the KMS is away.
+        let _one = self.opening[(inode.ino as usize) % OPENING_STRIPES].lock();
+        if let Some(of) = self.share_open(inode.ino, want_write)? {
+            return Ok(of);
+        }
+        let of = match created {
+            Some((file, header, st)) => {
+                self.open_file(file, true, header, &st, self.display(inode.ino))?
+            }
+            None => self.open_backing(inode, want_write)?,
+        };
+        self.open.lock().insert(inode.ino, (of.clone(), 1));
+        Ok(of)
+    }
+
+    /// Opens the backing file of an inode (read-write if allowed, else read-only unless
+    /// writing is wanted), its header and its keys.
+    fn open_backing(&self, inode: &Inode, want_write: bool) -> FsResult<Arc<OpenFile>> {
+        let open = |flags| {
+            move |dir: BorrowedFd, name: &OsStr| {
+                crate::backing::open_at(dir, name, flags, Mode::empty())
+            }
+        };
+        let (fd, st, writable) = match self.open_named(inode, open(OFlags::RDWR)) {
+            Ok((fd, st)) => (fd, st, true),
+            Err(e)
+                if !want_write
+                    && matches!(e.errno, Errno::EACCES | Errno::EROFS | Errno::EPERM) =>
+            {
+                let (fd, st) = self.open_named(inode, open(OFlags::RDONLY))?;
+                (fd, st, false)
+            }
+            Err(e) => return Err(e),
+        };
+        let file = File::from(fd);
+        let bpath = self.display(inode.ino);
+        let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
+        let header = match known {
+            Some(h) => h,
+            None => {
+                let h = crate::backing::read_header_checked(&file, self.geo)
+                    .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
+                let h = Arc::new(h);
+                self.known.lock().put((st.st_dev, st.st_ino), h.clone());
+                h
+            }
+        };
+        self.open_file(file, writable, header, &st, bpath)
+    }
+
+    fn open_file(
+        &self,
+        file: File,
+        writable: bool,
+        header: Arc<Header>,
+        st: &rustix::fs::Stat,
+        bpath: String,
+    ) -> FsResult<Arc<OpenFile>> {
+        let keys = self.open_keys(&header, &bpath)?;
+        let file_id = header.file_id;
+        let bsize = st.st_size as u64;
+        let size = match self.geo.plain_size(bsize) {
+            Some(s) => s,
+            None => {
+                tracing::error!("{bpath}: backing size {bsize} is not a whole number of chunks (truncated?); the tail reads as EIO");
+                self.geo.plain_size_lossy(bsize)
+            }
+        };
+        Ok(Arc::new(OpenFile {
+            file,
+            writable,
+            keys,
+            file_id,
+            size: RwLock::new(size),
+            path: bpath,
+        }))
+    }
+
+    pub(super) fn release_open(&self, ino: u64) {
+        let mut open = self.open.lock();
+        if let Some((_, n)) = open.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ino);
+            }
+        }
+    }
+
+    fn content<'a>(&self, of: &'a OpenFile) -> Content<'a> {
+        Content::new(&of.file, &of.keys, &of.file_id, self.geo)
+    }
+
+    pub(super) fn new_handle(&self, of: Arc<OpenFile>, ino: u64, flags: i32) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.write().insert(
+            fh,
+            Arc::new(Handle {
+                file: of,
+                ino,
+                append: flags & libc::O_APPEND != 0,
+            }),
+        );
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        Ok(self.handles.read().get(&fh).cloned().ok_or(Errno::EBADF)?)
+    }
+
+    pub(super) fn truncate_open(&self, of: &OpenFile, new_size: u64) -> FsResult<()> {
+        if !of.writable {
+            return Err(Errno::EACCES.into());
+        }
+        let mut size = of.size.write();
+        // On failure the content layer has put the backing file back to `*size`.
+        self.content(of)
+            .truncate(*size, new_size)
+            .map_err(|e| content_error(&of.path, "truncate", e))?;
+        *size = new_size;
+        Ok(())
+    }
+
+    /// Opens regular file `ino` (`flags` as open(2)); answers a handle.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let inode = self.inode(ino)?;
+        if !inode.is_file() {
+            return Err(Errno::EINVAL.into());
+        }
+        let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let of = self.acquire_open(&inode, want_write)?;
+        if flags & libc::O_TRUNC != 0 {
+            if let Err(e) = self.truncate_open(&of, 0) {
+                self.release_open(inode.ino);
+                return Err(e);
+            }
+        }
+        Ok(self.new_handle(of, inode.ino, flags))
+    }
+
+    /// Reads up to `size` bytes at `offset` through handle `fh` into `buf` (scratch
+    /// space, reused); answers where the data is in `buf`.
+    pub fn read(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        buf: &mut Vec<u8>,
+    ) -> FsResult<std::ops::Range<usize>> {
+        let h = self.handle(fh)?;
+        let of = &h.file;
+        let cur = of.size.read();
+        self.content(of)
+            .read_in(*cur, offset, size as u64, buf)
+            .map_err(|e| content_error(&of.path, "read", e))
+    }
+
+    /// Writes `data` at `offset` through handle `fh`. `kill_priv`: the kernel asks that
+    /// set-user-ID and capabilities go (a write by a caller without CAP_FSETID);
+    /// `cached`: a page-cache writeback (FUSE_WRITE_CACHE).
+    pub fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_priv: bool,
+        cached: bool,
+    ) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        let of = &h.file;
+        if !of.writable {
+            return Err(Errno::EBADF.into());
+        }
+        if kill_priv {
+            kill_suidgid(&of.file)?;
+        }
+        if cached {
+            // Page-cache writeback of whole chunks strictly inside the file changes
+            // no size and no other chunk: such writes share the lock, so scattered
+            // pages are sealed in parallel. (The kernel never writes one page twice
+            // at once, nor reads a page back while it is under writeback, so no
+            // read sees a half-written chunk. Direct writes take the exclusive path.)
+            let size = of.size.read();
+            if self.geo.in_place(*size, offset, data.len() as u64) {
+                self.content(of)
+                    .write(*size, offset, data)
+                    .map_err(|e| content_error(&of.path, "write", e))?;
+                return Ok(data.len() as u32);
+            }
+        }
+        let mut size = of.size.write();
+        // O_APPEND: the offset is the end as we know it, under the lock (with the
+        // writeback cache the kernel computes it and sends page writes).
+        let off = if h.append && !self.writeback_cache {
+            *size
+        } else {
+            offset
+        };
+        *size = self
+            .content(of)
+            .write(*size, off, data)
+            .map_err(|e| content_error(&of.path, "write", e))?;
+        Ok(data.len() as u32)
+    }
+
+    /// Closes handle `fh` (the open state goes with the inode's last handle).
+    pub fn release(&self, fh: u64) {
+        if let Some(h) = self.handles.write().remove(&fh) {
+            self.release_open(h.ino);
+        }
+    }
+
+    /// fsync / fdatasync of the backing file behind handle `fh`.
+    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        if datasync {
+            h.file.file.sync_data()?;
+        } else {
+            h.file.file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// fallocate: mode 0 grows the file (zeros), KEEP_SIZE reserves backing space;
+    /// nothing else (EOPNOTSUPP).
+    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let of = &h.file;
+        if !of.writable {
+            return Err(Errno::EBADF.into());
+        }
+        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+        let mut size = of.size.write();
+        match mode {
+            0 => {
+                if end > *size {
+                    self.content(of)
+                        .truncate(*size, end)
+                        .map_err(|e| content_error(&of.path, "fallocate", e))?;
+                    *size = end;
+                }
+                Ok(())
+            }
+            libc::FALLOC_FL_KEEP_SIZE => {
+                // Reserve the backing range of the chunks involved; size unchanged.
+                let r = self.geo.chunk_range(offset, length.max(1));
+                let from = self.geo.chunk_offset(r.start);
+                let to = self.geo.chunk_offset(r.end);
+                rustix::fs::fallocate(
+                    &of.file,
+                    rustix::fs::FallocateFlags::KEEP_SIZE,
+                    from,
+                    to - from,
+                )?;
+                Ok(())
+            }
+            _ => Err(Errno::EOPNOTSUPP.into()),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `cat` and `decrypt`: restore files from a tree or a restored backup.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backing::SealedFile;
+use crate::envelope::Envelope;
+use crate::error::{err, fail, Context, Result};
+use crate::format::{Geometry, CONFIG_FILE, TEMP_PREFIX};
+
+/// Opens a backing file named on the command line: a symlink there is refused, not
+/// followed (the tree may come from anyone).
+pub fn open_backing_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .context(path.display())?;
+    if !f.metadata()?.is_file() {
+        fail!("{}: not a regular file", path.display());
+    }
+    Ok(f)
+}
+
+/// Writes the plaintext of one open backing file (`path` names it in messages) to `out`,
+/// chunk range by chunk range; header and chunks come through the same descriptor.
+pub fn decrypt_file(env: &Envelope, file: File, path: &Path, out: &mut dyn Write) -> Result<u64> {
+    let geo = Geometry::new(env.config.chunk_size);
+    let inner = || -> Result<u64> {
+        let f = SealedFile::open(file, geo)?;
+        let keys = env.open_header(&f.header)?;
+        let size = f.plain_size(geo)?;
+        Ok(f.content(&keys, geo)
+            .copy_plaintext(size, |_, data| Ok(out.write_all(data)?))?)
+    };
+    inner().context(path.display())
+}
+
+/// `kmsfs cat`: the plaintext of the backing file `file` (of the tree at `root`) to `out`.
+pub fn cat(env: &Envelope, file: &Path, out: &mut dyn Write) -> Result<u64> {
+    let file = std::fs::canonicalize(file).context(file.display())?;
+    let f = open_backing_file(&file)?;
+    decrypt_file(env, f, &file, out)
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub bytes: u64,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Restores backing files or directories under `root` into `out` (same relative paths):
+/// files decrypted, directories and symlinks recreated, permission bits kept. Set-user-ID,
+/// set-group-ID and sticky bits come from a tree anyone may have written, so they are
+/// dropped unless `preserve_special_bits` (like tar without --preserve-permissions for
+/// untrusted archives). In parallel.
+pub fn decrypt_tree(
+    env: &Envelope,
+    root: &Path,
+    paths: &[PathBuf],
+    out: &Path,
+    show_progress: bool,
+    preserve_special_bits: bool,
+) -> Result<RestoreReport> {
+    let tree = super::TreeRoot::open(root)?;
+    let mut files = vec![];
+    for p in paths {
+        let p = std::fs::canonicalize(p).context(p.display())?;
+        if p.is_dir() {
+            let (f, _) = super::walk_tree(&p)?;
+            files.extend(
+                f.into_iter()
+                    .filter(|f| !(f.parent() == Some(root) && f.ends_with(CONFIG_FILE))),
+            );
+            recreate_dirs_and_links(root, &p, out)?;
+        } else {
+            files.push(p);
+        }
+    }
+    let pb = super::progress(files.len() as u64, "restoring", show_progress);
+    let results: Vec<Result<u64, (String, String)>> = files
+        .par_iter()
+        .map(|f| {
+            let r = (|| -> Result<u64> {
+                let rel = f
+                    .strip_prefix(root)
+                    .map_err(|_| err!("{} is outside {}", f.display(), root.display()))?;
+                let dst = out.join(rel);
+                if let Some(d) = dst.parent() {
+                    std::fs::create_dir_all(d)?;
+                }
+                let src = tree
+                    .open_file(f, rustix::fs::OFlags::RDONLY)
+                    .map_err(|e| err!("{}: cannot open: {e}", f.display()))?;
+                let dst_file = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(&dst)
+                        .context(dst.display())?
+                };
+                let mut w = std::io::BufWriter::new(&dst_file);
+                let mode = src.metadata()?.mode();
+                let n = decrypt_file(env, src, f, &mut w)?;
+                w.flush()?;
+                drop(w);
+                let keep = if preserve_special_bits { 0o7777 } else { 0o777 };
+                let mode = mode & keep;
+                rustix::fs::fchmod(&dst_file, rustix::fs::Mode::from_raw_mode(mode))?;
+                Ok(n)
+            })();
+            pb.inc(1);
+            r.map_err(|e| (f.display().to_string(), e.to_string()))
+        })
+        .collect();
+    pb.finish_and_clear();
+    let mut rep = RestoreReport::default();
+    for r in results {
+        match r {
+            Ok(n) => {
+                rep.files += 1;
+                rep.bytes += n;
+            }
+            Err(e) => rep.failed.push(e),
+        }
+    }
+    Ok(rep)
+}
+
+fn recreate_dirs_and_links(root: &Path, dir: &Path, out: &Path) -> Result<()> {
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    std::fs::create_dir_all(out.join(rel))?;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir()
+            && !e
+                .file_name()
+                .as_encoded_bytes()
+                .starts_with(TEMP_PREFIX.as_bytes())
+        {
+            recreate_dirs_and_links(root, &e.path(), out)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(e.path())?;
+            let dst = out.join(rel).join(e.file_name());
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(target, dst)?;
+        }
+    }
+    Ok(())
+}

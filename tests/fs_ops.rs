@@ -1,0 +1,329 @@
+//! The filesystem operations driven directly, without `/dev/fuse`: what the FUSE handlers
+//! answer, tested at the layer that decides it (like mountpoint-s3's fs tests).
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::Errno;
+use kmsfs::envelope::Envelope;
+use kmsfs::format::{TreeConfig, HEADER_XATTR};
+use kmsfs::fs::{Caller, FsOptions, KmsFs, SetAttr, Xattr, ROOT_INO};
+use kmsfs::kms::local::LocalKms;
+use kmsfs::kms::Kms;
+
+struct Fs {
+    _dir: tempfile::TempDir,
+    backing: PathBuf,
+    fs: KmsFs,
+}
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+/// A tree in a temp dir (embedded KMS, default key) and the filesystem over it.
+fn fs() -> Fs {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("b");
+    std::fs::create_dir(&backing).unwrap();
+    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open(&dir.path().join("ks"), true).unwrap());
+    let (arn, created) = kmsfs::tree::default_key(&*kms).unwrap();
+    assert!(created);
+    let cfg = TreeConfig::new(4096, vec![arn], None);
+    let t = kmsfs::trust::TrustedTree::create(cfg, kms.clone(), "test".into()).unwrap();
+    t.cfg.save(&backing).unwrap();
+    let env = Arc::new(Envelope::new(kms, t.cfg.clone()));
+    let opts = FsOptions {
+        backing: backing.clone(),
+        writeback_cache: false,
+        attr_timeout: Duration::from_secs(1),
+        mountpoint: dir.path().join("mnt"),
+    };
+    let fs = KmsFs::new(&opts, env, 64).unwrap();
+    Fs {
+        _dir: dir,
+        backing,
+        fs,
+    }
+}
+
+fn name(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+impl Fs {
+    /// Creates `n` in `parent` with `data`; returns its inode.
+    fn file(&self, parent: u64, n: &str, data: &[u8]) -> u64 {
+        let (attr, fh) = self
+            .fs
+            .create(ME, parent, name(n), 0o100644, libc::O_RDWR)
+            .unwrap();
+        assert_eq!(
+            self.fs.write(fh, 0, data, false, false).unwrap() as usize,
+            data.len()
+        );
+        self.fs.release(fh);
+        attr.ino.0
+    }
+
+    fn read_all(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let fh = self.fs.open(ino, libc::O_RDONLY).map_err(|e| e.errno)?;
+        let mut buf = vec![];
+        let r = self.fs.read(fh, 0, 1 << 20, &mut buf).map_err(|e| e.errno);
+        self.fs.release(fh);
+        Ok(buf[r?].to_vec())
+    }
+
+    fn names(&self, dir: u64) -> Vec<String> {
+        let fh = self.fs.opendir(dir).unwrap();
+        let mut out = vec![];
+        self.fs
+            .readdir(dir, fh, 0, |_, _, _, n| {
+                out.push(n.to_string_lossy().into_owned());
+                false
+            })
+            .unwrap();
+        self.fs.releasedir(fh);
+        out
+    }
+
+    fn b(&self, rel: &str) -> PathBuf {
+        self.backing.join(rel)
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn write_read_getattr_and_the_backing_file_is_ciphertext_with_a_header() {
+    let f = fs();
+    let data = b"attack at dawn, attack at dawn".repeat(500);
+    let ino = f.file(ROOT_INO, "secret", &data);
+    assert_eq!(f.read_all(ino).unwrap(), data);
+    assert_eq!(f.fs.getattr(ino).unwrap().size, data.len() as u64);
+    let raw = std::fs::read(f.b("secret")).unwrap();
+    assert!(!contains(&raw, b"attack at dawn"));
+    assert!(raw.len() > data.len(), "chunks carry nonce and tag");
+    assert!(xattr_len(&f.b("secret"), HEADER_XATTR) > 0);
+}
+
+/// The length of xattr `n` of `p` (0 if absent). A real buffer: rustix answers 0 to a
+/// zero-length one instead of the size.
+fn xattr_len(p: &Path, n: &str) -> usize {
+    rustix::fs::getxattr(p, n, &mut [0u8; 8192][..]).unwrap_or(0)
+}
+
+#[test]
+fn kmsfs_own_names_and_xattrs_are_hidden_and_protected() {
+    let f = fs();
+    let ino = f.file(ROOT_INO, "a", b"x");
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, name("kmsfs.json")).unwrap_err().errno,
+        Errno::ENOENT
+    );
+    assert!(!f.names(ROOT_INO).contains(&"kmsfs.json".to_string()));
+    let e =
+        f.fs.create(ME, ROOT_INO, name("kmsfs.json"), 0o100644, 0)
+            .unwrap_err();
+    assert_eq!(e.errno, Errno::EPERM);
+    assert_eq!(
+        f.fs.setxattr(ino, name(HEADER_XATTR), b"forged", 0)
+            .unwrap_err()
+            .errno,
+        Errno::EPERM
+    );
+    assert_eq!(
+        f.fs.removexattr(ino, name(HEADER_XATTR)).unwrap_err().errno,
+        Errno::EPERM
+    );
+    assert_eq!(
+        f.fs.getxattr(ino, name(HEADER_XATTR), 0).unwrap_err().errno,
+        Errno::NO_XATTR
+    );
+    f.fs.setxattr(ino, name("user.mine"), b"value", 0).unwrap();
+    assert_eq!(
+        f.fs.getxattr(ino, name("user.mine"), 0).unwrap(),
+        Xattr::Size(5)
+    );
+    assert_eq!(
+        f.fs.getxattr(ino, name("user.mine"), 64).unwrap(),
+        Xattr::Data(b"value".to_vec())
+    );
+    match f.fs.listxattr(ino, 4096).unwrap() {
+        Xattr::Data(list) => assert_eq!(list, b"user.mine\0"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.fs.listxattr(ino, 3).unwrap_err().errno, Errno::ERANGE);
+}
+
+#[test]
+fn a_tampered_chunk_is_eio_with_one_log_line_naming_the_file() {
+    let f = fs();
+    let ino = f.file(ROOT_INO, "t", &[7u8; 10000]);
+    let mut raw = std::fs::read(f.b("t")).unwrap();
+    raw[5000] ^= 1;
+    std::fs::write(f.b("t"), &raw).unwrap();
+    let fh = f.fs.open(ino, libc::O_RDONLY).unwrap();
+    let mut buf = vec![];
+    // The first chunk is intact, the second is not.
+    assert_eq!(f.fs.read(fh, 0, 4096, &mut buf).unwrap().len(), 4096);
+    let e = f.fs.read(fh, 4096, 4096, &mut buf).unwrap_err();
+    assert_eq!(e.errno, Errno::EIO);
+    let (level, line) = e.log.expect("a log line");
+    assert_eq!(level, tracing::Level::ERROR);
+    assert!(line.contains(&f.b("t").display().to_string()), "{line}");
+    assert!(line.contains("failed authentication"), "{line}");
+}
+
+#[test]
+fn a_header_from_another_file_or_none_is_eio_at_open() {
+    let f = fs();
+    f.file(ROOT_INO, "a", b"alpha");
+    let b = f.file(ROOT_INO, "b", b"bravo");
+    let c = f.file(ROOT_INO, "c", b"charlie");
+    // b gets a's header (copied, as whoever writes the backing tree could).
+    let mut h = vec![0u8; 8192];
+    let n = rustix::fs::getxattr(&f.b("a"), HEADER_XATTR, &mut h[..]).unwrap();
+    let f2 = fs_reopen(&f);
+    rustix::fs::setxattr(
+        &f.b("b"),
+        HEADER_XATTR,
+        &h[..n],
+        rustix::fs::XattrFlags::REPLACE,
+    )
+    .unwrap();
+    rustix::fs::removexattr(&f.b("c"), HEADER_XATTR).unwrap();
+    let ino_b = f2.lookup(ROOT_INO, name("b")).unwrap().ino.0;
+    let ino_c = f2.lookup(ROOT_INO, name("c")).unwrap().ino.0;
+    let _ = (b, c);
+    let fh = f2.open(ino_b, libc::O_RDONLY).unwrap();
+    let mut buf = vec![];
+    assert_eq!(f2.read(fh, 0, 100, &mut buf).unwrap_err().errno, Errno::EIO);
+    let e = f2.open(ino_c, libc::O_RDONLY).unwrap_err();
+    assert_eq!(e.errno, Errno::EIO);
+    assert!(e.log.unwrap().1.contains("no kmsfs header"));
+}
+
+/// A second filesystem over the same tree (nothing cached).
+fn fs_reopen(f: &Fs) -> KmsFs {
+    let cfg = TreeConfig::load(&f.backing).unwrap();
+    let kms: Arc<dyn Kms> = Arc::new(LocalKms::open(&f._dir.path().join("ks"), false).unwrap());
+    let env = Arc::new(Envelope::new(kms, cfg));
+    let opts = FsOptions {
+        backing: f.backing.clone(),
+        writeback_cache: false,
+        attr_timeout: Duration::from_secs(1),
+        mountpoint: f._dir.path().join("mnt"),
+    };
+    KmsFs::new(&opts, env, 64).unwrap()
+}
+
+#[test]
+fn names_dirs_links_and_renames() {
+    let f = fs();
+    let d1 = f.fs.mkdir(ME, ROOT_INO, name("d1"), 0o755).unwrap().ino.0;
+    let d2 = f.fs.mkdir(ME, ROOT_INO, name("d2"), 0o700).unwrap().ino.0;
+    let ino = f.file(d1, "f", b"content");
+    f.fs.rename(d1, name("f"), d2, name("g"), 0).unwrap();
+    assert!(f.names(d1).iter().all(|n| n == "." || n == ".."));
+    assert_eq!(f.names(d2), [".", "..", "g"]);
+    assert_eq!(f.read_all(ino).unwrap(), b"content");
+    let l = f.fs.link(ino, ROOT_INO, name("hard")).unwrap();
+    assert_eq!(l.ino.0, ino);
+    assert_eq!(l.nlink, 2);
+    let s =
+        f.fs.symlink(ME, d1, name("s"), Path::new("../d2/g"))
+            .unwrap();
+    assert_eq!(f.fs.readlink(s.ino.0).unwrap(), b"../d2/g");
+    assert_eq!(
+        f.fs.rmdir(ROOT_INO, name("d2")).unwrap_err().errno,
+        Errno::ENOTEMPTY
+    );
+    f.fs.unlink(d2, name("g")).unwrap();
+    assert_eq!(f.read_all(ino).unwrap(), b"content", "still linked as hard");
+    f.fs.rmdir(ROOT_INO, name("d2")).unwrap();
+    assert_eq!(
+        f.fs.lookup(ROOT_INO, name("d2")).unwrap_err().errno,
+        Errno::ENOENT
+    );
+    // RENAME_NOREPLACE onto an existing name
+    f.file(ROOT_INO, "x", b"1");
+    let e =
+        f.fs.rename(
+            ROOT_INO,
+            name("hard"),
+            ROOT_INO,
+            name("x"),
+            libc::RENAME_NOREPLACE,
+        )
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EEXIST);
+}
+
+#[test]
+fn truncate_extend_fallocate_and_append() {
+    let f = fs();
+    let ino = f.file(ROOT_INO, "t", &[1u8; 9000]);
+    let set = |size| SetAttr {
+        size: Some(size),
+        ..Default::default()
+    };
+    assert_eq!(f.fs.setattr(0, ino, set(100)).unwrap().size, 100);
+    assert_eq!(f.read_all(ino).unwrap(), vec![1u8; 100]);
+    assert_eq!(f.fs.setattr(0, ino, set(5000)).unwrap().size, 5000);
+    let mut want = vec![1u8; 100];
+    want.resize(5000, 0);
+    assert_eq!(f.read_all(ino).unwrap(), want);
+    let fh = f.fs.open(ino, libc::O_RDWR | libc::O_APPEND).unwrap();
+    f.fs.write(fh, 0, b"tail", false, false).unwrap();
+    assert_eq!(
+        f.fs.fallocate(
+            fh,
+            0,
+            10,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+        )
+        .unwrap_err()
+        .errno,
+        Errno::EOPNOTSUPP
+    );
+    f.fs.fallocate(fh, 0, 8192, 0).unwrap();
+    f.fs.release(fh);
+    want.extend_from_slice(b"tail");
+    want.resize(8192, 0);
+    assert_eq!(f.read_all(ino).unwrap(), want);
+    let d = f.fs.mkdir(ME, ROOT_INO, name("d"), 0o755).unwrap().ino.0;
+    assert_eq!(f.fs.setattr(0, d, set(0)).unwrap_err().errno, Errno::EISDIR);
+}
+
+#[test]
+fn new_nodes_belong_to_the_caller() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED new_nodes_belong_to_the_caller: needs root (chown)");
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    let f = fs();
+    let u = Caller {
+        uid: 1234,
+        gid: 4321,
+    };
+    f.fs.create(u, ROOT_INO, name("f"), 0o100600, libc::O_RDWR)
+        .unwrap();
+    f.fs.mkdir(u, ROOT_INO, name("d"), 0o755).unwrap();
+    f.fs.symlink(u, ROOT_INO, name("s"), Path::new("f"))
+        .unwrap();
+    f.fs.mknod(u, ROOT_INO, name("p"), libc::S_IFIFO | 0o644, 0)
+        .unwrap();
+    for n in ["f", "d", "s", "p"] {
+        let md = std::fs::symlink_metadata(f.b(n)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1234, 4321), "{n}");
+    }
+    // A file made by mknod (S_IFREG) gets its header like one made by create.
+    f.fs.mknod(u, ROOT_INO, name("r"), libc::S_IFREG | 0o600, 0)
+        .unwrap();
+    assert!(xattr_len(&f.b("r"), HEADER_XATTR) > 0);
+}
