@@ -146,6 +146,7 @@ pub fn listxattr_fd(fd: BorrowedFd) -> Result<Vec<u8>, Errno> {
     Err(Errno::RANGE)
 }
 
+/// Sets an xattr of the object behind `fd` (O_PATH descriptors go through /proc).
 pub fn setxattr_fd(
     fd: BorrowedFd,
     name: &OsStr,
@@ -155,6 +156,7 @@ pub fn setxattr_fd(
     rustix::fs::setxattr(proc_path(fd), name, value, flags)
 }
 
+/// Removes an xattr of the object behind `fd`.
 pub fn removexattr_fd(fd: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
     rustix::fs::removexattr(proc_path(fd), name)
 }
@@ -166,13 +168,22 @@ pub const MAX_HEADER_LEN: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderReadError {
     #[error("no kmsfs header ({HEADER_XATTR} missing); was it copied without xattrs?")]
+    /// The file has no header xattr.
     Missing,
     #[error("cannot read header: {0}")]
+    /// The xattr could not be read.
     Io(Errno),
     #[error("invalid header: {0}")]
+    /// The header does not decode.
     Invalid(#[from] crate::format::HeaderError),
     #[error("header chunk size 2^{header_shift} differs from the tree's {tree}")]
-    ChunkSize { header_shift: u8, tree: u64 },
+    /// The header's chunk size is not the tree's.
+    ChunkSize {
+        /// log2 of the header's chunk size.
+        header_shift: u8,
+        /// The tree's chunk size.
+        tree: u64,
+    },
 }
 
 /// Reads and decodes the header of an open backing file (bounded to `MAX_HEADER_LEN`).

@@ -10,8 +10,11 @@ use rand::RngCore;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+/// AES-256 key length.
 pub const KEY_LEN: usize = 32;
+/// AES-GCM nonce length.
 pub const NONCE_LEN: usize = 12;
+/// AES-GCM tag length.
 pub const TAG_LEN: usize = 16;
 
 /// The authentication tag did not verify (or the input was malformed).
@@ -54,6 +57,7 @@ impl Backend {
         }
     }
 
+    /// An AEAD of this backend under `key`.
     pub fn key(self, key: &[u8; KEY_LEN]) -> Box<dyn Aead> {
         match self {
             Backend::AwsLc => Box::new(AwsLcAead::new(key)),
@@ -143,17 +147,20 @@ impl Aead for RustCryptoAead {
 pub struct SecretKey(pub [u8; KEY_LEN]);
 
 impl SecretKey {
+    /// A fresh random key.
     pub fn random() -> SecretKey {
         let mut k = [0u8; KEY_LEN];
         rand::rng().fill_bytes(&mut k);
         SecretKey(k)
     }
 
+    /// A key from exactly `KEY_LEN` bytes.
     pub fn from_slice(b: &[u8]) -> Option<SecretKey> {
         let arr: [u8; KEY_LEN] = b.try_into().ok()?;
         Some(SecretKey(arr))
     }
 
+    /// The key's bytes (never log them).
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
@@ -167,6 +174,7 @@ impl SecretKey {
         SecretKey(out)
     }
 
+    /// HMAC-SHA256 under this key over `parts` concatenated.
     pub fn hmac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
         for p in parts {
@@ -200,6 +208,7 @@ pub fn random_nonce() -> [u8; NONCE_LEN] {
     n
 }
 
+/// `N` bytes from the system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut n = [0u8; N];
     rand::rng().fill_bytes(&mut n);

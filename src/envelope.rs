@@ -20,28 +20,39 @@ use crate::kms::{
 
 /// Keys derived from one file's DEK. The DEK itself is dropped (zeroized) after derivation.
 pub struct FileKeys {
+    /// The AEAD key of the file's chunks.
     pub content: Box<dyn Aead>,
+    /// The key of the header's MAC.
     pub mac: SecretKey,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a file's keys could not be had.
 pub enum EnvelopeError {
     #[error("header belongs to another filesystem or was altered (MAC mismatch)")]
+    /// The header MAC does not verify.
     BadMac,
     #[error("no wrapped key could be unwrapped: {0}")]
+    /// No wrap could be unwrapped (each KMS error listed).
     Unwrap(String),
     #[error("its key is wrapped only under {0}, which is not one of the tree's keys (a file forged or copied from another tree?)")]
+    /// The header is wrapped only under keys that are not the tree's.
     ForeignKeys(String),
     #[error("KMS returned a data key of {0} bytes, expected 32")]
+    /// The KMS returned a data key of the wrong length.
     KeyLength(usize),
     #[error("{0}")]
+    /// The KMS refused or failed.
     Kms(#[from] KmsError),
     #[error("header: {0}")]
+    /// The header does not encode or decode.
     Header(#[from] crate::format::HeaderError),
 }
 
+/// A tree's file keys: unwrapped through the KMS, cached, and made ahead for new files.
 pub struct Envelope {
     kms: Arc<dyn Kms>,
+    /// The tree's config (authenticated by `crate::trust`).
     pub config: TreeConfig,
     fs_id: [u8; 16],
     backend: Backend,
@@ -133,6 +144,7 @@ impl Envelope {
         self
     }
 
+    /// Re-reads the tree's keys with `f` when a header names none of them (a key change on a mounted tree).
     pub fn with_reload(
         mut self,
         f: impl Fn() -> Option<Vec<String>> + Send + Sync + 'static,

@@ -45,6 +45,7 @@ pub struct Known {
     pub keys: Vec<String>,
     /// The KMS location this host uses for it.
     pub kms: String,
+    /// When this host first saw the tree.
     pub first_seen: String,
     /// Backing directories (canonical) this host has used the tree at: a directory holds
     /// one tree, so another fs id showing up there is a replaced tree.
@@ -150,8 +151,11 @@ pub fn pinned(fs_id: &str) -> Result<Option<Known>> {
 
 /// A tree whose config has been authenticated, with its KMS and tree key.
 pub struct TrustedTree {
+    /// The tree's config, authenticated.
     pub cfg: TreeConfig,
+    /// Its KMS.
     pub kms: Arc<dyn Kms>,
+    /// Where that KMS is (`KmsLocation::describe`), as pinned.
     pub location: String,
     tree_key: Option<SecretKey>,
 }

@@ -30,7 +30,7 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             // automatic rotations are performed by whoever holds the keystore
             let rot: Arc<dyn Kms> = Arc::new(kms.with_caller(kms.caller().clone()));
             crate::kms::spawn_rotation_ticker(Arc::downgrade(&rot));
-            let opts = crate::server::ServeOpts {
+            let opts = crate::kms::http::server::ServeOpts {
                 listen,
                 tls: tls_cert.zip(tls_key),
                 insecure_http,
@@ -38,7 +38,7 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                 idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 max_per_source: max_per_source.unwrap_or(max_connections / 4).max(1),
             };
-            let r = crate::server::serve(kms, opts, |addr| {
+            let r = crate::kms::http::server::serve(kms, opts, |addr| {
                 println!("listening on {addr}");
                 let _ = std::io::stdout().flush();
                 // systemd Type=notify: the listener accepts connections now

@@ -32,7 +32,7 @@ pub mod exit {
     version,
     about = "Encrypted FUSE filesystem with KMS-managed keys"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// KMS location: local:DIR (embedded KMS keystore), https://HOST:PORT (kmsfs kms
     /// serve, moto, any AWS-KMS-compatible endpoint) or aws:REGION (AWS KMS). Default:
     /// $KMSFS_KMS, else the tree's hint, else /var/lib/kmsfs (root) or
@@ -51,7 +51,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Create a new encrypted tree in BACKING (and the keystore and a default key on first use).
     Init {
         backing: PathBuf,
@@ -165,7 +165,7 @@ pub enum Cmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum KmsCmd {
+pub(crate) enum KmsCmd {
     /// Serve the embedded KMS over the AWS KMS JSON protocol (SigV4).
     Serve {
         /// Address to listen on (port 0 picks a free port; the address is printed).
@@ -197,7 +197,7 @@ pub enum KmsCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PrincipalCmd {
+pub(crate) enum PrincipalCmd {
     /// Create a principal; prints its access key id and secret (shown only this once).
     Create {
         name: String,
@@ -215,7 +215,7 @@ pub enum PrincipalCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum KeysCmd {
+pub(crate) enum KeysCmd {
     /// Add KEY to the tree's keys and wrap every file's key under it too.
     Add { backing: PathBuf, key: String },
     /// Remove KEY from the tree's keys and drop its wrapped copies.
@@ -225,7 +225,7 @@ pub enum KeysCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Check the hash chain and checkpoints; exit 1 naming the first bad sequence number.
     Verify {
         #[arg(long)]
@@ -247,7 +247,7 @@ pub enum AuditCmd {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-pub struct AuditFilter {
+pub(crate) struct AuditFilter {
     /// Key id, ARN or a part of it.
     #[arg(long)]
     pub key: Option<String>,
@@ -266,7 +266,7 @@ pub struct AuditFilter {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum KeyCmd {
+pub(crate) enum KeyCmd {
     /// Create a symmetric key; prints its ARN.
     Create {
         #[arg(long)]
@@ -328,7 +328,7 @@ pub enum KeyCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum AliasCmd {
+pub(crate) enum AliasCmd {
     Create { name: String, key: String },
     Update { name: String, key: String },
     Delete { name: String },
@@ -336,7 +336,7 @@ pub enum AliasCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// Print KEY's key policy.
     Get { key: String },
     /// Replace KEY's key policy with FILE's contents (stdin if no FILE).
@@ -371,7 +371,7 @@ fn print_error(e: &anyhow::Error) {
 }
 
 /// Runs one parsed command; returns the exit status (errors: FAILED).
-pub fn run(cli: Cli) -> Result<i32> {
+fn run(cli: Cli) -> Result<i32> {
     let kms = cli.kms.as_deref();
     match cli.cmd {
         Cmd::Init {

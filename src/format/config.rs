@@ -15,10 +15,13 @@ use crate::error::{err, fail, Result};
 pub struct TreeConfig {
     /// Always "kmsfs".
     pub format: String,
+    /// Format version (1).
     pub version: u8,
     /// Random UUID; bound into every wrap's encryption context and every header MAC.
     pub fs_id: String,
+    /// Plaintext bytes per chunk (a power of two, 4 KiB..1 MiB).
     pub chunk_size: u32,
+    /// Always "AES-256-GCM".
     pub cipher: String,
     /// Key ARNs each new DEK is wrapped under, in unwrap-preference order.
     pub keys: Vec<String>,

@@ -23,6 +23,7 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// The geometry of `chunk_size` (a valid chunk size).
     pub fn new(chunk_size: u32) -> Geometry {
         Geometry {
             chunk: chunk_size as u64,
@@ -34,10 +35,12 @@ impl Geometry {
         self.chunk + CHUNK_OVERHEAD
     }
 
+    /// Chunks of a file of `plain_size` bytes (the empty file has none).
     pub fn n_chunks(&self, plain_size: u64) -> u64 {
         plain_size.div_ceil(self.chunk)
     }
 
+    /// Backing size of a file of `plain_size` bytes.
     pub fn backing_size(&self, plain_size: u64) -> u64 {
         plain_size + self.n_chunks(plain_size) * CHUNK_OVERHEAD
     }
@@ -92,6 +95,7 @@ impl Geometry {
                 .is_some_and(|end| end / c < self.n_chunks(plain_size))
     }
 
+    /// The chunks that `len` bytes at `off` touch.
     pub fn chunk_range(&self, off: u64, len: u64) -> std::ops::Range<u64> {
         if len == 0 {
             return off / self.chunk..off / self.chunk;

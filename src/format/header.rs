@@ -19,11 +19,15 @@ pub struct Wrap {
 /// The file header, stored in the `user.kmsfs.header` xattr of each backing file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Cipher suite (`SUITE_AES256GCM_HKDF_SHA256`).
     pub suite: u8,
+    /// log2 of the chunk size.
     pub chunk_shift: u8,
+    /// Random per-file id, bound into every chunk's AAD and the wraps' context.
     pub file_id: [u8; 16],
     /// HMAC-SHA256 over the fixed fields and the fs id, under a key derived from the DEK.
     pub mac: [u8; 32],
+    /// The DEK, wrapped under each of the tree's keys.
     pub wraps: Vec<Wrap>,
 }
 
@@ -33,32 +37,45 @@ const FIXED_LEN: usize = 24;
 const WRAPS_OFF: usize = FIXED_LEN + 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// Why a header does not decode (or encode).
 pub enum HeaderError {
     #[error("header too short ({0} bytes)")]
+    /// Shorter than the fixed part.
     Short(usize),
     #[error("bad magic (not a kmsfs header)")]
+    /// Not "KMFS".
     Magic,
     #[error("unsupported header version {0}")]
+    /// Unknown format version.
     Version(u8),
     #[error("unsupported cipher suite {0}")]
+    /// Unknown cipher suite.
     Suite(u8),
     #[error("invalid chunk shift {0}")]
+    /// Chunk size out of range.
     ChunkShift(u8),
     #[error("reserved header byte 7 is {0}, not 0")]
+    /// A reserved byte is not zero.
     Reserved(u8),
     #[error("invalid number of wrapped keys {0}")]
+    /// No wraps, or more than `MAX_WRAPS`.
     WrapCount(usize),
     #[error("truncated wrapped key entry")]
+    /// A field runs past the end.
     Truncated,
     #[error("{0} trailing bytes after the last wrapped key")]
+    /// Bytes after the last field.
     Trailing(usize),
     #[error("wrapped key entry is not UTF-8")]
+    /// A key ARN or material id is not UTF-8.
     Utf8,
     #[error("field too long to encode")]
+    /// A field is longer than its length prefix allows.
     TooLong,
 }
 
 impl Header {
+    /// The fixed part (magic, version, suite, chunk shift, reserved, file id): what the MAC covers besides the wraps.
     pub fn fixed_bytes(&self) -> [u8; FIXED_LEN] {
         let mut b = [0u8; FIXED_LEN];
         b[..4].copy_from_slice(MAGIC);
@@ -70,6 +87,7 @@ impl Header {
         b
     }
 
+    /// The file id in hex (the `kmsfs:file` encryption context).
     pub fn file_id_hex(&self) -> String {
         hex::encode(self.file_id)
     }
@@ -80,10 +98,12 @@ impl Header {
         mac_key.hmac(&[b"kmsfs header v1", &self.fixed_bytes(), fs_id])
     }
 
+    /// Whether the MAC verifies under `mac_key` for the tree `fs_id`.
     pub fn verify_mac(&self, mac_key: &SecretKey, fs_id: &[u8; 16]) -> bool {
         mac_key.verify_hmac(&[b"kmsfs header v1", &self.fixed_bytes(), fs_id], &self.mac)
     }
 
+    /// The header's bytes (docs/FORMAT.md).
     pub fn encode(&self) -> Result<Vec<u8>, HeaderError> {
         if self.wraps.is_empty() || self.wraps.len() > MAX_WRAPS {
             return Err(HeaderError::WrapCount(self.wraps.len()));
@@ -116,6 +136,7 @@ impl Header {
         Ok(out)
     }
 
+    /// Decodes a header read from a backing file (hostile input: bounded, never panics).
     pub fn decode(b: &[u8]) -> Result<Header, HeaderError> {
         if b.len() < WRAPS_OFF + 1 {
             return Err(HeaderError::Short(b.len()));

@@ -11,18 +11,27 @@ pub use header::{Header, HeaderError, Wrap};
 
 use crate::crypto::{NONCE_LEN, TAG_LEN};
 
+/// The on-disk format version this build reads and writes.
 pub const FORMAT_VERSION: u8 = 1;
+/// The tree's config file, at the backing root.
 pub const CONFIG_FILE: &str = "kmsfs.json";
+/// The xattr holding a file's header.
 pub const HEADER_XATTR: &str = "user.kmsfs.header";
 /// Every xattr under this prefix belongs to kmsfs and is hidden from the mounted view.
 pub const RESERVED_XATTR_PREFIX: &str = "user.kmsfs.";
 /// Temp files of an interrupted rekey start with this; hidden from the mounted view.
 pub const TEMP_PREFIX: &str = ".kmsfs-tmp-";
+/// AES-256-GCM chunks under keys derived from the DEK with HKDF-SHA256.
 pub const SUITE_AES256GCM_HKDF_SHA256: u8 = 1;
+/// Bytes a chunk takes beyond its plaintext (nonce and tag).
 pub const CHUNK_OVERHEAD: u64 = (NONCE_LEN + TAG_LEN) as u64;
+/// Chunk size of new trees.
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
+/// Smallest chunk size: 4 KiB.
 pub const MIN_CHUNK_SHIFT: u8 = 12;
+/// Largest chunk size: 1 MiB.
 pub const MAX_CHUNK_SHIFT: u8 = 20;
+/// Most keys a tree (and a header) can have.
 pub const MAX_WRAPS: usize = 8;
 
 #[cfg(test)]

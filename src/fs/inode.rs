@@ -13,25 +13,32 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+/// The root directory's inode number.
 pub const ROOT_INO: u64 = 1;
 /// Inodes that cannot use their backing st_ino (another device, or st_ino 1) are numbered
 /// from here.
 const SYNTHETIC_BASE: u64 = 1 << 62;
 
+/// One kernel inode: a backing object, known by its (st_dev, st_ino).
 pub struct Inode {
+    /// The number the kernel knows it by.
     pub ino: u64,
+    /// The backing object's (st_dev, st_ino).
     pub key: (u64, u64),
     /// S_IFMT bits of the backing file
     pub fmt: u32,
 }
 
 impl Inode {
+    /// A directory?
     pub fn is_dir(&self) -> bool {
         self.fmt == libc::S_IFDIR
     }
+    /// A regular file?
     pub fn is_file(&self) -> bool {
         self.fmt == libc::S_IFREG
     }
+    /// A symlink?
     pub fn is_symlink(&self) -> bool {
         self.fmt == libc::S_IFLNK
     }
@@ -44,6 +51,7 @@ struct Entry {
     names: Vec<(u64, OsString)>,
 }
 
+/// The inodes the kernel holds references to, with the names they were seen under.
 pub struct InodeTable {
     inner: RwLock<Tables>,
     root_dev: u64,
@@ -87,6 +95,7 @@ impl Tables {
 }
 
 impl InodeTable {
+    /// A table holding only the root, the backing directory `root_st`.
     pub fn new(root_st: &rustix::fs::Stat) -> InodeTable {
         let key = (root_st.st_dev, root_st.st_ino);
         let root = Arc::new(Inode {
@@ -117,6 +126,7 @@ impl InodeTable {
         }
     }
 
+    /// The inode `ino`, if the kernel still holds it.
     pub fn get(&self, ino: u64) -> Option<Arc<Inode>> {
         self.inner.read().by_ino.get(&ino).map(|e| e.inode.clone())
     }

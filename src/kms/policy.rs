@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::{EncryptionContext, ErrorCode, KmsError, KmsResult};
 
 #[derive(Debug, Clone, PartialEq)]
+/// A parsed and validated key policy.
 pub struct Policy {
     statements: Vec<Statement>,
 }
@@ -108,6 +109,7 @@ pub fn glob(pattern: &str, s: &str) -> bool {
 }
 
 impl Policy {
+    /// Parses a key policy (hostile input: bounded, strict, AWS's rules).
     pub fn parse(text: &str) -> KmsResult<Policy> {
         if text.len() > 32 * 1024 {
             return Err(malformed("policy is larger than 32 KiB"));
@@ -327,6 +329,7 @@ pub const KMS_ACTIONS: &[&str] = &[
     "kms:VerifyMac",
 ];
 
+/// The default key policy: `admin` may do everything.
 pub fn default_policy(admin: &str) -> String {
     serde_json::json!({
         "Version": "2012-10-17",

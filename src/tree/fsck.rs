@@ -11,31 +11,45 @@ use crate::envelope::{Envelope, FileKeys};
 use crate::format::{Geometry, TreeConfig};
 
 #[derive(Debug, Clone, Serialize)]
+/// One problem fsck found.
 pub struct Problem {
+    /// The backing file.
     pub path: String,
     /// byte offset in the backing file, when the problem is at one place
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The chunk, when the problem is one chunk.
     pub chunk: Option<u64>,
+    /// What kind: io, header, size, unwrap, chunk, stray-temp-file.
     pub kind: &'static str,
+    /// One line.
     pub detail: String,
 }
 
 #[derive(Debug, Default, Serialize)]
+/// What fsck found.
 pub struct FsckReport {
+    /// Files checked.
     pub files: u64,
+    /// Backing bytes checked.
     pub bytes: u64,
+    /// Files with at least one problem.
     pub damaged_files: u64,
+    /// Every problem.
     pub problems: Vec<Problem>,
     /// files written to the salvage directory, with the chunks zero-filled in them
     pub salvaged: Vec<Salvaged>,
 }
 
 #[derive(Debug, Serialize)]
+/// A damaged file written to the salvage directory.
 pub struct Salvaged {
+    /// The backing file.
     pub path: String,
+    /// Where its readable plaintext went.
     pub out: String,
+    /// The chunks written as zeros.
     pub zero_filled_chunks: Vec<u64>,
 }
 

@@ -70,6 +70,7 @@ pub struct TreeRoot {
 }
 
 impl TreeRoot {
+    /// Opens the root `backing` (O_PATH).
     pub fn open(backing: &Path) -> std::io::Result<TreeRoot> {
         Ok(TreeRoot {
             path: backing.to_path_buf(),
@@ -129,23 +130,35 @@ pub fn find_root(path: &Path) -> Result<PathBuf> {
 }
 
 #[derive(Debug, Default, Serialize)]
+/// What a whole-tree command did.
 pub struct Summary {
+    /// Files seen.
     pub files: u64,
+    /// Files changed.
     pub changed: u64,
+    /// Files already as wanted (or gone since the walk).
     pub skipped: u64,
+    /// Files that failed (listed in `failures`).
     pub failed: u64,
+    /// Wall time.
     pub seconds: f64,
+    /// Files per second.
     pub files_per_second: f64,
+    /// Each failure.
     pub failures: Vec<Failure>,
 }
 
 #[derive(Debug, Serialize)]
+/// A file a command could not handle.
 pub struct Failure {
+    /// The backing file.
     pub path: String,
+    /// Why.
     pub error: String,
 }
 
 impl Summary {
+    /// One line: "N files, N VERB, N skipped, N failed in S (R files/s)".
     pub fn line(&self, verb: &str) -> String {
         format!(
             "{} files, {} {verb}, {} skipped, {} failed in {:.2}s ({:.0} files/s)",

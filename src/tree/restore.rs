@@ -50,9 +50,13 @@ pub fn cat(env: &Envelope, file: &Path, out: &mut dyn Write) -> Result<u64> {
 }
 
 #[derive(Debug, Default, Serialize)]
+/// What a restore did.
 pub struct RestoreReport {
+    /// Files restored.
     pub files: u64,
+    /// Plaintext bytes written.
     pub bytes: u64,
+    /// Files that failed, with why.
     pub failed: Vec<(String, String)>,
 }
 

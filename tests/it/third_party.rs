@@ -2,12 +2,10 @@
 //! its own unprivileged users) and fsx. .ci/run installs both; the tests look for them
 //! in $KMSFS_TOOLS/bin, ~/.cache/kmsfs-tools/bin (where .ci/run puts them), then on PATH. Missing tools fail in CI and skip loudly elsewhere.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The two suites run one after the other: on two cores, running them side by side made
 /// pjdfstest's timing-sensitive checks less telling.

@@ -2,12 +2,10 @@
 //! redirect the keys"). The attacker writes the backing tree and owns a KMS key the
 //! victim's principal may use (here: a second key of the same keystore).
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn fails(out: std::process::Output, needle: &str) -> String {
     let e = String::from_utf8_lossy(&out.stderr).to_string();

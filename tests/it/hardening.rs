@@ -1,15 +1,13 @@
 //! Regression tests of the mount-hardening issue: each reproduces an attack or a failure
 //! found on e663627 (run with KMSFS_TEST_BIN=<old build> to watch it succeed there).
 
-mod common;
-
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn errno<T: std::fmt::Debug>(r: std::io::Result<T>) -> Option<i32> {
     match r {

@@ -1,15 +1,13 @@
 //! systemd integration without a running systemd: units verify, Type=notify readiness,
 //! credentials from $CREDENTIALS_DIRECTORY, fstab-style mounting through mount.fuse3.
 
-mod common;
-
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn units_verify_with_systemd_analyze() {

@@ -5,7 +5,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::{ErrorCode, KmsError};
+use crate::kms::{ErrorCode, KmsError};
 
 /// Maximum clock difference between client and server.
 pub const MAX_SKEW_SECS: i64 = 300;
@@ -13,11 +13,17 @@ pub const MAX_SKEW_SECS: i64 = 300;
 /// What a verified request's Authorization header said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization {
+    /// The caller's access key id.
     pub access_key_id: String,
+    /// Credential scope date (YYYYMMDD).
     pub date: String,
+    /// Credential scope region.
     pub region: String,
+    /// Credential scope service.
     pub service: String,
+    /// The headers the signature covers, lowercase.
     pub signed_headers: Vec<String>,
+    /// The signature, hex.
     pub signature: String,
 }
 
@@ -172,10 +178,15 @@ fn canonical_query(query: &str) -> String {
 /// A request as the verifier needs it: headers are (lower-case name, value) pairs in
 /// arrival order.
 pub struct Request<'a> {
+    /// HTTP method.
     pub method: &'a str,
+    /// Request path.
     pub path: &'a str,
+    /// Query string.
     pub query: &'a str,
+    /// All request headers, as received.
     pub headers: &'a [(String, String)],
+    /// Request body.
     pub body: &'a [u8],
 }
 

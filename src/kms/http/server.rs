@@ -14,21 +14,24 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use serde_json::Value;
 
+use super::sigv4;
 use crate::kms::local::{Caller, LocalKms};
-use crate::kms::sigv4;
-use crate::kms::{ErrorCode, Kms, KmsError, KmsResult};
+use crate::kms::{ErrorCode, KmsError, KmsResult, Op};
 
 /// Largest request body accepted (AWS's own limits keep real requests far below this).
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// How to serve.
 pub struct ServeOpts {
+    /// Address to listen on.
     pub listen: SocketAddr,
+    /// TLS certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve plain HTTP (refused unless on loopback).
     pub insecure_http: bool,
+    /// Connections served at once.
     pub max_connections: usize,
     /// How long a connection may take to send a request's headers, or its body, or sit
     /// idle between requests, before it is closed: a slow or idle client holds a
@@ -119,7 +122,7 @@ fn error_response(e: &KmsError) -> Response {
     let h = r.headers_mut();
     h.insert(
         "content-type",
-        HeaderValue::from_static("application/x-amz-json-1.1"),
+        HeaderValue::from_static(super::CONTENT_TYPE),
     );
     if let Ok(v) = HeaderValue::from_str(e.code.name()) {
         h.insert("x-amzn-errortype", v);
@@ -133,68 +136,6 @@ struct SecretBody(zeroize::Zeroizing<Vec<u8>>);
 impl AsRef<[u8]> for SecretBody {
     fn as_ref(&self) -> &[u8] {
         &self.0
-    }
-}
-
-fn call<Req: DeserializeOwned, Resp: Serialize>(
-    body: &[u8],
-    f: impl FnOnce(Req) -> KmsResult<Resp>,
-) -> KmsResult<zeroize::Zeroizing<Vec<u8>>> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
-    } else {
-        body
-    };
-    let req: Req = serde_json::from_slice(body).map_err(|e| {
-        KmsError::new(
-            ErrorCode::SerializationException,
-            format!("cannot parse the request: {e}"),
-        )
-    })?;
-    let resp = f(req)?;
-    // Straight into a buffer that is wiped when dropped (no serde_json::Value copy of a
-    // plaintext data key left behind).
-    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(256));
-    serde_json::to_writer(&mut *out, &resp).map_err(|e| KmsError::internal(e.to_string()))?;
-    if out.as_slice() == b"null" {
-        out.clear();
-        out.extend_from_slice(b"{}");
-    }
-    Ok(out)
-}
-
-/// Runs one operation for an authenticated caller; the JSON answer.
-pub fn dispatch(kms: &LocalKms, op: &str, body: &[u8]) -> KmsResult<zeroize::Zeroizing<Vec<u8>>> {
-    match op {
-        "CreateKey" => call(body, |r| kms.create_key(r)),
-        "DescribeKey" => call(body, |r| kms.describe_key(r)),
-        "ListKeys" => call(body, |r| kms.list_keys(r)),
-        "CreateAlias" => call(body, |r| kms.create_alias(r)),
-        "UpdateAlias" => call(body, |r| kms.update_alias(r)),
-        "DeleteAlias" => call(body, |r| kms.delete_alias(r)),
-        "ListAliases" => call(body, |r| kms.list_aliases(r)),
-        "Encrypt" => call(body, |r| kms.encrypt(r)),
-        "Decrypt" => call(body, |r| kms.decrypt(r)),
-        "GenerateDataKey" => call(body, |r| kms.generate_data_key(r)),
-        "GenerateDataKeyWithoutPlaintext" => {
-            call(body, |r| kms.generate_data_key_without_plaintext(r))
-        }
-        "ReEncrypt" => call(body, |r| kms.re_encrypt(r)),
-        "EnableKey" => call(body, |r| kms.enable_key(r)),
-        "DisableKey" => call(body, |r| kms.disable_key(r)),
-        "ScheduleKeyDeletion" => call(body, |r| kms.schedule_key_deletion(r)),
-        "CancelKeyDeletion" => call(body, |r| kms.cancel_key_deletion(r)),
-        "RotateKeyOnDemand" => call(body, |r| kms.rotate_key_on_demand(r)),
-        "EnableKeyRotation" => call(body, |r| kms.enable_key_rotation(r)),
-        "DisableKeyRotation" => call(body, |r| kms.disable_key_rotation(r)),
-        "GetKeyRotationStatus" => call(body, |r| kms.get_key_rotation_status(r)),
-        "ListKeyRotations" => call(body, |r| kms.list_key_rotations(r)),
-        "GetKeyPolicy" => call(body, |r| kms.get_key_policy(r)),
-        "PutKeyPolicy" => call(body, |r| kms.put_key_policy(r)),
-        _ => Err(KmsError::new(
-            ErrorCode::UnknownOperationException,
-            format!("operation {op:?} is not supported"),
-        )),
     }
 }
 
@@ -231,7 +172,7 @@ async fn handle(
     let op = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix("TrentService."))
+        .and_then(|t| t.strip_prefix(super::TARGET_PREFIX))
         .unwrap_or("");
     let op = if op.len() <= 64 && op.bytes().all(|b| b.is_ascii_alphanumeric()) {
         op.to_string()
@@ -320,7 +261,13 @@ async fn handle(
                     "missing X-Amz-Target",
                 ))
             } else {
-                dispatch(&kms, &op, &body)
+                match Op::from_name(&op) {
+                    Some(o) => crate::kms::dispatch(&kms, o, &body),
+                    None => Err(KmsError::new(
+                        ErrorCode::UnknownOperationException,
+                        format!("operation {op:?} is not supported"),
+                    )),
+                }
             };
             // Requests refused before they reached an operation are audited here.
             if let Err(e) = &r {
@@ -372,7 +319,7 @@ async fn handle(
             let mut r = (StatusCode::OK, body).into_response();
             r.headers_mut().insert(
                 "content-type",
-                HeaderValue::from_static("application/x-amz-json-1.1"),
+                HeaderValue::from_static(super::CONTENT_TYPE),
             );
             r
         }

@@ -1,12 +1,10 @@
 //! End-to-end tests through real FUSE mounts of the `kmsfs` binary.
 
-mod common;
-
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
-use common::*;
+use crate::common::*;
 
 const CHUNK: u64 = 4096;
 const CCHUNK: u64 = 4096 + 28;
@@ -233,8 +231,11 @@ fn mmap_direct_io_xattrs_and_hidden_entries() {
         .file_type()
         .is_fifo());
     // mkdir keeps exactly the mode asked for
-    rustix::process::umask(rustix::fs::Mode::empty());
-    rustix::fs::mkdir(t.p("exact"), rustix::fs::Mode::from_raw_mode(0o511)).unwrap();
+    // (umask is per process and the tests share one: put it back at once)
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    let made = rustix::fs::mkdir(t.p("exact"), rustix::fs::Mode::from_raw_mode(0o511));
+    rustix::process::umask(old);
+    made.unwrap();
     assert_eq!(fs::metadata(t.p("exact")).unwrap().mode() & 0o7777, 0o511);
 }
 

@@ -1,5 +1,5 @@
 //! Helpers for tests that mount real FUSE filesystems through the `kmsfs` binary.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test module uses its own share of the helpers
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ pub fn fuse_available() -> bool {
 #[macro_export]
 macro_rules! require_fuse {
     () => {
-        if !common::fuse_available() {
+        if !$crate::common::fuse_available() {
             return;
         }
     };

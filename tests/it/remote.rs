@@ -1,13 +1,11 @@
 //! The remote KMS: `kmsfs kms serve` with SigV4 and our reqwest client; mounts whose keys
 //! live on the server; an outage under a live mount; TLS; boto3, the aws cli and moto.
 
-mod common;
-
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn err(out: std::process::Output) -> String {
     assert!(

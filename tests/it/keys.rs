@@ -1,14 +1,12 @@
 //! Key lifecycle through the CLI and real mounts: rotation that re-wraps headers without
 //! touching data, disable/enable, recovery keys, rekey, policies, audit, crash safety.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 
 fn fails(out: std::process::Output, needle: &str) -> String {

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::*;
+use crate::kms::*;
 
 /// Where credentials for a remote KMS come from, in order: `KMSFS_KMS_CREDENTIALS` (a
 /// file), `$CREDENTIALS_DIRECTORY/kms-credentials` (systemd), the `AWS_ACCESS_KEY_ID` /
@@ -17,8 +17,11 @@ use super::*;
 /// (profile `AWS_PROFILE`, default `default`). Files use the AWS credentials INI format.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The access key id.
     pub access_key_id: String,
+    /// The secret (wiped on drop; never logged).
     pub secret_access_key: Zeroizing<String>,
+    /// The session token of temporary credentials.
     pub session_token: Option<String>,
 }
 
@@ -60,6 +63,7 @@ fn parse_ini(text: &str, profile: &str) -> Option<Credentials> {
 }
 
 impl Credentials {
+    /// Reads an AWS credentials file (profile `AWS_PROFILE`, else `default`).
     pub fn from_file(path: &Path) -> crate::Result<Credentials> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             crate::error::err!("cannot read KMS credentials {}: {e}", path.display())
@@ -73,6 +77,7 @@ impl Credentials {
         })
     }
 
+    /// Finds credentials in the usual places (see the type's docs).
     pub fn discover() -> crate::Result<Credentials> {
         if let Some(f) = std::env::var_os("KMSFS_KMS_CREDENTIALS") {
             return Credentials::from_file(Path::new(&f));
@@ -117,6 +122,7 @@ type Reply = (u16, Option<String>, Zeroizing<Vec<u8>>);
 #[error("{0}")]
 struct Unreachable(String);
 
+/// A KMS reached over HTTP(S).
 pub struct RemoteKms {
     client: reqwest::blocking::Client,
     endpoint: reqwest::Url,
@@ -168,9 +174,9 @@ impl RemoteKms {
             Some(p) => format!("{}:{p}", self.endpoint.host_str().unwrap_or("")),
             None => self.endpoint.host_str().unwrap_or("").to_string(),
         };
-        let target = format!("TrentService.{op}");
+        let target = format!("{}{op}", super::TARGET_PREFIX);
         let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
+            ("content-type", super::CONTENT_TYPE),
             ("host", host.as_str()),
             ("x-amz-target", target.as_str()),
         ];
@@ -224,7 +230,12 @@ impl RemoteKms {
 
     /// One operation with bounded retries: connection errors, throttling and faults are
     /// retried with exponential backoff; other errors return at once.
-    fn call<Req: Serialize, Resp: DeserializeOwned>(&self, op: &str, req: &Req) -> KmsResult<Resp> {
+    pub(in crate::kms) fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        op: Op,
+        req: &Req,
+    ) -> KmsResult<Resp> {
+        let op = op.name();
         let body =
             Zeroizing::new(serde_json::to_vec(req).map_err(|e| KmsError::internal(e.to_string()))?);
         let mut last = None;
@@ -240,13 +251,7 @@ impl RemoteKms {
                     ))
                 }
                 Ok((200, _, bytes)) => {
-                    // A body of "" (some emulators, for empty results) means {}.
-                    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-                        b"{}"
-                    } else {
-                        &bytes
-                    };
-                    return serde_json::from_slice(bytes).map_err(|e| {
+                    return super::parse_response(&bytes).map_err(|e| {
                         KmsError::internal(format!("cannot parse the KMS's {op} response: {e}"))
                     });
                 }
@@ -283,97 +288,5 @@ impl RemoteKms {
             }
         }
         Err(last.expect("at least one attempt"))
-    }
-}
-
-impl Kms for RemoteKms {
-    fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
-        self.call("CreateKey", &req)
-    }
-    fn describe_key(&self, req: DescribeKeyRequest) -> KmsResult<DescribeKeyResponse> {
-        self.call("DescribeKey", &req)
-    }
-    fn list_keys(&self, req: ListKeysRequest) -> KmsResult<ListKeysResponse> {
-        self.call("ListKeys", &req)
-    }
-    fn create_alias(&self, req: CreateAliasRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("CreateAlias", &req)
-            .map(|_| ())
-    }
-    fn update_alias(&self, req: UpdateAliasRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("UpdateAlias", &req)
-            .map(|_| ())
-    }
-    fn delete_alias(&self, req: DeleteAliasRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("DeleteAlias", &req)
-            .map(|_| ())
-    }
-    fn list_aliases(&self, req: ListAliasesRequest) -> KmsResult<ListAliasesResponse> {
-        self.call("ListAliases", &req)
-    }
-    fn encrypt(&self, req: EncryptRequest) -> KmsResult<EncryptResponse> {
-        self.call("Encrypt", &req)
-    }
-    fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
-        self.call("Decrypt", &req)
-    }
-    fn generate_data_key(&self, req: GenerateDataKeyRequest) -> KmsResult<GenerateDataKeyResponse> {
-        self.call("GenerateDataKey", &req)
-    }
-    fn generate_data_key_without_plaintext(
-        &self,
-        req: GenerateDataKeyRequest,
-    ) -> KmsResult<GenerateDataKeyWithoutPlaintextResponse> {
-        self.call("GenerateDataKeyWithoutPlaintext", &req)
-    }
-    fn re_encrypt(&self, req: ReEncryptRequest) -> KmsResult<ReEncryptResponse> {
-        self.call("ReEncrypt", &req)
-    }
-    fn enable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("EnableKey", &req)
-            .map(|_| ())
-    }
-    fn disable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("DisableKey", &req)
-            .map(|_| ())
-    }
-    fn schedule_key_deletion(
-        &self,
-        req: ScheduleKeyDeletionRequest,
-    ) -> KmsResult<ScheduleKeyDeletionResponse> {
-        self.call("ScheduleKeyDeletion", &req)
-    }
-    fn cancel_key_deletion(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
-        self.call("CancelKeyDeletion", &req)
-    }
-    fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
-        self.call("RotateKeyOnDemand", &req)
-    }
-    fn enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("EnableKeyRotation", &req)
-            .map(|_| ())
-    }
-    fn disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("DisableKeyRotation", &req)
-            .map(|_| ())
-    }
-    fn get_key_rotation_status(
-        &self,
-        req: KeyIdRequest,
-    ) -> KmsResult<GetKeyRotationStatusResponse> {
-        self.call("GetKeyRotationStatus", &req)
-    }
-    fn list_key_rotations(
-        &self,
-        req: ListKeyRotationsRequest,
-    ) -> KmsResult<ListKeyRotationsResponse> {
-        self.call("ListKeyRotations", &req)
-    }
-    fn get_key_policy(&self, req: GetKeyPolicyRequest) -> KmsResult<GetKeyPolicyResponse> {
-        self.call("GetKeyPolicy", &req)
-    }
-    fn put_key_policy(&self, req: PutKeyPolicyRequest) -> KmsResult<()> {
-        self.call::<_, serde_json::Value>("PutKeyPolicy", &req)
-            .map(|_| ())
     }
 }

@@ -1,12 +1,10 @@
 //! Model-based property test: random write/truncate/read/reopen sequences through a real
 //! mount, checked against an in-memory model after every step.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 
-use common::*;
+use crate::common::*;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -2,13 +2,11 @@
 //! xattrs); a copy without xattrs fails loudly; fsck finds and salvages damage; files are
 //! restored without mounting; a real backup tool (restic) runs inside a mount.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn populated() -> (Tree, Vec<(String, Vec<u8>)>) {
     let mut t = Tree::new(&[]);

@@ -1,0 +1,225 @@
+//! Reading the log back: verifying the chain and checkpoints, the records, the tail.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What a verification found.
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: u64,
+    /// Checkpoints checked.
+    pub checkpoints: u64,
+    /// The last record's sequence number.
+    pub last_seq: u64,
+    /// Records after the last checkpoint: a cut inside this tail would not be detected.
+    pub unchecked_tail: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log damaged at sequence number {seq}: {reason}")]
+/// Where and why a verification failed.
+pub struct VerifyError {
+    /// The first record (or checkpoint) that does not check.
+    pub seq: u64,
+    /// Why.
+    pub reason: String,
+}
+
+pub(super) fn verify(
+    dir: &Path,
+    mac_key: &SecretKey,
+    vouched: Option<&(u64, String)>,
+    anchor: Option<&Path>,
+) -> Result<VerifyReport, VerifyError> {
+    let bad = |seq: u64, reason: String| VerifyError { seq, reason };
+    let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(bad(0, format!("cannot read the log: {e}"))),
+    };
+    let mut hashes: Vec<String> = Vec::new();
+    let mut prev = GENESIS.to_string();
+    for (i, line) in text.lines().enumerate() {
+        let expect = i as u64 + 1;
+        let (body, claimed) =
+            split_line(line).ok_or_else(|| bad(expect, "line has no hash field".into()))?;
+        let rec: Record = serde_json::from_str(&body)
+            .map_err(|e| bad(expect, format!("unparsable record: {e}")))?;
+        if rec.seq != expect {
+            return Err(bad(
+                expect,
+                format!(
+                    "found sequence number {} here (line deleted or reordered)",
+                    rec.seq
+                ),
+            ));
+        }
+        if hash_hex(body.as_bytes()) != claimed {
+            return Err(bad(
+                expect,
+                "record does not match its hash (edited)".into(),
+            ));
+        }
+        if rec.prev_hash != prev {
+            return Err(bad(
+                expect,
+                "prev_hash does not match the previous record".into(),
+            ));
+        }
+        prev = claimed.to_string();
+        hashes.push(prev.clone());
+    }
+    let last_seq = hashes.len() as u64;
+    let vouch = |seq: u64, hash: &str, who: &str| -> Result<(), VerifyError> {
+        if seq > last_seq {
+            return Err(bad(
+                last_seq + 1,
+                format!("log ends at {last_seq} but {who} vouches for {seq} (tail cut off or log replaced)"),
+            ));
+        }
+        if seq > 0 && hashes[(seq - 1) as usize] != hash {
+            return Err(bad(
+                seq,
+                format!("record differs from the one {who} vouched for"),
+            ));
+        }
+        Ok(())
+    };
+    if let Some((seq, hash)) = vouched {
+        vouch(*seq, hash, "the keystore")?;
+    }
+    if let Some(a) = anchor {
+        let text = std::fs::read_to_string(a.join(CHECKPOINT_FILE))
+            .map_err(|e| bad(0, format!("cannot read anchor {}: {e}", a.display())))?;
+        for line in text.lines() {
+            let ck: Checkpoint = serde_json::from_str(line)
+                .map_err(|e| bad(0, format!("anchored checkpoint is unparsable: {e}")))?;
+            if !ck.verify_mac(mac_key) {
+                return Err(bad(ck.seq, "anchored checkpoint has a bad MAC".into()));
+            }
+            vouch(ck.seq, &ck.hash, "an anchored checkpoint")?;
+        }
+    }
+    let ck_text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap_or_default();
+    let mut checkpoints = 0;
+    let mut last_ck = 0;
+    let mut prev_mac: Option<String> = None; // Some once the chain has started
+    for (i, line) in ck_text.lines().enumerate() {
+        let ck: Checkpoint = serde_json::from_str(line).map_err(|e| {
+            bad(
+                last_seq + 1,
+                format!("checkpoint {} is unparsable: {e}", i + 1),
+            )
+        })?;
+        match (&ck.prev, &prev_mac) {
+            (Some(p), Some(want)) if p != want => {
+                return Err(bad(
+                    ck.seq,
+                    format!(
+                        "checkpoint {} does not follow the one before it (checkpoints removed)",
+                        i + 1
+                    ),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(ck.seq, format!("checkpoint {} is not chained", i + 1)))
+            }
+            _ => {}
+        }
+        if !ck.verify_mac(mac_key) {
+            return Err(bad(
+                ck.seq,
+                format!("checkpoint {} has a bad MAC (forged or edited)", i + 1),
+            ));
+        }
+        if ck.seq > last_seq {
+            return Err(bad(
+                last_seq + 1,
+                format!(
+                    "log ends at {last_seq} but a checkpoint vouches for {} (tail cut off)",
+                    ck.seq
+                ),
+            ));
+        }
+        if ck.seq == 0 || hashes[(ck.seq - 1) as usize] != ck.hash {
+            return Err(bad(
+                ck.seq,
+                "record differs from the one its checkpoint vouched for".into(),
+            ));
+        }
+        checkpoints += 1;
+        last_ck = last_ck.max(ck.seq);
+        if ck.prev.is_some() {
+            prev_mac = Some(ck.mac.clone());
+        }
+    }
+    Ok(VerifyReport {
+        records: last_seq,
+        checkpoints,
+        last_seq,
+        unchecked_tail: last_seq - last_ck,
+    })
+}
+
+/// Reads all records (for `audit show`); does not verify.
+pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
+    let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (body, h) = split_line(l)?;
+            let mut r: Record = serde_json::from_str(&body).ok()?;
+            r.hash = h.to_string();
+            Some(r)
+        })
+        .collect())
+}
+
+/// The last complete line of a file (without its newline), read from the end.
+pub(super) fn last_line(f: &mut File) -> std::io::Result<Option<String>> {
+    let len = f.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let end = match last_byte(f, len)? {
+        b'\n' => len - 1,
+        _ => match rfind_newline(f, len)? {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    let start = rfind_newline(f, end)?.map_or(0, |p| p + 1);
+    let mut buf = vec![0u8; (end - start) as usize];
+    f.seek(SeekFrom::Start(start))?;
+    f.read_exact(&mut buf)?;
+    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+pub(super) fn last_byte(file: &mut File, len: u64) -> std::io::Result<u8> {
+    let mut b = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut b)?;
+    Ok(b[0])
+}
+
+/// The offset of the last `\n` before `before`, searching backwards 64 KiB at a time.
+pub(super) fn rfind_newline(file: &mut File, before: u64) -> std::io::Result<Option<u64>> {
+    const BLOCK: u64 = 64 * 1024;
+    let mut hi = before;
+    let mut buf = vec![0u8; BLOCK as usize];
+    while hi > 0 {
+        let lo = hi.saturating_sub(BLOCK);
+        let chunk = &mut buf[..(hi - lo) as usize];
+        file.seek(SeekFrom::Start(lo))?;
+        file.read_exact(chunk)?;
+        if let Some(p) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(lo + p as u64));
+        }
+        hi = lo;
+    }
+    Ok(None)
+}

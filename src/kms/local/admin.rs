@@ -1,0 +1,229 @@
+//! Not AWS operations: due rotations and deletions, refusal records, the server's
+//! principals.
+
+use super::*;
+
+impl LocalKms {
+    /// A lifecycle change of one key: resolve + authorize + change, audited.
+    pub(super) fn change_key<R>(
+        &self,
+        op: &str,
+        key: &str,
+        f: impl FnOnce(&LocalKms, &mut KeyRecord) -> KmsResult<R>,
+    ) -> KmsResult<R> {
+        self.run(op, |info| {
+            self.mutate(op, info, |s, info| {
+                let id = self
+                    .authorized(s, key, &format!("kms:{op}"), None, info)?
+                    .id
+                    .clone();
+                let k = s.keys.get_mut(&id).expect("resolved");
+                let r = f(self, k)?;
+                info.key(self.arn(&id), k.versions.get(k.current as usize));
+                Ok(r)
+            })
+        })
+    }
+
+    /// Adds a version to every key whose automatic rotation is due. Runs under the store
+    /// lock, so two processes checking at once rotate a key once. Returns rotated ARNs.
+    pub fn rotate_due_keys(&self) -> KmsResult<Vec<String>> {
+        let at = now();
+        let due = |k: &KeyRecord| {
+            k.rotation_enabled
+                && k.state == KeyState::Enabled
+                && k.next_rotation.is_some_and(|n| n <= at)
+        };
+        let snap = self.snapshot()?;
+        if snap.keys.values().any(|k| Store::is_destroyed(k, at)) {
+            // Deletion dates that passed: the material goes now, not at the next write.
+            for arn in self.purge_due_keys()? {
+                tracing::info!("key {arn} deleted (its deletion date passed); material destroyed");
+            }
+        }
+        if !snap.keys.values().any(due) {
+            return Ok(vec![]);
+        }
+        self.run("RotateDueKeys", |info| {
+            self.mutate("RotateDueKeys", info, |s, _| {
+                let mut out = vec![];
+                for k in s.keys.values_mut().filter(|k| due(k)) {
+                    k.versions.push(Self::new_version(Some("AUTOMATIC")));
+                    k.current = (k.versions.len() - 1) as u32;
+                    let days = k.rotation_period_days.unwrap_or(365) as f64;
+                    k.next_rotation = Some(at + days * 86400.0);
+                    out.push(self.arn(&k.id));
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Destroys the material of every key whose deletion date has passed (any write does
+    /// that too; this is for quiet keystores: the server and mounts call it on their
+    /// maintenance tick, and `kmsfs key purge-due` from cron or a timer). Returns their ARNs.
+    pub fn purge_due_keys(&self) -> KmsResult<Vec<String>> {
+        let at = now();
+        let gone: Vec<String> = self
+            .snapshot()?
+            .keys
+            .values()
+            .filter(|k| Store::is_destroyed(k, at))
+            .map(|k| self.arn(&k.id))
+            .collect();
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        // mutate() purges before anything else
+        self.run("PurgeDueKeys", |info| {
+            self.mutate("PurgeDueKeys", info, |_, _| Ok(()))
+        })?;
+        Ok(gone)
+    }
+
+    /// Audits a request refused before it reached an operation (authentication failure,
+    /// unknown operation, malformed body).
+    pub fn record_refusal(&self, op: &str, key: Option<String>, e: &KmsError) -> KmsResult<()> {
+        let info = OpInfo {
+            key_arn: key,
+            ..Default::default()
+        };
+        self.record(if op.is_empty() { "-" } else { op }, &info, Some(e))
+    }
+
+    /// One record standing for `count` refusals of unauthenticated requests from this
+    /// caller's source that were not recorded one by one (rate limit of the server).
+    pub fn record_refusals_suppressed(&self, count: u64, window_secs: u64) -> KmsResult<()> {
+        let mut ctx = EncryptionContext::new();
+        ctx.insert("count".into(), count.to_string());
+        ctx.insert("window_seconds".into(), window_secs.to_string());
+        let info = OpInfo {
+            context: Some(ctx),
+            ..Default::default()
+        };
+        let e = KmsError::new(
+            ErrorCode::AccessDeniedException,
+            "refusals beyond the per-source rate limit",
+        );
+        self.record("RefusalsSuppressed", &info, Some(&e))
+    }
+
+    /// The principal name and secret for an access key id, if it exists and is enabled.
+    pub fn principal_secret(&self, access_key_id: &str) -> Option<(String, Secret)> {
+        let s = self.snapshot().ok()?;
+        s.principals
+            .iter()
+            .find(|(_, p)| p.enabled && p.access_key_id == access_key_id)
+            .map(|(n, p)| (n.clone(), p.secret.clone()))
+    }
+
+    /// Creates a principal for remote callers; returns (access key id, secret). The secret
+    /// is shown once by the CLI and otherwise only kept sealed in the keystore.
+    pub fn create_principal(&self, name: &str) -> KmsResult<(String, Secret)> {
+        self.run("CreatePrincipal", |info| {
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_.@-".contains(&c))
+            {
+                return Err(KmsError::validation(format!(
+                    "principal name {name:?} must be 1-64 characters of a-zA-Z0-9_.@-"
+                )));
+            }
+            info.context = Some(
+                [("principal".to_string(), name.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            const AKID_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+            let akid: String = "AKKF"
+                .chars()
+                .chain(
+                    random_bytes::<16>()
+                        .iter()
+                        .map(|b| AKID_CHARS[(*b % 32) as usize] as char),
+                )
+                .collect();
+            let secret = Secret(
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD_NO_PAD,
+                    random_bytes::<30>(),
+                )
+                .into_bytes(),
+            );
+            self.mutate("CreatePrincipal", info, |s, _| {
+                if s.principals.contains_key(name) {
+                    return Err(KmsError::new(
+                        ErrorCode::AlreadyExistsException,
+                        format!("principal {name} already exists"),
+                    ));
+                }
+                s.principals.insert(
+                    name.to_string(),
+                    PrincipalRecord {
+                        access_key_id: akid.clone(),
+                        secret: secret.clone(),
+                        created: now(),
+                        enabled: true,
+                    },
+                );
+                Ok(())
+            })?;
+            Ok((akid, secret))
+        })
+    }
+
+    /// The server's principals (never their secrets).
+    pub fn list_principals(&self) -> KmsResult<Vec<PrincipalInfo>> {
+        let s = self.snapshot()?;
+        Ok(s.principals
+            .iter()
+            .map(|(n, p)| PrincipalInfo {
+                name: n.clone(),
+                access_key_id: p.access_key_id.clone(),
+                created: p.created,
+                enabled: p.enabled,
+            })
+            .collect())
+    }
+
+    /// Enables, disables (`Some(bool)`) or deletes (`None`) a principal.
+    pub fn change_principal(&self, name: &str, enabled: Option<bool>) -> KmsResult<()> {
+        let op = match enabled {
+            Some(true) => "EnablePrincipal",
+            Some(false) => "DisablePrincipal",
+            None => "DeletePrincipal",
+        };
+        self.run(op, |info| {
+            info.context = Some(
+                [("principal".to_string(), name.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            self.mutate(op, info, |s, _| {
+                let p = s.principals.get_mut(name).ok_or_else(|| {
+                    KmsError::not_found(format!("principal {name} does not exist"))
+                })?;
+                match enabled {
+                    Some(e) => p.enabled = e,
+                    None => {
+                        s.principals.remove(name);
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// Test hook: moves a key's next automatic rotation to `at` (epoch seconds).
+    #[doc(hidden)]
+    pub fn set_next_rotation_for_test(&self, key: &str, at: f64) -> KmsResult<()> {
+        let mut info = OpInfo::default();
+        self.mutate("TestSetNextRotation", &mut info, |s, _| {
+            let id = self.resolve(s, key)?;
+            s.keys.get_mut(&id).unwrap().next_rotation = Some(at);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Resolving key ids, ARNs and aliases; key policies; key states.
+
+use super::*;
+
+impl LocalKms {
+    /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
+    pub(super) fn resolve(&self, store: &Store, key: &str) -> KmsResult<String> {
+        let name = if let Some(rest) = key.strip_prefix("arn:aws:kms:") {
+            // arn:aws:kms:REGION:ACCOUNT:key/ID or :alias/NAME
+            let mut parts = rest.splitn(3, ':');
+            let (_region, _account, res) = (parts.next(), parts.next(), parts.next());
+            res.ok_or_else(|| KmsError::not_found(format!("invalid ARN {key:?}")))?
+        } else {
+            key
+        };
+        if let Some(id) = name.strip_prefix("key/") {
+            return self.resolve(store, id);
+        }
+        let id = if name.starts_with("alias/") {
+            self.alias_target(store, name)?
+        } else {
+            name.to_string()
+        };
+        match store.keys.get(&id) {
+            Some(k) if !Store::is_destroyed(k, now()) => Ok(id),
+            _ => Err(KmsError::not_found(format!(
+                "Key '{}' does not exist",
+                self.arn(&id)
+            ))),
+        }
+    }
+
+    /// Resolves `key`, records it in `info`, and checks the key policy for `action`.
+    pub(super) fn authorized<'s>(
+        &self,
+        store: &'s Store,
+        key: &str,
+        action: &str,
+        ctx: Option<&EncryptionContext>,
+        info: &mut OpInfo,
+    ) -> KmsResult<&'s KeyRecord> {
+        let id = self.resolve(store, key)?;
+        let k = &store.keys[&id];
+        info.key(self.arn(&id), k.versions.get(k.current as usize));
+        if !self
+            .policy_of(k)?
+            .allows(&self.caller.principal, action, ctx)
+        {
+            return Err(KmsError::new(
+                ErrorCode::AccessDeniedException,
+                format!(
+                    "User: {} is not authorized to perform: {action} on resource: {} because no key policy statement allows it",
+                    self.caller.principal,
+                    self.arn(&id)
+                ),
+            ));
+        }
+        Ok(k)
+    }
+
+    pub(super) fn policy_of(&self, k: &KeyRecord) -> KmsResult<Arc<Policy>> {
+        let text = match &k.policy {
+            Some(p) => p.clone(),
+            None => default_policy(DEFAULT_PRINCIPAL),
+        };
+        let mut cache = self.e.policies.lock();
+        if let Some((t, p)) = cache.get(&k.id) {
+            if *t == text {
+                return Ok(p.clone());
+            }
+        }
+        let p = Arc::new(Policy::parse(&text).map_err(|e| {
+            KmsError::internal(format!(
+                "stored policy of {} is invalid: {}",
+                self.arn(&k.id),
+                e.message
+            ))
+        })?);
+        cache.insert(k.id.clone(), (text, p.clone()));
+        Ok(p)
+    }
+
+    /// A new policy must still let its author manage the key (AWS's lockout safety check).
+    pub(super) fn check_lockout(&self, policy: &Policy) -> KmsResult<()> {
+        if !policy.allows(&self.caller.principal, Op::PutKeyPolicy.action(), None) {
+            return Err(KmsError::new(
+                ErrorCode::MalformedPolicyDocumentException,
+                format!(
+                    "The new key policy will not allow you ({}) to update the key policy in the future (lockout safety check)",
+                    self.caller.principal
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn usable<'a>(&self, k: &'a KeyRecord) -> KmsResult<&'a KeyRecord> {
+        match k.state {
+            KeyState::Enabled => Ok(k),
+            KeyState::Disabled => Err(KmsError::new(
+                ErrorCode::DisabledException,
+                format!("{} is disabled.", self.arn(&k.id)),
+            )),
+            KeyState::PendingDeletion => Err(KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!("{} is pending deletion.", self.arn(&k.id)),
+            )),
+        }
+    }
+
+    pub(super) fn not_pending_deletion(&self, k: &KeyRecord) -> KmsResult<()> {
+        if k.state == KeyState::PendingDeletion {
+            return Err(KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!("{} is pending deletion.", self.arn(&k.id)),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn metadata(&self, k: &KeyRecord) -> KeyMetadata {
+        KeyMetadata {
+            aws_account_id: self.e.account.clone(),
+            key_id: k.id.clone(),
+            arn: self.arn(&k.id),
+            creation_date: k.created,
+            enabled: k.state == KeyState::Enabled,
+            description: k.description.clone(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            key_state: k.state.name().into(),
+            deletion_date: k.deletion_date,
+            pending_deletion_window_in_days: k.pending_window_days,
+            origin: "AWS_KMS".into(),
+            key_manager: "CUSTOMER".into(),
+            key_spec: SYMMETRIC_DEFAULT.into(),
+            customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
+            encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
+            current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            multi_region: false,
+        }
+    }
+}
+
+pub(super) fn check_alias_name(name: &str) -> KmsResult<()> {
+    let rest = name.strip_prefix("alias/").ok_or_else(|| {
+        KmsError::validation(format!(
+            "Alias must start with the prefix \"alias/\": {name:?}"
+        ))
+    })?;
+    if rest.is_empty()
+        || rest.len() > 250
+        || !rest
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"/_-".contains(&c))
+    {
+        return Err(KmsError::validation(format!(
+            "Alias name {name:?} must be 1-256 characters of a-zA-Z0-9/_-"
+        )));
+    }
+    if rest.starts_with("aws/") {
+        return Err(KmsError::new(
+            ErrorCode::InvalidAliasNameException,
+            format!("{name} is reserved for AWS managed keys"),
+        ));
+    }
+    Ok(())
+}

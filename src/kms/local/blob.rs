@@ -1,0 +1,159 @@
+//! The ciphertext blob format (format ‖ key uuid ‖ version ‖ nonce ‖ sealed ‖ tag) and
+//! data-key generation.
+
+use super::*;
+
+impl LocalKms {
+    pub(super) fn seal_blob(
+        &self,
+        k: &KeyRecord,
+        plaintext: &[u8],
+        ctx: &Option<EncryptionContext>,
+    ) -> Vec<u8> {
+        let version = k.current;
+        let material = &k.versions[version as usize].material;
+        let mut blob = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
+        blob.push(BLOB_FORMAT);
+        blob.extend_from_slice(
+            uuid::Uuid::parse_str(&k.id)
+                .expect("key ids are UUIDs")
+                .as_bytes(),
+        );
+        blob.extend_from_slice(&version.to_be_bytes());
+        let nonce = random_nonce();
+        blob.extend_from_slice(&nonce);
+        let aad = blob_aad(&blob[..BLOB_PREFIX], ctx);
+        let start = blob.len();
+        blob.extend_from_slice(plaintext);
+        let key: [u8; 32] = material.0.as_slice().try_into().expect("32-byte material");
+        let tag = Backend::AwsLc
+            .key(&key)
+            .seal(&nonce, &aad, &mut blob[start..]);
+        blob.extend_from_slice(&tag);
+        blob
+    }
+
+    /// Opens a blob after checking the caller may `action` on its key:
+    /// (key id, version index, plaintext). Any mismatch is InvalidCiphertext.
+    pub(super) fn open_blob(
+        &self,
+        store: &Store,
+        blob: &[u8],
+        ctx: &Option<EncryptionContext>,
+        key_hint: Option<&str>,
+        action: &str,
+        info: &mut OpInfo,
+    ) -> KmsResult<(String, u32, Secret)> {
+        let invalid = || {
+            KmsError::new(
+                ErrorCode::InvalidCiphertextException,
+                "The ciphertext is invalid or was encrypted under another encryption context.",
+            )
+        };
+        info.context = ctx.clone();
+        if blob.len() < BLOB_OVERHEAD || blob[0] != BLOB_FORMAT {
+            return Err(invalid());
+        }
+        let id = uuid::Uuid::from_slice(&blob[1..17])
+            .map_err(|_| invalid())?
+            .to_string();
+        if let Some(hint) = key_hint {
+            let want = self.resolve(store, hint)?;
+            if want != id {
+                return Err(KmsError::new(
+                    ErrorCode::IncorrectKeyException,
+                    format!("The ciphertext was not encrypted under {}", self.arn(&want)),
+                ));
+            }
+        }
+        let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
+        self.usable(k)?;
+        let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
+        let v = k.versions.get(version as usize).ok_or_else(invalid)?;
+        info.key_version = Some(v.material_id.clone());
+        let nonce: [u8; NONCE_LEN] = blob[BLOB_PREFIX..BLOB_PREFIX + NONCE_LEN]
+            .try_into()
+            .unwrap();
+        let aad = blob_aad(&blob[..BLOB_PREFIX], ctx);
+        let mut buf = Secret(blob[BLOB_PREFIX + NONCE_LEN..].to_vec());
+        let key: [u8; 32] = v
+            .material
+            .0
+            .as_slice()
+            .try_into()
+            .expect("32-byte material");
+        Backend::AwsLc
+            .key(&key)
+            .open(&nonce, &aad, &mut buf.0)
+            .map_err(|_| invalid())?;
+        let n = buf.0.len() - TAG_LEN;
+        buf.0.truncate(n);
+        Ok((k.id.clone(), version, buf))
+    }
+
+    pub(super) fn data_key_len(req: &GenerateDataKeyRequest) -> KmsResult<usize> {
+        match (req.key_spec.as_deref(), req.number_of_bytes) {
+            (Some(_), Some(_)) => Err(KmsError::validation(
+                "specify either KeySpec or NumberOfBytes, not both",
+            )),
+            (Some("AES_256"), None) => Ok(32),
+            (Some("AES_128"), None) => Ok(16),
+            (Some(s), None) => Err(KmsError::validation(format!(
+                "KeySpec {s:?} is not AES_256 or AES_128"
+            ))),
+            (None, Some(n)) if (1..=1024).contains(&n) => Ok(n as usize),
+            (None, Some(n)) => Err(KmsError::validation(format!(
+                "NumberOfBytes {n} is outside 1..1024"
+            ))),
+            (None, None) => Err(KmsError::validation("KeySpec or NumberOfBytes is required")),
+        }
+    }
+
+    pub(super) fn new_version(rotation_type: Option<&str>) -> KeyVersion {
+        KeyVersion {
+            material_id: hex::encode(random_bytes::<32>()),
+            created: now(),
+            rotation_type: rotation_type.map(str::to_string),
+            material: Secret(SecretKey::random().0.to_vec()),
+        }
+    }
+
+    pub(super) fn generate(
+        &self,
+        op: &str,
+        action: &str,
+        req: GenerateDataKeyRequest,
+    ) -> KmsResult<GenerateDataKeyResponse> {
+        self.run(op, |info| {
+            info.context = req.encryption_context.clone();
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                action,
+                req.encryption_context.as_ref(),
+                info,
+            )?;
+            let n = Self::data_key_len(&req)?;
+            self.usable(k)?;
+            let mut plaintext = Secret(vec![0u8; n]);
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
+            Ok(GenerateDataKeyResponse {
+                ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context),
+                plaintext,
+                key_id: self.arn(&k.id),
+                key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            })
+        })
+    }
+}
+
+pub(super) fn blob_aad(prefix: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {
+    let empty = EncryptionContext::new();
+    let ctx = ctx.as_ref().unwrap_or(&empty);
+    let mut aad = Vec::with_capacity(32 + prefix.len() + ctx.len() * 48);
+    aad.extend_from_slice(b"kmsfs-kms blob v1");
+    aad.extend_from_slice(prefix);
+    aad.extend_from_slice(&encode_context(ctx));
+    aad
+}

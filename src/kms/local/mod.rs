@@ -1,0 +1,234 @@
+//! The embedded KMS: symmetric AES-256 keys with versions, kept in a keystore directory
+//! sealed under a root key. Safe across processes: every change takes an exclusive file
+//! lock, re-reads the store, and replaces it atomically; readers notice a new store by
+//! its inode and reload.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+mod admin;
+mod authz;
+mod blob;
+mod operations;
+mod schema;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use super::audit::{AuditLog, Event};
+use super::policy::{default_policy, Policy};
+use super::*;
+use crate::crypto::{
+    encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN,
+};
+
+/// The root key file, in the keystore directory (unless given elsewhere).
+pub const ROOT_KEY_FILE: &str = "root.key";
+/// The sealed store, in the keystore directory.
+pub const STORE_FILE: &str = "keystore.sealed";
+const LOCK_FILE: &str = "keystore.lock";
+const STORE_AAD: &[u8] = b"kmsfs keystore v1";
+const BLOB_FORMAT: u8 = 1;
+/// format ‖ key uuid ‖ version (u32 BE)
+const BLOB_PREFIX: usize = 1 + 16 + 4;
+const BLOB_OVERHEAD: usize = BLOB_PREFIX + NONCE_LEN + TAG_LEN;
+const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+
+/// The principal local (embedded) use acts as, unless `KMSFS_PRINCIPAL` says otherwise.
+pub const DEFAULT_PRINCIPAL: &str = "local-admin";
+
+/// Where the root key is: `KMSFS_ROOT_KEY` (a file), else a systemd credential
+/// `$CREDENTIALS_DIRECTORY/kmsfs-root-key` (LoadCredential=/LoadCredentialEncrypted=),
+/// else `DIR/root.key`.
+pub fn root_key_path(dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("KMSFS_ROOT_KEY").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(d) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let p = PathBuf::from(d).join("kmsfs-root-key");
+        if p.exists() {
+            return p;
+        }
+    }
+    dir.join(ROOT_KEY_FILE)
+}
+
+/// The default keystore: /var/lib/kmsfs for root, else $XDG_DATA_HOME/kmsfs (or ~/.local/share/kmsfs).
+pub fn default_keystore_dir() -> crate::Result<PathBuf> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/kmsfs"));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("kmsfs"));
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/kmsfs")),
+        None => crate::error::fail!(
+            "cannot find a keystore directory: set HOME, XDG_DATA_HOME or --kms local:DIR"
+        ),
+    }
+}
+
+/// Now, in seconds since the epoch (AWS's timestamps).
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+use authz::*;
+use schema::*;
+pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
+
+fn check_private(path: &Path, what: &str) -> crate::Result<()> {
+    let md = fs::metadata(path)
+        .map_err(|e| crate::error::err!("cannot stat {what} {}: {e}", path.display()))?;
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        crate::error::fail!(
+            "refusing to use {what} {}: mode {:o} lets group/others read it (chmod {} {})",
+            path.display(),
+            mode,
+            if md.is_dir() { "700" } else { "600" },
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_private_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+impl LocalKms {
+    /// Opens the keystore in `dir`. With `create`, a missing directory and root key are
+    /// made (0700 / 0600); without it a missing keystore is an error.
+    pub fn open(dir: &Path, create: bool) -> crate::Result<LocalKms> {
+        let kms = Self::open_unchecked(dir, create)?;
+        if let Some((seq, _)) = kms.audit_vouched() {
+            kms.e.audit.check_reaches(seq).map_err(|e| {
+                crate::error::err!(
+                    "keystore {}: {e}; run `kmsfs audit verify` (refusing to run on a tampered audit log)",
+                    dir.display()
+                )
+            })?;
+        }
+        Ok(kms)
+    }
+
+    /// The checkpoint the sealed store vouches for (see `Store::audit_checkpoint`).
+    pub fn audit_vouched(&self) -> Option<(u64, String)> {
+        self.snapshot().ok()?.audit_checkpoint.clone()
+    }
+
+    /// `open` without the check that the audit log reaches what the keystore vouches for
+    /// (for `kmsfs audit verify`, which reports it).
+    pub fn open_unchecked(dir: &Path, create: bool) -> crate::Result<LocalKms> {
+        let key_path = root_key_path(dir);
+        if create && !dir.exists() {
+            fs::create_dir_all(dir)
+                .map_err(|e| crate::error::err!("cannot create keystore {}: {e}", dir.display()))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        }
+        if !key_path.exists() {
+            if !create || key_path != dir.join(ROOT_KEY_FILE) {
+                crate::error::fail!(
+                    "no keystore at {} (no root key {}); `kmsfs init` or `kmsfs key create` makes one",
+                    dir.display(),
+                    key_path.display()
+                );
+            }
+            let root = SecretKey::random();
+            // create_new: two processes racing here must not both write a root key.
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&key_path)
+            {
+                Ok(mut f) => {
+                    f.write_all(root.as_bytes())?;
+                    f.sync_all()?;
+                    File::open(dir)?.sync_all()?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => crate::error::fail!("cannot create {}: {e}", key_path.display()),
+            }
+        }
+        check_private(dir, "keystore directory")?;
+        check_private(&key_path, "root key file")?;
+        let raw =
+            zeroize::Zeroizing::new(fs::read(&key_path).map_err(|e| {
+                crate::error::err!("cannot read root key {}: {e}", key_path.display())
+            })?);
+        let root = SecretKey::from_slice(&raw).ok_or_else(|| {
+            crate::error::err!(
+                "root key {} is {} bytes, expected 32",
+                key_path.display(),
+                raw.len()
+            )
+        })?;
+        let e = Engine {
+            dir: dir.to_path_buf(),
+            audit: AuditLog::open(dir, &root),
+            root,
+            region: "local".into(),
+            account: "000000000000".into(),
+            cache: RwLock::new(Cached {
+                store: Arc::new(Store::default()),
+                stamp: None,
+            }),
+            policies: Default::default(),
+        };
+        let kms = LocalKms {
+            e: Arc::new(e),
+            caller: Caller::local(),
+        };
+        kms.snapshot()
+            .map_err(|e| crate::error::err!("keystore {}: {}", dir.display(), e))?;
+        Ok(kms)
+    }
+
+    /// The same keystore as seen by another caller (the server's authenticated principals).
+    pub fn with_caller(&self, caller: Caller) -> LocalKms {
+        LocalKms {
+            e: self.e.clone(),
+            caller,
+        }
+    }
+
+    /// Who this view acts as.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The keystore directory.
+    pub fn dir(&self) -> &Path {
+        &self.e.dir
+    }
+
+    /// The keystore's audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.e.audit
+    }
+}

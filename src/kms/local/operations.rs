@@ -1,0 +1,556 @@
+//! The AWS operations of the embedded KMS.
+
+use super::*;
+
+impl Kms for LocalKms {
+    fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
+        self.run(Op::CreateKey.name(), |info| {
+            if let Some(u) = req.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
+                return Err(KmsError::validation(format!(
+                    "KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)"
+                )));
+            }
+            if let Some(s) = req.key_spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
+                return Err(KmsError::validation(format!(
+                    "KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)"
+                )));
+            }
+            let desc = req.description.clone().unwrap_or_default();
+            if desc.len() > 8192 {
+                return Err(KmsError::validation(
+                    "Description is longer than 8192 characters",
+                ));
+            }
+            let policy = match &req.policy {
+                Some(p) => {
+                    let parsed = Policy::parse(p)?;
+                    if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
+                        self.check_lockout(&parsed)?;
+                    }
+                    p.clone()
+                }
+                None => default_policy(&self.caller.principal),
+            };
+            let rec = KeyRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                description: desc,
+                created: now(),
+                state: KeyState::Enabled,
+                deletion_date: None,
+                pending_window_days: None,
+                versions: vec![Self::new_version(None)],
+                current: 0,
+                rotation_enabled: false,
+                rotation_period_days: None,
+                next_rotation: None,
+                tags: req.tags.clone().unwrap_or_default(),
+                policy: Some(policy),
+            };
+            let md = self.metadata(&rec);
+            info.key(self.arn(&rec.id), rec.versions.first());
+            self.mutate(Op::CreateKey.name(), info, |s, _| {
+                s.keys.insert(rec.id.clone(), rec);
+                Ok(())
+            })?;
+            Ok(CreateKeyResponse { key_metadata: md })
+        })
+    }
+
+    fn describe_key(&self, req: DescribeKeyRequest) -> KmsResult<DescribeKeyResponse> {
+        self.run(Op::DescribeKey.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::DescribeKey.action(), None, info)?;
+            Ok(DescribeKeyResponse {
+                key_metadata: self.metadata(k),
+            })
+        })
+    }
+
+    fn list_keys(&self, req: ListKeysRequest) -> KmsResult<ListKeysResponse> {
+        self.run(Op::ListKeys.name(), |_| {
+            let s = self.snapshot()?;
+            let at = now();
+            let all: Vec<KeyListEntry> = s
+                .keys
+                .values()
+                .filter(|k| !Store::is_destroyed(k, at))
+                .map(|k| KeyListEntry {
+                    key_id: k.id.clone(),
+                    key_arn: self.arn(&k.id),
+                })
+                .collect();
+            let (keys, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListKeysResponse {
+                keys,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    fn create_alias(&self, req: CreateAliasRequest) -> KmsResult<()> {
+        self.run(Op::CreateAlias.name(), |info| {
+            check_alias_name(&req.alias_name)?;
+            if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
+                return Err(KmsError::validation(
+                    "TargetKeyId must be a key id or key ARN, not an alias",
+                ));
+            }
+            self.mutate(Op::CreateAlias.name(), info, |s, info| {
+                if s.aliases.contains_key(&req.alias_name) {
+                    return Err(KmsError::new(
+                        ErrorCode::AlreadyExistsException,
+                        format!(
+                            "An alias with the name {} already exists",
+                            self.alias_arn(&req.alias_name)
+                        ),
+                    ));
+                }
+                let id = self
+                    .authorized(s, &req.target_key_id, Op::CreateAlias.action(), None, info)?
+                    .id
+                    .clone();
+                s.aliases.insert(
+                    req.alias_name.clone(),
+                    AliasRecord {
+                        target: id,
+                        created: now(),
+                    },
+                );
+                Ok(())
+            })
+        })
+    }
+
+    fn update_alias(&self, req: UpdateAliasRequest) -> KmsResult<()> {
+        self.run(Op::UpdateAlias.name(), |info| {
+            check_alias_name(&req.alias_name)?;
+            if req.target_key_id.starts_with("alias/") || req.target_key_id.contains(":alias/") {
+                return Err(KmsError::validation(
+                    "TargetKeyId must be a key id or key ARN, not an alias",
+                ));
+            }
+            self.mutate(Op::UpdateAlias.name(), info, |s, info| {
+                let current = self.alias_target(s, &req.alias_name)?;
+                // Like AWS: the caller needs kms:UpdateAlias on the key the alias points
+                // at now *and* on the new one, or anyone allowed on their own key could
+                // repoint another principal's alias at it.
+                if s.keys.contains_key(&current) {
+                    self.authorized(s, &current, Op::UpdateAlias.action(), None, info)?;
+                }
+                let id = self
+                    .authorized(s, &req.target_key_id, Op::UpdateAlias.action(), None, info)?
+                    .id
+                    .clone();
+                if let Some(a) = s.aliases.get_mut(&req.alias_name) {
+                    a.target = id;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn delete_alias(&self, req: DeleteAliasRequest) -> KmsResult<()> {
+        self.run(Op::DeleteAlias.name(), |info| {
+            check_alias_name(&req.alias_name)?;
+            self.mutate(Op::DeleteAlias.name(), info, |s, info| {
+                let target = self.alias_target(s, &req.alias_name)?;
+                if s.keys.contains_key(&target) {
+                    self.authorized(s, &target, Op::DeleteAlias.action(), None, info)?;
+                }
+                s.aliases.remove(&req.alias_name);
+                Ok(())
+            })
+        })
+    }
+
+    fn list_aliases(&self, req: ListAliasesRequest) -> KmsResult<ListAliasesResponse> {
+        self.run(Op::ListAliases.name(), |_| {
+            let s = self.snapshot()?;
+            let filter = match &req.key_id {
+                Some(k) => Some(self.resolve(&s, k)?),
+                None => None,
+            };
+            let at = now();
+            let all: Vec<AliasListEntry> = s
+                .aliases
+                .iter()
+                .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
+                .filter(|(_, a)| {
+                    s.keys
+                        .get(&a.target)
+                        .is_some_and(|k| !Store::is_destroyed(k, at))
+                })
+                .map(|(name, a)| AliasListEntry {
+                    alias_name: name.clone(),
+                    alias_arn: self.alias_arn(name),
+                    target_key_id: a.target.clone(),
+                    creation_date: a.created,
+                })
+                .collect();
+            let (aliases, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListAliasesResponse {
+                aliases,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    fn encrypt(&self, req: EncryptRequest) -> KmsResult<EncryptResponse> {
+        self.run(Op::Encrypt.name(), |info| {
+            info.context = req.encryption_context.clone();
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                Op::Encrypt.action(),
+                req.encryption_context.as_ref(),
+                info,
+            )?;
+            check_algorithm(&req.encryption_algorithm)?;
+            if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
+                return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
+            }
+            self.usable(k)?;
+            Ok(EncryptResponse {
+                ciphertext_blob: self.seal_blob(k, &req.plaintext.0, &req.encryption_context),
+                key_id: self.arn(&k.id),
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            })
+        })
+    }
+
+    fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
+        self.run(Op::Decrypt.name(), |info| {
+            check_algorithm(&req.encryption_algorithm)?;
+            let s = self.snapshot()?;
+            let (id, version, plaintext) = self.open_blob(
+                &s,
+                &req.ciphertext_blob,
+                &req.encryption_context,
+                req.key_id.as_deref(),
+                Op::Decrypt.action(),
+                info,
+            )?;
+            Ok(DecryptResponse {
+                key_id: self.arn(&id),
+                plaintext,
+                encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                key_material_id: Some(s.keys[&id].versions[version as usize].material_id.clone()),
+            })
+        })
+    }
+
+    fn generate_data_key(&self, req: GenerateDataKeyRequest) -> KmsResult<GenerateDataKeyResponse> {
+        self.generate(
+            Op::GenerateDataKey.name(),
+            Op::GenerateDataKey.action(),
+            req,
+        )
+    }
+
+    fn generate_data_key_without_plaintext(
+        &self,
+        req: GenerateDataKeyRequest,
+    ) -> KmsResult<GenerateDataKeyWithoutPlaintextResponse> {
+        let r = self.generate(
+            Op::GenerateDataKeyWithoutPlaintext.name(),
+            Op::GenerateDataKeyWithoutPlaintext.action(),
+            req,
+        )?;
+        Ok(GenerateDataKeyWithoutPlaintextResponse {
+            ciphertext_blob: r.ciphertext_blob.clone(),
+            key_id: r.key_id.clone(),
+            key_material_id: r.key_material_id.clone(),
+        })
+    }
+
+    fn re_encrypt(&self, req: ReEncryptRequest) -> KmsResult<ReEncryptResponse> {
+        self.run(Op::ReEncrypt.name(), |info| {
+            let s = self.snapshot()?;
+            let (src, version, plaintext) = self.open_blob(
+                &s,
+                &req.ciphertext_blob,
+                &req.source_encryption_context,
+                req.source_key_id.as_deref(),
+                "kms:ReEncryptFrom",
+                info,
+            )?;
+            let mut dinfo = OpInfo::default();
+            let dk = self.authorized(
+                &s,
+                &req.destination_key_id,
+                "kms:ReEncryptTo",
+                req.destination_encryption_context.as_ref(),
+                &mut dinfo,
+            )?;
+            self.usable(dk)?;
+            // the record names the destination (key and version the new blob is under)
+            info.key_arn = dinfo.key_arn;
+            info.key_version = dinfo.key_version;
+            info.context = req.destination_encryption_context.clone();
+            Ok(ReEncryptResponse {
+                ciphertext_blob: self.seal_blob(
+                    dk,
+                    &plaintext.0,
+                    &req.destination_encryption_context,
+                ),
+                source_key_id: self.arn(&src),
+                key_id: self.arn(&dk.id),
+                source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
+                source_key_material_id: Some(
+                    s.keys[&src].versions[version as usize].material_id.clone(),
+                ),
+                destination_key_material_id: Some(
+                    dk.versions[dk.current as usize].material_id.clone(),
+                ),
+            })
+        })
+    }
+
+    fn enable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.change_key(Op::EnableKey.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            k.state = KeyState::Enabled;
+            Ok(())
+        })
+    }
+
+    fn disable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.change_key(Op::DisableKey.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            k.state = KeyState::Disabled;
+            Ok(())
+        })
+    }
+
+    fn schedule_key_deletion(
+        &self,
+        req: ScheduleKeyDeletionRequest,
+    ) -> KmsResult<ScheduleKeyDeletionResponse> {
+        let days = req.pending_window_in_days.unwrap_or(30);
+        if !(7..=30).contains(&days) {
+            let e = KmsError::validation(format!("PendingWindowInDays {days} is outside 7..30"));
+            self.run(Op::ScheduleKeyDeletion.name(), |info| {
+                info.key_arn = Some(req.key_id.clone());
+                Err::<(), _>(e.clone())
+            })?;
+        }
+        self.change_key(Op::ScheduleKeyDeletion.name(), &req.key_id, |me, k| {
+            if k.state == KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is already pending deletion.", me.arn(&k.id)),
+                ));
+            }
+            let date = now() + days as f64 * 86400.0;
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(date);
+            k.pending_window_days = Some(days);
+            Ok(ScheduleKeyDeletionResponse {
+                key_id: me.arn(&k.id),
+                deletion_date: date,
+                key_state: "PendingDeletion".into(),
+                pending_window_in_days: days,
+            })
+        })
+    }
+
+    fn cancel_key_deletion(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
+        self.change_key(Op::CancelKeyDeletion.name(), &req.key_id, |me, k| {
+            if k.state != KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is not pending deletion.", me.arn(&k.id)),
+                ));
+            }
+            // As in AWS: a cancelled deletion leaves the key Disabled.
+            k.state = KeyState::Disabled;
+            k.deletion_date = None;
+            k.pending_window_days = None;
+            Ok(KeyIdResponse {
+                key_id: me.arn(&k.id),
+            })
+        })
+    }
+
+    fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
+        self.change_key(Op::RotateKeyOnDemand.name(), &req.key_id, |me, k| {
+            me.usable(k)?;
+            k.versions.push(Self::new_version(Some("ON_DEMAND")));
+            k.current = (k.versions.len() - 1) as u32;
+            Ok(KeyIdResponse {
+                key_id: me.arn(&k.id),
+            })
+        })
+    }
+
+    fn enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()> {
+        let days = req.rotation_period_in_days.unwrap_or(365);
+        if !(90..=2560).contains(&days) {
+            let e =
+                KmsError::validation(format!("RotationPeriodInDays {days} is outside 90..2560"));
+            return self.run(Op::EnableKeyRotation.name(), |info| {
+                info.key_arn = Some(req.key_id.clone());
+                Err(e.clone())
+            });
+        }
+        self.change_key(Op::EnableKeyRotation.name(), &req.key_id, |me, k| {
+            me.usable(k)?;
+            k.rotation_enabled = true;
+            k.rotation_period_days = Some(days);
+            k.next_rotation = Some(now() + days as f64 * 86400.0);
+            Ok(())
+        })
+    }
+
+    fn disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.change_key(Op::DisableKeyRotation.name(), &req.key_id, |me, k| {
+            me.usable(k)?;
+            k.rotation_enabled = false;
+            k.next_rotation = None;
+            Ok(())
+        })
+    }
+
+    fn get_key_rotation_status(
+        &self,
+        req: KeyIdRequest,
+    ) -> KmsResult<GetKeyRotationStatusResponse> {
+        self.run(Op::GetKeyRotationStatus.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                Op::GetKeyRotationStatus.action(),
+                None,
+                info,
+            )?;
+            Ok(GetKeyRotationStatusResponse {
+                key_id: self.arn(&k.id),
+                key_rotation_enabled: k.rotation_enabled,
+                rotation_period_in_days: k.rotation_period_days.filter(|_| k.rotation_enabled),
+                next_rotation_date: k.next_rotation,
+            })
+        })
+    }
+
+    fn list_key_rotations(
+        &self,
+        req: ListKeyRotationsRequest,
+    ) -> KmsResult<ListKeyRotationsResponse> {
+        self.run(Op::ListKeyRotations.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::ListKeyRotations.action(), None, info)?;
+            let all: Vec<RotationEntry> = k
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    v.rotation_type.as_ref().map(|t| RotationEntry {
+                        key_id: self.arn(&k.id),
+                        key_material_id: v.material_id.clone(),
+                        rotation_date: v.created,
+                        rotation_type: t.clone(),
+                    })
+                })
+                .collect();
+            let (rotations, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListKeyRotationsResponse {
+                rotations,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    fn get_key_policy(&self, req: GetKeyPolicyRequest) -> KmsResult<GetKeyPolicyResponse> {
+        self.run(Op::GetKeyPolicy.name(), |info| {
+            check_policy_name(&req.policy_name)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::GetKeyPolicy.action(), None, info)?;
+            Ok(GetKeyPolicyResponse {
+                policy: k
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| default_policy(DEFAULT_PRINCIPAL)),
+                policy_name: "default".into(),
+            })
+        })
+    }
+
+    fn put_key_policy(&self, req: PutKeyPolicyRequest) -> KmsResult<()> {
+        self.run(Op::PutKeyPolicy.name(), |info| {
+            check_policy_name(&req.policy_name)?;
+            let parsed = Policy::parse(&req.policy)?;
+            if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
+                self.check_lockout(&parsed)?;
+            }
+            self.mutate(Op::PutKeyPolicy.name(), info, |s, info| {
+                let id = self
+                    .authorized(s, &req.key_id, Op::PutKeyPolicy.action(), None, info)?
+                    .id
+                    .clone();
+                s.keys.get_mut(&id).unwrap().policy = Some(req.policy.clone());
+                Ok(())
+            })
+        })
+    }
+
+    fn rotate_due(&self) -> KmsResult<Vec<String>> {
+        self.rotate_due_keys()
+    }
+
+    fn flush_audit(&self) {
+        if let Err(e) = self.audit().checkpoint() {
+            tracing::warn!("audit checkpoint failed: {e}");
+        }
+    }
+}
+
+pub(super) fn check_policy_name(name: &Option<String>) -> KmsResult<()> {
+    match name.as_deref() {
+        None | Some("default") => Ok(()),
+        Some(n) => Err(KmsError::not_found(format!(
+            "policy {n:?} does not exist (only \"default\")"
+        ))),
+    }
+}
+
+pub(super) fn check_algorithm(alg: &Option<String>) -> KmsResult<()> {
+    match alg.as_deref() {
+        None | Some(SYMMETRIC_DEFAULT) => Ok(()),
+        Some(a) => Err(KmsError::validation(format!(
+            "EncryptionAlgorithm {a} is not supported"
+        ))),
+    }
+}
+
+pub(super) fn paginate<T: Clone>(
+    items: &[T],
+    limit: Option<u32>,
+    marker: &Option<String>,
+) -> KmsResult<(Vec<T>, Option<String>)> {
+    let limit = match limit {
+        None => 100,
+        Some(l) if (1..=1000).contains(&l) => l as usize,
+        Some(l) => {
+            return Err(KmsError::validation(format!(
+                "Limit {l} is outside 1..1000"
+            )))
+        }
+    };
+    let start = match marker {
+        None => 0,
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|&s| s <= items.len())
+            .ok_or_else(|| KmsError::validation(format!("invalid Marker {m:?}")))?,
+    };
+    let end = (start + limit).min(items.len());
+    let next = (end < items.len()).then(|| end.to_string());
+    Ok((items[start..end].to_vec(), next))
+}

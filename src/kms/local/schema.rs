@@ -1,0 +1,183 @@
+//! The sealed store's schema: keys and their versions, aliases, principals; and what an
+//! operation's audit record says about the key it touched.
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// A key's state.
+pub enum KeyState {
+    /// Usable.
+    Enabled,
+    /// Not usable until enabled.
+    Disabled,
+    /// Not usable; deleted at its deletion date unless cancelled.
+    PendingDeletion,
+}
+
+impl KeyState {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct KeyVersion {
+    pub(super) material_id: String,
+    pub(super) created: f64,
+    /// None for the initial material, AUTOMATIC or ON_DEMAND after a rotation.
+    pub(super) rotation_type: Option<String>,
+    pub(super) material: Secret,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct KeyRecord {
+    pub(super) id: String,
+    pub(super) description: String,
+    pub(super) created: f64,
+    pub(super) state: KeyState,
+    pub(super) deletion_date: Option<f64>,
+    pub(super) pending_window_days: Option<u32>,
+    pub(super) versions: Vec<KeyVersion>,
+    pub(super) current: u32,
+    pub(super) rotation_enabled: bool,
+    pub(super) rotation_period_days: Option<u32>,
+    pub(super) next_rotation: Option<f64>,
+    pub(super) tags: Vec<Tag>,
+    pub(super) policy: Option<String>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct AliasRecord {
+    pub(super) target: String,
+    pub(super) created: f64,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(super) struct Store {
+    pub(super) version: u32,
+    pub(super) keys: BTreeMap<String, KeyRecord>,
+    pub(super) aliases: BTreeMap<String, AliasRecord>,
+    /// remote callers of `kmsfs kms serve`, by name; secrets sealed with the store
+    #[serde(default)]
+    pub(super) principals: BTreeMap<String, PrincipalRecord>,
+    /// (sequence number, record hash) of the newest audit checkpoint when the store was
+    /// last written: the sealed store vouches that the log reaches at least that far, so
+    /// a log cut back (with its checkpoints) or removed is an error, not a fresh start.
+    #[serde(default)]
+    pub(super) audit_checkpoint: Option<(u64, String)>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct PrincipalRecord {
+    pub(super) access_key_id: String,
+    pub(super) secret: Secret,
+    pub(super) created: f64,
+    pub(super) enabled: bool,
+}
+
+/// A principal as listed (never with its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct PrincipalInfo {
+    /// Its name.
+    pub name: String,
+    /// Its access key id.
+    pub access_key_id: String,
+    /// When it was created (epoch seconds).
+    pub created: f64,
+    /// Whether it may call.
+    pub enabled: bool,
+}
+
+impl Store {
+    /// Keys whose deletion date has passed are gone, whether or not a writer purged them yet.
+    pub(super) fn is_destroyed(k: &KeyRecord, at: f64) -> bool {
+        k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= at)
+    }
+
+    pub(super) fn purge_due(&mut self, at: f64) {
+        let gone: Vec<String> = self
+            .keys
+            .values()
+            .filter(|k| Store::is_destroyed(k, at))
+            .map(|k| k.id.clone())
+            .collect();
+        for id in &gone {
+            self.keys.remove(id); // drops (and zeroizes) the material
+        }
+        self.aliases.retain(|_, a| !gone.contains(&a.target));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub(super) ino: u64,
+    pub(super) mtime_ns: i128,
+    pub(super) size: u64,
+}
+
+pub(super) struct Cached {
+    pub(super) store: Arc<Store>,
+    pub(super) stamp: Option<Stamp>,
+}
+
+/// Who is calling: the principal key policies match and the audit log records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The principal's name.
+    pub principal: String,
+    /// e.g. `local:PID` or the client's address
+    pub source: String,
+}
+
+impl Caller {
+    /// The local caller: `KMSFS_PRINCIPAL`, else `DEFAULT_PRINCIPAL`.
+    pub fn local() -> Caller {
+        Caller {
+            principal: std::env::var("KMSFS_PRINCIPAL")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_string()),
+            source: format!("local:{}", std::process::id()),
+        }
+    }
+}
+
+/// State shared by every caller's view of one keystore.
+pub(super) struct Engine {
+    pub(super) dir: PathBuf,
+    pub(super) root: SecretKey,
+    pub(super) region: String,
+    pub(super) account: String,
+    pub(super) cache: RwLock<Cached>,
+    pub(super) audit: AuditLog,
+    /// parsed key policies by key id, with the text they were parsed from
+    pub(super) policies:
+        parking_lot::Mutex<std::collections::HashMap<String, (String, Arc<Policy>)>>,
+}
+
+/// The embedded KMS over one keystore directory, as seen by one caller.
+pub struct LocalKms {
+    pub(super) e: Arc<Engine>,
+    pub(super) caller: Caller,
+}
+
+/// What one operation's audit record says about the key it touched.
+#[derive(Default)]
+pub(super) struct OpInfo {
+    pub(super) key_arn: Option<String>,
+    pub(super) key_version: Option<String>,
+    pub(super) context: Option<EncryptionContext>,
+    /// set once a mutation's record was made durable ahead of the store write
+    pub(super) recorded: bool,
+}
+
+impl OpInfo {
+    pub(super) fn key(&mut self, arn: String, version: Option<&KeyVersion>) {
+        self.key_arn = Some(arn);
+        self.key_version = version.map(|v| v.material_id.clone());
+    }
+}

@@ -1,0 +1,221 @@
+use super::*;
+
+fn kms() -> (tempfile::TempDir, LocalKms) {
+    let d = tempfile::tempdir().unwrap();
+    let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
+    (d, k)
+}
+
+fn ctx(pairs: &[(&str, &str)]) -> Option<EncryptionContext> {
+    Some(
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    )
+}
+
+/// On e663627 a key whose deletion date had passed kept its material in the sealed
+/// store until some other write happened: on a quiet keystore, forever.
+#[test]
+fn material_is_destroyed_when_the_deletion_date_passes() {
+    let (_d, k) = kms();
+    let doomed = k
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata;
+    let kept = k
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata;
+    k.schedule_key_deletion(ScheduleKeyDeletionRequest {
+        key_id: doomed.key_id.clone(),
+        pending_window_in_days: Some(7),
+    })
+    .unwrap();
+    assert!(k.purge_due_keys().unwrap().is_empty(), "not due yet");
+    // the deletion date passes (written through the store, as if a week went by)
+    k.mutate("Test", &mut OpInfo::default(), |s, _| {
+        s.keys.get_mut(&doomed.key_id).unwrap().deletion_date = Some(now() - 1.0);
+        Ok(())
+    })
+    .unwrap();
+    assert!(
+        k.read_store().unwrap().keys.contains_key(&doomed.key_id),
+        "still on disk"
+    );
+    // the maintenance tick (server, mounts, `key rotate-due`) destroys it
+    assert!(k.rotate_due_keys().unwrap().is_empty());
+    let on_disk = k.read_store().unwrap();
+    assert!(
+        !on_disk.keys.contains_key(&doomed.key_id),
+        "material destroyed"
+    );
+    assert!(on_disk.keys.contains_key(&kept.key_id));
+    assert!(k.purge_due_keys().unwrap().is_empty());
+}
+
+#[test]
+fn data_key_round_trip_with_context() {
+    let (_d, k) = kms();
+    let key = k
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata;
+    k.create_alias(CreateAliasRequest {
+        alias_name: "alias/a".into(),
+        target_key_id: key.key_id.clone(),
+    })
+    .unwrap();
+    let c = ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "y")]);
+    let g = k
+        .generate_data_key(GenerateDataKeyRequest {
+            key_id: "alias/a".into(),
+            key_spec: Some("AES_256".into()),
+            encryption_context: c.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(g.plaintext.0.len(), 32);
+    assert_eq!(g.key_id, key.arn);
+    let d = k
+        .decrypt(DecryptRequest {
+            ciphertext_blob: g.ciphertext_blob.clone(),
+            encryption_context: c,
+            key_id: None,
+            encryption_algorithm: None,
+        })
+        .unwrap();
+    assert_eq!(d.plaintext, g.plaintext);
+    // wrong context
+    let e = k
+        .decrypt(DecryptRequest {
+            ciphertext_blob: g.ciphertext_blob.clone(),
+            encryption_context: ctx(&[("kmsfs:fs", "x"), ("kmsfs:file", "z")]),
+            key_id: None,
+            encryption_algorithm: None,
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidCiphertextException);
+    // a second process sees the key (fresh open of the same dir)
+    let k2 = LocalKms::open(k.dir(), false).unwrap();
+    assert!(k2
+        .describe_key(DescribeKeyRequest {
+            key_id: "alias/a".into()
+        })
+        .is_ok());
+}
+
+#[test]
+fn states_rotation_and_validation() {
+    let (_d, k) = kms();
+    let id = k
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let enc = |k: &LocalKms| {
+        k.encrypt(EncryptRequest {
+            key_id: id.clone(),
+            plaintext: Secret(b"hi".to_vec()),
+            encryption_context: None,
+            encryption_algorithm: None,
+        })
+    };
+    let old = enc(&k).unwrap().ciphertext_blob;
+    k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() })
+        .unwrap();
+    let newer = enc(&k).unwrap();
+    assert_ne!(newer.key_material_id, None);
+    let dec = |blob: Vec<u8>| {
+        k.decrypt(DecryptRequest {
+            ciphertext_blob: blob,
+            encryption_context: None,
+            key_id: None,
+            encryption_algorithm: None,
+        })
+    };
+    assert_eq!(dec(old.clone()).unwrap().plaintext.0, b"hi");
+    assert_eq!(
+        k.list_key_rotations(ListKeyRotationsRequest {
+            key_id: id.clone(),
+            ..Default::default()
+        })
+        .unwrap()
+        .rotations
+        .len(),
+        1
+    );
+    k.disable_key(KeyIdRequest { key_id: id.clone() }).unwrap();
+    assert_eq!(
+        dec(old.clone()).unwrap_err().code,
+        ErrorCode::DisabledException
+    );
+    let e = k
+        .schedule_key_deletion(ScheduleKeyDeletionRequest {
+            key_id: id.clone(),
+            pending_window_in_days: Some(3),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationException);
+    k.schedule_key_deletion(ScheduleKeyDeletionRequest {
+        key_id: id.clone(),
+        pending_window_in_days: Some(7),
+    })
+    .unwrap();
+    assert_eq!(
+        dec(old.clone()).unwrap_err().code,
+        ErrorCode::KMSInvalidStateException
+    );
+    k.cancel_key_deletion(KeyIdRequest { key_id: id.clone() })
+        .unwrap();
+    let md = k
+        .describe_key(DescribeKeyRequest { key_id: id.clone() })
+        .unwrap()
+        .key_metadata;
+    assert_eq!(md.key_state, "Disabled");
+    k.enable_key(KeyIdRequest { key_id: id.clone() }).unwrap();
+    assert!(dec(old).is_ok());
+    let e = k
+        .enable_key_rotation(EnableKeyRotationRequest {
+            key_id: id.clone(),
+            rotation_period_in_days: Some(30),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationException);
+}
+
+#[test]
+fn refuses_world_readable_keystore() {
+    let (_d, k) = kms();
+    fs::set_permissions(
+        k.dir().join(ROOT_KEY_FILE),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let e = LocalKms::open(k.dir(), false).err().unwrap().to_string();
+    assert!(e.contains("group/others"), "{e}");
+}
+
+#[test]
+fn list_keys_pages() {
+    let (_d, k) = kms();
+    for _ in 0..5 {
+        k.create_key(CreateKeyRequest::default()).unwrap();
+    }
+    let p1 = k
+        .list_keys(ListKeysRequest {
+            limit: Some(2),
+            marker: None,
+        })
+        .unwrap();
+    assert!(p1.truncated);
+    let p2 = k
+        .list_keys(ListKeysRequest {
+            limit: Some(10),
+            marker: p1.next_marker,
+        })
+        .unwrap();
+    assert!(!p2.truncated);
+    assert_eq!(p1.keys.len() + p2.keys.len(), 5);
+}

@@ -1,0 +1,137 @@
+//! The one table of KMS operations. Each line names an operation once, as AWS names it,
+//! with its method and shapes; from it come the [`Op`] enumeration (names for the wire,
+//! the audit log and policies), the [`Kms`] trait, the server's [`dispatch`] and the
+//! HTTP client's implementation. Adding an operation: one line here, its implementation
+//! in `local`, and a test.
+
+use zeroize::Zeroizing;
+
+use super::http::client::RemoteKms;
+use super::*;
+
+macro_rules! operations {
+    ($( $(#[doc = $doc:literal])* $name:ident => $method:ident($req:ty) -> $resp:ty; )*) => {
+        /// A KMS operation.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Op {
+            $( $(#[doc = $doc])* $name, )*
+        }
+
+        impl Op {
+            /// Every operation, in table order.
+            pub const ALL: &'static [Op] = &[$(Op::$name),*];
+
+            /// AWS's name: the `X-Amz-Target` suffix and the audit record's `op`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Op::$name => stringify!($name), )*
+                }
+            }
+
+            /// The policy action that allows it (`kms:NAME`). ReEncrypt is the exception:
+            /// AWS allows it with two actions, `kms:ReEncryptFrom` on the source key and
+            /// `kms:ReEncryptTo` on the destination, which the implementation checks.
+            pub fn action(self) -> &'static str {
+                match self {
+                    $( Op::$name => concat!("kms:", stringify!($name)), )*
+                }
+            }
+
+            /// The operation called `name`.
+            pub fn from_name(name: &str) -> Option<Op> {
+                Op::ALL.iter().copied().find(|o| o.name() == name)
+            }
+        }
+
+        /// The operations kmsfs needs from a KMS, with AWS KMS names and shapes.
+        pub trait Kms: Send + Sync {
+            $( $(#[doc = $doc])* fn $method(&self, req: $req) -> KmsResult<$resp>; )*
+
+            /// Not an AWS operation: performs automatic rotations that are due. The
+            /// embedded KMS needs whoever holds the keystore to call this; a remote KMS
+            /// rotates by itself.
+            fn rotate_due(&self) -> KmsResult<Vec<String>> {
+                Ok(vec![])
+            }
+
+            /// Not an AWS operation: makes what this process recorded verifiable now (the
+            /// embedded KMS writes an audit checkpoint; it also does at close).
+            fn flush_audit(&self) {}
+        }
+
+        /// Runs `op` on `kms` with a JSON request body; the JSON answer.
+        pub fn dispatch(kms: &dyn Kms, op: Op, body: &[u8]) -> KmsResult<Zeroizing<Vec<u8>>> {
+            match op {
+                $( Op::$name => http::call(body, |r| kms.$method(r)), )*
+            }
+        }
+
+        impl Kms for RemoteKms {
+            $( fn $method(&self, req: $req) -> KmsResult<$resp> { self.call(Op::$name, &req) } )*
+        }
+    };
+}
+
+operations! {
+    /// Creates a key (symmetric, `SYMMETRIC_DEFAULT`).
+    CreateKey => create_key(CreateKeyRequest) -> CreateKeyResponse;
+    /// A key's metadata.
+    DescribeKey => describe_key(DescribeKeyRequest) -> DescribeKeyResponse;
+    /// The keys, paginated.
+    ListKeys => list_keys(ListKeysRequest) -> ListKeysResponse;
+    /// Names a key.
+    CreateAlias => create_alias(CreateAliasRequest) -> ();
+    /// Points an alias at another key.
+    UpdateAlias => update_alias(UpdateAliasRequest) -> ();
+    /// Removes an alias.
+    DeleteAlias => delete_alias(DeleteAliasRequest) -> ();
+    /// The aliases (of one key, or all).
+    ListAliases => list_aliases(ListAliasesRequest) -> ListAliasesResponse;
+    /// Encrypts up to 4 KiB under a key.
+    Encrypt => encrypt(EncryptRequest) -> EncryptResponse;
+    /// Decrypts a ciphertext blob.
+    Decrypt => decrypt(DecryptRequest) -> DecryptResponse;
+    /// A new data key, in plaintext and wrapped.
+    GenerateDataKey => generate_data_key(GenerateDataKeyRequest) -> GenerateDataKeyResponse;
+    /// A new data key, wrapped only.
+    GenerateDataKeyWithoutPlaintext => generate_data_key_without_plaintext(GenerateDataKeyRequest) -> GenerateDataKeyWithoutPlaintextResponse;
+    /// Re-wraps a blob under another key (or another version) without revealing it.
+    ReEncrypt => re_encrypt(ReEncryptRequest) -> ReEncryptResponse;
+    /// Enables a key.
+    EnableKey => enable_key(KeyIdRequest) -> ();
+    /// Disables a key.
+    DisableKey => disable_key(KeyIdRequest) -> ();
+    /// Schedules a key's deletion after a waiting period.
+    ScheduleKeyDeletion => schedule_key_deletion(ScheduleKeyDeletionRequest) -> ScheduleKeyDeletionResponse;
+    /// Cancels a scheduled deletion (the key is then Disabled).
+    CancelKeyDeletion => cancel_key_deletion(KeyIdRequest) -> KeyIdResponse;
+    /// Gives a key a new version now.
+    RotateKeyOnDemand => rotate_key_on_demand(KeyIdRequest) -> KeyIdResponse;
+    /// Turns on scheduled rotation.
+    EnableKeyRotation => enable_key_rotation(EnableKeyRotationRequest) -> ();
+    /// Turns off scheduled rotation.
+    DisableKeyRotation => disable_key_rotation(KeyIdRequest) -> ();
+    /// Whether scheduled rotation is on, and when next.
+    GetKeyRotationStatus => get_key_rotation_status(KeyIdRequest) -> GetKeyRotationStatusResponse;
+    /// A key's versions.
+    ListKeyRotations => list_key_rotations(ListKeyRotationsRequest) -> ListKeyRotationsResponse;
+    /// A key's policy.
+    GetKeyPolicy => get_key_policy(GetKeyPolicyRequest) -> GetKeyPolicyResponse;
+    /// Replaces a key's policy.
+    PutKeyPolicy => put_key_policy(PutKeyPolicyRequest) -> ();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_actions_are_known_policy_actions() {
+        for op in Op::ALL {
+            assert_eq!(Op::from_name(op.name()), Some(*op));
+            let known = policy::KMS_ACTIONS.contains(&op.action());
+            assert_eq!(known, *op != Op::ReEncrypt, "{}", op.action());
+        }
+        assert_eq!(Op::from_name("Nope"), None);
+    }
+}
