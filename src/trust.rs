@@ -218,9 +218,7 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
         }
     }
     let pin = known.trees.get(&cfg.fs_id).cloned();
-    let explicit = kms_arg
-        .map(str::to_string)
-        .or_else(|| std::env::var("KMSFS_KMS").ok().filter(|s| !s.is_empty()));
+    let explicit = KmsLocation::named(kms_arg);
     let default = KmsLocation::resolve(None).ok().map(|l| l.describe());
     let location = match (&explicit, &pin, &cfg.kms) {
         (Some(e), _, _) => KmsLocation::parse(e)?,

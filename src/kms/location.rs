@@ -61,14 +61,17 @@ impl KmsLocation {
         )
     }
 
-    /// `--kms` if given, else `KMSFS_KMS`, else the default keystore directory.
+    /// The location the user named: `--kms` if given, else `KMSFS_KMS` if set.
+    pub fn named(arg: Option<&str>) -> Option<String> {
+        arg.map(str::to_string)
+            .or_else(|| std::env::var("KMSFS_KMS").ok().filter(|s| !s.is_empty()))
+    }
+
+    /// The location the user named (`named`), else the default keystore directory.
     pub fn resolve(arg: Option<&str>) -> crate::Result<KmsLocation> {
-        match arg {
-            Some(s) => KmsLocation::parse(s),
-            None => match std::env::var("KMSFS_KMS") {
-                Ok(s) if !s.is_empty() => KmsLocation::parse(&s),
-                _ => Ok(KmsLocation::Local(local::default_keystore_dir()?)),
-            },
+        match KmsLocation::named(arg) {
+            Some(s) => KmsLocation::parse(&s),
+            None => Ok(KmsLocation::Local(local::default_keystore_dir()?)),
         }
     }
 

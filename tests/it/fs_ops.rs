@@ -365,7 +365,7 @@ fn tree_commands_as_library_calls() {
     let r = kmsfs::tree::decrypt_tree(
         &env,
         &f.backing,
-        &[f.backing.clone()],
+        std::slice::from_ref(&f.backing),
         &restored,
         false,
         false,

@@ -41,7 +41,7 @@ fn an_edited_config_is_refused_by_the_mount_and_the_tree_commands() {
     t.mount();
     fs::write(t.p("f"), b"secret").unwrap();
     t.umount();
-    let theirs = arn_of(&t, &ok(t.kmsfs(&["key", "create"])).trim().to_string());
+    let theirs = arn_of(&t, ok(t.kmsfs(&["key", "create"])).trim());
     let orig = config(&t);
     assert!(
         orig["mac"].is_string() && orig["tree_key"].is_array(),
