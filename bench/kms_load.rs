@@ -181,6 +181,7 @@ fn main() {
                 encryption_context: Some(ctx.clone()),
                 key_id: None,
                 encryption_algorithm: None,
+                ..Default::default()
             })
             .unwrap()
         } else {

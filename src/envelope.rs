@@ -282,6 +282,7 @@ impl Envelope {
             key_spec: Some("AES_256".into()),
             number_of_bytes: None,
             encryption_context: Some(ctx.clone()),
+            ..Default::default()
         })?;
         let mut wraps = vec![Wrap {
             key_arn: first.key_id.clone(),
@@ -294,6 +295,7 @@ impl Envelope {
                 plaintext: Secret(first.plaintext.0.clone()),
                 encryption_context: Some(ctx.clone()),
                 encryption_algorithm: None,
+                ..Default::default()
             })?;
             wraps.push(Wrap {
                 key_arn: r.key_id,
@@ -343,6 +345,7 @@ impl Envelope {
                         encryption_context: Some(ctx.clone()),
                         key_id: Some(w.key_arn.clone()),
                         encryption_algorithm: None,
+                        ..Default::default()
                     }) {
                         Ok(r) => {
                             found = Some(self.derive(&r.plaintext.0, &h.file_id)?);

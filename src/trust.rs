@@ -281,8 +281,8 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
                     ciphertext_blob: blob,
                     encryption_context: Some(ctx.clone()),
                     key_id: Some(w.key.clone()),
-                    encryption_algorithm: None,
-                }) {
+                    encryption_algorithm: None, ..Default::default()
+}) {
                     Ok(r) => {
                         found = SecretKey::from_slice(&r.plaintext.0);
                         break;
@@ -371,6 +371,7 @@ impl TrustedTree {
                     plaintext: Secret(tk.as_bytes().to_vec()),
                     encryption_context: Some(ctx.clone()),
                     encryption_algorithm: None,
+                    ..Default::default()
                 })
                 .map_err(|e| crate::error::err!("cannot wrap the tree key under {k}: {e}"))?;
             wraps.push(TreeKeyWrap {

@@ -119,6 +119,18 @@ operations! {
     GetKeyPolicy => get_key_policy(GetKeyPolicyRequest) -> GetKeyPolicyResponse;
     /// Replaces a key's policy.
     PutKeyPolicy => put_key_policy(PutKeyPolicyRequest) -> ();
+    /// The names of a key's policies (always `default`).
+    ListKeyPolicies => list_key_policies(ListKeyPoliciesRequest) -> ListKeyPoliciesResponse;
+    /// Replaces a key's description.
+    UpdateKeyDescription => update_key_description(UpdateKeyDescriptionRequest) -> ();
+    /// Adds or replaces tags of a key.
+    TagResource => tag_resource(TagResourceRequest) -> ();
+    /// Removes tags of a key.
+    UntagResource => untag_resource(UntagResourceRequest) -> ();
+    /// A key's tags, paginated.
+    ListResourceTags => list_resource_tags(ListResourceTagsRequest) -> ListResourceTagsResponse;
+    /// 1..1024 random bytes.
+    GenerateRandom => generate_random(GenerateRandomRequest) -> GenerateRandomResponse;
 }
 
 #[cfg(test)]

@@ -83,6 +83,21 @@ pub struct CreateKeyRequest {
     pub tags: Option<Vec<Tag>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bypass_policy_lockout_safety_check: Option<bool>,
+    /// AWS_KMS only (EXTERNAL needs key import, not built yet: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Multi-region keys are not built yet: true is refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_region: Option<bool>,
+    /// No custom key stores here: refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+    /// No external key stores here: refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xks_key_id: Option<String>,
+    /// The deprecated name of KeySpec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_master_key_spec: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -212,7 +227,7 @@ pub struct ListAliasesResponse {
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct EncryptRequest {
     pub key_id: String,
@@ -221,6 +236,10 @@ pub struct EncryptRequest {
     pub encryption_context: Option<EncryptionContext>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub encryption_algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,7 +255,7 @@ pub struct EncryptResponse {
     pub key_material_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct DecryptRequest {
     #[serde(with = "b64")]
@@ -247,6 +266,10 @@ pub struct DecryptRequest {
     pub key_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub encryption_algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +293,10 @@ pub struct GenerateDataKeyRequest {
     pub number_of_bytes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub encryption_context: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,7 +320,7 @@ pub struct GenerateDataKeyWithoutPlaintextResponse {
     pub key_material_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReEncryptRequest {
     #[serde(with = "b64")]
@@ -305,6 +332,14 @@ pub struct ReEncryptRequest {
     pub destination_key_id: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub destination_encryption_context: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_encryption_algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination_encryption_algorithm: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -424,4 +459,85 @@ pub struct PutKeyPolicyRequest {
     pub policy_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bypass_policy_lockout_safety_check: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagResourceRequest {
+    pub key_id: String,
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UntagResourceRequest {
+    pub key_id: String,
+    pub tag_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListResourceTagsRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListResourceTagsResponse {
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_marker: Option<String>,
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateKeyDescriptionRequest {
+    pub key_id: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyPoliciesRequest {
+    pub key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub marker: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyPoliciesResponse {
+    #[serde(default)]
+    pub policy_names: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_marker: Option<String>,
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct GenerateRandomRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_of_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+    /// Nitro Enclaves attestation: not supported (refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateRandomResponse {
+    pub plaintext: Secret,
 }

@@ -87,6 +87,7 @@ fn rewrap_file(
                 source_key_id: Some(src.key_arn.clone()),
                 destination_key_id: arn.clone(),
                 destination_encryption_context: Some(ctx.clone()),
+                ..Default::default()
             }) {
                 Ok(r) => {
                     made = Some(Wrap {

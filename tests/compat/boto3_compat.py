@@ -171,6 +171,32 @@ stranger = client("AKKFUNKNOWN000000000", "whatever")
 expect("UnrecognizedClientException", stranger.list_keys)
 check("wrong secret -> InvalidSignatureException; unknown key id -> UnrecognizedClientException")
 
+expect("UnsupportedOperationException", kms.create_key, Origin="EXTERNAL")
+expect("UnsupportedOperationException", kms.create_key, MultiRegion=True)
+expect("TagException", kms.create_key, Tags=[{"TagKey": "aws:reserved", "TagValue": "x"}])
+check("CreateKey refuses Origin EXTERNAL, MultiRegion and aws: tags (never silently ignored)")
+
+tagged = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "storage"}])["KeyMetadata"]["KeyId"]
+kms.tag_resource(KeyId=tagged, Tags=[{"TagKey": "env", "TagValue": "prod"}])
+tags = kms.list_resource_tags(KeyId=tagged)["Tags"]
+assert tags == [{"TagKey": "team", "TagValue": "storage"}, {"TagKey": "env", "TagValue": "prod"}], tags
+kms.untag_resource(KeyId=tagged, TagKeys=["team"])
+assert kms.list_resource_tags(KeyId=tagged)["Tags"] == [{"TagKey": "env", "TagValue": "prod"}]
+check("TagResource / ListResourceTags / UntagResource")
+
+kms.update_key_description(KeyId=tagged, Description="renamed")
+assert kms.describe_key(KeyId=tagged)["KeyMetadata"]["Description"] == "renamed"
+assert kms.list_key_policies(KeyId=tagged)["PolicyNames"] == ["default"]
+rnd = kms.generate_random(NumberOfBytes=64)["Plaintext"]
+assert len(rnd) == 64, len(rnd)
+expect("ValidationException", kms.generate_random, NumberOfBytes=1025)
+check("UpdateKeyDescription, ListKeyPolicies, GenerateRandom")
+
+expect("DryRunOperationException", kms.encrypt, KeyId=tagged, Plaintext=b"x", DryRun=True)
+expect("DryRunOperationException", kms.generate_data_key, KeyId=tagged, KeySpec="AES_256", DryRun=True)
+expect("InvalidGrantTokenException", kms.encrypt, KeyId=tagged, Plaintext=b"x", GrantTokens=["no-such-grant"])
+check("DryRun -> DryRunOperationException; unknown grant tokens -> InvalidGrantTokenException")
+
 env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
            AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]

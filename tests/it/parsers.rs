@@ -172,6 +172,7 @@ fn kms_ciphertext_blob() {
             plaintext: kmsfs::kms::Secret(b"data key".to_vec()),
             encryption_context: Some(ctx.clone()),
             encryption_algorithm: None,
+            ..Default::default()
         })
         .unwrap()
         .ciphertext_blob;
@@ -183,6 +184,7 @@ fn kms_ciphertext_blob() {
                 encryption_context: Some(ctx.clone()),
                 key_id: None,
                 encryption_algorithm: None,
+                ..Default::default()
             });
             // only the untouched blob opens
             prop_assert_eq!(r.is_ok(), blob == valid);

@@ -135,7 +135,9 @@ impl LocalKms {
                 info,
             )?;
             let n = Self::data_key_len(&req)?;
+            check_grant_tokens(&req.grant_tokens)?;
             self.usable(k)?;
+            dry_run(req.dry_run)?;
             let mut plaintext = Secret(vec![0u8; n]);
             rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
             Ok(GenerateDataKeyResponse {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 mod admin;
 mod authz;
 mod blob;
+mod extras;
 mod operations;
 mod schema;
 mod store;
@@ -86,6 +87,7 @@ pub fn now() -> f64 {
 }
 
 use authz::*;
+use extras::*;
 use schema::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
 

@@ -10,17 +10,19 @@ impl Kms for LocalKms {
                     "KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)"
                 )));
             }
-            if let Some(s) = req.key_spec.as_deref().filter(|s| *s != SYMMETRIC_DEFAULT) {
+            let spec = req
+                .key_spec
+                .as_deref()
+                .or(req.customer_master_key_spec.as_deref());
+            if let Some(s) = spec.filter(|s| *s != SYMMETRIC_DEFAULT) {
                 return Err(KmsError::validation(format!(
                     "KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)"
                 )));
             }
+            check_create_options(&req)?;
             let desc = req.description.clone().unwrap_or_default();
-            if desc.len() > 8192 {
-                return Err(KmsError::validation(
-                    "Description is longer than 8192 characters",
-                ));
-            }
+            check_description(&desc)?;
+            check_tags(req.tags.as_deref().unwrap_or_default())?;
             let policy = match &req.policy {
                 Some(p) => {
                     let parsed = Policy::parse(p)?;
@@ -209,10 +211,12 @@ impl Kms for LocalKms {
                 info,
             )?;
             check_algorithm(&req.encryption_algorithm)?;
+            check_grant_tokens(&req.grant_tokens)?;
             if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
                 return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
             }
             self.usable(k)?;
+            dry_run(req.dry_run)?;
             Ok(EncryptResponse {
                 ciphertext_blob: self.seal_blob(k, &req.plaintext.0, &req.encryption_context),
                 key_id: self.arn(&k.id),
@@ -225,6 +229,7 @@ impl Kms for LocalKms {
     fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
         self.run(Op::Decrypt.name(), |info| {
             check_algorithm(&req.encryption_algorithm)?;
+            check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let (id, version, plaintext) = self.open_blob(
                 &s,
@@ -234,6 +239,7 @@ impl Kms for LocalKms {
                 Op::Decrypt.action(),
                 info,
             )?;
+            dry_run(req.dry_run)?;
             Ok(DecryptResponse {
                 key_id: self.arn(&id),
                 plaintext,
@@ -269,6 +275,9 @@ impl Kms for LocalKms {
 
     fn re_encrypt(&self, req: ReEncryptRequest) -> KmsResult<ReEncryptResponse> {
         self.run(Op::ReEncrypt.name(), |info| {
+            check_algorithm(&req.source_encryption_algorithm)?;
+            check_algorithm(&req.destination_encryption_algorithm)?;
+            check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let (src, version, plaintext) = self.open_blob(
                 &s,
@@ -287,6 +296,7 @@ impl Kms for LocalKms {
                 &mut dinfo,
             )?;
             self.usable(dk)?;
+            dry_run(req.dry_run)?;
             // the record names the destination (key and version the new blob is under)
             info.key_arn = dinfo.key_arn;
             info.key_version = dinfo.key_version;
@@ -380,6 +390,20 @@ impl Kms for LocalKms {
     fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
         self.change_key(Op::RotateKeyOnDemand.name(), &req.key_id, |me, k| {
             me.usable(k)?;
+            let done = k
+                .versions
+                .iter()
+                .filter(|v| v.rotation_type.as_deref() == Some("ON_DEMAND"))
+                .count();
+            if done >= MAX_ON_DEMAND_ROTATIONS {
+                return Err(KmsError::new(
+                    ErrorCode::LimitExceededException,
+                    format!(
+                        "The key {} has been rotated on demand {MAX_ON_DEMAND_ROTATIONS} times, the most AWS KMS allows",
+                        me.arn(&k.id)
+                    ),
+                ));
+            }
             k.versions.push(Self::new_version(Some("ON_DEMAND")));
             k.current = (k.versions.len() - 1) as u32;
             Ok(KeyIdResponse {
@@ -499,6 +523,33 @@ impl Kms for LocalKms {
         })
     }
 
+    fn list_key_policies(&self, req: ListKeyPoliciesRequest) -> KmsResult<ListKeyPoliciesResponse> {
+        self.do_list_key_policies(req)
+    }
+
+    fn update_key_description(&self, req: UpdateKeyDescriptionRequest) -> KmsResult<()> {
+        self.do_update_key_description(req)
+    }
+
+    fn tag_resource(&self, req: TagResourceRequest) -> KmsResult<()> {
+        self.do_tag_resource(req)
+    }
+
+    fn untag_resource(&self, req: UntagResourceRequest) -> KmsResult<()> {
+        self.do_untag_resource(req)
+    }
+
+    fn list_resource_tags(
+        &self,
+        req: ListResourceTagsRequest,
+    ) -> KmsResult<ListResourceTagsResponse> {
+        self.do_list_resource_tags(req)
+    }
+
+    fn generate_random(&self, req: GenerateRandomRequest) -> KmsResult<GenerateRandomResponse> {
+        self.do_generate_random(req)
+    }
+
     fn rotate_due(&self) -> KmsResult<Vec<String>> {
         self.rotate_due_keys()
     }
@@ -508,6 +559,42 @@ impl Kms for LocalKms {
             tracing::warn!("audit checkpoint failed: {e}");
         }
     }
+}
+
+/// AWS allows ten on-demand rotations per key.
+const MAX_ON_DEMAND_ROTATIONS: usize = 10;
+
+/// CreateKey options this KMS does not have: refused with AWS's error, never ignored.
+fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {
+    let unsupported = |m: String| Err(KmsError::new(ErrorCode::UnsupportedOperationException, m));
+    match req.origin.as_deref() {
+        None | Some("AWS_KMS") => {}
+        Some(o @ ("EXTERNAL" | "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+            return unsupported(format!(
+                "Origin {o} is not supported: this KMS generates key material itself (AWS_KMS); key import is not built yet"
+            ))
+        }
+        Some(o) => {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{o}' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [EXTERNAL_KEY_STORE, AWS_CLOUDHSM, AWS_KMS, EXTERNAL]"
+            )))
+        }
+    }
+    if req.multi_region == Some(true) {
+        return unsupported("MultiRegion keys are not supported yet".into());
+    }
+    if let Some(id) = &req.custom_key_store_id {
+        return Err(KmsError::new(
+            ErrorCode::CustomKeyStoreNotFoundException,
+            format!("Custom key store {id:?} does not exist (this KMS has none)"),
+        ));
+    }
+    if req.xks_key_id.is_some() {
+        return Err(KmsError::validation(
+            "XksKeyId needs Origin EXTERNAL_KEY_STORE and a custom key store",
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn check_policy_name(name: &Option<String>) -> KmsResult<()> {

@@ -1,0 +1,185 @@
+//! Key tags and description, the list of a key's policy names, GenerateRandom; and the
+//! request checks AWS applies to many operations (tags, grant tokens, DryRun).
+
+use super::operations::paginate;
+use super::*;
+
+/// AWS's limits on tags: 50 per key, keys 1..=128 and values 0..=256 characters, the
+/// `aws:` prefix reserved, no key twice in one request.
+pub(super) fn check_tags(tags: &[Tag]) -> KmsResult<()> {
+    let bad = |m: String| Err(KmsError::new(ErrorCode::TagException, m));
+    if tags.len() > MAX_TAGS {
+        return bad(format!("A key can have at most {MAX_TAGS} tags"));
+    }
+    for (i, t) in tags.iter().enumerate() {
+        let k = t.tag_key.chars().count();
+        if !(1..=128).contains(&k) {
+            return bad(format!("TagKey must be 1..128 characters, not {k}"));
+        }
+        if t.tag_value.chars().count() > 256 {
+            return bad("TagValue must be at most 256 characters".into());
+        }
+        if t.tag_key.to_ascii_lowercase().starts_with("aws:") {
+            return bad(format!(
+                "TagKey {:?}: the aws: prefix is reserved",
+                t.tag_key
+            ));
+        }
+        if tags[..i].iter().any(|o| o.tag_key == t.tag_key) {
+            return bad(format!("Duplicate TagKey {:?}", t.tag_key));
+        }
+    }
+    Ok(())
+}
+
+const MAX_TAGS: usize = 50;
+
+/// No grants exist here yet, so no grant token can name one.
+pub(super) fn check_grant_tokens(tokens: &Option<Vec<String>>) -> KmsResult<()> {
+    match tokens.as_deref() {
+        None | Some([]) => Ok(()),
+        Some(t) if t.len() > 10 => Err(KmsError::validation("at most 10 GrantTokens")),
+        Some(_) => Err(KmsError::new(
+            ErrorCode::InvalidGrantTokenException,
+            "The grant token is not valid (this KMS has no grants)",
+        )),
+    }
+}
+
+/// `DryRun: true`: everything was checked and would have succeeded; nothing is done.
+pub(super) fn dry_run(flag: Option<bool>) -> KmsResult<()> {
+    if flag == Some(true) {
+        return Err(KmsError::new(
+            ErrorCode::DryRunOperationException,
+            "The request would have succeeded, but the DryRun option is set.",
+        ));
+    }
+    Ok(())
+}
+
+impl LocalKms {
+    pub(super) fn do_tag_resource(&self, req: TagResourceRequest) -> KmsResult<()> {
+        check_tags(&req.tags)?;
+        self.change_key(Op::TagResource.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            let mut tags = k.tags.clone();
+            for t in req.tags {
+                match tags.iter_mut().find(|o| o.tag_key == t.tag_key) {
+                    Some(o) => o.tag_value = t.tag_value,
+                    None => tags.push(t),
+                }
+            }
+            if tags.len() > MAX_TAGS {
+                return Err(KmsError::new(
+                    ErrorCode::LimitExceededException,
+                    format!("A key can have at most {MAX_TAGS} tags"),
+                ));
+            }
+            k.tags = tags;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_untag_resource(&self, req: UntagResourceRequest) -> KmsResult<()> {
+        if req.tag_keys.is_empty() || req.tag_keys.len() > MAX_TAGS {
+            return Err(KmsError::validation(format!(
+                "TagKeys must list 1..{MAX_TAGS} keys"
+            )));
+        }
+        self.change_key(Op::UntagResource.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            k.tags.retain(|t| !req.tag_keys.contains(&t.tag_key));
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_list_resource_tags(
+        &self,
+        req: ListResourceTagsRequest,
+    ) -> KmsResult<ListResourceTagsResponse> {
+        if req.limit.is_some_and(|l| l > MAX_TAGS as u32) {
+            return Err(KmsError::validation(format!("Limit must be 1..{MAX_TAGS}")));
+        }
+        self.run(Op::ListResourceTags.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::ListResourceTags.action(), None, info)?;
+            let (tags, next) = paginate(&k.tags, req.limit.or(Some(MAX_TAGS as u32)), &req.marker)?;
+            Ok(ListResourceTagsResponse {
+                tags,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    pub(super) fn do_update_key_description(
+        &self,
+        req: UpdateKeyDescriptionRequest,
+    ) -> KmsResult<()> {
+        check_description(&req.description)?;
+        self.change_key(Op::UpdateKeyDescription.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            k.description = req.description;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_list_key_policies(
+        &self,
+        req: ListKeyPoliciesRequest,
+    ) -> KmsResult<ListKeyPoliciesResponse> {
+        self.run(Op::ListKeyPolicies.name(), |info| {
+            let s = self.snapshot()?;
+            self.authorized(&s, &req.key_id, Op::ListKeyPolicies.action(), None, info)?;
+            let (names, next) = paginate(&["default".to_string()], req.limit, &req.marker)?;
+            Ok(ListKeyPoliciesResponse {
+                policy_names: names,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    /// Random bytes need no key, so no key policy: any caller the KMS admits may ask.
+    pub(super) fn do_generate_random(
+        &self,
+        req: GenerateRandomRequest,
+    ) -> KmsResult<GenerateRandomResponse> {
+        self.run(Op::GenerateRandom.name(), |_| {
+            if let Some(id) = &req.custom_key_store_id {
+                return Err(KmsError::new(
+                    ErrorCode::CustomKeyStoreNotFoundException,
+                    format!("Custom key store {id:?} does not exist (this KMS has none)"),
+                ));
+            }
+            if req.recipient.is_some() {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    "Recipient (Nitro Enclaves attestation) is not supported",
+                ));
+            }
+            let n = match req.number_of_bytes {
+                Some(n @ 1..=1024) => n as usize,
+                Some(n) => {
+                    return Err(KmsError::validation(format!(
+                        "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value between 1 and 1024"
+                    )))
+                }
+                None => return Err(KmsError::validation("NumberOfBytes is required")),
+            };
+            let mut plaintext = Secret(vec![0u8; n]);
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
+            Ok(GenerateRandomResponse { plaintext })
+        })
+    }
+}
+
+/// AWS's limit on a key's description.
+pub(super) fn check_description(d: &str) -> KmsResult<()> {
+    if d.chars().count() > 8192 {
+        return Err(KmsError::validation(
+            "Description is longer than 8192 characters",
+        ));
+    }
+    Ok(())
+}
