@@ -4,13 +4,27 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
+use base64::Engine;
 
 use super::{fmt_epoch, local_dir, AliasCmd, KeyCmd, PolicyCmd};
 use crate::kms::{
     CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
-    EnableKeyRotationRequest, GetKeyPolicyRequest, KeyIdRequest, KmsLocation, ListAliasesRequest,
-    ListKeyRotationsRequest, ListKeysRequest, PutKeyPolicyRequest, ScheduleKeyDeletionRequest,
+    EnableKeyRotationRequest, GenerateMacRequest, GetKeyPolicyRequest, KeyIdRequest, KmsLocation,
+    ListAliasesRequest, ListKeyRotationsRequest, ListKeysRequest, PutKeyPolicyRequest,
+    ScheduleKeyDeletionRequest, Secret, VerifyMacRequest,
 };
+
+/// The bytes of FILE, or of stdin without one.
+fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>> {
+    match file {
+        Some(f) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display())),
+        None => {
+            let mut v = vec![];
+            std::io::stdin().read_to_end(&mut v)?;
+            Ok(v)
+        }
+    }
+}
 
 fn normalize_alias(a: &str) -> String {
     if a.starts_with("alias/") {
@@ -23,11 +37,18 @@ fn normalize_alias(a: &str) -> String {
 pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
     let loc = KmsLocation::resolve(kms_arg)?;
     match cmd {
-        KeyCmd::Create { alias, description } => {
+        KeyCmd::Create {
+            alias,
+            description,
+            spec,
+            usage,
+        } => {
             let kms = loc.open(true)?;
             let md = kms
                 .create_key(CreateKeyRequest {
                     description,
+                    key_spec: spec,
+                    key_usage: usage,
                     ..Default::default()
                 })?
                 .key_metadata;
@@ -40,6 +61,47 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                 .with_context(|| format!("key {} was created, but alias {a} was not", md.arn))?;
             }
             println!("{}", md.arn);
+        }
+        KeyCmd::Mac { key, file, verify } => {
+            let kms = loc.open(false)?;
+            let message = Secret(read_input(file.as_deref())?);
+            // The algorithm is the key's own (an HMAC key has exactly one).
+            let md = kms
+                .describe_key(DescribeKeyRequest {
+                    key_id: key.clone(),
+                })
+                .with_context(|| format!("key {key}"))?
+                .key_metadata;
+            let Some(alg) = md.mac_algorithms.first().cloned() else {
+                anyhow::bail!("{} is not an HMAC key (KeySpec {})", md.arn, md.key_spec);
+            };
+            match verify {
+                None => {
+                    let r = kms.generate_mac(GenerateMacRequest {
+                        key_id: key,
+                        message,
+                        mac_algorithm: alg,
+                        ..Default::default()
+                    })?;
+                    println!(
+                        "{}",
+                        base64::engine::general_purpose::STANDARD.encode(r.mac)
+                    );
+                }
+                Some(mac) => {
+                    let mac = base64::engine::general_purpose::STANDARD
+                        .decode(mac.trim())
+                        .context("--verify: not base64")?;
+                    kms.verify_mac(VerifyMacRequest {
+                        key_id: key,
+                        message,
+                        mac_algorithm: alg,
+                        mac,
+                        ..Default::default()
+                    })?;
+                    println!("MAC valid");
+                }
+            }
         }
         KeyCmd::List { json } => {
             let kms = loc.open(false)?;

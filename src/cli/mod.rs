@@ -267,12 +267,27 @@ pub(crate) struct AuditFilter {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum KeyCmd {
-    /// Create a symmetric key; prints its ARN.
+    /// Create a key (symmetric unless --spec says otherwise); prints its ARN.
     Create {
         #[arg(long)]
         alias: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// KeySpec: SYMMETRIC_DEFAULT (default) or HMAC_224|256|384|512.
+        #[arg(long)]
+        spec: Option<String>,
+        /// KeyUsage: ENCRYPT_DECRYPT (default) or GENERATE_VERIFY_MAC (HMAC keys).
+        #[arg(long)]
+        usage: Option<String>,
+    },
+    /// HMAC of FILE (stdin if none, 1..4096 bytes) under an HMAC key, base64; with
+    /// --verify MAC, checks MAC instead (exit status 1 if it does not match).
+    Mac {
+        key: String,
+        file: Option<PathBuf>,
+        /// The MAC to check (base64).
+        #[arg(long)]
+        verify: Option<String>,
     },
     /// List keys with their state and aliases.
     List {

@@ -67,6 +67,7 @@ error_codes! {
     DryRunOperationException,
     InvalidGrantTokenException,
     CustomKeyStoreNotFoundException,
+    KMSInvalidMacException,
     KMSInternalException,
     DependencyTimeoutException,
     KeyUnavailableException,

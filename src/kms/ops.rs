@@ -131,6 +131,10 @@ operations! {
     ListResourceTags => list_resource_tags(ListResourceTagsRequest) -> ListResourceTagsResponse;
     /// 1..1024 random bytes.
     GenerateRandom => generate_random(GenerateRandomRequest) -> GenerateRandomResponse;
+    /// HMAC of a message under an HMAC key.
+    GenerateMac => generate_mac(GenerateMacRequest) -> GenerateMacResponse;
+    /// Checks an HMAC (KMSInvalidMacException if it does not match).
+    VerifyMac => verify_mac(VerifyMacRequest) -> VerifyMacResponse;
 }
 
 #[cfg(test)]

@@ -138,6 +138,8 @@ pub struct KeyMetadata {
     pub current_key_material_id: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub multi_region: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub mac_algorithms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -540,4 +542,47 @@ pub struct GenerateRandomRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct GenerateRandomResponse {
     pub plaintext: Secret,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateMacRequest {
+    pub key_id: String,
+    pub message: Secret,
+    pub mac_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateMacResponse {
+    #[serde(with = "b64")]
+    pub mac: Vec<u8>,
+    pub mac_algorithm: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyMacRequest {
+    pub key_id: String,
+    pub message: Secret,
+    pub mac_algorithm: String,
+    #[serde(with = "b64")]
+    pub mac: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyMacResponse {
+    pub key_id: String,
+    pub mac_valid: bool,
+    pub mac_algorithm: String,
 }

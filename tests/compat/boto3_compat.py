@@ -197,6 +197,15 @@ expect("DryRunOperationException", kms.generate_data_key, KeyId=tagged, KeySpec=
 expect("InvalidGrantTokenException", kms.encrypt, KeyId=tagged, Plaintext=b"x", GrantTokens=["no-such-grant"])
 check("DryRun -> DryRunOperationException; unknown grant tokens -> InvalidGrantTokenException")
 
+hk = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+assert hk["KeySpec"] == "HMAC_256" and hk["MacAlgorithms"] == ["HMAC_SHA_256"], hk
+mac = kms.generate_mac(KeyId=hk["KeyId"], Message=b"msg", MacAlgorithm="HMAC_SHA_256")["Mac"]
+assert kms.verify_mac(KeyId=hk["KeyId"], Message=b"msg", MacAlgorithm="HMAC_SHA_256", Mac=mac)["MacValid"]
+expect("KMSInvalidMacException", kms.verify_mac, KeyId=hk["KeyId"], Message=b"other", MacAlgorithm="HMAC_SHA_256", Mac=mac)
+expect("InvalidKeyUsageException", kms.encrypt, KeyId=hk["KeyId"], Plaintext=b"x")
+expect("UnsupportedOperationException", kms.enable_key_rotation, KeyId=hk["KeyId"])
+check("HMAC keys: GenerateMac / VerifyMac; no Encrypt, no rotation")
+
 env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
            AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]

@@ -592,3 +592,38 @@ fn killed_key_creation_and_rotation_leave_a_consistent_state() {
         assert_eq!(&fs::read(t.p(name)).unwrap(), data);
     }
 }
+
+/// `key create --spec/--usage` and `key mac`: an HMAC key from the command line.
+#[test]
+fn hmac_key_from_the_command_line() {
+    let t = Tree::new(&[]);
+    let arn = ok(t.kmsfs(&[
+        "key",
+        "create",
+        "--alias",
+        "mac",
+        "--spec",
+        "HMAC_384",
+        "--usage",
+        "GENERATE_VERIFY_MAC",
+    ]));
+    assert!(arn.trim().starts_with("arn:aws:kms:"), "{arn}");
+    let msg = t.dir.path().join("msg");
+    fs::write(&msg, b"sign me").unwrap();
+    let m = msg.to_str().unwrap();
+    let mac = ok(t.kmsfs(&["key", "mac", "alias/mac", m]));
+    let mac = mac.trim();
+    assert_eq!(mac.len(), 64, "48 bytes in base64: {mac}");
+    assert!(ok(t.kmsfs(&["key", "mac", "alias/mac", m, "--verify", mac])).contains("MAC valid"));
+    fs::write(&msg, b"sign me!").unwrap();
+    fails(
+        t.kmsfs(&["key", "mac", "alias/mac", m, "--verify", mac]),
+        "KMSInvalidMacException",
+    );
+    ok(t.kmsfs(&["key", "create", "--alias", "sym"]));
+    fails(t.kmsfs(&["key", "mac", "alias/sym", m]), "not an HMAC key");
+    fails(
+        t.kmsfs(&["key", "create", "--spec", "HMAC_256"]),
+        "needs KeyUsage GENERATE_VERIFY_MAC",
+    );
+}

@@ -48,7 +48,8 @@ impl LocalKms {
             self.mutate("RotateDueKeys", info, |s, _| {
                 let mut out = vec![];
                 for k in s.keys.values_mut().filter(|k| due(k)) {
-                    k.versions.push(Self::new_version(Some("AUTOMATIC")));
+                    k.versions
+                        .push(Self::new_version(&k.spec, Some("AUTOMATIC")));
                     k.current = (k.versions.len() - 1) as u32;
                     let days = k.rotation_period_days.unwrap_or(365) as f64;
                     k.next_rotation = Some(at + days * 86400.0);

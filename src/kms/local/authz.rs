@@ -126,15 +126,20 @@ impl LocalKms {
             creation_date: k.created,
             enabled: k.state == KeyState::Enabled,
             description: k.description.clone(),
-            key_usage: "ENCRYPT_DECRYPT".into(),
+            key_usage: k.usage.clone(),
             key_state: k.state.name().into(),
             deletion_date: k.deletion_date,
             pending_deletion_window_in_days: k.pending_window_days,
             origin: "AWS_KMS".into(),
             key_manager: "CUSTOMER".into(),
-            key_spec: SYMMETRIC_DEFAULT.into(),
-            customer_master_key_spec: SYMMETRIC_DEFAULT.into(),
-            encryption_algorithms: vec![SYMMETRIC_DEFAULT.into()],
+            key_spec: k.spec.clone(),
+            customer_master_key_spec: k.spec.clone(),
+            encryption_algorithms: if k.usage == ENCRYPT_DECRYPT {
+                vec![SYMMETRIC_DEFAULT.into()]
+            } else {
+                vec![]
+            },
+            mac_algorithms: mac_algorithms(&k.spec),
             current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             multi_region: false,
         }

@@ -67,6 +67,7 @@ impl LocalKms {
             }
         }
         let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
+        self.check_usage(k, ENCRYPT_DECRYPT)?;
         self.usable(k)?;
         let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
         let v = k.versions.get(version as usize).ok_or_else(invalid)?;
@@ -109,12 +110,15 @@ impl LocalKms {
         }
     }
 
-    pub(super) fn new_version(rotation_type: Option<&str>) -> KeyVersion {
+    /// New key material for a key of `spec` (a spec `spec_and_usage` accepted).
+    pub(super) fn new_version(spec: &str, rotation_type: Option<&str>) -> KeyVersion {
+        let mut material = Secret(vec![0u8; material_len(spec).expect("a known key spec")]);
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut material.0);
         KeyVersion {
             material_id: hex::encode(random_bytes::<32>()),
             created: now(),
             rotation_type: rotation_type.map(str::to_string),
-            material: Secret(SecretKey::random().0.to_vec()),
+            material,
         }
     }
 
@@ -136,6 +140,7 @@ impl LocalKms {
             )?;
             let n = Self::data_key_len(&req)?;
             check_grant_tokens(&req.grant_tokens)?;
+            self.check_usage(k, ENCRYPT_DECRYPT)?;
             self.usable(k)?;
             dry_run(req.dry_run)?;
             let mut plaintext = Secret(vec![0u8; n]);

@@ -18,6 +18,7 @@ mod admin;
 mod authz;
 mod blob;
 mod extras;
+mod mac;
 mod operations;
 mod schema;
 mod store;
@@ -42,6 +43,8 @@ const BLOB_FORMAT: u8 = 1;
 const BLOB_PREFIX: usize = 1 + 16 + 4;
 const BLOB_OVERHEAD: usize = BLOB_PREFIX + NONCE_LEN + TAG_LEN;
 const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
+const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
+const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
 
 /// The principal local (embedded) use acts as, unless `KMSFS_PRINCIPAL` says otherwise.
 pub const DEFAULT_PRINCIPAL: &str = "local-admin";
@@ -88,6 +91,7 @@ pub fn now() -> f64 {
 
 use authz::*;
 use extras::*;
+use mac::*;
 use schema::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
 

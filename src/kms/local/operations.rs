@@ -5,20 +5,7 @@ use super::*;
 impl Kms for LocalKms {
     fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
         self.run(Op::CreateKey.name(), |info| {
-            if let Some(u) = req.key_usage.as_deref().filter(|u| *u != "ENCRYPT_DECRYPT") {
-                return Err(KmsError::validation(format!(
-                    "KeyUsage {u} is not supported (only ENCRYPT_DECRYPT)"
-                )));
-            }
-            let spec = req
-                .key_spec
-                .as_deref()
-                .or(req.customer_master_key_spec.as_deref());
-            if let Some(s) = spec.filter(|s| *s != SYMMETRIC_DEFAULT) {
-                return Err(KmsError::validation(format!(
-                    "KeySpec {s} is not supported (only SYMMETRIC_DEFAULT)"
-                )));
-            }
+            let (spec, usage) = spec_and_usage(&req)?;
             check_create_options(&req)?;
             let desc = req.description.clone().unwrap_or_default();
             check_description(&desc)?;
@@ -40,13 +27,15 @@ impl Kms for LocalKms {
                 state: KeyState::Enabled,
                 deletion_date: None,
                 pending_window_days: None,
-                versions: vec![Self::new_version(None)],
+                versions: vec![Self::new_version(&spec, None)],
                 current: 0,
                 rotation_enabled: false,
                 rotation_period_days: None,
                 next_rotation: None,
                 tags: req.tags.clone().unwrap_or_default(),
                 policy: Some(policy),
+                spec,
+                usage,
             };
             let md = self.metadata(&rec);
             info.key(self.arn(&rec.id), rec.versions.first());
@@ -215,6 +204,7 @@ impl Kms for LocalKms {
             if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
                 return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
             }
+            self.check_usage(k, ENCRYPT_DECRYPT)?;
             self.usable(k)?;
             dry_run(req.dry_run)?;
             Ok(EncryptResponse {
@@ -295,6 +285,7 @@ impl Kms for LocalKms {
                 req.destination_encryption_context.as_ref(),
                 &mut dinfo,
             )?;
+            self.check_usage(dk, ENCRYPT_DECRYPT)?;
             self.usable(dk)?;
             dry_run(req.dry_run)?;
             // the record names the destination (key and version the new blob is under)
@@ -389,6 +380,7 @@ impl Kms for LocalKms {
 
     fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
         self.change_key(Op::RotateKeyOnDemand.name(), &req.key_id, |me, k| {
+            me.check_rotatable(k)?;
             me.usable(k)?;
             let done = k
                 .versions
@@ -404,7 +396,7 @@ impl Kms for LocalKms {
                     ),
                 ));
             }
-            k.versions.push(Self::new_version(Some("ON_DEMAND")));
+            k.versions.push(Self::new_version(&k.spec, Some("ON_DEMAND")));
             k.current = (k.versions.len() - 1) as u32;
             Ok(KeyIdResponse {
                 key_id: me.arn(&k.id),
@@ -423,6 +415,7 @@ impl Kms for LocalKms {
             });
         }
         self.change_key(Op::EnableKeyRotation.name(), &req.key_id, |me, k| {
+            me.check_rotatable(k)?;
             me.usable(k)?;
             k.rotation_enabled = true;
             k.rotation_period_days = Some(days);
@@ -548,6 +541,14 @@ impl Kms for LocalKms {
 
     fn generate_random(&self, req: GenerateRandomRequest) -> KmsResult<GenerateRandomResponse> {
         self.do_generate_random(req)
+    }
+
+    fn generate_mac(&self, req: GenerateMacRequest) -> KmsResult<GenerateMacResponse> {
+        self.do_generate_mac(req)
+    }
+
+    fn verify_mac(&self, req: VerifyMacRequest) -> KmsResult<VerifyMacResponse> {
+        self.do_verify_mac(req)
     }
 
     fn rotate_due(&self) -> KmsResult<Vec<String>> {

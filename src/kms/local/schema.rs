@@ -48,6 +48,20 @@ pub(super) struct KeyRecord {
     pub(super) next_rotation: Option<f64>,
     pub(super) tags: Vec<Tag>,
     pub(super) policy: Option<String>,
+    /// KeySpec: SYMMETRIC_DEFAULT (stores written before key specs existed) or HMAC_*.
+    #[serde(default = "symmetric_default")]
+    pub(super) spec: String,
+    /// KeyUsage: ENCRYPT_DECRYPT or GENERATE_VERIFY_MAC.
+    #[serde(default = "encrypt_decrypt")]
+    pub(super) usage: String,
+}
+
+fn symmetric_default() -> String {
+    SYMMETRIC_DEFAULT.into()
+}
+
+fn encrypt_decrypt() -> String {
+    ENCRYPT_DECRYPT.into()
 }
 
 #[derive(Clone, Serialize, Deserialize)]

@@ -496,3 +496,147 @@ fn description_policy_names_and_random_bytes() {
         CustomKeyStoreNotFoundException
     );
 }
+
+/// HMAC by the RustCrypto crates, to cross-check aws-lc-rs's.
+macro_rules! rc_hmac {
+    ($digest:ty, $key:expr, $msg:expr) => {{
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<$digest>::new_from_slice($key).unwrap();
+        m.update($msg);
+        m.finalize().into_bytes().to_vec()
+    }};
+}
+
+#[test]
+fn hmac_keys_generate_and_verify_macs_and_nothing_else() {
+    let (_d, k) = kms();
+    use ErrorCode::*;
+    let mk = |spec: &str, usage: Option<&str>| {
+        k.create_key(CreateKeyRequest {
+            key_spec: Some(spec.into()),
+            key_usage: usage.map(str::to_string),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        code(mk("HMAC_256", None)),
+        ValidationException,
+        "usage is required"
+    );
+    assert_eq!(
+        code(mk("HMAC_256", Some("ENCRYPT_DECRYPT"))),
+        ValidationException
+    );
+    assert_eq!(
+        code(mk("SYMMETRIC_DEFAULT", Some("GENERATE_VERIFY_MAC"))),
+        ValidationException
+    );
+    assert_eq!(
+        code(mk("RSA_2048", Some("SIGN_VERIFY"))),
+        ValidationException
+    );
+    for (spec, alg, len) in [
+        ("HMAC_224", "HMAC_SHA_224", 28),
+        ("HMAC_256", "HMAC_SHA_256", 32),
+        ("HMAC_384", "HMAC_SHA_384", 48),
+        ("HMAC_512", "HMAC_SHA_512", 64),
+    ] {
+        let md = mk(spec, Some("GENERATE_VERIFY_MAC")).unwrap().key_metadata;
+        assert_eq!(
+            (md.key_spec.as_str(), md.key_usage.as_str()),
+            (spec, "GENERATE_VERIFY_MAC")
+        );
+        assert_eq!(md.mac_algorithms, [alg]);
+        assert!(md.encryption_algorithms.is_empty());
+        let id = md.key_id;
+        let msg = Secret(b"the message".to_vec());
+        let mac = k
+            .generate_mac(GenerateMacRequest {
+                key_id: id.clone(),
+                message: msg.clone(),
+                mac_algorithm: alg.into(),
+                ..Default::default()
+            })
+            .unwrap()
+            .mac;
+        // Cross-checked with the RustCrypto hmac crate over the stored material.
+        let material = k.snapshot().unwrap().keys[&id].versions[0]
+            .material
+            .0
+            .clone();
+        assert_eq!(material.len(), len);
+        let want = match spec {
+            "HMAC_224" => rc_hmac!(sha2::Sha224, &material, &msg.0),
+            "HMAC_256" => rc_hmac!(sha2::Sha256, &material, &msg.0),
+            "HMAC_384" => rc_hmac!(sha2::Sha384, &material, &msg.0),
+            _ => rc_hmac!(sha2::Sha512, &material, &msg.0),
+        };
+        assert_eq!(mac, want, "{spec}");
+        let verify = |mac: Vec<u8>, alg: &str| {
+            k.verify_mac(VerifyMacRequest {
+                key_id: id.clone(),
+                message: msg.clone(),
+                mac_algorithm: alg.into(),
+                mac,
+                ..Default::default()
+            })
+        };
+        assert!(verify(mac.clone(), alg).unwrap().mac_valid);
+        let mut bad = mac.clone();
+        bad[0] ^= 1;
+        assert_eq!(code(verify(bad, alg)), KMSInvalidMacException);
+        assert_eq!(
+            code(verify(mac[..mac.len() - 1].to_vec(), alg)),
+            KMSInvalidMacException
+        );
+        let other = if alg == "HMAC_SHA_256" {
+            "HMAC_SHA_512"
+        } else {
+            "HMAC_SHA_256"
+        };
+        assert_eq!(code(verify(mac.clone(), other)), InvalidKeyUsageException);
+        // An HMAC key encrypts nothing and rotates never.
+        let enc = k.encrypt(EncryptRequest {
+            key_id: id.clone(),
+            plaintext: Secret(b"x".to_vec()),
+            ..Default::default()
+        });
+        assert_eq!(code(enc), InvalidKeyUsageException);
+        let gdk = k.generate_data_key(GenerateDataKeyRequest {
+            key_id: id.clone(),
+            number_of_bytes: Some(32),
+            ..Default::default()
+        });
+        assert_eq!(code(gdk), InvalidKeyUsageException);
+        assert_eq!(
+            code(k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() })),
+            UnsupportedOperationException
+        );
+        assert_eq!(
+            code(k.enable_key_rotation(EnableKeyRotationRequest {
+                key_id: id.clone(),
+                rotation_period_in_days: None,
+            })),
+            UnsupportedOperationException
+        );
+        // A forged blob naming the HMAC key: refused, never opened with its material.
+        let mut blob = vec![BLOB_FORMAT];
+        blob.extend_from_slice(uuid::Uuid::parse_str(&id).unwrap().as_bytes());
+        blob.extend_from_slice(&0u32.to_be_bytes());
+        blob.extend_from_slice(&[0u8; NONCE_LEN + 8 + TAG_LEN]);
+        let dec = k.decrypt(DecryptRequest {
+            ciphertext_blob: blob,
+            ..Default::default()
+        });
+        assert_eq!(code(dec), InvalidKeyUsageException);
+    }
+    // A symmetric key makes no MAC.
+    let sym = mk("SYMMETRIC_DEFAULT", None).unwrap().key_metadata.key_id;
+    let r = k.generate_mac(GenerateMacRequest {
+        key_id: sym,
+        message: Secret(b"m".to_vec()),
+        mac_algorithm: "HMAC_SHA_256".into(),
+        ..Default::default()
+    });
+    assert_eq!(code(r), InvalidKeyUsageException);
+}

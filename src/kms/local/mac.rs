@@ -1,0 +1,162 @@
+//! Key specs and usages, and the HMAC keys (HMAC_224/256/384/512, GENERATE_VERIFY_MAC):
+//! GenerateMac and VerifyMac with aws-lc-rs's HMAC (constant-time verification).
+
+use aws_lc_rs::hmac;
+
+use super::*;
+
+/// A key spec this KMS makes, with the length of its material in bytes.
+pub(super) fn material_len(spec: &str) -> Option<usize> {
+    Some(match spec {
+        SYMMETRIC_DEFAULT => 32,
+        "HMAC_224" => 28,
+        "HMAC_256" => 32,
+        "HMAC_384" => 48,
+        "HMAC_512" => 64,
+        _ => return None,
+    })
+}
+
+/// The one MAC algorithm of an HMAC key spec.
+fn mac_algorithm(spec: &str) -> Option<(&'static str, hmac::Algorithm)> {
+    Some(match spec {
+        "HMAC_224" => ("HMAC_SHA_224", hmac::HMAC_SHA224),
+        "HMAC_256" => ("HMAC_SHA_256", hmac::HMAC_SHA256),
+        "HMAC_384" => ("HMAC_SHA_384", hmac::HMAC_SHA384),
+        "HMAC_512" => ("HMAC_SHA_512", hmac::HMAC_SHA512),
+        _ => return None,
+    })
+}
+
+/// The MacAlgorithms of a key's metadata (none for other keys).
+pub(super) fn mac_algorithms(spec: &str) -> Vec<String> {
+    mac_algorithm(spec)
+        .map(|(n, _)| vec![n.to_string()])
+        .unwrap_or_default()
+}
+
+/// The (KeySpec, KeyUsage) of a CreateKey request, checked: AWS's pairs that this KMS
+/// makes; anything else is refused, never replaced by a default.
+pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, String)> {
+    let spec = req
+        .key_spec
+        .as_deref()
+        .or(req.customer_master_key_spec.as_deref())
+        .unwrap_or(SYMMETRIC_DEFAULT);
+    if material_len(spec).is_none() {
+        return Err(KmsError::validation(format!(
+            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224, HMAC_256, HMAC_384, HMAC_512)"
+        )));
+    }
+    let hmac = spec.starts_with("HMAC_");
+    let usage = match (req.key_usage.as_deref(), hmac) {
+        (None | Some(ENCRYPT_DECRYPT), false) => ENCRYPT_DECRYPT,
+        (Some(GENERATE_VERIFY_MAC), true) => GENERATE_VERIFY_MAC,
+        (None, true) => {
+            return Err(KmsError::validation(format!(
+                "KeySpec {spec} needs KeyUsage GENERATE_VERIFY_MAC"
+            )))
+        }
+        (Some(u), _) => {
+            return Err(KmsError::validation(format!(
+                "KeyUsage {u} is not valid for KeySpec {spec}"
+            )))
+        }
+    };
+    Ok((spec.to_string(), usage.to_string()))
+}
+
+impl LocalKms {
+    /// The key may be used for `usage` (InvalidKeyUsageException otherwise).
+    pub(super) fn check_usage(&self, k: &KeyRecord, usage: &str) -> KmsResult<()> {
+        if k.usage != usage {
+            return Err(KmsError::new(
+                ErrorCode::InvalidKeyUsageException,
+                format!("{} key usage is {}, not {usage}", self.arn(&k.id), k.usage),
+            ));
+        }
+        Ok(())
+    }
+
+    /// HMAC keys cannot be rotated (AWS refuses it for every key but symmetric ones).
+    pub(super) fn check_rotatable(&self, k: &KeyRecord) -> KmsResult<()> {
+        if k.spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::new(
+                ErrorCode::UnsupportedOperationException,
+                format!(
+                    "{} is a {} key; only symmetric encryption keys can be rotated",
+                    self.arn(&k.id),
+                    k.spec
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The HMAC key and algorithm for a MAC request: usage, the algorithm matching the
+    /// key's spec, the message's length (1..4096 bytes).
+    fn mac_key(
+        &self,
+        k: &KeyRecord,
+        algorithm: &str,
+        message: &[u8],
+    ) -> KmsResult<(hmac::Key, &'static str)> {
+        self.check_usage(k, GENERATE_VERIFY_MAC)?;
+        self.usable(k)?;
+        let (name, alg) = mac_algorithm(&k.spec).expect("GENERATE_VERIFY_MAC keys are HMAC");
+        if algorithm != name {
+            return Err(KmsError::new(
+                ErrorCode::InvalidKeyUsageException,
+                format!(
+                    "MacAlgorithm {algorithm} is not compatible with {} ({})",
+                    self.arn(&k.id),
+                    k.spec
+                ),
+            ));
+        }
+        if message.is_empty() || message.len() > 4096 {
+            return Err(KmsError::validation("Message must be 1..4096 bytes"));
+        }
+        let material = &k.versions[k.current as usize].material.0;
+        Ok((hmac::Key::new(alg, material), name))
+    }
+
+    pub(super) fn do_generate_mac(
+        &self,
+        req: GenerateMacRequest,
+    ) -> KmsResult<GenerateMacResponse> {
+        self.run(Op::GenerateMac.name(), |info| {
+            check_grant_tokens(&req.grant_tokens)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::GenerateMac.action(), None, info)?;
+            let (key, name) = self.mac_key(k, &req.mac_algorithm, &req.message.0)?;
+            dry_run(req.dry_run)?;
+            Ok(GenerateMacResponse {
+                mac: hmac::sign(&key, &req.message.0).as_ref().to_vec(),
+                mac_algorithm: name.into(),
+                key_id: self.arn(&k.id),
+            })
+        })
+    }
+
+    pub(super) fn do_verify_mac(&self, req: VerifyMacRequest) -> KmsResult<VerifyMacResponse> {
+        self.run(Op::VerifyMac.name(), |info| {
+            check_grant_tokens(&req.grant_tokens)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::VerifyMac.action(), None, info)?;
+            let (key, name) = self.mac_key(k, &req.mac_algorithm, &req.message.0)?;
+            dry_run(req.dry_run)?;
+            if hmac::verify(&key, &req.message.0, &req.mac).is_err() {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidMacException,
+                    "The MAC does not match the message under this key and algorithm",
+                ));
+            }
+            Ok(VerifyMacResponse {
+                key_id: self.arn(&k.id),
+                mac_valid: true,
+                mac_algorithm: name.into(),
+            })
+        })
+    }
+}
