@@ -4,15 +4,41 @@
 use std::io::Read;
 
 use anyhow::{Context, Result};
+use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use super::{fmt_epoch, local_dir, AliasCmd, KeyCmd, PolicyCmd};
 use crate::kms::{
     CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
-    EnableKeyRotationRequest, GenerateMacRequest, GetKeyPolicyRequest, KeyIdRequest, KmsLocation,
-    ListAliasesRequest, ListKeyRotationsRequest, ListKeysRequest, PutKeyPolicyRequest,
-    ScheduleKeyDeletionRequest, Secret, VerifyMacRequest,
+    EnableKeyRotationRequest, GenerateMacRequest, GetKeyPolicyRequest, GetPublicKeyRequest,
+    KeyIdRequest, KmsLocation, ListAliasesRequest, ListKeyRotationsRequest, ListKeysRequest,
+    PutKeyPolicyRequest, ScheduleKeyDeletionRequest, Secret, SignRequest, VerifyMacRequest,
+    VerifyRequest,
 };
+
+/// `--algorithm`, else the key's first signing algorithm.
+fn signing_algorithm(
+    kms: &dyn crate::kms::Kms,
+    key: &str,
+    given: Option<String>,
+) -> Result<String> {
+    if let Some(a) = given {
+        return Ok(a);
+    }
+    let md = kms
+        .describe_key(DescribeKeyRequest {
+            key_id: key.to_string(),
+        })
+        .with_context(|| format!("key {key}"))?
+        .key_metadata;
+    md.signing_algorithms.first().cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is not a signing key (KeyUsage {})",
+            md.arn,
+            md.key_usage
+        )
+    })
+}
 
 /// The bytes of FILE, or of stdin without one.
 fn read_input(file: Option<&std::path::Path>) -> Result<Vec<u8>> {
@@ -83,15 +109,10 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                         mac_algorithm: alg,
                         ..Default::default()
                     })?;
-                    println!(
-                        "{}",
-                        base64::engine::general_purpose::STANDARD.encode(r.mac)
-                    );
+                    println!("{}", B64.encode(r.mac));
                 }
                 Some(mac) => {
-                    let mac = base64::engine::general_purpose::STANDARD
-                        .decode(mac.trim())
-                        .context("--verify: not base64")?;
+                    let mac = B64.decode(mac.trim()).context("--verify: not base64")?;
                     kms.verify_mac(VerifyMacRequest {
                         key_id: key,
                         message,
@@ -102,6 +123,60 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                     println!("MAC valid");
                 }
             }
+        }
+        KeyCmd::PublicKey { key, pem } => {
+            let r = loc.open(false)?.get_public_key(GetPublicKeyRequest {
+                key_id: key,
+                ..Default::default()
+            })?;
+            let b64 = B64.encode(&r.public_key);
+            if pem {
+                println!("-----BEGIN PUBLIC KEY-----");
+                for line in b64.as_bytes().chunks(64) {
+                    println!("{}", String::from_utf8_lossy(line));
+                }
+                println!("-----END PUBLIC KEY-----");
+            } else {
+                println!("{b64}");
+            }
+        }
+        KeyCmd::Sign {
+            key,
+            file,
+            algorithm,
+            digest,
+        } => {
+            let kms = loc.open(false)?;
+            let alg = signing_algorithm(&*kms, &key, algorithm)?;
+            let r = kms.sign(SignRequest {
+                key_id: key,
+                message: Secret(read_input(file.as_deref())?),
+                message_type: Some(if digest { "DIGEST" } else { "RAW" }.into()),
+                signing_algorithm: alg,
+                ..Default::default()
+            })?;
+            println!("{}", B64.encode(r.signature));
+        }
+        KeyCmd::Verify {
+            key,
+            signature,
+            file,
+            algorithm,
+            digest,
+        } => {
+            let kms = loc.open(false)?;
+            let alg = signing_algorithm(&*kms, &key, algorithm)?;
+            kms.verify(VerifyRequest {
+                key_id: key,
+                message: Secret(read_input(file.as_deref())?),
+                message_type: Some(if digest { "DIGEST" } else { "RAW" }.into()),
+                signature: B64
+                    .decode(signature.trim())
+                    .context("SIGNATURE: not base64")?,
+                signing_algorithm: alg,
+                ..Default::default()
+            })?;
+            println!("signature valid");
         }
         KeyCmd::List { json } => {
             let kms = loc.open(false)?;

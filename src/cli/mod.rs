@@ -273,12 +273,41 @@ pub(crate) enum KeyCmd {
         alias: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// KeySpec: SYMMETRIC_DEFAULT (default) or HMAC_224|256|384|512.
+        /// KeySpec: SYMMETRIC_DEFAULT (default), HMAC_224|256|384|512,
+        /// RSA_2048|3072|4096, ECC_NIST_P256|P384|P521, ECC_SECG_P256K1.
         #[arg(long)]
         spec: Option<String>,
-        /// KeyUsage: ENCRYPT_DECRYPT (default) or GENERATE_VERIFY_MAC (HMAC keys).
+        /// KeyUsage: ENCRYPT_DECRYPT (default), GENERATE_VERIFY_MAC (HMAC keys),
+        /// SIGN_VERIFY (RSA and ECC keys).
         #[arg(long)]
         usage: Option<String>,
+    },
+    /// An asymmetric key's public key (DER SubjectPublicKeyInfo), base64 or PEM.
+    PublicKey {
+        key: String,
+        #[arg(long)]
+        pem: bool,
+    },
+    /// Signs FILE (stdin if none, 1..4096 bytes) with a SIGN_VERIFY key; base64 signature.
+    Sign {
+        key: String,
+        file: Option<PathBuf>,
+        /// SigningAlgorithm (default: the key's first, e.g. ECDSA_SHA_256).
+        #[arg(long)]
+        algorithm: Option<String>,
+        /// FILE is a digest, not the message.
+        #[arg(long)]
+        digest: bool,
+    },
+    /// Checks a base64 SIGNATURE of FILE (stdin if none); exit status 1 if invalid.
+    Verify {
+        key: String,
+        signature: String,
+        file: Option<PathBuf>,
+        #[arg(long)]
+        algorithm: Option<String>,
+        #[arg(long)]
+        digest: bool,
     },
     /// HMAC of FILE (stdin if none, 1..4096 bytes) under an HMAC key, base64; with
     /// --verify MAC, checks MAC instead (exit status 1 if it does not match).

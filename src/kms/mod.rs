@@ -68,6 +68,7 @@ error_codes! {
     InvalidGrantTokenException,
     CustomKeyStoreNotFoundException,
     KMSInvalidMacException,
+    KMSInvalidSignatureException,
     KMSInternalException,
     DependencyTimeoutException,
     KeyUnavailableException,

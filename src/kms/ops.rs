@@ -135,6 +135,12 @@ operations! {
     GenerateMac => generate_mac(GenerateMacRequest) -> GenerateMacResponse;
     /// Checks an HMAC (KMSInvalidMacException if it does not match).
     VerifyMac => verify_mac(VerifyMacRequest) -> VerifyMacResponse;
+    /// The public key of an asymmetric key (DER SubjectPublicKeyInfo).
+    GetPublicKey => get_public_key(GetPublicKeyRequest) -> GetPublicKeyResponse;
+    /// Signs a message or digest with an asymmetric SIGN_VERIFY key.
+    Sign => sign(SignRequest) -> SignResponse;
+    /// Checks a signature (KMSInvalidSignatureException if it does not verify).
+    Verify => verify(VerifyRequest) -> VerifyResponse;
 }
 
 #[cfg(test)]

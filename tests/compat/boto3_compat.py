@@ -206,6 +206,29 @@ expect("InvalidKeyUsageException", kms.encrypt, KeyId=hk["KeyId"], Plaintext=b"x
 expect("UnsupportedOperationException", kms.enable_key_rotation, KeyId=hk["KeyId"])
 check("HMAC keys: GenerateMac / VerifyMac; no Encrypt, no rotation")
 
+# Asymmetric signing keys, cross-checked with an independent implementation (the
+# `cryptography` package, which moto brings) over the public key GetPublicKey returns.
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
+for spec, alg in [("ECC_NIST_P256", "ECDSA_SHA_256"), ("ECC_NIST_P384", "ECDSA_SHA_384"),
+                  ("RSA_2048", "RSASSA_PSS_SHA_256"), ("RSA_3072", "RSASSA_PKCS1_V1_5_SHA_384")]:
+    ak = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    assert alg in ak["SigningAlgorithms"], ak
+    pub = serialization.load_der_public_key(kms.get_public_key(KeyId=ak["KeyId"])["PublicKey"])
+    sig = kms.sign(KeyId=ak["KeyId"], Message=b"signed", MessageType="RAW", SigningAlgorithm=alg)["Signature"]
+    h = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[-3:]]
+    if spec.startswith("ECC"):
+        pub.verify(sig, b"signed", ec.ECDSA(h))
+    elif "PSS" in alg:
+        pub.verify(sig, b"signed", padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), h)
+    else:
+        pub.verify(sig, b"signed", padding.PKCS1v15(), h)
+    assert kms.verify(KeyId=ak["KeyId"], Message=b"signed", SigningAlgorithm=alg, Signature=sig)["SignatureValid"]
+    expect("KMSInvalidSignatureException", kms.verify, KeyId=ak["KeyId"], Message=b"other", SigningAlgorithm=alg,
+           Signature=sig)
+    expect("InvalidKeyUsageException", kms.encrypt, KeyId=ak["KeyId"], Plaintext=b"x")
+check("asymmetric keys: Sign / Verify / GetPublicKey, verified by the cryptography package")
+
 env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
            AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]

@@ -627,3 +627,74 @@ fn hmac_key_from_the_command_line() {
         "needs KeyUsage GENERATE_VERIFY_MAC",
     );
 }
+
+/// `key create --spec ECC_NIST_P256 --usage SIGN_VERIFY`, `key public-key`, `key sign`,
+/// `key verify` from the command line; the public key is checked by openssl when present.
+#[test]
+fn signing_key_from_the_command_line() {
+    let t = Tree::new(&[]);
+    ok(t.kmsfs(&[
+        "key",
+        "create",
+        "--alias",
+        "signer",
+        "--spec",
+        "ECC_NIST_P256",
+        "--usage",
+        "SIGN_VERIFY",
+    ]));
+    let msg = t.dir.path().join("msg");
+    fs::write(&msg, b"release 1.0").unwrap();
+    let m = msg.to_str().unwrap();
+    let sig = ok(t.kmsfs(&["key", "sign", "alias/signer", m]));
+    let sig = sig.trim();
+    assert!(ok(t.kmsfs(&["key", "verify", "alias/signer", sig, m])).contains("signature valid"));
+    let pem = ok(t.kmsfs(&["key", "public-key", "alias/signer", "--pem"]));
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
+    if let Ok(openssl) = which("openssl") {
+        use base64::Engine;
+        let pem_file = t.dir.path().join("pub.pem");
+        let sig_file = t.dir.path().join("sig.der");
+        fs::write(&pem_file, &pem).unwrap();
+        fs::write(
+            &sig_file,
+            base64::engine::general_purpose::STANDARD
+                .decode(sig)
+                .unwrap(),
+        )
+        .unwrap();
+        let st = Command::new(openssl)
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&pem_file)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(&msg)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    }
+    fs::write(&msg, b"release 1.1").unwrap();
+    fails(
+        t.kmsfs(&["key", "verify", "alias/signer", sig, m]),
+        "KMSInvalidSignatureException",
+    );
+    ok(t.kmsfs(&["key", "create", "--alias", "sym"]));
+    fails(
+        t.kmsfs(&["key", "sign", "alias/sym", m]),
+        "not a signing key",
+    );
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|f| f.is_file())
+        })
+        .ok_or(())
+}

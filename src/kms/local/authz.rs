@@ -18,6 +18,9 @@ impl LocalKms {
         }
         let id = if name.starts_with("alias/") {
             self.alias_target(store, name)?
+        } else if uuid::Uuid::parse_str(name).is_err() {
+            // AWS's wording for what is neither a key id, an ARN nor an alias.
+            return Err(KmsError::not_found(format!("Invalid keyId '{key}'")));
         } else {
             name.to_string()
         };
@@ -140,6 +143,7 @@ impl LocalKms {
                 vec![]
             },
             mac_algorithms: mac_algorithms(&k.spec),
+            signing_algorithms: signing_algorithms(&k.spec, &k.usage),
             current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             multi_region: false,
         }

@@ -67,7 +67,7 @@ impl LocalKms {
             }
         }
         let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
-        self.check_usage(k, ENCRYPT_DECRYPT)?;
+        self.check_symmetric(k)?;
         self.usable(k)?;
         let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
         let v = k.versions.get(version as usize).ok_or_else(invalid)?;
@@ -112,8 +112,14 @@ impl LocalKms {
 
     /// New key material for a key of `spec` (a spec `spec_and_usage` accepted).
     pub(super) fn new_version(spec: &str, rotation_type: Option<&str>) -> KeyVersion {
-        let mut material = Secret(vec![0u8; material_len(spec).expect("a known key spec")]);
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut material.0);
+        let material = match material_len(spec) {
+            Some(n) => {
+                let mut m = Secret(vec![0u8; n]);
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut m.0);
+                m
+            }
+            None => generate_private_key(spec),
+        };
         KeyVersion {
             material_id: hex::encode(random_bytes::<32>()),
             created: now(),
@@ -140,7 +146,7 @@ impl LocalKms {
             )?;
             let n = Self::data_key_len(&req)?;
             check_grant_tokens(&req.grant_tokens)?;
-            self.check_usage(k, ENCRYPT_DECRYPT)?;
+            self.check_symmetric(k)?;
             self.usable(k)?;
             dry_run(req.dry_run)?;
             let mut plaintext = Secret(vec![0u8; n]);

@@ -43,23 +43,31 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
         .as_deref()
         .or(req.customer_master_key_spec.as_deref())
         .unwrap_or(SYMMETRIC_DEFAULT);
-    if material_len(spec).is_none() {
+    // The usage each spec allows here, and the one AWS makes the default (if any).
+    let (allowed, default): (&[&str], Option<&str>) = if spec == SYMMETRIC_DEFAULT {
+        (&[ENCRYPT_DECRYPT], Some(ENCRYPT_DECRYPT))
+    } else if material_len(spec).is_some() {
+        (&[GENERATE_VERIFY_MAC], None)
+    } else if is_signing_spec(spec) {
+        // RSA ENCRYPT_DECRYPT and ECC KEY_AGREEMENT are AWS's too, not built here yet.
+        (&[SIGN_VERIFY], None)
+    } else {
         return Err(KmsError::validation(format!(
-            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224, HMAC_256, HMAC_384, HMAC_512)"
+            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224..HMAC_512, RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1)"
         )));
-    }
-    let hmac = spec.starts_with("HMAC_");
-    let usage = match (req.key_usage.as_deref(), hmac) {
-        (None | Some(ENCRYPT_DECRYPT), false) => ENCRYPT_DECRYPT,
-        (Some(GENERATE_VERIFY_MAC), true) => GENERATE_VERIFY_MAC,
-        (None, true) => {
+    };
+    let usage = match req.key_usage.as_deref().or(default) {
+        Some(u) if allowed.contains(&u) => u,
+        Some(u) => {
             return Err(KmsError::validation(format!(
-                "KeySpec {spec} needs KeyUsage GENERATE_VERIFY_MAC"
+                "KeyUsage {u} is not supported for KeySpec {spec} (supported: {})",
+                allowed.join(", ")
             )))
         }
-        (Some(u), _) => {
+        None => {
             return Err(KmsError::validation(format!(
-                "KeyUsage {u} is not valid for KeySpec {spec}"
+                "KeySpec {spec} needs KeyUsage {}",
+                allowed.join(" or ")
             )))
         }
     };
@@ -73,6 +81,23 @@ impl LocalKms {
             return Err(KmsError::new(
                 ErrorCode::InvalidKeyUsageException,
                 format!("{} key usage is {}, not {usage}", self.arn(&k.id), k.usage),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A symmetric encryption key: the only kind that makes and opens ciphertext blobs
+    /// (its material is an AES-256 key; no other key's material is used as one).
+    pub(super) fn check_symmetric(&self, k: &KeyRecord) -> KmsResult<()> {
+        self.check_usage(k, ENCRYPT_DECRYPT)?;
+        if k.spec != SYMMETRIC_DEFAULT {
+            return Err(KmsError::new(
+                ErrorCode::InvalidKeyUsageException,
+                format!(
+                    "{} is a {} key, not SYMMETRIC_DEFAULT",
+                    self.arn(&k.id),
+                    k.spec
+                ),
             ));
         }
         Ok(())

@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 mod admin;
+mod asym;
 mod authz;
 mod blob;
 mod extras;
@@ -24,6 +25,8 @@ mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_aws;
 
 use super::audit::{AuditLog, Event};
 use super::policy::{default_policy, Policy};
@@ -89,6 +92,7 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+use asym::*;
 use authz::*;
 use extras::*;
 use mac::*;

@@ -204,7 +204,7 @@ impl Kms for LocalKms {
             if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
                 return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
             }
-            self.check_usage(k, ENCRYPT_DECRYPT)?;
+            self.check_symmetric(k)?;
             self.usable(k)?;
             dry_run(req.dry_run)?;
             Ok(EncryptResponse {
@@ -285,7 +285,7 @@ impl Kms for LocalKms {
                 req.destination_encryption_context.as_ref(),
                 &mut dinfo,
             )?;
-            self.check_usage(dk, ENCRYPT_DECRYPT)?;
+            self.check_symmetric(dk)?;
             self.usable(dk)?;
             dry_run(req.dry_run)?;
             // the record names the destination (key and version the new blob is under)
@@ -549,6 +549,18 @@ impl Kms for LocalKms {
 
     fn verify_mac(&self, req: VerifyMacRequest) -> KmsResult<VerifyMacResponse> {
         self.do_verify_mac(req)
+    }
+
+    fn get_public_key(&self, req: GetPublicKeyRequest) -> KmsResult<GetPublicKeyResponse> {
+        self.do_get_public_key(req)
+    }
+
+    fn sign(&self, req: SignRequest) -> KmsResult<SignResponse> {
+        self.do_sign(req)
+    }
+
+    fn verify(&self, req: VerifyRequest) -> KmsResult<VerifyResponse> {
+        self.do_verify(req)
     }
 
     fn rotate_due(&self) -> KmsResult<Vec<String>> {

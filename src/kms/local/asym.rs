@@ -1,0 +1,362 @@
+//! Asymmetric SIGN_VERIFY keys (RSA_2048/3072/4096; ECC_NIST_P256/P384/P521,
+//! ECC_SECG_P256K1) with aws-lc-rs: Sign and Verify of a message (RAW) or of its digest
+//! (DIGEST), and GetPublicKey. The private key is kept as PKCS#8 DER in the sealed store
+//! and never leaves it.
+
+use aws_lc_rs::digest;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{self, KeySize};
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair, ParsedPublicKey};
+
+use super::*;
+
+pub(super) const SIGN_VERIFY: &str = "SIGN_VERIFY";
+
+/// A signing algorithm: its AWS name, digest, and how aws-lc-rs signs and verifies it.
+struct SigningAlgorithm {
+    name: &'static str,
+    digest: &'static digest::Algorithm,
+    kind: Kind,
+}
+
+enum Kind {
+    Rsa {
+        sign: &'static sig::RsaSignatureEncoding,
+        verify: &'static sig::RsaParameters,
+    },
+    Ecdsa {
+        sign: &'static sig::EcdsaSigningAlgorithm,
+        verify: &'static sig::EcdsaVerificationAlgorithm,
+    },
+}
+
+const RSA_ALGS: [SigningAlgorithm; 6] = [
+    rsa_alg(
+        "RSASSA_PSS_SHA_256",
+        &digest::SHA256,
+        &sig::RSA_PSS_SHA256,
+        &sig::RSA_PSS_2048_8192_SHA256,
+    ),
+    rsa_alg(
+        "RSASSA_PSS_SHA_384",
+        &digest::SHA384,
+        &sig::RSA_PSS_SHA384,
+        &sig::RSA_PSS_2048_8192_SHA384,
+    ),
+    rsa_alg(
+        "RSASSA_PSS_SHA_512",
+        &digest::SHA512,
+        &sig::RSA_PSS_SHA512,
+        &sig::RSA_PSS_2048_8192_SHA512,
+    ),
+    rsa_alg(
+        "RSASSA_PKCS1_V1_5_SHA_256",
+        &digest::SHA256,
+        &sig::RSA_PKCS1_SHA256,
+        &sig::RSA_PKCS1_2048_8192_SHA256,
+    ),
+    rsa_alg(
+        "RSASSA_PKCS1_V1_5_SHA_384",
+        &digest::SHA384,
+        &sig::RSA_PKCS1_SHA384,
+        &sig::RSA_PKCS1_2048_8192_SHA384,
+    ),
+    rsa_alg(
+        "RSASSA_PKCS1_V1_5_SHA_512",
+        &digest::SHA512,
+        &sig::RSA_PKCS1_SHA512,
+        &sig::RSA_PKCS1_2048_8192_SHA512,
+    ),
+];
+
+const fn rsa_alg(
+    name: &'static str,
+    digest: &'static digest::Algorithm,
+    sign: &'static sig::RsaSignatureEncoding,
+    verify: &'static sig::RsaParameters,
+) -> SigningAlgorithm {
+    SigningAlgorithm {
+        name,
+        digest,
+        kind: Kind::Rsa { sign, verify },
+    }
+}
+
+const fn ecdsa_alg(
+    name: &'static str,
+    digest: &'static digest::Algorithm,
+    sign: &'static sig::EcdsaSigningAlgorithm,
+    verify: &'static sig::EcdsaVerificationAlgorithm,
+) -> SigningAlgorithm {
+    SigningAlgorithm {
+        name,
+        digest,
+        kind: Kind::Ecdsa { sign, verify },
+    }
+}
+
+const P256: SigningAlgorithm = ecdsa_alg(
+    "ECDSA_SHA_256",
+    &digest::SHA256,
+    &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+    &sig::ECDSA_P256_SHA256_ASN1,
+);
+const P384: SigningAlgorithm = ecdsa_alg(
+    "ECDSA_SHA_384",
+    &digest::SHA384,
+    &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
+    &sig::ECDSA_P384_SHA384_ASN1,
+);
+const P521: SigningAlgorithm = ecdsa_alg(
+    "ECDSA_SHA_512",
+    &digest::SHA512,
+    &sig::ECDSA_P521_SHA512_ASN1_SIGNING,
+    &sig::ECDSA_P521_SHA512_ASN1,
+);
+const K256: SigningAlgorithm = ecdsa_alg(
+    "ECDSA_SHA_256",
+    &digest::SHA256,
+    &sig::ECDSA_P256K1_SHA256_ASN1_SIGNING,
+    &sig::ECDSA_P256K1_SHA256_ASN1,
+);
+
+/// The signing algorithms of a key spec (empty: not an asymmetric signing spec).
+fn algorithms(spec: &str) -> &'static [SigningAlgorithm] {
+    match spec {
+        "RSA_2048" | "RSA_3072" | "RSA_4096" => &RSA_ALGS,
+        "ECC_NIST_P256" => std::slice::from_ref(&P256),
+        "ECC_NIST_P384" => std::slice::from_ref(&P384),
+        "ECC_NIST_P521" => std::slice::from_ref(&P521),
+        "ECC_SECG_P256K1" => std::slice::from_ref(&K256),
+        _ => &[],
+    }
+}
+
+/// Is `spec` an asymmetric spec this KMS makes SIGN_VERIFY keys of?
+pub(super) fn is_signing_spec(spec: &str) -> bool {
+    !algorithms(spec).is_empty()
+}
+
+/// The SigningAlgorithms of a key's metadata.
+pub(super) fn signing_algorithms(spec: &str, usage: &str) -> Vec<String> {
+    if usage != SIGN_VERIFY {
+        return vec![];
+    }
+    algorithms(spec)
+        .iter()
+        .map(|a| a.name.to_string())
+        .collect()
+}
+
+/// A new private key of `spec`, as PKCS#8 DER.
+pub(super) fn generate_private_key(spec: &str) -> Secret {
+    let der = |d: &[u8]| Secret(d.to_vec());
+    match spec {
+        "RSA_2048" | "RSA_3072" | "RSA_4096" => {
+            let size = match spec {
+                "RSA_2048" => KeySize::Rsa2048,
+                "RSA_3072" => KeySize::Rsa3072,
+                _ => KeySize::Rsa4096,
+            };
+            let kp = rsa::KeyPair::generate(size).expect("RSA key generation");
+            der(AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
+                .expect("RSA PKCS#8")
+                .as_ref())
+        }
+        _ => {
+            let alg = match &algorithms(spec)[0].kind {
+                Kind::Ecdsa { sign, .. } => *sign,
+                Kind::Rsa { .. } => unreachable!("RSA specs handled above"),
+            };
+            let kp = EcdsaKeyPair::generate(alg).expect("EC key generation");
+            der(kp.to_pkcs8v1().expect("EC PKCS#8").as_ref())
+        }
+    }
+}
+
+/// The DER SubjectPublicKeyInfo of a private key (PKCS#8) of `spec`.
+fn public_key_der(spec: &str, private: &[u8]) -> KmsResult<Vec<u8>> {
+    let broken = || KmsError::internal("stored private key does not parse");
+    match &algorithms(spec).first().ok_or_else(broken)?.kind {
+        Kind::Rsa { .. } => {
+            let kp = rsa::KeyPair::from_pkcs8(private).map_err(|_| broken())?;
+            let d: aws_lc_rs::encoding::PublicKeyX509Der =
+                kp.public_key().as_der().map_err(|_| broken())?;
+            Ok(d.as_ref().to_vec())
+        }
+        Kind::Ecdsa { sign, .. } => {
+            let kp = EcdsaKeyPair::from_pkcs8(sign, private).map_err(|_| broken())?;
+            let d: aws_lc_rs::encoding::PublicKeyX509Der =
+                kp.public_key().as_der().map_err(|_| broken())?;
+            Ok(d.as_ref().to_vec())
+        }
+    }
+}
+
+impl LocalKms {
+    /// The signing key and algorithm of a Sign/Verify request, and its digest if the
+    /// message is one (MessageType DIGEST: exactly the algorithm's digest length).
+    fn signing<'a>(
+        &self,
+        k: &'a KeyRecord,
+        algorithm: &str,
+        message: &[u8],
+        message_type: Option<&str>,
+    ) -> KmsResult<(&'static SigningAlgorithm, Option<digest::Digest>, &'a [u8])> {
+        self.check_usage(k, SIGN_VERIFY)?;
+        self.usable(k)?;
+        let alg = algorithms(&k.spec)
+            .iter()
+            .find(|a| a.name == algorithm)
+            .ok_or_else(|| {
+                KmsError::new(
+                    ErrorCode::InvalidKeyUsageException,
+                    format!(
+                        "SigningAlgorithm {algorithm} is not compatible with {} ({})",
+                        self.arn(&k.id),
+                        k.spec
+                    ),
+                )
+            })?;
+        if message.is_empty() || message.len() > 4096 {
+            return Err(KmsError::validation("Message must be 1..4096 bytes"));
+        }
+        let digest = match message_type.unwrap_or("RAW") {
+            "RAW" => None,
+            "DIGEST" => Some(
+                digest::Digest::import_less_safe(message, alg.digest).map_err(|_| {
+                    KmsError::validation(format!(
+                        "Digest is {} bytes; {algorithm} takes a {}-byte digest",
+                        message.len(),
+                        alg.digest.output_len()
+                    ))
+                })?,
+            ),
+            t => {
+                return Err(KmsError::validation(format!(
+                    "MessageType {t} is not valid (RAW, DIGEST)"
+                )))
+            }
+        };
+        Ok((alg, digest, &k.versions[k.current as usize].material.0))
+    }
+
+    pub(super) fn do_sign(&self, req: SignRequest) -> KmsResult<SignResponse> {
+        self.run(Op::Sign.name(), |info| {
+            check_grant_tokens(&req.grant_tokens)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::Sign.action(), None, info)?;
+            let (alg, digest, private) = self.signing(
+                k,
+                &req.signing_algorithm,
+                &req.message.0,
+                req.message_type.as_deref(),
+            )?;
+            dry_run(req.dry_run)?;
+            let failed = |_| KmsError::internal("signing failed");
+            let signature = match &alg.kind {
+                Kind::Rsa { sign, .. } => {
+                    let kp = rsa::KeyPair::from_pkcs8(private)
+                        .map_err(|_| KmsError::internal("stored key"))?;
+                    let mut out = vec![0u8; kp.public_modulus_len()];
+                    match &digest {
+                        Some(d) => kp.sign_digest(*sign, d, &mut out).map_err(failed)?,
+                        None => kp
+                            .sign(
+                                *sign,
+                                &aws_lc_rs::rand::SystemRandom::new(),
+                                &req.message.0,
+                                &mut out,
+                            )
+                            .map_err(failed)?,
+                    }
+                    out
+                }
+                Kind::Ecdsa { sign, .. } => {
+                    let kp = EcdsaKeyPair::from_pkcs8(sign, private)
+                        .map_err(|_| KmsError::internal("stored key"))?;
+                    let s = match &digest {
+                        Some(d) => kp.sign_digest(d).map_err(failed)?,
+                        None => kp
+                            .sign(&aws_lc_rs::rand::SystemRandom::new(), &req.message.0)
+                            .map_err(failed)?,
+                    };
+                    s.as_ref().to_vec()
+                }
+            };
+            Ok(SignResponse {
+                key_id: self.arn(&k.id),
+                signature,
+                signing_algorithm: alg.name.into(),
+            })
+        })
+    }
+
+    pub(super) fn do_verify(&self, req: VerifyRequest) -> KmsResult<VerifyResponse> {
+        self.run(Op::Verify.name(), |info| {
+            check_grant_tokens(&req.grant_tokens)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::Verify.action(), None, info)?;
+            let (alg, digest, private) = self.signing(
+                k,
+                &req.signing_algorithm,
+                &req.message.0,
+                req.message_type.as_deref(),
+            )?;
+            dry_run(req.dry_run)?;
+            let spki = public_key_der(&k.spec, private)?;
+            let verify: &'static dyn sig::VerificationAlgorithm = match &alg.kind {
+                Kind::Rsa { verify, .. } => *verify,
+                Kind::Ecdsa { verify, .. } => *verify,
+            };
+            let key = ParsedPublicKey::new(verify, &spki)
+                .map_err(|_| KmsError::internal("stored public key does not parse"))?;
+            let ok = match &digest {
+                Some(d) => key.verify_digest_sig(d, &req.signature),
+                None => key.verify_sig(&req.message.0, &req.signature),
+            };
+            if ok.is_err() {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidSignatureException,
+                    "The signature does not verify under this key, algorithm and message",
+                ));
+            }
+            Ok(VerifyResponse {
+                key_id: self.arn(&k.id),
+                signature_valid: true,
+                signing_algorithm: alg.name.into(),
+            })
+        })
+    }
+
+    pub(super) fn do_get_public_key(
+        &self,
+        req: GetPublicKeyRequest,
+    ) -> KmsResult<GetPublicKeyResponse> {
+        self.run(Op::GetPublicKey.name(), |info| {
+            check_grant_tokens(&req.grant_tokens)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::GetPublicKey.action(), None, info)?;
+            if !is_signing_spec(&k.spec) {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    format!(
+                        "{} is a {} key, not an asymmetric key",
+                        self.arn(&k.id),
+                        k.spec
+                    ),
+                ));
+            }
+            self.usable(k)?;
+            Ok(GetPublicKeyResponse {
+                key_id: self.arn(&k.id),
+                public_key: public_key_der(&k.spec, &k.versions[k.current as usize].material.0)?,
+                customer_master_key_spec: k.spec.clone(),
+                key_spec: k.spec.clone(),
+                key_usage: k.usage.clone(),
+                encryption_algorithms: vec![],
+                signing_algorithms: signing_algorithms(&k.spec, &k.usage),
+            })
+        })
+    }
+}
