@@ -277,8 +277,8 @@ pub(crate) enum KeyCmd {
         /// RSA_2048|3072|4096, ECC_NIST_P256|P384|P521, ECC_SECG_P256K1.
         #[arg(long)]
         spec: Option<String>,
-        /// KeyUsage: ENCRYPT_DECRYPT (default), GENERATE_VERIFY_MAC (HMAC keys),
-        /// SIGN_VERIFY (RSA and ECC keys).
+        /// KeyUsage: ENCRYPT_DECRYPT (default; RSA keys too), GENERATE_VERIFY_MAC (HMAC
+        /// keys), SIGN_VERIFY (RSA and ECC keys).
         #[arg(long)]
         usage: Option<String>,
     },

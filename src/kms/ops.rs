@@ -141,6 +141,10 @@ operations! {
     Sign => sign(SignRequest) -> SignResponse;
     /// Checks a signature (KMSInvalidSignatureException if it does not verify).
     Verify => verify(VerifyRequest) -> VerifyResponse;
+    /// A new RSA or ECC key pair, its private key also wrapped under a symmetric key.
+    GenerateDataKeyPair => generate_data_key_pair(GenerateDataKeyPairRequest) -> GenerateDataKeyPairResponse;
+    /// The same, without the plaintext private key.
+    GenerateDataKeyPairWithoutPlaintext => generate_data_key_pair_without_plaintext(GenerateDataKeyPairRequest) -> GenerateDataKeyPairWithoutPlaintextResponse;
 }
 
 #[cfg(test)]

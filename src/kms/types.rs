@@ -658,3 +658,46 @@ pub struct VerifyResponse {
     pub signature_valid: bool,
     pub signing_algorithm: String,
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairRequest {
+    pub key_id: String,
+    pub key_pair_spec: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub encryption_context: Option<EncryptionContext>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
+    /// Nitro Enclaves attestation: not supported (refused).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recipient: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairResponse {
+    #[serde(with = "b64")]
+    pub private_key_ciphertext_blob: Vec<u8>,
+    pub private_key_plaintext: Secret,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    pub key_id: String,
+    pub key_pair_spec: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyPairWithoutPlaintextResponse {
+    #[serde(with = "b64")]
+    pub private_key_ciphertext_blob: Vec<u8>,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    pub key_id: String,
+    pub key_pair_spec: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_id: Option<String>,
+}

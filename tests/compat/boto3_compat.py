@@ -229,6 +229,28 @@ for spec, alg in [("ECC_NIST_P256", "ECDSA_SHA_256"), ("ECC_NIST_P384", "ECDSA_S
     expect("InvalidKeyUsageException", kms.encrypt, KeyId=ak["KeyId"], Plaintext=b"x")
 check("asymmetric keys: Sign / Verify / GetPublicKey, verified by the cryptography package")
 
+rk = kms.create_key(KeySpec="RSA_3072", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+assert rk["EncryptionAlgorithms"] == ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"], rk
+rpub = serialization.load_der_public_key(kms.get_public_key(KeyId=rk["KeyId"])["PublicKey"])
+for alg, h in [("RSAES_OAEP_SHA_1", hashes.SHA1()), ("RSAES_OAEP_SHA_256", hashes.SHA256())]:
+    ct = rpub.encrypt(b"wrapped offline", padding.OAEP(mgf=padding.MGF1(algorithm=h), algorithm=h, label=None))
+    out = kms.decrypt(KeyId=rk["KeyId"], CiphertextBlob=ct, EncryptionAlgorithm=alg)
+    assert out["Plaintext"] == b"wrapped offline" and out["EncryptionAlgorithm"] == alg, out
+    ct2 = kms.encrypt(KeyId=rk["KeyId"], Plaintext=b"via kms", EncryptionAlgorithm=alg)["CiphertextBlob"]
+    assert kms.decrypt(KeyId=rk["KeyId"], CiphertextBlob=ct2, EncryptionAlgorithm=alg)["Plaintext"] == b"via kms"
+expect("InvalidKeyUsageException", kms.encrypt, KeyId=rk["KeyId"], Plaintext=b"x")
+check("RSA ENCRYPT_DECRYPT keys: OAEP SHA-1/SHA-256; a ciphertext made offline with the public key decrypts")
+
+pair = kms.generate_data_key_pair(KeyId=kid, KeyPairSpec="ECC_NIST_P256", EncryptionContext={"app": "compat"})
+priv = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
+assert priv.public_key().public_bytes(serialization.Encoding.DER,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo) == pair["PublicKey"]
+unwrapped = kms.decrypt(CiphertextBlob=pair["PrivateKeyCiphertextBlob"], EncryptionContext={"app": "compat"})
+assert unwrapped["Plaintext"] == pair["PrivateKeyPlaintext"]
+nopt = kms.generate_data_key_pair_without_plaintext(KeyId=kid, KeyPairSpec="RSA_2048")
+assert "PrivateKeyPlaintext" not in nopt and nopt["KeyPairSpec"] == "RSA_2048"
+check("GenerateDataKeyPair(WithoutPlaintext): the pair matches, the wrapped private key decrypts")
+
 env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
            AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]

@@ -175,7 +175,7 @@ pub(super) fn generate_private_key(spec: &str) -> Secret {
 }
 
 /// The DER SubjectPublicKeyInfo of a private key (PKCS#8) of `spec`.
-fn public_key_der(spec: &str, private: &[u8]) -> KmsResult<Vec<u8>> {
+pub(super) fn public_key_der(spec: &str, private: &[u8]) -> KmsResult<Vec<u8>> {
     let broken = || KmsError::internal("stored private key does not parse");
     match &algorithms(spec).first().ok_or_else(broken)?.kind {
         Kind::Rsa { .. } => {
@@ -354,8 +354,56 @@ impl LocalKms {
                 customer_master_key_spec: k.spec.clone(),
                 key_spec: k.spec.clone(),
                 key_usage: k.usage.clone(),
-                encryption_algorithms: vec![],
+                encryption_algorithms: encryption_algorithms(&k.spec, &k.usage),
                 signing_algorithms: signing_algorithms(&k.spec, &k.usage),
+            })
+        })
+    }
+}
+
+impl LocalKms {
+    /// GenerateDataKeyPair(WithoutPlaintext): a new pair of `KeyPairSpec` (any asymmetric
+    /// spec), the private key (PKCS#8 DER) sealed under the symmetric key `KeyId` with the
+    /// request's encryption context, and the public key (DER SPKI).
+    pub(super) fn do_generate_data_key_pair(
+        &self,
+        op: Op,
+        req: GenerateDataKeyPairRequest,
+    ) -> KmsResult<GenerateDataKeyPairResponse> {
+        self.run(op.name(), |info| {
+            info.context = req.encryption_context.clone();
+            check_grant_tokens(&req.grant_tokens)?;
+            if req.recipient.is_some() {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    "Recipient (Nitro Enclaves attestation) is not supported",
+                ));
+            }
+            if !is_signing_spec(&req.key_pair_spec) {
+                return Err(KmsError::validation(format!(
+                    "KeyPairSpec {} is not valid (RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521, ECC_SECG_P256K1)",
+                    req.key_pair_spec
+                )));
+            }
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                op.action(),
+                req.encryption_context.as_ref(),
+                info,
+            )?;
+            self.check_symmetric(k)?;
+            self.usable(k)?;
+            dry_run(req.dry_run)?;
+            let private = generate_private_key(&req.key_pair_spec);
+            Ok(GenerateDataKeyPairResponse {
+                private_key_ciphertext_blob: self.seal_blob(k, &private.0, &req.encryption_context),
+                public_key: public_key_der(&req.key_pair_spec, &private.0)?,
+                private_key_plaintext: private,
+                key_id: self.arn(&k.id),
+                key_pair_spec: req.key_pair_spec.clone(),
+                key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             })
         })
     }

@@ -137,11 +137,7 @@ impl LocalKms {
             key_manager: "CUSTOMER".into(),
             key_spec: k.spec.clone(),
             customer_master_key_spec: k.spec.clone(),
-            encryption_algorithms: if k.usage == ENCRYPT_DECRYPT {
-                vec![SYMMETRIC_DEFAULT.into()]
-            } else {
-                vec![]
-            },
+            encryption_algorithms: encryption_algorithms(&k.spec, &k.usage),
             mac_algorithms: mac_algorithms(&k.spec),
             signing_algorithms: signing_algorithms(&k.spec, &k.usage),
             current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),

@@ -49,8 +49,12 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
     } else if material_len(spec).is_some() {
         (&[GENERATE_VERIFY_MAC], None)
     } else if is_signing_spec(spec) {
-        // RSA ENCRYPT_DECRYPT and ECC KEY_AGREEMENT are AWS's too, not built here yet.
-        (&[SIGN_VERIFY], None)
+        // ECC KEY_AGREEMENT is AWS's too, not built here yet.
+        if is_rsa(spec) {
+            (&[SIGN_VERIFY, ENCRYPT_DECRYPT], None)
+        } else {
+            (&[SIGN_VERIFY], None)
+        }
     } else {
         return Err(KmsError::validation(format!(
             "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224..HMAC_512, RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1)"

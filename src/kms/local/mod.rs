@@ -21,6 +21,7 @@ mod blob;
 mod extras;
 mod mac;
 mod operations;
+mod rsa_oaep;
 mod schema;
 mod store;
 #[cfg(test)]
@@ -96,6 +97,7 @@ use asym::*;
 use authz::*;
 use extras::*;
 use mac::*;
+use rsa_oaep::*;
 use schema::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
 

@@ -199,8 +199,19 @@ impl Kms for LocalKms {
                 req.encryption_context.as_ref(),
                 info,
             )?;
-            check_algorithm(&req.encryption_algorithm)?;
             check_grant_tokens(&req.grant_tokens)?;
+            if is_rsa_encryption(k) {
+                let alg = req.encryption_algorithm.as_deref();
+                let blob = self.rsa_encrypt(k, alg, &req.plaintext.0, &req.encryption_context)?;
+                dry_run(req.dry_run)?;
+                return Ok(EncryptResponse {
+                    ciphertext_blob: blob,
+                    key_id: self.arn(&k.id),
+                    encryption_algorithm: alg.unwrap_or_default().into(),
+                    key_material_id: None,
+                });
+            }
+            check_algorithm(&req.encryption_algorithm)?;
             if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
                 return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
             }
@@ -218,8 +229,15 @@ impl Kms for LocalKms {
 
     fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
         self.run(Op::Decrypt.name(), |info| {
-            check_algorithm(&req.encryption_algorithm)?;
             check_grant_tokens(&req.grant_tokens)?;
+            if let Some(alg) = req
+                .encryption_algorithm
+                .as_deref()
+                .filter(|a| a.starts_with("RSAES_"))
+            {
+                return self.decrypt_asymmetric(&req, alg, info);
+            }
+            check_algorithm(&req.encryption_algorithm)?;
             let s = self.snapshot()?;
             let (id, version, plaintext) = self.open_blob(
                 &s,
@@ -561,6 +579,27 @@ impl Kms for LocalKms {
 
     fn verify(&self, req: VerifyRequest) -> KmsResult<VerifyResponse> {
         self.do_verify(req)
+    }
+
+    fn generate_data_key_pair(
+        &self,
+        req: GenerateDataKeyPairRequest,
+    ) -> KmsResult<GenerateDataKeyPairResponse> {
+        self.do_generate_data_key_pair(Op::GenerateDataKeyPair, req)
+    }
+
+    fn generate_data_key_pair_without_plaintext(
+        &self,
+        req: GenerateDataKeyPairRequest,
+    ) -> KmsResult<GenerateDataKeyPairWithoutPlaintextResponse> {
+        let r = self.do_generate_data_key_pair(Op::GenerateDataKeyPairWithoutPlaintext, req)?;
+        Ok(GenerateDataKeyPairWithoutPlaintextResponse {
+            private_key_ciphertext_blob: r.private_key_ciphertext_blob.clone(),
+            public_key: r.public_key.clone(),
+            key_id: r.key_id.clone(),
+            key_pair_spec: r.key_pair_spec.clone(),
+            key_material_id: r.key_material_id.clone(),
+        })
     }
 
     fn rotate_due(&self) -> KmsResult<Vec<String>> {

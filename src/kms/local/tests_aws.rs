@@ -440,9 +440,8 @@ fn asymmetric_signing_keys_sign_verify_and_show_only_their_public_key() {
         "usage is required"
     );
     assert_eq!(
-        code(mk("RSA_2048", Some("ENCRYPT_DECRYPT"))),
-        ValidationException,
-        "not built yet"
+        code(mk("ECC_NIST_P256", Some("ENCRYPT_DECRYPT"))),
+        ValidationException
     );
     assert_eq!(
         code(mk("ECC_NIST_P256", Some("KEY_AGREEMENT"))),
@@ -602,5 +601,197 @@ fn error_messages_in_aws_wording() {
     assert_eq!(
         e.message,
         format!("Key 'arn:aws:kms:local:000000000000:key/{id}' does not exist")
+    );
+}
+
+#[test]
+fn rsa_encryption_keys_encrypt_and_decrypt_with_oaep() {
+    let (_d, k) = kms();
+    use ErrorCode::*;
+    let md = k
+        .create_key(CreateKeyRequest {
+            key_spec: Some("RSA_2048".into()),
+            key_usage: Some("ENCRYPT_DECRYPT".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata;
+    assert_eq!(
+        md.encryption_algorithms,
+        ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
+    );
+    assert!(md.signing_algorithms.is_empty());
+    let id = md.key_id;
+    let enc = |alg: Option<&str>, pt: &[u8], ctx| {
+        k.encrypt(EncryptRequest {
+            key_id: id.clone(),
+            plaintext: Secret(pt.to_vec()),
+            encryption_algorithm: alg.map(str::to_string),
+            encryption_context: ctx,
+            ..Default::default()
+        })
+    };
+    let dec = |key: Option<&str>, alg: Option<&str>, ct: &[u8]| {
+        k.decrypt(DecryptRequest {
+            ciphertext_blob: ct.to_vec(),
+            key_id: key.map(str::to_string),
+            encryption_algorithm: alg.map(str::to_string),
+            ..Default::default()
+        })
+    };
+    for (alg, max) in [("RSAES_OAEP_SHA_1", 214), ("RSAES_OAEP_SHA_256", 190)] {
+        let r = enc(Some(alg), b"a data key", None).unwrap();
+        assert_eq!(r.ciphertext_blob.len(), 256);
+        assert_eq!(r.encryption_algorithm, alg);
+        let ct = r.ciphertext_blob;
+        let p = dec(Some(&id), Some(alg), &ct).unwrap();
+        assert_eq!(
+            (p.plaintext.0.as_slice(), p.encryption_algorithm.as_str()),
+            (&b"a data key"[..], alg)
+        );
+        assert_eq!(
+            code(dec(None, Some(alg), &ct)),
+            ValidationException,
+            "KeyId required"
+        );
+        let other = if alg.ends_with('1') {
+            "RSAES_OAEP_SHA_256"
+        } else {
+            "RSAES_OAEP_SHA_1"
+        };
+        assert_eq!(
+            code(dec(Some(&id), Some(other), &ct)),
+            InvalidCiphertextException
+        );
+        let mut bad = ct.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            code(dec(Some(&id), Some(alg), &bad)),
+            InvalidCiphertextException
+        );
+        enc(Some(alg), &vec![7u8; max], None).unwrap();
+        assert_eq!(
+            code(enc(Some(alg), &vec![7u8; max + 1], None)),
+            ValidationException
+        );
+    }
+    assert_eq!(
+        code(enc(None, b"x", None)),
+        InvalidKeyUsageException,
+        "algorithm required"
+    );
+    assert_eq!(
+        code(enc(Some("SYMMETRIC_DEFAULT"), b"x", None)),
+        InvalidKeyUsageException
+    );
+    let ctx = Some([("a".to_string(), "b".to_string())].into_iter().collect());
+    assert_eq!(
+        code(enc(Some("RSAES_OAEP_SHA_256"), b"x", ctx)),
+        ValidationException
+    );
+    let sign = k.sign(SignRequest {
+        key_id: id.clone(),
+        message: Secret(b"m".to_vec()),
+        signing_algorithm: "RSASSA_PSS_SHA_256".into(),
+        ..Default::default()
+    });
+    assert_eq!(code(sign), InvalidKeyUsageException);
+    // A symmetric key does not decrypt RSA ciphertext.
+    let sym = k
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let ct = enc(Some("RSAES_OAEP_SHA_256"), b"x", None)
+        .unwrap()
+        .ciphertext_blob;
+    assert_eq!(
+        code(dec(Some(&sym), Some("RSAES_OAEP_SHA_256"), &ct)),
+        InvalidKeyUsageException
+    );
+    let pk = k
+        .get_public_key(GetPublicKeyRequest {
+            key_id: id.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        pk.encryption_algorithms,
+        ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"]
+    );
+    assert!(pk.signing_algorithms.is_empty());
+}
+
+#[test]
+fn data_key_pairs_come_with_their_private_key_wrapped() {
+    let (_d, k) = kms();
+    use ErrorCode::*;
+    let id = k
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let ctx: Option<EncryptionContext> = Some(
+        [("purpose".to_string(), "test".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "RSA_2048"] {
+        let r = k
+            .generate_data_key_pair(GenerateDataKeyPairRequest {
+                key_id: id.clone(),
+                key_pair_spec: spec.into(),
+                encryption_context: ctx.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.key_pair_spec, spec);
+        // The wrapped private key decrypts (with the context) to the plaintext one.
+        let p = k
+            .decrypt(DecryptRequest {
+                ciphertext_blob: r.private_key_ciphertext_blob.clone(),
+                encryption_context: ctx.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(p.plaintext.0, r.private_key_plaintext.0);
+        // The public key is the private key's.
+        assert_eq!(
+            public_key_der(spec, &r.private_key_plaintext.0).unwrap(),
+            r.public_key
+        );
+        let w = k
+            .generate_data_key_pair_without_plaintext(GenerateDataKeyPairRequest {
+                key_id: id.clone(),
+                key_pair_spec: spec.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_ne!(w.public_key, r.public_key, "a new pair each time");
+    }
+    let bad = k.generate_data_key_pair(GenerateDataKeyPairRequest {
+        key_id: id.clone(),
+        key_pair_spec: "RSA_1024".into(),
+        ..Default::default()
+    });
+    assert_eq!(code(bad), ValidationException);
+    let signer = k
+        .create_key(CreateKeyRequest {
+            key_spec: Some("ECC_NIST_P256".into()),
+            key_usage: Some("SIGN_VERIFY".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let r = k.generate_data_key_pair(GenerateDataKeyPairRequest {
+        key_id: signer,
+        key_pair_spec: "ECC_NIST_P256".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        code(r),
+        InvalidKeyUsageException,
+        "wrapped only under symmetric keys"
     );
 }
