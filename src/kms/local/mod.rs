@@ -27,6 +27,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_asym;
+#[cfg(test)]
 mod tests_aws;
 
 use super::audit::{AuditLog, Event};
