@@ -12,8 +12,8 @@ use crate::kms::{
     CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
     EnableKeyRotationRequest, GenerateMacRequest, GetKeyPolicyRequest, GetPublicKeyRequest,
     KeyIdRequest, KmsLocation, ListAliasesRequest, ListKeyRotationsRequest, ListKeysRequest,
-    PutKeyPolicyRequest, ScheduleKeyDeletionRequest, Secret, SignRequest, VerifyMacRequest,
-    VerifyRequest,
+    ListResourceTagsRequest, PutKeyPolicyRequest, ScheduleKeyDeletionRequest, Secret, SignRequest,
+    Tag, TagResourceRequest, UntagResourceRequest, VerifyMacRequest, VerifyRequest,
 };
 
 /// `--algorithm`, else the key's first signing algorithm.
@@ -177,6 +177,42 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                 ..Default::default()
             })?;
             println!("signature valid");
+        }
+        KeyCmd::Tag { key, tags } => {
+            let tags = super::grant::pairs(&tags)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| Tag {
+                    tag_key: k,
+                    tag_value: v,
+                })
+                .collect();
+            loc.open(false)?
+                .tag_resource(TagResourceRequest { key_id: key, tags })?;
+        }
+        KeyCmd::Untag { key, tag_keys } => {
+            loc.open(false)?.untag_resource(UntagResourceRequest {
+                key_id: key,
+                tag_keys,
+            })?
+        }
+        KeyCmd::Tags { key } => {
+            let kms = loc.open(false)?;
+            let mut marker = None;
+            loop {
+                let r = kms.list_resource_tags(ListResourceTagsRequest {
+                    key_id: key.clone(),
+                    limit: None,
+                    marker,
+                })?;
+                for t in r.tags {
+                    println!("{}={}", t.tag_key, t.tag_value);
+                }
+                if !r.truncated {
+                    break;
+                }
+                marker = r.next_marker;
+            }
         }
         KeyCmd::List { json } => {
             let kms = loc.open(false)?;

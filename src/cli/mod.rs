@@ -3,6 +3,7 @@
 
 mod daemon;
 mod fstab;
+mod grant;
 mod key;
 mod kms;
 mod logging;
@@ -107,6 +108,9 @@ pub(crate) enum Cmd {
     /// Manage keys in the KMS.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Grants: let another principal use a key for some operations.
+    #[command(subcommand)]
+    Grant(GrantCmd),
     /// Re-wrap every file header under the current version of its keys (or under --to KEY);
     /// no data byte is read or written. Works on a mounted tree too.
     Rotate {
@@ -365,6 +369,20 @@ pub(crate) enum KeyCmd {
     CancelDeletion {
         key: String,
     },
+    /// Add or replace tags (KEY=VALUE ...).
+    Tag {
+        key: String,
+        tags: Vec<String>,
+    },
+    /// Remove tags (by tag key).
+    Untag {
+        key: String,
+        tag_keys: Vec<String>,
+    },
+    /// Show a key's tags.
+    Tags {
+        key: String,
+    },
     #[command(subcommand)]
     Alias(AliasCmd),
     #[command(subcommand)]
@@ -458,6 +476,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Umount { mountpoint } => crate::fs::unmount(&mountpoint)?,
         Cmd::Key(k) => key::run(kms, k)?,
+        Cmd::Grant(g) => grant::run(kms, g)?,
         Cmd::Rotate {
             backing,
             to,
@@ -518,4 +537,40 @@ fn local_dir(kms_arg: Option<&str>) -> Result<PathBuf> {
 fn fmt_epoch(t: f64) -> String {
     let st = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
     humantime::format_rfc3339_seconds(st).to_string()
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum GrantCmd {
+    /// Let GRANTEE perform OPERATIONs on KEY; prints the grant id and token.
+    Create {
+        key: String,
+        #[arg(long)]
+        grantee: String,
+        /// Encrypt, Decrypt, GenerateDataKey, Sign, ... (repeat).
+        #[arg(long = "operation", required = true)]
+        operations: Vec<String>,
+        #[arg(long)]
+        retiring: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The request's encryption context must contain KEY=VALUE (repeat).
+        #[arg(long = "context-subset", value_name = "KEY=VALUE")]
+        subset: Vec<String>,
+        /// The request's encryption context must be exactly these KEY=VALUE (repeat).
+        #[arg(long = "context-equals", value_name = "KEY=VALUE")]
+        equals: Vec<String>,
+    },
+    /// KEY's grants.
+    List { key: String },
+    /// End a grant as its retiring principal, grantee or creator.
+    Retire {
+        #[arg(long)]
+        token: Option<String>,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// End a grant as the key's administrator.
+    Revoke { key: String, id: String },
 }

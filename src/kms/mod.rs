@@ -69,6 +69,7 @@ error_codes! {
     CustomKeyStoreNotFoundException,
     KMSInvalidMacException,
     KMSInvalidSignatureException,
+    InvalidGrantIdException,
     KMSInternalException,
     DependencyTimeoutException,
     KeyUnavailableException,

@@ -143,6 +143,16 @@ operations! {
     Verify => verify(VerifyRequest) -> VerifyResponse;
     /// A new RSA or ECC key pair, its private key also wrapped under a symmetric key.
     GenerateDataKeyPair => generate_data_key_pair(GenerateDataKeyPairRequest) -> GenerateDataKeyPairResponse;
+    /// Lets a grantee use a key for some operations (under optional context constraints).
+    CreateGrant => create_grant(CreateGrantRequest) -> CreateGrantResponse;
+    /// A key's grants.
+    ListGrants => list_grants(ListGrantsRequest) -> ListGrantsResponse;
+    /// The grants a principal may retire.
+    ListRetirableGrants => list_retirable_grants(ListRetirableGrantsRequest) -> ListGrantsResponse;
+    /// Ends a grant (by its retiring principal, its grantee or its creator).
+    RetireGrant => retire_grant(RetireGrantRequest) -> ();
+    /// Ends a grant (by whoever the key policy allows kms:RevokeGrant).
+    RevokeGrant => revoke_grant(RevokeGrantRequest) -> ();
     /// The same, without the plaintext private key.
     GenerateDataKeyPairWithoutPlaintext => generate_data_key_pair_without_plaintext(GenerateDataKeyPairRequest) -> GenerateDataKeyPairWithoutPlaintextResponse;
 }

@@ -231,18 +231,40 @@ impl Policy {
     /// Does the policy allow `principal` to perform `action` (e.g. `kms:Decrypt`) with
     /// this encryption context?
     pub fn allows(&self, principal: &str, action: &str, ctx: Option<&EncryptionContext>) -> bool {
-        let mut allowed = false;
+        self.decision(principal, action, ctx) == Decision::Allow
+    }
+
+    /// What the policy says: an explicit deny wins over any allow; no matching statement
+    /// leaves the decision to grants.
+    pub fn decision(
+        &self,
+        principal: &str,
+        action: &str,
+        ctx: Option<&EncryptionContext>,
+    ) -> Decision {
+        let mut d = Decision::NotMentioned;
         for s in &self.statements {
             if !s.matches(principal, action, ctx) {
                 continue;
             }
             if !s.allow {
-                return false; // explicit deny wins
+                return Decision::Deny;
             }
-            allowed = true;
+            d = Decision::Allow;
         }
-        allowed
+        d
     }
+}
+
+/// A key policy's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A statement allows it and none denies it.
+    Allow,
+    /// A statement denies it (whatever else allows it).
+    Deny,
+    /// No statement matches (a grant may still allow it).
+    NotMentioned,
 }
 
 impl Statement {

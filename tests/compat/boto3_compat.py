@@ -251,6 +251,22 @@ nopt = kms.generate_data_key_pair_without_plaintext(KeyId=kid, KeyPairSpec="RSA_
 assert "PrivateKeyPlaintext" not in nopt and nopt["KeyPairSpec"] == "RSA_2048"
 check("GenerateDataKeyPair(WithoutPlaintext): the pair matches, the wrapped private key decrypts")
 
+gk = kms.create_key()["KeyMetadata"]["KeyId"]
+expect("AccessDeniedException", bob.encrypt, KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "a"})
+g = kms.create_grant(KeyId=gk, GranteePrincipal="bob", Operations=["Encrypt", "Decrypt"],
+                     Constraints={"EncryptionContextSubset": {"team": "a"}}, Name="compat-grant")
+blob = bob.encrypt(KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "a"},
+                   GrantTokens=[g["GrantToken"]])["CiphertextBlob"]
+assert bob.decrypt(CiphertextBlob=blob, EncryptionContext={"team": "a"})["Plaintext"] == b"x"
+expect("AccessDeniedException", bob.encrypt, KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "b"})
+assert [x["GrantId"] for x in kms.list_grants(KeyId=gk)["Grants"]] == [g["GrantId"]]
+assert kms.create_grant(KeyId=gk, GranteePrincipal="bob", Operations=["Decrypt", "Encrypt"],
+                        Constraints={"EncryptionContextSubset": {"team": "a"}},
+                        Name="compat-grant")["GrantId"] == g["GrantId"]
+kms.revoke_grant(KeyId=gk, GrantId=g["GrantId"])
+expect("AccessDeniedException", bob.encrypt, KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "a"})
+check("grants: CreateGrant with constraints, grant tokens, ListGrants, Name idempotence, RevokeGrant")
+
 env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
            AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]

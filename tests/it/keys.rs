@@ -698,3 +698,61 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+/// `kmsfs grant` and `kmsfs key tag|untag|tags` from the command line; another local
+/// principal (KMSFS_PRINCIPAL) gets in through the grant and loses it on revocation.
+#[test]
+fn grants_and_tags_from_the_command_line() {
+    let t = Tree::new(&[]);
+    ok(t.kmsfs(&["key", "create", "--alias", "shared"]));
+    let as_bob = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("KMSFS_KMS", t.kms_arg())
+            .env("KMSFS_PRINCIPAL", "bob")
+            .output()
+            .unwrap()
+    };
+    let msg = t.dir.path().join("m");
+    fs::write(&msg, b"hi").unwrap();
+    let describe = ["key", "describe", "alias/shared"];
+    fails(as_bob(&describe), "AccessDeniedException");
+    let out = ok(t.kmsfs(&[
+        "grant",
+        "create",
+        "alias/shared",
+        "--grantee",
+        "bob",
+        "--operation",
+        "DescribeKey",
+        "--name",
+        "cli",
+    ]));
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("grant id "))
+        .unwrap()
+        .to_string();
+    ok(as_bob(&describe));
+    let listed = ok(t.kmsfs(&["grant", "list", "alias/shared"]));
+    assert!(
+        listed.contains(&id) && listed.contains("bob\tDescribeKey\tcli"),
+        "{listed}"
+    );
+    fails(
+        as_bob(&["grant", "revoke", "alias/shared", &id]),
+        "AccessDeniedException",
+    );
+    ok(t.kmsfs(&["grant", "revoke", "alias/shared", &id]));
+    fails(as_bob(&describe), "AccessDeniedException");
+    ok(t.kmsfs(&["key", "tag", "alias/shared", "team=storage", "env=prod"]));
+    ok(t.kmsfs(&["key", "untag", "alias/shared", "env"]));
+    assert_eq!(
+        ok(t.kmsfs(&["key", "tags", "alias/shared"])).trim(),
+        "team=storage"
+    );
+    fails(
+        t.kmsfs(&["key", "tag", "alias/shared", "aws:x=1"]),
+        "TagException",
+    );
+}

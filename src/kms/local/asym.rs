@@ -243,7 +243,7 @@ impl LocalKms {
 
     pub(super) fn do_sign(&self, req: SignRequest) -> KmsResult<SignResponse> {
         self.run(Op::Sign.name(), |info| {
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::Sign.action(), None, info)?;
             let (alg, digest, private) = self.signing(
@@ -294,7 +294,7 @@ impl LocalKms {
 
     pub(super) fn do_verify(&self, req: VerifyRequest) -> KmsResult<VerifyResponse> {
         self.run(Op::Verify.name(), |info| {
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::Verify.action(), None, info)?;
             let (alg, digest, private) = self.signing(
@@ -334,7 +334,7 @@ impl LocalKms {
         req: GetPublicKeyRequest,
     ) -> KmsResult<GetPublicKeyResponse> {
         self.run(Op::GetPublicKey.name(), |info| {
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::GetPublicKey.action(), None, info)?;
             if !is_signing_spec(&k.spec) {
@@ -372,7 +372,7 @@ impl LocalKms {
     ) -> KmsResult<GenerateDataKeyPairResponse> {
         self.run(op.name(), |info| {
             info.context = req.encryption_context.clone();
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             if req.recipient.is_some() {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,

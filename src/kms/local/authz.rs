@@ -1,6 +1,7 @@
 //! Resolving key ids, ARNs and aliases; key policies; key states.
 
 use super::*;
+use crate::kms::policy::Decision;
 
 impl LocalKms {
     /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
@@ -45,14 +46,19 @@ impl LocalKms {
         let id = self.resolve(store, key)?;
         let k = &store.keys[&id];
         info.key(self.arn(&id), k.versions.get(k.current as usize));
-        if !self
+        let allowed = match self
             .policy_of(k)?
-            .allows(&self.caller.principal, action, ctx)
+            .decision(&self.caller.principal, action, ctx)
         {
+            Decision::Allow => true,
+            Decision::Deny => false,
+            Decision::NotMentioned => self.granted(store, &id, action, ctx),
+        };
+        if !allowed {
             return Err(KmsError::new(
                 ErrorCode::AccessDeniedException,
                 format!(
-                    "User: {} is not authorized to perform: {action} on resource: {} because no key policy statement allows it",
+                    "User: {} is not authorized to perform: {action} on resource: {} because no key policy statement or grant allows it",
                     self.caller.principal,
                     self.arn(&id)
                 ),

@@ -145,7 +145,7 @@ impl LocalKms {
                 info,
             )?;
             let n = Self::data_key_len(&req)?;
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             self.check_symmetric(k)?;
             self.usable(k)?;
             dry_run(req.dry_run)?;

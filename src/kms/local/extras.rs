@@ -34,18 +34,6 @@ pub(super) fn check_tags(tags: &[Tag]) -> KmsResult<()> {
 
 const MAX_TAGS: usize = 50;
 
-/// No grants exist here yet, so no grant token can name one.
-pub(super) fn check_grant_tokens(tokens: &Option<Vec<String>>) -> KmsResult<()> {
-    match tokens.as_deref() {
-        None | Some([]) => Ok(()),
-        Some(t) if t.len() > 10 => Err(KmsError::validation("at most 10 GrantTokens")),
-        Some(_) => Err(KmsError::new(
-            ErrorCode::InvalidGrantTokenException,
-            "The grant token is not valid (this KMS has no grants)",
-        )),
-    }
-}
-
 /// `DryRun: true`: everything was checked and would have succeeded; nothing is done.
 pub(super) fn dry_run(flag: Option<bool>) -> KmsResult<()> {
     if flag == Some(true) {

@@ -155,7 +155,7 @@ impl LocalKms {
         req: GenerateMacRequest,
     ) -> KmsResult<GenerateMacResponse> {
         self.run(Op::GenerateMac.name(), |info| {
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::GenerateMac.action(), None, info)?;
             let (key, name) = self.mac_key(k, &req.mac_algorithm, &req.message.0)?;
@@ -170,7 +170,7 @@ impl LocalKms {
 
     pub(super) fn do_verify_mac(&self, req: VerifyMacRequest) -> KmsResult<VerifyMacResponse> {
         self.run(Op::VerifyMac.name(), |info| {
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::VerifyMac.action(), None, info)?;
             let (key, name) = self.mac_key(k, &req.mac_algorithm, &req.message.0)?;

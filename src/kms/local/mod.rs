@@ -19,6 +19,7 @@ mod asym;
 mod authz;
 mod blob;
 mod extras;
+mod grants;
 mod mac;
 mod operations;
 mod rsa_oaep;
@@ -30,6 +31,8 @@ mod tests;
 mod tests_asym;
 #[cfg(test)]
 mod tests_aws;
+#[cfg(test)]
+mod tests_grants;
 
 use super::audit::{AuditLog, Event};
 use super::policy::{default_policy, Policy};

@@ -199,7 +199,7 @@ impl Kms for LocalKms {
                 req.encryption_context.as_ref(),
                 info,
             )?;
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             if is_rsa_encryption(k) {
                 let alg = req.encryption_algorithm.as_deref();
                 let blob = self.rsa_encrypt(k, alg, &req.plaintext.0, &req.encryption_context)?;
@@ -229,7 +229,7 @@ impl Kms for LocalKms {
 
     fn decrypt(&self, req: DecryptRequest) -> KmsResult<DecryptResponse> {
         self.run(Op::Decrypt.name(), |info| {
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             if let Some(alg) = req
                 .encryption_algorithm
                 .as_deref()
@@ -285,7 +285,7 @@ impl Kms for LocalKms {
         self.run(Op::ReEncrypt.name(), |info| {
             check_algorithm(&req.source_encryption_algorithm)?;
             check_algorithm(&req.destination_encryption_algorithm)?;
-            check_grant_tokens(&req.grant_tokens)?;
+            self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let (src, version, plaintext) = self.open_blob(
                 &s,
@@ -579,6 +579,29 @@ impl Kms for LocalKms {
 
     fn verify(&self, req: VerifyRequest) -> KmsResult<VerifyResponse> {
         self.do_verify(req)
+    }
+
+    fn create_grant(&self, req: CreateGrantRequest) -> KmsResult<CreateGrantResponse> {
+        self.do_create_grant(req)
+    }
+
+    fn list_grants(&self, req: ListGrantsRequest) -> KmsResult<ListGrantsResponse> {
+        self.do_list_grants(req)
+    }
+
+    fn list_retirable_grants(
+        &self,
+        req: ListRetirableGrantsRequest,
+    ) -> KmsResult<ListGrantsResponse> {
+        self.do_list_retirable_grants(req)
+    }
+
+    fn retire_grant(&self, req: RetireGrantRequest) -> KmsResult<()> {
+        self.do_retire_grant(req)
+    }
+
+    fn revoke_grant(&self, req: RevokeGrantRequest) -> KmsResult<()> {
+        self.do_revoke_grant(req)
     }
 
     fn generate_data_key_pair(

@@ -83,6 +83,24 @@ pub(super) struct Store {
     /// a log cut back (with its checkpoints) or removed is an error, not a fresh start.
     #[serde(default)]
     pub(super) audit_checkpoint: Option<(u64, String)>,
+    /// Grants, by grant id.
+    #[serde(default)]
+    pub(super) grants: BTreeMap<String, GrantRecord>,
+}
+
+/// A grant: `grantee` may perform `operations` on `key_id` (within `constraints`).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub(super) struct GrantRecord {
+    pub(super) key_id: String,
+    pub(super) token: String,
+    pub(super) name: Option<String>,
+    pub(super) grantee: String,
+    pub(super) retiring: Option<String>,
+    pub(super) operations: Vec<String>,
+    pub(super) constraints: Option<GrantConstraints>,
+    /// The principal that created it.
+    pub(super) issuer: String,
+    pub(super) created: f64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -123,6 +141,7 @@ impl Store {
             self.keys.remove(id); // drops (and zeroizes) the material
         }
         self.aliases.retain(|_, a| !gone.contains(&a.target));
+        self.grants.retain(|_, g| !gone.contains(&g.key_id));
     }
 }
 

@@ -7,7 +7,9 @@
 #![allow(missing_docs)]
 
 mod asym;
+mod grants;
 pub use asym::*;
+pub use grants::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
