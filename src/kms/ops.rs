@@ -141,6 +141,8 @@ operations! {
     Sign => sign(SignRequest) -> SignResponse;
     /// Checks a signature (KMSInvalidSignatureException if it does not verify).
     Verify => verify(VerifyRequest) -> VerifyResponse;
+    /// ECDH between a KEY_AGREEMENT key and a peer's public key.
+    DeriveSharedSecret => derive_shared_secret(DeriveSharedSecretRequest) -> DeriveSharedSecretResponse;
     /// A new RSA or ECC key pair, its private key also wrapped under a symmetric key.
     GenerateDataKeyPair => generate_data_key_pair(GenerateDataKeyPairRequest) -> GenerateDataKeyPairResponse;
     /// Lets a grantee use a key for some operations (under optional context constraints).

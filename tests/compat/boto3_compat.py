@@ -251,6 +251,16 @@ nopt = kms.generate_data_key_pair_without_plaintext(KeyId=kid, KeyPairSpec="RSA_
 assert "PrivateKeyPlaintext" not in nopt and nopt["KeyPairSpec"] == "RSA_2048"
 check("GenerateDataKeyPair(WithoutPlaintext): the pair matches, the wrapped private key decrypts")
 
+xk = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]
+assert xk["KeyAgreementAlgorithms"] == ["ECDH"], xk
+xpub = serialization.load_der_public_key(kms.get_public_key(KeyId=xk["KeyId"])["PublicKey"])
+mine = ec.generate_private_key(ec.SECP384R1())
+mine_der = mine.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+z = kms.derive_shared_secret(KeyId=xk["KeyId"], KeyAgreementAlgorithm="ECDH", PublicKey=mine_der)["SharedSecret"]
+assert z == mine.exchange(ec.ECDH(), xpub)
+check("KEY_AGREEMENT keys: DeriveSharedSecret agrees with an ECDH computed by the cryptography package")
+
 gk = kms.create_key()["KeyMetadata"]["KeyId"]
 expect("AccessDeniedException", bob.encrypt, KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "a"})
 g = kms.create_grant(KeyId=gk, GranteePrincipal="bob", Operations=["Encrypt", "Decrypt"],

@@ -356,6 +356,7 @@ impl LocalKms {
                 key_usage: k.usage.clone(),
                 encryption_algorithms: encryption_algorithms(&k.spec, &k.usage),
                 signing_algorithms: signing_algorithms(&k.spec, &k.usage),
+                key_agreement_algorithms: key_agreement_algorithms(&k.usage),
             })
         })
     }

@@ -146,6 +146,7 @@ impl LocalKms {
             encryption_algorithms: encryption_algorithms(&k.spec, &k.usage),
             mac_algorithms: mac_algorithms(&k.spec),
             signing_algorithms: signing_algorithms(&k.spec, &k.usage),
+            key_agreement_algorithms: key_agreement_algorithms(&k.usage),
             current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             multi_region: false,
         }

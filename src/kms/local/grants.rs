@@ -33,6 +33,13 @@ fn grantable(k: &KeyRecord) -> &'static [&'static str] {
             "CreateGrant",
             "RetireGrant",
         ],
+        (_, KEY_AGREEMENT) => &[
+            "DeriveSharedSecret",
+            "GetPublicKey",
+            "DescribeKey",
+            "CreateGrant",
+            "RetireGrant",
+        ],
         (_, SIGN_VERIFY) => &[
             "Sign",
             "Verify",

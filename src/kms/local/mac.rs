@@ -49,9 +49,10 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
     } else if material_len(spec).is_some() {
         (&[GENERATE_VERIFY_MAC], None)
     } else if is_signing_spec(spec) {
-        // ECC KEY_AGREEMENT is AWS's too, not built here yet.
         if is_rsa(spec) {
             (&[SIGN_VERIFY, ENCRYPT_DECRYPT], None)
+        } else if is_agreement_spec(spec) {
+            (&[SIGN_VERIFY, KEY_AGREEMENT], None)
         } else {
             (&[SIGN_VERIFY], None)
         }

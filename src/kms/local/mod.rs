@@ -18,6 +18,7 @@ mod admin;
 mod asym;
 mod authz;
 mod blob;
+mod ecdh;
 mod extras;
 mod grants;
 mod mac;
@@ -100,6 +101,7 @@ pub fn now() -> f64 {
 
 use asym::*;
 use authz::*;
+use ecdh::*;
 use extras::*;
 use mac::*;
 use rsa_oaep::*;

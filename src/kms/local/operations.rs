@@ -581,6 +581,13 @@ impl Kms for LocalKms {
         self.do_verify(req)
     }
 
+    fn derive_shared_secret(
+        &self,
+        req: DeriveSharedSecretRequest,
+    ) -> KmsResult<DeriveSharedSecretResponse> {
+        self.do_derive_shared_secret(req)
+    }
+
     fn create_grant(&self, req: CreateGrantRequest) -> KmsResult<CreateGrantResponse> {
         self.do_create_grant(req)
     }

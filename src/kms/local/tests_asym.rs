@@ -385,3 +385,94 @@ fn data_key_pairs_come_with_their_private_key_wrapped() {
         "wrapped only under symmetric keys"
     );
 }
+
+#[test]
+fn key_agreement_keys_derive_the_same_secret_on_both_sides() {
+    let (_d, k) = kms();
+    use ErrorCode::*;
+    let mk = |spec: &str, usage: &str| {
+        k.create_key(CreateKeyRequest {
+            key_spec: Some(spec.into()),
+            key_usage: Some(usage.into()),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        code(mk("ECC_SECG_P256K1", "KEY_AGREEMENT")),
+        ValidationException
+    );
+    assert_eq!(code(mk("RSA_2048", "KEY_AGREEMENT")), ValidationException);
+    let pubkey = |id: &str| {
+        k.get_public_key(GetPublicKeyRequest {
+            key_id: id.into(),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let derive = |id: &str, peer: &[u8]| {
+        k.derive_shared_secret(DeriveSharedSecretRequest {
+            key_id: id.into(),
+            key_agreement_algorithm: "ECDH".into(),
+            public_key: peer.to_vec(),
+            ..Default::default()
+        })
+    };
+    for spec in ["ECC_NIST_P256", "ECC_NIST_P384", "ECC_NIST_P521"] {
+        let a = mk(spec, "KEY_AGREEMENT").unwrap().key_metadata;
+        assert_eq!(a.key_agreement_algorithms, ["ECDH"]);
+        assert!(a.signing_algorithms.is_empty());
+        let b = mk(spec, "KEY_AGREEMENT").unwrap().key_metadata.key_id;
+        let (pa, pb) = (pubkey(&a.key_id), pubkey(&b));
+        assert_eq!(pa.key_agreement_algorithms, ["ECDH"]);
+        let ab = derive(&a.key_id, &pb.public_key).unwrap().shared_secret;
+        let ba = derive(&b, &pa.public_key).unwrap().shared_secret;
+        assert_eq!(ab.0, ba.0, "{spec}");
+        // An outside party's ephemeral key (aws-lc-rs directly) agrees on the same secret.
+        let alg = match spec {
+            "ECC_NIST_P256" => &aws_lc_rs::agreement::ECDH_P256,
+            "ECC_NIST_P384" => &aws_lc_rs::agreement::ECDH_P384,
+            _ => &aws_lc_rs::agreement::ECDH_P521,
+        };
+        let mine = aws_lc_rs::agreement::PrivateKey::generate(alg).unwrap();
+        let my_pub: aws_lc_rs::encoding::PublicKeyX509Der =
+            aws_lc_rs::encoding::AsDer::as_der(&mine.compute_public_key().unwrap()).unwrap();
+        let theirs = derive(&a.key_id, my_pub.as_ref()).unwrap().shared_secret;
+        let local = aws_lc_rs::agreement::agree(
+            &mine,
+            aws_lc_rs::agreement::UnparsedPublicKey::new(alg, &pa.public_key),
+            (),
+            |z| Ok(z.to_vec()),
+        )
+        .unwrap();
+        assert_eq!(theirs.0, local);
+        assert_eq!(code(derive(&a.key_id, b"not der")), ValidationException);
+        let sign = k.sign(SignRequest {
+            key_id: a.key_id.clone(),
+            message: Secret(b"m".to_vec()),
+            signing_algorithm: "ECDSA_SHA_256".into(),
+            ..Default::default()
+        });
+        assert_eq!(code(sign), InvalidKeyUsageException);
+    }
+    // A key on another curve is not a peer.
+    let p256 = mk("ECC_NIST_P256", "KEY_AGREEMENT")
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let p384 = mk("ECC_NIST_P384", "KEY_AGREEMENT")
+        .unwrap()
+        .key_metadata
+        .key_id;
+    assert_eq!(
+        code(derive(&p256, &pubkey(&p384).public_key)),
+        ValidationException
+    );
+    let signer = mk("ECC_NIST_P256", "SIGN_VERIFY")
+        .unwrap()
+        .key_metadata
+        .key_id;
+    assert_eq!(
+        code(derive(&signer, &pubkey(&p256).public_key)),
+        InvalidKeyUsageException
+    );
+}

@@ -26,6 +26,8 @@ pub struct GetPublicKeyResponse {
     pub encryption_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub signing_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub key_agreement_algorithms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -116,4 +118,29 @@ pub struct GenerateDataKeyPairWithoutPlaintextResponse {
     pub key_pair_spec: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeriveSharedSecretRequest {
+    pub key_id: String,
+    pub key_agreement_algorithm: String,
+    #[serde(with = "b64")]
+    pub public_key: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
+    /// Nitro Enclaves attestation: not supported (refused).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recipient: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeriveSharedSecretResponse {
+    pub key_id: String,
+    pub shared_secret: Secret,
+    pub key_agreement_algorithm: String,
+    pub key_origin: String,
 }

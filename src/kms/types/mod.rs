@@ -147,6 +147,8 @@ pub struct KeyMetadata {
     pub mac_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub signing_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub key_agreement_algorithms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
