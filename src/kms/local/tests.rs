@@ -1,9 +1,14 @@
 use super::*;
 
-fn kms() -> (tempfile::TempDir, LocalKms) {
+pub(super) fn kms() -> (tempfile::TempDir, LocalKms) {
     let d = tempfile::tempdir().unwrap();
     let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
     (d, k)
+}
+
+/// The error code of a failed call.
+pub(super) fn code<T: std::fmt::Debug>(r: KmsResult<T>) -> ErrorCode {
+    r.unwrap_err().code
 }
 
 fn ctx(pairs: &[(&str, &str)]) -> Option<EncryptionContext> {

@@ -1,17 +1,8 @@
 //! Asymmetric keys of the embedded KMS: signing, RSA encryption, data key pairs.
 
+use super::tests::{code, kms};
 use super::*;
 use sha2::Digest as _;
-
-fn kms() -> (tempfile::TempDir, LocalKms) {
-    let d = tempfile::tempdir().unwrap();
-    let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
-    (d, k)
-}
-
-fn code<T: std::fmt::Debug>(r: KmsResult<T>) -> ErrorCode {
-    r.unwrap_err().code
-}
 
 #[test]
 fn asymmetric_signing_keys_sign_verify_and_show_only_their_public_key() {
@@ -32,11 +23,6 @@ fn asymmetric_signing_keys_sign_verify_and_show_only_their_public_key() {
     assert_eq!(
         code(mk("ECC_NIST_P256", Some("ENCRYPT_DECRYPT"))),
         ValidationException
-    );
-    assert_eq!(
-        code(mk("ECC_NIST_P256", Some("KEY_AGREEMENT"))),
-        ValidationException,
-        "not built yet"
     );
     assert_eq!(
         code(mk("ECC_NIST_P256", Some("GENERATE_VERIFY_MAC"))),

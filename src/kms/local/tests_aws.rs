@@ -1,16 +1,7 @@
 //! AWS fidelity of the embedded KMS: refusals, tags, DryRun, limits, HMAC and asymmetric keys.
 
+use super::tests::{code, kms};
 use super::*;
-
-fn kms() -> (tempfile::TempDir, LocalKms) {
-    let d = tempfile::tempdir().unwrap();
-    let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
-    (d, k)
-}
-
-fn code<T: std::fmt::Debug>(r: KmsResult<T>) -> ErrorCode {
-    r.unwrap_err().code
-}
 
 fn tag(k: &str, v: &str) -> Tag {
     Tag {

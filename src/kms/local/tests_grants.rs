@@ -1,16 +1,7 @@
 //! Grants: who they let in, under which constraints, and who may end them.
 
+use super::tests::{code, kms};
 use super::*;
-
-fn kms() -> (tempfile::TempDir, LocalKms) {
-    let d = tempfile::tempdir().unwrap();
-    let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
-    (d, k)
-}
-
-fn code<T: std::fmt::Debug>(r: KmsResult<T>) -> ErrorCode {
-    r.unwrap_err().code
-}
 
 fn as_(k: &LocalKms, who: &str) -> LocalKms {
     k.with_caller(Caller {
