@@ -20,13 +20,17 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             max_connections,
             max_per_source,
             idle_timeout,
+            region,
+            account_id,
         } => {
             super::logging::init_logging(true);
             let dir = match keystore {
                 Some(d) => d,
                 None => local_dir(kms_arg)?,
             };
-            let kms = crate::kms::local::LocalKms::open(&dir, true)?;
+            let region = region.unwrap_or_else(crate::kms::env_region);
+            let kms =
+                crate::kms::local::LocalKms::open(&dir, true)?.serving(&region, &account_id)?;
             // automatic rotations are performed by whoever holds the keystore
             let rot: Arc<dyn Kms> = Arc::new(kms.with_caller(kms.caller().clone()));
             crate::kms::spawn_rotation_ticker(Arc::downgrade(&rot));

@@ -194,6 +194,15 @@ pub(crate) enum KmsCmd {
         /// between requests, before its connection is closed.
         #[arg(long, default_value_t = 10)]
         idle_timeout: u64,
+        /// The region this server is: ARNs carry it, and requests signed for another
+        /// region see no keys (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1 —
+        /// what `--kms https://…` signs for by default).
+        #[arg(long)]
+        region: Option<String>,
+        /// The 12-digit account in ARNs; `arn:aws:iam::ACCOUNT:root` in a key policy means
+        /// every principal of this server.
+        #[arg(long, default_value = crate::kms::local::DEFAULT_ACCOUNT)]
+        account_id: String,
     },
     /// Manage the principals (remote callers) of the server.
     #[command(subcommand)]

@@ -17,7 +17,8 @@ pub enum KmsLocation {
     },
 }
 
-fn env_region() -> String {
+/// The region from AWS_REGION or AWS_DEFAULT_REGION, else us-east-1 (the AWS tools' rule).
+pub fn env_region() -> String {
     std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .ok()

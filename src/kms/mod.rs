@@ -12,7 +12,7 @@ pub mod types;
 
 pub use http::client as remote;
 pub use http::sigv4;
-pub use location::KmsLocation;
+pub use location::{env_region, KmsLocation};
 pub use ops::{dispatch, Kms, Op};
 
 use std::fmt;

@@ -5,11 +5,51 @@
 //! Principal: "*" | {"AWS": NAME | [NAME...]}, Action: "kms:Op" | [...] (wildcards `*`, `?`),
 //! Resource: "*" | ["*"], Condition?: {StringEquals|StringLike: {"kms:EncryptionContext:KEY": V | [V...]}}}`.
 //! Evaluation: an explicit Deny wins; otherwise an Allow must match; otherwise deny.
+//!
+//! Principals: a name (`alice`), `arn:aws:iam::ACCOUNT:user/NAME` or `…:role/NAME` (the
+//! principal NAME of this KMS's account), and the account itself
+//! (`arn:aws:iam::ACCOUNT:root` or the bare 12 digits). There is no IAM here to delegate
+//! to, so the account root means **every principal of this KMS** — what AWS's default key
+//! policy grants the account's IAM users once IAM policies allow them. Principals of other
+//! accounts parse (a policy written for AWS loads) and match nobody.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{EncryptionContext, ErrorCode, KmsError, KmsResult};
+
+/// Who is asking: a principal's name in an account.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    /// The principal's name (`alice`).
+    pub name: &'a str,
+    /// The 12-digit account the KMS answers as.
+    pub account: &'a str,
+}
+
+impl Who<'_> {
+    /// Does `p` (a name, or a user or role ARN) name exactly this principal?
+    pub fn is(&self, p: &str) -> bool {
+        if p == self.name {
+            return true;
+        }
+        let Some(rest) = p
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|r| r.strip_prefix(self.account))
+        else {
+            return false;
+        };
+        rest.strip_prefix(":user/")
+            .or_else(|| rest.strip_prefix(":role/"))
+            .is_some_and(|n| n == self.name)
+    }
+
+    /// Does the policy principal `p` cover this principal: it names it, or it is the
+    /// account (root ARN or account id), which covers every principal of the account.
+    pub fn covered_by(&self, p: &str) -> bool {
+        self.is(p) || p == self.account || p == format!("arn:aws:iam::{}:root", self.account)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 /// A parsed and validated key policy.
@@ -228,23 +268,18 @@ impl Policy {
         Ok(Policy { statements })
     }
 
-    /// Does the policy allow `principal` to perform `action` (e.g. `kms:Decrypt`) with
+    /// Does the policy allow `who` to perform `action` (e.g. `kms:Decrypt`) with
     /// this encryption context?
-    pub fn allows(&self, principal: &str, action: &str, ctx: Option<&EncryptionContext>) -> bool {
-        self.decision(principal, action, ctx) == Decision::Allow
+    pub fn allows(&self, who: Who, action: &str, ctx: Option<&EncryptionContext>) -> bool {
+        self.decision(who, action, ctx) == Decision::Allow
     }
 
     /// What the policy says: an explicit deny wins over any allow; no matching statement
     /// leaves the decision to grants.
-    pub fn decision(
-        &self,
-        principal: &str,
-        action: &str,
-        ctx: Option<&EncryptionContext>,
-    ) -> Decision {
+    pub fn decision(&self, who: Who, action: &str, ctx: Option<&EncryptionContext>) -> Decision {
         let mut d = Decision::NotMentioned;
         for s in &self.statements {
-            if !s.matches(principal, action, ctx) {
+            if !s.matches(who, action, ctx) {
                 continue;
             }
             if !s.allow {
@@ -268,9 +303,9 @@ pub enum Decision {
 }
 
 impl Statement {
-    fn matches(&self, principal: &str, action: &str, ctx: Option<&EncryptionContext>) -> bool {
+    fn matches(&self, who: Who, action: &str, ctx: Option<&EncryptionContext>) -> bool {
         if let Some(ps) = &self.principals {
-            if !ps.iter().any(|p| p == principal) {
+            if !ps.iter().any(|p| who.covered_by(p)) {
                 return false;
             }
         }
@@ -371,6 +406,13 @@ pub fn default_policy(admin: &str) -> String {
 mod tests {
     use super::*;
 
+    fn who(name: &str) -> Who<'_> {
+        Who {
+            name,
+            account: "111122223333",
+        }
+    }
+
     fn ctx(k: &str, v: &str) -> EncryptionContext {
         [(k.to_string(), v.to_string())].into_iter().collect()
     }
@@ -386,21 +428,25 @@ mod tests {
         )
         .unwrap();
         let c = ctx("kmsfs:fs", "tree-1");
-        assert!(p.allows("alice", "kms:Decrypt", Some(&c)));
-        assert!(p.allows("alice", "kms:GenerateDataKeyWithoutPlaintext", Some(&c)));
-        assert!(!p.allows("alice", "kms:Decrypt", Some(&ctx("kmsfs:fs", "other"))));
-        assert!(!p.allows("alice", "kms:Decrypt", None));
+        assert!(p.allows(who("alice"), "kms:Decrypt", Some(&c)));
+        assert!(p.allows(
+            who("alice"),
+            "kms:GenerateDataKeyWithoutPlaintext",
+            Some(&c)
+        ));
+        assert!(!p.allows(who("alice"), "kms:Decrypt", Some(&ctx("kmsfs:fs", "other"))));
+        assert!(!p.allows(who("alice"), "kms:Decrypt", None));
         assert!(
-            !p.allows("bob", "kms:Decrypt", Some(&c)),
+            !p.allows(who("bob"), "kms:Decrypt", Some(&c)),
             "explicit deny wins"
         );
-        assert!(p.allows("bob", "kms:GenerateDataKey", Some(&c)));
+        assert!(p.allows(who("bob"), "kms:GenerateDataKey", Some(&c)));
         assert!(
-            !p.allows("carol", "kms:Decrypt", Some(&c)),
+            !p.allows(who("carol"), "kms:Decrypt", Some(&c)),
             "no match means deny"
         );
-        assert!(p.allows("carol", "kms:DescribeKey", None));
-        assert!(!p.allows("alice", "kms:Encrypt", Some(&c)));
+        assert!(p.allows(who("carol"), "kms:DescribeKey", None));
+        assert!(!p.allows(who("alice"), "kms:Encrypt", Some(&c)));
     }
 
     #[test]
@@ -455,11 +501,11 @@ mod tests {
         )
         .unwrap();
         assert!(
-            !p.allows("bob", "kms:Decrypt", None),
+            !p.allows(who("bob"), "kms:Decrypt", None),
             "lower-case Deny applies"
         );
-        assert!(p.allows("bob", "kms:Encrypt", None));
-        assert!(!p.allows("carol", "kms:GenerateDataKeyWithoutPlaintext", None));
+        assert!(p.allows(who("bob"), "kms:Encrypt", None));
+        assert!(!p.allows(who("carol"), "kms:GenerateDataKeyWithoutPlaintext", None));
         for bad in ["kms:Decrytp", "kms:", "kms:Foo*", "kms:?"] {
             let text = format!(
                 r#"{{"Statement":[{{"Effect":"Allow","Principal":"*","Action":"{bad}","Resource":"*"}}]}}"#
@@ -488,9 +534,46 @@ mod tests {
     }
 
     #[test]
+    fn arn_principals_and_the_account_root() {
+        let doc = |principal: &str| {
+            serde_json::json!({"Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": principal}, "Action": "kms:Decrypt", "Resource": "*"}]})
+            .to_string()
+        };
+        // AWS's default key policy names the account root: every principal of the account.
+        let root = Policy::parse(&doc("arn:aws:iam::111122223333:root")).unwrap();
+        assert!(root.allows(who("alice"), "kms:Decrypt", None));
+        assert!(root.allows(who("bob"), "kms:Decrypt", None));
+        assert!(!root.allows(who("bob"), "kms:Encrypt", None));
+        let bare = Policy::parse(&doc("111122223333")).unwrap();
+        assert!(bare.allows(who("bob"), "kms:Decrypt", None));
+        // Another account's root or users match nobody here.
+        for other in [
+            "arn:aws:iam::999999999999:root",
+            "999999999999",
+            "arn:aws:iam::999999999999:user/alice",
+        ] {
+            let p = Policy::parse(&doc(other)).unwrap();
+            assert!(!p.allows(who("alice"), "kms:Decrypt", None), "{other}");
+        }
+        // A user or role ARN names that one principal, not a prefix of it.
+        let user = Policy::parse(&doc("arn:aws:iam::111122223333:user/alice")).unwrap();
+        assert!(user.allows(who("alice"), "kms:Decrypt", None));
+        assert!(!user.allows(who("alice2"), "kms:Decrypt", None));
+        assert!(!user.allows(who("bob"), "kms:Decrypt", None));
+        let role = Policy::parse(&doc("arn:aws:iam::111122223333:role/alice")).unwrap();
+        assert!(role.allows(who("alice"), "kms:Decrypt", None));
+        assert!(
+            !Policy::parse(&doc("arn:aws:iam::111122223333:user/alicex"))
+                .unwrap()
+                .allows(who("alice"), "kms:Decrypt", None)
+        );
+    }
+
+    #[test]
     fn default_policy_allows_creator_only() {
         let p = Policy::parse(&default_policy("local-admin")).unwrap();
-        assert!(p.allows("local-admin", "kms:PutKeyPolicy", None));
-        assert!(!p.allows("mallory", "kms:Decrypt", None));
+        assert!(p.allows(who("local-admin"), "kms:PutKeyPolicy", None));
+        assert!(!p.allows(who("mallory"), "kms:Decrypt", None));
     }
 }

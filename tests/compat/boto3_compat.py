@@ -277,6 +277,39 @@ kms.revoke_grant(KeyId=gk, GrantId=g["GrantId"])
 expect("AccessDeniedException", bob.encrypt, KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "a"})
 check("grants: CreateGrant with constraints, grant tokens, ListGrants, Name idempotence, RevokeGrant")
 
+# The server is one region and account (defaults us-east-1, 000000000000): ARNs say so,
+# a client signing for another region sees no key, and STS tells a client who it is.
+assert arn == f"arn:aws:kms:us-east-1:000000000000:key/{kid}", arn
+away = boto3.client("kms", endpoint_url=EP, region_name="eu-west-1", aws_access_key_id=os.environ["AKID"],
+                    aws_secret_access_key=os.environ["SECRET"], config=CFG)
+expect("NotFoundException", away.describe_key, KeyId=kid)
+expect("NotFoundException", away.describe_key, KeyId="alias/compat")
+assert away.list_keys()["Keys"] == []
+expect("NotFoundException", kms.describe_key, KeyId=arn.replace("us-east-1", "eu-west-1"))
+expect("NotFoundException", kms.describe_key, KeyId=arn.replace("000000000000", "999999999999"))
+sts = boto3.client("sts", endpoint_url=EP, region_name="us-east-1", aws_access_key_id=os.environ["AKID"],
+                   aws_secret_access_key=os.environ["SECRET"], config=CFG)
+ident = sts.get_caller_identity()
+assert ident["Arn"] == "arn:aws:iam::000000000000:user/alice" and ident["Account"] == "000000000000", ident
+try:
+    boto3.client("sts", endpoint_url=EP, region_name="us-east-1", aws_access_key_id=os.environ["AKID"],
+                 aws_secret_access_key="wrong", config=CFG).get_caller_identity()
+    raise AssertionError("GetCallerIdentity with a wrong secret succeeded")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "SignatureDoesNotMatch", e.response
+# AWS's default key policy: the account root, i.e. every principal of this server.
+root_policy = json.dumps({"Version": "2012-10-17", "Id": "key-default-1", "Statement": [{
+    "Sid": "Enable IAM User Permissions", "Effect": "Allow",
+    "Principal": {"AWS": f"arn:aws:iam::{ident['Account']}:root"}, "Action": "kms:*", "Resource": "*"}]})
+rk = kms.create_key(Policy=root_policy)["KeyMetadata"]["KeyId"]
+blob = bob.encrypt(KeyId=rk, Plaintext=b"root")["CiphertextBlob"]
+assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"root"
+user_policy = json.dumps({"Statement": [{"Effect": "Allow", "Principal": {"AWS": ident["Arn"]},
+                                         "Action": "kms:*", "Resource": "*"}]})
+uk = kms.create_key(Policy=user_policy)["KeyMetadata"]["KeyId"]
+expect("AccessDeniedException", bob.encrypt, KeyId=uk, Plaintext=b"x")
+check("region and account in ARNs, other regions see nothing, STS GetCallerIdentity, root and user ARNs in policies")
+
 env = dict(os.environ, AWS_ACCESS_KEY_ID=os.environ["AKID"], AWS_SECRET_ACCESS_KEY=os.environ["SECRET"],
            AWS_DEFAULT_REGION="us-east-1", AWS_PAGER="")
 cli = [os.environ["AWS_CLI"], "kms", "--endpoint-url", EP, "--output", "json"]
@@ -295,9 +328,12 @@ with tempfile.TemporaryDirectory() as td:
     open(cf, "wb").write(base64.b64decode(out["CiphertextBlob"]))
     plain = json.loads(subprocess.check_output(cli + ["decrypt", "--ciphertext-blob", "fileb://" + cf], env=env))
     assert base64.b64decode(plain["Plaintext"]) == b"from cli", plain
+who = json.loads(subprocess.check_output([os.environ["AWS_CLI"], "sts", "get-caller-identity", "--endpoint-url", EP,
+                                          "--output", "json"], env=env))
+assert who["Arn"] == "arn:aws:iam::000000000000:user/alice", who
 r = subprocess.run(cli + ["schedule-key-deletion", "--key-id", cli_kid, "--pending-window-in-days", "7"], env=env,
                    capture_output=True, text=True)
 assert r.returncode == 0, r.stderr
-check("aws cli: create-key, describe-key, list-keys, encrypt, decrypt, schedule-key-deletion")
+check("aws cli: sts get-caller-identity, create-key, describe-key, list-keys, encrypt, decrypt, schedule-key-deletion")
 
 print(f"ALL OK ({len(checks)} checks)")

@@ -311,6 +311,9 @@ impl Server {
                 listen,
             ])
             .args(extra)
+            // the documented default region (us-east-1), whatever this shell says
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod server;
 pub mod sigv4;
+pub mod sts;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -59,12 +59,13 @@ fn bounded(s: &str, max: usize) -> String {
     }
 }
 
-/// (access key id, secret fingerprint, date, region): what a SigV4 signing key depends on
-type SigningKeyId = (String, [u8; 32], String, String);
+/// (access key id, secret fingerprint, date, region, service): what a SigV4 signing key
+/// depends on
+type SigningKeyId = (String, [u8; 32], String, String, String);
 
 struct AppState {
     kms: LocalKms,
-    /// (access key id, secret fingerprint, date, region) -> SigV4 signing key
+    /// (access key id, secret fingerprint, date, region, service) -> SigV4 signing key
     keys: parking_lot::Mutex<std::collections::HashMap<SigningKeyId, Vec<u8>>>,
     idle_timeout: std::time::Duration,
     /// source address -> (window start, refusals recorded in it, refusals suppressed)
@@ -97,6 +98,7 @@ impl AppState {
         let kms = self.kms.with_caller(Caller {
             principal: principal.to_string(),
             source: peer.to_string(),
+            region: None,
         });
         if summary > 0 {
             let _ = kms.record_refusals_suppressed(summary, REFUSAL_WINDOW.as_secs());
@@ -111,12 +113,16 @@ impl AppState {
 #[derive(Clone, Copy)]
 struct Peer(SocketAddr);
 
-fn error_response(e: &KmsError) -> Response {
-    let status = if e.code.is_fault() {
+fn error_status(e: &KmsError) -> StatusCode {
+    if e.code.is_fault() {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::BAD_REQUEST
-    };
+    }
+}
+
+fn error_response(e: &KmsError) -> Response {
+    let status = error_status(e);
     let body = serde_json::json!({"__type": e.code.name(), "message": e.message}).to_string();
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
@@ -179,8 +185,21 @@ async fn handle(
     } else {
         format!("(invalid:{})", bounded(op, 32))
     };
+    // STS's query protocol (GetCallerIdentity): no target, a form body, XML answers.
+    let sts = op.is_empty()
+        && headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with(super::sts::FORM_CONTENT_TYPE));
+    let op = if sts {
+        "sts:GetCallerIdentity".to_string()
+    } else {
+        op
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
     let st2 = st.clone();
     let op2 = op.clone();
+    let rid = request_id.clone();
     let result = tokio::task::spawn_blocking(
         move || -> (String, KmsResult<zeroize::Zeroizing<Vec<u8>>>) {
             let op = op2;
@@ -235,6 +254,7 @@ async fn handle(
                 fp,
                 auth.date.clone(),
                 auth.region.clone(),
+                auth.service.clone(),
             );
             let cached = st2.keys.lock().get(&ck).cloned();
             let key = cached.unwrap_or_else(|| {
@@ -248,14 +268,24 @@ async fn handle(
                 keys.insert(ck, k.clone());
                 k
             });
-            if let Err(e) = sigv4::verify_with_key(&sreq, &auth, &key, now) {
+            let service = if sts { "sts" } else { "kms" };
+            if let Err(e) = sigv4::verify_with_key(&sreq, &auth, &key, now, service) {
                 return (principal, Err(e));
             }
             let kms = st2.kms.with_caller(Caller {
                 principal: principal.clone(),
                 source: peer.to_string(),
+                region: Some(auth.region.clone()),
             });
-            let r = if op.is_empty() {
+            let r = if sts {
+                let (_, account) = st2.kms.region_and_account();
+                let who = super::sts::Identity {
+                    name: &principal,
+                    account,
+                    akid: &auth.access_key_id,
+                };
+                super::sts::answer(&body, &who, &rid).map(zeroize::Zeroizing::new)
+            } else if op.is_empty() {
                 Err(KmsError::new(
                     ErrorCode::UnknownOperationException,
                     "missing X-Amz-Target",
@@ -313,18 +343,34 @@ async fn handle(
             e.code.name()
         ),
     }
-    match result {
+    let mut r = match result {
         Ok(v) => {
             let body = Bytes::from_owner(SecretBody(v));
             let mut r = (StatusCode::OK, body).into_response();
             r.headers_mut().insert(
                 "content-type",
-                HeaderValue::from_static(super::CONTENT_TYPE),
+                HeaderValue::from_static(if sts {
+                    super::sts::XML_CONTENT_TYPE
+                } else {
+                    super::CONTENT_TYPE
+                }),
+            );
+            r
+        }
+        Err(e) if sts => {
+            let mut r = (error_status(&e), super::sts::error_body(&e, &request_id)).into_response();
+            r.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static(super::sts::XML_CONTENT_TYPE),
             );
             r
         }
         Err(e) => error_response(&e),
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        r.headers_mut().insert("x-amzn-requestid", v);
     }
+    r
 }
 
 async fn healthz() -> &'static str {

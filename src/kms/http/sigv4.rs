@@ -202,15 +202,19 @@ pub fn verify(
         auth,
         &signing_key(secret, &auth.date, &auth.region, &auth.service),
         now,
+        "kms",
     )
 }
 
-/// `verify` with a precomputed `signing_key(secret, auth.date, auth.region, auth.service)`.
+/// `verify` with a precomputed `signing_key(secret, auth.date, auth.region, auth.service)`,
+/// for `service`: `kms` (JSON 1.1, the operation in X-Amz-Target) or `sts` (the query
+/// protocol, the action in the signed body).
 pub fn verify_with_key(
     req: &Request<'_>,
     auth: &Authorization,
     key: &[u8],
     now: i64,
+    service: &str,
 ) -> Result<(), KmsError> {
     let header = |name: &str| -> Vec<&str> {
         req.headers
@@ -234,15 +238,21 @@ pub fn verify_with_key(
     if !amz_date.starts_with(&auth.date) || auth.date.len() != 8 {
         return Err(invalid("credential scope date does not match X-Amz-Date"));
     }
-    if auth.service != "kms" {
+    if auth.service != service {
         return Err(invalid(format!(
-            "credential scope is for service {:?}, not kms",
+            "credential scope is for service {:?}, not {service}",
             auth.service
         )));
     }
     // The operation (X-Amz-Target) and the body's type must be covered by the signature
     // (every AWS SDK signs them): otherwise a captured request replays as another operation.
-    for required in ["host", "x-amz-date", "x-amz-target", "content-type"] {
+    // (STS's query protocol has no X-Amz-Target: its action is in the signed body.)
+    let target: &[&str] = if service == "kms" {
+        &["x-amz-target"]
+    } else {
+        &[]
+    };
+    for required in ["host", "x-amz-date", "content-type"].iter().chain(target) {
         if !auth.signed_headers.iter().any(|h| h == required) {
             return Err(incomplete(format!(
                 "the {required} header must be signed (SignedHeaders={})",

@@ -1,7 +1,7 @@
 //! Resolving key ids, ARNs and aliases; key policies; key states.
 
 use super::*;
-use crate::kms::policy::Decision;
+use crate::kms::policy::{Decision, Who};
 
 impl LocalKms {
     /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
@@ -9,8 +9,12 @@ impl LocalKms {
         let name = if let Some(rest) = key.strip_prefix("arn:aws:kms:") {
             // arn:aws:kms:REGION:ACCOUNT:key/ID or :alias/NAME
             let mut parts = rest.splitn(3, ':');
-            let (_region, _account, res) = (parts.next(), parts.next(), parts.next());
-            res.ok_or_else(|| KmsError::not_found(format!("invalid ARN {key:?}")))?
+            let (region, account, res) = (parts.next(), parts.next(), parts.next());
+            let res = res.ok_or_else(|| KmsError::not_found(format!("Invalid keyId '{key}'")))?;
+            if !self.names_this_kms(region.unwrap_or(""), account.unwrap_or("")) {
+                return Err(KmsError::not_found(format!("Key '{key}' does not exist")));
+            }
+            res
         } else {
             key
         };
@@ -26,11 +30,28 @@ impl LocalKms {
             name.to_string()
         };
         match store.keys.get(&id) {
-            Some(k) if !Store::is_destroyed(k, now()) => Ok(id),
+            Some(k) if !Store::is_destroyed(k, now()) && self.foreign_region().is_none() => Ok(id),
             _ => Err(KmsError::not_found(format!(
                 "Key '{}' does not exist",
-                self.arn(&id)
+                self.arn_as_seen(&id)
             ))),
+        }
+    }
+
+    /// Do an ARN's region and account name this KMS? The embedded KMS is not regional and
+    /// takes any; a server takes its own, and `local` ARNs of the default account (what
+    /// the embedded KMS wrote into trees of the same keystore).
+    fn names_this_kms(&self, region: &str, account: &str) -> bool {
+        !self.e.regional
+            || (region == self.e.region && account == self.e.account)
+            || (region == LOCAL_REGION && account == DEFAULT_ACCOUNT)
+    }
+
+    /// A key's ARN in the region the caller signed for (for "does not exist" messages).
+    pub(super) fn arn_as_seen(&self, id: &str) -> String {
+        match self.foreign_region() {
+            Some(r) => format!("arn:aws:kms:{r}:{}:key/{id}", self.e.account),
+            None => self.arn(id),
         }
     }
 
@@ -46,10 +67,7 @@ impl LocalKms {
         let id = self.resolve(store, key)?;
         let k = &store.keys[&id];
         info.key(self.arn(&id), k.versions.get(k.current as usize));
-        let allowed = match self
-            .policy_of(k)?
-            .decision(&self.caller.principal, action, ctx)
-        {
+        let allowed = match self.policy_of(k)?.decision(self.who(), action, ctx) {
             Decision::Allow => true,
             Decision::Deny => false,
             Decision::NotMentioned => self.granted(store, &id, action, ctx),
@@ -65,6 +83,14 @@ impl LocalKms {
             ));
         }
         Ok(k)
+    }
+
+    /// The caller, as key policies and grants name principals.
+    pub(super) fn who(&self) -> Who<'_> {
+        Who {
+            name: &self.caller.principal,
+            account: &self.e.account,
+        }
     }
 
     pub(super) fn policy_of(&self, k: &KeyRecord) -> KmsResult<Arc<Policy>> {
@@ -91,7 +117,7 @@ impl LocalKms {
 
     /// A new policy must still let its author manage the key (AWS's lockout safety check).
     pub(super) fn check_lockout(&self, policy: &Policy) -> KmsResult<()> {
-        if !policy.allows(&self.caller.principal, Op::PutKeyPolicy.action(), None) {
+        if !policy.allows(self.who(), Op::PutKeyPolicy.action(), None) {
             return Err(KmsError::new(
                 ErrorCode::MalformedPolicyDocumentException,
                 format!(

@@ -72,12 +72,6 @@ const CONTEXT_OPS: [&str; 10] = [
     "RetireGrant",
 ];
 
-/// Does the grantee or retiring principal `who` (a name, or `arn:aws:iam::ACCOUNT:user/NAME`
-/// of this KMS's account) name `caller`?
-fn names(who: &str, caller: &str, account: &str) -> bool {
-    who == caller || who == format!("arn:aws:iam::{account}:user/{caller}")
-}
-
 /// Does the request's encryption context meet the grant's constraints?
 fn meets(c: &Option<GrantConstraints>, ctx: Option<&EncryptionContext>) -> bool {
     let Some(c) = c else { return true };
@@ -122,7 +116,7 @@ impl LocalKms {
         let op = action.strip_prefix("kms:").unwrap_or(action);
         store.grants.values().any(|g| {
             g.key_id == id
-                && names(&g.grantee, &self.caller.principal, &self.e.account)
+                && self.who().is(&g.grantee)
                 && g.operations.iter().any(|o| o == op)
                 && meets(&g.constraints, ctx)
         })
@@ -163,11 +157,11 @@ impl LocalKms {
                 // Allowed by the policy, or by a grant with CreateGrant that covers every
                 // operation asked for under the same constraints.
                 let caller = &self.caller.principal;
-                let policy = self.policy_of(k)?.decision(caller, Op::CreateGrant.action(), None);
+                let policy = self.policy_of(k)?.decision(self.who(), Op::CreateGrant.action(), None);
                 let by_grant = || {
                     s.grants.values().any(|g| {
                         g.key_id == id
-                            && names(&g.grantee, caller, &self.e.account)
+                            && self.who().is(&g.grantee)
                             && g.operations.iter().any(|o| o == "CreateGrant")
                             && ops.iter().all(|o| g.operations.contains(o))
                             && g.constraints == req.constraints
@@ -253,7 +247,7 @@ impl LocalKms {
         self.run(Op::ListRetirableGrants.name(), |_| {
             let caller = &self.caller.principal;
             // No IAM here: a principal may list the grants it may retire, nobody else's.
-            if !names(&req.retiring_principal, caller, &self.e.account) {
+            if !self.who().is(&req.retiring_principal) {
                 return Err(KmsError::new(
                     ErrorCode::AccessDeniedException,
                     format!(
@@ -267,9 +261,8 @@ impl LocalKms {
                 .grants
                 .iter()
                 .filter(|(_, g)| {
-                    g.retiring
-                        .as_deref()
-                        .is_some_and(|r| names(r, caller, &self.e.account))
+                    self.foreign_region().is_none()
+                        && g.retiring.as_deref().is_some_and(|r| self.who().is(r))
                 })
                 .map(|(gid, g)| entry(self, gid, g))
                 .collect();
@@ -318,12 +311,8 @@ impl LocalKms {
                 let g = &s.grants[&gid];
                 info.key(self.arn(&g.key_id), None);
                 let caller = &self.caller.principal;
-                let account = &self.e.account;
-                let may = g
-                    .retiring
-                    .as_deref()
-                    .is_some_and(|r| names(r, caller, account))
-                    || (names(&g.grantee, caller, account)
+                let may = g.retiring.as_deref().is_some_and(|r| self.who().is(r))
+                    || (self.who().is(&g.grantee)
                         && g.operations.iter().any(|o| o == "RetireGrant"))
                     || &g.issuer == caller;
                 if !may {

@@ -56,6 +56,12 @@ const SYMMETRIC_DEFAULT: &str = "SYMMETRIC_DEFAULT";
 const ENCRYPT_DECRYPT: &str = "ENCRYPT_DECRYPT";
 const GENERATE_VERIFY_MAC: &str = "GENERATE_VERIFY_MAC";
 
+/// The region in the embedded KMS's ARNs. A server accepts ARNs of this region (with
+/// `DEFAULT_ACCOUNT`) as names of its own keys: trees made through the embedded KMS pin them.
+pub const LOCAL_REGION: &str = "local";
+/// The account of the embedded KMS, and the server's default `--account-id`.
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
 /// The principal local (embedded) use acts as, unless `KMSFS_PRINCIPAL` says otherwise.
 pub const DEFAULT_PRINCIPAL: &str = "local-admin";
 
@@ -211,8 +217,9 @@ impl LocalKms {
             dir: dir.to_path_buf(),
             audit: AuditLog::open(dir, &root),
             root,
-            region: "local".into(),
-            account: "000000000000".into(),
+            region: LOCAL_REGION.into(),
+            account: DEFAULT_ACCOUNT.into(),
+            regional: false,
             cache: RwLock::new(Cached {
                 store: Arc::new(Store::default()),
                 stamp: None,
@@ -226,6 +233,43 @@ impl LocalKms {
         kms.snapshot()
             .map_err(|e| crate::error::err!("keystore {}: {}", dir.display(), e))?;
         Ok(kms)
+    }
+
+    /// Makes this KMS answer as `region` and `account` (a server's `--region`,
+    /// `--account-id`): ARNs carry them, ARNs naming another region or account are not
+    /// found, and requests signed for another region see no keys. Call it right after
+    /// `open`, before the KMS is shared.
+    pub fn serving(mut self, region: &str, account: &str) -> crate::Result<LocalKms> {
+        if region.is_empty()
+            || region.len() > 32
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            crate::error::fail!("invalid region {region:?} (e.g. us-east-1)");
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            crate::error::fail!("invalid account id {account:?}: 12 digits");
+        }
+        let e = Arc::get_mut(&mut self.e)
+            .ok_or_else(|| crate::error::err!("the keystore is already shared"))?;
+        e.region = region.to_string();
+        e.account = account.to_string();
+        e.regional = true;
+        Ok(self)
+    }
+
+    /// The region and account this KMS answers as.
+    pub fn region_and_account(&self) -> (&str, &str) {
+        (&self.e.region, &self.e.account)
+    }
+
+    /// The region the caller signed for, when it is not this KMS's region.
+    pub(super) fn foreign_region(&self) -> Option<&str> {
+        match &self.caller.region {
+            Some(r) if self.e.regional && *r != self.e.region => Some(r),
+            _ => None,
+        }
     }
 
     /// The same keystore as seen by another caller (the server's authenticated principals).

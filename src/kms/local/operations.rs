@@ -5,6 +5,15 @@ use super::*;
 impl Kms for LocalKms {
     fn create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
         self.run(Op::CreateKey.name(), |info| {
+            if let Some(r) = self.foreign_region() {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    format!(
+                        "this KMS serves region {}; the request was signed for {r}",
+                        self.e.region
+                    ),
+                ));
+            }
             let (spec, usage) = spec_and_usage(&req)?;
             check_create_options(&req)?;
             let desc = req.description.clone().unwrap_or_default();
@@ -64,7 +73,7 @@ impl Kms for LocalKms {
             let all: Vec<KeyListEntry> = s
                 .keys
                 .values()
-                .filter(|k| !Store::is_destroyed(k, at))
+                .filter(|k| !Store::is_destroyed(k, at) && self.foreign_region().is_none())
                 .map(|k| KeyListEntry {
                     key_id: k.id.clone(),
                     key_arn: self.arn(&k.id),
@@ -167,6 +176,7 @@ impl Kms for LocalKms {
                 .aliases
                 .iter()
                 .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
+                .filter(|_| self.foreign_region().is_none())
                 .filter(|(_, a)| {
                     s.keys
                         .get(&a.target)

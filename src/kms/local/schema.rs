@@ -164,6 +164,8 @@ pub struct Caller {
     pub principal: String,
     /// e.g. `local:PID` or the client's address
     pub source: String,
+    /// The region the request was signed for (None: a local caller, not regional).
+    pub region: Option<String>,
 }
 
 impl Caller {
@@ -175,6 +177,7 @@ impl Caller {
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_string()),
             source: format!("local:{}", std::process::id()),
+            region: None,
         }
     }
 }
@@ -183,8 +186,12 @@ impl Caller {
 pub(super) struct Engine {
     pub(super) dir: PathBuf,
     pub(super) root: SecretKey,
+    /// The region and account in ARNs: `local` and `DEFAULT_ACCOUNT` for the embedded KMS,
+    /// which is not regional; a server's `--region`/`--account-id`, which are.
     pub(super) region: String,
     pub(super) account: String,
+    /// A server answers for one region: keys are invisible to requests signed for another.
+    pub(super) regional: bool,
     pub(super) cache: RwLock<Cached>,
     pub(super) audit: AuditLog,
     /// parsed key policies by key id, with the text they were parsed from

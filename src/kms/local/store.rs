@@ -20,6 +20,7 @@ impl LocalKms {
         store
             .aliases
             .get(name)
+            .filter(|_| self.foreign_region().is_none())
             .map(|a| a.target.clone())
             .ok_or_else(|| {
                 KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name)))

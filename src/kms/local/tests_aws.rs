@@ -412,3 +412,124 @@ fn hmac_keys_generate_and_verify_macs_and_nothing_else() {
     });
     assert_eq!(code(r), InvalidKeyUsageException);
 }
+
+/// A server answers for one region and account: ARNs carry them, other regions and
+/// accounts see nothing, and `local` ARNs (written by the embedded KMS into trees of the
+/// same keystore) still name its keys. Before, every ARN said `local` and any region saw
+/// every key.
+#[test]
+fn a_server_is_one_region_and_account() {
+    let (d, _) = kms();
+    let k = LocalKms::open(&d.path().join("ks"), false)
+        .unwrap()
+        .serving("eu-west-3", "111122223333")
+        .unwrap();
+    let as_ = |region: &str| {
+        k.with_caller(Caller {
+            principal: DEFAULT_PRINCIPAL.into(),
+            source: "test".into(),
+            region: Some(region.into()),
+        })
+    };
+    let home = as_("eu-west-3");
+    let md = home.create_key(Default::default()).unwrap().key_metadata;
+    assert_eq!(
+        md.arn,
+        format!("arn:aws:kms:eu-west-3:111122223333:key/{}", md.key_id)
+    );
+    assert_eq!(md.aws_account_id, "111122223333");
+    let describe =
+        |kms: &LocalKms, id: &str| kms.describe_key(DescribeKeyRequest { key_id: id.into() });
+    describe(&home, &md.arn).unwrap();
+    describe(&home, &md.key_id).unwrap();
+    let local = format!("arn:aws:kms:local:000000000000:key/{}", md.key_id);
+    describe(&home, &local).unwrap();
+    for other in [
+        format!("arn:aws:kms:us-east-1:111122223333:key/{}", md.key_id),
+        format!("arn:aws:kms:eu-west-3:999999999999:key/{}", md.key_id),
+    ] {
+        assert_eq!(code(describe(&home, &other)), ErrorCode::NotFoundException);
+    }
+    home.create_alias(CreateAliasRequest {
+        alias_name: "alias/a".into(),
+        target_key_id: md.key_id.clone(),
+    })
+    .unwrap();
+    // Signed for another region: no key, no alias, no listing, no creation.
+    let away = as_("us-east-1");
+    let e = describe(&away, &md.key_id).unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFoundException);
+    assert!(
+        e.message.contains("arn:aws:kms:us-east-1:"),
+        "{}",
+        e.message
+    );
+    assert_eq!(
+        code(describe(&away, "alias/a")),
+        ErrorCode::NotFoundException
+    );
+    assert!(away.list_keys(Default::default()).unwrap().keys.is_empty());
+    assert!(away
+        .list_aliases(Default::default())
+        .unwrap()
+        .aliases
+        .is_empty());
+    assert_eq!(
+        code(away.create_key(Default::default())),
+        ErrorCode::UnsupportedOperationException
+    );
+    assert_eq!(home.list_keys(Default::default()).unwrap().keys.len(), 1);
+    // The embedded KMS is not regional: any region's ARN names its keys.
+    let plain = LocalKms::open(&d.path().join("ks"), false).unwrap();
+    describe(&plain, &md.arn).unwrap();
+    assert!(LocalKms::open(&d.path().join("ks"), false)
+        .unwrap()
+        .serving("EU", "111122223333")
+        .is_err());
+    assert!(LocalKms::open(&d.path().join("ks"), false)
+        .unwrap()
+        .serving("eu-west-3", "1234")
+        .is_err());
+}
+
+/// AWS's default key policy names the account root; it passes the lockout check and
+/// lets every principal of the account in.
+#[test]
+fn the_account_root_in_a_key_policy() {
+    let (_d, k) = kms();
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "Enable IAM User Permissions", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:root"},
+        "Action": "kms:*", "Resource": "*"}]})
+    .to_string();
+    let md = k
+        .create_key(CreateKeyRequest {
+            policy: Some(policy),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata;
+    let bob = k.with_caller(Caller {
+        principal: "bob".into(),
+        source: "test".into(),
+        region: None,
+    });
+    bob.encrypt(EncryptRequest {
+        key_id: md.key_id.clone(),
+        plaintext: Secret(b"x".to_vec()),
+        ..Default::default()
+    })
+    .unwrap();
+    // Another account's root lets nobody in, and fails the lockout check.
+    let foreign = serde_json::json!({"Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+        "Action": "kms:*", "Resource": "*"}]})
+    .to_string();
+    assert_eq!(
+        code(k.create_key(CreateKeyRequest {
+            policy: Some(foreign),
+            ..Default::default()
+        })),
+        ErrorCode::MalformedPolicyDocumentException
+    );
+}

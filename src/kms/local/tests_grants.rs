@@ -7,6 +7,7 @@ fn as_(k: &LocalKms, who: &str) -> LocalKms {
     k.with_caller(Caller {
         principal: who.into(),
         source: "test".into(),
+        region: None,
     })
 }
 
