@@ -73,6 +73,9 @@ error_codes! {
     KMSInternalException,
     DependencyTimeoutException,
     KeyUnavailableException,
+    InvalidImportTokenException,
+    IncorrectKeyMaterialException,
+    ExpiredImportTokenException,
 }
 
 impl ErrorCode {

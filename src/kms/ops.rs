@@ -157,6 +157,12 @@ operations! {
     RevokeGrant => revoke_grant(RevokeGrantRequest) -> ();
     /// The same, without the plaintext private key.
     GenerateDataKeyPairWithoutPlaintext => generate_data_key_pair_without_plaintext(GenerateDataKeyPairRequest) -> GenerateDataKeyPairWithoutPlaintextResponse;
+    /// An RSA public key and a token to wrap key material for an EXTERNAL key.
+    GetParametersForImport => get_parameters_for_import(GetParametersForImportRequest) -> GetParametersForImportResponse;
+    /// Imports wrapped key material into an EXTERNAL key.
+    ImportKeyMaterial => import_key_material(ImportKeyMaterialRequest) -> ImportKeyMaterialResponse;
+    /// Deletes an EXTERNAL key's material (it is PendingImport until reimported).
+    DeleteImportedKeyMaterial => delete_imported_key_material(DeleteImportedKeyMaterialRequest) -> DeleteImportedKeyMaterialResponse;
 }
 
 #[cfg(test)]

@@ -171,10 +171,10 @@ stranger = client("AKKFUNKNOWN000000000", "whatever")
 expect("UnrecognizedClientException", stranger.list_keys)
 check("wrong secret -> InvalidSignatureException; unknown key id -> UnrecognizedClientException")
 
-expect("UnsupportedOperationException", kms.create_key, Origin="EXTERNAL")
 expect("UnsupportedOperationException", kms.create_key, MultiRegion=True)
+expect("UnsupportedOperationException", kms.create_key, Origin="AWS_CLOUDHSM")
 expect("TagException", kms.create_key, Tags=[{"TagKey": "aws:reserved", "TagValue": "x"}])
-check("CreateKey refuses Origin EXTERNAL, MultiRegion and aws: tags (never silently ignored)")
+check("CreateKey refuses MultiRegion, custom key stores and aws: tags (never silently ignored)")
 
 tagged = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "storage"}])["KeyMetadata"]["KeyId"]
 kms.tag_resource(KeyId=tagged, Tags=[{"TagKey": "env", "TagValue": "prod"}])
@@ -276,6 +276,55 @@ assert kms.create_grant(KeyId=gk, GranteePrincipal="bob", Operations=["Decrypt",
 kms.revoke_grant(KeyId=gk, GrantId=g["GrantId"])
 expect("AccessDeniedException", bob.encrypt, KeyId=gk, Plaintext=b"x", EncryptionContext={"team": "a"})
 check("grants: CreateGrant with constraints, grant tokens, ListGrants, Name idempotence, RevokeGrant")
+
+# Key import (BYOK), wrapped outside kmsfs by the `cryptography` package as AWS tells clients to.
+import secrets
+from cryptography.hazmat.primitives import hashes as _h, serialization as _s
+from cryptography.hazmat.primitives.asymmetric import padding as _p
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+
+def wrap_for(params, alg, material):
+    pub = _s.load_der_public_key(params["PublicKey"])
+    h = _h.SHA1() if alg.endswith("SHA_1") else _h.SHA256()
+    oaep = _p.OAEP(mgf=_p.MGF1(algorithm=h), algorithm=h, label=None)
+    if alg.startswith("RSAES_OAEP"):
+        return pub.encrypt(material, oaep)
+    aes = secrets.token_bytes(32)
+    return pub.encrypt(aes, oaep) + aes_key_wrap_with_padding(aes, material)
+
+
+for alg in ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256"]:
+    ext = kms.create_key(Origin="EXTERNAL")["KeyMetadata"]
+    assert ext["KeyState"] == "PendingImport" and ext["Origin"] == "EXTERNAL", ext
+    xid = ext["KeyId"]
+    expect("KMSInvalidStateException", kms.encrypt, KeyId=xid, Plaintext=b"x")
+    material = secrets.token_bytes(32)
+    params = kms.get_parameters_for_import(KeyId=xid, WrappingAlgorithm=alg, WrappingKeySpec="RSA_2048")
+    kms.import_key_material(KeyId=xid, ImportToken=params["ImportToken"],
+                            EncryptedKeyMaterial=wrap_for(params, alg, material),
+                            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+    md = kms.describe_key(KeyId=xid)["KeyMetadata"]
+    assert md["KeyState"] == "Enabled" and md["ExpirationModel"] == "KEY_MATERIAL_DOES_NOT_EXPIRE", md
+    ct = kms.encrypt(KeyId=xid, Plaintext=b"byok")["CiphertextBlob"]
+    assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"byok"
+    expect("InvalidImportTokenException", kms.import_key_material, KeyId=xid, ImportToken=params["ImportToken"],
+           EncryptedKeyMaterial=wrap_for(params, alg, material), ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+kms.delete_imported_key_material(KeyId=xid)
+assert kms.describe_key(KeyId=xid)["KeyMetadata"]["KeyState"] == "PendingImport"
+expect("KMSInvalidStateException", kms.decrypt, CiphertextBlob=ct)
+params = kms.get_parameters_for_import(KeyId=xid, WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_3072")
+expect("IncorrectKeyMaterialException", kms.import_key_material, KeyId=xid, ImportToken=params["ImportToken"],
+       EncryptedKeyMaterial=wrap_for(params, "RSAES_OAEP_SHA_256", secrets.token_bytes(32)),
+       ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+kms.import_key_material(KeyId=xid, ImportToken=params["ImportToken"],
+                        EncryptedKeyMaterial=wrap_for(params, "RSAES_OAEP_SHA_256", material),
+                        ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"byok"
+expect("UnsupportedOperationException", kms.get_parameters_for_import, KeyId=kid,
+       WrappingAlgorithm="RSAES_OAEP_SHA_256", WrappingKeySpec="RSA_2048")
+check("key import: Origin EXTERNAL is PendingImport; GetParametersForImport, ImportKeyMaterial (4 wrappings, "
+      "done by cryptography), DeleteImportedKeyMaterial, reimport only of the same material")
 
 # The server is one region and account (defaults us-east-1, 000000000000): ARNs say so,
 # a client signing for another region sees no key, and STS tells a client who it is.

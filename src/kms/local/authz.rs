@@ -130,7 +130,7 @@ impl LocalKms {
     }
 
     pub(super) fn usable<'a>(&self, k: &'a KeyRecord) -> KmsResult<&'a KeyRecord> {
-        match k.state {
+        match self.state_of(k) {
             KeyState::Enabled => Ok(k),
             KeyState::Disabled => Err(KmsError::new(
                 ErrorCode::DisabledException,
@@ -140,6 +140,21 @@ impl LocalKms {
                 ErrorCode::KMSInvalidStateException,
                 format!("{} is pending deletion.", self.arn(&k.id)),
             )),
+            KeyState::PendingImport => Err(KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!("{} is pending import.", self.arn(&k.id)),
+            )),
+        }
+    }
+
+    /// A key's state now: imported material past its ValidTo makes it PendingImport even
+    /// before a writer removes the material.
+    pub(super) fn state_of(&self, k: &KeyRecord) -> KeyState {
+        match k.state {
+            KeyState::Enabled | KeyState::Disabled if Store::material_expired(k, now()) => {
+                KeyState::PendingImport
+            }
+            s => s,
         }
     }
 
@@ -159,13 +174,13 @@ impl LocalKms {
             key_id: k.id.clone(),
             arn: self.arn(&k.id),
             creation_date: k.created,
-            enabled: k.state == KeyState::Enabled,
+            enabled: self.state_of(k) == KeyState::Enabled,
             description: k.description.clone(),
             key_usage: k.usage.clone(),
-            key_state: k.state.name().into(),
+            key_state: self.state_of(k).name().into(),
             deletion_date: k.deletion_date,
             pending_deletion_window_in_days: k.pending_window_days,
-            origin: "AWS_KMS".into(),
+            origin: k.origin.clone(),
             key_manager: "CUSTOMER".into(),
             key_spec: k.spec.clone(),
             customer_master_key_spec: k.spec.clone(),
@@ -173,8 +188,19 @@ impl LocalKms {
             mac_algorithms: mac_algorithms(&k.spec),
             signing_algorithms: signing_algorithms(&k.spec, &k.usage),
             key_agreement_algorithms: key_agreement_algorithms(&k.usage),
-            current_key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
+            current_key_material_id: k
+                .versions
+                .get(k.current as usize)
+                .map(|v| v.material_id.clone()),
             multi_region: false,
+            expiration_model: (k.origin == EXTERNAL && !k.versions.is_empty()).then(|| {
+                if k.valid_to.is_some() {
+                    "KEY_MATERIAL_EXPIRES".into()
+                } else {
+                    "KEY_MATERIAL_DOES_NOT_EXPIRE".into()
+                }
+            }),
+            valid_to: k.valid_to,
         }
     }
 }

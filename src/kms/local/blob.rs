@@ -77,12 +77,17 @@ impl LocalKms {
             .unwrap();
         let aad = blob_aad(&blob[..BLOB_PREFIX], ctx);
         let mut buf = Secret(blob[BLOB_PREFIX + NONCE_LEN..].to_vec());
-        let key: [u8; 32] = v
-            .material
-            .0
-            .as_slice()
-            .try_into()
-            .expect("32-byte material");
+        // Imported material of an older version may have been deleted and not reimported.
+        let key: [u8; 32] = v.material.0.as_slice().try_into().map_err(|_| {
+            KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!(
+                    "the key material {} of {} was deleted; reimport it to decrypt this",
+                    v.material_id,
+                    self.arn(&k.id)
+                ),
+            )
+        })?;
         Backend::AwsLc
             .key(&key)
             .open(&nonce, &aad, &mut buf.0)
@@ -125,6 +130,7 @@ impl LocalKms {
             created: now(),
             rotation_type: rotation_type.map(str::to_string),
             material,
+            digest: None,
         }
     }
 

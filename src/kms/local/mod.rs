@@ -21,6 +21,7 @@ mod blob;
 mod ecdh;
 mod extras;
 mod grants;
+mod import;
 mod mac;
 mod operations;
 mod rsa_oaep;
@@ -34,6 +35,8 @@ mod tests_asym;
 mod tests_aws;
 #[cfg(test)]
 mod tests_grants;
+#[cfg(test)]
+mod tests_import;
 
 use super::audit::{AuditLog, Event};
 use super::policy::{default_policy, Policy};
@@ -109,6 +112,7 @@ use asym::*;
 use authz::*;
 use ecdh::*;
 use extras::*;
+use import::*;
 use mac::*;
 use rsa_oaep::*;
 use schema::*;

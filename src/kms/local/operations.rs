@@ -16,6 +16,10 @@ impl Kms for LocalKms {
             }
             let (spec, usage) = spec_and_usage(&req)?;
             check_create_options(&req)?;
+            let external = req.origin.as_deref() == Some(EXTERNAL);
+            if external {
+                Self::check_importable(&spec)?;
+            }
             let desc = req.description.clone().unwrap_or_default();
             check_description(&desc)?;
             check_tags(req.tags.as_deref().unwrap_or_default())?;
@@ -33,10 +37,18 @@ impl Kms for LocalKms {
                 id: uuid::Uuid::new_v4().to_string(),
                 description: desc,
                 created: now(),
-                state: KeyState::Enabled,
+                state: if external {
+                    KeyState::PendingImport
+                } else {
+                    KeyState::Enabled
+                },
                 deletion_date: None,
                 pending_window_days: None,
-                versions: vec![Self::new_version(&spec, None)],
+                versions: if external {
+                    vec![]
+                } else {
+                    vec![Self::new_version(&spec, None)]
+                },
                 current: 0,
                 rotation_enabled: false,
                 rotation_period_days: None,
@@ -45,6 +57,9 @@ impl Kms for LocalKms {
                 policy: Some(policy),
                 spec,
                 usage,
+                origin: req.origin.clone().unwrap_or_else(|| "AWS_KMS".into()),
+                valid_to: None,
+                pending_material: None,
             };
             let md = self.metadata(&rec);
             info.key(self.arn(&rec.id), rec.versions.first());
@@ -343,6 +358,7 @@ impl Kms for LocalKms {
     fn enable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
         self.change_key(Op::EnableKey.name(), &req.key_id, |me, k| {
             me.not_pending_deletion(k)?;
+            me.not_pending_import(k)?;
             k.state = KeyState::Enabled;
             Ok(())
         })
@@ -351,6 +367,7 @@ impl Kms for LocalKms {
     fn disable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
         self.change_key(Op::DisableKey.name(), &req.key_id, |me, k| {
             me.not_pending_deletion(k)?;
+            me.not_pending_import(k)?;
             k.state = KeyState::Disabled;
             Ok(())
         })
@@ -396,8 +413,13 @@ impl Kms for LocalKms {
                     format!("{} is not pending deletion.", me.arn(&k.id)),
                 ));
             }
-            // As in AWS: a cancelled deletion leaves the key Disabled.
-            k.state = KeyState::Disabled;
+            // As in AWS: a cancelled deletion leaves the key Disabled (PendingImport if
+            // it has no material).
+            k.state = if has_material(k) {
+                KeyState::Disabled
+            } else {
+                KeyState::PendingImport
+            };
             k.deletion_date = None;
             k.pending_window_days = None;
             Ok(KeyIdResponse {
@@ -415,7 +437,7 @@ impl Kms for LocalKms {
                 .iter()
                 .filter(|v| v.rotation_type.as_deref() == Some("ON_DEMAND"))
                 .count();
-            if done >= MAX_ON_DEMAND_ROTATIONS {
+            if done >= MAX_ON_DEMAND_ROTATIONS && k.origin != EXTERNAL {
                 return Err(KmsError::new(
                     ErrorCode::LimitExceededException,
                     format!(
@@ -424,8 +446,12 @@ impl Kms for LocalKms {
                     ),
                 ));
             }
-            k.versions.push(Self::new_version(&k.spec, Some("ON_DEMAND")));
-            k.current = (k.versions.len() - 1) as u32;
+            if k.origin == EXTERNAL {
+                me.rotate_to_imported(k)?;
+            } else {
+                k.versions.push(Self::new_version(&k.spec, Some("ON_DEMAND")));
+                k.current = (k.versions.len() - 1) as u32;
+            }
             Ok(KeyIdResponse {
                 key_id: me.arn(&k.id),
             })
@@ -444,6 +470,15 @@ impl Kms for LocalKms {
         }
         self.change_key(Op::EnableKeyRotation.name(), &req.key_id, |me, k| {
             me.check_rotatable(k)?;
+            if k.origin == EXTERNAL {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    format!(
+                        "{} has imported key material: rotate it on demand with new imported material",
+                        me.arn(&k.id)
+                    ),
+                ));
+            }
             me.usable(k)?;
             k.rotation_enabled = true;
             k.rotation_period_days = Some(days);
@@ -642,6 +677,27 @@ impl Kms for LocalKms {
         })
     }
 
+    fn get_parameters_for_import(
+        &self,
+        req: GetParametersForImportRequest,
+    ) -> KmsResult<GetParametersForImportResponse> {
+        self.do_get_parameters_for_import(req)
+    }
+
+    fn import_key_material(
+        &self,
+        req: ImportKeyMaterialRequest,
+    ) -> KmsResult<ImportKeyMaterialResponse> {
+        self.do_import_key_material(req)
+    }
+
+    fn delete_imported_key_material(
+        &self,
+        req: DeleteImportedKeyMaterialRequest,
+    ) -> KmsResult<DeleteImportedKeyMaterialResponse> {
+        self.do_delete_imported_key_material(req)
+    }
+
     fn rotate_due(&self) -> KmsResult<Vec<String>> {
         self.rotate_due_keys()
     }
@@ -660,10 +716,10 @@ const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {
     let unsupported = |m: String| Err(KmsError::new(ErrorCode::UnsupportedOperationException, m));
     match req.origin.as_deref() {
-        None | Some("AWS_KMS") => {}
-        Some(o @ ("EXTERNAL" | "AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+        None | Some("AWS_KMS") | Some(EXTERNAL) => {}
+        Some(o @ ("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
             return unsupported(format!(
-                "Origin {o} is not supported: this KMS generates key material itself (AWS_KMS); key import is not built yet"
+                "Origin {o} is not supported: this KMS has no custom key stores (AWS_KMS or EXTERNAL)"
             ))
         }
         Some(o) => {

@@ -12,6 +12,8 @@ pub enum KeyState {
     Disabled,
     /// Not usable; deleted at its deletion date unless cancelled.
     PendingDeletion,
+    /// An EXTERNAL key without material (never imported, deleted, or expired).
+    PendingImport,
 }
 
 impl KeyState {
@@ -20,6 +22,7 @@ impl KeyState {
             KeyState::Enabled => "Enabled",
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingImport => "PendingImport",
         }
     }
 }
@@ -30,7 +33,12 @@ pub(super) struct KeyVersion {
     pub(super) created: f64,
     /// None for the initial material, AUTOMATIC or ON_DEMAND after a rotation.
     pub(super) rotation_type: Option<String>,
+    /// Empty when imported material was deleted or expired (until reimported).
     pub(super) material: Secret,
+    /// Imported material only: SHA-256 of the material, so that a reimport can be checked
+    /// to be the same material after it was deleted (inside the sealed store, like it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) digest: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -54,6 +62,29 @@ pub(super) struct KeyRecord {
     /// KeyUsage: ENCRYPT_DECRYPT or GENERATE_VERIFY_MAC.
     #[serde(default = "encrypt_decrypt")]
     pub(super) usage: String,
+    /// AWS_KMS (material made here) or EXTERNAL (imported).
+    #[serde(default = "aws_kms")]
+    pub(super) origin: String,
+    /// Imported material: when it expires (None: it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) valid_to: Option<f64>,
+    /// Imported material waiting for RotateKeyOnDemand to become current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) pending_material: Option<KeyVersion>,
+}
+
+fn aws_kms() -> String {
+    "AWS_KMS".into()
+}
+
+/// What GetParametersForImport handed out: the RSA wrapping key (PKCS#8) an
+/// ImportKeyMaterial with this token must be wrapped for, until `expires`.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct ImportRecord {
+    pub(super) key_id: String,
+    pub(super) algorithm: String,
+    pub(super) private: Secret,
+    pub(super) expires: f64,
 }
 
 fn symmetric_default() -> String {
@@ -86,6 +117,9 @@ pub(super) struct Store {
     /// Grants, by grant id.
     #[serde(default)]
     pub(super) grants: BTreeMap<String, GrantRecord>,
+    /// Outstanding import parameters, by import token (hex).
+    #[serde(default)]
+    pub(super) imports: BTreeMap<String, ImportRecord>,
 }
 
 /// A grant: `grantee` may perform `operations` on `key_id` (within `constraints`).
@@ -142,6 +176,18 @@ impl Store {
         }
         self.aliases.retain(|_, a| !gone.contains(&a.target));
         self.grants.retain(|_, g| !gone.contains(&g.key_id));
+        self.imports
+            .retain(|_, i| i.expires > at && !gone.contains(&i.key_id));
+        for k in self.keys.values_mut() {
+            if Store::material_expired(k, at) {
+                super::import::forget_material(k);
+            }
+        }
+    }
+
+    /// Imported material past its ValidTo is unusable, whether or not a writer removed it yet.
+    pub(super) fn material_expired(k: &KeyRecord, at: f64) -> bool {
+        k.valid_to.is_some_and(|t| t <= at)
     }
 }
 

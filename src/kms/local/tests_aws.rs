@@ -11,8 +11,8 @@ fn tag(k: &str, v: &str) -> Tag {
 }
 
 /// Options this KMS does not have are refused with AWS's errors; before, CreateKey
-/// returned an enabled key with our own material for Origin EXTERNAL, and a
-/// single-region key for MultiRegion.
+/// returned an enabled key with our own material for Origin EXTERNAL (now a key pending
+/// import, tests_import.rs), and a single-region key for MultiRegion.
 #[test]
 fn create_key_refuses_what_it_does_not_do() {
     let (_d, k) = kms();
@@ -22,9 +22,12 @@ fn create_key_refuses_what_it_does_not_do() {
         k.create_key(r)
     };
     use ErrorCode::*;
+    let md = with(|r| r.origin = Some("EXTERNAL".into()))
+        .unwrap()
+        .key_metadata;
     assert_eq!(
-        code(with(|r| r.origin = Some("EXTERNAL".into()))),
-        UnsupportedOperationException
+        (md.key_state.as_str(), md.enabled),
+        ("PendingImport", false)
     );
     assert_eq!(
         code(with(|r| r.origin = Some("AWS_CLOUDHSM".into()))),
@@ -55,7 +58,11 @@ fn create_key_refuses_what_it_does_not_do() {
     with(|r| r.origin = Some("AWS_KMS".into())).unwrap();
     with(|r| r.multi_region = Some(false)).unwrap();
     let keys = k.list_keys(ListKeysRequest::default()).unwrap().keys;
-    assert_eq!(keys.len(), 2, "no refused request made a key");
+    assert_eq!(
+        keys.len(),
+        3,
+        "no refused request made a key (2 + the EXTERNAL one)"
+    );
 }
 
 #[test]

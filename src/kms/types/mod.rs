@@ -8,8 +8,10 @@
 
 mod asym;
 mod grants;
+mod import;
 pub use asym::*;
 pub use grants::*;
+pub use import::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -88,7 +90,7 @@ pub struct CreateKeyRequest {
     pub tags: Option<Vec<Tag>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bypass_policy_lockout_safety_check: Option<bool>,
-    /// AWS_KMS only (EXTERNAL needs key import, not built yet: refused).
+    /// AWS_KMS, or EXTERNAL (a key without material until ImportKeyMaterial).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
     /// Multi-region keys are not built yet: true is refused.
@@ -149,6 +151,12 @@ pub struct KeyMetadata {
     pub signing_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub key_agreement_algorithms: Vec<String>,
+    /// Imported material: KEY_MATERIAL_EXPIRES or KEY_MATERIAL_DOES_NOT_EXPIRE.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expiration_model: Option<String>,
+    /// When imported material expires.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub valid_to: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

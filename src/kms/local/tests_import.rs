@@ -1,0 +1,389 @@
+//! Key import: the AWS flow end to end, with material wrapped here as a client would.
+
+use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
+use aws_lc_rs::rsa::{
+    OaepPublicEncryptingKey, PublicEncryptingKey, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
+};
+
+use super::blob::blob_aad;
+use super::tests::{code, kms};
+use super::*;
+
+/// Wraps `material` for the import parameters as AWS's documentation tells clients to.
+pub(super) fn wrap(params: &GetParametersForImportResponse, alg: &str, material: &[u8]) -> Vec<u8> {
+    let public = PublicEncryptingKey::from_der(&params.public_key).unwrap();
+    let public = OaepPublicEncryptingKey::new(public).unwrap();
+    let oaep = if alg.ends_with("SHA_1") {
+        &OAEP_SHA1_MGF1SHA1
+    } else {
+        &OAEP_SHA256_MGF1SHA256
+    };
+    let rsa = |pt: &[u8]| {
+        let mut out = vec![0u8; public.ciphertext_size()];
+        public.encrypt(oaep, pt, &mut out, None).unwrap().to_vec()
+    };
+    if alg.starts_with("RSAES_OAEP") {
+        return rsa(material);
+    }
+    let aes = random_bytes::<32>();
+    let mut wrapped = vec![0u8; material.len() + 16];
+    let n = AesKek::new(&AES_256, &aes)
+        .unwrap()
+        .wrap_with_padding(material, &mut wrapped)
+        .unwrap()
+        .len();
+    wrapped.truncate(n);
+    [rsa(&aes), wrapped].concat()
+}
+
+fn params(k: &LocalKms, id: &str, alg: &str, spec: &str) -> GetParametersForImportResponse {
+    k.get_parameters_for_import(GetParametersForImportRequest {
+        key_id: id.into(),
+        wrapping_algorithm: alg.into(),
+        wrapping_key_spec: spec.into(),
+    })
+    .unwrap()
+}
+
+fn import(
+    k: &LocalKms,
+    id: &str,
+    p: &GetParametersForImportResponse,
+    wrapped: Vec<u8>,
+    import_type: Option<&str>,
+) -> KmsResult<ImportKeyMaterialResponse> {
+    k.import_key_material(ImportKeyMaterialRequest {
+        key_id: id.into(),
+        import_token: p.import_token.clone(),
+        encrypted_key_material: wrapped,
+        import_type: import_type.map(Into::into),
+        ..Default::default()
+    })
+}
+
+fn external(k: &LocalKms, spec: Option<&str>) -> KeyMetadata {
+    k.create_key(CreateKeyRequest {
+        origin: Some("EXTERNAL".into()),
+        key_spec: spec.map(Into::into),
+        key_usage: spec.map(|_| "GENERATE_VERIFY_MAC".into()),
+        ..Default::default()
+    })
+    .unwrap()
+    .key_metadata
+}
+
+fn state(k: &LocalKms, id: &str) -> KeyMetadata {
+    k.describe_key(DescribeKeyRequest { key_id: id.into() })
+        .unwrap()
+        .key_metadata
+}
+
+fn encrypt(k: &LocalKms, id: &str) -> KmsResult<Vec<u8>> {
+    k.encrypt(EncryptRequest {
+        key_id: id.into(),
+        plaintext: Secret(b"imported".to_vec()),
+        ..Default::default()
+    })
+    .map(|r| r.ciphertext_blob)
+}
+
+fn decrypt(k: &LocalKms, blob: &[u8]) -> KmsResult<Vec<u8>> {
+    k.decrypt(DecryptRequest {
+        ciphertext_blob: blob.to_vec(),
+        ..Default::default()
+    })
+    .map(|r| r.plaintext.0.clone())
+}
+
+#[test]
+fn import_every_wrapping_algorithm_then_use_delete_and_reimport() {
+    let (_d, k) = kms();
+    for alg in [
+        "RSAES_OAEP_SHA_1",
+        "RSAES_OAEP_SHA_256",
+        "RSA_AES_KEY_WRAP_SHA_1",
+        "RSA_AES_KEY_WRAP_SHA_256",
+    ] {
+        let md = external(&k, None);
+        assert_eq!(md.origin, "EXTERNAL");
+        assert_eq!(md.key_state, "PendingImport");
+        assert!(!md.enabled && md.current_key_material_id.is_none());
+        let id = md.key_id;
+        assert_eq!(code(encrypt(&k, &id)), ErrorCode::KMSInvalidStateException);
+        let material = random_bytes::<32>();
+        let p = params(&k, &id, alg, "RSA_2048");
+        assert!(p.parameters_valid_to > now() + 23.0 * 3600.0);
+        import(&k, &id, &p, wrap(&p, alg, &material), None).unwrap();
+        let md = state(&k, &id);
+        assert_eq!(md.key_state, "Enabled", "{alg}");
+        assert_eq!(
+            md.expiration_model.as_deref(),
+            Some("KEY_MATERIAL_DOES_NOT_EXPIRE")
+        );
+        let blob = encrypt(&k, &id).unwrap();
+        assert_eq!(decrypt(&k, &blob).unwrap(), b"imported");
+        // The material really is what was imported: the blob opens with it here.
+        let key: &[u8; 32] = &material;
+        let nonce: [u8; NONCE_LEN] = blob[BLOB_PREFIX..BLOB_PREFIX + NONCE_LEN]
+            .try_into()
+            .unwrap();
+        let mut body = blob[BLOB_PREFIX + NONCE_LEN..].to_vec();
+        Backend::AwsLc
+            .key(key)
+            .open(&nonce, &blob_aad(&blob[..BLOB_PREFIX], &None), &mut body)
+            .unwrap();
+        // A token is used once.
+        assert_eq!(
+            code(import(&k, &id, &p, wrap(&p, alg, &material), None)),
+            ErrorCode::InvalidImportTokenException
+        );
+        // Delete: PendingImport, nothing decrypts, enable is refused.
+        k.delete_imported_key_material(DeleteImportedKeyMaterialRequest {
+            key_id: id.clone(),
+            key_material_id: None,
+        })
+        .unwrap();
+        assert_eq!(state(&k, &id).key_state, "PendingImport");
+        assert_eq!(
+            code(decrypt(&k, &blob)),
+            ErrorCode::KMSInvalidStateException
+        );
+        assert_eq!(
+            code(k.enable_key(KeyIdRequest { key_id: id.clone() })),
+            ErrorCode::KMSInvalidStateException
+        );
+        // Other material is refused; the same material brings the key back.
+        let p = params(&k, &id, alg, "RSA_3072");
+        assert_eq!(
+            code(import(
+                &k,
+                &id,
+                &p,
+                wrap(&p, alg, &random_bytes::<32>()),
+                None
+            )),
+            ErrorCode::IncorrectKeyMaterialException
+        );
+        import(&k, &id, &p, wrap(&p, alg, &material), None).unwrap();
+        assert_eq!(decrypt(&k, &blob).unwrap(), b"imported");
+    }
+}
+
+#[test]
+fn import_refusals() {
+    let (_d, k) = kms();
+    let own = k
+        .create_key(Default::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    assert_eq!(
+        code(k.get_parameters_for_import(GetParametersForImportRequest {
+            key_id: own,
+            wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
+            wrapping_key_spec: "RSA_2048".into(),
+        })),
+        ErrorCode::UnsupportedOperationException
+    );
+    let id = external(&k, None).key_id;
+    for (alg, spec) in [
+        ("RSAES_PKCS1_V1_5", "RSA_2048"),
+        ("RSAES_OAEP_SHA_256", "RSA_1024"),
+    ] {
+        assert_eq!(
+            code(k.get_parameters_for_import(GetParametersForImportRequest {
+                key_id: id.clone(),
+                wrapping_algorithm: alg.into(),
+                wrapping_key_spec: spec.into(),
+            })),
+            ErrorCode::ValidationException
+        );
+    }
+    let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
+    // wrong length, wrong wrapping, wrong key, tampered, token of another key
+    assert_eq!(
+        code(import(
+            &k,
+            &id,
+            &p,
+            wrap(&p, "RSAES_OAEP_SHA_256", &[7; 16]),
+            None
+        )),
+        ErrorCode::IncorrectKeyMaterialException
+    );
+    let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
+    assert_eq!(
+        code(import(
+            &k,
+            &id,
+            &p,
+            wrap(&p, "RSAES_OAEP_SHA_1", &[7; 32]),
+            None
+        )),
+        ErrorCode::InvalidCiphertextException
+    );
+    let mut bad = wrap(&p, "RSAES_OAEP_SHA_256", &[7; 32]);
+    bad[10] ^= 1;
+    assert_eq!(
+        code(import(&k, &id, &p, bad, None)),
+        ErrorCode::InvalidCiphertextException
+    );
+    let other = external(&k, None).key_id;
+    assert_eq!(
+        code(import(
+            &k,
+            &other,
+            &p,
+            wrap(&p, "RSAES_OAEP_SHA_256", &[7; 32]),
+            None
+        )),
+        ErrorCode::InvalidImportTokenException
+    );
+    // asymmetric import is not built
+    assert_eq!(
+        code(k.create_key(CreateKeyRequest {
+            origin: Some("EXTERNAL".into()),
+            key_spec: Some("RSA_2048".into()),
+            key_usage: Some("SIGN_VERIFY".into()),
+            ..Default::default()
+        })),
+        ErrorCode::UnsupportedOperationException
+    );
+    // expiry: ValidTo in the past or missing for KEY_MATERIAL_EXPIRES
+    let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
+    for (model, to) in [
+        (Some("KEY_MATERIAL_EXPIRES"), None),
+        (None, Some(now() - 10.0)),
+        (Some("KEY_MATERIAL_DOES_NOT_EXPIRE"), Some(now() + 100.0)),
+    ] {
+        let r = k.import_key_material(ImportKeyMaterialRequest {
+            key_id: id.clone(),
+            import_token: p.import_token.clone(),
+            encrypted_key_material: wrap(&p, "RSAES_OAEP_SHA_256", &[7; 32]),
+            expiration_model: model.map(Into::into),
+            valid_to: to,
+            ..Default::default()
+        });
+        assert_eq!(code(r), ErrorCode::ValidationException);
+    }
+    // automatic rotation is refused for imported keys
+    import(&k, &id, &p, wrap(&p, "RSAES_OAEP_SHA_256", &[7; 32]), None).unwrap();
+    assert_eq!(
+        code(k.enable_key_rotation(EnableKeyRotationRequest {
+            key_id: id.clone(),
+            rotation_period_in_days: None,
+        })),
+        ErrorCode::UnsupportedOperationException
+    );
+}
+
+/// Material with a ValidTo stops working at that time, without any writer running.
+#[test]
+fn imported_material_expires() {
+    let (_d, k) = kms();
+    let id = external(&k, None).key_id;
+    let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
+    k.import_key_material(ImportKeyMaterialRequest {
+        key_id: id.clone(),
+        import_token: p.import_token.clone(),
+        encrypted_key_material: wrap(&p, "RSAES_OAEP_SHA_256", &[9; 32]),
+        expiration_model: Some("KEY_MATERIAL_EXPIRES".into()),
+        valid_to: Some(now() + 2.0),
+        ..Default::default()
+    })
+    .unwrap();
+    let md = state(&k, &id);
+    assert_eq!(md.expiration_model.as_deref(), Some("KEY_MATERIAL_EXPIRES"));
+    let blob = encrypt(&k, &id).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_eq!(state(&k, &id).key_state, "PendingImport");
+    assert_eq!(
+        code(decrypt(&k, &blob)),
+        ErrorCode::KMSInvalidStateException
+    );
+    // the next write removes the material for good; the same material restores the key
+    let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
+    assert!(k.snapshot().unwrap().keys[&id].versions[0]
+        .material
+        .0
+        .is_empty());
+    import(&k, &id, &p, wrap(&p, "RSAES_OAEP_SHA_256", &[9; 32]), None).unwrap();
+    assert_eq!(decrypt(&k, &blob).unwrap(), b"imported");
+}
+
+/// New imported material becomes current at RotateKeyOnDemand; the old still decrypts.
+#[test]
+fn rotation_with_new_imported_material() {
+    let (_d, k) = kms();
+    let id = external(&k, None).key_id;
+    let alg = "RSA_AES_KEY_WRAP_SHA_256";
+    let p = params(&k, &id, alg, "RSA_4096");
+    import(&k, &id, &p, wrap(&p, alg, &[1; 32]), None).unwrap();
+    let old = encrypt(&k, &id).unwrap();
+    assert_eq!(
+        code(k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() })),
+        ErrorCode::KMSInvalidStateException
+    );
+    let p = params(&k, &id, alg, "RSA_2048");
+    assert_eq!(
+        code(import(
+            &k,
+            &id,
+            &p,
+            wrap(&p, alg, &[1; 32]),
+            Some("NEW_KEY_MATERIAL")
+        )),
+        ErrorCode::IncorrectKeyMaterialException
+    );
+    let p = params(&k, &id, alg, "RSA_2048");
+    let r = import(
+        &k,
+        &id,
+        &p,
+        wrap(&p, alg, &[2; 32]),
+        Some("NEW_KEY_MATERIAL"),
+    )
+    .unwrap();
+    let before = state(&k, &id).current_key_material_id;
+    assert_ne!(
+        before, r.key_material_id,
+        "new material is pending, not current"
+    );
+    k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() })
+        .unwrap();
+    assert_eq!(state(&k, &id).current_key_material_id, r.key_material_id);
+    let new = encrypt(&k, &id).unwrap();
+    assert_eq!(decrypt(&k, &old).unwrap(), b"imported");
+    assert_eq!(decrypt(&k, &new).unwrap(), b"imported");
+    let rotations = k
+        .list_key_rotations(ListKeyRotationsRequest {
+            key_id: id.clone(),
+            ..Default::default()
+        })
+        .unwrap()
+        .rotations;
+    assert_eq!(rotations.len(), 1);
+}
+
+/// HMAC keys take imported material of AWS's lengths, and MACs are over that material.
+#[test]
+fn hmac_import() {
+    let (_d, k) = kms();
+    let id = external(&k, Some("HMAC_256")).key_id;
+    let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
+    import(&k, &id, &p, wrap(&p, "RSAES_OAEP_SHA_256", &[5; 40]), None).unwrap();
+    let mac = k
+        .generate_mac(GenerateMacRequest {
+            key_id: id.clone(),
+            mac_algorithm: "HMAC_SHA_256".into(),
+            message: Secret(b"m".to_vec()),
+            ..Default::default()
+        })
+        .unwrap()
+        .mac;
+    let want = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[5; 40]),
+        b"m",
+    );
+    assert_eq!(mac, want.as_ref());
+}
