@@ -385,15 +385,21 @@ pub fn python_venv() -> Option<PathBuf> {
         std::env::var_os("KMSFS_VENV").map(PathBuf::from),
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kmsfs-venv")),
     ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|v| v.join("bin/python").exists() && v.join("bin/moto_server").exists());
+    let found = candidates.into_iter().flatten().find(|v| {
+        [
+            "bin/python",
+            "bin/moto_server",
+            "bin/aws",
+            "bin/aws-encryption-cli",
+        ]
+        .iter()
+        .all(|b| v.join(b).exists())
+    });
     if found.is_none() {
         if std::env::var_os("CI").is_some() {
-            panic!("the Python venv with boto3, awscli and moto is missing; .ci/run creates it");
+            panic!("the Python venv with boto3, awscli, moto and aws-encryption-sdk-cli is missing; .ci/run creates it");
         }
-        eprintln!("\n!!!!!!!! SKIPPING: no Python venv with boto3/awscli/moto (set KMSFS_VENV; .ci/run makes one) !!!!!!!!\n");
+        eprintln!("\n!!!!!!!! SKIPPING: no Python venv with boto3/awscli/moto/aws-encryption-sdk-cli (set KMSFS_VENV; .ci/run makes one) !!!!!!!!\n");
     }
     found
 }

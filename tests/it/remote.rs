@@ -287,6 +287,73 @@ fn boto3_and_aws_cli_against_our_server() {
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
 
+/// The AWS Encryption SDK CLI (from PyPI, nobody here wrote it) encrypts and decrypts
+/// with a key of our server, found through AWS_ENDPOINT_URL_KMS; the audit log shows the
+/// calls it made; a ciphertext with one flipped byte is refused.
+#[test]
+fn aws_encryption_sdk_cli_against_our_server() {
+    let Some(venv) = python_venv() else { return };
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    let arn = ok(server.cmd().args(["key", "create"]).output().unwrap());
+    let arn = arn.trim();
+    let d = ks.path();
+    let plain: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(d.join("plain"), &plain).unwrap();
+    let esdk = |args: &[&str]| {
+        let out = Command::new(venv.join("bin/aws-encryption-cli"))
+            .args(args)
+            .args(["--wrapping-keys", &format!("key={arn}")])
+            .args([
+                "--commitment-policy",
+                "require-encrypt-require-decrypt",
+                "-S",
+            ])
+            .env("AWS_ENDPOINT_URL_KMS", server.url())
+            .env("AWS_ACCESS_KEY_ID", &server.akid)
+            .env("AWS_SECRET_ACCESS_KEY", &server.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let p = |n: &str| d.join(n).display().to_string();
+    let (good, err) = esdk(&[
+        "--encrypt",
+        "-i",
+        &p("plain"),
+        "-o",
+        &p("ct"),
+        "--encryption-context",
+        "purpose=test",
+    ]);
+    assert!(good, "encrypt: {err}");
+    let ct = fs::read(d.join("ct")).unwrap();
+    assert!(ct.len() > plain.len() && !ct.windows(64).any(|w| w == &plain[..64]));
+    let (good, err) = esdk(&["--decrypt", "-i", &p("ct"), "-o", &p("back")]);
+    assert!(good, "decrypt: {err}");
+    assert_eq!(fs::read(d.join("back")).unwrap(), plain);
+    let mut bad = ct.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    fs::write(d.join("bad"), &bad).unwrap();
+    let (good, _) = esdk(&["--decrypt", "-i", &p("bad"), "-o", &p("bad.out")]);
+    assert!(!good, "a tampered ciphertext decrypted");
+    let log = ok(Command::new(BIN)
+        .args(["--kms", &format!("local:{}", d.join("ks").display())])
+        .args(["audit", "show"])
+        .output()
+        .unwrap());
+    for op in ["GenerateDataKey", "Decrypt"] {
+        assert!(log.contains(op), "audit log lacks {op}: {log}");
+    }
+}
+
 #[test]
 fn our_client_against_moto() {
     require_fuse!();
