@@ -127,6 +127,26 @@ pub(crate) enum Cmd {
     /// Change the keys a tree wraps its file keys under (recovery keys); re-wraps every header.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Share a tree with a principal by KMS grants bound to this tree (kmsfs:fs = its id):
+    /// it can mount this tree and no other tree under the same keys.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["with", "list", "revoke"])))]
+    Share {
+        backing: PathBuf,
+        /// The principal (a name, or arn:aws:iam::ACCOUNT:user/NAME) to share with.
+        #[arg(long, value_name = "PRINCIPAL")]
+        with: Option<String>,
+        /// Decrypt only: the principal can read, not create files.
+        #[arg(long, requires = "with")]
+        read_only: bool,
+        /// The principals the tree is shared with.
+        #[arg(long)]
+        list: bool,
+        /// Revoke every grant of PRINCIPAL bound to this tree.
+        #[arg(long, value_name = "PRINCIPAL")]
+        revoke: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-encrypt files under new data keys (after a suspected DEK exposure). Unmount first.
     Rekey {
         backing: PathBuf,
@@ -493,6 +513,14 @@ fn run(cli: Cli) -> Result<i32> {
             json,
         } => tree::rotate(kms, &backing, to, jobs, json)?,
         Cmd::Keys(k) => tree::keys(kms, k)?,
+        Cmd::Share {
+            backing,
+            with,
+            read_only,
+            list,
+            revoke,
+            json,
+        } => tree::share(kms, &backing, with, read_only, list, revoke, json)?,
         Cmd::Rekey {
             backing,
             paths,

@@ -61,6 +61,39 @@ pub(super) fn rotate(
     print_summary(&s, "re-wrapped", json)
 }
 
+pub(super) fn share(
+    kms_arg: Option<&str>,
+    backing: &Path,
+    with: Option<String>,
+    read_only: bool,
+    list: bool,
+    revoke: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let t = open_tree(backing, kms_arg)?;
+    if let Some(p) = with {
+        for (key, grant) in crate::tree::share(&t, &p, read_only)? {
+            println!("shared with {p} on {key}: grant {grant}");
+        }
+    } else if let Some(p) = revoke {
+        let n = crate::tree::unshare(&t, &p)?;
+        if n == 0 {
+            bail!("{} is not shared with {p}", backing.display());
+        }
+        println!("revoked {n} grant(s) of {p}");
+    } else if list {
+        let shares = crate::tree::shares(&t)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&shares)?);
+        } else {
+            for s in shares {
+                println!("{}\t{}", s.principal, s.operations.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn keys(kms_arg: Option<&str>, cmd: KeysCmd) -> Result<()> {
     let (backing, change, key) = match &cmd {
         KeysCmd::Add { backing, key } => (backing, KeyChange::Add, key),

@@ -1,7 +1,7 @@
 //! Whole-tree commands on a backing tree, mounted or not: `init`, re-wrapping headers
 //! under the current key versions or another key set (`rotate`, `keys add/remove`)
 //! without touching a data byte, re-encrypting files under new DEKs (`rekey`), checking
-//! (`fsck`) and restoring (`cat`, `decrypt`). This module holds what they share: the
+//! (`fsck`), restoring (`cat`, `decrypt`) and sharing by KMS grant (`share`). This module holds what they share: the
 //! walk, the root every file is opened below, the summary and the progress bar.
 
 mod fsck;
@@ -9,12 +9,14 @@ mod init;
 mod rekey;
 mod restore;
 mod rewrap;
+mod share;
 
 pub use fsck::{fsck, FsckReport, Problem, Salvaged};
 pub use init::{default_key, init, Initialised, DEFAULT_ALIAS};
 pub use rekey::rekey;
 pub use restore::{cat, decrypt_file, decrypt_tree, open_backing_file, RestoreReport};
 pub use rewrap::{change_key, rewrap, rotate, KeyChange};
+pub use share::{share, shares, unshare, Share, READ_ONLY, READ_WRITE};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -569,3 +569,113 @@ fn the_server_holds_under_idle_slow_huge_and_repeated_unauthenticated_requests()
         .unwrap())
     .contains("audit log OK"));
 }
+
+/// `kmsfs share`: a principal the key policy does not let in reads a tree once it is
+/// shared (read-only, then read-write: it can create files), never another tree under the
+/// same key, and nothing after `--revoke`. The KMS enforces it (grants bound to the tree's
+/// fs id), not the file modes.
+#[test]
+fn share_a_tree_by_grant() {
+    require_fuse!();
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    let d = tempfile::tempdir().unwrap();
+    ok(server
+        .cmd()
+        .args(["key", "create", "--alias", "shared"])
+        .output()
+        .unwrap());
+    let (a, b, mnt) = (d.path().join("a"), d.path().join("b"), d.path().join("mnt"));
+    fs::create_dir(&mnt).unwrap();
+    let s = |p: &std::path::Path| p.display().to_string();
+    let mount = |cmd: &mut Command, backing: &std::path::Path| {
+        let log = d.path().join("log");
+        cmd.args(["mount", &s(backing), &s(&mnt), "--log-file", &s(&log)])
+            .output()
+            .unwrap()
+    };
+    let umount = || {
+        ok(Command::new(BIN)
+            .args(["umount", &s(&mnt)])
+            .output()
+            .unwrap())
+    };
+    for (tree, name) in [(&a, "in-a"), (&b, "in-b")] {
+        ok(server
+            .cmd()
+            .args(["init", &s(tree), "--key", "alias/shared"])
+            .output()
+            .unwrap());
+        ok(mount(&mut server.cmd(), tree));
+        fs::write(mnt.join(name), name.as_bytes()).unwrap();
+        umount();
+    }
+    let out = ok(Command::new(BIN)
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+        ])
+        .args(["kms", "principal", "create", "bob"])
+        .output()
+        .unwrap());
+    let creds: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(" = ").nth(1))
+        .map(str::to_string)
+        .collect();
+    let bob = || {
+        let mut c = server.cmd();
+        c.env("AWS_ACCESS_KEY_ID", &creds[0])
+            .env("AWS_SECRET_ACCESS_KEY", &creds[1]);
+        c
+    };
+    let cat = |tree: &std::path::Path, name: &str| {
+        bob().args(["cat", &s(&tree.join(name))]).output().unwrap()
+    };
+    let alice_share = |args: &[&str]| {
+        ok(server
+            .cmd()
+            .args(["share", &s(&a)])
+            .args(args)
+            .output()
+            .unwrap())
+    };
+    // Not shared: the key policy lets only alice in.
+    let e = cat(&a, "in-a");
+    assert!(!e.status.success(), "bob read an unshared tree");
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("AccessDenied"),
+        "{e:?}"
+    );
+    alice_share(&["--with", "bob", "--read-only"]);
+    assert_eq!(alice_share(&["--list"]).trim(), "bob\tDecrypt");
+    assert_eq!(ok(cat(&a, "in-a")), "in-a");
+    // A tree under the same key is not shared.
+    let e = cat(&b, "in-b");
+    assert!(
+        !e.status.success(),
+        "bob read another tree under the shared key"
+    );
+    // Read-only: bob can mount and read, but not create a file.
+    ok(mount(&mut bob(), &a));
+    assert_eq!(fs::read(mnt.join("in-a")).unwrap(), b"in-a");
+    assert!(fs::write(mnt.join("from-bob"), b"x").is_err());
+    umount();
+    // Read-write: bob creates files.
+    alice_share(&["--with", "bob"]);
+    let list = alice_share(&["--list"]);
+    assert_eq!(
+        list.trim(),
+        "bob\tDecrypt,Encrypt,GenerateDataKey,GenerateDataKeyWithoutPlaintext"
+    );
+    ok(mount(&mut bob(), &a));
+    fs::write(mnt.join("from-bob"), b"bob's").unwrap();
+    umount();
+    ok(mount(&mut server.cmd(), &a));
+    assert_eq!(fs::read(mnt.join("from-bob")).unwrap(), b"bob's");
+    umount();
+    // Revoked: nothing.
+    assert!(alice_share(&["--revoke", "bob"]).contains("revoked 1 grant"));
+    assert!(!cat(&a, "in-a").status.success(), "bob read after --revoke");
+    assert_eq!(alice_share(&["--list"]).trim(), "");
+}
