@@ -163,6 +163,8 @@ operations! {
     ImportKeyMaterial => import_key_material(ImportKeyMaterialRequest) -> ImportKeyMaterialResponse;
     /// Deletes an EXTERNAL key's material (it is PendingImport until reimported).
     DeleteImportedKeyMaterial => delete_imported_key_material(DeleteImportedKeyMaterialRequest) -> DeleteImportedKeyMaterialResponse;
+    /// The last successful cryptographic operation with a key (from the audit log).
+    GetKeyLastUsage => get_key_last_usage(GetKeyLastUsageRequest) -> GetKeyLastUsageResponse;
 }
 
 #[cfg(test)]

@@ -326,6 +326,13 @@ expect("UnsupportedOperationException", kms.get_parameters_for_import, KeyId=kid
 check("key import: Origin EXTERNAL is PendingImport; GetParametersForImport, ImportKeyMaterial (4 wrappings, "
       "done by cryptography), DeleteImportedKeyMaterial, reimport only of the same material")
 
+lu = kms.get_key_last_usage(KeyId=xid)
+assert lu["KeyLastUsage"]["Operation"] == "Decrypt" and lu["KeyId"].endswith(xid), lu
+assert lu["TrackingStartDate"].timestamp() >= lu["KeyCreationDate"].timestamp() - 1, lu
+fresh = kms.create_key()["KeyMetadata"]["KeyId"]
+assert "Operation" not in kms.get_key_last_usage(KeyId=fresh)["KeyLastUsage"]
+check("GetKeyLastUsage: the last successful cryptographic operation, from the audit log")
+
 # The server is one region and account (defaults us-east-1, 000000000000): ARNs say so,
 # a client signing for another region sees no key, and STS tells a client who it is.
 assert arn == f"arn:aws:kms:us-east-1:000000000000:key/{kid}", arn

@@ -27,7 +27,7 @@ mod read;
 mod tests;
 
 use read::{last_byte, last_line, rfind_newline, verify};
-pub use read::{read_records, VerifyError, VerifyReport};
+pub use read::{last_use, read_records, VerifyError, VerifyReport, LAST_USE_WINDOW};
 
 use super::EncryptionContext;
 use crate::crypto::SecretKey;

@@ -179,6 +179,47 @@ pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
         .collect())
 }
 
+/// How far back `last_use` reads the log: the newest 64 MiB (≈ 200,000 records).
+pub const LAST_USE_WINDOW: u64 = 64 << 20;
+
+/// The newest successful record of one of `ops` on key `key_id`, within the newest
+/// `window` bytes of the log; and the time of the oldest record read (where tracking
+/// starts). Not verified: `audit verify` is the check of the log's integrity.
+pub fn last_use(
+    dir: &Path,
+    key_id: &str,
+    ops: &[&str],
+    window: u64,
+) -> std::io::Result<(Option<Record>, Option<String>)> {
+    let mut f = match File::open(dir.join(AUDIT_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(e) => return Err(e),
+    };
+    let len = f.seek(SeekFrom::End(0))?;
+    let start = len.saturating_sub(window);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(len - start).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // cut in the middle
+    }
+    let parse = |l: &str| -> Option<Record> { serde_json::from_str(&split_line(l)?.0).ok() };
+    let oldest = lines.iter().find_map(|l| parse(l)).map(|r| r.time);
+    let names = |arn: &Option<String>| {
+        arn.as_deref()
+            .is_some_and(|a| a.rsplit_once(":key/").map_or(a, |(_, id)| id) == key_id)
+    };
+    let found = lines
+        .iter()
+        .rev()
+        .filter_map(|l| parse(l))
+        .find(|r| r.outcome == "ok" && names(&r.key_arn) && ops.contains(&r.op.as_str()));
+    Ok((found, oldest))
+}
+
 /// The last complete line of a file (without its newline), read from the end.
 pub(super) fn last_line(f: &mut File) -> std::io::Result<Option<String>> {
     let len = f.seek(SeekFrom::End(0))?;

@@ -698,6 +698,13 @@ impl Kms for LocalKms {
         self.do_delete_imported_key_material(req)
     }
 
+    fn get_key_last_usage(
+        &self,
+        req: GetKeyLastUsageRequest,
+    ) -> KmsResult<GetKeyLastUsageResponse> {
+        self.do_get_key_last_usage(req)
+    }
+
     fn rotate_due(&self) -> KmsResult<Vec<String>> {
         self.rotate_due_keys()
     }

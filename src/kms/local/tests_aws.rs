@@ -540,3 +540,59 @@ fn the_account_root_in_a_key_policy() {
         ErrorCode::MalformedPolicyDocumentException
     );
 }
+
+/// GetKeyLastUsage comes from the audit log: successful cryptographic operations only.
+#[test]
+fn key_last_usage() {
+    let (_d, k) = kms();
+    let id = k
+        .create_key(Default::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let other = k
+        .create_key(Default::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let last = |key: &str| k.get_key_last_usage(GetKeyLastUsageRequest { key_id: key.into() });
+    let r = last(&id).unwrap();
+    assert!(r.key_last_usage.operation.is_none());
+    assert!(r.tracking_start_date.unwrap() >= r.key_creation_date.unwrap());
+    let blob = k
+        .encrypt(EncryptRequest {
+            key_id: id.clone(),
+            plaintext: Secret(b"x".to_vec()),
+            ..Default::default()
+        })
+        .unwrap()
+        .ciphertext_blob;
+    k.describe_key(DescribeKeyRequest { key_id: id.clone() })
+        .unwrap();
+    // a failed decrypt (wrong context) is not a use
+    let _ = k.decrypt(DecryptRequest {
+        ciphertext_blob: blob.clone(),
+        encryption_context: Some([("a".to_string(), "b".to_string())].into()),
+        ..Default::default()
+    });
+    let r = last(&id).unwrap();
+    assert_eq!(r.key_last_usage.operation.as_deref(), Some("Encrypt"));
+    assert!((now() - r.key_last_usage.timestamp.unwrap()).abs() < 60.0);
+    assert!(r.key_last_usage.kms_request_id.is_some());
+    k.decrypt(DecryptRequest {
+        ciphertext_blob: blob,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        last(&id).unwrap().key_last_usage.operation.as_deref(),
+        Some("Decrypt")
+    );
+    assert!(last(&other).unwrap().key_last_usage.operation.is_none());
+    k.create_alias(CreateAliasRequest {
+        alias_name: "alias/u".into(),
+        target_key_id: id.clone(),
+    })
+    .unwrap();
+    assert_eq!(code(last("alias/u")), ErrorCode::ValidationException);
+}

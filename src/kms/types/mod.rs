@@ -603,3 +603,32 @@ pub struct VerifyMacResponse {
     pub mac_valid: bool,
     pub mac_algorithm: String,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyLastUsageRequest {
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyLastUsageData {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub timestamp: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kms_request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyLastUsageResponse {
+    pub key_id: String,
+    #[serde(default)]
+    pub key_last_usage: KeyLastUsageData,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tracking_start_date: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_creation_date: Option<f64>,
+}
