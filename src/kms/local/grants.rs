@@ -282,7 +282,8 @@ impl LocalKms {
                     (Some(t), _, _) => s
                         .grants
                         .iter()
-                        .find(|(_, g)| &g.token == t)
+                        // (a request signed for another region sees none of this region's)
+                        .find(|(_, g)| &g.token == t && self.foreign_region().is_none())
                         .map(|(gid, _)| gid.clone())
                         .ok_or_else(|| {
                             KmsError::new(

@@ -486,6 +486,22 @@ fn a_server_is_one_region_and_account() {
         ErrorCode::UnsupportedOperationException
     );
     assert_eq!(home.list_keys(Default::default()).unwrap().keys.len(), 1);
+    let g = home
+        .create_grant(CreateGrantRequest {
+            key_id: md.key_id.clone(),
+            grantee_principal: "bob".into(),
+            operations: vec!["Decrypt".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        code(away.retire_grant(RetireGrantRequest {
+            grant_token: Some(g.grant_token.clone()),
+            ..Default::default()
+        })),
+        ErrorCode::InvalidGrantTokenException
+    );
+    assert_eq!(home.list_keys(Default::default()).unwrap().keys.len(), 1);
     // The embedded KMS is not regional: any region's ARN names its keys.
     let plain = LocalKms::open(&d.path().join("ks"), false).unwrap();
     describe(&plain, &md.arn).unwrap();
