@@ -212,9 +212,11 @@ pub fn last_use(
         arn.as_deref()
             .is_some_and(|a| a.rsplit_once(":key/").map_or(a, |(_, id)| id) == key_id)
     };
+    // Only lines naming the key are parsed (a cheap scan of the rest).
     let found = lines
         .iter()
         .rev()
+        .filter(|l| l.contains(key_id))
         .filter_map(|l| parse(l))
         .find(|r| r.outcome == "ok" && names(&r.key_arn) && ops.contains(&r.op.as_str()));
     Ok((found, oldest))

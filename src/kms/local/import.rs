@@ -252,11 +252,17 @@ impl LocalKms {
                 }
             };
             let token = hex::encode(&req.import_token);
+            // The RSA decryption runs before the store lock is taken; its result is used
+            // only after the checks below (a token's record never changes).
+            let unwrapped = self
+                .snapshot()?
+                .imports
+                .get(&token)
+                .map(|rec| unwrap_material(rec, &req.encrypted_key_material));
             self.mutate(op.name(), info, |s, info| {
                 let k = self.authorized(s, &req.key_id, op.action(), None, info)?;
                 let id = self.external(k)?.id.clone();
-                let rec = s
-                    .imports
+                s.imports
                     .get(&token)
                     .filter(|i| i.key_id == id && i.expires > now())
                     .ok_or_else(|| {
@@ -267,9 +273,12 @@ impl LocalKms {
                                 self.arn(&id)
                             ),
                         )
-                    })?
-                    .clone();
-                let material = unwrap_material(&rec, &req.encrypted_key_material)?;
+                    })?;
+                let material = match unwrapped {
+                    Some(m) => m?,
+                    // (issued after the snapshot was read: unwrap it now)
+                    None => unwrap_material(&s.imports[&token], &req.encrypted_key_material)?,
+                };
                 let k = s.keys.get_mut(&id).expect("resolved");
                 let lens = importable(&k.spec).expect("EXTERNAL keys are importable");
                 if !lens.contains(&material.0.len()) {
