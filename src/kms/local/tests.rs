@@ -6,6 +6,19 @@ pub(super) fn kms() -> (tempfile::TempDir, LocalKms) {
     (d, k)
 }
 
+/// CreateKey with a KeySpec and (optionally) a KeyUsage.
+pub(super) fn create_with(
+    k: &LocalKms,
+    spec: &str,
+    usage: Option<&str>,
+) -> KmsResult<CreateKeyResponse> {
+    k.create_key(CreateKeyRequest {
+        key_spec: Some(spec.into()),
+        key_usage: usage.map(str::to_string),
+        ..Default::default()
+    })
+}
+
 /// The error code of a failed call.
 pub(super) fn code<T: std::fmt::Debug>(r: KmsResult<T>) -> ErrorCode {
     r.unwrap_err().code

@@ -1,6 +1,6 @@
 //! Asymmetric keys of the embedded KMS: signing, RSA encryption, data key pairs.
 
-use super::tests::{code, kms};
+use super::tests::{code, create_with, kms};
 use super::*;
 use sha2::Digest as _;
 
@@ -8,13 +8,7 @@ use sha2::Digest as _;
 fn asymmetric_signing_keys_sign_verify_and_show_only_their_public_key() {
     let (_d, k) = kms();
     use ErrorCode::*;
-    let mk = |spec: &str, usage: Option<&str>| {
-        k.create_key(CreateKeyRequest {
-            key_spec: Some(spec.into()),
-            key_usage: usage.map(str::to_string),
-            ..Default::default()
-        })
-    };
+    let mk = |spec: &str, usage: Option<&str>| create_with(&k, spec, usage);
     assert_eq!(
         code(mk("RSA_2048", None)),
         ValidationException,

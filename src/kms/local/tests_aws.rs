@@ -1,6 +1,6 @@
 //! AWS fidelity of the embedded KMS: refusals, tags, DryRun, limits, HMAC and asymmetric keys.
 
-use super::tests::{code, kms};
+use super::tests::{code, create_with, kms};
 use super::*;
 
 fn tag(k: &str, v: &str) -> Tag {
@@ -293,13 +293,7 @@ macro_rules! rc_hmac {
 fn hmac_keys_generate_and_verify_macs_and_nothing_else() {
     let (_d, k) = kms();
     use ErrorCode::*;
-    let mk = |spec: &str, usage: Option<&str>| {
-        k.create_key(CreateKeyRequest {
-            key_spec: Some(spec.into()),
-            key_usage: usage.map(str::to_string),
-            ..Default::default()
-        })
-    };
+    let mk = |spec: &str, usage: Option<&str>| create_with(&k, spec, usage);
     assert_eq!(
         code(mk("HMAC_256", None)),
         ValidationException,
