@@ -24,9 +24,11 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::SecretKey;
+use crate::envelope::public;
 use crate::format::{TreeConfig, TreeKeyWrap};
 use crate::kms::{
-    DecryptRequest, DescribeKeyRequest, EncryptRequest, EncryptionContext, Kms, KmsLocation, Secret,
+    DecryptRequest, DescribeKeyRequest, EncryptRequest, EncryptionContext, ErrorCode,
+    GetPublicKeyRequest, Kms, KmsLocation, Secret,
 };
 
 /// Where this host keeps the trees it trusts: `KMSFS_KNOWN_TREES`, else `known_trees.json`
@@ -178,15 +180,108 @@ fn config_mac(cfg: &TreeConfig, tree_key: &SecretKey) -> Result<String> {
 
 /// Key ARNs for key ids, ARNs or aliases, as the KMS names them.
 pub fn key_arns(kms: &dyn Kms, keys: &[String]) -> Result<Vec<String>> {
-    keys.iter()
-        .map(|k| {
-            Ok(kms
-                .describe_key(DescribeKeyRequest { key_id: k.clone() })
-                .with_context(|| format!("key {k}"))?
-                .key_metadata
-                .arn)
+    Ok(tree_keys(kms, keys)?.0)
+}
+
+/// What a tree needs to know of one key: ARN, spec, usage.
+fn describe(kms: &dyn Kms, k: &str) -> Result<(String, String, String)> {
+    match kms.describe_key(DescribeKeyRequest { key_id: k.into() }) {
+        Ok(r) => {
+            let m = r.key_metadata;
+            // Some KMSs (moto) leave fields out; only a symmetric key may go unnamed.
+            let spec = [m.key_spec, m.customer_master_key_spec]
+                .into_iter()
+                .find(|s| !s.is_empty())
+                .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
+            let usage = Some(m.key_usage)
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
+            Ok((m.arn, spec, usage))
+        }
+        // A backup host may be allowed GetPublicKey and nothing else.
+        Err(e) if e.code == ErrorCode::AccessDeniedException => {
+            match kms.get_public_key(GetPublicKeyRequest {
+                key_id: k.into(),
+                ..Default::default()
+            }) {
+                Ok(r) => Ok((r.key_id, r.key_spec, r.key_usage)),
+                Err(_) => Err(e).with_context(|| format!("key {k}")),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("key {k}")),
+    }
+}
+
+/// The ARNs of a tree's keys (ids, ARNs or aliases), and, when they are RSA
+/// ENCRYPT_DECRYPT keys (an encrypt-only tree), each one's public key (base64 DER). A
+/// tree's keys are all symmetric or all RSA: a symmetric tree's guarantees (only a
+/// principal allowed Encrypt can make a file) would not survive an RSA key beside them,
+/// whose public key anyone can wrap under.
+pub fn tree_keys(
+    kms: &dyn Kms,
+    keys: &[String],
+) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let mut arns = vec![];
+    let mut public = BTreeMap::new();
+    for k in keys {
+        let (arn, spec, usage) = describe(kms, k)?;
+        match (spec.as_str(), usage.as_str()) {
+            ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT") => {}
+            ("RSA_2048" | "RSA_3072" | "RSA_4096", "ENCRYPT_DECRYPT") => {
+                let der = fetch_public_key(kms, &arn)?;
+                public.insert(
+                    arn.clone(),
+                    base64::engine::general_purpose::STANDARD.encode(der),
+                );
+            }
+            _ => bail!(
+                "key {arn} is a {spec} {usage} key; a tree needs symmetric (SYMMETRIC_DEFAULT) or RSA ENCRYPT_DECRYPT keys"
+            ),
+        }
+        arns.push(arn);
+    }
+    if !public.is_empty() && public.len() != arns.len() {
+        bail!("a tree's keys must be all symmetric or all RSA (an RSA key's public half lets anyone add files a symmetric tree would trust)");
+    }
+    Ok((arns, public))
+}
+
+/// The DER public key of RSA key `arn` as its KMS gives it, checked to be usable.
+fn fetch_public_key(kms: &dyn Kms, arn: &str) -> Result<Vec<u8>> {
+    let r = kms
+        .get_public_key(GetPublicKeyRequest {
+            key_id: arn.into(),
+            ..Default::default()
         })
-        .collect()
+        .with_context(|| format!("key {arn}: cannot get its public key"))?;
+    if r.key_usage != "ENCRYPT_DECRYPT"
+        || !r
+            .encryption_algorithms
+            .iter()
+            .any(|a| a == public::ALGORITHM)
+    {
+        bail!("key {arn} cannot encrypt with {}", public::ALGORITHM);
+    }
+    public::parse(&r.public_key).map_err(|e| crate::error::err!("key {arn}: {e}"))?;
+    Ok(r.public_key)
+}
+
+/// An encrypt-only tree's pinned public keys, each checked against its KMS: whoever
+/// writes the tree could otherwise swap in a public key of their own and read every new
+/// file. (There is no MAC to check instead: anyone can wrap a key under a public key.)
+fn check_public_keys(kms: &dyn Kms, cfg: &TreeConfig, name: &str) -> Result<()> {
+    for (arn, b64) in &cfg.public_keys {
+        let have = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| crate::error::err!("{name}: the public key of {arn} is not base64"))?;
+        let want = fetch_public_key(kms, arn).map_err(|e| e.context(name))?;
+        if have != want {
+            bail!(
+                "{name}: kmsfs.json holds a public key for {arn} that is not the KMS's: someone swapped it (new files would be readable by them); refusing"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn same_keys(a: &[String], b: &[String]) -> bool {
@@ -258,6 +353,12 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
         cfg.keys.clone()
     };
     let tree_key = match &cfg.mac {
+        // An encrypt-only tree: its keys are checked by the pin (or --expect-key), its
+        // public keys against the KMS.
+        None if cfg.public_key_tree() => {
+            check_public_keys(&*kms, &cfg, &name())?;
+            None
+        }
         None if pin.as_ref().is_some_and(|p| p.authenticated) => bail!(
             "{}: kmsfs.json lost its MAC (this host has seen it authenticated): someone stripped it; refusing",
             name()
@@ -360,6 +461,14 @@ impl TrustedTree {
     /// if the tree had none) is wrapped under every current key, the MAC recomputed, and
     /// this host's pin follows. Call `save` to write it.
     pub fn seal(&mut self) -> Result<()> {
+        if self.cfg.public_key_tree() {
+            // No tree key: anyone could wrap one under a public key, so a MAC from it
+            // would prove nothing (see `open_tree`).
+            self.cfg.tree_key.clear();
+            self.cfg.mac = None;
+            self.tree_key = None;
+            return Ok(());
+        }
         let tk = self.tree_key.take().unwrap_or_else(SecretKey::random);
         let ctx = tree_context(&self.cfg.fs_id);
         let mut wraps = vec![];
@@ -405,8 +514,28 @@ impl TrustedTree {
         Ok(())
     }
 
-    /// Whether the config carries a MAC (older trees do not until their next change).
+    /// Whether the config was authenticated: by its MAC, or for an encrypt-only tree by
+    /// the KMS's public keys (older trees have no MAC until their next change).
     pub fn authenticated(&self) -> bool {
-        self.tree_key.is_some()
+        self.tree_key.is_some() || self.cfg.public_key_tree()
+    }
+
+    /// Makes `keys` (ids, ARNs or aliases) the tree's keys, with their public keys if
+    /// RSA, and re-seals. Call `save` to write it.
+    pub fn set_keys(&mut self, keys: &[String]) -> Result<()> {
+        let (arns, public) = tree_keys(&*self.kms, keys)?;
+        if public.is_empty() != self.cfg.public_keys.is_empty() && !self.cfg.keys.is_empty() {
+            bail!(
+                "a tree's keys must stay all symmetric or all RSA (this tree's are {})",
+                if self.cfg.public_key_tree() {
+                    "RSA"
+                } else {
+                    "symmetric"
+                }
+            );
+        }
+        self.cfg.keys = arns;
+        self.cfg.public_keys = public;
+        self.seal()
     }
 }

@@ -1,6 +1,7 @@
 //! `kmsfs.json`: the per-tree config (load, validate, save), and the rules of a tree's
 //! key set.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -30,6 +31,11 @@ pub struct TreeConfig {
     pub kms: Option<String>,
     /// "plaintext" in v1; a later version may encrypt names.
     pub filenames: String,
+    /// For a tree of RSA keys (an encrypt-only tree): each key's public key, DER
+    /// SubjectPublicKeyInfo in base64, fetched once with GetPublicKey. New file keys are
+    /// wrapped with it locally; every host checks it against the KMS before use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub public_keys: BTreeMap<String, String>,
     /// The tree key, wrapped under each key of `keys` (see `crate::trust`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tree_key: Vec<TreeKeyWrap>,
@@ -60,6 +66,7 @@ impl TreeConfig {
             keys,
             kms,
             filenames: "plaintext".into(),
+            public_keys: BTreeMap::new(),
             tree_key: vec![],
             mac: None,
         }
@@ -122,6 +129,20 @@ impl TreeConfig {
         }
         if self.keys.is_empty() || self.keys.len() > MAX_WRAPS {
             fail!("needs 1..={MAX_WRAPS} keys, has {}", self.keys.len());
+        }
+        // All keys RSA (public_keys names each) or none: see `crate::trust`.
+        if !self.public_keys.is_empty() {
+            if self.public_keys.len() != self.keys.len()
+                || self.keys.iter().any(|k| !self.public_keys.contains_key(k))
+            {
+                fail!("public_keys must name exactly the tree's keys");
+            }
+            if self.public_keys.values().any(|v| v.len() > 4096) {
+                fail!("oversized public key");
+            }
+            if !self.tree_key.is_empty() || self.mac.is_some() {
+                fail!("a tree of RSA keys has no tree key and no MAC");
+            }
         }
         self.fs_id_bytes()?;
         Ok(())
@@ -191,6 +212,12 @@ impl TreeConfig {
             fail!("the same key is given twice");
         }
         Ok(())
+    }
+
+    /// Are the tree's keys RSA keys whose public keys wrap file keys here (an
+    /// encrypt-only tree)?
+    pub fn public_key_tree(&self) -> bool {
+        !self.public_keys.is_empty()
     }
 
     /// The tree id as 16 bytes.

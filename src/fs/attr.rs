@@ -173,7 +173,7 @@ impl KmsFs {
             match a.fh.and_then(|fh| self.handle(fh).ok()) {
                 Some(h) => truncate(&h.file)?,
                 None => {
-                    let of = self.acquire_open(&inode, true)?;
+                    let of = self.acquire_open_with(&inode, true, None, new_size == 0)?;
                     let r = truncate(&of);
                     self.release_open(inode.ino);
                     r?;

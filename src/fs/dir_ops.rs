@@ -342,7 +342,7 @@ impl KmsFs {
             Err(e) => return Err(e),
         };
         let st = created.as_ref().map(|c| c.2);
-        let of = match self.acquire_open_with(&inode, true, created) {
+        let of = match self.acquire_open_with(&inode, true, created, false) {
             Ok(of) => of,
             Err(e) => {
                 self.inodes.forget(inode.ino, 1);

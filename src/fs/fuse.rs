@@ -98,6 +98,14 @@ impl Filesystem for Fuse {
             );
             fs.writeback_cache = false;
         }
+        // O_TRUNC reaches open (one round trip, not open + setattr), which lets an
+        // encrypt-only mount replace a file it may not read (see `open::rekey_emptied`).
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC)
+            .is_err()
+        {
+            tracing::debug!("the kernel does not offer ATOMIC_O_TRUNC");
+        }
         // The kernel then skips asking for security.capability before every write (one
         // GETXATTR round trip per write(2) otherwise) and tells us when to kill privileges.
         if config
@@ -264,8 +272,8 @@ impl Filesystem for Fuse {
         })
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guarded("open", || match self.0.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        guarded("open", || match self.0.open(ino.0, flags.0, req.uid()) {
             // Content changes only through this mount: keep the page cache across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(fail(e)),

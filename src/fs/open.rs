@@ -16,7 +16,7 @@ use super::attr::kill_suidgid;
 use super::error::{content_error, FsError};
 use super::{FsResult, Inode, KmsFs, OPENING_STRIPES};
 use crate::content::Content;
-use crate::envelope::FileKeys;
+use crate::envelope::{EnvelopeError, FileKeys};
 use crate::format::Header;
 
 /// Shared state of one open regular file (all handles of an inode, all its hard links).
@@ -44,15 +44,15 @@ pub(super) struct DirHandle {
 
 impl KmsFs {
     fn open_keys(&self, h: &Header, path: &str) -> FsResult<Arc<FileKeys>> {
-        self.env
-            .open_header(h)
-            .map_err(|e| FsError::eio(format_args!("{path}: cannot open header: {e}")))
-    }
-
-    /// The shared open state of a regular file, opening it if needed. Counts one user;
-    /// pair with `release_open`.
-    pub(super) fn acquire_open(&self, inode: &Inode, want_write: bool) -> FsResult<Arc<OpenFile>> {
-        self.acquire_open_with(inode, want_write, None)
+        self.env.open_header(h).map_err(|e| match e {
+            // An encrypt-only host (or a revoked share): not damage, a permission.
+            EnvelopeError::Denied(_) => FsError::logged(
+                Errno::EACCES,
+                tracing::Level::WARN,
+                format!("{path}: {e}; answering EACCES (only a principal allowed Decrypt can read or change it; it can be replaced whole)"),
+            ),
+            e => FsError::eio(format_args!("{path}: cannot open header: {e}")),
+        })
     }
 
     /// One more user of the inode's open state, if it has one.
@@ -68,13 +68,16 @@ impl KmsFs {
         }
     }
 
-    /// `acquire_open`, with the descriptor, header and attributes of a file just created
-    /// (so a create opens nothing twice).
+    /// The shared open state of a regular file, opening it if needed. Counts one user;
+    /// pair with `release_open`. With the descriptor, header and attributes of a file just created
+    /// (so a create opens nothing twice). `truncating`: the caller empties the file next
+    /// (O_TRUNC), so a file whose key this host may not unwrap gets a new one instead.
     pub(super) fn acquire_open_with(
         &self,
         inode: &Inode,
         want_write: bool,
         created: Option<(File, Arc<Header>, rustix::fs::Stat)>,
+        truncating: bool,
     ) -> FsResult<Arc<OpenFile>> {
         if let Some(of) = self.share_open(inode.ino, want_write)? {
             return Ok(of);
@@ -87,9 +90,11 @@ impl KmsFs {
         }
         let of = match created {
             Some((file, header, st)) => {
-                self.open_file(file, true, header, &st, self.display(inode.ino))?
+                let bpath = self.display(inode.ino);
+                let keys = self.open_keys(&header, &bpath)?;
+                self.open_file(file, true, &header, keys, &st, bpath)
             }
-            None => self.open_backing(inode, want_write)?,
+            None => self.open_backing(inode, want_write, truncating)?,
         };
         self.open.lock().insert(inode.ino, (of.clone(), 1));
         Ok(of)
@@ -97,7 +102,12 @@ impl KmsFs {
 
     /// Opens the backing file of an inode (read-write if allowed, else read-only unless
     /// writing is wanted), its header and its keys.
-    fn open_backing(&self, inode: &Inode, want_write: bool) -> FsResult<Arc<OpenFile>> {
+    fn open_backing(
+        &self,
+        inode: &Inode,
+        want_write: bool,
+        truncating: bool,
+    ) -> FsResult<Arc<OpenFile>> {
         let open = |flags| {
             move |dir: BorrowedFd, name: &OsStr| {
                 crate::backing::open_at(dir, name, flags, Mode::empty())
@@ -127,18 +137,49 @@ impl KmsFs {
                 h
             }
         };
-        self.open_file(file, writable, header, &st, bpath)
+        match self.open_keys(&header, &bpath) {
+            Ok(keys) => Ok(self.open_file(file, writable, &header, keys, &st, bpath)),
+            Err(e) if truncating && writable && e.errno == Errno::EACCES => {
+                let (header, keys) = self.rekey_emptied(&file, &st, &bpath)?;
+                let st = rustix::fs::fstat(&file)?;
+                Ok(self.open_file(file, writable, &header, keys, &st, bpath))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A file this host may not read, about to be emptied by O_TRUNC (`tar`, `cp` or a
+    /// shell's `>` on an encrypt-only mount): emptied now and given a new key, so that it
+    /// can be written whole. Emptied first: a crash in between leaves an empty file under
+    /// the old header, which is valid.
+    fn rekey_emptied(
+        &self,
+        file: &File,
+        st: &rustix::fs::Stat,
+        bpath: &str,
+    ) -> FsResult<(Arc<Header>, Arc<FileKeys>)> {
+        rustix::fs::ftruncate(file, 0)?;
+        let (h, keys) = self
+            .env
+            .take_header()
+            .map_err(|e| FsError::eio(format_args!("{bpath}: cannot make a new file key: {e}")))?;
+        crate::backing::replace_header(file, &h)
+            .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
+        let h = Arc::new(h);
+        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
+        tracing::info!("{bpath}: emptied by O_TRUNC; it has a new key (its old one is not this host's to unwrap)");
+        Ok((h, keys))
     }
 
     fn open_file(
         &self,
         file: File,
         writable: bool,
-        header: Arc<Header>,
+        header: &Header,
+        keys: Arc<FileKeys>,
         st: &rustix::fs::Stat,
         bpath: String,
-    ) -> FsResult<Arc<OpenFile>> {
-        let keys = self.open_keys(&header, &bpath)?;
+    ) -> Arc<OpenFile> {
         let file_id = header.file_id;
         let bsize = st.st_size as u64;
         let size = match self.geo.plain_size(bsize) {
@@ -148,14 +189,14 @@ impl KmsFs {
                 self.geo.plain_size_lossy(bsize)
             }
         };
-        Ok(Arc::new(OpenFile {
+        Arc::new(OpenFile {
             file,
             writable,
             keys,
             file_id,
             size: RwLock::new(size),
             path: bpath,
-        }))
+        })
     }
 
     pub(super) fn release_open(&self, ino: u64) {
@@ -202,16 +243,25 @@ impl KmsFs {
         Ok(())
     }
 
-    /// Opens regular file `ino` (`flags` as open(2)); answers a handle.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    /// Opens regular file `ino` (`flags` as open(2)) for caller `uid`; answers a handle.
+    pub fn open(&self, ino: u64, flags: i32, uid: u32) -> FsResult<u64> {
         let inode = self.inode(ino)?;
         if !inode.is_file() {
             return Err(Errno::EINVAL.into());
         }
-        let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        let of = self.acquire_open(&inode, want_write)?;
-        if flags & libc::O_TRUNC != 0 {
-            if let Err(e) = self.truncate_open(&of, 0) {
+        let trunc = flags & libc::O_TRUNC != 0;
+        let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY || trunc;
+        let of = self.acquire_open_with(&inode, want_write, None, trunc)?;
+        if trunc {
+            // ATOMIC_O_TRUNC: the kernel leaves the truncate, and with it the privilege
+            // kill of a truncate by someone other than root, to us.
+            let r = self.truncate_open(&of, 0).and_then(|()| {
+                if uid != 0 {
+                    kill_suidgid(&of.file)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
                 self.release_open(inode.ino);
                 return Err(e);
             }

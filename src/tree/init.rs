@@ -55,19 +55,21 @@ pub fn init(
         }
     }
     let kms = location.open(true)?;
-    let (arns, created_key) = if keys.is_empty() {
+    let (arns, public_keys, created_key) = if keys.is_empty() {
         let (arn, created) = default_key(&*kms)?;
-        (vec![arn.clone()], created.then_some(arn))
+        (
+            vec![arn.clone()],
+            Default::default(),
+            created.then_some(arn),
+        )
     } else {
-        let arns = crate::trust::key_arns(&*kms, keys)?;
+        let (arns, public_keys) = crate::trust::tree_keys(&*kms, keys)?;
         TreeConfig::check_new_keys(&arns)?;
-        (arns, None)
+        (arns, public_keys, None)
     };
-    let t = TrustedTree::create(
-        TreeConfig::new(chunk_size, arns, Some(location.describe())),
-        Arc::clone(&kms),
-        location.describe(),
-    )?;
+    let mut cfg = TreeConfig::new(chunk_size, arns, Some(location.describe()));
+    cfg.public_keys = public_keys;
+    let t = TrustedTree::create(cfg, Arc::clone(&kms), location.describe())?;
     if !existed {
         std::fs::create_dir(backing)
             .with_context(|| format!("cannot create {}", backing.display()))?;

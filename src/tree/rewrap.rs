@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{for_each_file, walk_files, FileResult, Summary, TreeRoot};
-use crate::envelope::wrap_context;
+use crate::envelope::{public, unwrap_dek, wrap_context};
 use crate::error::{err, fail, Result};
 use crate::format::{Geometry, Header, TreeConfig, Wrap};
 use crate::kms::{DescribeKeyRequest, Kms, ReEncryptRequest};
@@ -31,7 +31,13 @@ pub fn rewrap(
         if md.key_state != "Enabled" {
             fail!("key {} is {}: cannot wrap under it", md.arn, md.key_state);
         }
-        current.push((md.arn, md.current_key_material_id.unwrap_or_default()));
+        // RSA keys have no versions: their wraps (made here) carry no material id.
+        let material = if cfg.public_key_tree() {
+            String::new()
+        } else {
+            md.current_key_material_id.unwrap_or_default()
+        };
+        current.push((md.arn, material));
     }
     let files = walk_files(backing)?;
     let root = TreeRoot::open(backing)?;
@@ -75,6 +81,10 @@ fn rewrap_file(
             wraps.push(w.clone());
             continue;
         }
+        if cfg.public_key_tree() {
+            wraps.push(public_wrap(cfg, kms, &h, arn)?);
+            continue;
+        }
         // Prefer the copy under the same key (a rotation), then any other copy.
         let mut sources: Vec<&Wrap> = h.wraps.iter().filter(|w| &w.key_arn == arn).collect();
         sources.extend(h.wraps.iter().filter(|w| &w.key_arn != arn));
@@ -110,6 +120,30 @@ fn rewrap_file(
     Ok(true)
 }
 
+/// A new wrap of `h`'s DEK under RSA key `arn` of an encrypt-only tree: the DEK
+/// unwrapped (Decrypt) from any copy, sealed here under the pinned public key.
+fn public_wrap(cfg: &TreeConfig, kms: &dyn Kms, h: &Header, arn: &str) -> Result<Wrap> {
+    let fs_id = cfg.fs_id_bytes()?;
+    let mut errors = vec![];
+    for src in &h.wraps {
+        match unwrap_dek(kms, cfg, &fs_id, &h.file_id, src) {
+            Ok(dek) => {
+                let pk = public::parse_b64(cfg.public_keys.get(arn).map_or("", String::as_str))
+                    .map_err(|e| err!("public key of {arn}: {e}"))?;
+                let blob =
+                    public::seal(&pk, &fs_id, &h.file_id, &dek).map_err(|e| err!("{arn}: {e}"))?;
+                return Ok(Wrap {
+                    key_arn: arn.to_string(),
+                    material_id: String::new(),
+                    blob,
+                });
+            }
+            Err(e) => errors.push(format!("from {}: {e}", src.key_arn)),
+        }
+    }
+    fail!("cannot wrap under {arn}: {}", errors.join("; "))
+}
+
 /// `kmsfs rotate`: re-wraps every header under the current version of each of the tree's
 /// keys, or first moves the tree to the key `to` (config first: new files use the new
 /// key at once, and a killed run resumes with a plain rotate). A tree without a MAC
@@ -122,7 +156,7 @@ pub fn rotate(
     show_progress: bool,
 ) -> Result<Summary> {
     if let Some(k) = to {
-        t.cfg.keys = crate::trust::key_arns(&*t.kms, &[k.to_string()])?;
+        t.set_keys(&[k.to_string()])?;
     }
     if to.is_some() || !t.authenticated() {
         t.seal()?;
@@ -150,11 +184,13 @@ pub fn change_key(
     show_progress: bool,
 ) -> Result<Summary> {
     let arn = crate::trust::key_arns(&*t.kms, &[key.to_string()])?.remove(0);
+    let mut keys = t.cfg.keys.clone();
     match change {
         KeyChange::Add => t.cfg.add_key(&arn, backing)?,
         KeyChange::Remove => t.cfg.remove_key(&arn, backing)?,
     }
-    t.seal()?;
+    std::mem::swap(&mut keys, &mut t.cfg.keys);
+    t.set_keys(&keys)?;
     t.save(backing)?;
     rewrap(backing, &t.cfg, &*t.kms, &t.cfg.keys, 8, show_progress)
 }

@@ -155,6 +155,13 @@ pub fn unshare(t: &TrustedTree, principal: &str) -> Result<usize> {
 /// that changes mode (read-only ↔ read-write) replaces the principal's grants, so that
 /// what remains is exactly what was asked for. Returns (key, grant id) pairs.
 pub fn share(t: &TrustedTree, principal: &str, read_only: bool) -> Result<Vec<(String, String)>> {
+    if t.cfg.public_key_tree() {
+        // Its wraps carry no encryption context (KMS has none for RSA), so no grant
+        // could be bound to this tree: it would open every tree under the key.
+        crate::error::fail!(
+            "this tree's keys are RSA keys, whose grants cannot be bound to one tree (no encryption context); share the key itself, or use a tree of symmetric keys"
+        );
+    }
     let ops: Vec<String> = (if read_only { READ_ONLY } else { READ_WRITE })
         .iter()
         .map(|s| s.to_string())

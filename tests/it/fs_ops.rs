@@ -68,7 +68,7 @@ impl Fs {
     }
 
     fn read_all(&self, ino: u64) -> Result<Vec<u8>, Errno> {
-        let fh = self.fs.open(ino, libc::O_RDONLY).map_err(|e| e.errno)?;
+        let fh = self.fs.open(ino, libc::O_RDONLY, 0).map_err(|e| e.errno)?;
         let mut buf = vec![];
         let r = self.fs.read(fh, 0, 1 << 20, &mut buf).map_err(|e| e.errno);
         self.fs.release(fh);
@@ -166,7 +166,7 @@ fn a_tampered_chunk_is_eio_with_one_log_line_naming_the_file() {
     let mut raw = std::fs::read(f.b("t")).unwrap();
     raw[5000] ^= 1;
     std::fs::write(f.b("t"), &raw).unwrap();
-    let fh = f.fs.open(ino, libc::O_RDONLY).unwrap();
+    let fh = f.fs.open(ino, libc::O_RDONLY, 0).unwrap();
     let mut buf = vec![];
     // The first chunk is intact, the second is not.
     assert_eq!(f.fs.read(fh, 0, 4096, &mut buf).unwrap().len(), 4096);
@@ -199,10 +199,10 @@ fn a_header_from_another_file_or_none_is_eio_at_open() {
     let ino_b = f2.lookup(ROOT_INO, name("b")).unwrap().ino.0;
     let ino_c = f2.lookup(ROOT_INO, name("c")).unwrap().ino.0;
     let _ = (b, c);
-    let fh = f2.open(ino_b, libc::O_RDONLY).unwrap();
+    let fh = f2.open(ino_b, libc::O_RDONLY, 0).unwrap();
     let mut buf = vec![];
     assert_eq!(f2.read(fh, 0, 100, &mut buf).unwrap_err().errno, Errno::EIO);
-    let e = f2.open(ino_c, libc::O_RDONLY).unwrap_err();
+    let e = f2.open(ino_c, libc::O_RDONLY, 0).unwrap_err();
     assert_eq!(e.errno, Errno::EIO);
     assert!(e.log.unwrap().1.contains("no kmsfs header"));
 }
@@ -277,7 +277,7 @@ fn truncate_extend_fallocate_and_append() {
     let mut want = vec![1u8; 100];
     want.resize(5000, 0);
     assert_eq!(f.read_all(ino).unwrap(), want);
-    let fh = f.fs.open(ino, libc::O_RDWR | libc::O_APPEND).unwrap();
+    let fh = f.fs.open(ino, libc::O_RDWR | libc::O_APPEND, 0).unwrap();
     f.fs.write(fh, 0, b"tail", false, false).unwrap();
     assert_eq!(
         f.fs.fallocate(
@@ -387,4 +387,140 @@ fn tree_commands_as_library_calls() {
     assert_eq!(rep.damaged_files, 1);
     assert!(rep.problems[0].path.ends_with("d/b"), "{:?}", rep.problems);
     assert_eq!(rep.problems[0].chunk, Some(0));
+}
+
+/// An encrypt-only tree (#13): its key is an RSA ENCRYPT_DECRYPT key, and the backup
+/// host's principal may call GetPublicKey and nothing else. It creates and fills files,
+/// replaces one whole (O_TRUNC), and reads or changes nothing it did not just write;
+/// a principal allowed Decrypt reads every byte.
+#[test]
+fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
+    use kmsfs::kms::local::Caller;
+    use kmsfs::kms::{CreateGrantRequest, CreateKeyRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("b");
+    std::fs::create_dir(&backing).unwrap();
+    let admin = LocalKms::open(&dir.path().join("ks"), true).unwrap();
+    let rsa = |spec: &str| {
+        admin
+            .create_key(CreateKeyRequest {
+                key_spec: Some(spec.into()),
+                key_usage: Some("ENCRYPT_DECRYPT".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .key_metadata
+            .arn
+    };
+    let key = rsa("RSA_3072");
+    let on = |key: &str, who: &str, ops: &[&str]| -> Arc<dyn Kms> {
+        admin
+            .create_grant(CreateGrantRequest {
+                key_id: key.into(),
+                grantee_principal: who.into(),
+                operations: ops.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .unwrap();
+        Arc::new(admin.with_caller(Caller {
+            principal: who.into(),
+            source: "test".into(),
+            region: None,
+        }))
+    };
+    let backup = on(&key, "backup", &["GetPublicKey"]);
+    let restore = on(&key, "restore", &["Decrypt"]);
+    // The backup host makes the tree itself: DescribeKey is denied, GetPublicKey is enough.
+    let (arns, public_keys) = kmsfs::trust::tree_keys(&*backup, &[key.clone()]).unwrap();
+    assert_eq!(arns, [key.clone()]);
+    let mut cfg = TreeConfig::new(4096, arns, None);
+    cfg.public_keys = public_keys;
+    let t = kmsfs::trust::TrustedTree::create(cfg, backup.clone(), "test".into()).unwrap();
+    assert!(t.cfg.mac.is_none() && t.cfg.tree_key.is_empty());
+    t.cfg.save(&backing).unwrap();
+    let mount = |kms: Arc<dyn Kms>| {
+        let opts = FsOptions {
+            backing: backing.clone(),
+            writeback_cache: false,
+            attr_timeout: Duration::from_secs(1),
+            mountpoint: dir.path().join("mnt"),
+        };
+        let cfg = TreeConfig::load(&backing).unwrap();
+        let env = Arc::new(Envelope::new(kms, cfg).with_pool(4));
+        Fs {
+            _dir: tempfile::tempdir().unwrap(),
+            backing: backing.clone(),
+            fs: KmsFs::new(&opts, env, 64).unwrap(),
+        }
+    };
+    let b = mount(backup.clone());
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+    let ino = b.file(ROOT_INO, "archive.tar", &data);
+    let small = b.file(ROOT_INO, "small", b"first version");
+    // A fresh mount holds no keys from writing: nothing can be read or changed in place.
+    let b = mount(backup.clone());
+    let ino2 = b.fs.lookup(ROOT_INO, name("archive.tar")).unwrap().ino.0;
+    let small2 = b.fs.lookup(ROOT_INO, name("small")).unwrap().ino.0;
+    assert_eq!(b.read_all(ino2), Err(Errno::EACCES));
+    for flags in [
+        libc::O_WRONLY,
+        libc::O_RDWR,
+        libc::O_WRONLY | libc::O_APPEND,
+    ] {
+        let e = b.fs.open(small2, flags, 0).unwrap_err();
+        assert_eq!(e.errno, Errno::EACCES, "open with {flags:#o}");
+        assert!(e.log.is_some(), "one log line");
+    }
+    // ... but replaced whole, it is.
+    let fh =
+        b.fs.open(small2, libc::O_WRONLY | libc::O_TRUNC, 0)
+            .unwrap();
+    b.fs.write(fh, 0, b"second version", false, false).unwrap();
+    b.fs.release(fh);
+    // What it just wrote it still holds the key of (it drew it).
+    assert_eq!(b.read_all(small2).unwrap(), b"second version");
+    assert_eq!(b.read_all(ino2), Err(Errno::EACCES));
+    let _ = (ino, small);
+    // The principal allowed Decrypt reads every byte.
+    let r = mount(restore);
+    let ino3 = r.fs.lookup(ROOT_INO, name("archive.tar")).unwrap().ino.0;
+    assert_eq!(r.read_all(ino3).unwrap(), data);
+    let small3 = r.fs.lookup(ROOT_INO, name("small")).unwrap().ino.0;
+    assert_eq!(r.read_all(small3).unwrap(), b"second version");
+    // Nothing in the backing file names the key's plaintext; the wrap is RSA-sized.
+    let raw = std::fs::read(backing.join("archive.tar")).unwrap();
+    assert!(!contains(&raw, &data[..64]));
+    let f = std::fs::File::open(backing.join("archive.tar")).unwrap();
+    let h = kmsfs::backing::read_header(&f).unwrap();
+    assert_eq!(h.wraps.len(), 1);
+    assert_eq!(h.wraps[0].blob.len(), 384);
+    // A recovery key added later (by a host allowed Decrypt): every file gets a wrap
+    // under it, and a principal allowed Decrypt on it alone reads them.
+    let admin_kms: Arc<dyn Kms> = Arc::new(admin.with_caller(admin.caller().clone()));
+    let recovery = rsa("RSA_2048");
+    let mut t2 =
+        kmsfs::trust::TrustedTree::create(t.cfg.clone(), admin_kms, "test".into()).unwrap();
+    let sum = kmsfs::tree::change_key(
+        &mut t2,
+        &backing,
+        kmsfs::tree::KeyChange::Add,
+        &recovery,
+        false,
+    )
+    .unwrap();
+    assert_eq!((sum.changed, sum.failed), (2, 0), "{sum:?}");
+    assert_eq!(t2.cfg.public_keys.len(), 2);
+    let r2 = mount(on(&recovery, "r2", &["Decrypt"]));
+    let ino4 = r2.fs.lookup(ROOT_INO, name("archive.tar")).unwrap().ino.0;
+    assert_eq!(r2.read_all(ino4).unwrap(), data);
+    // A symmetric key cannot join an RSA tree.
+    let sym = admin
+        .create_key(CreateKeyRequest::default())
+        .unwrap()
+        .key_metadata
+        .arn;
+    let mut t3 = t2;
+    let e = kmsfs::tree::change_key(&mut t3, &backing, kmsfs::tree::KeyChange::Add, &sym, false)
+        .unwrap_err();
+    assert!(e.to_string().contains("all symmetric or all RSA"), "{e}");
 }

@@ -610,25 +610,8 @@ fn share_a_tree_by_grant() {
         fs::write(mnt.join(name), name.as_bytes()).unwrap();
         umount();
     }
-    let out = ok(Command::new(BIN)
-        .args([
-            "--kms",
-            &format!("local:{}", ks.path().join("ks").display()),
-        ])
-        .args(["kms", "principal", "create", "bob"])
-        .output()
-        .unwrap());
-    let creds: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split(" = ").nth(1))
-        .map(str::to_string)
-        .collect();
-    let bob = || {
-        let mut c = server.cmd();
-        c.env("AWS_ACCESS_KEY_ID", &creds[0])
-            .env("AWS_SECRET_ACCESS_KEY", &creds[1]);
-        c
-    };
+    let creds = principal(&ks.path().join("ks"), "bob");
+    let bob = || as_principal(&server, &creds);
     let cat = |tree: &std::path::Path, name: &str| {
         bob().args(["cat", &s(&tree.join(name))]).output().unwrap()
     };
@@ -678,4 +661,183 @@ fn share_a_tree_by_grant() {
     assert!(alice_share(&["--revoke", "bob"]).contains("revoked 1 grant"));
     assert!(!cat(&a, "in-a").status.success(), "bob read after --revoke");
     assert_eq!(alice_share(&["--list"]).trim(), "");
+}
+
+/// Creates principal `name` in keystore `ks`; its (access key id, secret).
+fn principal(ks: &std::path::Path, name: &str) -> (String, String) {
+    let out = ok(Command::new(BIN)
+        .args(["--kms", &format!("local:{}", ks.display())])
+        .args(["kms", "principal", "create", name])
+        .output()
+        .unwrap());
+    let creds: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(" = ").nth(1))
+        .map(str::to_string)
+        .collect();
+    (creds[0].clone(), creds[1].clone())
+}
+
+/// A kmsfs command against `server`, signed as the principal of `creds`.
+fn as_principal(server: &Server, creds: &(String, String)) -> Command {
+    let mut c = server.cmd();
+    c.env("AWS_ACCESS_KEY_ID", &creds.0)
+        .env("AWS_SECRET_ACCESS_KEY", &creds.1);
+    c
+}
+
+/// #13: an encrypt-only tree. The backup host's principal may call GetPublicKey on an
+/// RSA key and nothing else: it makes the tree, untars and rsyncs into the mount and
+/// replaces a file whole, but reads nothing already there. The restore principal
+/// (Decrypt) reads every byte. A swapped public key in kmsfs.json is refused.
+#[test]
+fn an_encrypt_only_tree_for_a_backup_host() {
+    require_fuse!();
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    let d = tempfile::tempdir().unwrap();
+    let s = |p: &std::path::Path| p.display().to_string();
+    let make_rsa = || {
+        let out = ok(server
+            .cmd()
+            .args([
+                "key",
+                "create",
+                "--spec",
+                "RSA_2048",
+                "--usage",
+                "ENCRYPT_DECRYPT",
+            ])
+            .output()
+            .unwrap());
+        out.split_whitespace()
+            .find(|w| w.starts_with("arn:"))
+            .unwrap_or_else(|| panic!("no ARN in {out:?}"))
+            .to_string()
+    };
+    let key = make_rsa();
+    let grant = |who: &str, op: &str| {
+        ok(server
+            .cmd()
+            .args(["grant", "create", &key, "--grantee", who, "--operation", op])
+            .output()
+            .unwrap())
+    };
+    grant("backup", "GetPublicKey");
+    grant("restore", "Decrypt");
+    grant("restore", "GetPublicKey");
+    let backup = principal(&ks.path().join("ks"), "backup");
+    let restore = principal(&ks.path().join("ks"), "restore");
+    // Something to back up: a small tree of files, one large, one empty.
+    let src = d.path().join("src");
+    fs::create_dir_all(src.join("etc/conf.d")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(src.join("big.bin"), &big).unwrap();
+    fs::write(src.join("etc/hosts"), b"127.0.0.1 localhost\n").unwrap();
+    fs::write(src.join("etc/conf.d/empty"), b"").unwrap();
+    let (b, mnt) = (d.path().join("b"), d.path().join("mnt"));
+    fs::create_dir(&mnt).unwrap();
+    let log = d.path().join("log");
+    let mount = |who: &(String, String)| {
+        ok(as_principal(&server, who)
+            .args(["mount", &s(&b), &s(&mnt), "--log-file", &s(&log)])
+            .output()
+            .unwrap())
+    };
+    let umount = || {
+        ok(Command::new(BIN)
+            .args(["umount", &s(&mnt)])
+            .output()
+            .unwrap())
+    };
+    ok(as_principal(&server, &backup)
+        .args(["init", &s(&b), "--key", &key])
+        .output()
+        .unwrap());
+    mount(&backup);
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+    };
+    sh(&format!(
+        "tar -C {} -cf - . | tar -C {} -xf -",
+        s(&src),
+        s(&mnt)
+    ));
+    sh(&format!(
+        "rsync -a --whole-file {}/ {}/copy/",
+        s(&src),
+        s(&mnt)
+    ));
+    umount();
+    mount(&backup);
+    let e = fs::read(mnt.join("etc/hosts")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    let e = fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("etc/hosts"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    // Replaced whole (O_TRUNC), by hand and by a second untar over the first.
+    fs::write(mnt.join("etc/hosts"), b"10.0.0.1 replaced\n").unwrap();
+    sh(&format!(
+        "tar -C {} -cf - big.bin | tar -C {} -xf -",
+        s(&src),
+        s(&mnt)
+    ));
+    // rsync sees nothing changed (sizes and times), and reads nothing.
+    sh(&format!(
+        "rsync -a --whole-file {}/ {}/copy/",
+        s(&src),
+        s(&mnt)
+    ));
+    assert_eq!(
+        fs::metadata(mnt.join("big.bin")).unwrap().len(),
+        big.len() as u64
+    );
+    umount();
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("answering EACCES"), "{logged}");
+    // The restore host reads every byte.
+    mount(&restore);
+    assert_eq!(fs::read(mnt.join("big.bin")).unwrap(), big);
+    assert_eq!(fs::read(mnt.join("copy/big.bin")).unwrap(), big);
+    assert_eq!(
+        fs::read(mnt.join("etc/hosts")).unwrap(),
+        b"10.0.0.1 replaced\n"
+    );
+    assert_eq!(
+        fs::read(mnt.join("copy/etc/hosts")).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    assert_eq!(fs::read(mnt.join("copy/etc/conf.d/empty")).unwrap(), b"");
+    umount();
+    assert_eq!(
+        ok(as_principal(&server, &restore)
+            .args(["cat", &s(&b.join("copy/etc/hosts"))])
+            .output()
+            .unwrap()),
+        "127.0.0.1 localhost\n"
+    );
+    // Whoever writes the backing tree swaps in a public key of their own: refused.
+    let other = make_rsa();
+    let theirs = ok(server
+        .cmd()
+        .args(["key", "public-key", &other])
+        .output()
+        .unwrap());
+    let cfg_path = b.join("kmsfs.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["public_keys"][&key] = serde_json::Value::String(theirs.trim().to_string());
+    fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let out = as_principal(&server, &backup)
+        .args(["mount", &s(&b), &s(&mnt)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "mounted with a swapped public key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("that is not the KMS's"),
+        "{out:?}"
+    );
 }

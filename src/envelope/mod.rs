@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use parking_lot::Mutex;
 
+pub mod public;
+
 use crate::crypto::{Aead, Backend, SecretKey};
 use crate::format::{Header, TreeConfig, Wrap, SUITE_AES256GCM_HKDF_SHA256};
 use crate::kms::{
-    DecryptRequest, EncryptRequest, EncryptionContext, GenerateDataKeyRequest, Kms, KmsError,
-    Secret,
+    DecryptRequest, EncryptRequest, EncryptionContext, ErrorCode, GenerateDataKeyRequest, Kms,
+    KmsError, Secret,
 };
 
 /// Keys derived from one file's DEK. The DEK itself is dropped (zeroized) after derivation.
@@ -35,9 +37,19 @@ pub enum EnvelopeError {
     #[error("no wrapped key could be unwrapped: {0}")]
     /// No wrap could be unwrapped (each KMS error listed).
     Unwrap(String),
+    #[error("this host may not unwrap its key: {0}")]
+    /// The KMS refused every unwrap (AccessDenied): this principal may not read the
+    /// file (an encrypt-only host, a read of a revoked share).
+    Denied(String),
+    #[error("the key unwrapped under {0} is not bound to this file (an RSA wrap copied from another file or tree)")]
+    /// An RSA wrap decrypted, but to a key bound to another tree or file.
+    Binding(String),
     #[error("its key is wrapped only under {0}, which is not one of the tree's keys (a file forged or copied from another tree?)")]
     /// The header is wrapped only under keys that are not the tree's.
     ForeignKeys(String),
+    #[error("public key of {0}: {1}")]
+    /// A tree's pinned RSA public key does not parse.
+    PublicKey(String, String),
     #[error("KMS returned a data key of {0} bytes, expected 32")]
     /// The KMS returned a data key of the wrong length.
     KeyLength(usize),
@@ -255,11 +267,15 @@ impl Envelope {
 
     fn derive(&self, dek: &[u8], file_id: &[u8; 16]) -> Result<FileKeys, EnvelopeError> {
         let dek = SecretKey::from_slice(dek).ok_or(EnvelopeError::KeyLength(dek.len()))?;
+        Ok(self.derive_key(&dek, file_id))
+    }
+
+    fn derive_key(&self, dek: &SecretKey, file_id: &[u8; 16]) -> FileKeys {
         let content = dek.derive(file_id, b"kmsfs v1 content");
-        Ok(FileKeys {
+        FileKeys {
             content: self.backend.key(content.as_bytes()),
             mac: dek.derive(file_id, b"kmsfs v1 header mac"),
-        })
+        }
     }
 
     /// A fresh header made now (and its keys cached).
@@ -276,6 +292,9 @@ impl Envelope {
     /// the same DEK Encrypted under each further key.
     fn make_header(&self) -> Result<(Header, FileKeys), EnvelopeError> {
         let file_id: [u8; 16] = crate::crypto::random_bytes();
+        if self.config.public_key_tree() {
+            return self.make_public_header(file_id);
+        }
         let ctx = wrap_context(&self.config.fs_id, &file_id);
         let first = self.kms.generate_data_key(GenerateDataKeyRequest {
             key_id: self.config.keys[0].clone(),
@@ -304,6 +323,36 @@ impl Envelope {
             });
         }
         let keys = self.derive(&first.plaintext.0, &file_id)?;
+        Ok(self.seal_header(file_id, wraps, keys))
+    }
+
+    /// A header of an encrypt-only tree: the DEK drawn here and sealed under each RSA
+    /// public key of the config, with no KMS call (see `public`).
+    fn make_public_header(&self, file_id: [u8; 16]) -> Result<(Header, FileKeys), EnvelopeError> {
+        let dek = SecretKey::random();
+        let mut wraps = vec![];
+        for key in &self.config.keys {
+            let b64 = self.config.public_keys.get(key).map_or("", String::as_str);
+            let pk =
+                public::parse_b64(b64).map_err(|e| EnvelopeError::PublicKey(key.clone(), e))?;
+            let blob = public::seal(&pk, &self.fs_id, &file_id, &dek)
+                .map_err(|e| EnvelopeError::PublicKey(key.clone(), e))?;
+            wraps.push(Wrap {
+                key_arn: key.clone(),
+                material_id: String::new(),
+                blob,
+            });
+        }
+        let keys = self.derive_key(&dek, &file_id);
+        Ok(self.seal_header(file_id, wraps, keys))
+    }
+
+    fn seal_header(
+        &self,
+        file_id: [u8; 16],
+        wraps: Vec<Wrap>,
+        keys: FileKeys,
+    ) -> (Header, FileKeys) {
         let mut h = Header {
             suite: SUITE_AES256GCM_HKDF_SHA256,
             chunk_shift: crate::format::chunk_shift(self.config.chunk_size).expect("validated"),
@@ -312,7 +361,12 @@ impl Envelope {
             wraps,
         };
         h.mac = h.compute_mac(&keys.mac, &self.fs_id);
-        Ok((h, keys))
+        (h, keys)
+    }
+
+    /// The DEK of `h` from its wrap `w`, through KMS Decrypt.
+    fn unwrap(&self, h: &Header, w: &Wrap) -> Result<SecretKey, EnvelopeError> {
+        unwrap_dek(&*self.kms, &self.config, &self.fs_id, &h.file_id, w)
     }
 
     /// The content keys of a file: from the cache, else by unwrapping the copies in order.
@@ -329,8 +383,8 @@ impl Envelope {
         let keys = match cached {
             Some((_, k)) => k,
             None => {
-                let ctx = wrap_context(&self.config.fs_id, &h.file_id);
                 let mut errors = vec![];
+                let mut denied = true;
                 let mut found = None;
                 // Only through the tree's own (authenticated) keys: a wrap under any other
                 // key could only hold a key its maker chose, never this file's.
@@ -340,22 +394,23 @@ impl Envelope {
                     return Err(EnvelopeError::ForeignKeys(theirs.join(", ")));
                 }
                 for w in ours {
-                    match self.kms.decrypt(DecryptRequest {
-                        ciphertext_blob: w.blob.clone(),
-                        encryption_context: Some(ctx.clone()),
-                        key_id: Some(w.key_arn.clone()),
-                        encryption_algorithm: None,
-                        ..Default::default()
-                    }) {
-                        Ok(r) => {
-                            found = Some(self.derive(&r.plaintext.0, &h.file_id)?);
+                    match self.unwrap(h, w) {
+                        Ok(dek) => {
+                            found = Some(self.derive_key(&dek, &h.file_id));
                             break;
                         }
-                        Err(e) => errors.push(format!("{}: {}", w.key_arn, e)),
+                        Err(e) => {
+                            denied &= matches!(&e, EnvelopeError::Kms(k) if k.code == ErrorCode::AccessDeniedException);
+                            errors.push(format!("{}: {}", w.key_arn, e));
+                        }
                     }
                 }
-
-                Arc::new(found.ok_or_else(|| EnvelopeError::Unwrap(errors.join("; ")))?)
+                let errors = errors.join("; ");
+                Arc::new(found.ok_or(if denied {
+                    EnvelopeError::Denied(errors)
+                } else {
+                    EnvelopeError::Unwrap(errors)
+                })?)
             }
         };
         if !h.verify_mac(&keys.mac, &self.fs_id) {
@@ -368,4 +423,29 @@ impl Envelope {
         }
         Ok(keys)
     }
+}
+
+/// The DEK of file `file_id` of the tree `cfg` from its wrap `w`, through KMS Decrypt:
+/// with the wrap context for a symmetric key, with RSAES_OAEP_SHA_256 and the binding
+/// checked for an RSA key of an encrypt-only tree.
+pub fn unwrap_dek(
+    kms: &dyn Kms,
+    cfg: &TreeConfig,
+    fs_id: &[u8; 16],
+    file_id: &[u8; 16],
+    w: &Wrap,
+) -> Result<SecretKey, EnvelopeError> {
+    if cfg.public_key_tree() {
+        let r = kms.decrypt(public::decrypt_request(&w.key_arn, &w.blob))?;
+        return public::unbind(&r.plaintext.0, fs_id, file_id)
+            .ok_or_else(|| EnvelopeError::Binding(w.key_arn.clone()));
+    }
+    let r = kms.decrypt(DecryptRequest {
+        ciphertext_blob: w.blob.clone(),
+        encryption_context: Some(wrap_context(&cfg.fs_id, file_id)),
+        key_id: Some(w.key_arn.clone()),
+        encryption_algorithm: None,
+        ..Default::default()
+    })?;
+    SecretKey::from_slice(&r.plaintext.0).ok_or(EnvelopeError::KeyLength(r.plaintext.0.len()))
 }
