@@ -4,6 +4,7 @@
 mod config;
 mod geometry;
 mod header;
+pub mod names;
 
 pub use config::{TreeConfig, TreeKeyWrap};
 pub use geometry::{chunk_aad, chunk_shift, Geometry};

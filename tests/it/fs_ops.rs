@@ -431,7 +431,8 @@ fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
     let backup = on(&key, "backup", &["GetPublicKey"]);
     let restore = on(&key, "restore", &["Decrypt"]);
     // The backup host makes the tree itself: DescribeKey is denied, GetPublicKey is enough.
-    let (arns, public_keys) = kmsfs::trust::tree_keys(&*backup, std::slice::from_ref(&key)).unwrap();
+    let (arns, public_keys) =
+        kmsfs::trust::tree_keys(&*backup, std::slice::from_ref(&key)).unwrap();
     assert_eq!(arns, std::slice::from_ref(&key));
     let mut cfg = TreeConfig::new(4096, arns, None);
     cfg.public_keys = public_keys;

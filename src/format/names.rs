@@ -1,0 +1,260 @@
+//! Encrypted, authenticated file names (format v2; see docs/FORMAT.md "Names").
+//!
+//! A name is sealed with AES-256-SIV (RFC 5297), deterministic so that a lookup can
+//! compute the backing name, with the directory's own random id as associated data: a
+//! backing entry renamed, or moved into another backing directory, no longer opens.
+//! Names are NUL-padded to a multiple of 16 bytes first (a name never holds NUL), so the
+//! backing tree shows a name's length only to within 16 bytes. The backing name is the
+//! sealed bytes in unpadded base64url; past 255 bytes it is `~` and the base64url of their
+//! SHA-256, with the sealed bytes kept in the entry's `user.kmsfs.name` xattr.
+
+use aes_siv::aead::KeyInit;
+use aes_siv::siv::Aes256Siv;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::crypto::SecretKey;
+
+/// The xattr of each backing directory holding its 16-byte random id.
+pub const DIR_ID_XATTR: &str = "user.kmsfs.dirid";
+/// The xattr holding the sealed name of an entry whose backing name is hashed.
+pub const LONG_NAME_XATTR: &str = "user.kmsfs.name";
+/// The first byte of a hashed backing name (not in the base64url alphabet).
+pub const LONG_PREFIX: u8 = b'~';
+/// Bytes of a directory id.
+pub const DIR_ID_LEN: usize = 16;
+/// The longest name (bytes), as on ext4.
+pub const NAME_MAX: usize = 255;
+const PAD: usize = 16;
+const LABEL: &[u8] = b"kmsfs name v2";
+
+/// Why a name cannot be sealed or a backing name does not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Longer than 255 bytes (ENAMETOOLONG).
+    #[error("name longer than 255 bytes")]
+    TooLong,
+    /// Empty, `.`, `..`, or holding `/` or NUL (EINVAL).
+    #[error("not a valid name")]
+    Invalid,
+    /// The backing name is not one this directory's key made: altered, moved from
+    /// another directory, or not kmsfs's.
+    #[error(
+        "name does not authenticate in this directory (altered, or moved from another directory)"
+    )]
+    Forged,
+    /// A hashed name without (or with the wrong) `user.kmsfs.name`.
+    #[error("long name: its user.kmsfs.name is missing or does not match")]
+    LongName,
+}
+
+/// A name as it is stored in a backing directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The backing directory entry's name.
+    pub backing: Vec<u8>,
+    /// For a hashed (long) name, the sealed bytes for `user.kmsfs.name`.
+    pub long: Option<Vec<u8>>,
+}
+
+/// The tree's name key: two AES-256 keys (S2V and CTR), derived from the tree key.
+pub struct NameKey(Zeroizing<[u8; 64]>);
+
+impl NameKey {
+    /// The name key of tree `fs_id` from its tree key.
+    pub fn derive(tree_key: &SecretKey, fs_id: &str) -> NameKey {
+        let mut k = Zeroizing::new([0u8; 64]);
+        k[..32].copy_from_slice(
+            tree_key
+                .derive(fs_id.as_bytes(), b"kmsfs v2 names s2v")
+                .as_bytes(),
+        );
+        k[32..].copy_from_slice(
+            tree_key
+                .derive(fs_id.as_bytes(), b"kmsfs v2 names ctr")
+                .as_bytes(),
+        );
+        NameKey(k)
+    }
+
+    fn siv(&self) -> Aes256Siv {
+        Aes256Siv::new(self.0.as_slice().try_into().expect("64-byte key"))
+    }
+
+    /// Seals `name` for directory `dir_id`.
+    pub fn seal(&self, dir_id: &[u8; DIR_ID_LEN], name: &[u8]) -> Result<Sealed, NameError> {
+        check(name)?;
+        let mut padded = Zeroizing::new(name.to_vec());
+        padded.resize(name.len().div_ceil(PAD) * PAD, 0);
+        let sealed = self
+            .siv()
+            .encrypt([LABEL, dir_id.as_slice()], &padded)
+            .expect("SIV encryption of a short name cannot fail");
+        let b64 = URL_SAFE_NO_PAD.encode(&sealed);
+        Ok(if b64.len() <= NAME_MAX {
+            Sealed {
+                backing: b64.into_bytes(),
+                long: None,
+            }
+        } else {
+            Sealed {
+                backing: long_name(&sealed),
+                long: Some(sealed),
+            }
+        })
+    }
+
+    /// The name of backing entry `backing` of directory `dir_id`; `long` is its
+    /// `user.kmsfs.name` when the backing name is hashed.
+    pub fn open(
+        &self,
+        dir_id: &[u8; DIR_ID_LEN],
+        backing: &[u8],
+        long: Option<&[u8]>,
+    ) -> Result<Vec<u8>, NameError> {
+        let sealed = if is_long(backing) {
+            let l = long.ok_or(NameError::LongName)?;
+            if long_name(l) != backing {
+                return Err(NameError::LongName);
+            }
+            l.to_vec()
+        } else {
+            URL_SAFE_NO_PAD
+                .decode(backing)
+                .map_err(|_| NameError::Forged)?
+        };
+        if sealed.len() < 16 + PAD || (sealed.len() - 16) % PAD != 0 {
+            return Err(NameError::Forged);
+        }
+        let mut name = self
+            .siv()
+            .decrypt([LABEL, dir_id.as_slice()], &sealed)
+            .map_err(|_| NameError::Forged)?;
+        let padded = name.len();
+        while name.last() == Some(&0) {
+            name.pop();
+        }
+        // One encoding per name: at most 15 bytes of padding, and a valid name inside.
+        if padded - name.len() >= PAD || check(&name).is_err() {
+            return Err(NameError::Forged);
+        }
+        Ok(name)
+    }
+}
+
+/// Is `backing` a hashed (long) backing name?
+pub fn is_long(backing: &[u8]) -> bool {
+    backing.first() == Some(&LONG_PREFIX)
+}
+
+fn long_name(sealed: &[u8]) -> Vec<u8> {
+    let mut n = vec![LONG_PREFIX];
+    n.extend_from_slice(URL_SAFE_NO_PAD.encode(Sha256::digest(sealed)).as_bytes());
+    n
+}
+
+/// A name a directory may hold: 1..=255 bytes, no `/` or NUL, not `.` or `..`.
+pub fn check(name: &[u8]) -> Result<(), NameError> {
+    if name.len() > NAME_MAX {
+        return Err(NameError::TooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.iter().any(|&b| b == b'/' || b == 0)
+    {
+        return Err(NameError::Invalid);
+    }
+    Ok(())
+}
+
+/// A fresh random directory id.
+pub fn new_dir_id() -> [u8; DIR_ID_LEN] {
+    crate::crypto::random_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> NameKey {
+        NameKey::derive(&SecretKey([7; 32]), "00000000-0000-4000-8000-000000000000")
+    }
+
+    #[test]
+    fn short_names_are_base64url_and_lengths_show_only_to_16_bytes() {
+        let k = key();
+        let d = [1; 16];
+        let a = k.seal(&d, b"a").unwrap();
+        let p = k.seal(&d, b"sixteen-bytes-xx").unwrap();
+        assert_eq!(
+            a.backing.len(),
+            p.backing.len(),
+            "1 and 16 bytes look alike"
+        );
+        assert!(a.long.is_none());
+        assert!(a
+            .backing
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+        assert_eq!(k.seal(&d, b"a").unwrap(), a, "deterministic");
+        assert_ne!(k.seal(&[2; 16], b"a").unwrap(), a, "per directory");
+        // 160 bytes is the longest that stays short (16 + 160 sealed -> 235 chars).
+        assert!(k.seal(&d, &[b'x'; 160]).unwrap().long.is_none());
+        let l = k.seal(&d, &[b'x'; 161]).unwrap();
+        assert_eq!(l.backing.len(), 44);
+        assert_eq!(
+            k.open(&d, &l.backing, l.long.as_deref()).unwrap(),
+            [b'x'; 161]
+        );
+    }
+
+    #[test]
+    fn tampered_moved_and_malformed_names_do_not_open() {
+        let k = key();
+        let d = [1; 16];
+        let s = k.seal(&d, b"divorce-settlement.pdf").unwrap();
+        assert_eq!(
+            k.open(&[2; 16], &s.backing, None),
+            Err(NameError::Forged),
+            "moved"
+        );
+        let mut t = s.backing.clone();
+        t[3] = if t[3] == b'A' { b'B' } else { b'A' };
+        assert_eq!(k.open(&d, &t, None), Err(NameError::Forged), "altered");
+        assert_eq!(k.open(&d, b"kmsfs.json", None), Err(NameError::Forged));
+        assert_eq!(k.open(&d, b"", None), Err(NameError::Forged));
+        let l = k.seal(&d, &[b'y'; 255]).unwrap();
+        assert_eq!(k.open(&d, &l.backing, None), Err(NameError::LongName));
+        let other = k.seal(&d, &[b'z'; 255]).unwrap();
+        assert_eq!(
+            k.open(&d, &l.backing, other.long.as_deref()),
+            Err(NameError::LongName)
+        );
+        let other_key =
+            NameKey::derive(&SecretKey([8; 32]), "00000000-0000-4000-8000-000000000000");
+        assert_eq!(other_key.open(&d, &s.backing, None), Err(NameError::Forged));
+    }
+
+    #[test]
+    fn names_that_cannot_be_are_refused() {
+        let k = key();
+        let d = [0; 16];
+        for bad in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+            assert_eq!(k.seal(&d, bad), Err(NameError::Invalid), "{bad:?}");
+        }
+        assert_eq!(k.seal(&d, &[b'a'; 256]), Err(NameError::TooLong));
+    }
+
+    proptest! {
+        #[test]
+        fn every_name_round_trips(name in proptest::collection::vec(1u8..=255, 1..=255), dir in any::<[u8; 16]>()) {
+            prop_assume!(check(&name).is_ok());
+            let k = key();
+            let s = k.seal(&dir, &name).unwrap();
+            prop_assert!(s.backing.len() <= NAME_MAX);
+            prop_assert!(!s.backing.contains(&b'/') && !s.backing.contains(&0));
+            prop_assert_eq!(k.open(&dir, &s.backing, s.long.as_deref()).unwrap(), name);
+        }
+    }
+}
