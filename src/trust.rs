@@ -520,6 +520,15 @@ impl TrustedTree {
         self.tree_key.is_some() || self.cfg.public_key_tree()
     }
 
+    /// The key names are sealed under (format 2 trees), from the tree key.
+    pub fn name_key(&self) -> Option<crate::format::names::NameKey> {
+        let tk = self
+            .tree_key
+            .as_ref()
+            .filter(|_| self.cfg.encrypted_names())?;
+        Some(crate::format::names::NameKey::derive(tk, &self.cfg.fs_id))
+    }
+
     /// Makes `keys` (ids, ARNs or aliases) the tree's keys, with their public keys if
     /// RSA, and re-seals. Call `save` to write it.
     pub fn set_keys(&mut self, keys: &[String]) -> Result<()> {

@@ -62,6 +62,10 @@ pub(crate) enum Cmd {
         /// Plaintext bytes per chunk: a power of two from 4096 to 1048576.
         #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
         chunk_size: u32,
+        /// Keep names in the clear in the backing tree (format 1; the only mode of a
+        /// tree of RSA keys). Default: names encrypted (format 2).
+        #[arg(long)]
+        plaintext_names: bool,
     },
     /// Mount BACKING at MOUNTPOINT; returns once the mount is live (unless --foreground).
     Mount {
@@ -173,8 +177,20 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a backing file's plaintext (no mount needed).
-    Cat { file: PathBuf },
+    /// Print a file's plaintext (no mount needed): a backing FILE, or the file at
+    /// plaintext PATH in the tree BACKING (`cat BACKING PATH`).
+    Cat {
+        file: PathBuf,
+        path: Option<PathBuf>,
+    },
+    /// The backing path of the file at plaintext PATH in tree BACKING; with --reverse,
+    /// the plaintext path of a backing path (for a restore from backup).
+    Path {
+        backing: PathBuf,
+        path: PathBuf,
+        #[arg(long)]
+        reverse: bool,
+    },
     /// Restore backing files or directories into DIR (no mount needed).
     Decrypt {
         #[arg(required = true)]
@@ -469,7 +485,8 @@ fn run(cli: Cli) -> Result<i32> {
             backing,
             keys,
             chunk_size,
-        } => tree::init(kms, &backing, keys, chunk_size)?,
+            plaintext_names,
+        } => tree::init(kms, &backing, keys, chunk_size, !plaintext_names)?,
         Cmd::Mount {
             backing,
             mountpoint,
@@ -534,7 +551,12 @@ fn run(cli: Cli) -> Result<i32> {
             salvage,
             json,
         } => return tree::fsck(kms, &backing, no_kms, salvage, json),
-        Cmd::Cat { file } => tree::cat(kms, &file)?,
+        Cmd::Cat { file, path } => tree::cat(kms, &file, path.as_deref())?,
+        Cmd::Path {
+            backing,
+            path,
+            reverse,
+        } => tree::path(kms, &backing, &path, reverse)?,
         Cmd::Decrypt {
             paths,
             out,

@@ -18,19 +18,30 @@ pub(super) fn init(
     backing: &Path,
     keys: Vec<String>,
     chunk_size: u32,
+    encrypt_names: bool,
 ) -> Result<()> {
     let loc = KmsLocation::resolve(kms_arg)?;
-    let done = crate::tree::init(&loc, backing, &keys, chunk_size)?;
+    let done = crate::tree::init(&loc, backing, &keys, chunk_size, encrypt_names)?;
     if let Some(k) = &done.created_key {
         eprintln!("kmsfs: created key {k} ({})", crate::tree::DEFAULT_ALIAS);
     }
     let cfg = &done.config;
     println!(
-        "initialised {} (fs id {}, chunk size {})",
+        "initialised {} (fs id {}, chunk size {}, {} names)",
         backing.display(),
         cfg.fs_id,
-        cfg.chunk_size
+        cfg.chunk_size,
+        if cfg.encrypted_names() {
+            "encrypted"
+        } else {
+            "plaintext"
+        }
     );
+    if encrypt_names && !cfg.encrypted_names() {
+        eprintln!(
+            "kmsfs: names stay plaintext: a tree of RSA keys has no tree key to seal them under"
+        );
+    }
     for k in &cfg.keys {
         println!("  wraps file keys under {k}");
     }
@@ -118,7 +129,7 @@ pub(super) fn rekey(
 ) -> Result<()> {
     let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(backing, kms_arg)?;
     let files = if paths.is_empty() {
-        crate::tree::walk_files(backing)?
+        crate::tree::walk_files(backing, Some(&crate::tree::TreeNames::for_walk(&cfg)))?
     } else {
         paths
             .into_iter()
@@ -131,9 +142,10 @@ pub(super) fn rekey(
 }
 
 /// The envelope of the tree `root` for the offline commands.
-fn offline_env(kms_arg: Option<&str>, root: &Path) -> Result<Envelope> {
-    let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(root, kms_arg)?;
-    Ok(Envelope::new(kms, cfg))
+fn offline_env(kms_arg: Option<&str>, root: &Path) -> Result<(Envelope, crate::tree::TreeNames)> {
+    let t = open_tree(root, kms_arg)?;
+    let names = crate::tree::TreeNames::new(&t);
+    Ok((Envelope::new(t.kms, t.cfg), names))
 }
 
 /// `kmsfs fsck`: exit FAILED on damage, FSCK_COULD_NOT_RUN when it could not check.
@@ -152,11 +164,17 @@ pub(super) fn fsck(
         Ok(c) => c,
         Err(e) => return could_not_run(e.into()),
     };
-    let env = if no_kms {
-        None
+    let (env, names) = if no_kms {
+        (None, None)
     } else {
         match open_tree(backing, kms_arg) {
-            Ok(t) => Some(Arc::new(Envelope::new(t.kms, cfg.clone()))),
+            Ok(t) => {
+                let names = crate::tree::TreeNames::new(&t);
+                (
+                    Some(Arc::new(Envelope::new(t.kms, cfg.clone()))),
+                    Some(names),
+                )
+            }
             Err(e) => return could_not_run(e.into()),
         }
     };
@@ -165,7 +183,14 @@ pub(super) fn fsck(
             return could_not_run(anyhow::anyhow!("cannot create {}: {e}", d.display()));
         }
     }
-    let rep = match crate::tree::fsck(backing, &cfg, env.as_ref(), salvage.as_deref(), !json) {
+    let rep = match crate::tree::fsck(
+        backing,
+        &cfg,
+        env.as_ref(),
+        names.as_ref(),
+        salvage.as_deref(),
+        !json,
+    ) {
         Ok(r) => r,
         Err(e) => return could_not_run(e.into()),
     };
@@ -178,7 +203,12 @@ pub(super) fn fsck(
                 (None, Some(o)) => format!(": at offset {o}"),
                 _ => String::new(),
             };
-            println!("{}{at}: {}: {}", p.path, p.kind, p.detail);
+            let plain = p
+                .plain
+                .as_ref()
+                .map(|x| format!(" (in the tree: {x})"))
+                .unwrap_or_default();
+            println!("{}{at}: {}: {}{plain}", p.path, p.kind, p.detail);
         }
         for s in &rep.salvaged {
             println!(
@@ -201,12 +231,16 @@ pub(super) fn fsck(
     Ok(exit::OK)
 }
 
-pub(super) fn cat(kms_arg: Option<&str>, file: &Path) -> Result<()> {
+pub(super) fn cat(kms_arg: Option<&str>, file: &Path, plain: Option<&Path>) -> Result<()> {
     let root = crate::tree::find_root(file)?;
-    let env = offline_env(kms_arg, &root)?;
+    let (env, names) = offline_env(kms_arg, &root)?;
+    let file = match plain {
+        Some(p) => names.backing_path(&root, p)?,
+        None => file.to_path_buf(),
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    crate::tree::cat(&env, file, &mut out)?;
+    crate::tree::cat(&env, &file, &mut out)?;
     out.flush()?;
     Ok(())
 }
@@ -218,9 +252,10 @@ pub(super) fn decrypt(
     preserve_special_bits: bool,
 ) -> Result<()> {
     let root = crate::tree::find_root(&paths[0])?;
-    let env = offline_env(kms_arg, &root)?;
+    let (env, names) = offline_env(kms_arg, &root)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let rep = crate::tree::decrypt_tree(&env, &root, paths, out, true, preserve_special_bits)?;
+    let rep =
+        crate::tree::decrypt_tree(&env, &names, &root, paths, out, true, preserve_special_bits)?;
     println!(
         "restored {} files ({} bytes) into {}",
         rep.files,
@@ -232,6 +267,31 @@ pub(super) fn decrypt(
     }
     if !rep.failed.is_empty() {
         bail!("{} file(s) could not be restored", rep.failed.len());
+    }
+    Ok(())
+}
+
+/// `kmsfs path`: plaintext path -> backing path, or back with `reverse`.
+pub(super) fn path(kms_arg: Option<&str>, backing: &Path, p: &Path, reverse: bool) -> Result<()> {
+    let root = std::fs::canonicalize(backing).with_context(|| backing.display().to_string())?;
+    let t = open_tree(&root, kms_arg)?;
+    let names = crate::tree::TreeNames::new(&t);
+    if reverse {
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        };
+        // The directories canonically, the last component as given (it may be a node).
+        let abs = match (abs.parent(), abs.file_name()) {
+            (Some(d), Some(n)) => std::fs::canonicalize(d)
+                .with_context(|| d.display().to_string())?
+                .join(n),
+            _ => abs,
+        };
+        println!("{}", names.plain_path(&root, &abs)?.display());
+    } else {
+        println!("{}", names.backing_path(&root, p)?.display());
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{chunk_shift, CONFIG_FILE, FORMAT_VERSION, MAX_WRAPS};
+use super::{chunk_shift, CONFIG_FILE, MAX_WRAPS, NAMES_AES_SIV, TREE_V1, TREE_V2};
 use crate::error::{err, fail, Result};
 
 /// `kmsfs.json` at the root of a backing tree. Contains no secrets.
@@ -16,7 +16,7 @@ use crate::error::{err, fail, Result};
 pub struct TreeConfig {
     /// Always "kmsfs".
     pub format: String,
-    /// Format version (1).
+    /// Tree format: 1 (plaintext names) or 2 (encrypted names).
     pub version: u8,
     /// Random UUID; bound into every wrap's encryption context and every header MAC.
     pub fs_id: String,
@@ -29,7 +29,7 @@ pub struct TreeConfig {
     /// Where the KMS was when the tree was created (a hint; the mount's --kms wins).
     #[serde(default)]
     pub kms: Option<String>,
-    /// "plaintext" in v1; a later version may encrypt names.
+    /// "plaintext" (format 1) or "aes-siv" (format 2: names sealed under the tree key).
     pub filenames: String,
     /// For a tree of RSA keys (an encrypt-only tree): each key's public key, DER
     /// SubjectPublicKeyInfo in base64, fetched once with GetPublicKey. New file keys are
@@ -59,7 +59,7 @@ impl TreeConfig {
     pub fn new(chunk_size: u32, keys: Vec<String>, kms: Option<String>) -> TreeConfig {
         TreeConfig {
             format: "kmsfs".into(),
-            version: FORMAT_VERSION,
+            version: TREE_V1,
             fs_id: uuid::Uuid::new_v4().to_string(),
             chunk_size,
             cipher: "AES-256-GCM".into(),
@@ -108,15 +108,23 @@ impl TreeConfig {
         if self.format != "kmsfs" {
             fail!("format is {:?}, expected \"kmsfs\"", self.format);
         }
-        if self.version != FORMAT_VERSION {
-            fail!("unsupported format version {}", self.version);
+        match (self.version, self.filenames.as_str()) {
+            (TREE_V1, "plaintext") => {}
+            // Names are sealed under a key from the tree key: a MAC'd symmetric tree.
+            (TREE_V2, NAMES_AES_SIV) if self.mac.is_none() => {
+                fail!("kmsfs.json lost its MAC (a format 2 tree always has one): someone stripped it; refusing")
+            }
+            (TREE_V2, NAMES_AES_SIV) if !self.public_key_tree() => {}
+            (TREE_V1 | TREE_V2, f) => fail!(
+                "format version {} with filename mode {f:?} (and {} MAC) is not a valid combination",
+                self.version,
+                if self.mac.is_some() { "a" } else { "no" }
+            ),
+            (v, _) => fail!("unsupported format version {v}"),
         }
         chunk_shift(self.chunk_size)?;
         if self.cipher != "AES-256-GCM" {
             fail!("unsupported cipher {:?}", self.cipher);
-        }
-        if self.filenames != "plaintext" {
-            fail!("unsupported filename mode {:?}", self.filenames);
         }
         if self.tree_key.len() > MAX_WRAPS
             || self.keys.iter().any(|k| k.len() > 2048)
@@ -212,6 +220,18 @@ impl TreeConfig {
             fail!("the same key is given twice");
         }
         Ok(())
+    }
+
+    /// Makes a new tree's config format 2: names encrypted.
+    pub fn with_encrypted_names(mut self) -> TreeConfig {
+        self.version = TREE_V2;
+        self.filenames = NAMES_AES_SIV.into();
+        self
+    }
+
+    /// Are names encrypted (format 2)?
+    pub fn encrypted_names(&self) -> bool {
+        self.version == TREE_V2
     }
 
     /// Are the tree's keys RSA keys whose public keys wrap file keys here (an

@@ -12,8 +12,14 @@ pub use header::{Header, HeaderError, Wrap};
 
 use crate::crypto::{NONCE_LEN, TAG_LEN};
 
-/// The on-disk format version this build reads and writes.
+/// The header format version (file headers are the same in tree formats 1 and 2).
 pub const FORMAT_VERSION: u8 = 1;
+/// Tree format 1: plaintext names.
+pub const TREE_V1: u8 = 1;
+/// Tree format 2: encrypted, authenticated names (`names`), node files.
+pub const TREE_V2: u8 = 2;
+/// The `filenames` of a format 2 tree.
+pub const NAMES_AES_SIV: &str = "aes-siv";
 /// The tree's config file, at the backing root.
 pub const CONFIG_FILE: &str = "kmsfs.json";
 /// The xattr holding a file's header.

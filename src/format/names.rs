@@ -6,7 +6,7 @@
 //! Names are NUL-padded to a multiple of 16 bytes first (a name never holds NUL), so the
 //! backing tree shows a name's length only to within 16 bytes. The backing name is the
 //! sealed bytes in unpadded base64url; past 255 bytes it is `~` and the base64url of their
-//! SHA-256, with the sealed bytes kept in the entry's `user.kmsfs.name` xattr.
+//! SHA-256, with the sealed bytes kept in the entry's `user.kmsfs.ln.<hash>` xattr.
 
 use aes_siv::aead::KeyInit;
 use aes_siv::siv::Aes256Siv;
@@ -19,8 +19,9 @@ use crate::crypto::SecretKey;
 
 /// The xattr of each backing directory holding its 16-byte random id.
 pub const DIR_ID_XATTR: &str = "user.kmsfs.dirid";
-/// The xattr holding the sealed name of an entry whose backing name is hashed.
-pub const LONG_NAME_XATTR: &str = "user.kmsfs.name";
+/// Prefix of the xattr holding the sealed name of an entry whose backing name is
+/// hashed: `user.kmsfs.ln.` and the hash part of the backing name (one per hard link).
+pub const LONG_NAME_XATTR_PREFIX: &str = "user.kmsfs.ln.";
 /// The first byte of a hashed backing name (not in the base64url alphabet).
 pub const LONG_PREFIX: u8 = b'~';
 /// Bytes of a directory id.
@@ -45,8 +46,8 @@ pub enum NameError {
         "name does not authenticate in this directory (altered, or moved from another directory)"
     )]
     Forged,
-    /// A hashed name without (or with the wrong) `user.kmsfs.name`.
-    #[error("long name: its user.kmsfs.name is missing or does not match")]
+    /// A hashed name without (or with the wrong) long-name xattr.
+    #[error("long name: its user.kmsfs.ln.* xattr is missing or does not match")]
     LongName,
 }
 
@@ -55,7 +56,7 @@ pub enum NameError {
 pub struct Sealed {
     /// The backing directory entry's name.
     pub backing: Vec<u8>,
-    /// For a hashed (long) name, the sealed bytes for `user.kmsfs.name`.
+    /// For a hashed (long) name, the sealed bytes for its long-name xattr.
     pub long: Option<Vec<u8>>,
 }
 
@@ -107,7 +108,7 @@ impl NameKey {
     }
 
     /// The name of backing entry `backing` of directory `dir_id`; `long` is its
-    /// `user.kmsfs.name` when the backing name is hashed.
+    /// long-name xattr (`long_xattr`) when the backing name is hashed.
     pub fn open(
         &self,
         dir_id: &[u8; DIR_ID_LEN],
@@ -142,6 +143,149 @@ impl NameKey {
         }
         Ok(name)
     }
+}
+
+/// What a node file holds: symlinks and special files of a v2 tree are backing regular
+/// files (see docs/FORMAT.md "Node files"), marked by a backing size no sealed content
+/// can have: `size % (chunk + 28)` is the kind's code (1..=5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A symbolic link.
+    Symlink = 1,
+    /// A named pipe.
+    Fifo = 2,
+    /// A socket.
+    Socket = 3,
+    /// A character device.
+    Char = 4,
+    /// A block device.
+    Block = 5,
+}
+
+impl NodeKind {
+    /// The kind of code `c` (the size residue).
+    pub fn from_code(c: u64) -> Option<NodeKind> {
+        Some(match c {
+            1 => NodeKind::Symlink,
+            2 => NodeKind::Fifo,
+            3 => NodeKind::Socket,
+            4 => NodeKind::Char,
+            5 => NodeKind::Block,
+            _ => return None,
+        })
+    }
+
+    /// The kind of file type bits `fmt` (S_IFLNK, ...), if a node.
+    pub fn from_fmt(fmt: u32) -> Option<NodeKind> {
+        Some(match fmt {
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFSOCK => NodeKind::Socket,
+            libc::S_IFCHR => NodeKind::Char,
+            libc::S_IFBLK => NodeKind::Block,
+            _ => return None,
+        })
+    }
+
+    /// Its file type bits.
+    pub fn fmt(self) -> u32 {
+        match self {
+            NodeKind::Symlink => libc::S_IFLNK,
+            NodeKind::Fifo => libc::S_IFIFO,
+            NodeKind::Socket => libc::S_IFSOCK,
+            NodeKind::Char => libc::S_IFCHR,
+            NodeKind::Block => libc::S_IFBLK,
+        }
+    }
+}
+
+/// A symlink or special file: its kind, device number, and (symlinks) target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// What it is.
+    pub kind: NodeKind,
+    /// The device number (devices; 0 otherwise).
+    pub rdev: u64,
+    /// The target (symlinks; empty otherwise).
+    pub target: Vec<u8>,
+}
+
+/// The longest symlink target (bytes), as on Linux.
+pub const TARGET_MAX: usize = 4095;
+const NODE_LABEL: &[u8] = b"kmsfs node v2";
+
+impl NameKey {
+    /// The sealed record of a node file. Symlink targets are NUL-padded to 4096 bytes,
+    /// so their length does not show.
+    pub fn seal_node(&self, n: &Node) -> Result<Vec<u8>, NameError> {
+        if n.target.len() > TARGET_MAX || n.target.contains(&0) {
+            return Err(NameError::TooLong);
+        }
+        let mut rec = Zeroizing::new(vec![n.kind as u8]);
+        rec.extend_from_slice(&n.rdev.to_be_bytes());
+        if n.kind == NodeKind::Symlink {
+            if n.target.is_empty() {
+                return Err(NameError::Invalid);
+            }
+            rec.extend_from_slice(&n.target);
+            rec.resize(9 + TARGET_MAX + 1, 0);
+        }
+        Ok(self
+            .siv()
+            .encrypt([NODE_LABEL], &rec)
+            .expect("SIV encryption of a node record cannot fail"))
+    }
+
+    /// The node in a sealed record, checked to be of `kind`.
+    pub fn open_node(&self, sealed: &[u8], kind: NodeKind) -> Result<Node, NameError> {
+        let rec = self
+            .siv()
+            .decrypt([NODE_LABEL], sealed)
+            .map_err(|_| NameError::Forged)?;
+        let want = if kind == NodeKind::Symlink {
+            9 + TARGET_MAX + 1
+        } else {
+            9
+        };
+        if rec.len() != want || rec[0] != kind as u8 {
+            return Err(NameError::Forged);
+        }
+        let rdev = u64::from_be_bytes(rec[1..9].try_into().expect("8 bytes"));
+        let mut target = rec[9..].to_vec();
+        while target.last() == Some(&0) {
+            target.pop();
+        }
+        if kind == NodeKind::Symlink && (target.is_empty() || target.contains(&0)) {
+            return Err(NameError::Forged);
+        }
+        Ok(Node { kind, rdev, target })
+    }
+}
+
+/// The backing size of a node file of `kind` whose sealed record is `sealed_len` bytes,
+/// in a tree of `cchunk` backing bytes per chunk: the smallest size at least
+/// `sealed_len` with `size % cchunk == code` (the rest is a hole).
+pub fn node_size(kind: NodeKind, sealed_len: u64, cchunk: u64) -> u64 {
+    let code = kind as u64;
+    let base = sealed_len.div_ceil(cchunk) * cchunk + code;
+    if base - cchunk >= sealed_len && base >= cchunk {
+        base - cchunk
+    } else {
+        base
+    }
+}
+
+/// The node kind a backing regular file of `size` bytes is, if any.
+pub fn node_kind(size: u64, cchunk: u64) -> Option<NodeKind> {
+    NodeKind::from_code(size % cchunk)
+}
+
+/// The xattr (on the entry itself) holding the sealed name behind hashed name `backing`.
+pub fn long_xattr(backing: &[u8]) -> String {
+    format!(
+        "{LONG_NAME_XATTR_PREFIX}{}",
+        String::from_utf8_lossy(backing.get(1..).unwrap_or_default())
+    )
 }
 
 /// Is `backing` a hashed (long) backing name?
@@ -244,6 +388,44 @@ mod tests {
             assert_eq!(k.seal(&d, bad), Err(NameError::Invalid), "{bad:?}");
         }
         assert_eq!(k.seal(&d, &[b'a'; 256]), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn node_records_round_trip_and_their_sizes_mark_them() {
+        let k = key();
+        let cchunk = 4096 + 28;
+        for (kind, rdev, target) in [
+            (NodeKind::Symlink, 0, vec![b'a'; TARGET_MAX]),
+            (NodeKind::Symlink, 0, b"../x".to_vec()),
+            (NodeKind::Fifo, 0, vec![]),
+            (NodeKind::Char, 0x0103, vec![]),
+        ] {
+            let n = Node { kind, rdev, target };
+            let sealed = k.seal_node(&n).unwrap();
+            assert_eq!(k.open_node(&sealed, kind).unwrap(), n);
+            let size = node_size(kind, sealed.len() as u64, cchunk);
+            assert!(size >= sealed.len() as u64);
+            assert_eq!(node_kind(size, cchunk), Some(kind));
+            // Every size a sealed regular file can have is not a node.
+            let g = crate::format::Geometry::new(4096);
+            for plain in [0, 1, 4095, 4096, 4097, 100_000] {
+                assert_eq!(node_kind(g.backing_size(plain), cchunk), None);
+            }
+            let wrong = if kind == NodeKind::Fifo {
+                NodeKind::Socket
+            } else {
+                NodeKind::Fifo
+            };
+            assert!(k.open_node(&sealed, wrong).is_err());
+        }
+        let n = Node {
+            kind: NodeKind::Symlink,
+            rdev: 0,
+            target: vec![b'a'; 4096],
+        };
+        assert_eq!(k.seal_node(&n), Err(NameError::TooLong));
+        assert_eq!(node_size(NodeKind::Fifo, 25, cchunk), cchunk + 2);
+        assert_eq!(node_size(NodeKind::Symlink, 4121, cchunk), cchunk + 1);
     }
 
     proptest! {

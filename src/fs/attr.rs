@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::os::fd::AsFd;
+
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 use rustix::fs::{AtFlags, Mode};
 
@@ -121,7 +123,8 @@ impl KmsFs {
                 if inode.is_dir() {
                     rustix::fs::fstat(&*self.dir(ino)?).map_err(rerr)?
                 } else {
-                    self.locate(&inode)?.2
+                    let (pfd, name, st) = self.locate(&inode)?;
+                    self.shown(pfd.as_fd(), &name, st)?
                 }
             }
         };

@@ -2,7 +2,7 @@
 //! before their name, then everything handed to the caller through its descriptor),
 //! removing and renaming, hard links, and reading directories.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -14,8 +14,10 @@ use fuser::{Errno, FileAttr, FileType};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::error::{rerr, FsError};
+use super::names::stat_at;
 use super::{unlink_if_same, Caller, DirHandle, FsResult, KmsFs, ROOT_INO};
-use crate::format::Header;
+use crate::format::names::{Node, NodeKind};
+use crate::format::{Header, CONFIG_FILE, TEMP_PREFIX};
 
 impl KmsFs {
     /// Looks up `name` in `parent`, registering the inode (one kernel lookup reference).
@@ -24,8 +26,10 @@ impl KmsFs {
             return Err(Errno::ENOENT.into());
         }
         let pfd = self.dir(parent)?;
-        let st = rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
-        Ok(self.entered(parent, name, &st))
+        let b = self.bname(pfd.as_fd(), name)?;
+        let st = stat_at(pfd.as_fd(), &b.name)?;
+        let st = self.shown(pfd.as_fd(), &b.name, st)?;
+        Ok(self.entered(parent, &b.name, &st))
     }
 
     /// Registers `name` in `parent` as the object `st` (one kernel lookup reference).
@@ -58,15 +62,16 @@ impl KmsFs {
     }
 
     /// Creates a regular file with its header already in place before any data byte;
-    /// returns its descriptor (read-write), header and attributes.
+    /// returns its descriptor (read-write), header, attributes and backing name.
     fn create_file(
         &self,
         parent: u64,
         name: &OsStr,
         mode: u32,
         caller: Caller,
-    ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat)> {
-        let pfd = self.parent_for(parent, name)?;
+    ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
+        let (pfd, b) = self.parent_for(parent, name)?;
+        let name = b.name.as_os_str();
         let mode = Mode::from_raw_mode(mode & 0o7777);
         // The name appears only once the header (and owner) are in place: an unnamed
         // O_TMPFILE is prepared, then linked in (EEXIST there is O_EXCL's answer). A
@@ -80,6 +85,7 @@ impl KmsFs {
         let (fd, h) = match tmp {
             Ok(fd) => {
                 let h = self.prepare_new(&fd, &pfd, parent, name, caller)?;
+                self.put_long(fd.as_fd(), &b)?;
                 crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), name).map_err(rerr)?;
                 (fd, h)
             }
@@ -95,7 +101,10 @@ impl KmsFs {
                 )
                 .map_err(rerr)?;
                 let st = rustix::fs::fstat(&fd).map_err(rerr)?;
-                match self.prepare_new(&fd, &pfd, parent, name, caller) {
+                match self
+                    .prepare_new(&fd, &pfd, parent, name, caller)
+                    .and_then(|h| self.put_long(fd.as_fd(), &b).map(|()| h))
+                {
                     Ok(h) => (fd, h),
                     Err(e) => {
                         // Undo by name only while the name still holds what we made.
@@ -109,7 +118,7 @@ impl KmsFs {
         let st = rustix::fs::fstat(&fd).map_err(rerr)?;
         let h = Arc::new(h);
         self.known.lock().put((st.st_dev, st.st_ino), h.clone());
-        Ok((File::from(fd), h, st))
+        Ok((File::from(fd), h, st, b.name))
     }
 
     /// Gives a new file (by its descriptor) its header and its owner.
@@ -155,9 +164,12 @@ impl KmsFs {
         fmt: u32,
         make: impl FnOnce(BorrowedFd, &OsStr) -> rustix::io::Result<()>,
     ) -> FsResult<FileAttr> {
-        let pfd = self.parent_for(parent, name)?;
+        let (pfd, b) = self.parent_for(parent, name)?;
+        let name = b.name.as_os_str();
         make(pfd.as_fd(), name)?;
-        if !Self::needs_chown(caller) {
+        // A format 2 directory gets its id (and long name) through its descriptor.
+        let v2_dir = self.names.is_some() && fmt == libc::S_IFDIR;
+        if !Self::needs_chown(caller) && !v2_dir {
             let st = rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
             return Ok(self.entered(parent, name, &st));
         }
@@ -176,12 +188,44 @@ impl KmsFs {
                 ),
             ));
         }
-        if let Err(e) = self.chown_new(pfd.as_fd(), fd.as_fd(), caller) {
+        let setup = || -> FsResult<()> {
+            if v2_dir {
+                self.new_dir_id(fd.as_fd())?;
+                self.put_long(fd.as_fd(), &b)?;
+            }
+            if Self::needs_chown(caller) {
+                self.chown_new(pfd.as_fd(), fd.as_fd(), caller)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = setup() {
             unlink_if_same(pfd.as_fd(), name, &st);
             return Err(e);
         }
         let st = rustix::fs::fstat(&fd).map_err(rerr)?;
         Ok(self.entered(parent, name, &st))
+    }
+
+    /// A symlink or special file of a format 2 tree: a node file, complete (record, long
+    /// name, owner) before its name appears.
+    fn make_node_file_named(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        node: Node,
+        mode: u32,
+    ) -> FsResult<FileAttr> {
+        let (pfd, b) = self.parent_for(parent, name)?;
+        let fd = self.make_node_file(pfd.as_fd(), &node, mode)?;
+        self.put_long(fd.as_fd(), &b)?;
+        if Self::needs_chown(caller) {
+            self.chown_new(pfd.as_fd(), fd.as_fd(), caller)?;
+        }
+        crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), &b.name).map_err(rerr)?;
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        let st = self.shown(pfd.as_fd(), &b.name, st)?;
+        Ok(self.entered(parent, &b.name, &st))
     }
 
     /// Opens a directory inode for reading (readdir, fsyncdir).
@@ -205,6 +249,13 @@ impl KmsFs {
 
     /// The target of symlink `ino`.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if self.names.is_some() {
+            let inode = self.inode(ino)?;
+            if !inode.is_symlink() {
+                return Err(Errno::EINVAL.into());
+            }
+            return self.read_link_node(&inode);
+        }
         let o = self.obj(ino)?;
         Ok(rustix::fs::readlinkat(o.fd(), "", Vec::new())?.into_bytes())
     }
@@ -219,8 +270,17 @@ impl KmsFs {
         rdev: u32,
     ) -> FsResult<FileAttr> {
         if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
-            let (_, _, st) = self.create_file(parent, name, mode, caller)?;
-            return Ok(self.entered(parent, name, &st));
+            let (_, _, st, bname) = self.create_file(parent, name, mode, caller)?;
+            return Ok(self.entered(parent, &bname, &st));
+        }
+        if self.names.is_some() {
+            let kind = NodeKind::from_fmt(mode & libc::S_IFMT).ok_or(Errno::EINVAL)?;
+            let node = Node {
+                kind,
+                rdev: rdev as u64,
+                target: vec![],
+            };
+            return self.make_node_file_named(caller, parent, name, node, mode);
         }
         self.make_node(caller, parent, name, mode & libc::S_IFMT, |dir, name| {
             let kind = rustix::fs::FileType::from_raw_mode(mode);
@@ -255,6 +315,14 @@ impl KmsFs {
         name: &OsStr,
         target: &Path,
     ) -> FsResult<FileAttr> {
+        if self.names.is_some() {
+            let node = Node {
+                kind: NodeKind::Symlink,
+                rdev: 0,
+                target: target.as_os_str().as_bytes().to_vec(),
+            };
+            return self.make_node_file_named(caller, parent, name, node, 0o600);
+        }
         self.make_node(caller, parent, name, libc::S_IFLNK, |dir, name| {
             rustix::fs::symlinkat(target, dir, name)
         })
@@ -262,9 +330,18 @@ impl KmsFs {
 
     /// unlink (a file's cached header goes with its last link).
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        let pfd = self.parent_for(parent, name)?;
+        let (pfd, b) = self.parent_for(parent, name)?;
+        let name = b.name.as_os_str();
         let last = Self::last_link(pfd.as_fd(), name);
+        // A hashed name's xattr goes with the link (other links keep theirs).
+        let obj = b
+            .long
+            .as_ref()
+            .and_then(|_| crate::backing::open_obj_at(pfd.as_fd(), name).ok());
         rustix::fs::unlinkat(&*pfd, name, AtFlags::empty())?;
+        if let Some(fd) = obj.filter(|fd| rustix::fs::fstat(fd).is_ok_and(|st| st.st_nlink > 0)) {
+            self.drop_long(fd.as_fd(), &b);
+        }
         self.inodes.unlinked(parent, name);
         if let Some(k) = last {
             self.known.lock().pop(&k);
@@ -274,8 +351,13 @@ impl KmsFs {
 
     /// rmdir.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        let pfd = self.parent_for(parent, name)?;
+        let (pfd, b) = self.parent_for(parent, name)?;
+        let name = b.name.as_os_str();
+        let gone = stat_at(pfd.as_fd(), name).ok();
         rustix::fs::unlinkat(&*pfd, name, AtFlags::REMOVEDIR)?;
+        if let Some(st) = gone {
+            self.forget_dir_id(&st);
+        }
         if let Some(gone) = self.inodes.child(parent, name) {
             self.dirs.remove(gone);
         }
@@ -294,14 +376,51 @@ impl KmsFs {
     ) -> FsResult<()> {
         let flags = rustix::fs::RenameFlags::from_bits_retain(flags);
         let exchange = flags.contains(rustix::fs::RenameFlags::EXCHANGE);
-        let from = self.parent_for(parent, name)?;
-        let to = self.parent_for(newparent, newname)?;
+        let (from, b1) = self.parent_for(parent, name)?;
+        let (to, b2) = self.parent_for(newparent, newname)?;
+        let (name, newname) = (b1.name.as_os_str(), b2.name.as_os_str());
         let replaced = if exchange {
             None
         } else {
             Self::last_link(to.as_fd(), newname)
         };
-        rustix::fs::renameat_with(&*from, name, &*to, newname, flags)?;
+        let replaced_dir = stat_at(to.as_fd(), newname)
+            .ok()
+            .filter(|st| !exchange && st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        // Hashed names: the object gets its new name's xattr before the rename, and
+        // loses the old one after (an exchange swaps them).
+        let same = Arc::ptr_eq(&from, &to) && name == newname;
+        let long = b1.long.is_some() || b2.long.is_some();
+        let src = (long && !same)
+            .then(|| crate::backing::open_obj_at(from.as_fd(), name))
+            .transpose()?;
+        let dst = (long && !same && exchange)
+            .then(|| crate::backing::open_obj_at(to.as_fd(), newname))
+            .transpose()?;
+        if let Some(fd) = &src {
+            self.put_long(fd.as_fd(), &b2)?;
+        }
+        if let Some(fd) = &dst {
+            self.put_long(fd.as_fd(), &b1)?;
+        }
+        if let Err(e) = rustix::fs::renameat_with(&*from, name, &*to, newname, flags) {
+            if let Some(fd) = &src {
+                self.drop_long(fd.as_fd(), &b2);
+            }
+            if let Some(fd) = &dst {
+                self.drop_long(fd.as_fd(), &b1);
+            }
+            return Err(e.into());
+        }
+        if let Some(fd) = &src {
+            self.drop_long(fd.as_fd(), &b1);
+        }
+        if let Some(fd) = &dst {
+            self.drop_long(fd.as_fd(), &b2);
+        }
+        if let Some(st) = replaced_dir {
+            self.forget_dir_id(&st);
+        }
         self.inodes
             .renamed(parent, name, newparent, newname, exchange);
         if let Some(k) = replaced {
@@ -314,8 +433,14 @@ impl KmsFs {
     /// of its names holds now).
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
         let from = self.obj(ino)?;
-        let to = self.parent_for(newparent, newname)?;
-        crate::backing::link_fd(from.fd(), to.as_fd(), newname)?;
+        let (to, b) = self.parent_for(newparent, newname)?;
+        self.put_long(from.fd(), &b)?;
+        if let Err(e) = crate::backing::link_fd(from.fd(), to.as_fd(), &b.name) {
+            if !(e == rustix::io::Errno::EXIST && b.long.is_some()) {
+                self.drop_long(from.fd(), &b);
+            }
+            return Err(e.into());
+        }
         self.lookup(newparent, newname)
     }
 
@@ -330,8 +455,8 @@ impl KmsFs {
         flags: i32,
     ) -> FsResult<(FileAttr, u64)> {
         let (inode, created) = match self.create_file(parent, name, mode, caller) {
-            Ok((file, header, st)) => (
-                self.inodes.insert(parent, name, &st),
+            Ok((file, header, st, bname)) => (
+                self.inodes.insert(parent, &bname, &st),
                 Some((file, header, st)),
             ),
             // Lost a race with another creator and O_EXCL was not asked: open it.
@@ -363,6 +488,10 @@ impl KmsFs {
     /// Reads directory `ino` whole (kmsfs's own names left out); answers a handle.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let fd = self.dir_fd(ino)?;
+        let id = match self.names {
+            Some(_) => Some(self.dir_id(fd.as_fd())?),
+            None => None,
+        };
         let mut dir = rustix::fs::Dir::read_from(&fd)?;
         let mut entries = vec![];
         while let Some(ent) = dir.read() {
@@ -371,7 +500,44 @@ impl KmsFs {
             if name == b"." || name == b".." || self.is_hidden(ino, name) {
                 continue;
             }
-            let kind = match ent.file_type() {
+            let mut ftype = ent.file_type();
+            let shown = match &id {
+                None => OsStr::from_bytes(name).to_os_string(),
+                Some(id) => {
+                    if (ino == ROOT_INO && name == CONFIG_FILE.as_bytes())
+                        || name.starts_with(TEMP_PREFIX.as_bytes())
+                    {
+                        continue;
+                    }
+                    match self.plain_name(fd.as_fd(), id, name) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // Not the mount's to show: tampered, moved, or not kmsfs's.
+                            tracing::warn!(
+                                "{}/{}: {e}; not listed",
+                                self.display(ino),
+                                String::from_utf8_lossy(name)
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            if id.is_some()
+                && matches!(
+                    ftype,
+                    rustix::fs::FileType::RegularFile | rustix::fs::FileType::Unknown
+                )
+            {
+                // A node file shows as what it stands for (its size says which).
+                if let Ok(st) = stat_at(fd.as_fd(), OsStr::from_bytes(name)) {
+                    ftype = match self.node_kind(&st) {
+                        Some(k) => rustix::fs::FileType::from_raw_mode(k.fmt()),
+                        None => rustix::fs::FileType::from_raw_mode(st.st_mode),
+                    };
+                }
+            }
+            let kind = match ftype {
                 rustix::fs::FileType::Directory => FileType::Directory,
                 rustix::fs::FileType::Symlink => FileType::Symlink,
                 rustix::fs::FileType::Fifo => FileType::NamedPipe,
@@ -380,11 +546,7 @@ impl KmsFs {
                 rustix::fs::FileType::BlockDevice => FileType::BlockDevice,
                 _ => FileType::RegularFile,
             };
-            entries.push((
-                self.inodes.peek_ino(ent.ino()),
-                kind,
-                OsStr::from_bytes(name).to_os_string(),
-            ));
+            entries.push((self.inodes.peek_ino(ent.ino()), kind, shown));
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dir_handles

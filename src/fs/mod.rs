@@ -14,6 +14,7 @@ mod error;
 pub mod fuse;
 mod inode;
 mod mount;
+mod names;
 mod open;
 mod xattr;
 
@@ -96,6 +97,8 @@ pub struct KmsFs {
     /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
     /// an unmount; entries go when the last link is removed through the mount.
     known: Mutex<lru::LruCache<(u64, u64), Arc<Header>>>,
+    /// Format 2 trees: the name key and its caches (None: names are plaintext).
+    names: Option<names::Names>,
 }
 
 const OPENING_STRIPES: usize = 256;
@@ -143,7 +146,14 @@ impl KmsFs {
             known: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap(),
             )),
+            names: None,
         })
+    }
+
+    /// Seals names under `key` (a format 2 tree; see `names`).
+    pub fn with_names(mut self, key: crate::format::names::NameKey) -> KmsFs {
+        self.names = Some(names::Names::new(key));
+        self
     }
 
     fn inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
@@ -170,19 +180,23 @@ impl KmsFs {
         Ok(self.dirs.get(&self.inodes, ino)?)
     }
 
-    /// The directory descriptor of `parent` for making or removing `name` in it,
-    /// refusing kmsfs's own names.
-    fn parent_for(&self, parent: u64, name: &OsStr) -> FsResult<Arc<OwnedFd>> {
+    /// The directory descriptor of `parent` and the backing name of `name` in it, for
+    /// making or removing it; kmsfs's own names are refused.
+    fn parent_for(&self, parent: u64, name: &OsStr) -> FsResult<(Arc<OwnedFd>, names::Bname)> {
         if self.is_hidden(parent, name.as_bytes()) {
             return Err(Errno::EPERM.into());
         }
-        self.dir(parent)
+        let pfd = self.dir(parent)?;
+        let b = self.bname(pfd.as_fd(), name)?;
+        Ok((pfd, b))
     }
 
-    /// Names kmsfs keeps for itself: the config at the root and rekey temp files.
+    /// Names kmsfs keeps for itself: the config at the root and rekey temp files (in a
+    /// format 2 tree no sealed name can be one of them).
     fn is_hidden(&self, parent: u64, name: &[u8]) -> bool {
-        (parent == ROOT_INO && name == CONFIG_FILE.as_bytes())
-            || name.starts_with(TEMP_PREFIX.as_bytes())
+        self.names.is_none()
+            && ((parent == ROOT_INO && name == CONFIG_FILE.as_bytes())
+                || name.starts_with(TEMP_PREFIX.as_bytes()))
     }
 
     fn open_state(&self, ino: u64) -> Option<Arc<OpenFile>> {

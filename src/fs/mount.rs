@@ -60,6 +60,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     let (reload_backing, reload_kms, reload_expect) =
         (backing.clone(), opts.kms.clone(), opts.expect_keys.clone());
     let kms = tree.kms.clone();
+    let name_key = tree.name_key();
     let env = Arc::new(
         Envelope::new(kms.clone(), tree.cfg)
             .with_cache(opts.cache_entries)
@@ -91,6 +92,10 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
         opts.cache_entries,
     )
     .with_context(|| format!("cannot open {}", backing.display()))?;
+    let fs = match name_key {
+        Some(k) => fs.with_names(k),
+        None => fs,
+    };
     // Modes are applied exactly as asked: the kernel already applied the caller's umask.
     rustix::process::umask(rustix::fs::Mode::empty());
     raise_nofile_limit();

@@ -23,9 +23,19 @@ fn reserved(name: &[u8]) -> bool {
 }
 
 impl KmsFs {
+    /// Linux keeps `user.*` xattrs to regular files and directories; a format 2 node
+    /// file (a backing regular file standing for a symlink or special file) must too.
+    fn user_refused(&self, ino: u64, name: &[u8]) -> FsResult<bool> {
+        if self.names.is_none() || !name.starts_with(b"user.") {
+            return Ok(false);
+        }
+        let i = self.inode(ino)?;
+        Ok(!i.is_file() && !i.is_dir())
+    }
+
     /// setxattr (`flags`: XATTR_CREATE, XATTR_REPLACE).
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        if reserved(name.as_bytes()) {
+        if reserved(name.as_bytes()) || self.user_refused(ino, name.as_bytes())? {
             return Err(Errno::EPERM.into());
         }
         let o = self.obj(ino)?;
@@ -36,7 +46,7 @@ impl KmsFs {
     /// getxattr: size 0 asks for the length only (getfattr, cp -a, rsync -X and tar ask
     /// that first); a buffer of exactly the caller's size otherwise (ERANGE if short).
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> FsResult<Xattr> {
-        if reserved(name.as_bytes()) {
+        if reserved(name.as_bytes()) || self.user_refused(ino, name.as_bytes())? {
             return Err(Errno::NO_XATTR.into());
         }
         let o = self.obj(ino)?;
@@ -54,7 +64,7 @@ impl KmsFs {
         let buf = crate::backing::listxattr_fd(o.fd())?;
         let mut out = Vec::with_capacity(buf.len());
         for name in buf.split(|&b| b == 0).filter(|s| !s.is_empty()) {
-            if !reserved(name) {
+            if !reserved(name) && !self.user_refused(ino, name)? {
                 out.extend_from_slice(name);
                 out.push(0);
             }
@@ -70,7 +80,7 @@ impl KmsFs {
 
     /// removexattr.
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        if reserved(name.as_bytes()) {
+        if reserved(name.as_bytes()) || self.user_refused(ino, name.as_bytes())? {
             return Err(Errno::EPERM.into());
         }
         let o = self.obj(ino)?;

@@ -21,10 +21,13 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     /// The chunk, when the problem is one chunk.
     pub chunk: Option<u64>,
-    /// What kind: io, header, size, unwrap, chunk, stray-temp-file.
+    /// What kind: io, header, size, unwrap, chunk, stray-temp-file, name, node.
     pub kind: &'static str,
     /// One line.
     pub detail: String,
+    /// Its plaintext path in the tree, when its names open (format 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plain: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -60,6 +63,7 @@ fn problem(path: &Path, kind: &'static str, detail: impl Into<String>) -> Proble
         chunk: None,
         kind,
         detail: detail.into(),
+        plain: None,
     }
 }
 
@@ -70,17 +74,19 @@ pub fn fsck(
     backing: &Path,
     cfg: &TreeConfig,
     env: Option<&Arc<Envelope>>,
+    names: Option<&super::TreeNames>,
     salvage: Option<&Path>,
     show_progress: bool,
 ) -> crate::Result<FsckReport> {
-    let (files, temps) = super::walk_tree(backing)?;
+    let walk_names = super::TreeNames::for_walk(cfg);
+    let (files, temps) = super::walk_tree(backing, Some(names.unwrap_or(&walk_names)))?;
     let root = super::TreeRoot::open(backing)?;
     let geo = Geometry::new(cfg.chunk_size);
     let pb = super::progress(files.len() as u64, "checking", show_progress);
     let results: Vec<(u64, Vec<Problem>, Option<Salvaged>)> = files
         .par_iter()
         .map(|p| {
-            let r = check_file(&root, backing, p, geo, env, salvage);
+            let r = check_file(&root, backing, p, geo, env, names, salvage);
             pb.inc(1);
             r
         })
@@ -105,7 +111,58 @@ pub fn fsck(
             "left by an interrupted rekey (`kmsfs rekey` removes it)",
         ));
     }
+    if let Some(n) = names.filter(|n| n.encrypted()) {
+        check_names(n, backing, backing, &mut report.problems);
+        for p in &mut report.problems {
+            p.plain = n
+                .plain_path(backing, Path::new(&p.path))
+                .ok()
+                .map(|x| x.display().to_string());
+        }
+    }
     Ok(report)
+}
+
+/// Format 2: every directory's id, every entry's name, every node file's record.
+fn check_names(n: &super::TreeNames, root: &Path, dir: &Path, probs: &mut Vec<Problem>) {
+    let id = match n.dir_id(dir) {
+        Ok(id) => id,
+        Err(e) => return probs.push(problem(dir, "name", e.to_string())),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return probs.push(problem(dir, "io", "cannot list"));
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let path = e.path();
+        if (dir == root && name == crate::format::CONFIG_FILE)
+            || name
+                .as_encoded_bytes()
+                .starts_with(crate::format::TEMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        if let Err(err) = n.plain_name(dir, &id, &name) {
+            probs.push(problem(
+                &path,
+                "name",
+                format!("{err:#}; the mount does not list it"),
+            ));
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() => check_names(n, root, &path, probs),
+            Ok(t) if t.is_file() => {
+                let kind = e.metadata().ok().and_then(|m| n.node_kind(m.len()));
+                if let Some(k) = kind {
+                    if let Err(err) = n.read_node(&path, k) {
+                        probs.push(problem(&path, "node", format!("{err:#}")));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn check_file(
@@ -114,6 +171,7 @@ fn check_file(
     path: &Path,
     geo: Geometry,
     env: Option<&Arc<Envelope>>,
+    names: Option<&super::TreeNames>,
     salvage: Option<&Path>,
 ) -> (u64, Vec<Problem>, Option<Salvaged>) {
     let mut probs = vec![];
@@ -168,6 +226,7 @@ fn check_file(
         &keys,
         geo,
         size,
+        names,
         salvage,
         !probs.is_empty(),
     );
@@ -198,6 +257,7 @@ fn scan_file(
     keys: &FileKeys,
     geo: Geometry,
     size: u64,
+    names: Option<&super::TreeNames>,
     salvage: Option<&Path>,
     already_damaged: bool,
 ) -> (std::io::Result<Vec<u64>>, Option<Salvaged>) {
@@ -220,7 +280,10 @@ fn scan_file(
     }
     let salvaged = match salvage {
         Some(dir) if !bad.is_empty() || already_damaged => {
-            let rel = path.strip_prefix(backing).unwrap_or(path);
+            // Under its plaintext path when its names open.
+            let rel = names
+                .and_then(|n| n.plain_path(backing, path).ok())
+                .unwrap_or_else(|| path.strip_prefix(backing).unwrap_or(path).to_path_buf());
             let out = dir.join(rel);
             let written = out
                 .parent()

@@ -22,13 +22,15 @@ pub struct Initialised {
 }
 
 /// Makes `backing` (new, or an empty directory) a tree whose file keys are wrapped under
-/// `keys` (key ids, ARNs or aliases; the default key if none) in the KMS at `location`.
+/// `keys` (key ids, ARNs or aliases; the default key if none) in the KMS at `location`,
+/// with names encrypted (format 2) if `encrypt_names` and the keys allow it.
 /// The target is checked before the KMS is touched, so a failed init creates nothing.
 pub fn init(
     location: &KmsLocation,
     backing: &Path,
     keys: &[String],
     chunk_size: u32,
+    encrypt_names: bool,
 ) -> Result<Initialised> {
     chunk_shift(chunk_size).map_err(|e| e.context("--chunk-size"))?;
     if backing.join(CONFIG_FILE).exists() {
@@ -69,12 +71,28 @@ pub fn init(
     };
     let mut cfg = TreeConfig::new(chunk_size, arns, Some(location.describe()));
     cfg.public_keys = public_keys;
+    // Names are sealed under the tree key, which a tree of RSA keys does not have.
+    if encrypt_names && !cfg.public_key_tree() {
+        cfg = cfg.with_encrypted_names();
+    }
     let t = TrustedTree::create(cfg, Arc::clone(&kms), location.describe())?;
     if !existed {
         std::fs::create_dir(backing)
             .with_context(|| format!("cannot create {}", backing.display()))?;
     }
-    let r = t.save(backing);
+    let r = t.save(backing).and_then(|()| {
+        if t.cfg.encrypted_names() {
+            let id = crate::format::names::new_dir_id();
+            rustix::fs::setxattr(
+                backing,
+                crate::format::names::DIR_ID_XATTR,
+                &id,
+                rustix::fs::XattrFlags::CREATE,
+            )
+            .with_context(|| format!("cannot give {} its directory id", backing.display()))?;
+        }
+        Ok(())
+    });
     if r.is_err() && !existed {
         let _ = std::fs::remove_dir_all(backing);
     }

@@ -6,6 +6,7 @@
 
 mod fsck;
 mod init;
+mod names;
 mod rekey;
 mod restore;
 mod rewrap;
@@ -13,6 +14,7 @@ mod share;
 
 pub use fsck::{fsck, FsckReport, Problem, Salvaged};
 pub use init::{default_key, init, Initialised, DEFAULT_ALIAS};
+pub use names::TreeNames;
 pub use rekey::rekey;
 pub use restore::{cat, decrypt_file, decrypt_tree, open_backing_file, RestoreReport};
 pub use rewrap::{change_key, rewrap, rotate, KeyChange};
@@ -30,8 +32,12 @@ use crate::error::{fail, Context, Result};
 use crate::format::{Header, CONFIG_FILE, TEMP_PREFIX};
 
 /// Regular files, and stray temp files of an interrupted rekey, of a backing tree (the
-/// config and symlinks are left out), each list sorted.
-pub fn walk_tree(backing: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+/// config, symlinks and, in a format 2 tree (`names`), node files are left out), each
+/// list sorted.
+pub fn walk_tree(
+    backing: &Path,
+    names: Option<&TreeNames>,
+) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut files = vec![];
     let mut temps = vec![];
     let mut stack = vec![backing.to_path_buf()];
@@ -45,7 +51,18 @@ pub fn walk_tree(backing: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)
             } else if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() && !(dir == backing && name == CONFIG_FILE) {
-                files.push(e.path());
+                let node = match names {
+                    Some(n) if n.encrypted() => match e.metadata() {
+                        Ok(m) => n.node_kind(m.len()).is_some(),
+                        // gone since the listing (a save by rename): nothing to walk
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e),
+                    },
+                    _ => false,
+                };
+                if !node {
+                    files.push(e.path());
+                }
             }
         }
     }
@@ -54,9 +71,10 @@ pub fn walk_tree(backing: &Path) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)
     Ok((files, temps))
 }
 
-/// Regular files of a backing tree (not the config, not temp files, no symlinks).
-pub fn walk_files(backing: &Path) -> std::io::Result<Vec<PathBuf>> {
-    Ok(walk_tree(backing)?.0)
+/// Regular files of a backing tree (not the config, not temp files, no symlinks or
+/// node files).
+pub fn walk_files(backing: &Path, names: Option<&TreeNames>) -> std::io::Result<Vec<PathBuf>> {
+    Ok(walk_tree(backing, names)?.0)
 }
 
 /// A backing tree's root, to open its files by descriptor: each file found by a walk is
@@ -256,7 +274,7 @@ pub fn read_header_at(path: &Path) -> Result<Header> {
 
 /// Removes temp files a killed rekey left behind; returns how many.
 pub fn clean_temp_files(backing: &Path) -> std::io::Result<usize> {
-    let (_, temps) = walk_tree(backing)?;
+    let (_, temps) = walk_tree(backing, None)?;
     let root = TreeRoot::open(backing)?;
     for t in &temps {
         root.remove_file(t)?;

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 use crate::backing::SealedFile;
 use crate::envelope::Envelope;
 use crate::error::{err, fail, Context, Result};
+use crate::format::names::NodeKind;
 use crate::format::{Geometry, CONFIG_FILE, TEMP_PREFIX};
 
 /// Opens a backing file named on the command line: a symlink there is refused, not
@@ -67,6 +69,7 @@ pub struct RestoreReport {
 /// untrusted archives). In parallel.
 pub fn decrypt_tree(
     env: &Envelope,
+    names: &super::TreeNames,
     root: &Path,
     paths: &[PathBuf],
     out: &Path,
@@ -75,15 +78,16 @@ pub fn decrypt_tree(
 ) -> Result<RestoreReport> {
     let tree = super::TreeRoot::open(root)?;
     let mut files = vec![];
+    let mut failed = vec![];
     for p in paths {
         let p = std::fs::canonicalize(p).context(p.display())?;
         if p.is_dir() {
-            let (f, _) = super::walk_tree(&p)?;
+            let (f, _) = super::walk_tree(&p, Some(names))?;
             files.extend(
                 f.into_iter()
                     .filter(|f| !(f.parent() == Some(root) && f.ends_with(CONFIG_FILE))),
             );
-            recreate_dirs_and_links(root, &p, out)?;
+            recreate_dirs_and_links(names, root, &p, out, &mut failed)?;
         } else {
             files.push(p);
         }
@@ -93,10 +97,10 @@ pub fn decrypt_tree(
         .par_iter()
         .map(|f| {
             let r = (|| -> Result<u64> {
-                let rel = f
-                    .strip_prefix(root)
-                    .map_err(|_| err!("{} is outside {}", f.display(), root.display()))?;
-                let dst = out.join(rel);
+                if !f.starts_with(root) {
+                    return Err(err!("{} is outside {}", f.display(), root.display()));
+                }
+                let dst = out.join(names.plain_path(root, f)?);
                 if let Some(d) = dst.parent() {
                     std::fs::create_dir_all(d)?;
                 }
@@ -129,7 +133,10 @@ pub fn decrypt_tree(
         })
         .collect();
     pb.finish_and_clear();
-    let mut rep = RestoreReport::default();
+    let mut rep = RestoreReport {
+        failed,
+        ..Default::default()
+    };
     for r in results {
         match r {
             Ok(n) => {
@@ -142,24 +149,78 @@ pub fn decrypt_tree(
     Ok(rep)
 }
 
-fn recreate_dirs_and_links(root: &Path, dir: &Path, out: &Path) -> Result<()> {
-    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
-    std::fs::create_dir_all(out.join(rel))?;
+/// Recreates the directories, symlinks and named pipes below backing directory `dir`
+/// under their plaintext names (in a format 2 tree, from node files). Entries whose
+/// names do not open, and devices and sockets, are listed in `failed`.
+fn recreate_dirs_and_links(
+    names: &super::TreeNames,
+    root: &Path,
+    dir: &Path,
+    out: &Path,
+    failed: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let here = out.join(names.plain_path(root, dir)?);
+    std::fs::create_dir_all(&here)?;
+    let id = if names.encrypted() {
+        Some(names.dir_id(dir)?)
+    } else {
+        None
+    };
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let ft = e.file_type()?;
-        if ft.is_dir()
-            && !e
-                .file_name()
-                .as_encoded_bytes()
-                .starts_with(TEMP_PREFIX.as_bytes())
+        let bname = e.file_name();
+        if bname.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
+            || (dir == root && bname == CONFIG_FILE)
         {
-            recreate_dirs_and_links(root, &e.path(), out)?;
+            continue;
+        }
+        let plain = match &id {
+            Some(id) => match names.plain_name(dir, id, &bname) {
+                Ok(n) => n,
+                Err(e) => {
+                    failed.push((dir.join(&bname).display().to_string(), e.to_string()));
+                    continue;
+                }
+            },
+            None => bname.clone(),
+        };
+        let dst = here.join(&plain);
+        if ft.is_dir() {
+            recreate_dirs_and_links(names, root, &e.path(), out, failed)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(e.path())?;
-            let dst = out.join(rel).join(e.file_name());
             let _ = std::fs::remove_file(&dst);
             std::os::unix::fs::symlink(target, dst)?;
+        } else if let Some(kind) = ft
+            .is_file()
+            .then(|| names.node_kind(e.metadata().map(|m| m.len()).unwrap_or(0)))
+            .flatten()
+        {
+            let r = (|| -> Result<()> {
+                let _ = std::fs::remove_file(&dst);
+                match kind {
+                    NodeKind::Symlink => {
+                        let n = names.read_node(&e.path(), kind)?;
+                        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&n.target), &dst)?;
+                    }
+                    NodeKind::Fifo => {
+                        let mode = e.metadata()?.mode() & 0o777;
+                        rustix::fs::mknodat(
+                            rustix::fs::CWD,
+                            &dst,
+                            rustix::fs::FileType::Fifo,
+                            rustix::fs::Mode::from_raw_mode(mode),
+                            0,
+                        )?;
+                    }
+                    k => crate::error::fail!("a {k:?} is not restored"),
+                }
+                Ok(())
+            })();
+            if let Err(err) = r {
+                failed.push((dst.display().to_string(), err.to_string()));
+            }
         }
     }
     Ok(())

@@ -39,7 +39,7 @@ pub fn rewrap(
         };
         current.push((md.arn, material));
     }
-    let files = walk_files(backing)?;
+    let files = walk_files(backing, Some(&super::TreeNames::for_walk(cfg)))?;
     let root = TreeRoot::open(backing)?;
     Ok(for_each_file(
         files,

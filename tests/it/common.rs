@@ -179,8 +179,24 @@ impl Tree {
         self.mnt.join(name)
     }
 
+    /// The backing path of plaintext path `name` (`kmsfs path`: names are sealed in a
+    /// format 2 tree); kmsfs's own names, and paths below a missing directory, as given.
     pub fn b(&self, name: &str) -> PathBuf {
-        self.backing.join(name)
+        if name.is_empty() || name == "kmsfs.json" {
+            return self.backing.join(name);
+        }
+        // A rekey temp file: kmsfs's own name, in the backing directory of its parent.
+        if let Some((dir, last)) = name.rsplit_once('/').or(Some(("", name))) {
+            if last.starts_with(".kmsfs-tmp-") {
+                return self.b(dir).join(last);
+            }
+        }
+        let out = self.kmsfs(&["path", &self.backing.display().to_string(), name]);
+        if out.status.success() {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim_end())
+        } else {
+            self.backing.join(name)
+        }
     }
 
     pub fn log(&self) -> String {

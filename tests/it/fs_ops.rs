@@ -350,7 +350,7 @@ fn tree_commands_as_library_calls() {
     assert_eq!(after.file_id, before.file_id, "no data rewritten");
     assert_ne!(after.wraps[0].material_id, before.wraps[0].material_id);
     let env = Arc::new(Envelope::new(kms.clone(), cfg.clone()));
-    let rep = kmsfs::tree::fsck(&f.backing, &cfg, Some(&env), None, false).unwrap();
+    let rep = kmsfs::tree::fsck(&f.backing, &cfg, Some(&env), None, None, false).unwrap();
     assert_eq!(
         (rep.files, rep.problems.len()),
         (2, 0),
@@ -364,6 +364,7 @@ fn tree_commands_as_library_calls() {
     std::fs::create_dir(&restored).unwrap();
     let r = kmsfs::tree::decrypt_tree(
         &env,
+        &kmsfs::tree::TreeNames::for_walk(&env.config),
         &f.backing,
         std::slice::from_ref(&f.backing),
         &restored,
@@ -383,7 +384,7 @@ fn tree_commands_as_library_calls() {
     let mut raw = std::fs::read(f.b("d/b")).unwrap();
     raw[100] ^= 1;
     std::fs::write(f.b("d/b"), &raw).unwrap();
-    let rep = kmsfs::tree::fsck(&f.backing, &cfg, Some(&env), None, false).unwrap();
+    let rep = kmsfs::tree::fsck(&f.backing, &cfg, Some(&env), None, None, false).unwrap();
     assert_eq!(rep.damaged_files, 1);
     assert!(rep.problems[0].path.ends_with("d/b"), "{:?}", rep.problems);
     assert_eq!(rep.problems[0].chunk, Some(0));

@@ -41,7 +41,8 @@ fn content_hashes(backing: &Path) -> BTreeMap<String, String> {
 
 /// (key ARN, material id) of every wrap of every file.
 fn wraps(backing: &Path) -> BTreeMap<String, Vec<(String, String)>> {
-    kmsfs::tree::walk_files(backing)
+    let cfg = kmsfs::format::TreeConfig::load(backing).unwrap();
+    kmsfs::tree::walk_files(backing, Some(&kmsfs::tree::TreeNames::for_walk(&cfg)))
         .unwrap()
         .into_iter()
         .map(|p| {
@@ -209,13 +210,19 @@ fn disabled_key_fails_opens_and_enable_restores() {
     t.umount();
     t.mount_with(&["--dek-pool", "0"]); // empty DEK cache
     assert_eq!(fs::read(t.p("a")).unwrap(), b"alpha"); // a's key is now cached
+    let b_backing = t.b("b"); // (needs the tree key: before the key goes)
     ok(t.kmsfs(&["key", "disable", "alias/kmsfs-default"]));
     assert!(
         is_eio(fs::read(t.p("b"))),
         "opening an uncached file under a disabled key must fail"
     );
     let log = t.log();
-    assert!(log.lines().any(|l| l.contains(&t.b("b").display().to_string()) && l.contains("DisabledException")), "{log}");
+    assert!(
+        log.lines().any(
+            |l| l.contains(&b_backing.display().to_string()) && l.contains("DisabledException")
+        ),
+        "{log}"
+    );
     assert!(
         fs::write(t.p("c"), b"new").is_err(),
         "creating a file needs GenerateDataKey"
@@ -297,7 +304,7 @@ fn rekey_changes_deks_keeps_content_and_cleans_up() {
         "is mounted",
     );
     t.umount();
-    let ids_before: Vec<_> = kmsfs::tree::walk_files(&t.backing)
+    let ids_before: Vec<_> = kmsfs::tree::walk_files(&t.backing, None)
         .unwrap()
         .iter()
         .map(|p| kmsfs::tree::read_header_at(p).unwrap().file_id)
@@ -313,7 +320,7 @@ fn rekey_changes_deks_keeps_content_and_cleans_up() {
     .unwrap();
     assert_eq!(out["changed"], 10);
     assert!(!t.b("sub/.kmsfs-tmp-f1.dead").exists());
-    let ids_after: Vec<_> = kmsfs::tree::walk_files(&t.backing)
+    let ids_after: Vec<_> = kmsfs::tree::walk_files(&t.backing, None)
         .unwrap()
         .iter()
         .map(|p| kmsfs::tree::read_header_at(p).unwrap().file_id)

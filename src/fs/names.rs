@@ -1,0 +1,346 @@
+//! Names as the backing tree holds them. In a format 1 tree a name is its own backing
+//! name. In a format 2 tree (docs/FORMAT.md "Names") it is sealed per directory id;
+//! symlinks and special files are node files; hashed long names keep their sealed bytes
+//! in a per-link xattr of the entry. Everything above this module (the inode table, the
+//! descriptor cache, log lines) works in backing names; only the FUSE-facing name of an
+//! operation and of a readdir entry is plaintext.
+
+use std::ffi::{OsStr, OsString};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use fuser::Errno;
+use parking_lot::Mutex;
+use rustix::fs::{AtFlags, Mode, OFlags, XattrFlags};
+
+use super::error::{rerr, FsError};
+use super::{FsResult, KmsFs};
+use crate::format::names::{
+    self, is_long, long_xattr, NameError, NameKey, Node, NodeKind, DIR_ID_LEN, DIR_ID_XATTR,
+};
+
+/// What a format 2 mount keeps: the name key and caches of directory ids and node records.
+pub struct Names {
+    key: NameKey,
+    /// directory (st_dev, st_ino) -> id
+    ids: Mutex<lru::LruCache<(u64, u64), [u8; DIR_ID_LEN]>>,
+    /// node file (st_dev, st_ino, ctime) -> (rdev, target length); ctime changes with any
+    /// change of the inode, so a reused inode number never meets an old record.
+    nodes: Mutex<lru::LruCache<(u64, u64, i64, i64), (u64, u64)>>,
+}
+
+impl Names {
+    /// The names of a format 2 tree sealed under `key`.
+    pub fn new(key: NameKey) -> Names {
+        let n = NonZeroUsize::new(4096).unwrap();
+        Names {
+            key,
+            ids: Mutex::new(lru::LruCache::new(n)),
+            nodes: Mutex::new(lru::LruCache::new(n)),
+        }
+    }
+}
+
+/// A name as a backing directory holds it.
+#[derive(Debug, Clone)]
+pub struct Bname {
+    /// The backing directory entry.
+    pub name: OsString,
+    /// For a hashed name: its xattr and the sealed bytes it holds.
+    pub long: Option<(String, Vec<u8>)>,
+}
+
+fn name_errno(e: NameError) -> FsError {
+    match e {
+        NameError::TooLong => Errno::ENAMETOOLONG.into(),
+        _ => Errno::EINVAL.into(),
+    }
+}
+
+impl KmsFs {
+    /// The backing name of `name` in directory `pfd`.
+    pub(super) fn bname(&self, pfd: BorrowedFd, name: &OsStr) -> FsResult<Bname> {
+        let Some(n) = &self.names else {
+            return Ok(Bname {
+                name: name.to_os_string(),
+                long: None,
+            });
+        };
+        let id = self.dir_id(pfd)?;
+        let s = n.key.seal(&id, name.as_bytes()).map_err(name_errno)?;
+        let long = s.long.map(|l| (long_xattr(&s.backing), l));
+        Ok(Bname {
+            name: OsString::from_vec(s.backing),
+            long,
+        })
+    }
+
+    /// The id of backing directory `pfd` (format 2). A directory without one gets one
+    /// if it is empty (a crash between mkdir and its id, or the root of a new tree);
+    /// holding entries, it is damaged: EIO.
+    pub(super) fn dir_id(&self, pfd: BorrowedFd) -> FsResult<[u8; DIR_ID_LEN]> {
+        let n = self.names.as_ref().expect("format 2");
+        let st = rustix::fs::fstat(pfd).map_err(rerr)?;
+        let key = (st.st_dev, st.st_ino);
+        if let Some(id) = n.ids.lock().get(&key) {
+            return Ok(*id);
+        }
+        let read = || -> FsResult<Option<[u8; DIR_ID_LEN]>> {
+            match crate::backing::getxattr_fd(pfd, OsStr::new(DIR_ID_XATTR), DIR_ID_LEN + 1) {
+                Ok((_, v)) => v.try_into().map(Some).map_err(|v: Vec<u8>| {
+                    FsError::eio(format_args!(
+                        "{}: directory id is {} bytes, not {DIR_ID_LEN}",
+                        self.display_dir(pfd),
+                        v.len()
+                    ))
+                }),
+                Err(rustix::io::Errno::NODATA) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let id = match read()? {
+            Some(id) => id,
+            None if self.dir_is_empty(pfd)? => {
+                let id = names::new_dir_id();
+                match crate::backing::setxattr_fd(
+                    pfd,
+                    OsStr::new(DIR_ID_XATTR),
+                    &id,
+                    XattrFlags::CREATE,
+                ) {
+                    Ok(()) => id,
+                    // another thread got there first
+                    Err(rustix::io::Errno::EXIST) => read()?.ok_or(Errno::EIO)?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                return Err(FsError::eio(format_args!(
+                    "{}: directory has entries but no id ({DIR_ID_XATTR} missing: copied without xattrs?)",
+                    self.display_dir(pfd)
+                )))
+            }
+        };
+        n.ids.lock().put(key, id);
+        Ok(id)
+    }
+
+    /// Gives new directory `fd` (format 2) a fresh id.
+    pub(super) fn new_dir_id(&self, fd: BorrowedFd) -> FsResult<()> {
+        let id = names::new_dir_id();
+        crate::backing::setxattr_fd(fd, OsStr::new(DIR_ID_XATTR), &id, XattrFlags::CREATE)?;
+        if let (Some(n), Ok(st)) = (&self.names, rustix::fs::fstat(fd)) {
+            n.ids.lock().put((st.st_dev, st.st_ino), id);
+        }
+        Ok(())
+    }
+
+    /// Directory `st` was removed: a new directory may get its inode number.
+    pub(super) fn forget_dir_id(&self, st: &rustix::fs::Stat) {
+        if let Some(n) = &self.names {
+            n.ids.lock().pop(&(st.st_dev, st.st_ino));
+        }
+    }
+
+    fn display_dir(&self, pfd: BorrowedFd) -> String {
+        rustix::fs::readlink(crate::backing::proc_path(pfd), vec![])
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| self.backing.display().to_string())
+    }
+
+    /// No entries but kmsfs's own?
+    fn dir_is_empty(&self, pfd: BorrowedFd) -> FsResult<bool> {
+        let fd = rustix::fs::openat(
+            pfd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(rerr)?;
+        let mut dir = rustix::fs::Dir::read_from(&fd)?;
+        while let Some(ent) = dir.read() {
+            let ent = ent?;
+            let name = ent.file_name().to_bytes();
+            if name != b"." && name != b".." && !self.is_reserved_backing(pfd, name) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// kmsfs's own backing names: the config at the root, rekey temp files.
+    pub(super) fn is_reserved_backing(&self, pfd: BorrowedFd, name: &[u8]) -> bool {
+        if name.starts_with(crate::format::TEMP_PREFIX.as_bytes()) {
+            return true;
+        }
+        name == crate::format::CONFIG_FILE.as_bytes()
+            && rustix::fs::fstat(pfd).is_ok_and(|st| {
+                rustix::fs::fstat(self.dirs.root())
+                    .is_ok_and(|r| (r.st_dev, r.st_ino) == (st.st_dev, st.st_ino))
+            })
+    }
+
+    /// The plaintext name of backing entry `backing` of directory `pfd` (id `id`).
+    pub(super) fn plain_name(
+        &self,
+        pfd: BorrowedFd,
+        id: &[u8; DIR_ID_LEN],
+        backing: &[u8],
+    ) -> Result<OsString, NameError> {
+        let n = self.names.as_ref().expect("format 2");
+        let long = if is_long(backing) {
+            let p = format!(
+                "{}/{}",
+                crate::backing::proc_path(pfd),
+                String::from_utf8_lossy(backing)
+            );
+            let mut buf = vec![0u8; 1024];
+            match rustix::fs::lgetxattr(&p, long_xattr(backing).as_str(), &mut buf[..]) {
+                Ok(len) => {
+                    buf.truncate(len);
+                    Some(buf)
+                }
+                Err(_) => return Err(NameError::LongName),
+            }
+        } else {
+            None
+        };
+        n.key
+            .open(id, backing, long.as_deref())
+            .map(OsString::from_vec)
+    }
+
+    /// Writes the long-name xattr of `b` on the object `fd` (before its name appears).
+    pub(super) fn put_long(&self, fd: BorrowedFd, b: &Bname) -> FsResult<()> {
+        if let Some((x, v)) = &b.long {
+            crate::backing::setxattr_fd(fd, OsStr::new(x), v, XattrFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the long-name xattr of `b` from `fd` (a link gone; best effort).
+    pub(super) fn drop_long(&self, fd: BorrowedFd, b: &Bname) {
+        if let Some((x, _)) = &b.long {
+            let _ = crate::backing::removexattr_fd(fd, OsStr::new(x));
+        }
+    }
+
+    /// The node kind of a backing object, if it is a node file (format 2).
+    pub(super) fn node_kind(&self, st: &rustix::fs::Stat) -> Option<NodeKind> {
+        self.names.as_ref()?;
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG)
+            .then(|| names::node_kind(st.st_size as u64, self.geo.cchunk()))
+            .flatten()
+    }
+
+    /// The attributes the mount shows for backing object `st`, named `bname` in `pfd`:
+    /// a node file as the symlink or special file it stands for.
+    pub(super) fn shown(
+        &self,
+        pfd: BorrowedFd,
+        bname: &OsStr,
+        mut st: rustix::fs::Stat,
+    ) -> FsResult<rustix::fs::Stat> {
+        let Some(kind) = self.node_kind(&st) else {
+            return Ok(st);
+        };
+        let (rdev, len) = match kind {
+            // Nothing in their record that the size does not say.
+            NodeKind::Fifo | NodeKind::Socket => (0, 0),
+            _ => {
+                let n = self.names.as_ref().expect("format 2");
+                let k = (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec as i64);
+                let cached = n.nodes.lock().get(&k).copied();
+                match cached {
+                    Some(v) => v,
+                    None => {
+                        let fd = crate::backing::open_at(pfd, bname, OFlags::RDONLY, Mode::empty())
+                            .map_err(rerr)?;
+                        let node = self.read_node(fd.as_fd(), kind, &|| {
+                            format!("{}/{}", self.display_dir(pfd), bname.to_string_lossy())
+                        })?;
+                        let v = (node.rdev, node.target.len() as u64);
+                        n.nodes.lock().put(k, v);
+                        v
+                    }
+                }
+            }
+        };
+        st.st_mode = kind.fmt()
+            | if kind == NodeKind::Symlink {
+                0o777
+            } else {
+                st.st_mode & 0o7777
+            };
+        st.st_size = len as i64;
+        st.st_rdev = rdev;
+        Ok(st)
+    }
+
+    /// The record of node file `fd` (opened for reading).
+    pub(super) fn read_node(
+        &self,
+        fd: BorrowedFd,
+        kind: NodeKind,
+        path: &dyn Fn() -> String,
+    ) -> FsResult<Node> {
+        let n = self.names.as_ref().expect("format 2");
+        let mut buf = vec![0u8; 16 + 9 + names::TARGET_MAX + 1];
+        let len = rustix::io::pread(fd, &mut buf[..], 0).map_err(rerr)?;
+        let want = if kind == NodeKind::Symlink {
+            buf.len()
+        } else {
+            16 + 9
+        };
+        if len < want {
+            return Err(FsError::eio(format_args!(
+                "{}: node record truncated",
+                path()
+            )));
+        }
+        n.key
+            .open_node(&buf[..want], kind)
+            .map_err(|e| FsError::eio(format_args!("{}: {kind:?} record: {e}", path())))
+    }
+
+    /// A new, unnamed node file in `pfd` (O_TMPFILE) holding `node`; link it in.
+    pub(super) fn make_node_file(
+        &self,
+        pfd: BorrowedFd,
+        node: &Node,
+        mode: u32,
+    ) -> FsResult<OwnedFd> {
+        let n = self.names.as_ref().expect("format 2");
+        let sealed = n.key.seal_node(node).map_err(name_errno)?;
+        let fd = rustix::fs::openat(
+            pfd,
+            ".",
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o7777),
+        )
+        .map_err(rerr)?;
+        let size = names::node_size(node.kind, sealed.len() as u64, self.geo.cchunk());
+        let mut off = 0;
+        while off < sealed.len() {
+            off += rustix::io::pwrite(&fd, &sealed[off..], off as u64).map_err(rerr)?;
+        }
+        rustix::fs::ftruncate(&fd, size).map_err(rerr)?;
+        Ok(fd)
+    }
+
+    /// The target of symlink `ino` in a format 2 tree.
+    pub(super) fn read_link_node(&self, inode: &super::Inode) -> FsResult<Vec<u8>> {
+        let open = |dir: BorrowedFd, name: &OsStr| {
+            crate::backing::open_at(dir, name, OFlags::RDONLY, Mode::empty())
+        };
+        let (fd, _) = self.open_named(inode, open)?;
+        let node = self.read_node(fd.as_fd(), NodeKind::Symlink, &|| self.display(inode.ino))?;
+        Ok(node.target)
+    }
+}
+
+/// The stat of `name` in `dir`, not following it.
+pub(super) fn stat_at(dir: BorrowedFd, name: &OsStr) -> FsResult<rustix::fs::Stat> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| rerr(e).into())
+}

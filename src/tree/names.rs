@@ -1,0 +1,157 @@
+//! A tree's names for the offline commands: which backing entries are node files, the
+//! plaintext name of a backing name and the backing path of a plaintext path (`kmsfs
+//! path`), in format 1 (names as they are) and format 2 (sealed; docs/FORMAT.md "Names").
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{err, fail, Result};
+use crate::format::names::{
+    self, is_long, long_xattr, NameKey, Node, NodeKind, DIR_ID_LEN, DIR_ID_XATTR,
+};
+use crate::format::Geometry;
+use crate::trust::TrustedTree;
+
+/// The names of one tree.
+pub struct TreeNames {
+    key: Option<NameKey>,
+    v2: bool,
+    cchunk: u64,
+}
+
+impl TreeNames {
+    /// The names of tree `t` (sealed if it is format 2).
+    pub fn new(t: &TrustedTree) -> TreeNames {
+        TreeNames {
+            key: t.name_key(),
+            ..TreeNames::for_walk(&t.cfg)
+        }
+    }
+
+    /// Enough of a tree's names to tell node files from regular files (no key).
+    pub fn for_walk(cfg: &crate::format::TreeConfig) -> TreeNames {
+        TreeNames {
+            key: None,
+            v2: cfg.encrypted_names(),
+            cchunk: Geometry::new(cfg.chunk_size).cchunk(),
+        }
+    }
+
+    /// Are names sealed (format 2)?
+    pub fn encrypted(&self) -> bool {
+        self.v2
+    }
+
+    /// The node kind of a backing regular file of `size` bytes (format 2 only).
+    pub fn node_kind(&self, size: u64) -> Option<NodeKind> {
+        if !self.v2 {
+            return None;
+        }
+        names::node_kind(size, self.cchunk)
+    }
+
+    fn key(&self) -> Result<&NameKey> {
+        self.key
+            .as_ref()
+            .ok_or_else(|| err!("the tree's name key is not at hand (format 2 needs the tree key)"))
+    }
+
+    /// The id of backing directory `dir`.
+    pub fn dir_id(&self, dir: &Path) -> Result<[u8; DIR_ID_LEN]> {
+        let mut v = [0u8; DIR_ID_LEN + 1];
+        let n = rustix::fs::lgetxattr(dir, DIR_ID_XATTR, &mut v[..])
+            .map_err(|e| err!("{}: no directory id ({DIR_ID_XATTR}): {e}", dir.display()))?;
+        v[..n]
+            .try_into()
+            .map_err(|_| err!("{}: directory id of {n} bytes", dir.display()))
+    }
+
+    /// The plaintext name of entry `name` of backing directory `dir` (id `id`).
+    pub fn plain_name(&self, dir: &Path, id: &[u8; DIR_ID_LEN], name: &OsStr) -> Result<OsString> {
+        if !self.v2 {
+            return Ok(name.to_os_string());
+        }
+        let key = self.key()?;
+        let b = name.as_bytes();
+        let long = if is_long(b) {
+            let mut v = vec![0u8; 1024];
+            let n = rustix::fs::lgetxattr(dir.join(name), long_xattr(b).as_str(), &mut v[..])
+                .map_err(|e| err!("{}: long name xattr: {e}", dir.join(name).display()))?;
+            v.truncate(n);
+            Some(v)
+        } else {
+            None
+        };
+        key.open(id, b, long.as_deref())
+            .map(OsString::from_vec)
+            .map_err(|e| err!("{}: {e}", dir.join(name).display()))
+    }
+
+    /// The backing path (below `root`) of plaintext path `plain` (relative to the tree).
+    pub fn backing_path(&self, root: &Path, plain: &Path) -> Result<PathBuf> {
+        let mut cur = root.to_path_buf();
+        for c in plain.components() {
+            let Component::Normal(n) = c else {
+                if matches!(c, Component::CurDir) {
+                    continue;
+                }
+                fail!(
+                    "{}: give a path inside the tree, without `..`",
+                    plain.display()
+                );
+            };
+            cur = match self.v2 {
+                false => cur.join(n),
+                true => {
+                    let key = self.key()?;
+                    let id = self.dir_id(&cur)?;
+                    let s = key
+                        .seal(&id, n.as_bytes())
+                        .map_err(|e| err!("{}: {e}", n.to_string_lossy()))?;
+                    cur.join(OsStr::from_bytes(&s.backing))
+                }
+            };
+        }
+        Ok(cur)
+    }
+
+    /// The plaintext path (relative to the tree) of backing path `bpath` below `root`.
+    pub fn plain_path(&self, root: &Path, bpath: &Path) -> Result<PathBuf> {
+        let rel = bpath
+            .strip_prefix(root)
+            .map_err(|_| err!("{} is not below {}", bpath.display(), root.display()))?;
+        let mut dir = root.to_path_buf();
+        let mut out = PathBuf::new();
+        for c in rel.components() {
+            let Component::Normal(n) = c else {
+                fail!("{}: not a plain path below the tree", bpath.display());
+            };
+            let id = match self.v2 {
+                true => self.dir_id(&dir)?,
+                false => [0; DIR_ID_LEN],
+            };
+            out.push(self.plain_name(&dir, &id, n)?);
+            dir.push(n);
+        }
+        Ok(out)
+    }
+
+    /// The record of node file `path` of kind `kind`.
+    pub fn read_node(&self, path: &Path, kind: NodeKind) -> Result<Node> {
+        let key = self.key()?;
+        let f = crate::tree::restore::open_backing_file(path)?;
+        let mut buf = vec![0u8; 16 + 9 + names::TARGET_MAX + 1];
+        let n = rustix::io::pread(&f, &mut buf[..], 0)?;
+        let want = if kind == NodeKind::Symlink {
+            buf.len()
+        } else {
+            16 + 9
+        };
+        if n < want {
+            fail!("{}: node record truncated", path.display());
+        }
+        key.open_node(&buf[..want], kind)
+            .map_err(|e| err!("{}: {kind:?} record: {e}", path.display()))
+    }
+}
