@@ -10,6 +10,7 @@ mod hardening;
 mod keys;
 mod model;
 mod mount;
+mod names;
 mod parsers;
 mod remote;
 mod services;
