@@ -243,6 +243,22 @@ impl KmsFs {
         mut st: rustix::fs::Stat,
     ) -> FsResult<rustix::fs::Stat> {
         let Some(kind) = self.node_kind(&st) else {
+            // A format 2 tree holds only directories and regular files: a real symlink
+            // or special file under a (stolen) sealed name was not made by kmsfs.
+            let fmt = st.st_mode & libc::S_IFMT;
+            if self.names.is_some() && fmt != libc::S_IFDIR && fmt != libc::S_IFREG {
+                return Err(FsError::eio(format_args!(
+                    "{}/{}: a {} in a format 2 tree was not made by kmsfs (its symlinks and special files are node files)",
+                    self.display_dir(pfd),
+                    bname.to_string_lossy(),
+                    match fmt {
+                        libc::S_IFLNK => "symlink",
+                        libc::S_IFIFO => "FIFO",
+                        libc::S_IFSOCK => "socket",
+                        _ => "device",
+                    }
+                )));
+            }
             return Ok(st);
         };
         let (rdev, len) = match kind {

@@ -67,7 +67,8 @@ impl TreeNames {
             .map_err(|_| err!("{}: directory id of {n} bytes", dir.display()))
     }
 
-    /// The plaintext name of entry `name` of backing directory `dir` (id `id`).
+    /// The plaintext name of entry `name` of backing directory `dir` (id `id`); the error
+    /// does not repeat the path.
     pub fn plain_name(&self, dir: &Path, id: &[u8; DIR_ID_LEN], name: &OsStr) -> Result<OsString> {
         if !self.v2 {
             return Ok(name.to_os_string());
@@ -77,7 +78,7 @@ impl TreeNames {
         let long = if is_long(b) {
             let mut v = vec![0u8; 1024];
             let n = rustix::fs::lgetxattr(dir.join(name), long_xattr(b).as_str(), &mut v[..])
-                .map_err(|e| err!("{}: long name xattr: {e}", dir.join(name).display()))?;
+                .map_err(|e| err!("long name xattr: {e}"))?;
             v.truncate(n);
             Some(v)
         } else {
@@ -85,7 +86,7 @@ impl TreeNames {
         };
         key.open(id, b, long.as_deref())
             .map(OsString::from_vec)
-            .map_err(|e| err!("{}: {e}", dir.join(name).display()))
+            .map_err(|e| err!("{e}"))
     }
 
     /// The backing path (below `root`) of plaintext path `plain` (relative to the tree).
@@ -131,7 +132,10 @@ impl TreeNames {
                 true => self.dir_id(&dir)?,
                 false => [0; DIR_ID_LEN],
             };
-            out.push(self.plain_name(&dir, &id, n)?);
+            out.push(
+                self.plain_name(&dir, &id, n)
+                    .map_err(|e| err!("{}: {e}", dir.join(n).display()))?,
+            );
             dir.push(n);
         }
         Ok(out)

@@ -128,7 +128,8 @@ fn copy_metadata(src: &File, dst: &File, md: &std::fs::Metadata) -> Result<()> {
     let n = rustix::fs::flistxattr(src, &mut names)?;
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let name = std::str::from_utf8(name).map_err(|e| err!("xattr name: {e}"))?;
-        if name.starts_with(crate::format::RESERVED_XATTR_PREFIX) {
+        // The new file has its own header; a long name's xattr (format 2) must follow.
+        if name == crate::format::HEADER_XATTR {
             continue;
         }
         let mut v = vec![0u8; 64 * 1024];

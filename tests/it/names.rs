@@ -208,6 +208,22 @@ fn no_name_or_target_reaches_the_backing_tree_and_every_name_round_trips() {
         ])),
         "the content"
     );
+    // A rekey (new file, renamed over the old) keeps a hashed name's xattr.
+    let long161 = format!(
+        "tax-2025/{}",
+        "abcdefghijklmnopqrstuvwxyz".repeat(7).get(..161).unwrap()
+    );
+    let lb = t.b(&long161);
+    assert!(
+        lb.file_name().unwrap().as_bytes().starts_with(b"~"),
+        "{}",
+        lb.display()
+    );
+    ok(t.kmsfs(&[
+        "rekey",
+        &t.backing.display().to_string(),
+        &lb.display().to_string(),
+    ]));
     let out = t.dir.path().join("restored");
     ok(t.kmsfs(&[
         "decrypt",
@@ -344,6 +360,14 @@ fn renamed_moved_and_swapped_backing_entries_are_detected() {
     );
     assert_eq!(fs::read(t.p("b/z")).unwrap(), b"b/z");
     t.umount();
+    // 4. a real symlink planted under a sealed name (this tree makes only node files)
+    fs::remove_file(&y).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", &y).unwrap();
+    t.mount();
+    let e = fs::read_link(t.p("a/y")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    t.umount();
+    assert!(t.log().contains("was not made by kmsfs"), "{}", t.log());
 }
 
 #[test]
