@@ -381,6 +381,41 @@ mod tests {
     }
 
     #[test]
+    fn sealed_names_that_open_to_impossible_names_are_refused() {
+        // Sealed with the right key and directory, but not through `seal`'s checks:
+        // `.`, `..`, `/`, NUL inside, empty, 16 bytes of padding, over 255 bytes.
+        let k = key();
+        let d = [3; 16];
+        let raw = |padded: &[u8]| {
+            URL_SAFE_NO_PAD
+                .encode(k.siv().encrypt([LABEL, d.as_slice()], padded).unwrap())
+                .into_bytes()
+        };
+        let pad = |n: &[u8]| {
+            let mut v = n.to_vec();
+            v.resize(n.len().div_ceil(16).max(1) * 16, 0);
+            v
+        };
+        for bad in [
+            pad(b"."),
+            pad(b".."),
+            pad(b"a/b"),
+            pad(b"a\0b"),
+            vec![0; 16],
+        ] {
+            assert_eq!(
+                k.open(&d, &raw(&bad), None),
+                Err(NameError::Forged),
+                "{bad:?}"
+            );
+        }
+        let mut over = b"x".to_vec();
+        over.resize(32, 0); // 31 bytes of padding
+        assert_eq!(k.open(&d, &raw(&over), None), Err(NameError::Forged));
+        assert_eq!(k.open(&d, &raw(&pad(b"ok")), None).unwrap(), b"ok");
+    }
+
+    #[test]
     fn names_that_cannot_be_are_refused() {
         let k = key();
         let d = [0; 16];

@@ -14,7 +14,10 @@ fn populated() -> (Tree, Vec<(String, Vec<u8>)>) {
     fs::create_dir_all(t.p("docs/deep")).unwrap();
     let files: Vec<(String, Vec<u8>)> = (0..12)
         .map(|i| {
-            let name = if i % 2 == 0 {
+            let name = if i == 11 {
+                // a hashed (long) name: its sealed form lives in an xattr of the file
+                format!("docs/deep/{}", "long-name-".repeat(25))
+            } else if i % 2 == 0 {
                 format!("docs/f{i}")
             } else {
                 format!("docs/deep/g{i}")
@@ -25,6 +28,7 @@ fn populated() -> (Tree, Vec<(String, Vec<u8>)>) {
         })
         .collect();
     std::os::unix::fs::symlink("f0", t.p("docs/link")).unwrap();
+    std::os::unix::fs::symlink("../f0", t.p(&format!("docs/deep/{}", "l".repeat(255)))).unwrap();
     t.umount();
     (t, files)
 }
@@ -45,6 +49,12 @@ fn check_copy(t: &Tree, backing: &Path, files: &[(String, Vec<u8>)]) {
         assert_eq!(
             fs::read_link(mnt.join("docs/link")).unwrap().to_str(),
             Some("f0")
+        );
+        assert_eq!(
+            fs::read_link(mnt.join(format!("docs/deep/{}", "l".repeat(255))))
+                .unwrap()
+                .to_str(),
+            Some("../f0")
         );
     });
     ok(t.kmsfs(&["umount", mnt.to_str().unwrap()]));
