@@ -103,7 +103,7 @@ impl KmsFs {
                 let st = rustix::fs::fstat(&fd).map_err(rerr)?;
                 match self
                     .prepare_new(&fd, &pfd, parent, name, caller)
-                    .and_then(|h| self.put_long(fd.as_fd(), &b).map(|()| h))
+                    .and_then(|h| self.put_long(fd.as_fd(), &b).map(|_| h))
                 {
                     Ok(h) => (fd, h),
                     Err(e) => {
@@ -387,6 +387,15 @@ impl KmsFs {
         let replaced_dir = stat_at(to.as_fd(), newname)
             .ok()
             .filter(|st| !exchange && st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+        // Two links of one file: rename(2) does nothing, and neither must we.
+        let src_st = stat_at(from.as_fd(), name)?;
+        if let Some(dst_st) = stat_at(to.as_fd(), newname).ok() {
+            if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino) {
+                return Ok(rustix::fs::renameat_with(
+                    &*from, name, &*to, newname, flags,
+                )?);
+            }
+        }
         // Hashed names: the object gets its new name's xattr before the rename, and
         // loses the old one after (an exchange swaps them).
         let same = Arc::ptr_eq(&from, &to) && name == newname;
@@ -397,19 +406,31 @@ impl KmsFs {
         let dst = (long && !same && exchange)
             .then(|| crate::backing::open_obj_at(to.as_fd(), newname))
             .transpose()?;
-        if let Some(fd) = &src {
-            self.put_long(fd.as_fd(), &b2)?;
-        }
-        if let Some(fd) = &dst {
-            self.put_long(fd.as_fd(), &b1)?;
-        }
-        if let Err(e) = rustix::fs::renameat_with(&*from, name, &*to, newname, flags) {
-            if let Some(fd) = &src {
+        let added_src = match &src {
+            Some(fd) => self.put_long(fd.as_fd(), &b2)?,
+            None => false,
+        };
+        let added_dst = match &dst {
+            Some(fd) => self.put_long(fd.as_fd(), &b1),
+            None => Ok(false),
+        };
+        let undo = |added_dst: bool| {
+            if let (Some(fd), true) = (&src, added_src) {
                 self.drop_long(fd.as_fd(), &b2);
             }
-            if let Some(fd) = &dst {
+            if let (Some(fd), true) = (&dst, added_dst) {
                 self.drop_long(fd.as_fd(), &b1);
             }
+        };
+        let added_dst = match added_dst {
+            Ok(a) => a,
+            Err(e) => {
+                undo(false);
+                return Err(e);
+            }
+        };
+        if let Err(e) = rustix::fs::renameat_with(&*from, name, &*to, newname, flags) {
+            undo(added_dst);
             return Err(e.into());
         }
         if let Some(fd) = &src {
@@ -434,9 +455,9 @@ impl KmsFs {
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> FsResult<FileAttr> {
         let from = self.obj(ino)?;
         let (to, b) = self.parent_for(newparent, newname)?;
-        self.put_long(from.fd(), &b)?;
+        let added = self.put_long(from.fd(), &b)?;
         if let Err(e) = crate::backing::link_fd(from.fd(), to.as_fd(), &b.name) {
-            if !(e == rustix::io::Errno::EXIST && b.long.is_some()) {
+            if added {
                 self.drop_long(from.fd(), &b);
             }
             return Err(e.into());

@@ -212,11 +212,18 @@ impl KmsFs {
     }
 
     /// Writes the long-name xattr of `b` on the object `fd` (before its name appears).
-    pub(super) fn put_long(&self, fd: BorrowedFd, b: &Bname) -> FsResult<()> {
-        if let Some((x, v)) = &b.long {
-            crate::backing::setxattr_fd(fd, OsStr::new(x), v, XattrFlags::empty())?;
+    /// True if it was added (not already there: the object may already hold that name,
+    /// as a hard link of it); undo only what was added.
+    pub(super) fn put_long(&self, fd: BorrowedFd, b: &Bname) -> FsResult<bool> {
+        let Some((x, v)) = &b.long else {
+            return Ok(false);
+        };
+        match crate::backing::setxattr_fd(fd, OsStr::new(x), v, XattrFlags::CREATE) {
+            Ok(()) => Ok(true),
+            // The xattr's name is the hash of its value: one already there is this one.
+            Err(rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 
     /// Removes the long-name xattr of `b` from `fd` (a link gone; best effort).

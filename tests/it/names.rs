@@ -269,6 +269,42 @@ fn names_that_cannot_be_are_refused_and_deep_trees_work() {
     assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
     let e = std::os::unix::fs::symlink(OsStr::from_bytes(&[b'y'; 4096]), t.p("l")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    // Two long links of one file: rename(2) between them does nothing, and a refused
+    // RENAME_NOREPLACE or link leaves every name readable.
+    let (l1, l2, l3) = (
+        t.p(&"1".repeat(200)),
+        t.p(&"2".repeat(200)),
+        t.p(&"3".repeat(200)),
+    );
+    fs::write(&l1, b"one").unwrap();
+    fs::hard_link(&l1, &l2).unwrap();
+    fs::write(&l3, b"three").unwrap();
+    fs::rename(&l1, &l2).unwrap();
+    let noreplace = |a: &Path, b: &Path| {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            a,
+            rustix::fs::CWD,
+            b,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+    };
+    assert_eq!(noreplace(&l1, &l2), Err(rustix::io::Errno::EXIST));
+    assert_eq!(noreplace(&l1, &l3), Err(rustix::io::Errno::EXIST));
+    assert_eq!(
+        fs::hard_link(&l1, &l3).unwrap_err().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    t.umount();
+    t.mount();
+    for (p, want) in [(&l1, &b"one"[..]), (&l2, b"one"), (&l3, b"three")] {
+        assert_eq!(fs::read(p).unwrap(), want, "{}", p.display());
+    }
+    // (a lookup needs only the hash; listing needs each link's xattr)
+    let listed = names_in(&t.p(""));
+    for p in [&l1, &l2, &l3] {
+        assert!(listed.contains(p.file_name().unwrap()), "{} not listed", p.display());
+    }
     // Nearly PATH_MAX: 18 levels of 200-byte names.
     let mut p: PathBuf = t.p("");
     for i in 0..18 {
