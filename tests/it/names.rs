@@ -303,8 +303,21 @@ fn names_that_cannot_be_are_refused_and_deep_trees_work() {
     // (a lookup needs only the hash; listing needs each link's xattr)
     let listed = names_in(&t.p(""));
     for p in [&l1, &l2, &l3] {
-        assert!(listed.contains(p.file_name().unwrap()), "{} not listed", p.display());
+        assert!(
+            listed.contains(p.file_name().unwrap()),
+            "{} not listed",
+            p.display()
+        );
     }
+    // O_TMPFILE: fuser has no FUSE_TMPFILE handler; the kernel answers EOPNOTSUPP and
+    // callers (glibc's tmpfile users, systemd) fall back to a named file.
+    let e = rustix::fs::open(
+        t.p(""),
+        rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::RDWR,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap_err();
+    assert_eq!(e, rustix::io::Errno::OPNOTSUPP);
     // Nearly PATH_MAX: 18 levels of 200-byte names.
     let mut p: PathBuf = t.p("");
     for i in 0..18 {
