@@ -389,7 +389,7 @@ impl KmsFs {
             .filter(|st| !exchange && st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         // Two links of one file: rename(2) does nothing, and neither must we.
         let src_st = stat_at(from.as_fd(), name)?;
-        if let Some(dst_st) = stat_at(to.as_fd(), newname).ok() {
+        if let Ok(dst_st) = stat_at(to.as_fd(), newname) {
             if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino) {
                 return Ok(rustix::fs::renameat_with(
                     &*from, name, &*to, newname, flags,

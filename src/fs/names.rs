@@ -27,8 +27,11 @@ pub struct Names {
     ids: Mutex<lru::LruCache<(u64, u64), [u8; DIR_ID_LEN]>>,
     /// node file (st_dev, st_ino, ctime) -> (rdev, target length); ctime changes with any
     /// change of the inode, so a reused inode number never meets an old record.
-    nodes: Mutex<lru::LruCache<(u64, u64, i64, i64), (u64, u64)>>,
+    nodes: Mutex<lru::LruCache<NodeStamp, (u64, u64)>>,
 }
+
+/// A node file as of one state of its inode: (st_dev, st_ino, ctime s, ctime ns).
+type NodeStamp = (u64, u64, i64, i64);
 
 impl Names {
     /// The names of a format 2 tree sealed under `key`.

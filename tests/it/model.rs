@@ -36,19 +36,25 @@ fn open(t: &Tree) -> File {
         .unwrap()
 }
 
-#[test]
-fn mount_matches_model() {
-    require_fuse!();
+/// A mounted tree and a proptest runner of `KMSFS_MODEL_CASES` (else `default`) cases.
+fn mounted_runner(default: u32) -> (Tree, proptest::test_runner::TestRunner) {
     let mut t = Tree::new(&[]);
     t.mount();
     let cases = std::env::var("KMSFS_MODEL_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        .unwrap_or(default);
+    let runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         ..ProptestConfig::default()
     });
+    (t, runner)
+}
+
+#[test]
+fn mount_matches_model() {
+    require_fuse!();
+    let (t, mut runner) = mounted_runner(24);
     let t = std::cell::RefCell::new(t);
     runner
         .run(&proptest::collection::vec(op(), 1..30), |ops| {
@@ -163,16 +169,7 @@ fn ns_op() -> impl Strategy<Value = NsOp> {
 fn names_match_model() {
     use std::collections::BTreeMap;
     require_fuse!();
-    let mut t = Tree::new(&[]);
-    t.mount();
-    let cases = std::env::var("KMSFS_MODEL_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(32);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases,
-        ..ProptestConfig::default()
-    });
+    let (t, mut runner) = mounted_runner(32);
     #[derive(Debug, Clone, PartialEq)]
     enum E {
         File(u32),
@@ -214,11 +211,14 @@ fn names_match_model() {
                     NsOp::Symlink { dir, name, seed } => {
                         let target = format!("target-{seed}");
                         let r = std::os::unix::fs::symlink(&target, path(&t, (dir, name)));
-                        if model.contains_key(&(dir, name)) {
-                            prop_assert!(r.is_err());
-                        } else {
-                            r.unwrap();
-                            model.insert((dir, name), E::Link(target));
+                        match model.entry((dir, name)) {
+                            std::collections::btree_map::Entry::Occupied(_) => {
+                                prop_assert!(r.is_err())
+                            }
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                r.unwrap();
+                                v.insert(E::Link(target));
+                            }
                         }
                     }
                     NsOp::Rename { from, to } => {

@@ -382,7 +382,7 @@ fn renamed_moved_and_swapped_backing_entries_are_detected() {
     fs::rename(&forged, &x).unwrap();
     fs::rename(a.join(z.file_name().unwrap()), &z).unwrap();
     let id = |d: &Path| {
-        let mut v = vec![0u8; 64];
+        let mut v = [0u8; 64];
         let n = rustix::fs::lgetxattr(d, "user.kmsfs.dirid", &mut v[..]).unwrap();
         v[..n].to_vec()
     };

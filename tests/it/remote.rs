@@ -758,16 +758,23 @@ fn an_encrypt_only_tree_for_a_backup_host() {
         let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
         assert!(out.status.success(), "{script}: {out:?}");
     };
-    sh(&format!(
-        "tar -C {} -cf - . | tar -C {} -xf -",
-        s(&src),
-        s(&mnt)
-    ));
-    sh(&format!(
-        "rsync -a --whole-file {}/ {}/copy/",
-        s(&src),
-        s(&mnt)
-    ));
+    // What a backup job does: untar into the mount, rsync a copy beside it.
+    let untar = |what: &str| {
+        sh(&format!(
+            "tar -C {} -cf - {what} | tar -C {} -xf -",
+            s(&src),
+            s(&mnt)
+        ))
+    };
+    let rsync = || {
+        sh(&format!(
+            "rsync -a --whole-file {}/ {}/copy/",
+            s(&src),
+            s(&mnt)
+        ))
+    };
+    untar(".");
+    rsync();
     umount();
     mount(&backup);
     let e = fs::read(mnt.join("etc/hosts")).unwrap_err();
@@ -779,17 +786,9 @@ fn an_encrypt_only_tree_for_a_backup_host() {
     assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
     // Replaced whole (O_TRUNC), by hand and by a second untar over the first.
     fs::write(mnt.join("etc/hosts"), b"10.0.0.1 replaced\n").unwrap();
-    sh(&format!(
-        "tar -C {} -cf - big.bin | tar -C {} -xf -",
-        s(&src),
-        s(&mnt)
-    ));
+    untar("big.bin");
     // rsync sees nothing changed (sizes and times), and reads nothing.
-    sh(&format!(
-        "rsync -a --whole-file {}/ {}/copy/",
-        s(&src),
-        s(&mnt)
-    ));
+    rsync();
     assert_eq!(
         fs::metadata(mnt.join("big.bin")).unwrap().len(),
         big.len() as u64
