@@ -203,6 +203,8 @@ fn fsck_reports_damage_with_offsets_salvages_and_sets_exit_status() {
         "{text}"
     );
     assert!(text.contains(&g5.display().to_string()), "{text}");
+    // the backing path always, the plaintext path when the names open
+    assert!(text.contains(&format!("(in the tree: {f4})")), "{text}");
     assert!(text.contains("stray-temp-file"), "{text}");
     // salvage: every readable chunk of f4, the bad one zero-filled
     let salvaged = fs::read(t.dir.path().join("salvage").join(f4)).unwrap();
