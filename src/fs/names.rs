@@ -271,27 +271,31 @@ impl KmsFs {
             }
             return Ok(st);
         };
-        let (rdev, len) = match kind {
-            // Nothing in their record that the size does not say.
-            NodeKind::Fifo | NodeKind::Socket => (0, 0),
-            _ => {
-                let n = self.names.as_ref().expect("format 2");
-                let k = (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec as i64);
-                let cached = n.nodes.lock().get(&k).copied();
-                match cached {
-                    Some(v) => v,
-                    None => {
-                        let fd = crate::backing::open_at(pfd, bname, OFlags::RDONLY, Mode::empty())
-                            .map_err(rerr)?;
-                        let node = self.read_node(fd.as_fd(), kind, &|| {
-                            format!("{}/{}", self.display_dir(pfd), bname.to_string_lossy())
-                        })?;
-                        let v = (node.rdev, node.target.len() as u64);
-                        n.nodes.lock().put(k, v);
-                        v
-                    }
+        // The record is checked for every kind (a regular file cut to a node's size
+        // residue must not pass for a FIFO), once per state of the inode.
+        let n = self.names.as_ref().expect("format 2");
+        let k = (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec as i64);
+        let cached = n.nodes.lock().get(&k).copied();
+        let (rdev, len) = match cached {
+            Some(v) => v,
+            None => match crate::backing::open_at(pfd, bname, OFlags::RDONLY, Mode::empty()) {
+                Ok(fd) => {
+                    let node = self.read_node(fd.as_fd(), kind, &|| {
+                        format!("{}/{}", self.display_dir(pfd), bname.to_string_lossy())
+                    })?;
+                    let v = (node.rdev, node.target.len() as u64);
+                    n.nodes.lock().put(k, v);
+                    v
                 }
-            }
+                // A FIFO or socket its owner made unreadable, and a daemon not root:
+                // its size is all there is to go by (it holds no device number).
+                Err(rustix::io::Errno::ACCESS)
+                    if matches!(kind, NodeKind::Fifo | NodeKind::Socket) =>
+                {
+                    (0, 0)
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         st.st_mode = kind.fmt()
             | if kind == NodeKind::Symlink {

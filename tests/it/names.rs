@@ -417,6 +417,18 @@ fn renamed_moved_and_swapped_backing_entries_are_detected() {
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     t.umount();
     assert!(t.log().contains("was not made by kmsfs"), "{}", t.log());
+    // 5. a regular file cut to a FIFO's size residue (chunk + 28 + 2) is not a FIFO
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&x)
+        .unwrap()
+        .set_len(4096 + 28 + 2)
+        .unwrap();
+    t.mount();
+    let e = fs::symlink_metadata(t.p("a/x")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    t.umount();
+    assert!(t.log().contains("Fifo record"), "{}", t.log());
 }
 
 #[test]
