@@ -379,23 +379,21 @@ impl KmsFs {
         let (from, b1) = self.parent_for(parent, name)?;
         let (to, b2) = self.parent_for(newparent, newname)?;
         let (name, newname) = (b1.name.as_os_str(), b2.name.as_os_str());
-        let replaced = if exchange {
-            None
-        } else {
-            Self::last_link(to.as_fd(), newname)
-        };
-        let replaced_dir = stat_at(to.as_fd(), newname)
-            .ok()
-            .filter(|st| !exchange && st.st_mode & libc::S_IFMT == libc::S_IFDIR);
-        // Two links of one file: rename(2) does nothing, and neither must we.
         let src_st = stat_at(from.as_fd(), name)?;
-        if let Ok(dst_st) = stat_at(to.as_fd(), newname) {
-            if (src_st.st_dev, src_st.st_ino) == (dst_st.st_dev, dst_st.st_ino) {
-                return Ok(rustix::fs::renameat_with(
-                    &*from, name, &*to, newname, flags,
-                )?);
-            }
+        let dst_st = stat_at(to.as_fd(), newname).ok();
+        // Two links of one file: rename(2) does nothing, and neither must we.
+        if dst_st.is_some_and(|d| (d.st_dev, d.st_ino) == (src_st.st_dev, src_st.st_ino)) {
+            return Ok(rustix::fs::renameat_with(
+                &*from, name, &*to, newname, flags,
+            )?);
         }
+        // What the rename replaces: a file's last link (its cached header goes), or a
+        // directory (its cached id goes: a new directory may get its inode number).
+        let fmt = |st: &rustix::fs::Stat| st.st_mode & libc::S_IFMT;
+        let replaced = dst_st
+            .filter(|d| !exchange && fmt(d) == libc::S_IFREG && d.st_nlink == 1)
+            .map(|d| (d.st_dev, d.st_ino));
+        let replaced_dir = dst_st.filter(|d| !exchange && fmt(d) == libc::S_IFDIR);
         // Hashed names: the object gets its new name's xattr before the rename, and
         // loses the old one after (an exchange swaps them).
         let same = Arc::ptr_eq(&from, &to) && name == newname;
