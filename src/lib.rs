@@ -6,14 +6,14 @@
 //! | module | what lives there |
 //! |---|---|
 //! | [`error`] | the library's error type; errno and AWS-name mappings each in one place |
-//! | [`format`] | on-disk format v1: config (`kmsfs.json`), file header, chunk geometry |
+//! | [`format`] | on-disk formats 1 and 2: config (`kmsfs.json`), file header, chunk geometry, sealed names and node records |
 //! | [`crypto`] | AEAD backends (aws-lc-rs, RustCrypto), secret keys |
 //! | [`content`] | one file's content, sealed chunk by chunk |
-//! | [`envelope`] | file keys wrapped by the KMS: unwrap, key cache, header pool |
+//! | [`envelope`] | file keys wrapped by the KMS (or sealed under an RSA public key): unwrap, key cache, header pool |
 //! | [`backing`] | symlink-safe access to the backing tree; the one way to read a sealed file |
 //! | [`trust`] | whether this host trusts a tree's config (pins, tree key, MAC) |
 //! | [`fs`] | the filesystem's operations, the thin FUSE adapter, mounting |
-//! | [`tree`] | whole-tree commands: init, rotate, keys, rekey, fsck, cat, decrypt |
+//! | [`tree`] | whole-tree commands: init, rotate, keys, rekey, fsck, cat, decrypt, path, share |
 //! | [`kms`] | the AWS-shaped KMS: one operation table, the embedded KMS, HTTP both ends, audit |
 //! | [`cli`] | the command line: parsing and printing only |
 #![deny(missing_docs)]

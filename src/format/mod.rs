@@ -1,5 +1,6 @@
-//! On-disk format v1: the per-tree config file, the per-file header (an xattr), chunk
-//! geometry and chunk AAD. docs/FORMAT.md is the byte-level description of this module.
+//! On-disk formats 1 and 2: the per-tree config file, the per-file header (an xattr),
+//! chunk geometry and chunk AAD, and (format 2) sealed names and node records (`names`).
+//! docs/FORMAT.md is the byte-level description of this module.
 
 mod config;
 mod geometry;
