@@ -99,7 +99,11 @@ impl KmsFs {
                     ))
                 }),
                 Err(rustix::io::Errno::NODATA) => Ok(None),
-                Err(e) => Err(e.into()),
+                // (ERANGE: an oversized id, written by someone else)
+                Err(e) => Err(FsError::eio(format_args!(
+                    "{}: cannot read its directory id: {e}",
+                    self.display_dir(pfd)
+                ))),
             }
         };
         let id = match read()? {
@@ -193,11 +197,8 @@ impl KmsFs {
     ) -> Result<OsString, NameError> {
         let n = self.names.as_ref().expect("format 2");
         let long = if is_long(backing) {
-            let p = format!(
-                "{}/{}",
-                crate::backing::proc_path(pfd),
-                String::from_utf8_lossy(backing)
-            );
+            let p = std::path::Path::new(&crate::backing::proc_path(pfd))
+                .join(OsStr::from_bytes(backing));
             let mut buf = vec![0u8; 1024];
             match rustix::fs::lgetxattr(&p, long_xattr(backing).as_str(), &mut buf[..]) {
                 Ok(len) => {
@@ -278,8 +279,19 @@ impl KmsFs {
         let cached = n.nodes.lock().get(&k).copied();
         let (rdev, len) = match cached {
             Some(v) => v,
-            None => match crate::backing::open_at(pfd, bname, OFlags::RDONLY, Mode::empty()) {
+            // NONBLOCK, and checked to be the file just seen: a FIFO swapped in between
+            // must not hang this thread.
+            None => match crate::backing::open_at(
+                pfd,
+                bname,
+                OFlags::RDONLY | OFlags::NONBLOCK,
+                Mode::empty(),
+            ) {
                 Ok(fd) => {
+                    let now = rustix::fs::fstat(&fd).map_err(rerr)?;
+                    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                        return Err(Errno::ESTALE.into());
+                    }
                     let node = self.read_node(fd.as_fd(), kind, &|| {
                         format!("{}/{}", self.display_dir(pfd), bname.to_string_lossy())
                     })?;
@@ -362,7 +374,7 @@ impl KmsFs {
     /// The target of symlink `ino` in a format 2 tree.
     pub(super) fn read_link_node(&self, inode: &super::Inode) -> FsResult<Vec<u8>> {
         let open = |dir: BorrowedFd, name: &OsStr| {
-            crate::backing::open_at(dir, name, OFlags::RDONLY, Mode::empty())
+            crate::backing::open_at(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
         };
         let (fd, _) = self.open_named(inode, open)?;
         let node = self.read_node(fd.as_fd(), NodeKind::Symlink, &|| self.display(inode.ino))?;

@@ -21,7 +21,8 @@ pub fn open_backing_file(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        // NONBLOCK: a FIFO swapped in must not hang the open (refused below).
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .context(path.display())?;
     if !f.metadata()?.is_file() {

@@ -173,7 +173,8 @@ fn names_match_model() {
     #[derive(Debug, Clone, PartialEq)]
     enum E {
         File(u32),
-        Link(String),
+        /// (identity, target): hard links of one symlink share the identity
+        Link(u32, String),
     }
     let t = std::cell::RefCell::new(t);
     runner
@@ -188,13 +189,15 @@ fn names_match_model() {
             // (dir, name) -> entry; hard links share content, which never changes.
             let mut model: BTreeMap<(usize, usize), E> = BTreeMap::new();
             let mut content: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+            // identities of files and symlinks, for their hard links
+            let mut next_id = 0u32;
             for o in ops {
                 match o {
                     NsOp::Create { dir, name, seed } => {
                         let data = vec![seed; 100 + seed as usize];
                         match model.get(&(dir, name)).cloned() {
                             // (a write through a symlink would create its target: not modelled)
-                            Some(E::Link(_)) => continue,
+                            Some(E::Link(..)) => continue,
                             // overwritten: every hard link of it sees the new content
                             Some(E::File(id)) => {
                                 std::fs::write(path(&t, (dir, name)), &data).unwrap();
@@ -202,9 +205,9 @@ fn names_match_model() {
                             }
                             None => {
                                 std::fs::write(path(&t, (dir, name)), &data).unwrap();
-                                let id = content.len() as u32;
-                                content.insert(id, data);
-                                model.insert((dir, name), E::File(id));
+                                next_id += 1;
+                                content.insert(next_id, data);
+                                model.insert((dir, name), E::File(next_id));
                             }
                         }
                     }
@@ -217,7 +220,8 @@ fn names_match_model() {
                             }
                             std::collections::btree_map::Entry::Vacant(v) => {
                                 r.unwrap();
-                                v.insert(E::Link(target));
+                                next_id += 1;
+                                v.insert(E::Link(next_id, target));
                             }
                         }
                     }
@@ -228,7 +232,11 @@ fn names_match_model() {
                             Some(e) => {
                                 r.unwrap();
                                 // two links of one file: rename(2) does nothing
-                                let same_file = matches!((&e, model.get(&to)), (E::File(a), Some(E::File(b))) if a == b);
+                                // (a symlink's hard links too)
+                                let same_file = matches!(
+                                    (&e, model.get(&to)),
+                                    (E::File(a), Some(E::File(b))) | (E::Link(a, _), Some(E::Link(b, _))) if a == b
+                                );
                                 if from != to && !same_file {
                                     model.remove(&from);
                                     model.insert(to, e);
@@ -271,7 +279,7 @@ fn names_match_model() {
                     let p = path(&t, *k);
                     match e {
                         E::File(id) => prop_assert_eq!(&std::fs::read(&p).unwrap(), &content[id]),
-                        E::Link(target) => prop_assert_eq!(
+                        E::Link(_, target) => prop_assert_eq!(
                             std::fs::read_link(&p).unwrap().to_string_lossy().into_owned(),
                             target.clone()
                         ),
