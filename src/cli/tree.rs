@@ -266,7 +266,11 @@ pub(super) fn decrypt(
         eprintln!("kmsfs: {p}: {e}");
     }
     if !rep.failed.is_empty() {
-        bail!("{} file(s) could not be restored", rep.failed.len());
+        bail!(
+            "{} entr{} could not be restored (skipped, listed above); everything else was",
+            rep.failed.len(),
+            if rep.failed.len() == 1 { "y" } else { "ies" }
+        );
     }
     Ok(())
 }

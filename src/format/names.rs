@@ -49,6 +49,10 @@ pub enum NameError {
     /// A hashed name without (or with the wrong) long-name xattr.
     #[error("long name: its user.kmsfs.ln.* xattr is missing or does not match")]
     LongName,
+    /// A hashed name whose sealed bytes fit a short name: not the one encoding kmsfs
+    /// writes, so a second entry for a name another entry may already hold.
+    #[error("hashed name for a name that fits unhashed: not kmsfs's encoding (a second entry for one name)")]
+    NotCanonical,
 }
 
 /// A name as it is stored in a backing directory.
@@ -119,6 +123,10 @@ impl NameKey {
             let l = long.ok_or(NameError::LongName)?;
             if long_name(l) != backing {
                 return Err(NameError::LongName);
+            }
+            // One encoding per name: the writer hashes only what would not fit.
+            if base64::encoded_len(l.len(), false).is_some_and(|n| n <= NAME_MAX) {
+                return Err(NameError::NotCanonical);
             }
             l.to_vec()
         } else {
@@ -413,6 +421,38 @@ mod tests {
         over.resize(32, 0); // 31 bytes of padding
         assert_eq!(k.open(&d, &raw(&over), None), Err(NameError::Forged));
         assert_eq!(k.open(&d, &raw(&pad(b"ok")), None).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn every_name_has_one_encoding() {
+        let k = key();
+        let d = [4; 16];
+        // The short name's sealed bytes under a hashed name (with its xattr): a second
+        // entry for "a" beside the real one.
+        let s = k.seal(&d, b"a").unwrap();
+        let sealed = URL_SAFE_NO_PAD.decode(&s.backing).unwrap();
+        assert_eq!(
+            k.open(&d, &long_name(&sealed), Some(&sealed)),
+            Err(NameError::NotCanonical)
+        );
+        // The longest short name too; the shortest hashed one opens.
+        let s = k.seal(&d, &[b'x'; 160]).unwrap();
+        let sealed = URL_SAFE_NO_PAD.decode(&s.backing).unwrap();
+        assert_eq!(
+            k.open(&d, &long_name(&sealed), Some(&sealed)),
+            Err(NameError::NotCanonical)
+        );
+        let l = k.seal(&d, &[b'x'; 161]).unwrap();
+        assert!(k.open(&d, &l.backing, l.long.as_deref()).is_ok());
+        // Base64 with non-zero trailing bits decodes to the same bytes elsewhere; refused.
+        let s = k.seal(&d, b"b").unwrap();
+        let mut t = s.backing.clone();
+        let last = t.last_mut().unwrap();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let i = alphabet.iter().position(|c| c == last).unwrap();
+        *last = alphabet[i ^ 1];
+        assert_ne!(t, s.backing);
+        assert_eq!(k.open(&d, &t, None), Err(NameError::Forged));
     }
 
     #[test]

@@ -197,8 +197,8 @@ impl KmsFs {
 
 /// What a write by a caller without CAP_FSETID does to a file (the kernel tells us with
 /// HANDLE_KILLPRIV_V2): set-user-ID goes, set-group-ID goes if group-executable, and
-/// file capabilities go.
-pub(super) fn kill_suidgid(file: &File) -> FsResult<()> {
+/// file capabilities go. True if the mode changed.
+pub(super) fn kill_suidgid(file: &File) -> FsResult<bool> {
     let st = rustix::fs::fstat(file).map_err(rerr)?;
     let mut mode = st.st_mode & 0o7777;
     let old = mode;
@@ -210,7 +210,7 @@ pub(super) fn kill_suidgid(file: &File) -> FsResult<()> {
         rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(rerr)?;
     }
     match rustix::fs::fremovexattr(file, "security.capability") {
-        Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(()),
+        Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::NOTSUP) => Ok(mode != old),
         Err(e) => Err(rerr(e).into()),
     }
 }

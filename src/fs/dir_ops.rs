@@ -7,7 +7,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuser::{Errno, FileAttr, FileType};
@@ -137,6 +137,7 @@ impl KmsFs {
                 bpath()
             ))
         })?;
+        self.note_own_key(h.file_id);
         crate::backing::create_header(fd.as_fd(), &h).map_err(|e| FsError {
             errno: Errno::from_i32(e.errno().unwrap_or(libc::EIO)),
             log: Some((tracing::Level::ERROR, format!("{}: new file: {e}", bpath()))),
@@ -375,6 +376,12 @@ impl KmsFs {
         flags: u32,
     ) -> FsResult<()> {
         let flags = rustix::fs::RenameFlags::from_bits_retain(flags);
+        // RENAME_WHITEOUT leaves a 0:0 character device behind: a format 2 tree holds
+        // only kmsfs's node files, so the mount would refuse that entry forever (EIO).
+        // Refused as filesystems without whiteouts refuse it (overlayfs then falls back).
+        if self.names.is_some() && flags.contains(rustix::fs::RenameFlags::WHITEOUT) {
+            return Err(Errno::EINVAL.into());
+        }
         let exchange = flags.contains(rustix::fs::RenameFlags::EXCHANGE);
         let (from, b1) = self.parent_for(parent, name)?;
         let (to, b2) = self.parent_for(newparent, newname)?;
@@ -506,7 +513,25 @@ impl KmsFs {
 
     /// Reads directory `ino` whole (kmsfs's own names left out); answers a handle.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let entries = self.list_dir(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dir_handles.write().insert(
+            fh,
+            Arc::new(DirHandle {
+                entries,
+                fresh: AtomicBool::new(true),
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// The entries of directory `ino` as the mount shows them. Entries whose names do
+    /// not open are left out and logged as one line per listing, rate-limited
+    /// (`names::RefusedLog`): whoever writes the backing tree must not flood the log.
+    fn list_dir(&self, ino: u64) -> FsResult<Vec<(u64, FileType, OsString)>> {
         let fd = self.dir_fd(ino)?;
+        let mut refused = 0u64;
+        let mut first_refused = None;
         let id = match self.names {
             Some(_) => Some(self.dir_id(fd.as_fd())?),
             None => None,
@@ -532,11 +557,10 @@ impl KmsFs {
                         Ok(n) => n,
                         Err(e) => {
                             // Not the mount's to show: tampered, moved, or not kmsfs's.
-                            tracing::warn!(
-                                "{}/{}: {e}; not listed",
-                                self.display(ino),
-                                String::from_utf8_lossy(name)
-                            );
+                            refused += 1;
+                            first_refused.get_or_insert_with(|| {
+                                (String::from_utf8_lossy(name).into_owned(), e)
+                            });
                             continue;
                         }
                     }
@@ -567,11 +591,13 @@ impl KmsFs {
             };
             entries.push((self.inodes.peek_ino(ent.ino()), kind, shown));
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dir_handles
-            .write()
-            .insert(fh, Arc::new(DirHandle { entries }));
-        Ok(fh)
+        if let (Some(n), Some((name, e))) = (&self.names, first_refused) {
+            n.refused.report(ino, refused, &|| {
+                format!("{}: {refused} entr{} not listed (names that do not open here: tampered, moved, or not kmsfs's; `kmsfs fsck` lists each), e.g. {name}: {e}",
+                    self.display(ino), if refused == 1 { "y" } else { "ies" })
+            });
+        }
+        Ok(entries)
     }
 
     /// The entries of directory handle `fh` from `offset` on, handed to `add(ino, next
@@ -584,12 +610,21 @@ impl KmsFs {
         offset: u64,
         mut add: impl FnMut(u64, u64, FileType, &OsStr) -> bool,
     ) -> FsResult<()> {
-        let d = self
+        let mut d = self
             .dir_handles
             .read()
             .get(&fh)
             .cloned()
             .ok_or(Errno::EBADF)?;
+        // rewinddir(3): a read from the start after the first sees entries added since
+        // (POSIX); the first read uses the listing opendir made.
+        if offset == 0 && !d.fresh.swap(false, Ordering::Relaxed) {
+            d = Arc::new(DirHandle {
+                entries: self.list_dir(ino)?,
+                fresh: AtomicBool::new(false),
+            });
+            self.dir_handles.write().insert(fh, d.clone());
+        }
         let mut off = offset;
         if off == 0 {
             if add(ino, 1, FileType::Directory, OsStr::new(".")) {

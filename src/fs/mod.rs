@@ -99,6 +99,12 @@ pub struct KmsFs {
     known: Mutex<lru::LruCache<(u64, u64), Arc<Header>>>,
     /// Format 2 trees: the name key and its caches (None: names are plaintext).
     names: Option<names::Names>,
+    /// Encrypt-only trees: ids of the files whose key this mount drew itself (created,
+    /// or emptied and re-keyed here). Anyone can wrap a key under the tree's public key,
+    /// so a file whose key is not in here is written only whole, under a new key.
+    own_keys: Mutex<lru::LruCache<[u8; 16], ()>>,
+    /// Tells the kernel of changes it did not make (set once the session exists).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 const OPENING_STRIPES: usize = 256;
@@ -147,7 +153,43 @@ impl KmsFs {
                 std::num::NonZeroUsize::new(cache_entries.max(1)).unwrap(),
             )),
             names: None,
+            notifier: Arc::default(),
+            own_keys: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(1 << 16).unwrap(),
+            )),
         })
+    }
+
+    /// An encrypt-only tree (keys anyone can wrap under)?
+    pub(super) fn public_key_tree(&self) -> bool {
+        self.env.config.public_key_tree()
+    }
+
+    /// This mount drew the key of file `id` (encrypt-only trees).
+    pub(super) fn note_own_key(&self, id: [u8; 16]) {
+        if self.public_key_tree() {
+            self.own_keys.lock().put(id, ());
+        }
+    }
+
+    /// Did this mount draw the key of file `id`?
+    pub(super) fn is_own_key(&self, id: &[u8; 16]) -> bool {
+        self.own_keys.lock().get(id).is_some()
+    }
+
+    /// Where the session's notifier goes once it exists (see `mount`).
+    pub(crate) fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (a change it did not see).
+    pub(super) fn inval_attrs(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            // offset < 0: attributes only, no page cache (safe inside a write request)
+            if let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0) {
+                tracing::debug!("cannot invalidate inode {ino}: {e}");
+            }
+        }
     }
 
     /// Seals names under `key` (a format 2 tree; see `names`).

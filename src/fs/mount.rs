@@ -40,6 +40,8 @@ pub struct Mount {
     session: fuser::Session<super::fuse::Fuse>,
     kms: Arc<dyn Kms>,
     mountpoint: PathBuf,
+    /// Mounted by `mount_as_root`, not fuser: unmounting on a signal is ours too.
+    self_mounted: bool,
 }
 
 /// Mounts the tree at `backing` on `mountpoint`: the tree's config must be trusted by
@@ -121,14 +123,68 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     };
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = opts.threads > 1;
-    let session = fuser::Session::new(super::fuse::Fuse::new(fs), mountpoint, &config)
+    let notifier = fs.notifier_slot();
+    let fuse = super::fuse::Fuse::new(fs);
+    let own = mount_as_root(&backing, mountpoint, opts.allow_other)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    let self_mounted = own.is_some();
+    let session = match own {
+        Some(fd) => fuser::Session::from_fd(fuse, fd, config.acl, config),
+        None => fuser::Session::new(fuse, mountpoint, &config),
+    }
+    .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+    // For telling the kernel about changes it did not make (a write's privilege kill).
+    let _ = notifier.set(session.notifier());
     tracing::info!("mounted {} on {}", backing.display(), mountpoint.display());
     Ok(Mount {
         session,
         kms,
         mountpoint: mountpoint.to_path_buf(),
+        self_mounted,
     })
+}
+
+/// As root, mounts the FUSE device itself with type `fuse.kmsfs` (what `findmnt -t
+/// fuse.kmsfs` and fstab's `fuse.kmsfs` look for) and answers its descriptor: fuser
+/// 0.18's own mount(2) passes type `fuse` and drops the subtype. Without the privilege
+/// (EPERM: a user namespace), None: fuser mounts (through fusermount3, which keeps the
+/// subtype). Options as fuser's: nosuid, nodev, the mountpoint's root mode, our ids.
+fn mount_as_root(
+    backing: &Path,
+    mountpoint: &Path,
+    allow_other: bool,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsRawFd;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let dev = rustix::fs::open(
+        "/dev/fuse",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let root_mode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let mut data = format!(
+        "fd={},rootmode={root_mode:o},user_id={},group_id={}",
+        dev.as_raw_fd(),
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw()
+    );
+    if allow_other {
+        data.push_str(",default_permissions,allow_other");
+    }
+    let data = std::ffi::CString::new(data).expect("no NUL");
+    match rustix::mount::mount(
+        backing.as_os_str(),
+        mountpoint,
+        "fuse.kmsfs",
+        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+        data.as_c_str(),
+    ) {
+        Ok(()) => Ok(Some(dev)),
+        Err(rustix::io::Errno::PERM) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Mount {
@@ -139,14 +195,21 @@ impl Mount {
             mut session,
             kms,
             mountpoint,
+            self_mounted,
         } = self;
         let mut unmounter = session.unmount_callable();
+        let mp = mountpoint.clone();
         let mut signals =
             signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 tracing::info!("signal {sig}: unmounting");
-                if let Err(e) = unmounter.unmount() {
+                let r = match self_mounted {
+                    true => rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::empty())
+                        .map_err(std::io::Error::from),
+                    false => unmounter.unmount(),
+                };
+                if let Err(e) = r {
                     tracing::warn!("unmount failed: {e}");
                 }
             }

@@ -28,6 +28,8 @@ pub struct Names {
     /// node file (st_dev, st_ino, ctime) -> (rdev, target length); ctime changes with any
     /// change of the inode, so a reused inode number never meets an old record.
     nodes: Mutex<lru::LruCache<NodeStamp, (u64, u64)>>,
+    /// Bounds the log lines about entries whose names do not open.
+    pub(super) refused: RefusedLog,
 }
 
 /// A node file as of one state of its inode: (st_dev, st_ino, ctime s, ctime ns).
@@ -41,6 +43,67 @@ impl Names {
             key,
             ids: Mutex::new(lru::LruCache::new(n)),
             nodes: Mutex::new(lru::LruCache::new(n)),
+            refused: RefusedLog::new(),
+        }
+    }
+}
+
+/// Log lines about entries a listing refuses, bounded: whoever writes the backing tree
+/// can plant any number of names that do not open, and each listing (by any user of the
+/// mount) would otherwise log each one, burying real alerts. One summary line per
+/// directory listing, at most one per directory per `PER_DIR`, and at most
+/// `LINES_PER_WINDOW` such lines per `PER_DIR` in all; what is held back is counted and
+/// said on the next line. `kmsfs fsck` lists every entry.
+pub(super) struct RefusedLog(Mutex<RefusedState>);
+
+struct RefusedState {
+    /// directory ino -> when its last line was written
+    last: lru::LruCache<u64, std::time::Instant>,
+    window: std::time::Instant,
+    lines: u32,
+    held_back: u64,
+}
+
+const PER_DIR: std::time::Duration = std::time::Duration::from_secs(60);
+const LINES_PER_WINDOW: u32 = 20;
+
+impl RefusedLog {
+    fn new() -> RefusedLog {
+        RefusedLog(Mutex::new(RefusedState {
+            last: lru::LruCache::new(NonZeroUsize::new(4096).unwrap()),
+            window: std::time::Instant::now(),
+            lines: 0,
+            held_back: 0,
+        }))
+    }
+
+    /// `count` entries of directory `ino` were not listed; `line` says so.
+    pub(super) fn report(&self, ino: u64, count: u64, line: &dyn Fn() -> String) {
+        let now = std::time::Instant::now();
+        let mut s = self.0.lock();
+        if now.duration_since(s.window) >= PER_DIR {
+            s.window = now;
+            s.lines = 0;
+        }
+        let recent = s
+            .last
+            .get(&ino)
+            .is_some_and(|t| now.duration_since(*t) < PER_DIR);
+        if recent || s.lines >= LINES_PER_WINDOW {
+            s.held_back += count;
+            return;
+        }
+        s.lines += 1;
+        s.last.put(ino, now);
+        let held = std::mem::take(&mut s.held_back);
+        drop(s);
+        if held > 0 {
+            tracing::warn!(
+                "{} ({held} more refused entries not logged since the last such line)",
+                line()
+            );
+        } else {
+            tracing::warn!("{}", line());
         }
     }
 }

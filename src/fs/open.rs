@@ -40,6 +40,9 @@ pub(super) struct Handle {
 
 pub(super) struct DirHandle {
     pub(super) entries: Vec<(u64, FileType, OsString)>,
+    /// Not read from yet: the first read from offset 0 uses `entries`, a later one
+    /// (rewinddir) lists the directory again.
+    pub(super) fresh: std::sync::atomic::AtomicBool,
 }
 
 impl KmsFs {
@@ -137,6 +140,19 @@ impl KmsFs {
                 h
             }
         };
+        // Encrypt-only trees: a key this mount did not draw may be anyone's (whoever
+        // writes the backing tree can wrap one of their own under the public key), so
+        // what is emptied (or is empty) and about to be written gets a new one first.
+        let fresh = self.public_key_tree()
+            && writable
+            && want_write
+            && !self.is_own_key(&header.file_id)
+            && (truncating || self.geo.plain_size(st.st_size as u64) == Some(0));
+        if fresh {
+            let (header, keys) = self.rekey_emptied(&file, &st, &bpath)?;
+            let st = rustix::fs::fstat(&file)?;
+            return Ok(self.open_file(file, writable, &header, keys, &st, bpath));
+        }
         match self.open_keys(&header, &bpath) {
             Ok(keys) => Ok(self.open_file(file, writable, &header, keys, &st, bpath)),
             Err(e) if truncating && writable && e.errno == Errno::EACCES => {
@@ -165,9 +181,10 @@ impl KmsFs {
             .map_err(|e| FsError::eio(format_args!("{bpath}: cannot make a new file key: {e}")))?;
         crate::backing::replace_header(file, &h)
             .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
+        self.note_own_key(h.file_id);
         let h = Arc::new(h);
         self.known.lock().put((st.st_dev, st.st_ino), h.clone());
-        tracing::info!("{bpath}: emptied by O_TRUNC; it has a new key (its old one is not this host's to unwrap)");
+        tracing::info!("{bpath}: emptied; it has a new key drawn here (its old one may be anyone's: an encrypt-only tree)");
         Ok((h, keys))
     }
 
@@ -252,6 +269,17 @@ impl KmsFs {
         let trunc = flags & libc::O_TRUNC != 0;
         let want_write = flags & libc::O_ACCMODE != libc::O_RDONLY || trunc;
         let of = self.acquire_open_with(&inode, want_write, None, trunc)?;
+        // Encrypt-only trees: nothing new is sealed under a key this mount did not draw
+        // (it may be the key of whoever wrote the backing tree); such a file is written
+        // whole (O_TRUNC gives it a new key).
+        if want_write && self.public_key_tree() && !self.is_own_key(&of.file_id) {
+            self.release_open(inode.ino);
+            return Err(FsError::logged(
+                Errno::EACCES,
+                tracing::Level::WARN,
+                format!("{}: not written in place: its key was not drawn by this mount (in an encrypt-only tree anyone can wrap a key); write it whole (O_TRUNC) and it gets a new one", of.path),
+            ));
+        }
         if trunc {
             // ATOMIC_O_TRUNC: the kernel leaves the truncate, and with it the privilege
             // kill of a truncate by someone other than root, to us.
@@ -302,8 +330,10 @@ impl KmsFs {
         if !of.writable {
             return Err(Errno::EBADF.into());
         }
-        if kill_priv {
-            kill_suidgid(&of.file)?;
+        // The kernel's cached mode still shows the bits it asked us to kill: a stat
+        // right after the write (by the owner too) must not see them.
+        if kill_priv && kill_suidgid(&of.file)? {
+            self.inval_attrs(h.ino);
         }
         if cached {
             // Page-cache writeback of whole chunks strictly inside the file changes

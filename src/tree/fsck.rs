@@ -78,10 +78,16 @@ pub fn fsck(
     salvage: Option<&Path>,
     show_progress: bool,
 ) -> crate::Result<FsckReport> {
+    let salvage_dir_path = salvage;
     let walk_names = super::TreeNames::for_walk(cfg);
     let (files, temps) = super::walk_tree(backing, Some(names.unwrap_or(&walk_names)))?;
     let root = super::TreeRoot::open(backing)?;
     let geo = Geometry::new(cfg.chunk_size);
+    // Salvaged plaintext is written below the salvage directory by descriptor only.
+    let salvage = salvage.map(super::out::OutDir::create).transpose()?;
+    let salvage = salvage
+        .as_ref()
+        .map(|o| (o, salvage_dir_path.unwrap_or(Path::new(""))));
     let pb = super::progress(files.len() as u64, "checking", show_progress);
     let results: Vec<(u64, Vec<Problem>, Option<Salvaged>)> = files
         .par_iter()
@@ -172,7 +178,7 @@ fn check_file(
     geo: Geometry,
     env: Option<&Arc<Envelope>>,
     names: Option<&super::TreeNames>,
-    salvage: Option<&Path>,
+    salvage: Option<(&super::out::OutDir, &Path)>,
 ) -> (u64, Vec<Problem>, Option<Salvaged>) {
     let mut probs = vec![];
     // One descriptor for the header and every chunk, opened without following symlinks.
@@ -258,7 +264,7 @@ fn scan_file(
     geo: Geometry,
     size: u64,
     names: Option<&super::TreeNames>,
-    salvage: Option<&Path>,
+    salvage: Option<(&super::out::OutDir, &Path)>,
     already_damaged: bool,
 ) -> (std::io::Result<Vec<u64>>, Option<Salvaged>) {
     let c = sealed.content(keys, geo);
@@ -279,20 +285,22 @@ fn scan_file(
         return (Err(e), None);
     }
     let salvaged = match salvage {
-        Some(dir) if !bad.is_empty() || already_damaged => {
+        Some((outd, dir)) if !bad.is_empty() || already_damaged => {
             // Under its plaintext path when its names open.
             let rel = names
                 .and_then(|n| n.plain_path(backing, path).ok())
                 .unwrap_or_else(|| path.strip_prefix(backing).unwrap_or(path).to_path_buf());
-            let out = dir.join(rel);
-            let written = out
-                .parent()
-                .map(std::fs::create_dir_all)
-                .transpose()
-                .and_then(|_| std::fs::write(&out, &plain));
+            let written = (|| -> Result<(), rustix::io::Errno> {
+                let name = rel.file_name().ok_or(rustix::io::Errno::INVAL)?;
+                let d = outd.dir(rel.parent().unwrap_or(Path::new("")))?;
+                let mut f = super::out::create_file(std::os::fd::AsFd::as_fd(&d), name)?;
+                std::io::Write::write_all(&mut f, &plain).map_err(|e| {
+                    rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)
+                })
+            })();
             written.ok().map(|_| Salvaged {
                 path: path.display().to_string(),
-                out: out.display().to_string(),
+                out: dir.join(&rel).display().to_string(),
                 zero_filled_chunks: bad.clone(),
             })
         }

@@ -7,6 +7,7 @@
 mod fsck;
 mod init;
 mod names;
+mod out;
 mod rekey;
 mod restore;
 mod rewrap;
@@ -86,7 +87,7 @@ pub struct TreeRoot {
     path: PathBuf,
     /// The same root spelled canonically: paths named by the user may use either.
     canonical: PathBuf,
-    fd: std::os::fd::OwnedFd,
+    pub(crate) fd: std::os::fd::OwnedFd,
 }
 
 impl TreeRoot {
@@ -100,7 +101,7 @@ impl TreeRoot {
     }
 
     /// `p` relative to this root (given as the root was, or canonically spelled).
-    fn relative<'p>(&self, p: &'p Path) -> Result<&'p Path, rustix::io::Errno> {
+    pub(crate) fn relative<'p>(&self, p: &'p Path) -> Result<&'p Path, rustix::io::Errno> {
         p.strip_prefix(&self.path)
             .or_else(|_| p.strip_prefix(&self.canonical))
             .map_err(|_| rustix::io::Errno::XDEV)

@@ -3,6 +3,7 @@
 //! path`), in format 1 (names as they are) and format 2 (sealed; docs/FORMAT.md "Names").
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -59,12 +60,16 @@ impl TreeNames {
 
     /// The id of backing directory `dir`.
     pub fn dir_id(&self, dir: &Path) -> Result<[u8; DIR_ID_LEN]> {
-        let mut v = [0u8; DIR_ID_LEN + 1];
-        let n = rustix::fs::lgetxattr(dir, DIR_ID_XATTR, &mut v[..])
-            .map_err(|e| err!("{}: no directory id ({DIR_ID_XATTR}): {e}", dir.display()))?;
-        v[..n]
-            .try_into()
-            .map_err(|_| err!("{}: directory id of {n} bytes", dir.display()))
+        let fd = crate::backing::open_root(dir).map_err(|e| err!("{}: {e}", dir.display()))?;
+        self.dir_id_at(fd.as_fd())
+            .map_err(|e| err!("{}: {e}", dir.display()))
+    }
+
+    /// The id of the backing directory behind `fd`; the error does not name it.
+    pub fn dir_id_at(&self, fd: BorrowedFd) -> Result<[u8; DIR_ID_LEN]> {
+        let (n, v) = crate::backing::getxattr_fd(fd, OsStr::new(DIR_ID_XATTR), DIR_ID_LEN + 1)
+            .map_err(|e| err!("no directory id ({DIR_ID_XATTR}): {e}"))?;
+        v.try_into().map_err(|_| err!("directory id of {n} bytes"))
     }
 
     /// The plaintext name of entry `name` of backing directory `dir` (id `id`); the error
@@ -73,13 +78,27 @@ impl TreeNames {
         if !self.v2 {
             return Ok(name.to_os_string());
         }
+        let fd = crate::backing::open_root(dir)?;
+        self.plain_name_at(fd.as_fd(), id, name)
+    }
+
+    /// The plaintext name of entry `name` of the backing directory behind `dir` (id
+    /// `id`), its long-name xattr read from the entry itself (not followed).
+    pub fn plain_name_at(
+        &self,
+        dir: BorrowedFd,
+        id: &[u8; DIR_ID_LEN],
+        name: &OsStr,
+    ) -> Result<OsString> {
+        if !self.v2 {
+            return Ok(name.to_os_string());
+        }
         let key = self.key()?;
         let b = name.as_bytes();
         let long = if is_long(b) {
-            let mut v = vec![0u8; 1024];
-            let n = rustix::fs::lgetxattr(dir.join(name), long_xattr(b).as_str(), &mut v[..])
+            let obj = crate::backing::open_obj_at(dir, name)?;
+            let (_, v) = crate::backing::getxattr_fd(obj.as_fd(), OsStr::new(&long_xattr(b)), 1024)
                 .map_err(|e| err!("long name xattr: {e}"))?;
-            v.truncate(n);
             Some(v)
         } else {
             None
@@ -143,19 +162,25 @@ impl TreeNames {
 
     /// The record of node file `path` of kind `kind`.
     pub fn read_node(&self, path: &Path, kind: NodeKind) -> Result<Node> {
-        let key = self.key()?;
         let f = crate::tree::restore::open_backing_file(path)?;
+        self.read_node_from(&f, kind)
+            .map_err(|e| err!("{}: {e}", path.display()))
+    }
+
+    /// The record of the node file open as `f` (of kind `kind`); the error does not name it.
+    pub fn read_node_from(&self, f: &std::fs::File, kind: NodeKind) -> Result<Node> {
+        let key = self.key()?;
         let mut buf = vec![0u8; 16 + 9 + names::TARGET_MAX + 1];
-        let n = rustix::io::pread(&f, &mut buf[..], 0)?;
+        let n = rustix::io::pread(f, &mut buf[..], 0)?;
         let want = if kind == NodeKind::Symlink {
             buf.len()
         } else {
             16 + 9
         };
         if n < want {
-            fail!("{}: node record truncated", path.display());
+            fail!("node record truncated");
         }
         key.open_node(&buf[..want], kind)
-            .map_err(|e| err!("{}: {kind:?} record: {e}", path.display()))
+            .map_err(|e| err!("{kind:?} record: {e}"))
     }
 }

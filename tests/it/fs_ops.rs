@@ -394,17 +394,45 @@ fn tree_commands_as_library_calls() {
 /// host's principal may call GetPublicKey and nothing else. It creates and fills files,
 /// replaces one whole (O_TRUNC), and reads or changes nothing it did not just write;
 /// a principal allowed Decrypt reads every byte.
-#[test]
-fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
-    use kmsfs::kms::local::Caller;
-    use kmsfs::kms::{CreateGrantRequest, CreateKeyRequest};
-    let dir = tempfile::tempdir().unwrap();
-    let backing = dir.path().join("b");
-    std::fs::create_dir(&backing).unwrap();
-    let admin = LocalKms::open(&dir.path().join("ks"), true).unwrap();
-    let rsa = |spec: &str| {
-        admin
-            .create_key(CreateKeyRequest {
+/// An encrypt-only tree of one RSA_3072 key: `backup` may only GetPublicKey, `restore`
+/// may Decrypt; the backup host made the tree.
+struct EncryptOnly {
+    dir: tempfile::TempDir,
+    backing: PathBuf,
+    admin: LocalKms,
+    key: String,
+}
+
+impl EncryptOnly {
+    fn new() -> EncryptOnly {
+        let dir = tempfile::tempdir().unwrap();
+        let backing = dir.path().join("b");
+        std::fs::create_dir(&backing).unwrap();
+        let admin = LocalKms::open(&dir.path().join("ks"), true).unwrap();
+        let t = EncryptOnly {
+            backing,
+            admin,
+            key: String::new(),
+            dir,
+        };
+        let key = t.rsa("RSA_3072");
+        let t = EncryptOnly { key, ..t };
+        let backup = t.on(&t.key, "backup", &["GetPublicKey"]);
+        // The backup host makes the tree itself: DescribeKey is denied, GetPublicKey is enough.
+        let (arns, public_keys) =
+            kmsfs::trust::tree_keys(&*backup, std::slice::from_ref(&t.key)).unwrap();
+        assert_eq!(arns, std::slice::from_ref(&t.key));
+        let mut cfg = TreeConfig::new(4096, arns, None);
+        cfg.public_keys = public_keys;
+        let tt = kmsfs::trust::TrustedTree::create(cfg, backup, "test".into()).unwrap();
+        assert!(tt.cfg.mac.is_none() && tt.cfg.tree_key.is_empty());
+        tt.cfg.save(&t.backing).unwrap();
+        t
+    }
+
+    fn rsa(&self, spec: &str) -> String {
+        self.admin
+            .create_key(kmsfs::kms::CreateKeyRequest {
                 key_spec: Some(spec.into()),
                 key_usage: Some("ENCRYPT_DECRYPT".into()),
                 ..Default::default()
@@ -412,49 +440,53 @@ fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
             .unwrap()
             .key_metadata
             .arn
-    };
-    let key = rsa("RSA_3072");
-    let on = |key: &str, who: &str, ops: &[&str]| -> Arc<dyn Kms> {
-        admin
-            .create_grant(CreateGrantRequest {
+    }
+
+    /// Principal `who`, granted `ops` on `key`.
+    fn on(&self, key: &str, who: &str, ops: &[&str]) -> Arc<dyn Kms> {
+        self.admin
+            .create_grant(kmsfs::kms::CreateGrantRequest {
                 key_id: key.into(),
                 grantee_principal: who.into(),
                 operations: ops.iter().map(|s| s.to_string()).collect(),
                 ..Default::default()
             })
             .unwrap();
-        Arc::new(admin.with_caller(Caller {
+        Arc::new(self.admin.with_caller(kmsfs::kms::local::Caller {
             principal: who.into(),
             source: "test".into(),
             region: None,
         }))
-    };
-    let backup = on(&key, "backup", &["GetPublicKey"]);
-    let restore = on(&key, "restore", &["Decrypt"]);
-    // The backup host makes the tree itself: DescribeKey is denied, GetPublicKey is enough.
-    let (arns, public_keys) =
-        kmsfs::trust::tree_keys(&*backup, std::slice::from_ref(&key)).unwrap();
-    assert_eq!(arns, std::slice::from_ref(&key));
-    let mut cfg = TreeConfig::new(4096, arns, None);
-    cfg.public_keys = public_keys;
-    let t = kmsfs::trust::TrustedTree::create(cfg, backup.clone(), "test".into()).unwrap();
-    assert!(t.cfg.mac.is_none() && t.cfg.tree_key.is_empty());
-    t.cfg.save(&backing).unwrap();
-    let mount = |kms: Arc<dyn Kms>| {
+    }
+
+    /// A fresh mount of the tree (no keys held) as `kms`'s principal.
+    fn mount(&self, kms: Arc<dyn Kms>) -> Fs {
         let opts = FsOptions {
-            backing: backing.clone(),
+            backing: self.backing.clone(),
             writeback_cache: false,
             attr_timeout: Duration::from_secs(1),
-            mountpoint: dir.path().join("mnt"),
+            mountpoint: self.dir.path().join("mnt"),
         };
-        let cfg = TreeConfig::load(&backing).unwrap();
+        let cfg = TreeConfig::load(&self.backing).unwrap();
         let env = Arc::new(Envelope::new(kms, cfg).with_pool(4));
         Fs {
             _dir: tempfile::tempdir().unwrap(),
-            backing: backing.clone(),
+            backing: self.backing.clone(),
             fs: KmsFs::new(&opts, env, 64).unwrap(),
         }
-    };
+    }
+}
+
+#[test]
+fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
+    use kmsfs::kms::CreateKeyRequest;
+    let e = EncryptOnly::new();
+    let (backing, admin, key) = (&e.backing, &e.admin, &e.key);
+    let rsa = |spec: &str| e.rsa(spec);
+    let on = |key: &str, who: &str, ops: &[&str]| e.on(key, who, ops);
+    let mount = |kms: Arc<dyn Kms>| e.mount(kms);
+    let backup = on(key, "backup2", &["GetPublicKey"]);
+    let restore = on(key, "restore", &["Decrypt"]);
     let b = mount(backup.clone());
     let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
     let ino = b.file(ROOT_INO, "archive.tar", &data);
@@ -500,11 +532,15 @@ fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
     // under it, and a principal allowed Decrypt on it alone reads them.
     let admin_kms: Arc<dyn Kms> = Arc::new(admin.with_caller(admin.caller().clone()));
     let recovery = rsa("RSA_2048");
-    let mut t2 =
-        kmsfs::trust::TrustedTree::create(t.cfg.clone(), admin_kms, "test".into()).unwrap();
+    let mut t2 = kmsfs::trust::TrustedTree::create(
+        TreeConfig::load(backing).unwrap(),
+        admin_kms,
+        "test".into(),
+    )
+    .unwrap();
     let sum = kmsfs::tree::change_key(
         &mut t2,
-        &backing,
+        backing,
         kmsfs::tree::KeyChange::Add,
         &recovery,
         false,
@@ -522,7 +558,99 @@ fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
         .key_metadata
         .arn;
     let mut t3 = t2;
-    let e = kmsfs::tree::change_key(&mut t3, &backing, kmsfs::tree::KeyChange::Add, &sym, false)
+    let e = kmsfs::tree::change_key(&mut t3, backing, kmsfs::tree::KeyChange::Add, &sym, false)
         .unwrap_err();
     assert!(e.to_string().contains("all symmetric or all RSA"), "{e}");
+}
+
+/// #20: whoever writes the backing tree of an encrypt-only tree has its public key, so
+/// it can give a file a header wrapping a key it chose (and cut the file to nothing).
+/// The host that can unwrap saw an empty file and wrote into it under that key (`>`
+/// kept the header on e418955): the attacker then read what was written. A mount seals
+/// new data only under keys it drew itself.
+#[test]
+fn an_encrypt_only_host_never_writes_under_a_key_it_did_not_draw() {
+    let e = EncryptOnly::new();
+    let backup = e.on(&e.key, "backup", &["GetPublicKey"]);
+    let restore = e.on(&e.key, "restore", &["Decrypt"]);
+    let b = e.mount(backup.clone());
+    b.file(ROOT_INO, "diary", b"written by the backup host");
+    b.file(ROOT_INO, "log", b"first line\n");
+    drop(b);
+    // The attacker (public key only) wraps a key of its own for each file.
+    let attacker = Arc::new(Envelope::new(backup, TreeConfig::load(&e.backing).unwrap()));
+    let geo = kmsfs::format::Geometry::new(4096);
+    let plant = |file: &str, content: &[u8]| {
+        let (h, keys) = attacker.take_header().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(e.backing.join(file))
+            .unwrap();
+        f.set_len(0).unwrap();
+        kmsfs::backing::replace_header(&f, &h).unwrap();
+        if !content.is_empty() {
+            let sealed = kmsfs::backing::SealedFile::open(f.try_clone().unwrap(), geo).unwrap();
+            sealed.content(&keys, geo).write(0, 0, content).unwrap();
+        }
+        keys
+    };
+    let read_with = |file: &str, keys: &kmsfs::envelope::FileKeys| -> Option<Vec<u8>> {
+        let f = std::fs::File::open(e.backing.join(file)).unwrap();
+        let sealed = kmsfs::backing::SealedFile::open(f, geo).ok()?;
+        let size = sealed.plain_size(geo).ok()?;
+        let mut out = vec![];
+        sealed
+            .content(keys, geo)
+            .copy_plaintext(size, |_, d| {
+                out.extend_from_slice(d);
+                Ok(())
+            })
+            .ok()?;
+        Some(out)
+    };
+    // `>` (O_TRUNC), and an append to the empty file: both under a new key.
+    for flags in [
+        libc::O_WRONLY | libc::O_TRUNC,
+        libc::O_WRONLY | libc::O_APPEND,
+    ] {
+        let diary_keys = plant("diary", b"");
+        let r = e.mount(restore.clone());
+        let ino = r.fs.lookup(ROOT_INO, name("diary")).unwrap().ino.0;
+        let fh = r.fs.open(ino, flags, 0).unwrap();
+        r.fs.write(fh, 0, b"the owner's secret", false, false)
+            .unwrap();
+        r.fs.release(fh);
+        assert_eq!(r.read_all(ino).unwrap(), b"the owner's secret");
+        assert_eq!(
+            read_with("diary", &diary_keys),
+            None,
+            "written under the attacker's key (flags {flags:#o})"
+        );
+    }
+    let log_keys = plant("log", b"planted line\n");
+    let r = e.mount(restore);
+    // A whole file planted under the attacker's key: not written into in place.
+    let ino = r.fs.lookup(ROOT_INO, name("log")).unwrap().ino.0;
+    assert_eq!(r.read_all(ino).unwrap(), b"planted line\n");
+    for flags in [libc::O_WRONLY | libc::O_APPEND, libc::O_RDWR] {
+        let err = r.fs.open(ino, flags, 0).unwrap_err();
+        assert_eq!(err.errno, Errno::EACCES, "{flags:#o}");
+        assert!(err.log.is_some());
+    }
+    assert_eq!(
+        read_with("log", &log_keys).unwrap(),
+        b"planted line\n",
+        "nothing added under the attacker's key"
+    );
+    // Replaced whole, it gets a key of the host's own.
+    let fh = r.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, 0).unwrap();
+    r.fs.write(fh, 0, b"new log", false, false).unwrap();
+    r.fs.release(fh);
+    assert_eq!(read_with("log", &log_keys), None);
+    // ... and what this mount drew it may append to.
+    let fh = r.fs.open(ino, libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+    r.fs.write(fh, 7, b"!", false, false).unwrap();
+    r.fs.release(fh);
+    assert_eq!(r.read_all(ino).unwrap(), b"new log!");
 }

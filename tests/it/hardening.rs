@@ -813,3 +813,120 @@ fn is_fuse_mount(p: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse"))
 }
+
+// ---- #20: four defects a third-party filesystem suite found on e418955 ----
+
+/// renameat2(RENAME_WHITEOUT) (overlayfs uses it) left a real 0:0 character device in
+/// a format 2 backing tree, which the mount then refused (EIO) forever. Refused now.
+#[test]
+fn rename_whiteout_never_leaves_an_entry_the_mount_refuses() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    fs::write(t.p("a"), b"x").unwrap();
+    let r = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        t.p("a"),
+        rustix::fs::CWD,
+        t.p("b"),
+        rustix::fs::RenameFlags::WHITEOUT,
+    );
+    assert_eq!(r, Err(rustix::io::Errno::INVAL));
+    for e in fs::read_dir(t.p("")).unwrap() {
+        fs::symlink_metadata(e.unwrap().path()).expect("every entry stats");
+    }
+    assert_eq!(fs::read(t.p("a")).unwrap(), b"x");
+    for p in walk(&t.backing) {
+        let ft = fs::symlink_metadata(&p).unwrap().file_type();
+        assert!(
+            ft.is_file() || ft.is_dir(),
+            "{} in the backing tree",
+            p.display()
+        );
+    }
+}
+
+/// rewinddir(3) after names were added to an open directory must return them (POSIX).
+#[test]
+fn rewinddir_sees_entries_added_since_opendir() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    fs::write(t.p("first"), b"").unwrap();
+    let names = |d: *mut libc::DIR| {
+        let mut v = vec![];
+        loop {
+            let e = unsafe { libc::readdir(d) };
+            if e.is_null() {
+                break v;
+            }
+            let n = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+            v.push(n.to_string_lossy().into_owned());
+        }
+    };
+    let c = std::ffi::CString::new(t.p("").as_os_str().as_encoded_bytes()).unwrap();
+    let d = unsafe { libc::opendir(c.as_ptr()) };
+    assert!(!d.is_null());
+    assert!(names(d).contains(&"first".to_string()));
+    fs::write(t.p("second"), b"").unwrap();
+    fs::remove_file(t.p("first")).unwrap();
+    unsafe { libc::rewinddir(d) };
+    let again = names(d);
+    unsafe { libc::closedir(d) };
+    assert!(again.contains(&"second".to_string()), "{again:?}");
+    assert!(!again.contains(&"first".to_string()), "{again:?}");
+}
+
+/// Linux clears set-user-ID (and set-group-ID with group execute) on a write by any
+/// process without CAP_FSETID, the file's owner included; e418955 cleared it on disk
+/// but the kernel kept showing the old mode to the owner.
+#[test]
+fn a_write_by_the_owner_clears_set_user_id() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount_with(&["--allow-other"]);
+    fs::create_dir(t.p("u")).unwrap();
+    std::os::unix::fs::chown(t.p("u"), Some(65534), Some(65534)).unwrap();
+    let f = t.p("u/f");
+    let script = format!(
+        "set -e; echo a > {f}; chmod 6755 {f}; stat -c %a {f}; echo b >> {f}; stat -c %a {f}; \
+         chmod 4755 {f}; printf x | dd of={f} bs=1 seek=1 conv=notrunc 2>/dev/null; stat -c %a {f}",
+        f = f.display()
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "6755\n755\n755\n");
+    assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o755);
+}
+
+/// The mount's type is `fuse.kmsfs` (`findmnt -t fuse.kmsfs`, fstab), not bare `fuse`.
+#[test]
+fn the_mount_says_it_is_kmsfs() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let mnt = fs::canonicalize(&t.mnt).unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
+        .expect("mounted");
+    let fstype = line.split(" - ").nth(1).unwrap().split(' ').next().unwrap();
+    assert_eq!(fstype, "fuse.kmsfs", "{line}");
+    // and it still unmounts as before
+    t.umount();
+}

@@ -7,6 +7,7 @@ mod common;
 mod backup;
 mod fs_ops;
 mod hardening;
+mod hostile;
 mod keys;
 mod model;
 mod mount;
