@@ -531,7 +531,8 @@ impl KmsFs {
     fn list_dir(&self, ino: u64) -> FsResult<Vec<(u64, FileType, OsString)>> {
         let fd = self.dir_fd(ino)?;
         let mut refused = 0u64;
-        let mut first_refused = None;
+        // a few examples for the log line
+        let mut examples: Vec<(String, crate::format::names::NameError)> = vec![];
         let id = match self.names {
             Some(_) => Some(self.dir_id(fd.as_fd())?),
             None => None,
@@ -558,9 +559,9 @@ impl KmsFs {
                         Err(e) => {
                             // Not the mount's to show: tampered, moved, or not kmsfs's.
                             refused += 1;
-                            first_refused.get_or_insert_with(|| {
-                                (String::from_utf8_lossy(name).into_owned(), e)
-                            });
+                            if examples.len() < 5 {
+                                examples.push((String::from_utf8_lossy(name).into_owned(), e));
+                            }
                             continue;
                         }
                     }
@@ -591,10 +592,20 @@ impl KmsFs {
             };
             entries.push((self.inodes.peek_ino(ent.ino()), kind, shown));
         }
-        if let (Some(n), Some((name, e))) = (&self.names, first_refused) {
+        if let (Some(n), false) = (&self.names, examples.is_empty()) {
             n.refused.report(ino, refused, &|| {
-                format!("{}: {refused} entr{} not listed (names that do not open here: tampered, moved, or not kmsfs's; `kmsfs fsck` lists each), e.g. {name}: {e}",
-                    self.display(ino), if refused == 1 { "y" } else { "ies" })
+                let dir = self.display(ino);
+                let shown: Vec<String> = examples
+                    .iter()
+                    .map(|(name, e)| format!("{dir}/{name}: {e}"))
+                    .collect();
+                let more = refused - examples.len() as u64;
+                format!(
+                    "{refused} entr{} of {dir} not listed (names that do not open here: tampered, moved, or not kmsfs's; `kmsfs fsck` lists each): {}{}",
+                    if refused == 1 { "y" } else { "ies" },
+                    shown.join("; "),
+                    if more > 0 { format!("; and {more} more") } else { String::new() }
+                )
             });
         }
         Ok(entries)
