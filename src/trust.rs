@@ -56,6 +56,13 @@ pub struct Known {
     /// The config carried a MAC: one without it later is a downgrade, refused.
     #[serde(default)]
     pub authenticated: bool,
+    /// The highest tree format version seen (2: encrypted names); lower is refused.
+    #[serde(default)]
+    pub version: u8,
+    /// The highest tree-key generation seen; lower is refused (an old `kmsfs.json` put
+    /// back, whose tree key a revoked principal may hold).
+    #[serde(default)]
+    pub generation: u32,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -74,13 +81,8 @@ fn load_known(path: &Path) -> Result<KnownTrees> {
 }
 
 /// Records (or replaces) the pin of `fs_id`, under a lock, written atomically.
-fn write_pin(
-    fs_id: &str,
-    keys: &[String],
-    kms: &str,
-    at: Option<&Path>,
-    authenticated: bool,
-) -> Result<()> {
+fn write_pin(cfg: &TreeConfig, kms: &str, at: Option<&Path>, authenticated: bool) -> Result<()> {
+    let (fs_id, keys) = (cfg.fs_id.as_str(), cfg.keys.as_slice());
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let path = known_trees_path()?;
@@ -123,6 +125,12 @@ fn write_pin(
             paths.push(p);
         }
     }
+    // What must never go backwards only goes forwards.
+    let (version, generation) = known
+        .trees
+        .get(fs_id)
+        .map(|k| (k.version.max(cfg.version), k.generation.max(cfg.generation)))
+        .unwrap_or((cfg.version, cfg.generation));
     known.trees.insert(
         fs_id.to_string(),
         Known {
@@ -131,6 +139,8 @@ fn write_pin(
             first_seen,
             paths,
             authenticated,
+            version,
+            generation,
         },
     );
     let tmp = path.with_extension("tmp");
@@ -162,10 +172,21 @@ pub struct TrustedTree {
     tree_key: Option<SecretKey>,
 }
 
-fn tree_context(fs_id: &str) -> EncryptionContext {
+/// The encryption context of the tree key's wraps. Generation 0 (trees made before
+/// generations) used the file keys' `kmsfs:fs` pair, which a read-write share may
+/// Encrypt under: such a grantee could wrap a tree key of its own choosing. From
+/// generation 1 the pair is `kmsfs:tree`, which shares may only Decrypt under (see
+/// `crate::tree::share`), and the generation is bound in.
+pub fn tree_context(fs_id: &str, generation: u32) -> EncryptionContext {
     let mut c = EncryptionContext::new();
-    c.insert("kmsfs:fs".into(), fs_id.into());
-    c.insert("kmsfs:purpose".into(), "tree-config".into());
+    if generation == 0 {
+        c.insert("kmsfs:fs".into(), fs_id.into());
+        c.insert("kmsfs:purpose".into(), "tree-config".into());
+    } else {
+        c.insert("kmsfs:tree".into(), fs_id.into());
+        c.insert("kmsfs:purpose".into(), "tree-key".into());
+        c.insert("kmsfs:generation".into(), generation.to_string());
+    }
     c
 }
 
@@ -313,6 +334,23 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
         }
     }
     let pin = known.trees.get(&cfg.fs_id).cloned();
+    if let Some(p) = &pin {
+        let name = format!("{} (fs id {})", backing.display(), cfg.fs_id);
+        if cfg.version < p.version {
+            bail!(
+                "{name}: kmsfs.json says format {}, but this host has seen format {} for it: a downgrade (names would be stored in the clear); refusing",
+                cfg.version,
+                p.version
+            );
+        }
+        if cfg.generation < p.generation {
+            bail!(
+                "{name}: kmsfs.json is of tree-key generation {}, but this host has seen generation {}: an older config was put back (a revoked principal may hold its tree key); refusing",
+                cfg.generation,
+                p.generation
+            );
+        }
+    }
     let explicit = KmsLocation::named(kms_arg);
     let default = KmsLocation::resolve(None).ok().map(|l| l.describe());
     let location = match (&explicit, &pin, &cfg.kms) {
@@ -371,38 +409,8 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
             None
         }
         Some(mac) => {
-            let ctx = tree_context(&cfg.fs_id);
-            let mut errors = vec![];
-            let mut found = None;
-            for w in cfg.tree_key.iter().filter(|w| trusted.contains(&w.key)) {
-                let blob = base64::engine::general_purpose::STANDARD
-                    .decode(&w.blob)
-                    .map_err(|_| crate::error::err!("{}: tree key wrap is not base64", name()))?;
-                match kms.decrypt(DecryptRequest {
-                    ciphertext_blob: blob,
-                    encryption_context: Some(ctx.clone()),
-                    key_id: Some(w.key.clone()),
-                    encryption_algorithm: None, ..Default::default()
-}) {
-                    Ok(r) => {
-                        found = SecretKey::from_slice(&r.plaintext.0);
-                        break;
-                    }
-                    Err(e) => errors.push(format!("{}: {e}", w.key)),
-                }
-            }
-            let tk = found.ok_or_else(|| {
-                crate::error::err!(
-                    "{}: cannot unwrap the tree key under a trusted key ({}){}",
-                    name(),
-                    trusted.join(", "),
-                    if errors.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", errors.join("; "))
-                    }
-                )
-            })?;
+            let tk = unwrap_tree_key(&*kms, &cfg.fs_id, cfg.generation, &cfg.tree_key, &trusted)
+                .map_err(|e| e.context(name()))?;
             let want = config_mac(&cfg, &tk)?;
             if !subtle_eq(want.as_bytes(), mac.as_bytes()) {
                 bail!(
@@ -413,17 +421,16 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
             Some(tk)
         }
     };
-    // New, moved, or (only with --expect-key, which wins) re-keyed: the pin follows.
+    // New, moved, (only with --expect-key, which wins) re-keyed, or moved on to a newer
+    // format or tree-key generation: the pin follows.
     if pin.as_ref().is_none_or(|p| {
-        p.kms != loc_name || !p.paths.contains(&h) || !same_keys(&p.keys, &cfg.keys)
+        p.kms != loc_name
+            || !p.paths.contains(&h)
+            || !same_keys(&p.keys, &cfg.keys)
+            || p.version < cfg.version
+            || p.generation < cfg.generation
     }) {
-        if let Err(e) = write_pin(
-            &cfg.fs_id,
-            &cfg.keys,
-            &loc_name,
-            Some(&here),
-            tree_key.is_some(),
-        ) {
+        if let Err(e) = write_pin(&cfg, &loc_name, Some(&here), tree_key.is_some()) {
             tracing::warn!(
                 "cannot pin {} in {:?}: {e:#}",
                 name(),
@@ -437,6 +444,47 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
         location: loc_name,
         tree_key,
     })
+}
+
+/// The tree key of generation `generation` from `wraps`, unwrapped only through the
+/// `trusted` keys.
+fn unwrap_tree_key(
+    kms: &dyn Kms,
+    fs_id: &str,
+    generation: u32,
+    wraps: &[TreeKeyWrap],
+    trusted: &[String],
+) -> Result<SecretKey> {
+    let ctx = tree_context(fs_id, generation);
+    let mut errors = vec![];
+    for w in wraps.iter().filter(|w| trusted.contains(&w.key)) {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(&w.blob)
+            .map_err(|_| crate::error::err!("tree key wrap is not base64"))?;
+        match kms.decrypt(DecryptRequest {
+            ciphertext_blob: blob,
+            encryption_context: Some(ctx.clone()),
+            key_id: Some(w.key.clone()),
+            ..Default::default()
+        }) {
+            Ok(r) => {
+                if let Some(k) = SecretKey::from_slice(&r.plaintext.0) {
+                    return Ok(k);
+                }
+                errors.push(format!("{}: not a 32-byte key", w.key));
+            }
+            Err(e) => errors.push(format!("{}: {e}", w.key)),
+        }
+    }
+    bail!(
+        "cannot unwrap the tree key (generation {generation}) under a trusted key ({}){}",
+        trusted.join(", "),
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", errors.join("; "))
+        }
+    )
 }
 
 fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
@@ -470,7 +518,7 @@ impl TrustedTree {
             return Ok(());
         }
         let tk = self.tree_key.take().unwrap_or_else(SecretKey::random);
-        let ctx = tree_context(&self.cfg.fs_id);
+        let ctx = tree_context(&self.cfg.fs_id, self.cfg.generation);
         let mut wraps = vec![];
         for k in &self.cfg.keys {
             let r = self
@@ -500,8 +548,7 @@ impl TrustedTree {
         let here = std::fs::canonicalize(backing).ok();
         // The tree is written either way; without a pin this host trusts it on next use.
         if let Err(e) = write_pin(
-            &self.cfg.fs_id,
-            &self.cfg.keys,
+            &self.cfg,
             &self.location,
             here.as_deref(),
             self.cfg.mac.is_some(),
@@ -527,6 +574,84 @@ impl TrustedTree {
             .as_ref()
             .filter(|_| self.cfg.encrypted_names())?;
         Some(crate::format::names::NameKey::derive(tk, &self.cfg.fs_id))
+    }
+
+    /// Refuses a tree whose move to a new tree-key generation is unfinished: some of its
+    /// names are still under the old key.
+    pub fn check_settled(&self) -> Result<()> {
+        if let Some(p) = &self.cfg.previous {
+            bail!(
+                "{}: its move from tree-key generation {} to {} did not finish (interrupted?); run `kmsfs tree-key rotate` on it again to finish it",
+                self.cfg.fs_id,
+                p.generation,
+                self.cfg.generation
+            );
+        }
+        Ok(())
+    }
+
+    /// The envelope of this tree's files (with their authentication key).
+    pub fn into_envelope(self) -> crate::envelope::Envelope {
+        let auth = self.auth_key();
+        crate::envelope::Envelope::new(self.kms, self.cfg).with_auth(auth)
+    }
+
+    /// The key files are authenticated under (trees of generation 1 on; not
+    /// encrypt-only trees, which have no tree key).
+    pub fn auth_key(&self) -> Option<crate::format::auth::AuthKey> {
+        let tk = self.tree_key.as_ref().filter(|_| self.cfg.generation > 0)?;
+        Some(crate::format::auth::AuthKey::derive(
+            tk,
+            &self.cfg.fs_id,
+            self.cfg.generation,
+        ))
+    }
+
+    /// Starts the move to a new tree-key generation: a fresh tree key, wrapped under
+    /// every key, the old one kept in `previous` until `finish_generation`. Call `save`
+    /// to write it. A move already under way is continued instead (nothing drawn).
+    pub fn begin_generation(&mut self) -> Result<()> {
+        if self.cfg.public_key_tree() {
+            bail!("an encrypt-only tree has no tree key (its files are wrapped under public keys)");
+        }
+        if self.cfg.previous.is_some() {
+            return Ok(());
+        }
+        self.cfg.previous = Some(crate::format::OldGeneration {
+            generation: self.cfg.generation,
+            tree_key: std::mem::take(&mut self.cfg.tree_key),
+        });
+        self.cfg.generation += 1;
+        self.tree_key = None;
+        self.seal()
+    }
+
+    /// The tree key of the generation being left (during a move).
+    pub fn previous_tree_key(&self) -> Result<Option<SecretKey>> {
+        let Some(p) = &self.cfg.previous else {
+            return Ok(None);
+        };
+        unwrap_tree_key(
+            &*self.kms,
+            &self.cfg.fs_id,
+            p.generation,
+            &p.tree_key,
+            &self.cfg.keys,
+        )
+        .map(Some)
+    }
+
+    /// The name key of a tree key of this tree (format 2).
+    pub fn name_key_of(&self, tk: &SecretKey) -> Option<crate::format::names::NameKey> {
+        self.cfg
+            .encrypted_names()
+            .then(|| crate::format::names::NameKey::derive(tk, &self.cfg.fs_id))
+    }
+
+    /// The move to the new generation is done: the old tree key goes. Call `save`.
+    pub fn finish_generation(&mut self) -> Result<()> {
+        self.cfg.previous = None;
+        self.seal()
     }
 
     /// Makes `keys` (ids, ARNs or aliases) the tree's keys, with their public keys if

@@ -131,6 +131,9 @@ pub(crate) enum Cmd {
     /// Change the keys a tree wraps its file keys under (recovery keys); re-wraps every header.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// The tree key (names, symlink targets, file authentication).
+    #[command(subcommand)]
+    TreeKey(TreeKeyCmd),
     /// Share a tree with a principal by KMS grants bound to this tree (kmsfs:fs = its id):
     /// it can mount this tree and no other tree under the same keys.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["with", "list", "revoke"])))]
@@ -145,7 +148,9 @@ pub(crate) enum Cmd {
         /// The principals the tree is shared with.
         #[arg(long)]
         list: bool,
-        /// Revoke every grant of PRINCIPAL bound to this tree.
+        /// Revoke every grant of PRINCIPAL bound to this tree, then move the tree to a new
+        /// tree key (`kmsfs tree-key rotate`; the tree must be unmounted) so that nothing
+        /// PRINCIPAL kept opens what is written afterwards.
         #[arg(long, value_name = "PRINCIPAL")]
         revoke: Option<String>,
         #[arg(long)]
@@ -260,6 +265,19 @@ pub(crate) enum PrincipalCmd {
     },
     Delete {
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TreeKeyCmd {
+    /// Draw a new tree key and move every name, symlink target and file authentication
+    /// to it (no data byte touched; resumable: run it again after an interruption).
+    /// Whoever held the old tree key can read nothing written afterwards and plant
+    /// nothing the mount accepts. The tree must be unmounted.
+    Rotate {
+        backing: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -530,6 +548,9 @@ fn run(cli: Cli) -> Result<i32> {
             json,
         } => tree::rotate(kms, &backing, to, jobs, json)?,
         Cmd::Keys(k) => tree::keys(kms, k)?,
+        Cmd::TreeKey(TreeKeyCmd::Rotate { backing, json }) => {
+            tree::tree_key_rotate(kms, &backing, json)?
+        }
         Cmd::Share {
             backing,
             with,

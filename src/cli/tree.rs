@@ -69,7 +69,78 @@ pub(super) fn rotate(
 ) -> Result<()> {
     let mut t = open_tree(backing, kms_arg)?;
     let s = crate::tree::rotate(&mut t, backing, to.as_deref(), jobs, !json)?;
-    print_summary(&s, "re-wrapped", json)
+    print_summary(&s, "re-wrapped", json)?;
+    if to.is_some() {
+        // The old key's users could unwrap the tree key: it is replaced too.
+        move_generation(&mut t, backing, json, "the key it left")?;
+    }
+    Ok(())
+}
+
+/// `kmsfs tree-key rotate`.
+pub(super) fn tree_key_rotate(kms_arg: Option<&str>, backing: &Path, json: bool) -> Result<()> {
+    let mut t = open_tree(backing, kms_arg)?;
+    let r = crate::tree::move_generation(&mut t, backing, !json)?;
+    print_generation(&r, json)
+}
+
+fn print_generation(r: &crate::tree::GenerationReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        println!(
+            "tree key generation {} -> {}: {} entries, {} names, {} symlinks/special files, {} files moved in {:.2}s ({:.0} entries/s){}",
+            r.from,
+            r.to,
+            r.entries,
+            r.names,
+            r.nodes,
+            r.files,
+            r.seconds,
+            r.entries_per_second,
+            if r.left.is_empty() {
+                String::new()
+            } else {
+                format!("; {} entries left as they were (not the tree's, listed below)", r.left.len())
+            }
+        );
+        for (p, why) in &r.left {
+            eprintln!("kmsfs: {p}: {why}");
+        }
+    }
+    for (p, why) in &r.failed {
+        eprintln!("kmsfs: {p}: {why}");
+    }
+    if !r.finished {
+        bail!(
+            "{} entries could not be moved (listed above): the move is not finished and the tree will not mount until `kmsfs tree-key rotate` finishes it",
+            r.failed.len()
+        );
+    }
+    Ok(())
+}
+
+/// After a key or principal lost access: a new tree key, unless the tree is mounted (then
+/// one line says what to run).
+fn move_generation(
+    t: &mut crate::trust::TrustedTree,
+    backing: &Path,
+    json: bool,
+    who: &str,
+) -> Result<()> {
+    if t.cfg.public_key_tree() {
+        return Ok(());
+    }
+    if crate::fs::is_mounted_backing(backing) {
+        eprintln!(
+            "kmsfs: warning: {} is mounted, so its tree key was not replaced: {who} may still read names written from now on; unmount it and run `kmsfs tree-key rotate {}`",
+            backing.display(),
+            backing.display()
+        );
+        return Ok(());
+    }
+    let r = crate::tree::move_generation(t, backing, !json)?;
+    print_generation(&r, json)
 }
 
 pub(super) fn share(
@@ -92,6 +163,16 @@ pub(super) fn share(
             bail!("{} is not shared with {p}", backing.display());
         }
         println!("revoked {n} grant(s) of {p}");
+        let mut t = t;
+        if crate::fs::is_mounted_backing(backing) {
+            bail!(
+                "{} is mounted, so its tree key was not replaced: {p} can still read the names written from now on with the tree key it holds; unmount it and run `kmsfs tree-key rotate {}`",
+                backing.display(),
+                backing.display()
+            );
+        }
+        let r = crate::tree::move_generation(&mut t, backing, !json)?;
+        print_generation(&r, json)?;
     } else if list {
         let shares = crate::tree::shares(&t)?;
         if json {
@@ -118,7 +199,11 @@ pub(super) fn keys(kms_arg: Option<&str>, cmd: KeysCmd) -> Result<()> {
     };
     let mut t = open_tree(backing, kms_arg)?;
     let s = crate::tree::change_key(&mut t, backing, change, key, true)?;
-    print_summary(&s, "re-wrapped", false)
+    print_summary(&s, "re-wrapped", false)?;
+    if matches!(change, KeyChange::Remove) {
+        move_generation(&mut t, backing, false, &format!("{key}'s users"))?;
+    }
+    Ok(())
 }
 
 pub(super) fn rekey(
@@ -127,7 +212,8 @@ pub(super) fn rekey(
     paths: Vec<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    let crate::trust::TrustedTree { cfg, kms, .. } = open_tree(backing, kms_arg)?;
+    let t = open_tree(backing, kms_arg)?;
+    let cfg = t.cfg.clone();
     let files = if paths.is_empty() {
         crate::tree::walk_files(backing, Some(&crate::tree::TreeNames::for_walk(&cfg)))?
     } else {
@@ -136,7 +222,7 @@ pub(super) fn rekey(
             .map(|p| if p.is_absolute() { p } else { backing.join(p) })
             .collect()
     };
-    let env = Arc::new(Envelope::new(kms, cfg).with_cache(64));
+    let env = Arc::new(t.into_envelope().with_cache(64));
     let s = crate::tree::rekey(backing, &env, files, !json)?;
     print_summary(&s, "rekeyed", json)
 }
@@ -144,8 +230,9 @@ pub(super) fn rekey(
 /// The envelope of the tree `root` for the offline commands.
 fn offline_env(kms_arg: Option<&str>, root: &Path) -> Result<(Envelope, crate::tree::TreeNames)> {
     let t = open_tree(root, kms_arg)?;
+    t.check_settled()?;
     let names = crate::tree::TreeNames::new(&t);
-    Ok((Envelope::new(t.kms, t.cfg), names))
+    Ok((t.into_envelope(), names))
 }
 
 /// `kmsfs fsck`: exit FAILED on damage, FSCK_COULD_NOT_RUN when it could not check.
@@ -170,10 +257,7 @@ pub(super) fn fsck(
         match open_tree(backing, kms_arg) {
             Ok(t) => {
                 let names = crate::tree::TreeNames::new(&t);
-                (
-                    Some(Arc::new(Envelope::new(t.kms, cfg.clone()))),
-                    Some(names),
-                )
+                (Some(Arc::new(t.into_envelope())), Some(names))
             }
             Err(e) => return could_not_run(e.into()),
         }

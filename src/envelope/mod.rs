@@ -50,6 +50,9 @@ pub enum EnvelopeError {
     #[error("public key of {0}: {1}")]
     /// A tree's pinned RSA public key does not parse.
     PublicKey(String, String),
+    #[error("not authenticated under the tree key: {0}")]
+    /// The file's `user.kmsfs.auth` does not check out (generation 1 on).
+    Auth(String),
     #[error("KMS returned a data key of {0} bytes, expected 32")]
     /// The KMS returned a data key of the wrong length.
     KeyLength(usize),
@@ -81,6 +84,8 @@ pub struct Envelope {
     tree_keys: parking_lot::RwLock<Vec<String>>,
     reload: Option<Reload>,
     last_reload: Mutex<Option<Instant>>,
+    /// Trees of generation 1 on: what files are authenticated under (`format::auth`).
+    auth: Option<crate::format::auth::AuthKey>,
 }
 
 /// Re-reads and re-authenticates the tree's config; its keys, or None.
@@ -135,7 +140,58 @@ impl Envelope {
             config,
             reload: None,
             last_reload: Mutex::new(None),
+            auth: None,
         }
+    }
+
+    /// Authenticates files under `auth` (the tree key's current generation).
+    pub fn with_auth(mut self, auth: Option<crate::format::auth::AuthKey>) -> Envelope {
+        self.auth = auth;
+        self
+    }
+
+    /// Writes a new file's header on `fd`, and (generation 1 on) its authentication.
+    pub fn write_new_header(&self, fd: std::os::fd::BorrowedFd, h: &Header) -> crate::Result<()> {
+        crate::backing::create_header(fd, h)?;
+        self.write_auth(fd, h)
+    }
+
+    /// (Re)writes the authentication of header `h` on `fd` (generation 1 on).
+    pub fn write_auth(&self, fd: std::os::fd::BorrowedFd, h: &Header) -> crate::Result<()> {
+        if let Some(a) = &self.auth {
+            rustix::fs::fsetxattr(
+                fd,
+                crate::format::auth::AUTH_XATTR,
+                &a.seal(h),
+                rustix::fs::XattrFlags::empty(),
+            )
+            .map_err(|e| crate::Error::from(e).context("cannot write the file's authentication"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that header `h`, read from `fd`, was made (or moved to this generation) by
+    /// a holder of the tree key's current generation. Trees of generation 0 have no file
+    /// authentication; one of a later generation without the key at hand fails closed.
+    pub fn check_auth(&self, fd: std::os::fd::BorrowedFd, h: &Header) -> Result<(), EnvelopeError> {
+        let Some(a) = &self.auth else {
+            if self.config.generation > 0 && !self.config.public_key_tree() {
+                return Err(EnvelopeError::Auth(
+                    "no tree key at hand to check it".into(),
+                ));
+            }
+            return Ok(());
+        };
+        let mut buf = [0u8; crate::format::auth::AUTH_LEN + 1];
+        let stored = match rustix::fs::fgetxattr(fd, crate::format::auth::AUTH_XATTR, &mut buf[..])
+        {
+            Ok(n) => Some(&buf[..n]),
+            Err(rustix::io::Errno::NODATA) => None,
+            Err(rustix::io::Errno::RANGE) => Some(&buf[..]),
+            Err(e) => return Err(EnvelopeError::Auth(format!("cannot read it: {e}"))),
+        };
+        a.verify(h, stored)
+            .map_err(|e| EnvelopeError::Auth(e.to_string()))
     }
 
     /// Keeps the keys of up to `entries` files (default 1024).

@@ -39,9 +39,34 @@ pub struct TreeConfig {
     /// The tree key, wrapped under each key of `keys` (see `crate::trust`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tree_key: Vec<TreeKeyWrap>,
+    /// The tree key's generation: a revoke (`kmsfs tree-key rotate`) draws a new tree
+    /// key and moves every name, node record and file authentication to it. 0: a tree
+    /// made before generations (its tree-key wraps carry the old context, and files have
+    /// no `user.kmsfs.auth`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+    /// While a move to a new generation is under way (interrupted, to be finished by
+    /// running it again): the previous generation's tree key. A mount refuses the tree
+    /// until it is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<OldGeneration>,
     /// HMAC-SHA256 (hex) over every other field, keyed from the tree key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The tree key of the generation a move is leaving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldGeneration {
+    /// Its number.
+    pub generation: u32,
+    /// Its wraps.
+    pub tree_key: Vec<TreeKeyWrap>,
 }
 
 /// One wrapped copy of the tree key.
@@ -68,6 +93,8 @@ impl TreeConfig {
             filenames: "plaintext".into(),
             public_keys: BTreeMap::new(),
             tree_key: vec![],
+            generation: 0,
+            previous: None,
             mac: None,
         }
     }
@@ -126,7 +153,23 @@ impl TreeConfig {
         if self.cipher != "AES-256-GCM" {
             fail!("unsupported cipher {:?}", self.cipher);
         }
+        if let Some(p) = &self.previous {
+            if p.generation >= self.generation || p.tree_key.len() > MAX_WRAPS {
+                fail!(
+                    "previous tree-key generation {} is not below {}",
+                    p.generation,
+                    self.generation
+                );
+            }
+        }
+        let wraps = self
+            .tree_key
+            .iter()
+            .chain(self.previous.iter().flat_map(|p| &p.tree_key));
         if self.tree_key.len() > MAX_WRAPS
+            || wraps
+                .clone()
+                .any(|w| w.key.len() > 2048 || w.blob.len() > 16 * 1024)
             || self.keys.iter().any(|k| k.len() > 2048)
             || self
                 .tree_key
@@ -148,7 +191,11 @@ impl TreeConfig {
             if self.public_keys.values().any(|v| v.len() > 4096) {
                 fail!("oversized public key");
             }
-            if !self.tree_key.is_empty() || self.mac.is_some() {
+            if !self.tree_key.is_empty()
+                || self.mac.is_some()
+                || self.generation != 0
+                || self.previous.is_some()
+            {
                 fail!("a tree of RSA keys has no tree key and no MAC");
             }
         }

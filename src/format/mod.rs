@@ -2,12 +2,13 @@
 //! chunk geometry and chunk AAD, and (format 2) sealed names and node records (`names`).
 //! docs/FORMAT.md is the byte-level description of this module.
 
+pub mod auth;
 mod config;
 mod geometry;
 mod header;
 pub mod names;
 
-pub use config::{TreeConfig, TreeKeyWrap};
+pub use config::{OldGeneration, TreeConfig, TreeKeyWrap};
 pub use geometry::{chunk_aad, chunk_shift, Geometry};
 pub use header::{Header, HeaderError, Wrap};
 

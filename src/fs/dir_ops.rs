@@ -138,10 +138,12 @@ impl KmsFs {
             ))
         })?;
         self.note_own_key(h.file_id);
-        crate::backing::create_header(fd.as_fd(), &h).map_err(|e| FsError {
-            errno: Errno::from_i32(e.errno().unwrap_or(libc::EIO)),
-            log: Some((tracing::Level::ERROR, format!("{}: new file: {e}", bpath()))),
-        })?;
+        self.env
+            .write_new_header(fd.as_fd(), &h)
+            .map_err(|e| FsError {
+                errno: Errno::from_i32(e.errno().unwrap_or(libc::EIO)),
+                log: Some((tracing::Level::ERROR, format!("{}: new file: {e}", bpath()))),
+            })?;
         if Self::needs_chown(caller) {
             self.chown_new(pfd.as_fd(), fd.as_fd(), caller)?;
         }

@@ -56,6 +56,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     let backing = std::fs::canonicalize(backing)
         .with_context(|| format!("backing directory {}", backing.display()))?;
     let tree = crate::trust::open_tree(&backing, opts.kms.as_deref(), &opts.expect_keys)?;
+    tree.check_settled()?;
     check_mountpoint(mountpoint)?;
     // After a `rotate --to` or a key change on the mounted tree, headers name keys the
     // mount started without: it re-authenticates kmsfs.json (MAC and pin) to adopt them.
@@ -63,8 +64,10 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
         (backing.clone(), opts.kms.clone(), opts.expect_keys.clone());
     let kms = tree.kms.clone();
     let name_key = tree.name_key();
+    let auth = tree.auth_key();
     let env = Arc::new(
         Envelope::new(kms.clone(), tree.cfg)
+            .with_auth(auth)
             .with_cache(opts.cache_entries)
             .with_pool(opts.dek_pool)
             .with_ttl(opts.cache_ttl)

@@ -135,6 +135,9 @@ impl KmsFs {
             None => {
                 let h = crate::backing::read_header_checked(&file, self.geo)
                     .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
+                self.env
+                    .check_auth(std::os::fd::AsFd::as_fd(&file), &h)
+                    .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
                 let h = Arc::new(h);
                 self.known.lock().put((st.st_dev, st.st_ino), h.clone());
                 h

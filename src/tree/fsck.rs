@@ -218,6 +218,11 @@ fn check_file(
     let Some(env) = env else {
         return (len, probs, None);
     };
+    if let Err(e) = env.check_auth(std::os::fd::AsFd::as_fd(&sealed.file), &sealed.header) {
+        // Not the tree's: the mount answers EIO for it; its content is not salvaged.
+        probs.push(problem(path, "auth", e.to_string()));
+        return (len, probs, None);
+    }
     let keys = match env.open_header(&sealed.header) {
         Ok(k) => k,
         Err(e) => {

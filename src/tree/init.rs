@@ -75,6 +75,11 @@ pub fn init(
     if encrypt_names && !cfg.public_key_tree() {
         cfg = cfg.with_encrypted_names();
     }
+    // A tree with a tree key starts at generation 1: its tree key is wrapped under a
+    // context shares may not Encrypt under, and every file carries its authentication.
+    if !cfg.public_key_tree() {
+        cfg.generation = 1;
+    }
     let t = TrustedTree::create(cfg, Arc::clone(&kms), location.describe())?;
     if !existed {
         std::fs::create_dir(backing)

@@ -5,6 +5,7 @@
 //! walk, the root every file is opened below, the summary and the progress bar.
 
 mod fsck;
+mod generation;
 mod init;
 mod names;
 mod out;
@@ -14,6 +15,7 @@ mod rewrap;
 mod share;
 
 pub use fsck::{fsck, FsckReport, Problem, Salvaged};
+pub use generation::{move_generation, GenerationReport};
 pub use init::{default_key, init, Initialised, DEFAULT_ALIAS};
 pub use names::TreeNames;
 pub use rekey::rekey;

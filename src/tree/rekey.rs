@@ -54,6 +54,8 @@ fn rekey_file(root: &TreeRoot, path: &Path, env: &Envelope) -> Result<()> {
         .open_file(path, rustix::fs::OFlags::RDONLY)
         .map_err(|e| err!("cannot open: {e}"))?;
     let src = SealedFile::open(src, geo)?;
+    // A file the mount refuses is not laundered into one it accepts.
+    env.check_auth(src.file.as_fd(), &src.header)?;
     let old_keys = env
         .open_header(&src.header)
         .map_err(|e| err!("cannot open header: {e}"))?;
@@ -87,7 +89,7 @@ fn rekey_file(root: &TreeRoot, path: &Path, env: &Envelope) -> Result<()> {
         let (new_h, new_keys) = env
             .new_header()
             .map_err(|e| err!("cannot make a new data key: {e}"))?;
-        crate::backing::create_header(dst.as_fd(), &new_h)?;
+        env.write_new_header(dst.as_fd(), &new_h)?;
         let to = crate::content::Content::new(&dst, &new_keys, &new_h.file_id, geo);
         src.content(&old_keys, geo)
             .copy_plaintext(size, |off, data| to.write(off, off, data).map(|_| ()))?;
@@ -129,7 +131,7 @@ fn copy_metadata(src: &File, dst: &File, md: &std::fs::Metadata) -> Result<()> {
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let name = std::str::from_utf8(name).map_err(|e| err!("xattr name: {e}"))?;
         // The new file has its own header; a long name's xattr (format 2) must follow.
-        if name == crate::format::HEADER_XATTR {
+        if name == crate::format::HEADER_XATTR || name == crate::format::auth::AUTH_XATTR {
             continue;
         }
         let mut v = vec![0u8; 64 * 1024];

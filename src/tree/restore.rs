@@ -40,6 +40,7 @@ pub fn decrypt_file(env: &Envelope, file: File, path: &Path, out: &mut dyn Write
     let geo = Geometry::new(env.config.chunk_size);
     let inner = || -> Result<u64> {
         let f = SealedFile::open(file, geo)?;
+        env.check_auth(std::os::fd::AsFd::as_fd(&f.file), &f.header)?;
         let keys = env.open_header(&f.header)?;
         let size = f.plain_size(geo)?;
         Ok(f.content(&keys, geo)
@@ -330,7 +331,7 @@ struct Restorable {
 }
 
 /// The names in directory `dir` (but `.` and `..`).
-fn list(dir: BorrowedFd) -> Result<Vec<OsString>> {
+pub(super) fn list(dir: BorrowedFd) -> Result<Vec<OsString>> {
     let fd = rustix::fs::openat(
         dir,
         ".",

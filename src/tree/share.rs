@@ -1,9 +1,12 @@
-//! Sharing a tree by KMS grant (`kmsfs share`): a principal gets grants on each of the
-//! tree's keys, constrained to the tree's encryption context (`kmsfs:fs = <fs id>`, which
-//! every wrap of this tree's file keys and of its tree key carries). It can then mount
-//! this tree, and no other tree wrapped under the same keys: the KMS enforces it, not the
-//! file modes. Read-only shares get Decrypt; read-write also Encrypt and GenerateDataKey
-//! (new files, and their copies under recovery keys).
+//! Sharing a tree by KMS grant (`kmsfs share`): a principal gets two grants on each of
+//! the tree's keys, constrained to the tree's encryption contexts: one on `kmsfs:fs = <fs
+//! id>`, which every wrap of the tree's file keys carries (read-only: Decrypt; read-write:
+//! also Encrypt and GenerateDataKey, for new files and their copies under recovery keys),
+//! and one on `kmsfs:tree = <fs id>`, which the tree key's wraps carry (Decrypt only: no
+//! grantee can wrap a tree key of its own choosing). It can then mount this tree, and no
+//! other tree wrapped under the same keys: the KMS enforces it, not the file modes.
+//! Revoking a share (`--revoke`) also moves the tree to a new tree key
+//! (`generation`), which the revoked principal never held.
 
 use serde::Serialize;
 
@@ -35,9 +38,12 @@ pub struct Share {
     pub grants: Vec<(String, String)>,
 }
 
-fn constraint(fs_id: &str) -> GrantConstraints {
+/// The encryption-context pair of the tree key's wraps (`crate::trust::tree_context`).
+const TREE_PAIR: &str = "kmsfs:tree";
+
+fn constraint(pair: &str, fs_id: &str) -> GrantConstraints {
     let mut ctx = EncryptionContext::new();
-    ctx.insert("kmsfs:fs".into(), fs_id.into());
+    ctx.insert(pair.into(), fs_id.into());
     GrantConstraints {
         encryption_context_subset: Some(ctx),
         encryption_context_equals: None,
@@ -47,8 +53,10 @@ fn constraint(fs_id: &str) -> GrantConstraints {
 /// Is this grant bound to the tree `fs_id` (a subset or equals constraint naming it)?
 fn for_tree(g: &GrantListEntry, fs_id: &str) -> bool {
     let names = |c: &Option<EncryptionContext>| {
-        c.as_ref()
-            .is_some_and(|m| m.get("kmsfs:fs").map(String::as_str) == Some(fs_id))
+        c.as_ref().is_some_and(|m| {
+            m.get("kmsfs:fs").map(String::as_str) == Some(fs_id)
+                || m.get(TREE_PAIR).map(String::as_str) == Some(fs_id)
+        })
     };
     g.constraints
         .as_ref()
@@ -56,7 +64,7 @@ fn for_tree(g: &GrantListEntry, fs_id: &str) -> bool {
 }
 
 /// AWS grant names are `[a-zA-Z0-9:/_-]{1,256}`.
-fn grant_name(fs_id: &str, principal: &str, read_only: bool) -> String {
+fn grant_name(what: &str, fs_id: &str, principal: &str, read_only: bool) -> String {
     let p: String = principal
         .chars()
         .map(|c| {
@@ -68,7 +76,7 @@ fn grant_name(fs_id: &str, principal: &str, read_only: bool) -> String {
         })
         .collect();
     let mode = if read_only { "ro" } else { "rw" };
-    format!("kmsfs-share-{mode}-{fs_id}-{p}")
+    format!("kmsfs-{what}-{mode}-{fs_id}-{p}")
         .chars()
         .take(256)
         .collect()
@@ -166,8 +174,15 @@ pub fn share(t: &TrustedTree, principal: &str, read_only: bool) -> Result<Vec<(S
         .iter()
         .map(|s| s.to_string())
         .collect();
+    // A change of mode shows in the file-key grant (the tree-key grant is Decrypt either way).
+    let on_file_keys = |g: &GrantListEntry| {
+        g.constraints
+            .as_ref()
+            .and_then(|c| c.encryption_context_subset.as_ref())
+            .is_some_and(|m| m.contains_key("kmsfs:fs"))
+    };
     let stale = tree_grants(t)?.into_iter().any(|(_, g)| {
-        g.grantee_principal == principal && {
+        g.grantee_principal == principal && on_file_keys(&g) && {
             let mut have = g.operations.clone();
             have.sort();
             let mut want = ops.clone();
@@ -180,18 +195,24 @@ pub fn share(t: &TrustedTree, principal: &str, read_only: bool) -> Result<Vec<(S
     }
     let mut made = vec![];
     for key in &t.cfg.keys {
-        let r = t
-            .kms
-            .create_grant(CreateGrantRequest {
-                key_id: key.clone(),
-                grantee_principal: principal.to_string(),
-                operations: ops.clone(),
-                constraints: Some(constraint(&t.cfg.fs_id)),
-                name: Some(grant_name(&t.cfg.fs_id, principal, read_only)),
-                ..Default::default()
-            })
-            .with_context(|| format!("granting {principal} the use of {key}"))?;
-        made.push((key.clone(), r.grant_id));
+        let grants = [
+            ("share", "kmsfs:fs", ops.clone()),
+            ("tree", TREE_PAIR, vec!["Decrypt".to_string()]),
+        ];
+        for (what, pair, ops) in grants {
+            let r = t
+                .kms
+                .create_grant(CreateGrantRequest {
+                    key_id: key.clone(),
+                    grantee_principal: principal.to_string(),
+                    operations: ops,
+                    constraints: Some(constraint(pair, &t.cfg.fs_id)),
+                    name: Some(grant_name(what, &t.cfg.fs_id, principal, read_only)),
+                    ..Default::default()
+                })
+                .with_context(|| format!("granting {principal} the use of {key}"))?;
+            made.push((key.clone(), r.grant_id));
+        }
     }
     Ok(made)
 }
@@ -202,7 +223,7 @@ mod tests {
 
     #[test]
     fn names_and_constraints() {
-        let n = grant_name("abc", "arn:aws:iam::1:user/b.o@b", true);
+        let n = grant_name("share", "abc", "arn:aws:iam::1:user/b.o@b", true);
         assert_eq!(n, "kmsfs-share-ro-abc-arn:aws:iam::1:user/b-o-b");
         let g = |subset: Option<&str>, equals: Option<&str>| GrantListEntry {
             key_id: "k".into(),

@@ -14,6 +14,7 @@ mod mount;
 mod names;
 mod parsers;
 mod remote;
+mod revoke;
 mod services;
 mod third_party;
 mod trust;
