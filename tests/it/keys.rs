@@ -26,13 +26,16 @@ fn fails(out: std::process::Output, needle: &str) -> String {
 
 /// sha256 of every file's content (not its xattrs) in the backing tree, by path; the
 /// config (which `rotate --to` and `keys` legitimately rewrite) is left out.
-fn content_hashes(backing: &Path) -> BTreeMap<String, String> {
-    walk(backing)
+/// The content hash of every file's content, by inode: a move to a new tree key renames
+/// entries (and re-seals node records), but must not touch a data byte.
+fn content_hashes(backing: &Path) -> BTreeMap<u64, String> {
+    let cfg = kmsfs::format::TreeConfig::load(backing).unwrap();
+    kmsfs::tree::walk_files(backing, Some(&kmsfs::tree::TreeNames::for_walk(&cfg)))
+        .unwrap()
         .into_iter()
-        .filter(|p| !p.ends_with("kmsfs.json"))
         .map(|p| {
             (
-                p.display().to_string(),
+                std::os::unix::fs::MetadataExt::ino(&fs::metadata(&p).unwrap()),
                 hex::encode(Sha256::digest(fs::read(&p).unwrap())),
             )
         })
