@@ -82,19 +82,29 @@ pub fn move_generation(
     t.begin_generation()?;
     // From here the config names both generations: a kill leaves a tree this resumes.
     t.save(backing)?;
-    let old_tk = t
-        .previous_tree_key()?
+    let previous = t
+        .cfg
+        .previous
+        .clone()
         .ok_or_else(|| err!("no previous generation in kmsfs.json"))?;
-    let from = t.cfg.previous.as_ref().map(|p| p.generation).unwrap_or(0);
+    let from = previous.generation;
+    // A format 1 tree made before configs were authenticated had no tree key at all.
+    let old_tk = match previous.tree_key.is_empty() {
+        true => None,
+        false => t.previous_tree_key()?,
+    };
     let fs_id = t.cfg.fs_id.clone();
     let m = Mover {
         new_names: t.name_key(),
-        old_names: t.name_key_of(&old_tk),
+        old_names: old_tk.as_ref().and_then(|k| t.name_key_of(k)),
         new_auth: t
             .auth_key()
             .ok_or_else(|| err!("no file authentication key"))?,
         // Trees of generation 0 had no file authentication: what is there is adopted.
-        old_auth: (from > 0).then(|| AuthKey::derive(&old_tk, &fs_id, from)),
+        old_auth: old_tk
+            .as_ref()
+            .filter(|_| from > 0)
+            .map(|k| AuthKey::derive(k, &fs_id, from)),
         geo: Geometry::new(t.cfg.chunk_size),
         entries: AtomicU64::new(0),
         names: AtomicU64::new(0),
