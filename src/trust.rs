@@ -607,6 +607,19 @@ impl TrustedTree {
         ))
     }
 
+    /// The key directories are bound to their place under (format 2, generation 1 on).
+    pub fn place_key(&self) -> Option<crate::format::auth::PlaceKey> {
+        let tk = self
+            .tree_key
+            .as_ref()
+            .filter(|_| self.cfg.generation > 0 && self.cfg.encrypted_names())?;
+        Some(crate::format::auth::PlaceKey::derive(
+            tk,
+            &self.cfg.fs_id,
+            self.cfg.generation,
+        ))
+    }
+
     /// Starts the move to a new tree-key generation: a fresh tree key, wrapped under
     /// every key, the old one kept in `previous` until `finish_generation`. Call `save`
     /// to write it. A move already under way is continued instead (nothing drawn).

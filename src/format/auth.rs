@@ -97,6 +97,76 @@ impl AuthKey {
     }
 }
 
+/// The xattr binding a format 2 directory to its place: the parent directory's id and
+/// the backing name it is under (docs/FORMAT.md "Directory places").
+pub const PLACE_XATTR: &str = "user.kmsfs.place";
+
+/// The key directories are bound to their place under, for one tree-key generation. A
+/// name is bound to its directory, not to the object behind it; without this, whoever
+/// writes the backing tree could rename any directory of the tree over the backing entry
+/// of another name (an upload directory over `~/.ssh`).
+pub struct PlaceKey {
+    generation: u32,
+    key: SecretKey,
+}
+
+impl PlaceKey {
+    /// The place key of generation `generation` of tree `fs_id` from its tree key.
+    pub fn derive(tree_key: &SecretKey, fs_id: &str, generation: u32) -> PlaceKey {
+        PlaceKey {
+            generation,
+            key: tree_key.derive(fs_id.as_bytes(), b"kmsfs dir place v1"),
+        }
+    }
+
+    fn mac(&self, own_id: &[u8; 16], parent_id: &[u8; 16], name: &[u8]) -> [u8; 32] {
+        self.key.hmac(&[
+            b"kmsfs dir place v1",
+            &self.generation.to_be_bytes(),
+            own_id,
+            parent_id,
+            name,
+        ])
+    }
+
+    /// The xattr value of directory `own_id` at each of `places` (parent id, backing
+    /// name): one place, or two while a rename is under way (old and new).
+    pub fn seal(&self, own_id: &[u8; 16], places: &[(&[u8; 16], &[u8])]) -> Vec<u8> {
+        let mut v = self.generation.to_be_bytes().to_vec();
+        for (parent, name) in places {
+            v.extend_from_slice(&self.mac(own_id, parent, name));
+        }
+        v
+    }
+
+    /// Checks that directory `own_id` may be at (parent id, backing name).
+    pub fn verify(
+        &self,
+        own_id: &[u8; 16],
+        parent_id: &[u8; 16],
+        name: &[u8],
+        stored: Option<&[u8]>,
+    ) -> Result<(), AuthError> {
+        let v = stored.ok_or(AuthError::Missing)?;
+        if v.len() < 4 + 32 || (v.len() - 4) % 32 != 0 || v.len() > 4 + 2 * 32 {
+            return Err(AuthError::Mac);
+        }
+        let g = u32::from_be_bytes(v[..4].try_into().expect("4 bytes"));
+        if g != self.generation {
+            return Err(AuthError::Generation(g, self.generation));
+        }
+        let want = self.mac(own_id, parent_id, name);
+        let ok = v[4..]
+            .chunks(32)
+            .any(|m| want.iter().zip(m).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0);
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::Mac)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +196,21 @@ mod tests {
         // the same generation number under another tree key (a forged config)
         let forged = AuthKey::derive(&SecretKey([6; 32]), fs, 3);
         assert_eq!(forged.verify(&h, Some(&v)), Err(AuthError::Mac));
+        let p = PlaceKey::derive(&SecretKey([5; 32]), fs, 3);
+        let (own, parent, other) = ([1; 16], [2; 16], [3; 16]);
+        let v = p.seal(&own, &[(&parent, b"name"), (&other, b"new")]);
+        assert_eq!(p.verify(&own, &parent, b"name", Some(&v)), Ok(()));
+        assert_eq!(p.verify(&own, &other, b"new", Some(&v)), Ok(()));
+        assert_eq!(
+            p.verify(&own, &other, b"name", Some(&v)),
+            Err(AuthError::Mac)
+        );
+        assert_eq!(
+            p.verify(&other, &parent, b"name", Some(&v)),
+            Err(AuthError::Mac)
+        );
+        let next = PlaceKey::derive(&SecretKey([5; 32]), fs, 4);
+        assert!(next.verify(&own, &parent, b"name", Some(&v)).is_err());
         let other_tree = AuthKey::derive(
             &SecretKey([5; 32]),
             "00000000-0000-4000-8000-000000000002",

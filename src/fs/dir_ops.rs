@@ -15,6 +15,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::error::{rerr, FsError};
 use super::names::stat_at;
+use super::names::Place;
 use super::{unlink_if_same, Caller, DirHandle, FsResult, KmsFs, ROOT_INO};
 use crate::format::names::{Node, NodeKind};
 use crate::format::{Header, CONFIG_FILE, TEMP_PREFIX};
@@ -168,10 +169,19 @@ impl KmsFs {
         make: impl FnOnce(BorrowedFd, &OsStr) -> rustix::io::Result<()>,
     ) -> FsResult<FileAttr> {
         let (pfd, b) = self.parent_for(parent, name)?;
-        let name = b.name.as_os_str();
-        make(pfd.as_fd(), name)?;
-        // A format 2 directory gets its id (and long name) through its descriptor.
+        let final_name = b.name.as_os_str();
+        // A format 2 directory gets its id, long name and place through its descriptor,
+        // under a hidden temp name, and is renamed in complete: a crash never leaves one
+        // without them (its place could not be told from a planted one's).
         let v2_dir = self.names.is_some() && fmt == libc::S_IFDIR;
+        let tmp = v2_dir.then(|| {
+            OsString::from(format!(
+                "{TEMP_PREFIX}dir.{}",
+                hex::encode(crate::crypto::random_bytes::<8>())
+            ))
+        });
+        let name = tmp.as_deref().unwrap_or(final_name);
+        make(pfd.as_fd(), name)?;
         if !Self::needs_chown(caller) && !v2_dir {
             let st = rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(rerr)?;
             return Ok(self.entered(parent, name, &st));
@@ -195,9 +205,20 @@ impl KmsFs {
             if v2_dir {
                 self.new_dir_id(fd.as_fd())?;
                 self.put_long(fd.as_fd(), &b)?;
+                let parent_id = self.dir_id(pfd.as_fd())?;
+                self.put_place(fd.as_fd(), &[(&parent_id, final_name.as_bytes())])?;
             }
             if Self::needs_chown(caller) {
                 self.chown_new(pfd.as_fd(), fd.as_fd(), caller)?;
+            }
+            if let Some(t) = &tmp {
+                rustix::fs::renameat_with(
+                    &*pfd,
+                    t,
+                    &*pfd,
+                    final_name,
+                    rustix::fs::RenameFlags::NOREPLACE,
+                )?;
             }
             Ok(())
         };
@@ -206,7 +227,7 @@ impl KmsFs {
             return Err(e);
         }
         let st = rustix::fs::fstat(&fd).map_err(rerr)?;
-        Ok(self.entered(parent, name, &st))
+        Ok(self.entered(parent, final_name, &st))
     }
 
     /// A symlink or special file of a format 2 tree: a node file, complete (record, long
@@ -436,9 +457,34 @@ impl KmsFs {
                 return Err(e);
             }
         };
+        // A directory is bound to its place: it takes its new place (keeping the old one
+        // too until the rename is done, so a crash in between leaves it valid at either).
+        let places = match self.moving_places(
+            &from,
+            name,
+            &src_st,
+            &to,
+            newname,
+            dst_st.as_ref(),
+            exchange,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                undo(added_dst);
+                return Err(e);
+            }
+        };
         if let Err(e) = rustix::fs::renameat_with(&*from, name, &*to, newname, flags) {
             undo(added_dst);
+            for (fd, old, _) in &places {
+                let _ = self.put_place(fd.as_fd(), &[(&old.0, &old.1)]);
+            }
             return Err(e.into());
+        }
+        for (fd, _, new) in &places {
+            if let Err(e) = self.put_place(fd.as_fd(), &[(&new.0, &new.1)]) {
+                tracing::warn!("a renamed directory keeps its old place too: {e:?}");
+            }
         }
         if let Some(fd) = &src {
             self.drop_long(fd.as_fd(), &b1);
@@ -455,6 +501,43 @@ impl KmsFs {
             self.known.lock().pop(&k);
         }
         Ok(())
+    }
+
+    /// Format 2: the directories a rename moves (the source, and with RENAME_EXCHANGE the
+    /// target), each given both its old and its new place before the rename; answers
+    /// (descriptor, old place, new place) of each.
+    #[allow(clippy::too_many_arguments)]
+    fn moving_places(
+        &self,
+        from: &OwnedFd,
+        name: &OsStr,
+        src_st: &rustix::fs::Stat,
+        to: &OwnedFd,
+        newname: &OsStr,
+        dst_st: Option<&rustix::fs::Stat>,
+        exchange: bool,
+    ) -> FsResult<Vec<(OwnedFd, Place, Place)>> {
+        let is_dir = |st: &rustix::fs::Stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if !self.binds_places() {
+            return Ok(vec![]);
+        }
+        let (from_id, to_id) = (self.dir_id(from.as_fd())?, self.dir_id(to.as_fd())?);
+        let mut moves = vec![];
+        if is_dir(src_st) {
+            moves.push((from, name, (from_id, name), (to_id, newname)));
+        }
+        if exchange && dst_st.is_some_and(is_dir) {
+            moves.push((to, newname, (to_id, newname), (from_id, name)));
+        }
+        let mut out = vec![];
+        for (dir, n, old, new) in moves {
+            let fd = crate::backing::open_dir_at(dir.as_fd(), n).map_err(rerr)?;
+            let old = (old.0, old.1.as_bytes().to_vec());
+            let new = (new.0, new.1.as_bytes().to_vec());
+            self.put_place(fd.as_fd(), &[(&new.0, &new.1), (&old.0, &old.1)])?;
+            out.push((fd, old, new));
+        }
+        Ok(out)
     }
 
     /// A hard link to `ino` (exactly the object behind its descriptor, not whatever one

@@ -193,8 +193,12 @@ impl KmsFs {
     }
 
     /// Seals names under `key` (a format 2 tree; see `names`).
-    pub fn with_names(mut self, key: crate::format::names::NameKey) -> KmsFs {
-        self.names = Some(names::Names::new(key));
+    pub fn with_names(
+        mut self,
+        key: crate::format::names::NameKey,
+        place: Option<crate::format::auth::PlaceKey>,
+    ) -> KmsFs {
+        self.names = Some(names::Names::new(key, place));
         self
     }
 

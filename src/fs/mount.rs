@@ -64,6 +64,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
         (backing.clone(), opts.kms.clone(), opts.expect_keys.clone());
     let kms = tree.kms.clone();
     let name_key = tree.name_key();
+    let place_key = tree.place_key();
     let auth = tree.auth_key();
     let env = Arc::new(
         Envelope::new(kms.clone(), tree.cfg)
@@ -98,7 +99,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     )
     .with_context(|| format!("cannot open {}", backing.display()))?;
     let fs = match name_key {
-        Some(k) => fs.with_names(k),
+        Some(k) => fs.with_names(k, place_key),
         None => fs,
     };
     // Modes are applied exactly as asked: the kernel already applied the caller's umask.

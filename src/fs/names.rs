@@ -30,16 +30,29 @@ pub struct Names {
     nodes: Mutex<lru::LruCache<NodeStamp, (u64, u64)>>,
     /// Bounds the log lines about entries whose names do not open.
     pub(super) refused: RefusedLog,
+    /// Generation 1 on: what directories are bound to their place under.
+    place: Option<crate::format::auth::PlaceKey>,
+    /// Places checked: (st_dev, st_ino, ctime s, ctime ns, parent st_ino) and the
+    /// backing name. A rename or an xattr change moves ctime on.
+    places: Mutex<lru::LruCache<PlaceStamp, ()>>,
 }
+
+/// A directory checked at a place: its stamp, its parent's st_ino, its backing name.
+type PlaceStamp = (NodeStamp, u64, Vec<u8>);
+
+/// A directory's place: its parent's id and its backing name.
+pub(super) type Place = ([u8; DIR_ID_LEN], Vec<u8>);
 
 /// A node file as of one state of its inode: (st_dev, st_ino, ctime s, ctime ns).
 type NodeStamp = (u64, u64, i64, i64);
 
 impl Names {
     /// The names of a format 2 tree sealed under `key`.
-    pub fn new(key: NameKey) -> Names {
+    pub fn new(key: NameKey, place: Option<crate::format::auth::PlaceKey>) -> Names {
         let n = NonZeroUsize::new(4096).unwrap();
         Names {
+            place,
+            places: Mutex::new(lru::LruCache::new(n)),
             key,
             ids: Mutex::new(lru::LruCache::new(n)),
             nodes: Mutex::new(lru::LruCache::new(n)),
@@ -196,6 +209,82 @@ impl KmsFs {
         Ok(id)
     }
 
+    /// Are directories bound to their place (format 2, generation 1 on)?
+    pub(super) fn binds_places(&self) -> bool {
+        self.names.as_ref().is_some_and(|n| n.place.is_some())
+    }
+
+    /// Binds directory `fd` to `places` (its parent's id, its backing name): one, or its
+    /// old and new place during a rename.
+    pub(super) fn put_place(
+        &self,
+        fd: BorrowedFd,
+        places: &[(&[u8; DIR_ID_LEN], &[u8])],
+    ) -> FsResult<()> {
+        let Some(p) = self.names.as_ref().and_then(|n| n.place.as_ref()) else {
+            return Ok(());
+        };
+        let own = self.dir_id(fd)?;
+        crate::backing::setxattr_fd(
+            fd,
+            OsStr::new(crate::format::auth::PLACE_XATTR),
+            &p.seal(&own, places),
+            XattrFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// Checks that directory `bname` of `pfd` (`st`) was made, or renamed, there by a
+    /// holder of the tree key: a directory moved or swapped in from elsewhere in the
+    /// backing tree is EIO with one log line.
+    fn check_place(&self, pfd: BorrowedFd, bname: &OsStr, st: &rustix::fs::Stat) -> FsResult<()> {
+        let n = self.names.as_ref().expect("format 2");
+        let Some(p) = &n.place else {
+            return Ok(());
+        };
+        let pst = rustix::fs::fstat(pfd).map_err(rerr)?;
+        let k = (
+            (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec as i64),
+            pst.st_ino,
+            bname.as_bytes().to_vec(),
+        );
+        if n.places.lock().get(&k).is_some() {
+            return Ok(());
+        }
+        let fd = crate::backing::open_dir_at(pfd, bname).map_err(rerr)?;
+        let now = rustix::fs::fstat(&fd).map_err(rerr)?;
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+            return Err(Errno::ESTALE.into());
+        }
+        let own =
+            match crate::backing::getxattr_fd(fd.as_fd(), OsStr::new(DIR_ID_XATTR), DIR_ID_LEN + 1)
+            {
+                Ok((_, v)) => <[u8; DIR_ID_LEN]>::try_from(v).ok(),
+                Err(_) => None,
+            };
+        let stored = crate::backing::getxattr_fd(
+            fd.as_fd(),
+            OsStr::new(crate::format::auth::PLACE_XATTR),
+            4 + 2 * 32 + 1,
+        )
+        .ok()
+        .map(|(_, v)| v);
+        let parent_id = self.dir_id(pfd)?;
+        let r = match own {
+            Some(own) => p.verify(&own, &parent_id, bname.as_bytes(), stored.as_deref()),
+            None => Err(crate::format::auth::AuthError::Missing),
+        };
+        if let Err(e) = r {
+            return Err(FsError::eio(format_args!(
+                "{}/{}: directory not bound to this place ({e}): moved or swapped in from elsewhere by someone without the tree key; answering EIO",
+                self.display_dir(pfd),
+                bname.to_string_lossy()
+            )));
+        }
+        n.places.lock().put(k, ());
+        Ok(())
+    }
+
     /// Gives new directory `fd` (format 2) a fresh id.
     pub(super) fn new_dir_id(&self, fd: BorrowedFd) -> FsResult<()> {
         let id = names::new_dir_id();
@@ -320,6 +409,9 @@ impl KmsFs {
             // A format 2 tree holds only directories and regular files: a real symlink
             // or special file under a (stolen) sealed name was not made by kmsfs.
             let fmt = st.st_mode & libc::S_IFMT;
+            if self.names.is_some() && fmt == libc::S_IFDIR {
+                self.check_place(pfd, bname, &st)?;
+            }
             if self.names.is_some() && fmt != libc::S_IFDIR && fmt != libc::S_IFREG {
                 return Err(FsError::eio(format_args!(
                     "{}/{}: a {} in a format 2 tree was not made by kmsfs (its symlinks and special files are node files)",

@@ -157,7 +157,15 @@ fn check_names(n: &super::TreeNames, root: &Path, dir: &Path, probs: &mut Vec<Pr
             continue;
         }
         match e.file_type() {
-            Ok(t) if t.is_dir() => check_names(n, root, &path, probs),
+            Ok(t) if t.is_dir() => {
+                let placed = crate::backing::open_root(dir)
+                    .map_err(crate::Error::from)
+                    .and_then(|d| n.check_place_at(std::os::fd::AsFd::as_fd(&d), &id, &name));
+                match placed {
+                    Ok(()) => check_names(n, root, &path, probs),
+                    Err(err) => probs.push(problem(&path, "place", format!("{err:#}"))),
+                }
+            }
             Ok(t) if t.is_file() => {
                 let kind = e.metadata().ok().and_then(|m| n.node_kind(m.len()));
                 if let Some(k) = kind {

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::backing::{getxattr_fd, listxattr_fd, open_at, open_obj_at, setxattr_fd};
 use crate::error::{err, fail, Result};
-use crate::format::auth::AuthKey;
+use crate::format::auth::{AuthKey, PlaceKey, PLACE_XATTR};
 use crate::format::names::{
     is_long, long_xattr, node_kind, node_size, NameKey, NodeKind, DIR_ID_LEN, DIR_ID_XATTR,
     LONG_NAME_XATTR_PREFIX, TARGET_MAX,
@@ -105,6 +105,12 @@ pub fn move_generation(
             .as_ref()
             .filter(|_| from > 0)
             .map(|k| AuthKey::derive(k, &fs_id, from)),
+        new_place: t.place_key(),
+        // Likewise directory places (format 2 from generation 1).
+        old_place: old_tk
+            .as_ref()
+            .filter(|_| from > 0 && t.cfg.encrypted_names())
+            .map(|k| PlaceKey::derive(k, &fs_id, from)),
         geo: Geometry::new(t.cfg.chunk_size),
         entries: AtomicU64::new(0),
         names: AtomicU64::new(0),
@@ -149,6 +155,8 @@ struct Mover {
     old_names: Option<NameKey>,
     new_auth: AuthKey,
     old_auth: Option<AuthKey>,
+    new_place: Option<PlaceKey>,
+    old_place: Option<PlaceKey>,
     geo: Geometry,
     entries: AtomicU64,
     names: AtomicU64,
@@ -235,24 +243,38 @@ impl Mover {
         name: &OsStr,
         p: &Path,
     ) -> Result<Seen> {
+        let was = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let was_name = name;
         let name = match (&self.new_names, &self.old_names) {
             (Some(new), Some(old)) => {
                 let long = long_value(dir, name);
-                if new.open(id, name.as_bytes(), long.as_deref()).is_ok() {
-                    name.to_os_string()
-                } else {
-                    match old.open(id, name.as_bytes(), long.as_deref()) {
-                        Ok(plain) => self.rename(dir, id, name, &plain, new)?,
+                let (plain, moved) = match new.open(id, name.as_bytes(), long.as_deref()) {
+                    Ok(plain) => (plain, true),
+                    Err(_) => match old.open(id, name.as_bytes(), long.as_deref()) {
+                        Ok(plain) => (plain, false),
                         Err(e) => {
                             self.left(p, format!("its name opens under neither generation: {e}"));
                             return Ok(Seen::Other);
                         }
-                    }
+                    },
+                };
+                // A directory takes its place under the new key before its new name.
+                if was.st_mode & libc::S_IFMT == libc::S_IFDIR
+                    && !self.place(dir, id, name, &plain, new, old, p)?
+                {
+                    return Ok(Seen::Other);
+                }
+                match moved {
+                    true => name.to_os_string(),
+                    false => self.rename(dir, id, name, &plain, new)?,
                 }
             }
             _ => name.to_os_string(),
         };
-        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let st = match name == was_name {
+            true => was,
+            false => rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?,
+        };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => return Ok(Seen::Dir(name)),
             libc::S_IFREG => {}
@@ -267,6 +289,64 @@ impl Mover {
             None => self.file(dir, &name, &st, p)?,
         }
         Ok(Seen::Other)
+    }
+
+    /// Binds directory `name` (plaintext `plain`) of `dir` (id `id`) to its place under
+    /// the new key, if it was bound there under the old one (or the old generation bound
+    /// none); false if it was not (left, not descended into: the mount refuses it).
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        dir: BorrowedFd,
+        id: &[u8; DIR_ID_LEN],
+        name: &OsStr,
+        plain: &[u8],
+        new: &NameKey,
+        old: &NameKey,
+        p: &Path,
+    ) -> Result<bool> {
+        let Some(np) = &self.new_place else {
+            return Ok(true);
+        };
+        let fd = crate::backing::open_dir_at(dir, name)?;
+        let own: [u8; DIR_ID_LEN] =
+            match getxattr_fd(fd.as_fd(), OsStr::new(DIR_ID_XATTR), DIR_ID_LEN + 1) {
+                Ok((_, v)) if v.len() == DIR_ID_LEN => v.try_into().expect("16 bytes"),
+                _ => {
+                    self.left(p, "directory without a valid id");
+                    return Ok(false);
+                }
+            };
+        let stored = getxattr_fd(fd.as_fd(), OsStr::new(PLACE_XATTR), 4 + 2 * 32 + 1)
+            .ok()
+            .map(|(_, v)| v);
+        let seal = |k: &NameKey| {
+            k.seal(id, plain)
+                .map(|s| s.backing)
+                .map_err(|e| err!("{e}"))
+        };
+        let (new_b, old_b) = (seal(new)?, seal(old)?);
+        if np.verify(&own, id, &new_b, stored.as_deref()).is_ok() {
+            return Ok(true);
+        }
+        if let Some(op) = &self.old_place {
+            if let Err(e) = op.verify(&own, id, &old_b, stored.as_deref()) {
+                self.left(
+                    p,
+                    format!(
+                        "directory not bound to this place under the old generation either: {e}"
+                    ),
+                );
+                return Ok(false);
+            }
+        }
+        setxattr_fd(
+            fd.as_fd(),
+            OsStr::new(PLACE_XATTR),
+            &np.seal(&own, &[(id, &new_b)]),
+            XattrFlags::empty(),
+        )?;
+        Ok(true)
     }
 
     /// Renames entry `name` (plaintext `plain`) to its name under the new key; the new

@@ -17,6 +17,8 @@ use crate::trust::TrustedTree;
 /// The names of one tree.
 pub struct TreeNames {
     key: Option<NameKey>,
+    /// Generation 1 on: directories are bound to their place under it.
+    place: Option<crate::format::auth::PlaceKey>,
     v2: bool,
     cchunk: u64,
 }
@@ -26,6 +28,7 @@ impl TreeNames {
     pub fn new(t: &TrustedTree) -> TreeNames {
         TreeNames {
             key: t.name_key(),
+            place: t.place_key(),
             ..TreeNames::for_walk(&t.cfg)
         }
     }
@@ -34,6 +37,7 @@ impl TreeNames {
     pub fn for_walk(cfg: &crate::format::TreeConfig) -> TreeNames {
         TreeNames {
             key: None,
+            place: None,
             v2: cfg.encrypted_names(),
             cchunk: Geometry::new(cfg.chunk_size).cchunk(),
         }
@@ -158,6 +162,30 @@ impl TreeNames {
             dir.push(n);
         }
         Ok(out)
+    }
+
+    /// Checks that directory `name` of the backing directory `dir` (id `id`) is bound to
+    /// that place, as the mount does (generation 1 on); the error does not name it.
+    pub fn check_place_at(
+        &self,
+        dir: BorrowedFd,
+        id: &[u8; DIR_ID_LEN],
+        name: &OsStr,
+    ) -> Result<()> {
+        let Some(p) = &self.place else {
+            return Ok(());
+        };
+        let fd = crate::backing::open_dir_at(dir, name)?;
+        let own = self.dir_id_at(fd.as_fd())?;
+        let stored = crate::backing::getxattr_fd(
+            fd.as_fd(),
+            OsStr::new(crate::format::auth::PLACE_XATTR),
+            4 + 2 * 32 + 1,
+        )
+        .ok()
+        .map(|(_, v)| v);
+        p.verify(&own, id, name.as_bytes(), stored.as_deref())
+            .map_err(|e| err!("directory not bound to this place ({e}): moved or swapped in from elsewhere; the mount refuses it"))
     }
 
     /// The record of node file `path` of kind `kind`.

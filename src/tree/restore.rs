@@ -177,7 +177,9 @@ impl Restore<'_> {
                     .dir(plain.parent().unwrap_or(Path::new("")))
                     .map_err(|e| err!("{}: {e}", plain.display()))?;
                 let last = plain.file_name().expect("a name").to_os_string();
-                let files = self.entry(dir.as_fd(), name, &bpath, dst.as_fd(), &last, &plain);
+                let id = self.dir_id(dir.as_fd())?;
+                let id = self.names.encrypted().then_some(&id);
+                let files = self.entry(dir.as_fd(), id, name, &bpath, dst.as_fd(), &last, &plain);
                 let files: Vec<_> = files.into_iter().collect();
                 self.restore_files(dir.as_fd(), dst.as_fd(), &files);
             }
@@ -220,7 +222,8 @@ impl Restore<'_> {
                 }
             };
             let pp = plain.join(&pname);
-            files.extend(self.entry(src.as_fd(), &name, &bp, dst.as_fd(), &pname, &pp));
+            let id = self.names.encrypted().then_some(&id);
+            files.extend(self.entry(src.as_fd(), id, &name, &bp, dst.as_fd(), &pname, &pp));
         }
         self.restore_files(src.as_fd(), dst.as_fd(), &files);
         // Its own mode once its entries are in (a read-only directory would refuse them).
@@ -234,9 +237,11 @@ impl Restore<'_> {
 
     /// Restores entry `name` of `src` (not a regular file: those are returned, to be
     /// decrypted together) as `pname` in `dst`.
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &self,
         src: BorrowedFd,
+        id: Option<&[u8; DIR_ID_LEN]>,
         name: &OsStr,
         bpath: &Path,
         dst: BorrowedFd,
@@ -249,6 +254,9 @@ impl Restore<'_> {
             let mode = rustix::fs::Mode::from_raw_mode(st.st_mode & self.keep);
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR => {
+                    if let Some(id) = id {
+                        self.names.check_place_at(src, id, name)?;
+                    }
                     let s = crate::backing::open_dir_at(src, name)?;
                     let d = super::out::subdir(dst, pname)
                         .map_err(|e| err!("{}: {e} (not a directory there)", plain.display()))?;

@@ -268,3 +268,64 @@ fn planted_names_cannot_flood_the_log() {
         .count();
     assert_eq!(named, 20_000, "fsck lists every entry");
 }
+
+/// A world-writable upload directory renamed (in the backing tree) over the backing entry
+/// of `~/.ssh`: e418955 served it as `~/.ssh`, with the uploader's `authorized_keys`, no
+/// log line, `fsck` clean. Directories are bound to their place (parent, name) now;
+/// renames and exchanges through the mount move that binding with them.
+#[test]
+fn a_directory_moved_in_the_backing_tree_does_not_open_in_its_new_place() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    fs::create_dir_all(t.p("home/.ssh")).unwrap();
+    fs::write(t.p("home/.ssh/authorized_keys"), b"the owner's key").unwrap();
+    fs::create_dir(t.p("upload")).unwrap();
+    fs::write(t.p("upload/authorized_keys"), b"the uploader's key").unwrap();
+    // Renames and exchanges through the mount keep every directory reachable.
+    fs::create_dir_all(t.p("a/x")).unwrap();
+    fs::create_dir_all(t.p("b/y")).unwrap();
+    fs::write(t.p("a/x/f"), b"in x").unwrap();
+    fs::rename(t.p("a/x"), t.p("b/x2")).unwrap();
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        t.p("b/x2"),
+        rustix::fs::CWD,
+        t.p("b/y"),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .unwrap();
+    t.umount();
+    let ssh = t.b("home/.ssh");
+    let upload = t.b("upload");
+    fs::rename(&ssh, t.backing.join("moved-away")).unwrap();
+    fs::rename(&upload, &ssh).unwrap();
+    t.mount();
+    assert_eq!(fs::read(t.p("b/y/f")).unwrap(), b"in x");
+    assert!(t.p("b/x2").is_dir());
+    let r = fs::read(t.p("home/.ssh/authorized_keys"));
+    assert!(
+        r.is_err(),
+        "served the uploader's directory as ~/.ssh: {r:?}"
+    );
+    assert!(is_eio(fs::symlink_metadata(t.p("home/.ssh"))));
+    t.umount();
+    assert!(t.log().contains("not bound to this place"), "{}", t.log());
+    let f = t.kmsfs(&["fsck", &t.backing.display().to_string()]);
+    assert!(!f.status.success());
+    let o = String::from_utf8_lossy(&f.stdout);
+    assert!(
+        o.contains("place") && o.contains(&ssh.display().to_string()),
+        "{o}"
+    );
+    let (out, r) = restore(&t);
+    assert!(!r.status.success());
+    assert!(!out.join("home/.ssh/authorized_keys").exists());
+    assert_eq!(fs::read(out.join("b/y/f")).unwrap(), b"in x");
+    // A move to a new tree key leaves it where it is, refused, and moves the rest.
+    let m = t.kmsfs(&["tree-key", "rotate", &t.backing.display().to_string()]);
+    assert!(String::from_utf8_lossy(&m.stderr).contains("not bound to this place"));
+    t.mount();
+    assert_eq!(fs::read(t.p("b/y/f")).unwrap(), b"in x");
+    assert!(fs::read(t.p("home/.ssh/authorized_keys")).is_err());
+}
