@@ -170,6 +170,8 @@ pub struct TrustedTree {
     /// Where that KMS is (`KmsLocation::describe`), as pinned.
     pub location: String,
     tree_key: Option<SecretKey>,
+    /// Generation 1 on: the write key, if this host may unwrap it (None: a reader).
+    write_key: Option<SecretKey>,
 }
 
 /// The encryption context of the tree key's wraps. Generation 0 (trees made before
@@ -438,12 +440,74 @@ pub fn open_tree(backing: &Path, kms_arg: Option<&str>, expect: &[String]) -> Re
             );
         }
     }
+    // Writers (the keys' users, read-write shares) unwrap the write key; a read-only
+    // share may not (AccessDenied), and is a reader.
+    let write_key = match (&tree_key, cfg.generation, cfg.write_key.is_empty()) {
+        (Some(_), g, false) if g > 0 => {
+            unwrap_write_key(&*kms, &cfg.fs_id, g, &cfg.write_key, &trusted)
+                .map_err(|e| e.context(name()))?
+        }
+        _ => None,
+    };
     Ok(TrustedTree {
         cfg,
         kms,
         location: loc_name,
         tree_key,
+        write_key,
     })
+}
+
+/// The encryption context of the write key's wraps (generation 1 on): a pair no file
+/// key or tree key carries, so that a share may Decrypt under it only if it is a
+/// read-write share (`crate::tree::share`).
+pub fn write_context(fs_id: &str, generation: u32) -> EncryptionContext {
+    let mut c = EncryptionContext::new();
+    c.insert("kmsfs:tree-w".into(), fs_id.into());
+    c.insert("kmsfs:purpose".into(), "tree-write-key".into());
+    c.insert("kmsfs:generation".into(), generation.to_string());
+    c
+}
+
+/// The write key of generation `generation`, or None if every trusted key refused this
+/// principal (AccessDenied: a read-only share).
+fn unwrap_write_key(
+    kms: &dyn Kms,
+    fs_id: &str,
+    generation: u32,
+    wraps: &[TreeKeyWrap],
+    trusted: &[String],
+) -> Result<Option<SecretKey>> {
+    let ctx = write_context(fs_id, generation);
+    let mut errors = vec![];
+    let mut denied = true;
+    for w in wraps.iter().filter(|w| trusted.contains(&w.key)) {
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(&w.blob)
+            .map_err(|_| crate::error::err!("write key wrap is not base64"))?;
+        match kms.decrypt(DecryptRequest {
+            ciphertext_blob: blob,
+            encryption_context: Some(ctx.clone()),
+            key_id: Some(w.key.clone()),
+            ..Default::default()
+        }) {
+            Ok(r) => match SecretKey::from_slice(&r.plaintext.0) {
+                Some(k) => return Ok(Some(k)),
+                None => errors.push(format!("{}: not a 32-byte key", w.key)),
+            },
+            Err(e) => {
+                denied &= e.code == ErrorCode::AccessDeniedException;
+                errors.push(format!("{}: {e}", w.key));
+            }
+        }
+    }
+    if denied {
+        return Ok(None);
+    }
+    bail!(
+        "cannot unwrap the tree's write key (generation {generation}): {}",
+        errors.join("; ")
+    )
 }
 
 /// The tree key of generation `generation` from `wraps`, unwrapped only through the
@@ -500,6 +564,7 @@ impl TrustedTree {
             kms,
             location,
             tree_key: None,
+            write_key: None,
         };
         t.seal()?;
         Ok(t)
@@ -518,28 +583,56 @@ impl TrustedTree {
             return Ok(());
         }
         let tk = self.tree_key.take().unwrap_or_else(SecretKey::random);
-        let ctx = tree_context(&self.cfg.fs_id, self.cfg.generation);
+        let wraps = self.wrap_all(
+            &tk,
+            &tree_context(&self.cfg.fs_id, self.cfg.generation),
+            "tree key",
+        )?;
+        self.cfg.tree_key = wraps;
+        if self.cfg.generation > 0 {
+            let wk = match self.write_key.take() {
+                Some(k) => k,
+                None if self.cfg.write_key.is_empty() => SecretKey::random(),
+                None => bail!(
+                    "this host may not unwrap the tree's write key (a read-only share): it cannot change the tree's config"
+                ),
+            };
+            self.cfg.write_key = self.wrap_all(
+                &wk,
+                &write_context(&self.cfg.fs_id, self.cfg.generation),
+                "write key",
+            )?;
+            self.write_key = Some(wk);
+        }
+        self.cfg.mac = Some(config_mac(&self.cfg, &tk)?);
+        self.tree_key = Some(tk);
+        Ok(())
+    }
+
+    /// `key` wrapped under every key of the tree, with context `ctx`.
+    fn wrap_all(
+        &self,
+        key: &SecretKey,
+        ctx: &EncryptionContext,
+        what: &str,
+    ) -> Result<Vec<TreeKeyWrap>> {
         let mut wraps = vec![];
         for k in &self.cfg.keys {
             let r = self
                 .kms
                 .encrypt(EncryptRequest {
                     key_id: k.clone(),
-                    plaintext: Secret(tk.as_bytes().to_vec()),
+                    plaintext: Secret(key.as_bytes().to_vec()),
                     encryption_context: Some(ctx.clone()),
-                    encryption_algorithm: None,
                     ..Default::default()
                 })
-                .map_err(|e| crate::error::err!("cannot wrap the tree key under {k}: {e}"))?;
+                .map_err(|e| crate::error::err!("cannot wrap the {what} under {k}: {e}"))?;
             wraps.push(TreeKeyWrap {
                 key: k.clone(),
                 blob: base64::engine::general_purpose::STANDARD.encode(&r.ciphertext_blob),
             });
         }
-        self.cfg.tree_key = wraps;
-        self.cfg.mac = Some(config_mac(&self.cfg, &tk)?);
-        self.tree_key = Some(tk);
-        Ok(())
+        Ok(wraps)
     }
 
     /// Writes the (sealed) config and pins it on this host.
@@ -593,13 +686,17 @@ impl TrustedTree {
     /// The envelope of this tree's files (with their authentication key).
     pub fn into_envelope(self) -> crate::envelope::Envelope {
         let auth = self.auth_key();
-        crate::envelope::Envelope::new(self.kms, self.cfg).with_auth(auth)
+        let reader = self.is_reader();
+        crate::envelope::Envelope::new(self.kms, self.cfg).with_auth(auth, reader)
     }
 
     /// The key files are authenticated under (trees of generation 1 on; not
     /// encrypt-only trees, which have no tree key).
     pub fn auth_key(&self) -> Option<crate::format::auth::AuthKey> {
-        let tk = self.tree_key.as_ref().filter(|_| self.cfg.generation > 0)?;
+        let tk = self
+            .write_key
+            .as_ref()
+            .filter(|_| self.cfg.generation > 0)?;
         Some(crate::format::auth::AuthKey::derive(
             tk,
             &self.cfg.fs_id,
@@ -610,7 +707,7 @@ impl TrustedTree {
     /// The key directories are bound to their place under (format 2, generation 1 on).
     pub fn place_key(&self) -> Option<crate::format::auth::PlaceKey> {
         let tk = self
-            .tree_key
+            .write_key
             .as_ref()
             .filter(|_| self.cfg.generation > 0 && self.cfg.encrypted_names())?;
         Some(crate::format::auth::PlaceKey::derive(
@@ -633,10 +730,32 @@ impl TrustedTree {
         self.cfg.previous = Some(crate::format::OldGeneration {
             generation: self.cfg.generation,
             tree_key: std::mem::take(&mut self.cfg.tree_key),
+            write_key: std::mem::take(&mut self.cfg.write_key),
         });
         self.cfg.generation += 1;
         self.tree_key = None;
+        self.write_key = None;
         self.seal()
+    }
+
+    /// A host that may read the tree but not write it (a read-only share, generation 1
+    /// on): it cannot check what only writers authenticate (see docs/THREAT-MODEL.md).
+    pub fn is_reader(&self) -> bool {
+        self.cfg.generation > 0 && self.tree_key.is_some() && self.write_key.is_none()
+    }
+
+    /// The write key of the generation being left (during a move), if it had one.
+    pub fn previous_write_key(&self) -> Result<Option<SecretKey>> {
+        match &self.cfg.previous {
+            Some(p) if !p.write_key.is_empty() => unwrap_write_key(
+                &*self.kms,
+                &self.cfg.fs_id,
+                p.generation,
+                &p.write_key,
+                &self.cfg.keys,
+            ),
+            _ => Ok(None),
+        }
     }
 
     /// The tree key of the generation being left (during a move).

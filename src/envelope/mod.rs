@@ -86,6 +86,9 @@ pub struct Envelope {
     last_reload: Mutex<Option<Instant>>,
     /// Trees of generation 1 on: what files are authenticated under (`format::auth`).
     auth: Option<crate::format::auth::AuthKey>,
+    /// A reader (read-only share): it may not unwrap the write key, so it cannot check
+    /// file authentication (and makes no files).
+    reader: bool,
 }
 
 /// Re-reads and re-authenticates the tree's config; its keys, or None.
@@ -141,12 +144,19 @@ impl Envelope {
             reload: None,
             last_reload: Mutex::new(None),
             auth: None,
+            reader: false,
         }
     }
 
-    /// Authenticates files under `auth` (the tree key's current generation).
-    pub fn with_auth(mut self, auth: Option<crate::format::auth::AuthKey>) -> Envelope {
+    /// Authenticates files under `auth` (the write key's current generation); `reader`:
+    /// this host may not unwrap the write key (a read-only share), so it cannot.
+    pub fn with_auth(
+        mut self,
+        auth: Option<crate::format::auth::AuthKey>,
+        reader: bool,
+    ) -> Envelope {
         self.auth = auth;
+        self.reader = reader;
         self
     }
 
@@ -170,27 +180,55 @@ impl Envelope {
         Ok(())
     }
 
+    /// Writes the authentication of node file `fd` whose sealed record is `record`
+    /// (generation 1 on).
+    pub fn write_node_auth(&self, fd: std::os::fd::BorrowedFd, record: &[u8]) -> crate::Result<()> {
+        if let Some(a) = &self.auth {
+            rustix::fs::fsetxattr(
+                fd,
+                crate::format::auth::AUTH_XATTR,
+                &a.seal_node(record),
+                rustix::fs::XattrFlags::empty(),
+            )
+            .map_err(|e| crate::Error::from(e).context("cannot write the node's authentication"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that node file `fd`, whose sealed record is `record`, was made by a writer
+    /// of the current generation (readers and trees of generation 0 cannot tell).
+    pub fn check_node_auth(
+        &self,
+        fd: std::os::fd::BorrowedFd,
+        record: &[u8],
+    ) -> Result<(), EnvelopeError> {
+        let Some(a) = &self.auth else {
+            if self.config.generation > 0 && !self.reader {
+                return Err(EnvelopeError::Auth(
+                    "no write key at hand to check it".into(),
+                ));
+            }
+            return Ok(());
+        };
+        let stored = stored_auth(fd)?;
+        a.verify_node(record, stored.as_deref())
+            .map_err(|e| EnvelopeError::Auth(e.to_string()))
+    }
+
     /// Checks that header `h`, read from `fd`, was made (or moved to this generation) by
     /// a holder of the tree key's current generation. Trees of generation 0 have no file
     /// authentication; one of a later generation without the key at hand fails closed.
     pub fn check_auth(&self, fd: std::os::fd::BorrowedFd, h: &Header) -> Result<(), EnvelopeError> {
         let Some(a) = &self.auth else {
-            if self.config.generation > 0 && !self.config.public_key_tree() {
+            if self.config.generation > 0 && !self.config.public_key_tree() && !self.reader {
                 return Err(EnvelopeError::Auth(
                     "no tree key at hand to check it".into(),
                 ));
             }
             return Ok(());
         };
-        let mut buf = [0u8; crate::format::auth::AUTH_LEN + 1];
-        let stored = match rustix::fs::fgetxattr(fd, crate::format::auth::AUTH_XATTR, &mut buf[..])
-        {
-            Ok(n) => Some(&buf[..n]),
-            Err(rustix::io::Errno::NODATA) => None,
-            Err(rustix::io::Errno::RANGE) => Some(&buf[..]),
-            Err(e) => return Err(EnvelopeError::Auth(format!("cannot read it: {e}"))),
-        };
-        a.verify(h, stored)
+        let stored = stored_auth(fd)?;
+        a.verify(h, stored.as_deref())
             .map_err(|e| EnvelopeError::Auth(e.to_string()))
     }
 
@@ -478,6 +516,20 @@ impl Envelope {
                 .put(h.file_id, (Instant::now(), keys.clone()));
         }
         Ok(keys)
+    }
+}
+
+/// The stored `user.kmsfs.auth` of `fd` (None: none; an oversized one is cut, and fails).
+pub fn stored_auth(fd: std::os::fd::BorrowedFd) -> Result<Option<Vec<u8>>, EnvelopeError> {
+    let mut buf = vec![0u8; crate::format::auth::AUTH_LEN + 1];
+    match rustix::fs::fgetxattr(fd, crate::format::auth::AUTH_XATTR, &mut buf[..]) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(Some(buf))
+        }
+        Err(rustix::io::Errno::NODATA) => Ok(None),
+        Err(rustix::io::Errno::RANGE) => Ok(Some(buf)),
+        Err(e) => Err(EnvelopeError::Auth(format!("cannot read it: {e}"))),
     }
 }
 

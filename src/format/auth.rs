@@ -78,8 +78,35 @@ impl AuthKey {
         v
     }
 
+    /// The xattr value of a node file (format 2) whose sealed record is `record`: only a
+    /// writer makes symlinks and special files.
+    pub fn seal_node(&self, record: &[u8]) -> [u8; AUTH_LEN] {
+        let mut v = [0u8; AUTH_LEN];
+        v[..4].copy_from_slice(&self.generation.to_be_bytes());
+        v[4..].copy_from_slice(&self.node_mac(record));
+        v
+    }
+
+    fn node_mac(&self, record: &[u8]) -> [u8; 32] {
+        self.key.hmac(&[
+            b"kmsfs node auth v1",
+            &self.generation.to_be_bytes(),
+            &self.fs_id,
+            record,
+        ])
+    }
+
+    /// Checks the stored value of a node file whose sealed record is `record`.
+    pub fn verify_node(&self, record: &[u8], stored: Option<&[u8]>) -> Result<(), AuthError> {
+        self.check(stored, &self.node_mac(record))
+    }
+
     /// Checks the stored value (None: no xattr) for header `h`.
     pub fn verify(&self, h: &Header, stored: Option<&[u8]>) -> Result<(), AuthError> {
+        self.check(stored, &self.mac(h))
+    }
+
+    fn check(&self, stored: Option<&[u8]>, want: &[u8; 32]) -> Result<(), AuthError> {
         let v = stored.ok_or(AuthError::Missing)?;
         if v.len() != AUTH_LEN {
             return Err(AuthError::Mac);
@@ -88,7 +115,6 @@ impl AuthKey {
         if g != self.generation {
             return Err(AuthError::Generation(g, self.generation));
         }
-        let want = self.mac(h);
         // constant time
         if want.iter().zip(&v[4..]).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
             return Err(AuthError::Mac);
@@ -185,6 +211,10 @@ mod tests {
         let v = k.seal(&h);
         assert_eq!(k.verify(&h, Some(&v)), Ok(()));
         assert_eq!(k.verify(&h, None), Err(AuthError::Missing));
+        let n = k.seal_node(b"record");
+        assert_eq!(k.verify_node(b"record", Some(&n)), Ok(()));
+        assert_eq!(k.verify_node(b"recorD", Some(&n)), Err(AuthError::Mac));
+        assert_eq!(k.verify(&h, Some(&n)), Err(AuthError::Mac));
         let mut other = h.clone();
         other.mac[0] ^= 1;
         assert_eq!(k.verify(&other, Some(&v)), Err(AuthError::Mac));

@@ -45,6 +45,12 @@ pub struct TreeConfig {
     /// no `user.kmsfs.auth`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u32,
+    /// Generation 1 on: the tree's *write key* of this generation, wrapped like the tree
+    /// key but in a context only writers may Decrypt under (`kmsfs:tree-w`). It
+    /// authenticates what only writers make: files, node records, directory places. A
+    /// read-only grantee holds the tree key (names) but never this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_key: Vec<TreeKeyWrap>,
     /// While a move to a new generation is under way (interrupted, to be finished by
     /// running it again): the previous generation's tree key. A mount refuses the tree
     /// until it is done.
@@ -67,6 +73,9 @@ pub struct OldGeneration {
     pub generation: u32,
     /// Its wraps.
     pub tree_key: Vec<TreeKeyWrap>,
+    /// Its write key's wraps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_key: Vec<TreeKeyWrap>,
 }
 
 /// One wrapped copy of the tree key.
@@ -94,6 +103,7 @@ impl TreeConfig {
             public_keys: BTreeMap::new(),
             tree_key: vec![],
             generation: 0,
+            write_key: vec![],
             previous: None,
             mac: None,
         }
@@ -154,7 +164,10 @@ impl TreeConfig {
             fail!("unsupported cipher {:?}", self.cipher);
         }
         if let Some(p) = &self.previous {
-            if p.generation >= self.generation || p.tree_key.len() > MAX_WRAPS {
+            if p.generation >= self.generation
+                || p.tree_key.len() > MAX_WRAPS
+                || p.write_key.len() > MAX_WRAPS
+            {
                 fail!(
                     "previous tree-key generation {} is not below {}",
                     p.generation,
@@ -162,11 +175,13 @@ impl TreeConfig {
                 );
             }
         }
-        let wraps = self
-            .tree_key
-            .iter()
-            .chain(self.previous.iter().flat_map(|p| &p.tree_key));
+        let wraps = self.tree_key.iter().chain(&self.write_key).chain(
+            self.previous
+                .iter()
+                .flat_map(|p| p.tree_key.iter().chain(&p.write_key)),
+        );
         if self.tree_key.len() > MAX_WRAPS
+            || self.write_key.len() > MAX_WRAPS
             || wraps
                 .clone()
                 .any(|w| w.key.len() > 2048 || w.blob.len() > 16 * 1024)
@@ -192,6 +207,7 @@ impl TreeConfig {
                 fail!("oversized public key");
             }
             if !self.tree_key.is_empty()
+                || !self.write_key.is_empty()
                 || self.mac.is_some()
                 || self.generation != 0
                 || self.previous.is_some()

@@ -66,9 +66,10 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     let name_key = tree.name_key();
     let place_key = tree.place_key();
     let auth = tree.auth_key();
+    let reader = tree.is_reader();
     let env = Arc::new(
         Envelope::new(kms.clone(), tree.cfg)
-            .with_auth(auth)
+            .with_auth(auth, reader)
             .with_cache(opts.cache_entries)
             .with_pool(opts.dek_pool)
             .with_ttl(opts.cache_ttl)

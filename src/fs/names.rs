@@ -496,6 +496,11 @@ impl KmsFs {
                 path()
             )));
         }
+        // Only writers make symlinks and special files (a reader's tree key would seal
+        // a record as well as open one).
+        self.env
+            .check_node_auth(fd, &buf[..want])
+            .map_err(|e| FsError::eio(format_args!("{}: {kind:?}: {e}", path())))?;
         n.key
             .open_node(&buf[..want], kind)
             .map_err(|e| FsError::eio(format_args!("{}: {kind:?} record: {e}", path())))
@@ -522,6 +527,9 @@ impl KmsFs {
         while off < sealed.len() {
             off += rustix::io::pwrite(&fd, &sealed[off..], off as u64).map_err(rerr)?;
         }
+        self.env
+            .write_node_auth(fd.as_fd(), &sealed)
+            .map_err(|e| FsError::eio(format_args!("new node: {e}")))?;
         rustix::fs::ftruncate(&fd, size).map_err(rerr)?;
         Ok(fd)
     }

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::backing::{getxattr_fd, listxattr_fd, open_at, open_obj_at, setxattr_fd};
 use crate::error::{err, fail, Result};
-use crate::format::auth::{AuthKey, PlaceKey, PLACE_XATTR};
+use crate::format::auth::{AuthKey, PlaceKey, AUTH_XATTR, PLACE_XATTR};
 use crate::format::names::{
     is_long, long_xattr, node_kind, node_size, NameKey, NodeKind, DIR_ID_LEN, DIR_ID_XATTR,
     LONG_NAME_XATTR_PREFIX, TARGET_MAX,
@@ -93,6 +93,12 @@ pub fn move_generation(
         true => None,
         false => t.previous_tree_key()?,
     };
+    // What only writers make was authenticated under the old write key (generation 1
+    // on; trees of generation 0 had none, and what they hold is adopted).
+    let old_wk = t.previous_write_key()?;
+    if from > 0 && old_wk.is_none() && !previous.write_key.is_empty() {
+        fail!("this host may not unwrap the tree's write key: only a writer can move the tree");
+    }
     let fs_id = t.cfg.fs_id.clone();
     let m = Mover {
         new_names: t.name_key(),
@@ -101,13 +107,13 @@ pub fn move_generation(
             .auth_key()
             .ok_or_else(|| err!("no file authentication key"))?,
         // Trees of generation 0 had no file authentication: what is there is adopted.
-        old_auth: old_tk
+        old_auth: old_wk
             .as_ref()
             .filter(|_| from > 0)
             .map(|k| AuthKey::derive(k, &fs_id, from)),
         new_place: t.place_key(),
         // Likewise directory places (format 2 from generation 1).
-        old_place: old_tk
+        old_place: old_wk
             .as_ref()
             .filter(|_| from > 0 && t.cfg.encrypted_names())
             .map(|k| PlaceKey::derive(k, &fs_id, from)),
@@ -410,7 +416,14 @@ impl Mover {
             self.left(p, "node record truncated");
             return Ok(());
         }
+        let stored = crate::envelope::stored_auth(fd.as_fd()).ok().flatten();
         if new.open_node(&buf, kind).is_ok() {
+            // Re-sealed by an earlier run; its authentication may not have followed (a
+            // node with several links is rewritten in place, record first).
+            if self.new_auth.verify_node(&buf, stored.as_deref()).is_err() {
+                let v = self.new_auth.seal_node(&buf);
+                rustix::fs::fsetxattr(&fd, AUTH_XATTR, &v, XattrFlags::empty())?;
+            }
             return Ok(());
         }
         let node = match old.open_node(&buf, kind) {
@@ -423,7 +436,17 @@ impl Mover {
                 return Ok(());
             }
         };
+        if let Some(a) = &self.old_auth {
+            if let Err(e) = a.verify_node(&buf, stored.as_deref()) {
+                self.left(
+                    p,
+                    format!("node not made by a writer of the old generation: {e}"),
+                );
+                return Ok(());
+            }
+        }
         let sealed = new.seal_node(&node).map_err(|e| err!("{e}"))?;
+        let auth = self.new_auth.seal_node(&sealed);
         if st.st_nlink > 1 {
             // Other links share the inode: rewritten in place (not crash-atomic; see
             // docs/FORMAT.md). The record's length does not change.
@@ -432,6 +455,7 @@ impl Mover {
                 off += rustix::io::pwrite(&fd, &sealed[off..], off as u64)?;
             }
             rustix::fs::fsync(&fd)?;
+            rustix::fs::fsetxattr(&fd, AUTH_XATTR, &auth, XattrFlags::empty())?;
         } else {
             // A new node file with the new record, its owner, mode, times and long-name
             // xattrs, renamed over the old one: the entry is old or new, never torn.
@@ -449,6 +473,7 @@ impl Mover {
                 &tmp,
                 node_size(kind, sealed.len() as u64, self.geo.cchunk()),
             )?;
+            rustix::fs::fsetxattr(&tmp, AUTH_XATTR, &auth, XattrFlags::empty())?;
             let _ = rustix::fs::fchown(
                 &tmp,
                 Some(rustix::fs::Uid::from_raw(st.st_uid)),
@@ -508,7 +533,7 @@ impl Mover {
                 return Ok(());
             }
         };
-        let stored = stored_auth(file.as_fd());
+        let stored = crate::envelope::stored_auth(file.as_fd()).ok().flatten();
         if self.new_auth.verify(&h, stored.as_deref()).is_ok() {
             return Ok(());
         }
@@ -523,7 +548,7 @@ impl Mover {
         }
         rustix::fs::fsetxattr(
             &file,
-            crate::format::auth::AUTH_XATTR,
+            AUTH_XATTR,
             &self.new_auth.seal(&h),
             XattrFlags::empty(),
         )?;
@@ -541,12 +566,4 @@ fn long_value(dir: BorrowedFd, name: &OsStr) -> Option<Vec<u8>> {
     getxattr_fd(obj.as_fd(), OsStr::new(&long_xattr(name.as_bytes())), 1024)
         .ok()
         .map(|(_, v)| v)
-}
-
-/// A file's stored authentication, if any.
-fn stored_auth(fd: BorrowedFd) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; crate::format::auth::AUTH_LEN + 1];
-    let n = rustix::fs::fgetxattr(fd, crate::format::auth::AUTH_XATTR, &mut buf[..]).ok()?;
-    buf.truncate(n);
-    Some(buf)
 }

@@ -19,6 +19,9 @@ pub struct TreeNames {
     key: Option<NameKey>,
     /// Generation 1 on: directories are bound to their place under it.
     place: Option<crate::format::auth::PlaceKey>,
+    /// Generation 1 on: node files are authenticated under it (None: a reader, or
+    /// generation 0).
+    auth: Option<crate::format::auth::AuthKey>,
     v2: bool,
     cchunk: u64,
 }
@@ -29,6 +32,7 @@ impl TreeNames {
         TreeNames {
             key: t.name_key(),
             place: t.place_key(),
+            auth: t.auth_key(),
             ..TreeNames::for_walk(&t.cfg)
         }
     }
@@ -38,6 +42,7 @@ impl TreeNames {
         TreeNames {
             key: None,
             place: None,
+            auth: None,
             v2: cfg.encrypted_names(),
             cchunk: Geometry::new(cfg.chunk_size).cchunk(),
         }
@@ -207,6 +212,11 @@ impl TreeNames {
         };
         if n < want {
             fail!("node record truncated");
+        }
+        if let Some(a) = &self.auth {
+            let stored = crate::envelope::stored_auth(f.as_fd()).ok().flatten();
+            a.verify_node(&buf[..want], stored.as_deref())
+                .map_err(|e| err!("{kind:?} not made by a writer of this tree: {e}"))?;
         }
         key.open_node(&buf[..want], kind)
             .map_err(|e| err!("{kind:?} record: {e}"))

@@ -40,6 +40,10 @@ pub struct Share {
 
 /// The encryption-context pair of the tree key's wraps (`crate::trust::tree_context`).
 const TREE_PAIR: &str = "kmsfs:tree";
+/// The pair of the file keys' wraps.
+const FS_PAIR: &str = "kmsfs:fs";
+/// The pair of the write key's wraps (`crate::trust::write_context`).
+const WRITE_PAIR: &str = "kmsfs:tree-w";
 
 fn constraint(pair: &str, fs_id: &str) -> GrantConstraints {
     let mut ctx = EncryptionContext::new();
@@ -54,8 +58,9 @@ fn constraint(pair: &str, fs_id: &str) -> GrantConstraints {
 fn for_tree(g: &GrantListEntry, fs_id: &str) -> bool {
     let names = |c: &Option<EncryptionContext>| {
         c.as_ref().is_some_and(|m| {
-            m.get("kmsfs:fs").map(String::as_str) == Some(fs_id)
-                || m.get(TREE_PAIR).map(String::as_str) == Some(fs_id)
+            [FS_PAIR, TREE_PAIR, WRITE_PAIR]
+                .iter()
+                .any(|p| m.get(*p).map(String::as_str) == Some(fs_id))
         })
     };
     g.constraints
@@ -195,10 +200,16 @@ pub fn share(t: &TrustedTree, principal: &str, read_only: bool) -> Result<Vec<(S
     }
     let mut made = vec![];
     for key in &t.cfg.keys {
-        let grants = [
+        let mut grants = vec![
             ("share", "kmsfs:fs", ops.clone()),
             ("tree", TREE_PAIR, vec!["Decrypt".to_string()]),
         ];
+        if !read_only {
+            // The write key: what authenticates files, node records and directory
+            // places. A read-only share never holds it, so it can make nothing the
+            // tree's writers accept.
+            grants.push(("write", WRITE_PAIR, vec!["Decrypt".to_string()]));
+        }
         for (what, pair, ops) in grants {
             let r = t
                 .kms

@@ -63,6 +63,35 @@ fn entries(root: &Path) -> Vec<(PathBuf, [u8; 16], Vec<u8>)> {
     out
 }
 
+/// A symlink node file sealed under `names` as `name` in backing directory `dir` (id
+/// `id`); its backing path.
+fn plant_symlink(
+    names: &NameKey,
+    dir: &Path,
+    id: &[u8; 16],
+    name: &[u8],
+    target: &[u8],
+    geo: Geometry,
+) -> PathBuf {
+    let planted = names.seal(id, name).unwrap();
+    let rec = names
+        .seal_node(&Node {
+            kind: NodeKind::Symlink,
+            rdev: 0,
+            target: target.to_vec(),
+        })
+        .unwrap();
+    let pp = dir.join(std::ffi::OsStr::from_bytes(&planted.backing));
+    fs::write(&pp, &rec).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pp)
+        .unwrap()
+        .set_len(node_size(NodeKind::Symlink, rec.len() as u64, geo.cchunk()))
+        .unwrap();
+    pp
+}
+
 /// The config MAC, as anyone holding a tree key can compute it (docs/FORMAT.md).
 fn remac(cfg: &mut TreeConfig, tk: &SecretKey) {
     cfg.mac = None;
@@ -152,6 +181,50 @@ fn a_revoked_principal_learns_nothing_new_and_plants_nothing() {
         .unwrap());
     let tk = take_tree_key(&*bob, &a);
     let bob_names = NameKey::derive(&tk, &TreeConfig::load(&a).unwrap().fs_id);
+    // Read-only is read-only cryptographically: with the tree key his share lets him
+    // unwrap, he seals a symlink record and makes a directory with a sealed name and an
+    // id, while his grant lives. The owner's mount accepts neither (both need the write
+    // key, which a read-only share may not unwrap).
+    let geo0 = Geometry::new(4096);
+    let mut rid = [0u8; 16];
+    rustix::fs::lgetxattr(&a, "user.kmsfs.dirid", &mut rid[..]).unwrap();
+    let ro_link = plant_symlink(&bob_names, &a, &rid, b"ro-link", b"/etc/shadow", geo0);
+    let ro_dir = a.join(std::ffi::OsStr::from_bytes(
+        &bob_names.seal(&rid, b"ro-dir").unwrap().backing,
+    ));
+    fs::create_dir(&ro_dir).unwrap();
+    rustix::fs::lsetxattr(
+        &ro_dir,
+        "user.kmsfs.dirid",
+        &[9u8; 16],
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    ok(mount());
+    assert!(
+        is_eio(fs::symlink_metadata(mnt.join("ro-link"))),
+        "a read-only grantee's symlink"
+    );
+    assert!(
+        is_eio(fs::symlink_metadata(mnt.join("ro-dir"))),
+        "a read-only grantee's directory"
+    );
+    umount();
+    fs::remove_file(&ro_link).unwrap();
+    fs::remove_dir(&ro_dir).unwrap();
+    // Nor can he unwrap the write key.
+    let cfg0 = TreeConfig::load(&a).unwrap();
+    let w = &cfg0.write_key[0];
+    assert!(bob
+        .decrypt(DecryptRequest {
+            ciphertext_blob: base64::engine::general_purpose::STANDARD
+                .decode(&w.blob)
+                .unwrap(),
+            encryption_context: Some(kmsfs::trust::write_context(&cfg0.fs_id, cfg0.generation)),
+            key_id: Some(w.key.clone()),
+            ..Default::default()
+        })
+        .is_err());
     ok(alice()
         .args(["share", &s(&a), "--with", "bob"])
         .output()
@@ -192,7 +265,7 @@ fn a_revoked_principal_learns_nothing_new_and_plants_nothing() {
         .args(["share", &s(&a), "--revoke", "bob"])
         .output()
         .unwrap());
-    assert!(out.contains("revoked 2 grant(s) of bob"), "{out}");
+    assert!(out.contains("revoked 3 grant(s) of bob"), "{out}");
     assert!(out.contains("tree key generation"), "{out}");
     let cfg2 = TreeConfig::load(&a).unwrap();
     assert!(cfg2.generation > cfg1.generation && cfg2.previous.is_none());
@@ -233,22 +306,7 @@ fn a_revoked_principal_learns_nothing_new_and_plants_nothing() {
     // 2. He plants a symlink sealed under his key, under any name.
     let mut rid = [0u8; 16];
     rustix::fs::lgetxattr(&a, "user.kmsfs.dirid", &mut rid[..]).unwrap();
-    let planted = bob_names.seal(&rid, b"planted-link").unwrap();
-    let rec = bob_names
-        .seal_node(&Node {
-            kind: NodeKind::Symlink,
-            rdev: 0,
-            target: b"/etc/shadow".to_vec(),
-        })
-        .unwrap();
-    let pp = a.join(std::ffi::OsStr::from_bytes(&planted.backing));
-    fs::write(&pp, &rec).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pp)
-        .unwrap()
-        .set_len(node_size(NodeKind::Symlink, rec.len() as u64, geo.cchunk()))
-        .unwrap();
+    let pp = plant_symlink(&bob_names, &a, &rid, b"planted-link", b"/etc/shadow", geo);
 
     // 3. He builds a complete file from the data key he kept (header, authentication of
     // his generation, content) and puts it behind the name of an existing file.
