@@ -2,8 +2,10 @@
 //! the tree's keys, constrained to the tree's encryption contexts: one on `kmsfs:fs = <fs
 //! id>`, which every wrap of the tree's file keys carries (read-only: Decrypt; read-write:
 //! also Encrypt and GenerateDataKey, for new files and their copies under recovery keys),
-//! and one on `kmsfs:tree = <fs id>`, which the tree key's wraps carry (Decrypt only: no
-//! grantee can wrap a tree key of its own choosing). It can then mount this tree, and no
+//! one on `kmsfs:tree = <fs id>`, which the tree key's wraps carry (Decrypt only: no
+//! grantee can wrap a tree key of its own choosing), and for a read-write share one on
+//! `kmsfs:tree-w = <fs id>`, the write key's (Decrypt only; a read-only share never holds
+//! the write key, so it can make nothing the tree's writers accept). It can then mount this tree, and no
 //! other tree wrapped under the same keys: the KMS enforces it, not the file modes.
 //! Revoking a share (`--revoke`) also moves the tree to a new tree key
 //! (`generation`), which the revoked principal never held.
