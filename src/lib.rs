@@ -27,6 +27,7 @@ pub mod error;
 pub mod format;
 pub mod fs;
 pub mod kms;
+pub mod seal;
 pub mod tree;
 pub mod trust;
 

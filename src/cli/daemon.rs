@@ -81,6 +81,10 @@ pub(super) fn spawn_background(
         None => Stdio::null(),
     };
     let wr_raw = wr.as_raw_fd();
+    // Root keys this process unsealed (a passphrase asked here): handed to the daemon
+    // over a pipe, never through its arguments or environment.
+    let keys = crate::seal::export_to_pipe()?;
+    let keys_raw = keys.as_ref().map(|fd| fd.as_raw_fd());
     let mut cmd = Command::new(exe);
     cmd.args(&args)
         .stdin(Stdio::null())
@@ -89,6 +93,9 @@ pub(super) fn spawn_background(
         // a detached daemon is not the service's main process: it must not notify
         .env_remove("NOTIFY_SOCKET")
         .env("KMSFS_MOUNT_DAEMON", "1");
+    if let Some(fd) = keys_raw {
+        cmd.env("KMSFS_ROOT_KEYS_FD", fd.to_string());
+    }
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // async-signal-safe functions (setsid, fcntl) on a descriptor the child inherited.
     unsafe {
@@ -97,11 +104,16 @@ pub(super) fn spawn_background(
             libc::setsid();
             let flags = libc::fcntl(wr_raw, libc::F_GETFD);
             libc::fcntl(wr_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            if let Some(k) = keys_raw {
+                let flags = libc::fcntl(k, libc::F_GETFD);
+                libc::fcntl(k, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
             Ok(())
         });
     }
     let mut child = cmd.spawn().context("cannot start the mount daemon")?;
     drop(wr);
+    drop(keys);
     let mut msg = String::new();
     std::fs::File::from(rd).read_to_string(&mut msg)?;
     if msg.starts_with("ok") {

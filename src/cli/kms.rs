@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::{fmt_epoch, local_dir, AuditCmd, AuditFilter, KmsCmd, PrincipalCmd};
+use super::{fmt_epoch, local_dir, AuditCmd, AuditFilter, KmsCmd, PrincipalCmd, SealCmd};
 use crate::kms::Kms;
 
 pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
@@ -51,6 +51,16 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             drop(rot);
             Ok(r?)
+        }
+        KmsCmd::Seal(SealCmd::Show) => {
+            println!("{}", crate::seal::describe(&local_dir(kms_arg)?)?);
+            Ok(())
+        }
+        KmsCmd::Seal(SealCmd::Change { to }) => {
+            let dir = local_dir(kms_arg)?;
+            crate::seal::change(&dir, crate::seal::Seal::parse(&to)?)?;
+            println!("{}", crate::seal::describe(&dir)?);
+            Ok(())
         }
         KmsCmd::Principal(p) => {
             let kms = crate::kms::local::LocalKms::open(&local_dir(kms_arg)?, false)?;

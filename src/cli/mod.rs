@@ -248,6 +248,23 @@ pub(crate) enum KmsCmd {
     /// Manage the principals (remote callers) of the server.
     #[command(subcommand)]
     Principal(PrincipalCmd),
+    /// How the embedded keystore's root key is kept at rest (its seal).
+    #[command(subcommand)]
+    Seal(SealCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SealCmd {
+    /// Print the keystore's seal.
+    Show,
+    /// Re-seal the root key (no KMS key or tree changes); leaving "none" destroys the
+    /// clear root.key. The passphrase is asked twice on the terminal, or read from
+    /// KMSFS_PASSPHRASE_FILE.
+    Change {
+        /// The new seal: passphrase or none.
+        #[arg(long, value_name = "SEAL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -520,6 +537,11 @@ fn run(cli: Cli) -> Result<i32> {
             ready_fd,
         } => {
             if !foreground {
+                // A keystore sealed with a passphrase is unsealed here, where the
+                // terminal is, and its root key handed to the daemon (crate::seal).
+                if crate::seal::may_prompt() {
+                    crate::trust::open_tree(&backing, kms, &expect_keys())?;
+                }
                 return daemon::spawn_background(log_file.as_deref(), &ARGS).map(|()| exit::OK);
             }
             if !(0.0..=86400.0).contains(&attr_timeout) {

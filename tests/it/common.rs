@@ -430,3 +430,14 @@ pub fn ok(out: std::process::Output) -> String {
     );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
+
+/// The lines of `stderr` that are not the keystore-seal warning (a keystore made here
+/// without a passphrase keeps its root key in the clear and says so on every open):
+/// what "one line per error" counts.
+pub fn error_lines(stderr: &str) -> usize {
+    stderr
+        .trim()
+        .lines()
+        .filter(|l| !l.starts_with("kmsfs: warning: keystore "))
+        .count()
+}

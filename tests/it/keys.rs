@@ -16,11 +16,7 @@ fn fails(out: std::process::Output, needle: &str) -> String {
         "command succeeded, expected {needle}"
     );
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
-    assert_eq!(
-        err.trim().lines().count(),
-        1,
-        "error is not one line: {err}"
-    );
+    assert_eq!(error_lines(&err), 1, "error is not one line: {err}");
     err
 }
 

@@ -15,6 +15,7 @@ mod names;
 mod parsers;
 mod remote;
 mod revoke;
+mod seal;
 mod services;
 mod third_party;
 mod trust;

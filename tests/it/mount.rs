@@ -427,7 +427,7 @@ fn cli_errors_are_one_line_and_change_nothing() {
     let out = t.kmsfs(&["mount", empty.to_str().unwrap(), t.mnt.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success());
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(error_lines(&err), 1, "{err}");
     assert!(err.contains("not a kmsfs tree"), "{err}");
     assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
     // missing mountpoint
@@ -478,7 +478,7 @@ fn cli_errors_are_one_line_and_change_nothing() {
         !out.status.success() && err.contains("group/others"),
         "{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(error_lines(&err), 1, "{err}");
 }
 
 #[test]

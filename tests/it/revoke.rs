@@ -489,3 +489,54 @@ fn a_killed_tree_key_move_is_finished_by_the_next() {
     t.umount();
     ok(t.kmsfs(&["fsck", &s(&t.backing)]));
 }
+
+/// A tree made before tree-key generations (generation 0: its tree key wrapped in the
+/// file keys' context, no write key, no file authentication or directory places) mounts
+/// as it is, and its first move gives it all of them without losing an entry.
+#[test]
+fn a_tree_made_before_generations_moves_to_one() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    let arn = TreeConfig::load(&t.backing).unwrap().keys[0].clone();
+    // The same keystore, a tree of the old kind beside it.
+    let old = t.dir.path().join("old");
+    fs::create_dir(&old).unwrap();
+    {
+        let kms: Arc<dyn Kms> = Arc::new(kmsfs::kms::local::LocalKms::open(&t.ks, false).unwrap());
+        let cfg = TreeConfig::new(4096, vec![arn], None).with_encrypted_names();
+        assert_eq!(cfg.generation, 0);
+        let tt = kmsfs::TrustedTree::create(cfg, kms, t.kms_arg()).unwrap();
+        assert!(tt.cfg.write_key.is_empty());
+        tt.cfg.save(&old).unwrap();
+        rustix::fs::lsetxattr(
+            &old,
+            "user.kmsfs.dirid",
+            &[5u8; 16],
+            rustix::fs::XattrFlags::CREATE,
+        )
+        .unwrap();
+    }
+    t.backing = old.clone();
+    t.mount();
+    fs::create_dir_all(t.p("d/e")).unwrap();
+    fs::write(t.p("d/e/f"), b"made at generation 0").unwrap();
+    std::os::unix::fs::symlink("target", t.p("d/l")).unwrap();
+    t.umount();
+    assert_eq!(fs::read_dir(&old).unwrap().count(), 2);
+    let out = ok(t.kmsfs(&["tree-key", "rotate", &s(&old)]));
+    assert!(out.contains("generation 0 -> 1"), "{out}");
+    let cfg = TreeConfig::load(&old).unwrap();
+    assert_eq!(cfg.generation, 1);
+    assert!(!cfg.write_key.is_empty());
+    t.mount();
+    assert_eq!(fs::read(t.p("d/e/f")).unwrap(), b"made at generation 0");
+    assert_eq!(fs::read_link(t.p("d/l")).unwrap(), Path::new("target"));
+    fs::write(t.p("d/new"), b"new").unwrap();
+    t.umount();
+    ok(t.kmsfs(&["fsck", &s(&old)]));
+    // ... and now its files and directories are authenticated.
+    let f = ok(t.kmsfs(&["path", &s(&old), "d/e/f"]));
+    assert!(rustix::fs::lgetxattr(f.trim(), "user.kmsfs.auth", &mut [0u8; 64][..]).is_ok());
+    let d = ok(t.kmsfs(&["path", &s(&old), "d/e"]));
+    assert!(rustix::fs::lgetxattr(d.trim(), "user.kmsfs.place", &mut [0u8; 128][..]).is_ok());
+}

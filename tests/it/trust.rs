@@ -14,7 +14,7 @@ fn fails(out: std::process::Output, needle: &str) -> String {
         "expected a failure with {needle:?}, got success"
     );
     assert!(e.contains(needle), "expected {needle:?} in: {e}");
-    assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+    assert_eq!(error_lines(&e), 1, "one line: {e}");
     e
 }
 

@@ -118,7 +118,8 @@ use rsa_oaep::*;
 use schema::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
 
-fn check_private(path: &Path, what: &str) -> crate::Result<()> {
+/// Refuses a file or directory that group or others may read.
+pub(crate) fn check_private(path: &Path, what: &str) -> crate::Result<()> {
     let md = fs::metadata(path)
         .map_err(|e| crate::error::err!("cannot stat {what} {}: {e}", path.display()))?;
     let mode = md.permissions().mode() & 0o777;
@@ -132,6 +133,11 @@ fn check_private(path: &Path, what: &str) -> crate::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Writes `DIR/name` (0600) whole: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    write_private_atomic(dir, name, data)
 }
 
 fn write_private_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
@@ -173,50 +179,20 @@ impl LocalKms {
     /// `open` without the check that the audit log reaches what the keystore vouches for
     /// (for `kmsfs audit verify`, which reports it).
     pub fn open_unchecked(dir: &Path, create: bool) -> crate::Result<LocalKms> {
-        let key_path = root_key_path(dir);
         if create && !dir.exists() {
             fs::create_dir_all(dir)
                 .map_err(|e| crate::error::err!("cannot create keystore {}: {e}", dir.display()))?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         }
-        if !key_path.exists() {
-            if !create || key_path != dir.join(ROOT_KEY_FILE) {
-                crate::error::fail!(
-                    "no keystore at {} (no root key {}); `kmsfs init` or `kmsfs key create` makes one",
-                    dir.display(),
-                    key_path.display()
-                );
-            }
-            let root = SecretKey::random();
-            // create_new: two processes racing here must not both write a root key.
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&key_path)
-            {
-                Ok(mut f) => {
-                    f.write_all(root.as_bytes())?;
-                    f.sync_all()?;
-                    File::open(dir)?.sync_all()?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => crate::error::fail!("cannot create {}: {e}", key_path.display()),
-            }
+        if !dir.is_dir() {
+            crate::error::fail!(
+                "no keystore at {}; `kmsfs init` or `kmsfs key create` makes one",
+                dir.display()
+            );
         }
         check_private(dir, "keystore directory")?;
-        check_private(&key_path, "root key file")?;
-        let raw =
-            zeroize::Zeroizing::new(fs::read(&key_path).map_err(|e| {
-                crate::error::err!("cannot read root key {}: {e}", key_path.display())
-            })?);
-        let root = SecretKey::from_slice(&raw).ok_or_else(|| {
-            crate::error::err!(
-                "root key {} is {} bytes, expected 32",
-                key_path.display(),
-                raw.len()
-            )
-        })?;
+        // Through the keystore's seal (crate::seal), once per process.
+        let root = crate::seal::root_key(dir, create)?;
         let e = Engine {
             dir: dir.to_path_buf(),
             audit: AuditLog::open(dir, &root),
@@ -230,8 +206,15 @@ impl LocalKms {
             }),
             policies: Default::default(),
         };
+        let e = Arc::new(e);
+        // Best effort: keep the root key out of swap (RLIMIT_MEMLOCK permitting).
+        // SAFETY: the address and length are those of a live field of `e`, which the Arc
+        // keeps at this address for as long as the engine lives.
+        unsafe {
+            libc::mlock(e.root.0.as_ptr().cast(), e.root.0.len());
+        }
         let kms = LocalKms {
-            e: Arc::new(e),
+            e,
             caller: Caller::local(),
         };
         kms.snapshot()

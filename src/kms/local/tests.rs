@@ -241,3 +241,63 @@ fn list_keys_pages() {
     assert!(!p2.truncated);
     assert_eq!(p1.keys.len() + p2.keys.len(), 5);
 }
+
+/// #21, the stolen disk: a copy of a passphrase-sealed keystore directory holds neither
+/// the root key nor any key's material in the clear, and opens only with the passphrase
+/// (one line when it is wrong).
+#[test]
+fn a_sealed_keystore_copy_holds_no_key_in_the_clear() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("ks");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let kdf = crate::seal::Kdf::with(8 * 1024, 1, 1);
+    crate::seal::create_with_passphrase(&dir, b"correct horse battery", &kdf).unwrap();
+    assert!(!dir.join(ROOT_KEY_FILE).exists());
+    let k = LocalKms::open(&dir, false).unwrap();
+    k.create_key(CreateKeyRequest::default()).unwrap();
+    k.create_key(CreateKeyRequest {
+        key_spec: Some("HMAC_256".into()),
+        key_usage: Some("GENERATE_VERIFY_MAC".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let root = k.e.root.0;
+    let materials: Vec<Vec<u8>> = k
+        .snapshot()
+        .unwrap()
+        .keys
+        .values()
+        .flat_map(|r| r.versions.iter().map(|v| v.material.0.clone()))
+        .collect();
+    assert!(materials.len() >= 2 && materials.iter().all(|m| m.len() >= 16));
+    drop(k);
+    // The thief's copy.
+    let copy = d.path().join("copy");
+    fs::create_dir(&copy).unwrap();
+    for e in fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+    }
+    for e in fs::read_dir(&copy).unwrap() {
+        let bytes = fs::read(e.unwrap().path()).unwrap();
+        let has = |n: &[u8]| bytes.windows(n.len()).any(|w| w == n);
+        assert!(!has(&root), "the root key is in the copy");
+        for m in &materials {
+            assert!(!has(&m[..16]), "a key's material is in the copy");
+        }
+    }
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o700)).unwrap();
+    let e = crate::seal::unlock(&copy, b"wrong guess")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wrong passphrase") && !e.contains('\n'), "{e}");
+    crate::seal::unlock(&copy, b"correct horse battery").unwrap();
+    let k2 = LocalKms::open(&copy, false).unwrap();
+    assert_eq!(
+        k2.list_keys(ListKeysRequest::default()).unwrap().keys.len(),
+        2
+    );
+}

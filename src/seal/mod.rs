@@ -1,0 +1,484 @@
+//! Seals: how the embedded keystore's root key — the 32 bytes that unlock every key of
+//! the keystore — is kept at rest (docs/FORMAT.md "Seals", docs/THREAT-MODEL.md "The
+//! root of trust").
+//!
+//! - **passphrase** (`root.seal`): the root key sealed with AES-256-GCM under a key
+//!   stretched from a passphrase by Argon2id; the parameters are recorded beside it and
+//!   bound into the seal. The passphrase comes from `KMSFS_PASSPHRASE_FILE`, a systemd
+//!   credential `$CREDENTIALS_DIRECTORY/kmsfs-passphrase`, or a prompt on the terminal
+//!   (asked twice when new).
+//! - **systemd credential** (`KMSFS_ROOT_KEY`, `$CREDENTIALS_DIRECTORY/kmsfs-root-key`):
+//!   the raw key from a file the service manager provides (`LoadCredentialEncrypted=`
+//!   seals it with the host's TPM or credential key); nothing is stored beside the
+//!   keystore.
+//! - **none** (`root.key`): the root key in the clear beside the keystore, as keystores
+//!   made before seals existed. Every open warns; `kmsfs kms seal change --to passphrase`
+//!   seals it and destroys the file.
+//!
+//! A process unseals a keystore once and keeps the root key in memory only (zeroized on
+//! drop, locked in RAM where the limit allows, and the process made non-dumpable).
+
+mod passphrase;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::SecretKey;
+use crate::error::{err, fail, Result};
+
+pub use passphrase::{passphrase, Kdf};
+
+/// A passphrase-sealed root key, in the keystore directory.
+pub const SEAL_FILE: &str = "root.seal";
+/// The root key in the clear (seal "none", and keystores made before seals).
+pub const CLEAR_FILE: &str = "root.key";
+
+/// How a keystore's root key is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    /// In the clear beside the keystore (`root.key`).
+    None,
+    /// Sealed under a passphrase (`root.seal`).
+    Passphrase,
+    /// A file the service manager provides (systemd credential, `KMSFS_ROOT_KEY`).
+    Credential,
+}
+
+impl Seal {
+    /// Its name on the command line and in `kmsfs kms seal show`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Seal::None => "none",
+            Seal::Passphrase => "passphrase",
+            Seal::Credential => "systemd-credential",
+        }
+    }
+
+    /// The seal named `s` (of those a keystore can be changed to).
+    pub fn parse(s: &str) -> Result<Seal> {
+        Ok(match s {
+            "none" => Seal::None,
+            "passphrase" => Seal::Passphrase,
+            _ => fail!("unknown seal {s:?}: passphrase or none (PKCS#11 tokens and other KMSs are not built yet)"),
+        })
+    }
+}
+
+/// `root.seal`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealFile {
+    /// Always "kmsfs-seal".
+    format: String,
+    /// Always 1.
+    version: u8,
+    /// Always "passphrase".
+    seal: String,
+    kdf: Kdf,
+    /// AES-256-GCM nonce, base64.
+    nonce: String,
+    /// The sealed root key and its tag, base64.
+    sealed: String,
+}
+
+const SEAL_AAD: &[u8] = b"kmsfs root seal v1";
+
+/// Where a keystore's root key comes from, without reading it.
+pub fn seal_of(dir: &Path) -> Option<Seal> {
+    if credential_path().is_some() {
+        Some(Seal::Credential)
+    } else if dir.join(SEAL_FILE).exists() {
+        Some(Seal::Passphrase)
+    } else if dir.join(CLEAR_FILE).exists() {
+        Some(Seal::None)
+    } else {
+        None
+    }
+}
+
+/// The root key file a service manager provides: `KMSFS_ROOT_KEY`, else the systemd
+/// credential `$CREDENTIALS_DIRECTORY/kmsfs-root-key`.
+fn credential_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KMSFS_ROOT_KEY").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let d = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    Some(PathBuf::from(d).join("kmsfs-root-key")).filter(|p| p.exists())
+}
+
+/// Root keys this process has unsealed, by keystore directory: each is unsealed once.
+fn unsealed() -> &'static Mutex<HashMap<PathBuf, SecretKey>> {
+    static M: OnceLock<Mutex<HashMap<PathBuf, SecretKey>>> = OnceLock::new();
+    M.get_or_init(Default::default)
+}
+
+/// The root key of the keystore in `dir` (which exists), through its seal; with
+/// `create`, a keystore without a root key gets one, sealed as `seal_for_new` says.
+pub fn root_key(dir: &Path, create: bool) -> Result<SecretKey> {
+    import_from_parent();
+    // Checked at every open, unsealed already or not: a key file others may read is
+    // refused.
+    for (f, what) in [(CLEAR_FILE, "root key file"), (SEAL_FILE, "root seal file")] {
+        let p = dir.join(f);
+        if p.exists() {
+            crate::kms::local::check_private(&p, what)?;
+        }
+    }
+    let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if let Some(k) = unsealed().lock().get(&id) {
+        return Ok(k.clone());
+    }
+    harden_process();
+    let key = match seal_of(dir) {
+        Some(Seal::Credential) => {
+            let p = credential_path().expect("seal_of saw it");
+            read_clear(&p, "root key file")?
+        }
+        Some(Seal::Passphrase) => {
+            if dir.join(CLEAR_FILE).exists() {
+                warn_once(dir, "holds both root.seal and root.key (a seal change was interrupted?): the root key is still in the clear; run `kmsfs kms seal change --to passphrase` to finish");
+            }
+            open_sealed(dir)?
+        }
+        Some(Seal::None) => {
+            warn_once(dir, "keeps its root key in the clear (root.key): anyone with a copy of that directory (a backup of $HOME, a stolen disk) can read every key in it and so every file; seal it with `kmsfs kms seal change --to passphrase`");
+            read_clear(&dir.join(CLEAR_FILE), "root key file")?
+        }
+        None if create => create_root(dir)?,
+        None => fail!(
+            "no keystore at {} (no root key: {SEAL_FILE} or {CLEAR_FILE}); `kmsfs init` or `kmsfs key create` makes one",
+            dir.display()
+        ),
+    };
+    unsealed().lock().insert(id, key.clone());
+    Ok(key)
+}
+
+/// Unseals the passphrase-sealed keystore in `dir` with `pass` (given by the caller, not
+/// asked for) and keeps its root key for this process: a later open needs no passphrase.
+pub fn unlock(dir: &Path, pass: &[u8]) -> Result<()> {
+    let root = open_sealed_with(dir, pass)?;
+    let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    unsealed().lock().insert(id, root);
+    Ok(())
+}
+
+/// Seals a new keystore's root key in `dir` (which has none yet) under `pass`, with
+/// `kdf`; keeps it for this process. For callers that hold the passphrase themselves.
+pub fn create_with_passphrase(dir: &Path, pass: &[u8], kdf: &Kdf) -> Result<()> {
+    if seal_of(dir).is_some() {
+        fail!("{} already has a root key", dir.display());
+    }
+    let root = SecretKey::random();
+    write_sealed(dir, &root, pass, kdf)?;
+    let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    unsealed().lock().insert(id, root);
+    Ok(())
+}
+
+/// Would opening a passphrase-sealed keystore ask on a terminal (no passphrase file)?
+pub fn may_prompt() -> bool {
+    passphrase::available() && passphrase::from_file().is_none()
+}
+
+/// The root keys this process unsealed, written into a pipe (directory path, NUL, 32
+/// key bytes, each) whose read end is answered: for a daemon this process starts
+/// (`KMSFS_ROOT_KEYS_FD`), which then need not ask again. None if there are none. The
+/// pipe holds at most a few hundred bytes, within the pipe buffer.
+pub fn export_to_pipe() -> Result<Option<std::os::fd::OwnedFd>> {
+    use std::io::Write;
+    use std::os::unix::ffi::OsStrExt;
+    let keys = unsealed().lock();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut data = zeroize::Zeroizing::new(Vec::new());
+    for (dir, k) in keys.iter() {
+        data.extend_from_slice(&(dir.as_os_str().len() as u32).to_be_bytes());
+        data.extend_from_slice(dir.as_os_str().as_bytes());
+        data.extend_from_slice(k.as_bytes());
+    }
+    if data.len() > 4096 {
+        fail!("too many unsealed keystores to hand over");
+    }
+    std::fs::File::from(wr).write_all(&data)?;
+    Ok(Some(rd))
+}
+
+/// Takes the root keys a parent handed over (`KMSFS_ROOT_KEYS_FD`), once.
+fn import_from_parent() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let Some(fd) = std::env::var("KMSFS_ROOT_KEYS_FD")
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok())
+            .filter(|&fd| fd > 2)
+        else {
+            return;
+        };
+        // SAFETY: our parent (spawn_background) kept this descriptor open across exec
+        // for us alone; it is read once, here, and closed.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let mut data = zeroize::Zeroizing::new(Vec::new());
+        if f.by_ref().take(4096).read_to_end(&mut data).is_err() {
+            return;
+        }
+        let mut rest = &data[..];
+        while rest.len() >= 4 {
+            let n = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+            if rest.len() < 4 + n + 32 {
+                break;
+            }
+            let dir = PathBuf::from(std::ffi::OsStr::from_bytes(&rest[4..4 + n]));
+            if let Some(k) = SecretKey::from_slice(&rest[4 + n..4 + n + 32]) {
+                unsealed().lock().insert(dir, k);
+            }
+            rest = &rest[4 + n + 32..];
+        }
+    });
+}
+
+/// A new keystore's root key, sealed: under a passphrase when one is at hand (a
+/// terminal, a passphrase file or credential); else, or with `KMSFS_SEAL=none`, in the
+/// clear with a warning (see docs/THREAT-MODEL.md "The root of trust").
+fn create_root(dir: &Path) -> Result<SecretKey> {
+    let root = SecretKey::random();
+    let want = match std::env::var("KMSFS_SEAL").ok().filter(|s| !s.is_empty()) {
+        Some(s) => Seal::parse(&s)?,
+        None if passphrase::available() => Seal::Passphrase,
+        None => Seal::None,
+    };
+    match want {
+        Seal::Passphrase => {
+            let pass = passphrase(dir, true)?;
+            write_sealed(dir, &root, &pass, &Kdf::for_new())?;
+        }
+        _ => {
+            write_new(&dir.join(CLEAR_FILE), root.as_bytes())?;
+            warn_once(dir, "was made with its root key in the clear (root.key): no passphrase was at hand (no terminal, no KMSFS_PASSPHRASE_FILE); seal it with `kmsfs kms seal change --to passphrase`");
+        }
+    }
+    Ok(root)
+}
+
+/// Re-seals the root key of the keystore in `dir` (unsealed through its current seal)
+/// with `to`. Crash-safe: the new seal is written whole (temp file, fsync, rename)
+/// before the old one is removed, and an open prefers `root.seal`, so a kill at any point
+/// leaves a keystore that opens with the old or the new seal. Leaving "none" destroys
+/// the clear `root.key` (overwritten, synced, unlinked).
+pub fn change(dir: &Path, to: Seal) -> Result<()> {
+    if seal_of(dir) == Some(Seal::Credential) {
+        fail!("the root key comes from a service credential (KMSFS_ROOT_KEY / $CREDENTIALS_DIRECTORY): change it there");
+    }
+    let root = root_key(dir, false)?;
+    match to {
+        Seal::Passphrase => {
+            let pass = passphrase(dir, true)?;
+            write_sealed(dir, &root, &pass, &Kdf::for_new())?;
+            destroy(&dir.join(CLEAR_FILE))?;
+        }
+        Seal::None => {
+            crate::kms::local::write_atomic(dir, CLEAR_FILE, root.as_bytes())?;
+            let _ = std::fs::remove_file(dir.join(SEAL_FILE));
+            sync_dir(dir)?;
+        }
+        Seal::Credential => fail!("a credential seal is set up by the service manager, not here"),
+    }
+    let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    unsealed().lock().insert(id, root);
+    Ok(())
+}
+
+/// What `kmsfs kms seal show` prints.
+pub fn describe(dir: &Path) -> Result<String> {
+    Ok(match seal_of(dir) {
+        None => fail!("no keystore at {}", dir.display()),
+        Some(Seal::Passphrase) => {
+            let f = read_seal_file(dir)?;
+            format!(
+                "passphrase (Argon2id, {} MiB, {} passes, {} lanes) in {}",
+                f.kdf.m_kib / 1024,
+                f.kdf.t,
+                f.kdf.p,
+                dir.join(SEAL_FILE).display()
+            )
+        }
+        Some(Seal::Credential) => format!(
+            "systemd-credential ({})",
+            credential_path().expect("seen").display()
+        ),
+        Some(Seal::None) => format!(
+            "none: the root key is in the clear in {} (seal it: kmsfs kms seal change --to passphrase)",
+            dir.join(CLEAR_FILE).display()
+        ),
+    })
+}
+
+fn read_seal_file(dir: &Path) -> Result<SealFile> {
+    let p = dir.join(SEAL_FILE);
+    crate::kms::local::check_private(&p, "root seal file")?;
+    let b = std::fs::read(&p).map_err(|e| err!("cannot read {}: {e}", p.display()))?;
+    if b.len() > 4096 {
+        fail!("{}: larger than 4 KiB; not a kmsfs seal", p.display());
+    }
+    let f: SealFile =
+        serde_json::from_slice(&b).map_err(|e| err!("{}: not a kmsfs seal: {e}", p.display()))?;
+    if f.format != "kmsfs-seal" || f.version != 1 || f.seal != "passphrase" {
+        fail!(
+            "{}: unsupported seal {} v{}",
+            p.display(),
+            f.seal,
+            f.version
+        );
+    }
+    f.kdf.check().map_err(|e| err!("{}: {e}", p.display()))?;
+    Ok(f)
+}
+
+fn open_sealed(dir: &Path) -> Result<SecretKey> {
+    read_seal_file(dir)?;
+    let pass = passphrase(dir, false)?;
+    open_sealed_with(dir, &pass)
+}
+
+fn open_sealed_with(dir: &Path, pass: &[u8]) -> Result<SecretKey> {
+    let f = read_seal_file(dir)?;
+    let nonce = B64
+        .decode(&f.nonce)
+        .map_err(|_| err!("root.seal: bad nonce"))?;
+    let sealed = B64
+        .decode(&f.sealed)
+        .map_err(|_| err!("root.seal: bad sealed key"))?;
+    if nonce.len() != 12 || sealed.len() != 32 + 16 {
+        fail!("{}: damaged (wrong lengths)", dir.join(SEAL_FILE).display());
+    }
+    let kek = f.kdf.derive(pass)?;
+    let aad = [SEAL_AAD, &serde_json::to_vec(&f.kdf)?].concat();
+    let root = aead(&kek, &nonce, &sealed, &aad, false).map_err(|_| {
+        err!(
+            "wrong passphrase for the keystore {} (or {} was altered)",
+            dir.display(),
+            SEAL_FILE
+        )
+    })?;
+    SecretKey::from_slice(&root).ok_or_else(|| err!("root.seal: not a 32-byte key"))
+}
+
+fn write_sealed(dir: &Path, root: &SecretKey, pass: &[u8], kdf: &Kdf) -> Result<()> {
+    let kek = kdf.derive(pass)?;
+    let nonce: [u8; 12] = crate::crypto::random_bytes();
+    let aad = [SEAL_AAD, &serde_json::to_vec(kdf)?].concat();
+    let sealed = aead(&kek, &nonce, root.as_bytes(), &aad, true)?;
+    let f = SealFile {
+        format: "kmsfs-seal".into(),
+        version: 1,
+        seal: "passphrase".into(),
+        kdf: kdf.clone(),
+        nonce: B64.encode(nonce),
+        sealed: B64.encode(&sealed),
+    };
+    crate::kms::local::write_atomic(dir, SEAL_FILE, serde_json::to_string_pretty(&f)?.as_bytes())?;
+    Ok(())
+}
+
+/// AES-256-GCM seal (`seal`: data ‖ tag) or open (data ‖ tag) of `data`.
+fn aead(
+    key: &SecretKey,
+    nonce: &[u8],
+    data: &[u8],
+    aad: &[u8],
+    seal: bool,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let nonce: &[u8; crate::crypto::NONCE_LEN] =
+        nonce.try_into().map_err(|_| err!("bad nonce length"))?;
+    let k = crate::crypto::Backend::AwsLc.key(&key.0);
+    let mut buf = zeroize::Zeroizing::new(data.to_vec());
+    if seal {
+        let tag = k.seal(nonce, aad, &mut buf);
+        buf.extend_from_slice(&tag);
+        Ok(buf)
+    } else {
+        k.open(nonce, aad, &mut buf)
+            .map_err(|_| err!("AES-GCM open failed"))?;
+        let n = buf.len() - crate::crypto::TAG_LEN;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+fn read_clear(p: &Path, what: &str) -> Result<SecretKey> {
+    crate::kms::local::check_private(p, what)?;
+    let raw = zeroize::Zeroizing::new(
+        std::fs::read(p).map_err(|e| err!("cannot read {what} {}: {e}", p.display()))?,
+    );
+    SecretKey::from_slice(&raw)
+        .ok_or_else(|| err!("{what} {} is {} bytes, expected 32", p.display(), raw.len()))
+}
+
+/// Creates `p` (0600) holding `data`; racing creators: the first wins.
+fn write_new(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+    {
+        Ok(mut f) => {
+            f.write_all(data)?;
+            f.sync_all()?;
+            sync_dir(p.parent().unwrap_or(Path::new(".")))?;
+            Ok(())
+        }
+        Err(e) => fail!("cannot create {}: {e}", p.display()),
+    }
+}
+
+/// Overwrites the clear root key with zeros, syncs and removes it (if there).
+fn destroy(p: &Path) -> Result<()> {
+    use std::io::Write;
+    match std::fs::OpenOptions::new().write(true).open(p) {
+        Ok(mut f) => {
+            f.write_all(&[0u8; 32])?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::remove_file(p)?;
+            sync_dir(p.parent().unwrap_or(Path::new(".")))?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => fail!("cannot destroy {}: {e}", p.display()),
+    }
+}
+
+fn sync_dir(d: &Path) -> Result<()> {
+    Ok(std::fs::File::open(d)?.sync_all()?)
+}
+
+/// One warning per keystore per process.
+fn warn_once(dir: &Path, what: &str) {
+    static SEEN: OnceLock<Mutex<Vec<PathBuf>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock();
+    if !seen.iter().any(|d| d == dir) {
+        seen.push(dir.to_path_buf());
+        eprintln!("kmsfs: warning: keystore {} {what}", dir.display());
+        tracing::warn!("keystore {} {what}", dir.display());
+    }
+}
+
+/// A process that holds a root key is not dumpable (no core file, no ptrace by other
+/// users of the same uid).
+fn harden_process() {
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}

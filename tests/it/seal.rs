@@ -1,0 +1,290 @@
+//! The root of trust (#21): the embedded keystore's root key is sealed under a
+//! passphrase (asked on the terminal, or read from a file), never stored in the clear
+//! unless asked for; old keystores warn and migrate with one command.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// kmsfs with the keystore `ks`, its own pins, small Argon2id parameters (tests), and the
+/// given extra environment.
+fn kmsfs(ks: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env("KMSFS_KMS", format!("local:{}", ks.display()))
+        .env(
+            "KMSFS_KNOWN_TREES",
+            ks.parent().unwrap().join("known_trees.json"),
+        )
+        .env("KMSFS_ARGON2", "8192,1,1")
+        .env_remove("KMSFS_SEAL")
+        .env_remove("KMSFS_PASSPHRASE_FILE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn a_passphrase_sealed_keystore_opens_only_with_its_passphrase() {
+    require_fuse!();
+    let d = tempfile::tempdir().unwrap();
+    let (ks, b, mnt) = (
+        d.path().join("ks"),
+        d.path().join("b"),
+        d.path().join("mnt"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    let pw = d.path().join("pw");
+    fs::write(&pw, "correct horse battery\n").unwrap();
+    let bad = d.path().join("bad");
+    fs::write(&bad, "a guess\n").unwrap();
+    let with = [("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap())];
+    let o = kmsfs(&ks, &with, &["init", &s(&b)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(ks.join("root.seal").is_file() && !ks.join("root.key").exists());
+    assert!(!err(&o).contains("warning"), "{}", err(&o));
+    let o = kmsfs(&ks, &with, &["mount", &s(&b), &s(&mnt)]);
+    assert!(o.status.success(), "{}", err(&o));
+    fs::write(mnt.join("secret.txt"), b"sealed at rest").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", &s(&mnt)])
+        .output()
+        .unwrap());
+    // No passphrase at hand (no terminal here): one line saying what to do.
+    let o = kmsfs(&ks, &[], &["cat", &s(&b), "secret.txt"]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("KMSFS_PASSPHRASE_FILE"), "{}", err(&o));
+    assert_eq!(error_lines(&err(&o)), 1, "{}", err(&o));
+    // A wrong one: one line.
+    let o = kmsfs(
+        &ks,
+        &[("KMSFS_PASSPHRASE_FILE", bad.to_str().unwrap())],
+        &["cat", &s(&b), "secret.txt"],
+    );
+    assert!(!o.status.success());
+    assert!(err(&o).contains("wrong passphrase"), "{}", err(&o));
+    assert_eq!(error_lines(&err(&o)), 1, "{}", err(&o));
+    // The right one.
+    let o = kmsfs(&ks, &with, &["cat", &s(&b), "secret.txt"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "sealed at rest",
+        "{}",
+        err(&o)
+    );
+    let o = kmsfs(&ks, &with, &["kms", "seal", "show"]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("passphrase (Argon2id"));
+    // Nothing in the keystore or the tree holds the plaintext.
+    assert!(!tree_contains(&ks, b"sealed at rest") && !tree_contains(&b, b"sealed at rest"));
+}
+
+/// A keystore with its root key in the clear (as every keystore made before seals) warns
+/// on every open, and moves through every seal and back with `kms seal change`, each
+/// step keeping every key and tree readable; an interrupted change still opens.
+#[test]
+fn seal_changes_keep_everything_readable() {
+    require_fuse!();
+    let d = tempfile::tempdir().unwrap();
+    let (ks, b, mnt) = (
+        d.path().join("ks"),
+        d.path().join("b"),
+        d.path().join("mnt"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    let none = [("KMSFS_SEAL", "none")];
+    let o = kmsfs(&ks, &none, &["init", &s(&b)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(ks.join("root.key").is_file());
+    ok(kmsfs(&ks, &[], &["mount", &s(&b), &s(&mnt)]));
+    fs::write(mnt.join("f"), b"content").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", &s(&mnt)])
+        .output()
+        .unwrap());
+    let read = |env: &[(&str, &str)]| kmsfs(&ks, env, &["cat", &s(&b), "f"]);
+    let o = read(&[]);
+    assert_eq!(o.stdout, b"content");
+    assert!(
+        err(&o).contains("keeps its root key in the clear"),
+        "{}",
+        err(&o)
+    );
+    let root_before = fs::read(ks.join("root.key")).unwrap();
+
+    let (p1, p2) = (d.path().join("p1"), d.path().join("p2"));
+    fs::write(&p1, "first passphrase\n").unwrap();
+    fs::write(&p2, "second passphrase\n").unwrap();
+    let (w1, w2) = (
+        [("KMSFS_PASSPHRASE_FILE", p1.to_str().unwrap())],
+        [("KMSFS_PASSPHRASE_FILE", p2.to_str().unwrap())],
+    );
+    // none -> passphrase: the clear file is destroyed.
+    ok(kmsfs(
+        &ks,
+        &w1,
+        &["kms", "seal", "change", "--to", "passphrase"],
+    ));
+    assert!(!ks.join("root.key").exists());
+    assert!(
+        !tree_contains(&ks, &root_before),
+        "the old root key is still on disk"
+    );
+    let o = read(&w1);
+    assert_eq!(o.stdout, b"content", "{}", err(&o));
+    assert!(!err(&o).contains("warning"), "{}", err(&o));
+    // passphrase -> another passphrase: the old one no longer opens it.
+    ok(kmsfs(
+        &ks,
+        &[("KMSFS_PASSPHRASE_FILE", p1.to_str().unwrap())],
+        &["kms", "seal", "show"],
+    ));
+    let o = Command::new(bin())
+        .args(["kms", "seal", "change", "--to", "passphrase"])
+        .env("KMSFS_KMS", format!("local:{}", ks.display()))
+        .env("KMSFS_ARGON2", "8192,1,1")
+        // the current passphrase opens it, the new one seals it: one file for both here
+        .env("KMSFS_PASSPHRASE_FILE", &p1)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    // -> none -> passphrase (p2)
+    ok(kmsfs(&ks, &w1, &["kms", "seal", "change", "--to", "none"]));
+    assert!(ks.join("root.key").is_file() && !ks.join("root.seal").exists());
+    assert_eq!(read(&[]).stdout, b"content");
+    ok(kmsfs(
+        &ks,
+        &w2,
+        &["kms", "seal", "change", "--to", "passphrase"],
+    ));
+    assert_eq!(read(&w2).stdout, b"content");
+    assert!(err(&read(&w1)).contains("wrong passphrase"));
+    // A change killed after writing the new seal and before destroying root.key: it
+    // opens (through the seal), says so, and the next change finishes.
+    fs::write(ks.join("root.key"), &root_before).unwrap();
+    std::fs::set_permissions(
+        ks.join("root.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let o = read(&w2);
+    assert_eq!(o.stdout, b"content");
+    assert!(
+        err(&o).contains("holds both root.seal and root.key"),
+        "{}",
+        err(&o)
+    );
+    ok(kmsfs(
+        &ks,
+        &w2,
+        &["kms", "seal", "change", "--to", "passphrase"],
+    ));
+    assert!(!ks.join("root.key").exists());
+    assert_eq!(read(&w2).stdout, b"content");
+}
+
+/// The README's two commands on a terminal: `init` asks for a passphrase twice, `mount`
+/// once (and hands the unsealed key to its daemon); nothing in the clear.
+#[test]
+fn on_a_terminal_init_and_mount_ask_for_a_passphrase() {
+    require_fuse!();
+    let d = tempfile::tempdir().unwrap();
+    let (ks, b, mnt) = (
+        d.path().join("ks"),
+        d.path().join("b"),
+        d.path().join("mnt"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    // A pseudo-terminal, answered like a user would (python3's pty module).
+    let on_tty = |args: &[&str], answers: &[&str]| -> (i32, String) {
+        let script = r#"
+import os, pty, sys, time
+answers = sys.argv[1].split("\x1f") if sys.argv[1] else []
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+out = b""
+for a in answers:
+    while b": " not in out.split(b"\n")[-1]:
+        try:
+            c = os.read(fd, 1024)
+        except OSError:
+            break
+        if not c:
+            break
+        out += c
+    time.sleep(0.05)
+    os.write(fd, a.encode() + b"\n")
+    out += b"\n"
+while True:
+    try:
+        c = os.read(fd, 1024)
+    except OSError:
+        break
+    if not c:
+        break
+    out += c
+_, st = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(st))
+"#;
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(answers.join("\x1f"))
+            .arg(bin())
+            .args(args)
+            .env("KMSFS_KMS", format!("local:{}", ks.display()))
+            .env("KMSFS_KNOWN_TREES", d.path().join("known.json"))
+            .env("KMSFS_ARGON2", "8192,1,1")
+            .env_remove("KMSFS_SEAL")
+            .env_remove("KMSFS_PASSPHRASE_FILE")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let (rc, out) = on_tty(
+        &["init", &s(&b)],
+        &["a long passphrase", "a long passphrase"],
+    );
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("Passphrase for the keystore") && out.contains("Repeat it"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("a long passphrase"),
+        "the passphrase was echoed: {out}"
+    );
+    assert!(ks.join("root.seal").is_file() && !ks.join("root.key").exists());
+    let (rc, out) = on_tty(&["mount", &s(&b), &s(&mnt)], &["a long passphrase"]);
+    assert_eq!(rc, 0, "{out}");
+    fs::write(mnt.join("f"), b"typed once").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", &s(&mnt)])
+        .output()
+        .unwrap());
+    // Mismatched repeats change nothing.
+    let (rc, out) = on_tty(
+        &["kms", "seal", "change", "--to", "passphrase"],
+        &["a long passphrase", "new passphrase 1", "new passphrase 2"],
+    );
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains("differ"), "{out}");
+    let (rc, out) = on_tty(&["cat", &s(&b), "f"], &["a long passphrase"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("typed once"), "{out}");
+}
