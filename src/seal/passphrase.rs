@@ -27,7 +27,7 @@ pub struct Kdf {
 }
 
 /// New seals: 256 MiB, 3 passes, 1 lane (gocryptfs's scrypt default uses 64 MiB; one
-/// guess here costs ~4× its memory and several times its time, bench/seal.sh).
+/// guess here costs ~4× its memory and several times its time, bench/seal.py).
 /// `KMSFS_ARGON2=M_KIB,T,P` sets others (at least 8 MiB, 1 pass: tests use small ones).
 const DEFAULT: (u32, u32, u32) = (256 * 1024, 3, 1);
 
