@@ -478,36 +478,13 @@ fn unwrap_write_key(
     wraps: &[TreeKeyWrap],
     trusted: &[String],
 ) -> Result<Option<SecretKey>> {
-    let ctx = write_context(fs_id, generation);
-    let mut errors = vec![];
-    let mut denied = true;
-    for w in wraps.iter().filter(|w| trusted.contains(&w.key)) {
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(&w.blob)
-            .map_err(|_| crate::error::err!("write key wrap is not base64"))?;
-        match kms.decrypt(DecryptRequest {
-            ciphertext_blob: blob,
-            encryption_context: Some(ctx.clone()),
-            key_id: Some(w.key.clone()),
-            ..Default::default()
-        }) {
-            Ok(r) => match SecretKey::from_slice(&r.plaintext.0) {
-                Some(k) => return Ok(Some(k)),
-                None => errors.push(format!("{}: not a 32-byte key", w.key)),
-            },
-            Err(e) => {
-                denied &= e.code == ErrorCode::AccessDeniedException;
-                errors.push(format!("{}: {e}", w.key));
-            }
+    match unwrap_with(kms, &write_context(fs_id, generation), wraps, trusted)? {
+        Ok(k) => Ok(Some(k)),
+        Err((true, _)) => Ok(None),
+        Err((false, errors)) => {
+            bail!("cannot unwrap the tree's write key (generation {generation}): {errors}")
         }
     }
-    if denied {
-        return Ok(None);
-    }
-    bail!(
-        "cannot unwrap the tree's write key (generation {generation}): {}",
-        errors.join("; ")
-    )
 }
 
 /// The tree key of generation `generation` from `wraps`, unwrapped only through the
@@ -519,36 +496,54 @@ fn unwrap_tree_key(
     wraps: &[TreeKeyWrap],
     trusted: &[String],
 ) -> Result<SecretKey> {
-    let ctx = tree_context(fs_id, generation);
+    match unwrap_with(kms, &tree_context(fs_id, generation), wraps, trusted)? {
+        Ok(k) => Ok(k),
+        Err((_, errors)) => bail!(
+            "cannot unwrap the tree key (generation {generation}) under a trusted key ({}){}",
+            trusted.join(", "),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {errors}")
+            }
+        ),
+    }
+}
+
+/// A 32-byte key from the first of `wraps` (under a `trusted` key only) that decrypts
+/// with context `ctx`; else whether every refusal was AccessDenied, and the errors.
+fn unwrap_with(
+    kms: &dyn Kms,
+    ctx: &EncryptionContext,
+    wraps: &[TreeKeyWrap],
+    trusted: &[String],
+) -> Result<std::result::Result<SecretKey, (bool, String)>> {
     let mut errors = vec![];
+    let mut denied = true;
     for w in wraps.iter().filter(|w| trusted.contains(&w.key)) {
         let blob = base64::engine::general_purpose::STANDARD
             .decode(&w.blob)
-            .map_err(|_| crate::error::err!("tree key wrap is not base64"))?;
+            .map_err(|_| crate::error::err!("a key wrap in kmsfs.json is not base64"))?;
         match kms.decrypt(DecryptRequest {
             ciphertext_blob: blob,
             encryption_context: Some(ctx.clone()),
             key_id: Some(w.key.clone()),
             ..Default::default()
         }) {
-            Ok(r) => {
-                if let Some(k) = SecretKey::from_slice(&r.plaintext.0) {
-                    return Ok(k);
+            Ok(r) => match SecretKey::from_slice(&r.plaintext.0) {
+                Some(k) => return Ok(Ok(k)),
+                None => {
+                    denied = false;
+                    errors.push(format!("{}: not a 32-byte key", w.key));
                 }
-                errors.push(format!("{}: not a 32-byte key", w.key));
+            },
+            Err(e) => {
+                denied &= e.code == ErrorCode::AccessDeniedException;
+                errors.push(format!("{}: {e}", w.key));
             }
-            Err(e) => errors.push(format!("{}: {e}", w.key)),
         }
     }
-    bail!(
-        "cannot unwrap the tree key (generation {generation}) under a trusted key ({}){}",
-        trusted.join(", "),
-        if errors.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", errors.join("; "))
-        }
-    )
+    Ok(Err((denied, errors.join("; "))))
 }
 
 fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
