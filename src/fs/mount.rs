@@ -121,6 +121,14 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
             .mount_options
             .push(fuser::MountOption::DefaultPermissions);
     }
+    // A reader (a read-only share: no write key) could make nothing the tree's writers
+    // accept: the mount is read-only, so nothing it makes is silently refused later.
+    if reader {
+        tracing::info!(
+            "this host may not unwrap the tree's write key (a read-only share): mounting read-only"
+        );
+        config.mount_options.push(fuser::MountOption::RO);
+    }
     config.acl = if opts.allow_other {
         fuser::SessionACL::All
     } else {
@@ -130,7 +138,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     config.clone_fd = opts.threads > 1;
     let notifier = fs.notifier_slot();
     let fuse = super::fuse::Fuse::new(fs);
-    let own = mount_as_root(&backing, mountpoint, opts.allow_other)
+    let own = mount_as_root(&backing, mountpoint, opts.allow_other, reader)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let self_mounted = own.is_some();
     let session = match own {
@@ -158,6 +166,7 @@ fn mount_as_root(
     backing: &Path,
     mountpoint: &Path,
     allow_other: bool,
+    read_only: bool,
 ) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
     use std::os::fd::AsRawFd;
     if !rustix::process::geteuid().is_root() {
@@ -183,7 +192,13 @@ fn mount_as_root(
         backing.as_os_str(),
         mountpoint,
         "fuse.kmsfs",
-        rustix::mount::MountFlags::NOSUID | rustix::mount::MountFlags::NODEV,
+        rustix::mount::MountFlags::NOSUID
+            | rustix::mount::MountFlags::NODEV
+            | if read_only {
+                rustix::mount::MountFlags::RDONLY
+            } else {
+                rustix::mount::MountFlags::empty()
+            },
         data.as_c_str(),
     ) {
         Ok(()) => Ok(Some(dev)),
