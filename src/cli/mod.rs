@@ -55,6 +55,7 @@ pub(crate) struct Cli {
 pub(crate) enum Cmd {
     /// Create a new encrypted tree in BACKING (and the keystore and a default key on first use).
     Init {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
         /// KMS key (id, ARN or alias/NAME) to wrap file keys with; repeat for recovery keys.
         #[arg(long = "key", value_name = "KEY")]
@@ -69,7 +70,9 @@ pub(crate) enum Cmd {
     },
     /// Mount BACKING at MOUNTPOINT; returns once the mount is live (unless --foreground).
     Mount {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
+        /// The directory where the plaintext view appears.
         mountpoint: PathBuf,
         /// Stay in the foreground and log to stderr.
         #[arg(long, short = 'f')]
@@ -108,7 +111,10 @@ pub(crate) enum Cmd {
         ready_fd: Option<i32>,
     },
     /// Unmount a kmsfs mount.
-    Umount { mountpoint: PathBuf },
+    Umount {
+        /// The directory the tree is mounted on.
+        mountpoint: PathBuf,
+    },
     /// Manage keys in the KMS.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -118,6 +124,7 @@ pub(crate) enum Cmd {
     /// Re-wrap every file header under the current version of its keys (or under --to KEY);
     /// no data byte is read or written. Works on a mounted tree too.
     Rotate {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
         /// Move every file (and the tree's config) to this key instead.
         #[arg(long, value_name = "KEY")]
@@ -125,6 +132,7 @@ pub(crate) enum Cmd {
         /// Files re-wrapped at once (KMS calls in flight).
         #[arg(long, default_value_t = 8)]
         jobs: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -138,6 +146,7 @@ pub(crate) enum Cmd {
     /// it can mount this tree and no other tree under the same keys.
     #[command(group(clap::ArgGroup::new("what").required(true).args(["with", "list", "revoke"])))]
     Share {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
         /// The principal (a name, or arn:aws:iam::ACCOUNT:user/NAME) to share with.
         #[arg(long, value_name = "PRINCIPAL")]
@@ -153,14 +162,17 @@ pub(crate) enum Cmd {
         /// PRINCIPAL kept opens what is written afterwards.
         #[arg(long, value_name = "PRINCIPAL")]
         revoke: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Re-encrypt files under new data keys (after a suspected DEK exposure). Unmount first.
     Rekey {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
         /// Files to rekey (paths in the backing tree); default: all.
         paths: Vec<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +184,7 @@ pub(crate) enum Cmd {
     Kms(KmsCmd),
     /// Check a backing tree (headers, keys, every chunk); exit 0 clean, 1 damage, 2 could not run.
     Fsck {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
         /// Structure only: do not unwrap keys or check chunks.
         #[arg(long)]
@@ -179,27 +192,35 @@ pub(crate) enum Cmd {
         /// Write every damaged file here with its unreadable chunks zero-filled.
         #[arg(long, value_name = "DIR")]
         salvage: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print a file's plaintext (no mount needed): a backing FILE, or the file at
     /// plaintext PATH in the tree BACKING (`cat BACKING PATH`).
     Cat {
+        /// A backing file of a tree, or the tree's backing directory with PATH.
         file: PathBuf,
+        /// The plaintext path of the file inside the tree (with FILE the tree's backing directory).
         path: Option<PathBuf>,
     },
     /// The backing path of the file at plaintext PATH in tree BACKING; with --reverse,
     /// the plaintext path of a backing path (for a restore from backup).
     Path {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
+        /// A plaintext path inside the tree (with --reverse: a backing path).
         path: PathBuf,
+        /// Map a backing path back to its plaintext path instead.
         #[arg(long)]
         reverse: bool,
     },
     /// Restore backing files or directories into DIR (no mount needed).
     Decrypt {
+        /// Backing files or directories of the tree to restore.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The directory to restore into (made if missing; nothing is written outside it).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
         /// Keep set-user-ID, set-group-ID and sticky bits from the backing tree (dropped by
@@ -219,13 +240,16 @@ pub(crate) enum KmsCmd {
         /// Keystore directory (default: --kms local:DIR / KMSFS_KMS / the default keystore).
         #[arg(long)]
         keystore: Option<PathBuf>,
+        /// TLS certificate chain (PEM); with --tls-key the server speaks HTTPS.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         /// Allow plain HTTP on a non-loopback address.
         #[arg(long)]
         insecure_http: bool,
+        /// Connections held at once, in all.
         #[arg(long, default_value_t = 1024)]
         max_connections: usize,
         /// Connections one source address may hold (default: a quarter of --max-connections).
@@ -271,16 +295,24 @@ pub(crate) enum SealCmd {
 pub(crate) enum PrincipalCmd {
     /// Create a principal; prints its access key id and secret (shown only this once).
     Create {
+        /// The principal's name.
         name: String,
     },
+    /// List the principals (name, access key id, state, creation time).
     List,
+    /// Disable a principal: its requests are refused until it is enabled.
     Disable {
+        /// The principal's name.
         name: String,
     },
+    /// Enable a disabled principal.
     Enable {
+        /// The principal's name.
         name: String,
     },
+    /// Delete a principal and its secret.
     Delete {
+        /// The principal's name.
         name: String,
     },
 }
@@ -292,7 +324,9 @@ pub(crate) enum TreeKeyCmd {
     /// Whoever held the old tree key can read nothing written afterwards and plant
     /// nothing the mount accepts. The tree must be unmounted.
     Rotate {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
         backing: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -301,17 +335,32 @@ pub(crate) enum TreeKeyCmd {
 #[derive(Subcommand, Debug)]
 pub(crate) enum KeysCmd {
     /// Add KEY to the tree's keys and wrap every file's key under it too.
-    Add { backing: PathBuf, key: String },
-    /// Remove KEY from the tree's keys and drop its wrapped copies.
-    Remove { backing: PathBuf, key: String },
+    Add {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
+        backing: PathBuf,
+        /// The key to add: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+    },
+    /// Remove KEY from the tree's keys and drop its wrapped copies; the tree then moves
+    /// to a new tree key (unless mounted).
+    Remove {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
+        backing: PathBuf,
+        /// The key to remove: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+    },
     /// Show the tree's keys.
-    List { backing: PathBuf },
+    List {
+        /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
+        backing: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCmd {
     /// Check the hash chain and checkpoints; exit 1 naming the first bad sequence number.
     Verify {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         /// Also check the copies of the checkpoints kept in DIR (the directory the
@@ -323,6 +372,7 @@ pub(crate) enum AuditCmd {
     Show(AuditFilter),
     /// Show the last N records (default 20).
     Tail {
+        /// How many of the newest records.
         #[arg(short = 'n', default_value_t = 20)]
         n: usize,
         #[command(flatten)]
@@ -335,13 +385,16 @@ pub(crate) struct AuditFilter {
     /// Key id, ARN or a part of it.
     #[arg(long)]
     pub key: Option<String>,
+    /// Only records of this principal.
     #[arg(long)]
     pub principal: Option<String>,
+    /// Only records of this operation (e.g. Decrypt).
     #[arg(long)]
     pub op: Option<String>,
     /// Only records at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
     #[arg(long)]
     pub since: Option<String>,
+    /// Only records before this time (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
     /// Print raw JSON lines.
@@ -353,8 +406,10 @@ pub(crate) struct AuditFilter {
 pub(crate) enum KeyCmd {
     /// Create a key (symmetric unless --spec says otherwise); prints its ARN.
     Create {
+        /// An alias for it, alias/NAME.
         #[arg(long)]
         alias: Option<String>,
+        /// A description (up to 8,192 characters).
         #[arg(long)]
         description: Option<String>,
         /// KeySpec: SYMMETRIC_DEFAULT (default), HMAC_224|256|384|512,
@@ -368,13 +423,17 @@ pub(crate) enum KeyCmd {
     },
     /// An asymmetric key's public key (DER SubjectPublicKeyInfo), base64 or PEM.
     PublicKey {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// Print it as PEM instead of base64 DER.
         #[arg(long)]
         pem: bool,
     },
     /// Signs FILE (stdin if none, 1..4096 bytes) with a SIGN_VERIFY key; base64 signature.
     Sign {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// The file to read the message (or document) from; standard input if none.
         file: Option<PathBuf>,
         /// SigningAlgorithm (default: the key's first, e.g. ECDSA_SHA_256).
         #[arg(long)]
@@ -385,18 +444,25 @@ pub(crate) enum KeyCmd {
     },
     /// Checks a base64 SIGNATURE of FILE (stdin if none); exit status 1 if invalid.
     Verify {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// The signature, base64.
         signature: String,
+        /// The file holding the message that was signed; standard input if none.
         file: Option<PathBuf>,
+        /// The signing algorithm (default: the key's first).
         #[arg(long)]
         algorithm: Option<String>,
+        /// The message is a digest of the right length (MessageType DIGEST), not the message itself.
         #[arg(long)]
         digest: bool,
     },
     /// HMAC of FILE (stdin if none, 1..4096 bytes) under an HMAC key, base64; with
     /// --verify MAC, checks MAC instead (exit status 1 if it does not match).
     Mac {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// The file holding the message; standard input if none.
         file: Option<PathBuf>,
         /// The MAC to check (base64).
         #[arg(long)]
@@ -404,28 +470,36 @@ pub(crate) enum KeyCmd {
     },
     /// List keys with their state and aliases.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show a key's metadata, rotation status and versions (id, ARN or alias/NAME).
     Describe {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
     /// Give KEY a new version now (old versions keep decrypting).
     Rotate {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
     /// Rotate KEY automatically every N days (90..2560).
     EnableRotation {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// Rotation period in days (90..2560; default 365).
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Stop rotating KEY automatically.
     DisableRotation {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
     /// List KEY's rotations.
     Rotations {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
     /// Perform automatic rotations that are due (also done by running mounts).
@@ -433,56 +507,95 @@ pub(crate) enum KeyCmd {
     /// Destroy the material of keys whose deletion date has passed (for cron/timers;
     /// mounts and the server also do it every 5 minutes).
     PurgeDue,
+    /// Enable a disabled key.
     Enable {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
+    /// Disable a key: nothing is encrypted or decrypted under it until it is enabled.
     Disable {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
     /// Schedule KEY's deletion after N days (7..30); its material is destroyed then.
     ScheduleDeletion {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// Waiting period in days (7..30; default 30).
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
     /// Cancel a scheduled deletion; the key is left Disabled.
     CancelDeletion {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
     /// Add or replace tags (KEY=VALUE ...).
     Tag {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// Tags as KEY=VALUE.
         tags: Vec<String>,
     },
     /// Remove tags (by tag key).
     Untag {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// The tag keys to remove.
         tag_keys: Vec<String>,
     },
     /// Show a key's tags.
     Tags {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
     },
+    /// Aliases (alias/NAME) of keys.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// Key policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum AliasCmd {
-    Create { name: String, key: String },
-    Update { name: String, key: String },
-    Delete { name: String },
+    /// Create alias NAME for KEY.
+    Create {
+        /// The alias, alias/NAME.
+        name: String,
+        /// The key the alias points at: key id or key ARN.
+        key: String,
+    },
+    /// Point alias NAME at KEY instead.
+    Update {
+        /// The alias, alias/NAME.
+        name: String,
+        /// The key the alias points at from now on: key id or key ARN.
+        key: String,
+    },
+    /// Delete alias NAME (the key stays).
+    Delete {
+        /// The alias, alias/NAME.
+        name: String,
+    },
+    /// List the aliases and the keys they point at.
     List,
 }
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PolicyCmd {
     /// Print KEY's key policy.
-    Get { key: String },
+    Get {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+    },
     /// Replace KEY's key policy with FILE's contents (stdin if no FILE).
-    Put { key: String, file: Option<PathBuf> },
+    Put {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+        /// The policy document (JSON); standard input if none.
+        file: Option<PathBuf>,
+    },
 }
 
 /// The command line as parsed (after the mount-helper translation), for re-executing
@@ -645,14 +758,18 @@ fn fmt_epoch(t: f64) -> String {
 pub(crate) enum GrantCmd {
     /// Let GRANTEE perform OPERATIONs on KEY; prints the grant id and token.
     Create {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         key: String,
+        /// The principal the grant is for.
         #[arg(long)]
         grantee: String,
         /// Encrypt, Decrypt, GenerateDataKey, Sign, ... (repeat).
         #[arg(long = "operation", required = true)]
         operations: Vec<String>,
+        /// The principal that may retire the grant.
         #[arg(long)]
         retiring: Option<String>,
+        /// A name for the grant (makes CreateGrant idempotent).
         #[arg(long)]
         name: Option<String>,
         /// The request's encryption context must contain KEY=VALUE (repeat).
@@ -663,16 +780,64 @@ pub(crate) enum GrantCmd {
         equals: Vec<String>,
     },
     /// KEY's grants.
-    List { key: String },
+    List {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+    },
     /// End a grant as its retiring principal, grantee or creator.
     Retire {
+        /// The grant token.
         #[arg(long)]
         token: Option<String>,
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
         #[arg(long)]
         key: Option<String>,
+        /// The grant id.
         #[arg(long)]
         id: Option<String>,
     },
     /// End a grant as the key's administrator.
-    Revoke { key: String, id: String },
+    Revoke {
+        /// A key: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+        /// The grant id.
+        id: String,
+    },
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every command, argument and flag says what it is in `--help`.
+    #[test]
+    fn every_argument_has_a_description() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", c.get_name());
+            if c.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("{here} (command)"));
+            }
+            for a in c.get_arguments() {
+                if a.is_hide_set() || ["help", "version"].contains(&a.get_id().as_str()) {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{here} {}", a.get_id()));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_name() != "help" {
+                    walk(s, &here, missing);
+                }
+            }
+        }
+        let mut missing = vec![];
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
 }
