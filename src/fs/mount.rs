@@ -53,6 +53,8 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
             opts.attr_timeout.as_secs_f64()
         );
     }
+    // Before anything asks for a passphrase: can this user mount at all?
+    check_fuse_access(mountpoint)?;
     let backing = std::fs::canonicalize(backing)
         .with_context(|| format!("backing directory {}", backing.display()))?;
     let tree = crate::trust::open_tree(&backing, opts.kms.as_deref(), &opts.expect_keys)?;
@@ -155,6 +157,43 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
         mountpoint: mountpoint.to_path_buf(),
         self_mounted,
     })
+}
+
+/// Says in one line why a user cannot mount, before fuser says only "Permission denied":
+/// `/dev/fuse` must be open to the user (fusermount3 opens it with the user's rights
+/// too), and a user mounts through `fusermount3`.
+fn check_fuse_access(mountpoint: &Path) -> Result<()> {
+    use rustix::fs::Access;
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    match rustix::fs::access("/dev/fuse", Access::READ_OK | Access::WRITE_OK) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOENT) => fail!(
+            "cannot mount on {}: there is no /dev/fuse (load the fuse module: modprobe fuse)",
+            mountpoint.display()
+        ),
+        Err(_) => {
+            let md = std::fs::metadata("/dev/fuse").ok();
+            fail!(
+                "cannot mount on {}: this user (uid {}) may not open /dev/fuse (mode {:o}, owner {}:{}), so FUSE is root's alone here; mount as root, or have an administrator open the device to users (chmod 0666 /dev/fuse, most distributions' default)",
+                mountpoint.display(),
+                rustix::process::getuid().as_raw(),
+                md.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0),
+                md.as_ref().map(|m| m.uid()).unwrap_or(0),
+                md.as_ref().map(|m| m.gid()).unwrap_or(0)
+            )
+        }
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()));
+    if !on_path {
+        fail!(
+            "cannot mount on {}: fusermount3 is not installed (a user mounts through it): install the fuse3 package",
+            mountpoint.display()
+        );
+    }
+    Ok(())
 }
 
 /// As root, mounts the FUSE device itself with type `fuse.kmsfs` (what `findmnt -t

@@ -3,6 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -661,4 +662,52 @@ fn an_immediate_remount_survives_the_old_daemons_exit() {
             "round {round}: the new mount is gone"
         );
     }
+}
+
+/// #21, the first run: a user who may not open /dev/fuse (mode 0600 here) is told why in
+/// one line, not just "Permission denied" (and nothing is mounted).
+#[test]
+fn a_user_who_may_not_open_dev_fuse_is_told_why() {
+    require_fuse!();
+    let md = std::fs::metadata("/dev/fuse").unwrap();
+    if std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o006 == 0o006 {
+        // Open to everyone on this machine: nothing to explain (loud, not silent).
+        eprintln!(
+            "!!!!!!!! /dev/fuse is open to every user here: the refusal is not exercised !!!!!!!!"
+        );
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(d.path(), Some(65534), Some(65534)).unwrap();
+    let (ks, b, mnt) = (
+        d.path().join("ks"),
+        d.path().join("b"),
+        d.path().join("mnt"),
+    );
+    let run = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .args(args)
+            .env("KMSFS_KMS", format!("local:{}", ks.display()))
+            .env("KMSFS_KNOWN_TREES", d.path().join("known.json"))
+            .env("HOME", d.path())
+            .output()
+            .unwrap()
+    };
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "mkdir"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(o.success());
+    assert!(run(&["init", b.to_str().unwrap()]).status.success());
+    let o = run(&["mount", b.to_str().unwrap(), mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("may not open /dev/fuse") && err.contains("chmod 0666"),
+        "{err}"
+    );
+    assert_eq!(error_lines(&err), 1, "{err}");
 }
