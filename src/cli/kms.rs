@@ -52,6 +52,29 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             drop(rot);
             Ok(r?)
         }
+        KmsCmd::Unlock { duration } => {
+            let d = humantime::parse_duration(&duration)
+                .with_context(|| format!("--for {duration}: not a duration (e.g. 15m, 1h)"))?;
+            if d > std::time::Duration::from_secs(24 * 3600) {
+                bail!("--for {duration}: at most 24h");
+            }
+            let dir = local_dir(kms_arg)?;
+            crate::seal::unlock_for(&dir, d.as_secs() as u32)?;
+            println!(
+                "keystore {} unlocked for {}",
+                dir.display(),
+                humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+            );
+            Ok(())
+        }
+        KmsCmd::Lock => {
+            let dir = local_dir(kms_arg)?;
+            match crate::seal::lock(&dir) {
+                true => println!("keystore {} locked", dir.display()),
+                false => println!("keystore {} was not unlocked", dir.display()),
+            }
+            Ok(())
+        }
         KmsCmd::Seal(SealCmd::Show) => {
             println!("{}", crate::seal::describe(&local_dir(kms_arg)?)?);
             Ok(())

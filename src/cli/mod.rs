@@ -275,6 +275,15 @@ pub(crate) enum KmsCmd {
     /// How the embedded keystore's root key is kept at rest (its seal).
     #[command(subcommand)]
     Seal(SealCmd),
+    /// Unseal the keystore once (asking for its passphrase) and keep its root key in the
+    /// kernel keyring for a while: commands in the meantime ask for nothing.
+    Unlock {
+        /// How long (e.g. 15m, 1h; at most 24h).
+        #[arg(long = "for", value_name = "DURATION", default_value = "15m")]
+        duration: String,
+    },
+    /// Forget an unlocked keystore's root key now (before its time runs out).
+    Lock,
 }
 
 #[derive(Subcommand, Debug)]

@@ -18,6 +18,7 @@
 //! A process unseals a keystore once and keeps the root key in memory only (zeroized on
 //! drop, locked in RAM where the limit allows, and the process made non-dumpable).
 
+mod keyring;
 mod passphrase;
 
 use std::collections::HashMap;
@@ -144,7 +145,11 @@ pub fn root_key(dir: &Path, create: bool) -> Result<SecretKey> {
             if dir.join(CLEAR_FILE).exists() {
                 warn_once(dir, "holds both root.seal and root.key (a seal change was interrupted?): the root key is still in the clear; run `kmsfs kms seal change --to passphrase` to finish");
             }
-            open_sealed(dir)?
+            // Unlocked a moment ago (`kmsfs kms unlock`)? Else ask.
+            match keyring::get(dir) {
+                Some(k) => k,
+                None => open_sealed(dir)?,
+            }
         }
         Some(Seal::None) => {
             warn_once(dir, "keeps its root key in the clear (root.key): anyone with a copy of that directory (a backup of $HOME, a stolen disk) can read every key in it and so every file; seal it with `kmsfs kms seal change --to passphrase`");
@@ -297,6 +302,27 @@ pub fn change(dir: &Path, to: Seal) -> Result<()> {
     let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     unsealed().lock().insert(id, root);
     Ok(())
+}
+
+/// `kmsfs kms unlock`: unseals the keystore in `dir` (asking for its passphrase) and
+/// keeps its root key in the kernel keyring for `secs` seconds, so that commands in the
+/// meantime need no passphrase (see `keyring`).
+pub fn unlock_for(dir: &Path, secs: u32) -> Result<()> {
+    if seal_of(dir) != Some(Seal::Passphrase) {
+        fail!(
+            "the keystore {} is not sealed with a passphrase ({}): nothing to unlock",
+            dir.display(),
+            seal_of(dir).map(Seal::name).unwrap_or("no keystore")
+        );
+    }
+    keyring::remove(dir);
+    let root = root_key(dir, false)?;
+    keyring::put(dir, &root, secs.max(1))
+}
+
+/// `kmsfs kms lock`: forgets an unlocked root key; whether one was kept.
+pub fn lock(dir: &Path) -> bool {
+    keyring::remove(dir)
 }
 
 /// What `kmsfs kms seal show` prints.

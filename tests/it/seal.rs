@@ -288,3 +288,42 @@ sys.exit(os.waitstatus_to_exitcode(st))
     assert_eq!(rc, 0, "{out}");
     assert!(out.contains("typed once"), "{out}");
 }
+
+/// `kmsfs kms unlock`: after it, commands need no passphrase; after `kms lock`, or once
+/// its time is up, they do again. The key is kept in the kernel keyring, not a file.
+#[test]
+fn unlock_spares_the_passphrase_until_lock_or_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let ks = d.path().join("ks");
+    let pw = d.path().join("pw");
+    fs::write(&pw, "an unlock passphrase\n").unwrap();
+    let with = [("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap())];
+    ok(kmsfs(&ks, &with, &["key", "create"]));
+    assert!(ks.join("root.seal").is_file());
+    let list = || kmsfs(&ks, &[], &["key", "list"]);
+    assert!(
+        !list().status.success(),
+        "a sealed keystore opened without its passphrase"
+    );
+    ok(kmsfs(&ks, &with, &["kms", "unlock", "--for", "1h"]));
+    let o = list();
+    assert!(o.status.success(), "{}", err(&o));
+    // Nothing new in the keystore directory: the key is in the kernel, not a file.
+    let mut names: Vec<_> = fs::read_dir(&ks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(!names.iter().any(|n| n == "root.key"), "{names:?}");
+    assert!(ok(kmsfs(&ks, &[], &["kms", "lock"])).contains("locked"));
+    assert!(!list().status.success(), "still unlocked after kms lock");
+    ok(kmsfs(&ks, &with, &["kms", "unlock", "--for", "2s"]));
+    assert!(list().status.success());
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(!list().status.success(), "still unlocked after its time");
+    // Only a passphrase seal is unlocked.
+    let clear = d.path().join("clear");
+    ok(kmsfs(&clear, &[("KMSFS_SEAL", "none")], &["key", "create"]));
+    let o = kmsfs(&clear, &[], &["kms", "unlock"]);
+    assert!(!o.status.success() && err(&o).contains("not sealed with a passphrase"));
+}
