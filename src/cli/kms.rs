@@ -81,7 +81,7 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
         }
         KmsCmd::Seal(SealCmd::Change { to }) => {
             let dir = local_dir(kms_arg)?;
-            crate::seal::change(&dir, crate::seal::Seal::parse(&to)?)?;
+            crate::seal::change(&dir, &crate::seal::SealTarget::parse(&to)?)?;
             println!("{}", crate::seal::describe(&dir)?);
             Ok(())
         }

@@ -294,7 +294,8 @@ pub(crate) enum SealCmd {
     /// clear root.key. The passphrase is asked twice on the terminal, or read from
     /// KMSFS_PASSPHRASE_FILE.
     Change {
-        /// The new seal: passphrase or none.
+        /// The new seal: passphrase, kms:KEY@LOCATION (a key of another KMS: kmsfs kms
+        /// serve, AWS KMS) or none.
         #[arg(long, value_name = "SEAL")]
         to: String,
     },

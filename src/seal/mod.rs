@@ -49,6 +49,41 @@ pub enum Seal {
     Passphrase,
     /// A file the service manager provides (systemd credential, `KMSFS_ROOT_KEY`).
     Credential,
+    /// Wrapped by a key of another KMS (`root.seal`), unwrapped there at open.
+    Kms,
+}
+
+/// The target of a seal change: a seal, and for `kms:KEY@LOCATION` the key and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealTarget {
+    /// Which seal.
+    pub seal: Seal,
+    /// For `Seal::Kms`: (key, KMS location).
+    pub kms: Option<(String, String)>,
+}
+
+impl SealTarget {
+    /// `passphrase`, `none`, or `kms:KEY@LOCATION` (KEY an ARN or alias of that KMS;
+    /// LOCATION as `--kms` takes it: `https://HOST:PORT`, `aws:REGION`).
+    pub fn parse(s: &str) -> Result<SealTarget> {
+        if let Some(rest) = s.strip_prefix("kms:") {
+            let (key, loc) = rest.split_once('@').ok_or_else(|| {
+                err!("seal {s:?}: write kms:KEY@LOCATION (e.g. kms:alias/seal@https://kms.example:8443, kms:alias/seal@aws:eu-west-1)")
+            })?;
+            if key.is_empty() || loc.starts_with("local:") {
+                fail!("seal {s:?}: KEY must be named, and LOCATION another KMS (not a local keystore)");
+            }
+            crate::kms::KmsLocation::parse(loc)?;
+            return Ok(SealTarget {
+                seal: Seal::Kms,
+                kms: Some((key.to_string(), loc.to_string())),
+            });
+        }
+        Ok(SealTarget {
+            seal: Seal::parse(s)?,
+            kms: None,
+        })
+    }
 }
 
 impl Seal {
@@ -58,6 +93,7 @@ impl Seal {
             Seal::None => "none",
             Seal::Passphrase => "passphrase",
             Seal::Credential => "systemd-credential",
+            Seal::Kms => "kms",
         }
     }
 
@@ -66,7 +102,7 @@ impl Seal {
         Ok(match s {
             "none" => Seal::None,
             "passphrase" => Seal::Passphrase,
-            _ => fail!("unknown seal {s:?}: passphrase or none (PKCS#11 tokens and other KMSs are not built yet)"),
+            _ => fail!("unknown seal {s:?}: passphrase, kms:KEY@LOCATION or none (PKCS#11 tokens are not built yet)"),
         })
     }
 }
@@ -79,13 +115,39 @@ struct SealFile {
     format: String,
     /// Always 1.
     version: u8,
-    /// Always "passphrase".
+    /// "passphrase" or "kms".
     seal: String,
-    kdf: Kdf,
-    /// AES-256-GCM nonce, base64.
+    /// passphrase: the KDF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kdf: Option<Kdf>,
+    /// passphrase: AES-256-GCM nonce, base64.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     nonce: String,
-    /// The sealed root key and its tag, base64.
+    /// passphrase: the sealed root key and its tag, base64.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     sealed: String,
+    /// kms: where, under which key, and the ciphertext blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kms: Option<KmsSealed>,
+}
+
+/// A root key wrapped by another KMS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KmsSealed {
+    /// The KMS location (`https://HOST:PORT`, `aws:REGION`).
+    location: String,
+    /// The key (ARN or alias) it was wrapped under.
+    key: String,
+    /// The KMS ciphertext blob, base64.
+    blob: String,
+}
+
+/// The encryption context of a root key wrapped by another KMS.
+fn kms_context() -> crate::kms::EncryptionContext {
+    let mut c = crate::kms::EncryptionContext::new();
+    c.insert("kmsfs:purpose".into(), "keystore-root".into());
+    c
 }
 
 const SEAL_AAD: &[u8] = b"kmsfs root seal v1";
@@ -95,7 +157,10 @@ pub fn seal_of(dir: &Path) -> Option<Seal> {
     if credential_path().is_some() {
         Some(Seal::Credential)
     } else if dir.join(SEAL_FILE).exists() {
-        Some(Seal::Passphrase)
+        match read_seal_file(dir).map(|f| f.seal) {
+            Ok(s) if s == "kms" => Some(Seal::Kms),
+            _ => Some(Seal::Passphrase),
+        }
     } else if dir.join(CLEAR_FILE).exists() {
         Some(Seal::None)
     } else {
@@ -151,6 +216,7 @@ pub fn root_key(dir: &Path, create: bool) -> Result<SecretKey> {
                 None => open_sealed(dir)?,
             }
         }
+        Some(Seal::Kms) => open_kms_sealed(dir)?,
         Some(Seal::None) => {
             warn_once(dir, "keeps its root key in the clear (root.key): anyone with a copy of that directory (a backup of $HOME, a stolen disk) can read every key in it and so every file; seal it with `kmsfs kms seal change --to passphrase`");
             read_clear(&dir.join(CLEAR_FILE), "root key file")?
@@ -281,12 +347,17 @@ fn create_root(dir: &Path) -> Result<SecretKey> {
 /// before the old one is removed, and an open prefers `root.seal`, so a kill at any point
 /// leaves a keystore that opens with the old or the new seal. Leaving "none" destroys
 /// the clear `root.key` (overwritten, synced, unlinked).
-pub fn change(dir: &Path, to: Seal) -> Result<()> {
+pub fn change(dir: &Path, to: &SealTarget) -> Result<()> {
     if seal_of(dir) == Some(Seal::Credential) {
         fail!("the root key comes from a service credential (KMSFS_ROOT_KEY / $CREDENTIALS_DIRECTORY): change it there");
     }
     let root = root_key(dir, false)?;
-    match to {
+    match to.seal {
+        Seal::Kms => {
+            let (key, loc) = to.kms.clone().expect("parsed with its key and location");
+            write_kms_sealed(dir, &root, &key, &loc)?;
+            destroy(&dir.join(CLEAR_FILE))?;
+        }
         Seal::Passphrase => {
             let pass = passphrase(dir, true)?;
             write_sealed(dir, &root, &pass, &Kdf::for_new())?;
@@ -331,13 +402,18 @@ pub fn describe(dir: &Path) -> Result<String> {
         None => fail!("no keystore at {}", dir.display()),
         Some(Seal::Passphrase) => {
             let f = read_seal_file(dir)?;
+            let k = f.kdf.expect("checked by read_seal_file");
             format!(
                 "passphrase (Argon2id, {} MiB, {} passes, {} lanes) in {}",
-                f.kdf.m_kib / 1024,
-                f.kdf.t,
-                f.kdf.p,
+                k.m_kib / 1024,
+                k.t,
+                k.p,
                 dir.join(SEAL_FILE).display()
             )
+        }
+        Some(Seal::Kms) => {
+            let k = read_seal_file(dir)?.kms.expect("checked by read_seal_file");
+            format!("kms: wrapped under {} at {}", k.key, k.location)
         }
         Some(Seal::Credential) => format!(
             "systemd-credential ({})",
@@ -359,15 +435,20 @@ fn read_seal_file(dir: &Path) -> Result<SealFile> {
     }
     let f: SealFile =
         serde_json::from_slice(&b).map_err(|e| err!("{}: not a kmsfs seal: {e}", p.display()))?;
-    if f.format != "kmsfs-seal" || f.version != 1 || f.seal != "passphrase" {
+    if f.format != "kmsfs-seal" || f.version != 1 {
         fail!(
-            "{}: unsupported seal {} v{}",
+            "{}: unsupported seal format {} v{}",
             p.display(),
-            f.seal,
+            f.format,
             f.version
         );
     }
-    f.kdf.check().map_err(|e| err!("{}: {e}", p.display()))?;
+    match (f.seal.as_str(), &f.kdf, &f.kms) {
+        ("passphrase", Some(k), None) => k.check().map_err(|e| err!("{}: {e}", p.display()))?,
+        ("kms", None, Some(k))
+            if k.location.len() < 1024 && k.key.len() < 2048 && k.blob.len() < 8192 => {}
+        _ => fail!("{}: not a valid {:?} seal", p.display(), f.seal),
+    }
     Ok(f)
 }
 
@@ -377,8 +458,83 @@ fn open_sealed(dir: &Path) -> Result<SecretKey> {
     open_sealed_with(dir, &pass)
 }
 
+/// The root key wrapped by another KMS, unwrapped there.
+fn open_kms_sealed(dir: &Path) -> Result<SecretKey> {
+    let k = read_seal_file(dir)?.kms.expect("checked by read_seal_file");
+    let name = || {
+        format!(
+            "the keystore {} is sealed by the KMS {} (key {})",
+            dir.display(),
+            k.location,
+            k.key
+        )
+    };
+    let kms = crate::kms::KmsLocation::parse(&k.location)?
+        .open(false)
+        .map_err(|e| err!("{}: {e}", name()))?;
+    let r = kms
+        .decrypt(crate::kms::DecryptRequest {
+            ciphertext_blob: B64
+                .decode(&k.blob)
+                .map_err(|_| err!("root.seal: bad blob"))?,
+            encryption_context: Some(kms_context()),
+            key_id: Some(k.key.clone()),
+            ..Default::default()
+        })
+        .map_err(|e| err!("{}: cannot unwrap the root key there: {e}", name()))?;
+    SecretKey::from_slice(&r.plaintext.0).ok_or_else(|| err!("{}: not a 32-byte key", name()))
+}
+
+/// Wraps `root` under `key` of the KMS at `location` into `root.seal`.
+fn write_kms_sealed(dir: &Path, root: &SecretKey, key: &str, location: &str) -> Result<()> {
+    let kms = crate::kms::KmsLocation::parse(location)?.open(false)?;
+    let r = kms
+        .encrypt(crate::kms::EncryptRequest {
+            key_id: key.to_string(),
+            plaintext: crate::kms::Secret(root.as_bytes().to_vec()),
+            encryption_context: Some(kms_context()),
+            ..Default::default()
+        })
+        .map_err(|e| err!("cannot wrap the root key under {key} at {location}: {e}"))?;
+    // It must unwrap there before it replaces the old seal.
+    let back = kms
+        .decrypt(crate::kms::DecryptRequest {
+            ciphertext_blob: r.ciphertext_blob.clone(),
+            encryption_context: Some(kms_context()),
+            key_id: Some(key.to_string()),
+            ..Default::default()
+        })
+        .map_err(|e| {
+            err!("the root key wrapped under {key} at {location} does not unwrap there: {e}")
+        })?;
+    if back.plaintext.0 != root.as_bytes() {
+        fail!(
+            "the KMS at {location} unwrapped the root key to something else; not sealing with it"
+        );
+    }
+    let f = SealFile {
+        format: "kmsfs-seal".into(),
+        version: 1,
+        seal: "kms".into(),
+        kdf: None,
+        nonce: String::new(),
+        sealed: String::new(),
+        kms: Some(KmsSealed {
+            location: location.to_string(),
+            key: key.to_string(),
+            blob: B64.encode(&r.ciphertext_blob),
+        }),
+    };
+    crate::kms::local::write_atomic(dir, SEAL_FILE, serde_json::to_string_pretty(&f)?.as_bytes())?;
+    Ok(())
+}
+
 fn open_sealed_with(dir: &Path, pass: &[u8]) -> Result<SecretKey> {
     let f = read_seal_file(dir)?;
+    let kdf = f
+        .kdf
+        .clone()
+        .ok_or_else(|| err!("{}: not a passphrase seal", dir.join(SEAL_FILE).display()))?;
     let nonce = B64
         .decode(&f.nonce)
         .map_err(|_| err!("root.seal: bad nonce"))?;
@@ -388,8 +544,8 @@ fn open_sealed_with(dir: &Path, pass: &[u8]) -> Result<SecretKey> {
     if nonce.len() != 12 || sealed.len() != 32 + 16 {
         fail!("{}: damaged (wrong lengths)", dir.join(SEAL_FILE).display());
     }
-    let kek = f.kdf.derive(pass)?;
-    let aad = [SEAL_AAD, &serde_json::to_vec(&f.kdf)?].concat();
+    let kek = kdf.derive(pass)?;
+    let aad = [SEAL_AAD, &serde_json::to_vec(&kdf)?].concat();
     let root = aead(&kek, &nonce, &sealed, &aad, false).map_err(|_| {
         err!(
             "wrong passphrase for the keystore {} (or {} was altered)",
@@ -409,9 +565,10 @@ fn write_sealed(dir: &Path, root: &SecretKey, pass: &[u8], kdf: &Kdf) -> Result<
         format: "kmsfs-seal".into(),
         version: 1,
         seal: "passphrase".into(),
-        kdf: kdf.clone(),
+        kdf: Some(kdf.clone()),
         nonce: B64.encode(nonce),
         sealed: B64.encode(&sealed),
+        kms: None,
     };
     crate::kms::local::write_atomic(dir, SEAL_FILE, serde_json::to_string_pretty(&f)?.as_bytes())?;
     Ok(())

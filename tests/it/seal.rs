@@ -327,3 +327,75 @@ fn unlock_spares_the_passphrase_until_lock_or_timeout() {
     let o = kmsfs(&clear, &[], &["kms", "unlock"]);
     assert!(!o.status.success() && err(&o).contains("not sealed with a passphrase"));
 }
+
+/// The KMS seal (auto-unseal, for server fleets): the root key is a ciphertext blob of a
+/// key in another KMS (here a second `kmsfs kms serve`), unwrapped there at each open.
+/// With that KMS away the keystore does not open (one line naming it); back, it does;
+/// and it moves on to a passphrase seal with every key intact.
+#[test]
+fn a_keystore_sealed_by_another_kms() {
+    require_fuse!();
+    let other = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&other.path().join("ks"), &[]);
+    ok(server
+        .cmd()
+        .args(["key", "create", "--alias", "seal"])
+        .output()
+        .unwrap());
+    let d = tempfile::tempdir().unwrap();
+    let ks = d.path().join("ks");
+    let b = d.path().join("b");
+    let (akid, secret, url) = (server.akid.clone(), server.secret.clone(), server.url());
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", akid.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("KMSFS_KMS_TIMEOUT", "1"),
+    ];
+    ok(kmsfs(&ks, &[("KMSFS_SEAL", "none")], &["init", &s(&b)]));
+    let mnt = d.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    ok(kmsfs(&ks, &[], &["mount", &s(&b), &s(&mnt)]));
+    fs::write(mnt.join("f"), b"sealed by another KMS").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", &s(&mnt)])
+        .output()
+        .unwrap());
+    let to = format!("kms:alias/seal@{url}");
+    let o = kmsfs(&ks, &creds, &["kms", "seal", "change", "--to", &to]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!ks.join("root.key").exists() && ks.join("root.seal").is_file());
+    let shown = ok(kmsfs(&ks, &creds, &["kms", "seal", "show"]));
+    assert!(
+        shown.starts_with("kms: wrapped under alias/seal at http"),
+        "{shown}"
+    );
+    let read = || kmsfs(&ks, &creds, &["cat", &s(&b), "f"]);
+    let o = read();
+    assert_eq!(o.stdout, b"sealed by another KMS", "{}", err(&o));
+    // The other KMS away: one line naming it.
+    server.stop();
+    let o = read();
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("sealed by the KMS") && err(&o).contains(&url),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(error_lines(&err(&o)), 1, "{}", err(&o));
+    server.restart();
+    assert_eq!(read().stdout, b"sealed by another KMS");
+    // kms -> passphrase
+    let pw = d.path().join("pw");
+    fs::write(&pw, "after the kms seal\n").unwrap();
+    let mut with: Vec<(&str, &str)> = creds.to_vec();
+    with.push(("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap()));
+    ok(kmsfs(
+        &ks,
+        &with,
+        &["kms", "seal", "change", "--to", "passphrase"],
+    ));
+    server.stop();
+    let o = kmsfs(&ks, &with, &["cat", &s(&b), "f"]);
+    assert_eq!(o.stdout, b"sealed by another KMS", "{}", err(&o));
+}
