@@ -196,6 +196,13 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions for kmsfs (made from its command line definition).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print kmsfs's manual page (roff; e.g. `kmsfs man > /usr/local/share/man/man1/kmsfs.1`).
+    Man,
     /// Print a file's plaintext (no mount needed): a backing FILE, or the file at
     /// plaintext PATH in the tree BACKING (`cat BACKING PATH`).
     Cat {
@@ -718,6 +725,19 @@ fn run(cli: Cli) -> Result<i32> {
             json,
         } => return tree::fsck(kms, &backing, no_kms, salvage, json),
         Cmd::Cat { file, path } => tree::cat(kms, &file, path.as_deref())?,
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut cmd = Cli::command();
+            // into memory first: a closed pipe is an error to report, not a panic
+            let mut out = vec![];
+            clap_complete::generate(shell, &mut cmd, "kmsfs", &mut out);
+            std::io::stdout().write_all(&out)?;
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+        }
         Cmd::Path {
             backing,
             path,
@@ -818,6 +838,28 @@ pub(crate) enum GrantCmd {
 #[cfg(test)]
 mod help_tests {
     use clap::CommandFactory;
+
+    /// Completions and the manual page are made from the same definition.
+    #[test]
+    fn completions_and_man_page_name_every_command() {
+        let mut cmd = super::Cli::command();
+        let mut out = vec![];
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "kmsfs", &mut out);
+        let text = String::from_utf8(out).unwrap();
+        for c in ["tree-key", "share", "decrypt", "seal", "unlock"] {
+            assert!(text.contains(c), "bash completion lacks {c}");
+        }
+        let mut man = vec![];
+        clap_mangen::Man::new(super::Cli::command())
+            .render(&mut man)
+            .unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(
+            man.contains(".TH kmsfs 1") && man.contains("tree\\-key"),
+            "{}",
+            &man[..200]
+        );
+    }
 
     /// Every command, argument and flag says what it is in `--help`.
     #[test]
