@@ -1,6 +1,8 @@
 """A/B of two kmsfs binaries on small files: both mounted at once, rounds alternating
 which goes first; create/stat/read/unlink of 5000 4 KB files per round (root; cold
 stat after drop_caches). Usage: python3 bench/ab_small.py OLD_BIN NEW_BIN"""
+import os as _os
+_os.environ.setdefault("KMSFS_SEAL", "none")  # benchmarks measure the filesystem, not the seal
 import os, subprocess, time, shutil, statistics
 D="/var/tmp/kmsfs-ab2"; shutil.rmtree(D, ignore_errors=True); os.makedirs(D)
 env=dict(os.environ, KMSFS_KNOWN_TREES=D+"/known.json")

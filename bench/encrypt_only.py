@@ -3,6 +3,8 @@ alternating the order: create 5000 4 KB files, then (remounted, so no key is cac
 read them back. Three trees: symmetric (default key), RSA_3072 mounted by a principal
 allowed Decrypt, RSA_3072 mounted by a backup principal allowed only GetPublicKey
 (creates only). Embedded KMS. Usage: python3 bench/encrypt_only.py [BIN]"""
+import os as _os
+_os.environ.setdefault("KMSFS_SEAL", "none")  # benchmarks measure the filesystem, not the seal
 import os, subprocess, sys, time, shutil, statistics
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/kmsfs"
 D = "/var/tmp/kmsfs-eo"; shutil.rmtree(D, ignore_errors=True); os.makedirs(D)

@@ -2,6 +2,8 @@
 run, the same boto3 clients (THREADS threads, SECS seconds per operation, loopback).
 Usage: $KMSFS_VENV/bin/python bench/kms_server_ops.py KMSFS_BIN [THREADS] [SECS]
 kmsfs audits every call durably (fsync'd, group commit); moto keeps nothing on disk."""
+import os as _os
+_os.environ.setdefault("KMSFS_SEAL", "none")  # benchmarks measure the filesystem, not the seal
 import os, subprocess, sys, tempfile, threading, time, socket
 
 import boto3

@@ -6,6 +6,8 @@
 # rotate` (re-wrap every header under a new key version) on the same tree in the same
 # run. Usage: bench/revoke.sh [N]
 set -euo pipefail
+# Benchmarks measure the filesystem, not the keystore seal: no passphrase prompt.
+export KMSFS_SEAL=${KMSFS_SEAL:-none}
 N=${1:-20000}
 BIN=${KMSFS_BIN:-$(dirname "$0")/../target/release/kmsfs}
 W=$(mktemp -d /tmp/kmsfs-revoke-bench.XXXXXX)

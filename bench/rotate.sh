@@ -2,6 +2,8 @@
 # Measures `kmsfs rotate` (re-wrap every header under a new key version) on a tree of N
 # small files, with the embedded KMS and its audit log on. Usage: bench/rotate.sh [N]
 set -euo pipefail
+# Benchmarks measure the filesystem, not the keystore seal: no passphrase prompt.
+export KMSFS_SEAL=${KMSFS_SEAL:-none}
 N=${1:-20000}
 BIN=${KMSFS_BIN:-$(dirname "$0")/../target/release/kmsfs}
 W=$(mktemp -d /tmp/kmsfs-rotate-bench.XXXXXX)

@@ -623,6 +623,8 @@ static ARGS: std::sync::OnceLock<Vec<std::ffi::OsString>> = std::sync::OnceLock:
 pub fn main() -> i32 {
     let args = ARGS.get_or_init(|| fstab::mount_helper_args(std::env::args_os().collect()));
     let cli = Cli::parse_from(args);
+    // The command line may ask for a passphrase on its terminal; the library never does.
+    crate::seal::allow_prompts();
     if !cli.expect_keys.is_empty() {
         // Exported so that the re-executed mount daemon sees it too (still one thread).
         std::env::set_var("KMSFS_EXPECT_KEYS", cli.expect_keys.join(","));

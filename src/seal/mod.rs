@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::SecretKey;
 use crate::error::{err, fail, Result};
 
-pub use passphrase::{passphrase, Kdf};
+pub use passphrase::{allow_prompts, passphrase, Kdf};
 
 /// A passphrase-sealed root key, in the keystore directory.
 pub const SEAL_FILE: &str = "root.seal";

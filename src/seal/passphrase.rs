@@ -114,9 +114,25 @@ fn passphrase_file() -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(d).join("kmsfs-passphrase")).filter(|p| p.exists())
 }
 
+/// Whether this process may ask on its terminal: only the command line says so
+/// (`allow_prompts`); a library user (a test, an embedding program) never blocks on a
+/// prompt.
+static PROMPTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets this process ask for passphrases on its terminal (the `kmsfs` command line).
+pub fn allow_prompts() {
+    PROMPTS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn can_prompt() -> bool {
+    PROMPTS.load(std::sync::atomic::Ordering::Relaxed)
+        && std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+}
+
 /// Is a passphrase at hand without asking for one on a terminal that is not there?
 pub(super) fn available() -> bool {
-    passphrase_file().is_some() || std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+    passphrase_file().is_some() || can_prompt()
 }
 
 /// The passphrase of the keystore in `dir`: from a file (`KMSFS_PASSPHRASE_FILE`, a
@@ -139,7 +155,7 @@ pub fn passphrase(dir: &Path, new: bool) -> Result<Zeroizing<Vec<u8>>> {
         }
         return Ok(Zeroizing::new(line.to_vec()));
     }
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+    if !can_prompt() {
         fail!(
             "the keystore {} is sealed with a passphrase and there is no terminal to ask for it: set KMSFS_PASSPHRASE_FILE=FILE (or a systemd credential kmsfs-passphrase)",
             dir.display()
