@@ -213,6 +213,21 @@ impl Mover {
             Ok(n) => n,
             Err(e) => return self.failed(&path, format!("cannot list: {e}")),
         };
+        // What an interrupted move (or mkdir) left here is removed: a node file linked
+        // under a temp name but not yet renamed over its entry, an empty directory not
+        // yet renamed in.
+        for n in names
+            .iter()
+            .filter(|n| n.as_bytes().starts_with(TEMP_PREFIX.as_bytes()))
+        {
+            let b = &n.as_bytes()[TEMP_PREFIX.len()..];
+            let flags = match b {
+                _ if b.starts_with(b"node.") => AtFlags::empty(),
+                _ if b.starts_with(b"dir.") => AtFlags::REMOVEDIR,
+                _ => continue,
+            };
+            let _ = rustix::fs::unlinkat(dir.as_fd(), n, flags);
+        }
         let subdirs: Vec<OsString> = names
             .par_iter()
             .filter(|n| {

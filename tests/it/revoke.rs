@@ -488,6 +488,14 @@ fn a_killed_tree_key_move_is_finished_by_the_next() {
     }
     t.umount();
     ok(t.kmsfs(&["fsck", &s(&t.backing)]));
+    // A kill between linking a re-sealed node under its temp name and renaming it over
+    // the entry leaves the temp file (as CI once hit): the next move removes it.
+    let d0 = t.b("d0");
+    fs::write(d0.join(".kmsfs-tmp-node.0123456789ab"), b"half done").unwrap();
+    fs::create_dir(d0.join(".kmsfs-tmp-dir.0123456789abcdef")).unwrap();
+    assert!(!t.kmsfs(&["fsck", &s(&t.backing)]).status.success());
+    ok(t.kmsfs(&["tree-key", "rotate", &s(&t.backing)]));
+    ok(t.kmsfs(&["fsck", &s(&t.backing)]));
 }
 
 /// A tree made before tree-key generations (generation 0: its tree key wrapped in the
