@@ -28,7 +28,8 @@ pub const CONFIG_FILE: &str = "kmsfs.json";
 pub const HEADER_XATTR: &str = "user.kmsfs.header";
 /// Every xattr under this prefix belongs to kmsfs and is hidden from the mounted view.
 pub const RESERVED_XATTR_PREFIX: &str = "user.kmsfs.";
-/// Temp files of an interrupted rekey start with this; hidden from the mounted view.
+/// Temp entries (of a rekey, a tree-key move, a mkdir) start with this; hidden from the
+/// mounted view, and what an interrupted one left is removed by the next.
 pub const TEMP_PREFIX: &str = ".kmsfs-tmp-";
 /// AES-256-GCM chunks under keys derived from the DEK with HKDF-SHA256.
 pub const SUITE_AES256GCM_HKDF_SHA256: u8 = 1;

@@ -114,7 +114,7 @@ pub fn fsck(
         report.problems.push(problem(
             &t,
             "stray-temp-file",
-            "left by an interrupted rekey (`kmsfs rekey` removes it)",
+            "left by an interrupted rekey, tree-key move or mkdir (`kmsfs rekey` or `kmsfs tree-key rotate` removes it)",
         ));
     }
     if let Some(n) = names.filter(|n| n.encrypted()) {

@@ -109,16 +109,20 @@ impl TreeRoot {
             .map_err(|_| rustix::io::Errno::XDEV)
     }
 
-    /// Removes the file `p` below this root (through its directory's descriptor: a
+    /// Removes the file (or empty temp directory) `p` below this root (through its directory's descriptor: a
     /// directory swapped for a symlink in between is refused, not followed).
     pub fn remove_file(&self, p: &Path) -> std::io::Result<()> {
         let rel = self.relative(p)?;
         let (dir, name) = crate::backing::parent_beneath(std::os::fd::AsFd::as_fd(&self.fd), rel)?;
-        Ok(rustix::fs::unlinkat(
-            &dir,
-            name,
-            rustix::fs::AtFlags::empty(),
-        )?)
+        match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+            // a temp directory an interrupted mkdir left (empty, or it stays)
+            Err(rustix::io::Errno::ISDIR) => Ok(rustix::fs::unlinkat(
+                &dir,
+                name,
+                rustix::fs::AtFlags::REMOVEDIR,
+            )?),
+            r => Ok(r?),
+        }
     }
 
     /// Opens the regular file `p` (below this root, as given or canonically spelled).
