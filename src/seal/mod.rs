@@ -20,6 +20,7 @@
 
 mod keyring;
 mod passphrase;
+pub mod pkcs11;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ pub enum Seal {
     Credential,
     /// Wrapped by a key of another KMS (`root.seal`), unwrapped there at open.
     Kms,
+    /// Encrypted by a non-extractable key in a PKCS#11 token (`root.seal`).
+    Pkcs11,
 }
 
 /// The target of a seal change: a seal, and for `kms:KEY@LOCATION` the key and where.
@@ -58,7 +61,7 @@ pub enum Seal {
 pub struct SealTarget {
     /// Which seal.
     pub seal: Seal,
-    /// For `Seal::Kms`: (key, KMS location).
+    /// For `Seal::Kms`: (key, KMS location); for `Seal::Pkcs11`: (URI, "").
     pub kms: Option<(String, String)>,
 }
 
@@ -66,6 +69,13 @@ impl SealTarget {
     /// `passphrase`, `none`, or `kms:KEY@LOCATION` (KEY an ARN or alias of that KMS;
     /// LOCATION as `--kms` takes it: `https://HOST:PORT`, `aws:REGION`).
     pub fn parse(s: &str) -> Result<SealTarget> {
+        if s.starts_with("pkcs11:") {
+            pkcs11::Uri::parse(s)?;
+            return Ok(SealTarget {
+                seal: Seal::Pkcs11,
+                kms: Some((s.to_string(), String::new())),
+            });
+        }
         if let Some(rest) = s.strip_prefix("kms:") {
             let (key, loc) = rest.split_once('@').ok_or_else(|| {
                 err!("seal {s:?}: write kms:KEY@LOCATION (e.g. kms:alias/seal@https://kms.example:8443, kms:alias/seal@aws:eu-west-1)")
@@ -94,6 +104,7 @@ impl Seal {
             Seal::Passphrase => "passphrase",
             Seal::Credential => "systemd-credential",
             Seal::Kms => "kms",
+            Seal::Pkcs11 => "pkcs11",
         }
     }
 
@@ -102,7 +113,7 @@ impl Seal {
         Ok(match s {
             "none" => Seal::None,
             "passphrase" => Seal::Passphrase,
-            _ => fail!("unknown seal {s:?}: passphrase, kms:KEY@LOCATION or none (PKCS#11 tokens are not built yet)"),
+            _ => fail!("unknown seal {s:?}: passphrase, kms:KEY@LOCATION, pkcs11:token=T;object=O?module-path=M or none"),
         })
     }
 }
@@ -129,6 +140,10 @@ struct SealFile {
     /// kms: where, under which key, and the ciphertext blob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kms: Option<KmsSealed>,
+    /// pkcs11: the token and key object (RFC 7512 URI); the IV and ciphertext are in
+    /// `nonce` and `sealed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pkcs11: Option<String>,
 }
 
 /// A root key wrapped by another KMS.
@@ -159,6 +174,7 @@ pub fn seal_of(dir: &Path) -> Option<Seal> {
     } else if dir.join(SEAL_FILE).exists() {
         match read_seal_file(dir).map(|f| f.seal) {
             Ok(s) if s == "kms" => Some(Seal::Kms),
+            Ok(s) if s == "pkcs11" => Some(Seal::Pkcs11),
             _ => Some(Seal::Passphrase),
         }
     } else if dir.join(CLEAR_FILE).exists() {
@@ -217,6 +233,14 @@ pub fn root_key(dir: &Path, create: bool) -> Result<SecretKey> {
             }
         }
         Some(Seal::Kms) => open_kms_sealed(dir)?,
+        Some(Seal::Pkcs11) => {
+            let f = read_seal_file(dir)?;
+            let uri = pkcs11::Uri::parse(f.pkcs11.as_deref().unwrap_or_default())?;
+            let iv = B64.decode(&f.nonce).map_err(|_| err!("root.seal: bad IV"))?;
+            let ct = B64.decode(&f.sealed).map_err(|_| err!("root.seal: bad sealed key"))?;
+            pkcs11::unseal(&uri, &iv, &ct)
+                .map_err(|e| err!("the keystore {} is sealed by a PKCS#11 token: {e}", dir.display()))?
+        }
         Some(Seal::None) => {
             warn_once(dir, "keeps its root key in the clear (root.key): anyone with a copy of that directory (a backup of $HOME, a stolen disk) can read every key in it and so every file; seal it with `kmsfs kms seal change --to passphrase`");
             read_clear(&dir.join(CLEAR_FILE), "root key file")?
@@ -353,6 +377,33 @@ pub fn change(dir: &Path, to: &SealTarget) -> Result<()> {
     }
     let root = root_key(dir, false)?;
     match to.seal {
+        Seal::Pkcs11 => {
+            let (s, _) = to.kms.clone().expect("parsed with its URI");
+            let uri = pkcs11::Uri::parse(&s)?;
+            let (iv, ct) = pkcs11::seal(&uri, &root)?;
+            // It must open in the token before it replaces the old seal.
+            if pkcs11::unseal(&uri, &iv, &ct)? != root {
+                fail!(
+                    "the token opened the sealed root key to something else; not sealing with it"
+                );
+            }
+            let f = SealFile {
+                format: "kmsfs-seal".into(),
+                version: 1,
+                seal: "pkcs11".into(),
+                kdf: None,
+                nonce: B64.encode(iv),
+                sealed: B64.encode(ct),
+                kms: None,
+                pkcs11: Some(s),
+            };
+            crate::kms::local::write_atomic(
+                dir,
+                SEAL_FILE,
+                serde_json::to_string_pretty(&f)?.as_bytes(),
+            )?;
+            destroy(&dir.join(CLEAR_FILE))?;
+        }
         Seal::Kms => {
             let (key, loc) = to.kms.clone().expect("parsed with its key and location");
             write_kms_sealed(dir, &root, &key, &loc)?;
@@ -411,6 +462,12 @@ pub fn describe(dir: &Path) -> Result<String> {
                 dir.join(SEAL_FILE).display()
             )
         }
+        Some(Seal::Pkcs11) => {
+            let u = read_seal_file(dir)?.pkcs11.unwrap_or_default();
+            let key = pkcs11::describe_key(&pkcs11::Uri::parse(&u)?)
+                .unwrap_or_else(|e| format!("(the token cannot be asked: {e})"));
+            format!("pkcs11: {u}; {key}")
+        }
         Some(Seal::Kms) => {
             let k = read_seal_file(dir)?.kms.expect("checked by read_seal_file");
             format!("kms: wrapped under {} at {}", k.key, k.location)
@@ -444,6 +501,7 @@ fn read_seal_file(dir: &Path) -> Result<SealFile> {
         );
     }
     match (f.seal.as_str(), &f.kdf, &f.kms) {
+        ("pkcs11", None, None) if f.pkcs11.as_ref().is_some_and(|u| u.len() < 2048) => {}
         ("passphrase", Some(k), None) => k.check().map_err(|e| err!("{}: {e}", p.display()))?,
         ("kms", None, Some(k))
             if k.location.len() < 1024 && k.key.len() < 2048 && k.blob.len() < 8192 => {}
@@ -524,6 +582,7 @@ fn write_kms_sealed(dir: &Path, root: &SecretKey, key: &str, location: &str) -> 
             key: key.to_string(),
             blob: B64.encode(&r.ciphertext_blob),
         }),
+        pkcs11: None,
     };
     crate::kms::local::write_atomic(dir, SEAL_FILE, serde_json::to_string_pretty(&f)?.as_bytes())?;
     Ok(())
@@ -569,6 +628,7 @@ fn write_sealed(dir: &Path, root: &SecretKey, pass: &[u8], kdf: &Kdf) -> Result<
         nonce: B64.encode(nonce),
         sealed: B64.encode(&sealed),
         kms: None,
+        pkcs11: None,
     };
     crate::kms::local::write_atomic(dir, SEAL_FILE, serde_json::to_string_pretty(&f)?.as_bytes())?;
     Ok(())

@@ -399,3 +399,168 @@ fn a_keystore_sealed_by_another_kms() {
     let o = kmsfs(&ks, &with, &["cat", &s(&b), "f"]);
     assert_eq!(o.stdout, b"sealed by another KMS", "{}", err(&o));
 }
+
+/// The PKCS#11 seal with SoftHSM2 (a token initialised here, in a temp dir): the root key
+/// is encrypted in the token under a key that is sensitive and never extractable; a wrong
+/// PIN, a missing token and a deleted key object each refuse the keystore in one line.
+#[test]
+fn a_keystore_sealed_by_a_pkcs11_token() {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    if !Path::new(MODULE).exists()
+        || Command::new("softhsm2-util")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SoftHSM2 is missing but CI is set: .ci/run installs softhsm2"
+        );
+        eprintln!("\n!!!!!!!! SKIPPING PKCS#11 TEST: SoftHSM2 ({MODULE}) is not installed (not CI) !!!!!!!!\n");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tokens = d.path().join("tokens");
+    fs::create_dir(&tokens).unwrap();
+    let conf = d.path().join("softhsm2.conf");
+    fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "kmsfs-test",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "87654321",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let (pin, bad) = (d.path().join("pin"), d.path().join("bad"));
+    fs::write(&pin, "4321\n").unwrap();
+    fs::write(&bad, "1111\n").unwrap();
+    let ks = d.path().join("ks");
+    let env = |pinfile: &Path| {
+        vec![
+            ("SOFTHSM2_CONF".to_string(), conf.display().to_string()),
+            (
+                "KMSFS_PKCS11_PIN_FILE".to_string(),
+                pinfile.display().to_string(),
+            ),
+        ]
+    };
+    let run = |e: &[(String, String)], args: &[&str]| {
+        let e: Vec<(&str, &str)> = e.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        kmsfs(&ks, &e, args)
+    };
+    ok(kmsfs(&ks, &[("KMSFS_SEAL", "none")], &["key", "create"]));
+    let uri = format!("pkcs11:token=kmsfs-test;object=kmsfs-root?module-path={MODULE}");
+    let o = run(&env(&pin), &["kms", "seal", "change", "--to", &uri]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!ks.join("root.key").exists());
+    let list = |e: &[(String, String)]| run(e, &["key", "list"]);
+    let o = list(&env(&pin));
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(ok(run(&env(&pin), &["kms", "seal", "show"]))
+        .starts_with("pkcs11: pkcs11:token=kmsfs-test"));
+    // The clear keystore is not in the copy: no file holds a 32-byte root key.
+    assert!(!ks.join("root.key").exists());
+    // The key object: sensitive, never extractable (as the token reports it).
+    let shown = ok(run(&env(&pin), &["kms", "seal", "show"]));
+    assert!(
+        shown.contains("AES-256")
+            && shown.contains(", sensitive")
+            && shown.contains("not extractable")
+            && shown.contains("never extractable"),
+        "{shown}"
+    );
+    // A wrong PIN, a missing token, a deleted key: one line each.
+    let o = list(&env(&bad));
+    assert!(!o.status.success());
+    assert!(err(&o).contains("wrong PIN"), "{}", err(&o));
+    assert_eq!(error_lines(&err(&o)), 1, "{}", err(&o));
+    let empty = d.path().join("empty.conf");
+    let none = d.path().join("none");
+    fs::create_dir(&none).unwrap();
+    fs::write(
+        &empty,
+        format!("directories.tokendir = {}\n", none.display()),
+    )
+    .unwrap();
+    let mut e = env(&pin);
+    e[0].1 = empty.display().to_string();
+    let o = list(&e);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("no PKCS#11 token labelled"), "{}", err(&o));
+    assert_eq!(error_lines(&err(&o)), 1, "{}", err(&o));
+    // The key object deleted (the token re-initialised): one line.
+    let copy = d.path().join("tokens-before");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&tokens)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--token",
+            "kmsfs-test",
+            "--label",
+            "kmsfs-test",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "87654321",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let o = list(&env(&pin));
+    assert!(!o.status.success());
+    assert!(err(&o).contains("no key object"), "{}", err(&o));
+    assert_eq!(error_lines(&err(&o)), 1, "{}", err(&o));
+    // the token as it was (a backup of it) opens the keystore again
+    fs::remove_dir_all(&tokens).unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&copy)
+        .arg(&tokens)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = list(&env(&pin));
+    assert!(o.status.success(), "{}", err(&o));
+    // and on to a passphrase seal with everything intact
+    let pw = d.path().join("pw");
+    fs::write(&pw, "after the token seal\n").unwrap();
+    let mut e = env(&pin);
+    e.push(("KMSFS_PASSPHRASE_FILE".into(), pw.display().to_string()));
+    ok(run(&e, &["kms", "seal", "change", "--to", "passphrase"]));
+    let o = kmsfs(
+        &ks,
+        &[("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap())],
+        &["key", "list"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+}
