@@ -400,12 +400,11 @@ fn a_keystore_sealed_by_another_kms() {
     assert_eq!(o.stdout, b"sealed by another KMS", "{}", err(&o));
 }
 
-/// The PKCS#11 seal with SoftHSM2 (a token initialised here, in a temp dir): the root key
-/// is encrypted in the token under a key that is sensitive and never extractable; a wrong
-/// PIN, a missing token and a deleted key object each refuse the keystore in one line.
-#[test]
-fn a_keystore_sealed_by_a_pkcs11_token() {
-    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token "kmsfs-test" (user PIN 4321) in a temp dir: (dir, token dir, config
+/// file). None (loudly) only where SoftHSM2 is missing and CI is not set.
+fn softhsm() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
     if !Path::new(MODULE).exists()
         || Command::new("softhsm2-util")
             .arg("--version")
@@ -417,7 +416,7 @@ fn a_keystore_sealed_by_a_pkcs11_token() {
             "SoftHSM2 is missing but CI is set: .ci/run installs softhsm2"
         );
         eprintln!("\n!!!!!!!! SKIPPING PKCS#11 TEST: SoftHSM2 ({MODULE}) is not installed (not CI) !!!!!!!!\n");
-        return;
+        return None;
     }
     let d = tempfile::tempdir().unwrap();
     let tokens = d.path().join("tokens");
@@ -450,6 +449,70 @@ fn a_keystore_sealed_by_a_pkcs11_token() {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
+    Some((d, tokens, conf))
+}
+
+/// Seal changes in every direction — none → passphrase → PKCS#11 → another KMS →
+/// passphrase — keep every key and the tree readable at each step.
+#[test]
+fn every_seal_change_keeps_the_tree_readable() {
+    require_fuse!();
+    let Some((d, _tokens, conf)) = softhsm() else {
+        return;
+    };
+    let other = tempfile::tempdir().unwrap();
+    let server = Server::start(&other.path().join("ks"), &[]);
+    ok(server
+        .cmd()
+        .args(["key", "create", "--alias", "seal"])
+        .output()
+        .unwrap());
+    let (ks, b, mnt) = (
+        d.path().join("ks"),
+        d.path().join("b"),
+        d.path().join("mnt"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    let (pin, pw) = (d.path().join("pin"), d.path().join("pw"));
+    fs::write(&pin, "4321\n").unwrap();
+    fs::write(&pw, "a chain of seals\n").unwrap();
+    let env: Vec<(&str, String)> = vec![
+        ("SOFTHSM2_CONF", conf.display().to_string()),
+        ("KMSFS_PKCS11_PIN_FILE", pin.display().to_string()),
+        ("KMSFS_PASSPHRASE_FILE", pw.display().to_string()),
+        ("AWS_ACCESS_KEY_ID", server.akid.clone()),
+        ("AWS_SECRET_ACCESS_KEY", server.secret.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(kmsfs(&ks, &[("KMSFS_SEAL", "none")], &["init", &s(&b)]));
+    ok(kmsfs(&ks, &[], &["mount", &s(&b), &s(&mnt)]));
+    fs::write(mnt.join("f"), b"through every seal").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", &s(&mnt)])
+        .output()
+        .unwrap());
+    let keys = ok(kmsfs(&ks, &env, &["key", "list"]));
+    let pkcs = format!("pkcs11:token=kmsfs-test;object=kmsfs-root?module-path={MODULE}");
+    let kms = format!("kms:alias/seal@{}", server.url());
+    for to in ["passphrase", pkcs.as_str(), kms.as_str(), "passphrase"] {
+        let o = kmsfs(&ks, &env, &["kms", "seal", "change", "--to", to]);
+        assert!(o.status.success(), "to {to}: {}", err(&o));
+        assert!(!ks.join("root.key").exists(), "to {to}");
+        let o = kmsfs(&ks, &env, &["cat", &s(&b), "f"]);
+        assert_eq!(o.stdout, b"through every seal", "after {to}: {}", err(&o));
+        assert_eq!(ok(kmsfs(&ks, &env, &["key", "list"])), keys, "after {to}");
+    }
+}
+
+/// The PKCS#11 seal with SoftHSM2 (a token initialised here, in a temp dir): the root key
+/// is encrypted in the token under a key that is sensitive and never extractable; a wrong
+/// PIN, a missing token and a deleted key object each refuse the keystore in one line.
+#[test]
+fn a_keystore_sealed_by_a_pkcs11_token() {
+    let Some((d, tokens, conf)) = softhsm() else {
+        return;
+    };
     let (pin, bad) = (d.path().join("pin"), d.path().join("bad"));
     fs::write(&pin, "4321\n").unwrap();
     fs::write(&bad, "1111\n").unwrap();
