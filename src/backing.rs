@@ -161,6 +161,15 @@ pub fn removexattr_fd(fd: BorrowedFd, name: &OsStr) -> Result<(), Errno> {
     rustix::fs::removexattr(proc_path(fd), name)
 }
 
+/// The stored place of the directory behind `fd` (`format::auth::PLACE_XATTR`), if any;
+/// an oversized one is cut to one byte more than a valid value (and then fails).
+pub fn read_place(fd: BorrowedFd) -> Option<Vec<u8>> {
+    let name = OsStr::new(crate::format::auth::PLACE_XATTR);
+    getxattr_fd(fd, name, crate::format::auth::PLACE_MAX + 1)
+        .ok()
+        .map(|(_, v)| v)
+}
+
 /// The largest header xattr we read: a header with several wraps is ~250 B each.
 pub const MAX_HEADER_LEN: usize = 8192;
 

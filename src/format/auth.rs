@@ -126,6 +126,8 @@ impl AuthKey {
 /// The xattr binding a format 2 directory to its place: the parent directory's id and
 /// the backing name it is under (docs/FORMAT.md "Directory places").
 pub const PLACE_XATTR: &str = "user.kmsfs.place";
+/// Its longest value: the generation and two MACs (old and new place, mid-rename).
+pub const PLACE_MAX: usize = 4 + 2 * 32;
 
 /// The key directories are bound to their place under, for one tree-key generation. A
 /// name is bound to its directory, not to the object behind it; without this, whoever
@@ -174,7 +176,7 @@ impl PlaceKey {
         stored: Option<&[u8]>,
     ) -> Result<(), AuthError> {
         let v = stored.ok_or(AuthError::Missing)?;
-        if v.len() < 4 + 32 || (v.len() - 4) % 32 != 0 || v.len() > 4 + 2 * 32 {
+        if v.len() < 4 + 32 || (v.len() - 4) % 32 != 0 || v.len() > PLACE_MAX {
             return Err(AuthError::Mac);
         }
         let g = u32::from_be_bytes(v[..4].try_into().expect("4 bytes"));

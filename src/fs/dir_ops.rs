@@ -518,7 +518,8 @@ impl KmsFs {
         exchange: bool,
     ) -> FsResult<Vec<(OwnedFd, Place, Place)>> {
         let is_dir = |st: &rustix::fs::Stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        if !self.binds_places() {
+        let moves_dir = is_dir(src_st) || (exchange && dst_st.is_some_and(is_dir));
+        if !self.binds_places() || !moves_dir {
             return Ok(vec![]);
         }
         let (from_id, to_id) = (self.dir_id(from.as_fd())?, self.dir_id(to.as_fd())?);

@@ -262,13 +262,7 @@ impl KmsFs {
                 Ok((_, v)) => <[u8; DIR_ID_LEN]>::try_from(v).ok(),
                 Err(_) => None,
             };
-        let stored = crate::backing::getxattr_fd(
-            fd.as_fd(),
-            OsStr::new(crate::format::auth::PLACE_XATTR),
-            4 + 2 * 32 + 1,
-        )
-        .ok()
-        .map(|(_, v)| v);
+        let stored = crate::backing::read_place(fd.as_fd());
         let parent_id = self.dir_id(pfd)?;
         let r = match own {
             Some(own) => p.verify(&own, &parent_id, bname.as_bytes(), stored.as_deref()),

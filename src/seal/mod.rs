@@ -725,3 +725,42 @@ fn warn_once(dir: &Path, what: &str) {
 fn harden_process() {
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/FORMAT.md: the Argon2id parameters are bound into the seal (lowering them in
+    /// root.seal makes it fail) and parameters out of range are refused before any work.
+    #[test]
+    fn the_kdf_parameters_cannot_be_lowered_or_made_absurd() {
+        let d = tempfile::tempdir().unwrap();
+        create_with_passphrase(d.path(), b"bound parameters", &Kdf::with(16 * 1024, 2, 1)).unwrap();
+        assert!(open_sealed_with(d.path(), b"bound parameters").is_ok());
+        let p = d.path().join(SEAL_FILE);
+        let text = std::fs::read_to_string(&p).unwrap();
+        let edit = |from: &str, to: &str| {
+            let t = text.replace(from, to);
+            assert_ne!(t, text, "{from}");
+            crate::kms::local::write_atomic(d.path(), SEAL_FILE, t.as_bytes()).unwrap();
+        };
+        edit("\"t\": 2", "\"t\": 1");
+        let e = open_sealed_with(d.path(), b"bound parameters")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wrong passphrase") && e.contains("altered"),
+            "{e}"
+        );
+        edit("\"m_kib\": 16384", "\"m_kib\": 1");
+        let e = open_sealed_with(d.path(), b"bound parameters")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of range"), "{e}");
+        edit("\"m_kib\": 16384", "\"m_kib\": 4294967295");
+        let e = open_sealed_with(d.path(), b"bound parameters")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of range"), "{e}");
+    }
+}

@@ -338,9 +338,7 @@ impl Mover {
                     return Ok(false);
                 }
             };
-        let stored = getxattr_fd(fd.as_fd(), OsStr::new(PLACE_XATTR), 4 + 2 * 32 + 1)
-            .ok()
-            .map(|(_, v)| v);
+        let stored = crate::backing::read_place(fd.as_fd());
         let seal = |k: &NameKey| {
             k.seal(id, plain)
                 .map(|s| s.backing)

@@ -182,13 +182,7 @@ impl TreeNames {
         };
         let fd = crate::backing::open_dir_at(dir, name)?;
         let own = self.dir_id_at(fd.as_fd())?;
-        let stored = crate::backing::getxattr_fd(
-            fd.as_fd(),
-            OsStr::new(crate::format::auth::PLACE_XATTR),
-            4 + 2 * 32 + 1,
-        )
-        .ok()
-        .map(|(_, v)| v);
+        let stored = crate::backing::read_place(fd.as_fd());
         p.verify(&own, id, name.as_bytes(), stored.as_deref())
             .map_err(|e| err!("directory not bound to this place ({e}): moved or swapped in from elsewhere; the mount refuses it"))
     }
