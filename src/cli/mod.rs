@@ -47,6 +47,18 @@ pub(crate) struct Cli {
     #[arg(long = "expect-key", global = true, value_name = "KEY")]
     pub expect_keys: Vec<String>,
 
+    /// How a keystore made by this command keeps its root key: passphrase (the default
+    /// on a terminal or with a passphrase file), pkcs11:token=T;object=O?module-path=M,
+    /// kms:KEY@LOCATION, or none (in the clear; only when asked for). Also KMSFS_SEAL.
+    #[arg(long, global = true, value_name = "SEAL")]
+    pub seal: Option<String>,
+
+    /// Read the keystore's passphrase from the first line of FILE instead of asking on
+    /// the terminal (also KMSFS_PASSPHRASE_FILE, or the systemd credential
+    /// kmsfs-passphrase). Never on the command line itself.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -628,6 +640,21 @@ pub fn main() -> i32 {
     if !cli.expect_keys.is_empty() {
         // Exported so that the re-executed mount daemon sees it too (still one thread).
         std::env::set_var("KMSFS_EXPECT_KEYS", cli.expect_keys.join(","));
+    }
+    // Likewise for the seal of a new keystore and the passphrase file: the library and
+    // the mount daemon read them from the environment.
+    if let Some(s) = &cli.seal {
+        if let Err(e) = crate::seal::SealTarget::parse(s) {
+            print_error(&e.into());
+            return exit::FAILED;
+        }
+        std::env::set_var("KMSFS_SEAL", s);
+    }
+    if let Some(p) = &cli.passphrase_file {
+        std::env::set_var(
+            "KMSFS_PASSPHRASE_FILE",
+            std::path::absolute(p).unwrap_or(p.clone()),
+        );
     }
     match run(cli) {
         Ok(status) => status,

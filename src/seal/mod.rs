@@ -201,7 +201,7 @@ fn unsealed() -> &'static Mutex<HashMap<PathBuf, SecretKey>> {
 }
 
 /// The root key of the keystore in `dir` (which exists), through its seal; with
-/// `create`, a keystore without a root key gets one, sealed as `seal_for_new` says.
+/// `create`, a keystore without a root key gets one, sealed as `create_root` says.
 pub fn root_key(dir: &Path, create: bool) -> Result<SecretKey> {
     import_from_parent();
     // Checked at every open, unsealed already or not: a key file others may read is
@@ -245,7 +245,18 @@ pub fn root_key(dir: &Path, create: bool) -> Result<SecretKey> {
             warn_once(dir, "keeps its root key in the clear (root.key): anyone with a copy of that directory (a backup of $HOME, a stolen disk) can read every key in it and so every file; seal it with `kmsfs kms seal change --to passphrase`");
             read_clear(&dir.join(CLEAR_FILE), "root key file")?
         }
-        None if create => create_root(dir)?,
+        None if create => {
+            // Two first commands racing to make the keystore: one makes the root key,
+            // the other waits and opens it.
+            let d = std::fs::File::open(dir)
+                .map_err(|e| err!("cannot open the keystore {}: {e}", dir.display()))?;
+            rustix::fs::flock(&d, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| err!("cannot lock the keystore {}: {e}", dir.display()))?;
+            if seal_of(dir).is_some() {
+                return root_key(dir, false);
+            }
+            create_root(dir)?
+        }
         None => fail!(
             "no keystore at {} (no root key: {SEAL_FILE} or {CLEAR_FILE}); `kmsfs init` or `kmsfs key create` makes one",
             dir.display()
@@ -343,25 +354,52 @@ fn import_from_parent() {
     });
 }
 
-/// A new keystore's root key, sealed: under a passphrase when one is at hand (a
-/// terminal, a passphrase file or credential); else, or with `KMSFS_SEAL=none`, in the
-/// clear with a warning (see docs/THREAT-MODEL.md "The root of trust").
+/// Whether a new keystore may keep its root key in the clear when nobody chose a seal
+/// and no passphrase is at hand. Off: the command line refuses (seal "none" only when
+/// asked for, by `--seal none` / `KMSFS_SEAL=none`). An embedding program or a test that
+/// wants throwaway keystores says so with `allow_clear_by_default`; so do this crate's
+/// unit tests (the refusal is tested through the binary, tests/it/seal.rs).
+static CLEAR_BY_DEFAULT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(cfg!(test));
+
+/// Lets keystores this process makes without a chosen seal keep their root key in the
+/// clear (with a warning) instead of refusing.
+pub fn allow_clear_by_default() {
+    CLEAR_BY_DEFAULT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The seal chosen for new keystores: `KMSFS_SEAL` (the command line's `--seal` sets it).
+fn chosen_seal() -> Result<Option<SealTarget>> {
+    match std::env::var("KMSFS_SEAL").ok().filter(|s| !s.is_empty()) {
+        Some(s) => Ok(Some(SealTarget::parse(&s)?)),
+        None => Ok(None),
+    }
+}
+
+/// A new keystore's root key, sealed as chosen (`--seal`), else under a passphrase when
+/// one is at hand (a terminal, a passphrase file or credential). With neither, refused:
+/// a root key in the clear protects nothing against a copy of the directory, so it is
+/// made only when asked for (see docs/THREAT-MODEL.md "The root of trust").
 fn create_root(dir: &Path) -> Result<SecretKey> {
-    let root = SecretKey::random();
-    let want = match std::env::var("KMSFS_SEAL").ok().filter(|s| !s.is_empty()) {
-        Some(s) => Seal::parse(&s)?,
-        None if passphrase::available() => Seal::Passphrase,
-        None => Seal::None,
+    let want = match chosen_seal()? {
+        Some(t) => t,
+        None if passphrase::available() => SealTarget {
+            seal: Seal::Passphrase,
+            kms: None,
+        },
+        None if CLEAR_BY_DEFAULT.load(std::sync::atomic::Ordering::Relaxed) => SealTarget {
+            seal: Seal::None,
+            kms: None,
+        },
+        None => fail!(
+            "no seal for the new keystore {}: there is no terminal to ask a passphrase on; give one with --passphrase-file FILE (or KMSFS_PASSPHRASE_FILE, or the systemd credential kmsfs-passphrase), choose a seal with --seal pkcs11:URI|kms:KEY@LOCATION, or --seal none to keep its root key in the clear",
+            dir.display()
+        ),
     };
-    match want {
-        Seal::Passphrase => {
-            let pass = passphrase(dir, true)?;
-            write_sealed(dir, &root, &pass, &Kdf::for_new())?;
-        }
-        _ => {
-            write_new(&dir.join(CLEAR_FILE), root.as_bytes())?;
-            warn_once(dir, "was made with its root key in the clear (root.key): no passphrase was at hand (no terminal, no KMSFS_PASSPHRASE_FILE); seal it with `kmsfs kms seal change --to passphrase`");
-        }
+    let root = SecretKey::random();
+    write_seal(dir, &root, &want)?;
+    if want.seal == Seal::None {
+        warn_once(dir, "was made with its root key in the clear (root.key), as asked (seal none); seal it with `kmsfs kms seal change --to passphrase`");
     }
     Ok(root)
 }
@@ -376,13 +414,22 @@ pub fn change(dir: &Path, to: &SealTarget) -> Result<()> {
         fail!("the root key comes from a service credential (KMSFS_ROOT_KEY / $CREDENTIALS_DIRECTORY): change it there");
     }
     let root = root_key(dir, false)?;
+    write_seal(dir, &root, to)?;
+    let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    unsealed().lock().insert(id, root);
+    Ok(())
+}
+
+/// Seals `root` in `dir` with `to`: writes `root.seal` (whole, atomically) and then
+/// destroys `root.key`, or for "none" writes `root.key` and then removes `root.seal`.
+/// A sealed root key is checked to open before it replaces anything.
+fn write_seal(dir: &Path, root: &SecretKey, to: &SealTarget) -> Result<()> {
     match to.seal {
         Seal::Pkcs11 => {
             let (s, _) = to.kms.clone().expect("parsed with its URI");
             let uri = pkcs11::Uri::parse(&s)?;
-            let (iv, ct) = pkcs11::seal(&uri, &root)?;
-            // It must open in the token before it replaces the old seal.
-            if pkcs11::unseal(&uri, &iv, &ct)? != root {
+            let (iv, ct) = pkcs11::seal(&uri, root)?;
+            if pkcs11::unseal(&uri, &iv, &ct)? != *root {
                 fail!(
                     "the token opened the sealed root key to something else; not sealing with it"
                 );
@@ -406,12 +453,12 @@ pub fn change(dir: &Path, to: &SealTarget) -> Result<()> {
         }
         Seal::Kms => {
             let (key, loc) = to.kms.clone().expect("parsed with its key and location");
-            write_kms_sealed(dir, &root, &key, &loc)?;
+            write_kms_sealed(dir, root, &key, &loc)?;
             destroy(&dir.join(CLEAR_FILE))?;
         }
         Seal::Passphrase => {
             let pass = passphrase(dir, true)?;
-            write_sealed(dir, &root, &pass, &Kdf::for_new())?;
+            write_sealed(dir, root, &pass, &Kdf::for_new())?;
             destroy(&dir.join(CLEAR_FILE))?;
         }
         Seal::None => {
@@ -421,8 +468,19 @@ pub fn change(dir: &Path, to: &SealTarget) -> Result<()> {
         }
         Seal::Credential => fail!("a credential seal is set up by the service manager, not here"),
     }
-    let id = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    unsealed().lock().insert(id, root);
+    // A change killed before its rename leaves its temp file; one of "none" holds the
+    // root key in the clear.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with(&format!(".{CLEAR_FILE}.tmp."))
+                || n.starts_with(&format!(".{SEAL_FILE}.tmp."))
+            {
+                destroy(&e.path())?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -666,26 +724,6 @@ fn read_clear(p: &Path, what: &str) -> Result<SecretKey> {
     );
     SecretKey::from_slice(&raw)
         .ok_or_else(|| err!("{what} {} is {} bytes, expected 32", p.display(), raw.len()))
-}
-
-/// Creates `p` (0600) holding `data`; racing creators: the first wins.
-fn write_new(p: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(p)
-    {
-        Ok(mut f) => {
-            f.write_all(data)?;
-            f.sync_all()?;
-            sync_dir(p.parent().unwrap_or(Path::new(".")))?;
-            Ok(())
-        }
-        Err(e) => fail!("cannot create {}: {e}", p.display()),
-    }
 }
 
 /// Overwrites the clear root key with zeros, syncs and removes it (if there).

@@ -157,7 +157,7 @@ pub fn passphrase(dir: &Path, new: bool) -> Result<Zeroizing<Vec<u8>>> {
     }
     if !can_prompt() {
         fail!(
-            "the keystore {} is sealed with a passphrase and there is no terminal to ask for it: set KMSFS_PASSPHRASE_FILE=FILE (or a systemd credential kmsfs-passphrase)",
+            "the keystore {} is sealed with a passphrase and there is no terminal to ask for it: give --passphrase-file FILE (or KMSFS_PASSPHRASE_FILE=FILE, or the systemd credential kmsfs-passphrase)",
             dir.display()
         );
     }

@@ -13,6 +13,15 @@ pub fn bin() -> String {
     std::env::var("KMSFS_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
 }
 
+/// The binary as the tree tests run it: their throwaway keystores keep the root key in
+/// the clear, chosen explicitly (`KMSFS_SEAL=none`, which only a new keystore reads);
+/// tests/it/seal.rs tests the seals and the refusal without a choice.
+pub fn command() -> Command {
+    let mut c = Command::new(bin());
+    c.env("KMSFS_SEAL", "none");
+    c
+}
+
 /// True when the test may mount a tmpfs (root). In CI a missing privilege is a failure.
 pub fn can_mount_tmpfs() -> bool {
     let root = rustix::process::geteuid().is_root();
@@ -120,7 +129,7 @@ impl Tree {
     }
 
     pub fn kmsfs(&self, args: &[&str]) -> Output {
-        Command::new(bin())
+        command()
             .args(args)
             .env("KMSFS_KMS", self.kms_arg())
             .env(
@@ -278,7 +287,7 @@ pub struct Server {
 impl Server {
     /// Starts a server over `ks` (created if needed) with principal `alice`.
     pub fn start(ks: &Path, extra: &[&str]) -> Server {
-        let out = Command::new(bin())
+        let out = command()
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),
@@ -290,7 +299,7 @@ impl Server {
             .output()
             .unwrap();
         let _ = out;
-        let out = Command::new(bin())
+        let out = command()
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),
@@ -317,7 +326,7 @@ impl Server {
 
     pub fn spawn(ks: &Path, listen: &str, extra: &[&str]) -> Server {
         use std::io::BufRead;
-        let mut child = Command::new(bin())
+        let mut child = command()
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),
@@ -378,7 +387,7 @@ impl Server {
 
     /// A command for the kmsfs binary talking to this server as alice.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = command();
         c.env("KMSFS_KMS", self.url())
             .env("AWS_ACCESS_KEY_ID", &self.akid)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret)

@@ -27,6 +27,8 @@ fn fs() -> Fs {
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
     std::fs::create_dir(&backing).unwrap();
+    // A throwaway keystore: its root key in the clear, chosen here.
+    kmsfs::seal::allow_clear_by_default();
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::open(&dir.path().join("ks"), true).unwrap());
     let (arn, created) = kmsfs::tree::default_key(&*kms).unwrap();
     assert!(created);
@@ -210,6 +212,8 @@ fn a_header_from_another_file_or_none_is_eio_at_open() {
 /// A second filesystem over the same tree (nothing cached).
 fn fs_reopen(f: &Fs) -> KmsFs {
     let cfg = TreeConfig::load(&f.backing).unwrap();
+    // A throwaway keystore: its root key in the clear, chosen here.
+    kmsfs::seal::allow_clear_by_default();
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::open(&f._dir.path().join("ks"), false).unwrap());
     let env = Arc::new(Envelope::new(kms, cfg));
     let opts = FsOptions {
@@ -336,6 +340,8 @@ fn tree_commands_as_library_calls() {
     let d = f.fs.mkdir(ME, ROOT_INO, name("d"), 0o755).unwrap().ino.0;
     f.file(ROOT_INO, "a", b"alpha");
     f.file(d, "b", &[9u8; 20000]);
+    // A throwaway keystore: its root key in the clear, chosen here.
+    kmsfs::seal::allow_clear_by_default();
     let kms: Arc<dyn Kms> = Arc::new(LocalKms::open(&f._dir.path().join("ks"), false).unwrap());
     let cfg = TreeConfig::load(&f.backing).unwrap();
     let key = cfg.keys[0].clone();

@@ -589,7 +589,7 @@ fn kill_9_of_the_daemon_keeps_every_fsynced_byte() {
     let (mut killed_writing, mut torn) = (0, 0);
     for round in 0..rounds {
         let mut daemon = KillOnDrop(
-            Command::new(bin())
+            command()
                 .args([
                     "mount",
                     t.backing.to_str().unwrap(),

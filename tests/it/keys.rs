@@ -416,7 +416,7 @@ fn audit_log_cut_back_or_removed_with_its_checkpoints_is_detected() {
     let t = Tree::new(&[]);
     let anchor = tempfile::tempdir().unwrap();
     let anchored = |args: &[&str]| {
-        Command::new(bin())
+        command()
             .args(args)
             .env("KMSFS_KMS", t.kms_arg())
             .env("KMSFS_AUDIT_ANCHOR", anchor.path())
@@ -712,7 +712,7 @@ fn grants_and_tags_from_the_command_line() {
     let t = Tree::new(&[]);
     ok(t.kmsfs(&["key", "create", "--alias", "shared"]));
     let as_bob = |args: &[&str]| {
-        Command::new(bin())
+        command()
             .args(args)
             .env("KMSFS_KMS", t.kms_arg())
             .env("KMSFS_PRINCIPAL", "bob")

@@ -692,6 +692,7 @@ fn a_user_who_may_not_open_dev_fuse_is_told_why() {
             .env("KMSFS_KMS", format!("local:{}", ks.display()))
             .env("KMSFS_KNOWN_TREES", d.path().join("known.json"))
             .env("HOME", d.path())
+            .env("KMSFS_SEAL", "none")
             .output()
             .unwrap()
     };

@@ -540,14 +540,14 @@ fn the_server_holds_under_idle_slow_huge_and_repeated_unauthenticated_requests()
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
     // the keystore still opens, for the server and for everyone else
     let kms = format!("local:{}", ksp.display());
-    ok(Command::new(bin())
+    ok(command()
         .args(["--kms", &kms, "key", "list"])
         .output()
         .unwrap());
     ok(server.cmd().args(["key", "list"]).output().unwrap());
     // refusals were recorded, but not one fsync'd line each: at most the per-window
     // allowance plus summary records
-    let show = ok(Command::new(bin())
+    let show = ok(command()
         .args(["--kms", &kms, "audit", "show", "--json"])
         .output()
         .unwrap());
@@ -563,7 +563,7 @@ fn the_server_holds_under_idle_slow_huge_and_repeated_unauthenticated_requests()
         show.lines().all(|l| l.len() < 8192),
         "an audit line is unbounded"
     );
-    assert!(ok(Command::new(bin())
+    assert!(ok(command()
         .args(["--kms", &kms, "audit", "verify"])
         .output()
         .unwrap())

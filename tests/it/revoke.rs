@@ -442,7 +442,7 @@ fn a_killed_tree_key_move_is_finished_by_the_next() {
     t.umount();
     let mut kills = 0;
     for round in 0..50 {
-        let mut child = Command::new(bin())
+        let mut child = command()
             .args(["tree-key", "rotate", &s(&t.backing)])
             .env("KMSFS_KMS", t.kms_arg())
             .env("KMSFS_KNOWN_TREES", t.dir.path().join("known_trees.json"))

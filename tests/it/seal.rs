@@ -89,6 +89,139 @@ fn a_passphrase_sealed_keystore_opens_only_with_its_passphrase() {
     assert!(!tree_contains(&ks, b"sealed at rest") && !tree_contains(&b, b"sealed at rest"));
 }
 
+/// Without a terminal, a passphrase file or a chosen seal, a new keystore is refused in
+/// one line that says how to choose (a root key in the clear only when asked for), and
+/// nothing is left behind; `--passphrase-file` and `--seal none` are that choice.
+#[test]
+fn a_new_keystore_needs_a_seal_or_a_passphrase() {
+    let d = tempfile::tempdir().unwrap();
+    let (ks, b) = (d.path().join("ks"), d.path().join("b"));
+    for args in [vec!["init", &s(&b)][..].to_vec(), vec!["key", "create"]] {
+        let o = kmsfs(&ks, &[], &args);
+        assert!(!o.status.success(), "{args:?}: {}", err(&o));
+        let e = err(&o);
+        assert!(
+            e.contains("--passphrase-file") && e.contains("--seal none"),
+            "{e}"
+        );
+        assert_eq!(error_lines(&e), 1, "{e}");
+        assert!(!ks.join("root.key").exists() && !ks.join("root.seal").exists());
+        assert!(!b.exists(), "the tree was made without a keystore");
+    }
+    // A passphrase file on the command line (never the passphrase itself).
+    let pw = d.path().join("pw");
+    fs::write(&pw, "from a file on argv\n").unwrap();
+    let o = kmsfs(&ks, &[], &["--passphrase-file", &s(&pw), "init", &s(&b)]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(ks.join("root.seal").is_file() && !ks.join("root.key").exists());
+    let o = kmsfs(&ks, &[], &["key", "list"]);
+    assert!(!o.status.success());
+    let o = kmsfs(&ks, &[], &["--passphrase-file", &s(&pw), "key", "list"]);
+    assert!(o.status.success(), "{}", err(&o));
+    // None, asked for: made, with a warning saying so.
+    let clear = d.path().join("clear");
+    let o = kmsfs(&clear, &[], &["--seal", "none", "key", "create"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(clear.join("root.key").is_file());
+    assert!(err(&o).contains("in the clear"), "{}", err(&o));
+    // A seal that does not parse: one line, nothing made.
+    let bad = d.path().join("bad");
+    let o = kmsfs(&bad, &[], &["--seal", "rot13", "key", "create"]);
+    assert!(
+        !o.status.success() && err(&o).contains("unknown seal"),
+        "{}",
+        err(&o)
+    );
+    assert!(!bad.exists());
+}
+
+/// `kms seal change` killed at any moment, in either direction (none -> passphrase,
+/// passphrase -> none): the keystore opens afterwards, with the old seal or the new one,
+/// and every key and file reads back; a later change completes, and no clear root key
+/// is left once the keystore is sealed again.
+#[test]
+fn a_seal_change_killed_at_any_moment_still_opens() {
+    require_fuse!();
+    let d = tempfile::tempdir().unwrap();
+    let (ks, b, mnt) = (
+        d.path().join("ks"),
+        d.path().join("b"),
+        d.path().join("mnt"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    let pw = d.path().join("pw");
+    fs::write(&pw, "killed midway\n").unwrap();
+    let w = [("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap())];
+    ok(kmsfs(&ks, &[("KMSFS_SEAL", "none")], &["init", &s(&b)]));
+    ok(kmsfs(&ks, &[], &["mount", &s(&b), &s(&mnt)]));
+    fs::write(mnt.join("f"), b"still here").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", &s(&mnt)])
+        .output()
+        .unwrap());
+    let keys = ok(kmsfs(&ks, &w, &["key", "list"]));
+    let root = fs::read(ks.join("root.key")).unwrap();
+    let change = || {
+        let to = if ks.join("root.seal").exists() {
+            "none"
+        } else {
+            "passphrase"
+        };
+        Command::new(bin())
+            .args(["kms", "seal", "change", "--to", to])
+            .env("KMSFS_KMS", format!("local:{}", ks.display()))
+            .env("KMSFS_ARGON2", "8192,1,1")
+            .env("KMSFS_PASSPHRASE_FILE", &pw)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long one change takes here, to spread the kills over all of it.
+    let t = std::time::Instant::now();
+    assert!(change().wait().unwrap().success());
+    let whole = t.elapsed().as_micros() as u64;
+    let (mut killed, mut finished) = (0, 0);
+    for i in 0..48u64 {
+        let delay_us = whole * i / 40;
+        let mut child = change();
+        std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        match child.try_wait().unwrap() {
+            Some(_) => finished += 1,
+            None => {
+                child.kill().unwrap();
+                killed += 1;
+            }
+        }
+        child.wait().unwrap();
+        let o = kmsfs(&ks, &w, &["cat", &s(&b), "f"]);
+        assert_eq!(o.stdout, b"still here", "after {delay_us} us: {}", err(&o));
+        assert_eq!(
+            ok(kmsfs(&ks, &w, &["key", "list"])),
+            keys,
+            "after {delay_us} us"
+        );
+    }
+    assert!(
+        killed > 0 && finished > 0,
+        "killed {killed}, finished {finished}"
+    );
+    // Finish sealed: nothing in the keystore holds the root key in the clear, not even
+    // a temp file of a killed change.
+    if !ks.join("root.seal").exists() || ks.join("root.key").exists() {
+        ok(kmsfs(
+            &ks,
+            &w,
+            &["kms", "seal", "change", "--to", "passphrase"],
+        ));
+    }
+    assert!(
+        !tree_contains(&ks, &root),
+        "a clear root key is left in the keystore"
+    );
+    assert_eq!(ok(kmsfs(&ks, &w, &["cat", &s(&b), "f"])), "still here");
+}
+
 /// A keystore with its root key in the clear (as every keystore made before seals) warns
 /// on every open, and moves through every seal and back with `kms seal change`, each
 /// step keeping every key and tree readable; an interrupted change still opens.

@@ -191,6 +191,64 @@ fn server_sends_ready_once_the_port_accepts_and_reads_its_root_key_from_credenti
     let _ = child.wait();
 }
 
+/// The units' default: a passphrase-sealed keystore whose passphrase is the systemd
+/// credential `kmsfs-passphrase` (`LoadCredentialEncrypted=`). The server unseals it
+/// once and answers; without the credential it exits non-zero with one line naming it.
+#[test]
+fn server_opens_a_passphrase_sealed_keystore_with_its_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    fs::create_dir(&creds).unwrap();
+    fs::write(creds.join("kmsfs-passphrase"), "a service passphrase\n").unwrap();
+    let ks = dir.path().join("state");
+    let kms = format!("local:{}", ks.display());
+    let with_creds = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["--kms", &kms])
+            .args(args)
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .env("KMSFS_ARGON2", "8192,1,1")
+            .env_remove("KMSFS_SEAL")
+            .env_remove("KMSFS_PASSPHRASE_FILE")
+            .output()
+            .unwrap()
+    };
+    ok(with_creds(&["key", "create", "--alias", "svc"]));
+    assert!(ks.join("root.seal").is_file() && !ks.join("root.key").exists());
+    assert!(ok(with_creds(&["kms", "seal", "show"])).starts_with("passphrase"));
+    // Without the credential: one line, naming it.
+    let out = Command::new(BIN)
+        .args(["--kms", &kms, "kms", "serve", "--listen", "127.0.0.1:0"])
+        .env_remove("KMSFS_PASSPHRASE_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && e.contains("kmsfs-passphrase"),
+        "{e}"
+    );
+    assert_eq!(error_lines(&e), 1, "{e}");
+    // With it: READY=1, and the port answers.
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--kms", &kms, "kms", "serve", "--listen", "127.0.0.1:0"])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("KMSFS_ARGON2", "8192,1,1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let msg = recv(&sock);
+    assert!(msg.contains("READY=1"), "{msg}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn remote_mount_with_credentials_from_credentials_directory() {
     require_fuse!();

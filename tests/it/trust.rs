@@ -176,7 +176,7 @@ fn a_kms_named_only_by_the_tree_is_not_contacted() {
     v["kms"] = evil.clone().into();
     set_config(&t, &v);
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
+    let out = command()
         .args([
             "mount",
             t.backing.to_str().unwrap(),
