@@ -760,3 +760,225 @@ fn a_keystore_sealed_by_a_pkcs11_token() {
     );
     assert!(o.status.success(), "{}", err(&o));
 }
+
+/// The stolen disk, for every seal (passphrase, PKCS#11 token, another KMS, systemd
+/// credential): a copy of the keystore directory and the backing tree holds neither the
+/// root key nor any key's material (nor a principal's secret) in the clear — scanned for
+/// each, byte for byte — and without the seal's secret (passphrase, PIN, KMS access,
+/// credential) nothing in it decrypts; with it, every file reads back from the copy.
+#[test]
+fn a_stolen_copy_of_the_disk_decrypts_nothing_under_any_seal() {
+    require_fuse!();
+    let Some((d, _tokens, conf)) = softhsm() else {
+        return;
+    };
+    let other = tempfile::tempdir().unwrap();
+    let server = Server::start(&other.path().join("ks"), &[]);
+    ok(server
+        .cmd()
+        .args(["key", "create", "--alias", "seal"])
+        .output()
+        .unwrap());
+    let (pin, pw) = (d.path().join("pin"), d.path().join("pw"));
+    fs::write(&pin, "4321\n").unwrap();
+    fs::write(&pw, "what the thief lacks\n").unwrap();
+    let pkcs = format!("pkcs11:token=kmsfs-test;object=kmsfs-root?module-path={MODULE}");
+    let kms = format!("kms:alias/seal@{}", server.url());
+    for (i, seal) in ["passphrase", &pkcs, &kms, "systemd-credential"]
+        .into_iter()
+        .enumerate()
+    {
+        let home = d.path().join(format!("home{i}"));
+        let (ks, b, mnt) = (
+            home.join("ks"),
+            home.join("b"),
+            d.path().join(format!("mnt{i}")),
+        );
+        fs::create_dir_all(&mnt).unwrap();
+        fs::create_dir(&home).unwrap();
+        let creds = d.path().join(format!("creds{i}"));
+        fs::create_dir(&creds).unwrap();
+        // The seal's secret, and a thief's stand-in for it (wrong or missing).
+        let secret: Vec<(String, String)> = vec![
+            ("SOFTHSM2_CONF".into(), conf.display().to_string()),
+            ("KMSFS_PKCS11_PIN_FILE".into(), pin.display().to_string()),
+            ("KMSFS_PASSPHRASE_FILE".into(), pw.display().to_string()),
+            ("AWS_ACCESS_KEY_ID".into(), server.akid.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), server.secret.clone()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("CREDENTIALS_DIRECTORY".into(), creds.display().to_string()),
+        ];
+        let secret: Vec<(&str, &str)> = secret
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let thief = [
+            ("AWS_ACCESS_KEY_ID", "AKIATHIEF"),
+            ("AWS_SECRET_ACCESS_KEY", "not the secret"),
+            ("AWS_REGION", "us-east-1"),
+        ];
+
+        ok(kmsfs(&ks, &[("KMSFS_SEAL", "none")], &["init", &s(&b)]));
+        ok(kmsfs(
+            &ks,
+            &[],
+            &[
+                "key",
+                "create",
+                "--spec",
+                "HMAC_256",
+                "--usage",
+                "GENERATE_VERIFY_MAC",
+            ],
+        ));
+        ok(kmsfs(
+            &ks,
+            &[],
+            &[
+                "key",
+                "create",
+                "--spec",
+                "ECC_NIST_P256",
+                "--usage",
+                "SIGN_VERIFY",
+            ],
+        ));
+        ok(kmsfs(&ks, &[], &["mount", &s(&b), &s(&mnt)]));
+        fs::create_dir(mnt.join("docs")).unwrap();
+        let files: Vec<(String, Vec<u8>)> = (0..4)
+            .map(|n| {
+                (
+                    format!("docs/file{n}"),
+                    format!("stolen-disk plaintext {n} ")
+                        .repeat(100 * (n + 1))
+                        .into_bytes(),
+                )
+            })
+            .collect();
+        for (p, data) in &files {
+            fs::write(mnt.join(p), data).unwrap();
+        }
+        ok(Command::new(bin())
+            .args(["umount", &s(&mnt)])
+            .output()
+            .unwrap());
+        // Every secret of the keystore, from the library (the keystore is still clear).
+        kmsfs::seal::allow_clear_by_default();
+        let secrets = kmsfs::kms::local::LocalKms::open(&ks, false)
+            .unwrap()
+            .secrets_for_scan()
+            .unwrap();
+        assert!(secrets.len() >= 4, "{seal}: {} secrets", secrets.len());
+        // The scan finds a secret where one is: root.key, before the seal.
+        assert!(
+            tree_contains(&home, &secrets[0]),
+            "{seal}: the scan missed root.key"
+        );
+
+        if seal == "systemd-credential" {
+            // The operator's steps: the root key into a credential (systemd-creds encrypt
+            // in real life), the clear file destroyed.
+            fs::copy(ks.join("root.key"), creds.join("kmsfs-root-key")).unwrap();
+            fs::write(ks.join("root.key"), [0u8; 32]).unwrap();
+            fs::remove_file(ks.join("root.key")).unwrap();
+        } else {
+            let o = kmsfs(&ks, &secret, &["kms", "seal", "change", "--to", seal]);
+            assert!(o.status.success(), "{seal}: {}", err(&o));
+        }
+        assert!(!ks.join("root.key").exists(), "{seal}");
+
+        // The thief's copy: keystore directory and backing tree (not the token, the
+        // server, the passphrase file or the credentials).
+        let copy = d.path().join(format!("stolen{i}"));
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&home)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        for (n, sec) in secrets.iter().enumerate() {
+            assert!(
+                !tree_contains(&copy, sec),
+                "{seal}: secret #{n} ({} bytes) is in the clear in the copy",
+                sec.len()
+            );
+        }
+        for (_, data) in &files {
+            assert!(
+                !tree_contains(&copy, &data[..40]),
+                "{seal}: plaintext in the copy"
+            );
+        }
+        let (cks, cb) = (copy.join("ks"), copy.join("b"));
+        for (p, _) in &files {
+            let o = kmsfs(&cks, &thief, &["cat", &s(&cb), p]);
+            assert!(
+                !o.status.success() && o.stdout.is_empty(),
+                "{seal}: the thief read {p}"
+            );
+            assert_eq!(error_lines(&err(&o)), 1, "{seal}: {}", err(&o));
+        }
+        let o = kmsfs(&cks, &thief, &["key", "list"]);
+        assert!(!o.status.success(), "{seal}: the thief listed the keys");
+        // With the seal's secret, everything reads back from the copy.
+        for (p, data) in &files {
+            let o = kmsfs(&cks, &secret, &["cat", &s(&cb), p]);
+            assert_eq!(&o.stdout, data, "{seal}: {p}: {}", err(&o));
+        }
+    }
+}
+
+/// A keystore and tree made by e418955 (before seals; tests/fixtures/e418955.tar, made by that
+/// build: `init`, then a file, a directory with a file and a symlink written through its
+/// mount) open with a warning that the root key is in the clear, and migrate with one
+/// command: afterwards the root key is nowhere in the clear and everything reads back.
+#[test]
+fn a_keystore_made_before_seals_opens_warns_and_migrates() {
+    let d = tempfile::tempdir().unwrap();
+    // A tar, because the tree lives in xattrs too (git keeps neither them nor modes).
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e418955.tar");
+    let st = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=user.*", "-xf"])
+        .arg(&fixture)
+        .arg("-C")
+        .arg(d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The keystore is private, as e418955 made it.
+    let (ks, b) = (d.path().join("ks"), d.path().join("b"));
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&ks, fs::Permissions::from_mode(0o700)).unwrap();
+    for e in fs::read_dir(&ks).unwrap() {
+        fs::set_permissions(e.unwrap().path(), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let root = fs::read(ks.join("root.key")).unwrap();
+    let pattern: Vec<u8> = (0..20000u32).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+    let check = |env: &[(&str, &str)]| -> String {
+        let o = kmsfs(&ks, env, &["cat", &s(&b), "old.txt"]);
+        assert_eq!(o.stdout, b"made by e418955\n", "{}", err(&o));
+        let o = kmsfs(&ks, env, &["cat", &s(&b), "dir/pattern.bin"]);
+        assert_eq!(o.stdout, pattern, "{}", err(&o));
+        err(&o)
+    };
+    let e = check(&[]);
+    assert!(e.contains("keeps its root key in the clear"), "{e}");
+    let pw = d.path().join("pw");
+    fs::write(&pw, "migrated at last\n").unwrap();
+    let with = [("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap())];
+    ok(kmsfs(
+        &ks,
+        &with,
+        &["kms", "seal", "change", "--to", "passphrase"],
+    ));
+    assert!(!ks.join("root.key").exists());
+    assert!(
+        !tree_contains(&ks, &root),
+        "the old root key is still on disk"
+    );
+    let e = check(&with);
+    assert!(!e.contains("warning"), "{e}");
+    let o = kmsfs(&ks, &[], &["cat", &s(&b), "old.txt"]);
+    assert!(!o.status.success(), "opened without the passphrase");
+}

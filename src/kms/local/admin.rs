@@ -4,6 +4,30 @@
 use super::*;
 
 impl LocalKms {
+    /// Every secret this keystore guards — its root key, each key version's material
+    /// (AES, HMAC, private keys; pending imports too), import wrapping keys and
+    /// principals' secrets — so that a test can scan a copy of the disk for them (the
+    /// stolen-disk test). A library call on an opened keystore only: no command, request
+    /// or log ever shows these.
+    #[doc(hidden)]
+    pub fn secrets_for_scan(&self) -> KmsResult<Vec<zeroize::Zeroizing<Vec<u8>>>> {
+        let st = self.snapshot()?;
+        let mut out = vec![zeroize::Zeroizing::new(self.e.root.as_bytes().to_vec())];
+        for k in st.keys.values() {
+            for v in k.versions.iter().chain(k.pending_material.iter()) {
+                out.push(zeroize::Zeroizing::new(v.material.0.clone()));
+            }
+        }
+        for i in st.imports.values() {
+            out.push(zeroize::Zeroizing::new(i.private.0.clone()));
+        }
+        for p in st.principals.values() {
+            out.push(zeroize::Zeroizing::new(p.secret.0.clone()));
+        }
+        out.retain(|s| !s.is_empty());
+        Ok(out)
+    }
+
     /// A lifecycle change of one key: resolve + authorize + change, audited.
     pub(super) fn change_key<R>(
         &self,
