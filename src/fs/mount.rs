@@ -389,8 +389,16 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
             fail!("{} is already a mount point (busy)", mp.display());
         }
     }
-    if std::fs::read_dir(mp)?.next().is_some() {
-        fail!("mountpoint {} is not empty", mp.display());
+    // As gocryptfs: never mount over files. They would be hidden by the mount, and they
+    // may be plaintext someone wrote there while the tree was not mounted.
+    let entries = std::fs::read_dir(mp)?.take(1000).count();
+    if entries > 0 {
+        fail!(
+            "mountpoint {} is not empty ({}{} entries, maybe written while it was not mounted: they are not encrypted); move them away (or into the mount once it is up) and mount again",
+            mp.display(),
+            entries,
+            if entries == 1000 { "+" } else { "" }
+        );
     }
     Ok(())
 }

@@ -712,3 +712,27 @@ fn a_user_who_may_not_open_dev_fuse_is_told_why() {
     );
     assert_eq!(error_lines(&err), 1, "{err}");
 }
+
+/// As gocryptfs: a mount over files is refused in one line that says why (they would be
+/// hidden, and may be plaintext written while the tree was not mounted); they are left
+/// as they were, and the mount succeeds once they are moved away.
+#[test]
+fn a_mountpoint_holding_files_is_refused() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    std::fs::write(t.mnt.join("written-while-unmounted.txt"), b"plaintext").unwrap();
+    let o = t.try_mount(&[]);
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "mounted over a file");
+    assert!(
+        e.contains("not empty") && e.contains("not encrypted"),
+        "{e}"
+    );
+    assert_eq!(error_lines(&e), 1, "{e}");
+    assert_eq!(
+        std::fs::read(t.mnt.join("written-while-unmounted.txt")).unwrap(),
+        b"plaintext"
+    );
+    std::fs::remove_file(t.mnt.join("written-while-unmounted.txt")).unwrap();
+    t.mount();
+}
