@@ -26,10 +26,12 @@ pub mod envelope;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod hsm;
 pub mod kms;
 pub mod seal;
 pub mod tree;
 pub mod trust;
+pub mod xks;
 
 pub use envelope::Envelope;
 pub use error::{Error, ErrorKind, Result};

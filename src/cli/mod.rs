@@ -8,6 +8,7 @@ mod key;
 mod kms;
 mod logging;
 mod tree;
+mod xks;
 
 use std::path::{Path, PathBuf};
 
@@ -194,6 +195,9 @@ pub(crate) enum Cmd {
     /// Run or administer the KMS server.
     #[command(subcommand)]
     Kms(KmsCmd),
+    /// An External Key Store (XKS) proxy in front of a PKCS#11 token, for AWS KMS or our KMS.
+    #[command(subcommand)]
+    Xks(XksCmd),
     /// Check a backing tree (headers, keys, every chunk); exit 0 clean, 1 damage, 2 could not run.
     Fsck {
         /// The backing directory: the tree as it is stored (ciphertext and kmsfs.json).
@@ -612,6 +616,66 @@ pub(crate) enum AliasCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub(crate) enum XksCmd {
+    /// Serve the XKS Proxy API (v1) described by a configuration file (README "Custom key
+    /// stores"); the token's PIN from KMSFS_PKCS11_PIN_FILE or the credential
+    /// kmsfs-pkcs11-pin.
+    Serve {
+        /// The proxy's configuration (JSON: listen, path_prefix, token, credentials, keys, tls).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Listen here instead of the configuration's address (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Make a key in the token: AES-256, sensitive, never extractable.
+    Key {
+        /// What to do with keys.
+        #[command(subcommand)]
+        cmd: XksKeyCmd,
+    },
+    /// SigV4 credentials of the proxy.
+    Credential {
+        /// What to do with credentials.
+        #[command(subcommand)]
+        cmd: XksCredentialCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum XksCredentialCmd {
+    /// Make a SigV4 credential: the secret goes to a file (0600), the access key id is
+    /// printed.
+    Create {
+        /// Where to write the secret (0600; refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+        /// Also write the JSON file AWS KMS's console takes (XksProxyUriPath and the
+        /// credential, 0600) for this URI path prefix.
+        #[arg(long, value_name = "FILE")]
+        aws_json: Option<PathBuf>,
+        /// The proxy's path_prefix (for --aws-json).
+        #[arg(long, default_value = "", value_name = "PREFIX")]
+        path_prefix: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum XksKeyCmd {
+    /// Make an AES-256 key object labelled LABEL (its external key id) in the token.
+    Create {
+        /// The key object's label, used as the external key id.
+        label: String,
+        /// The token: pkcs11:token=T?module-path=M (PIN from KMSFS_PKCS11_PIN_FILE).
+        #[arg(long, value_name = "URI")]
+        token: String,
+        /// What the key may do: both (default), encrypt or decrypt.
+        #[arg(long, default_value = "both", value_parser = ["both", "encrypt", "decrypt"])]
+        usage: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub(crate) enum PolicyCmd {
     /// Print KEY's key policy.
     Get {
@@ -747,6 +811,7 @@ fn run(cli: Cli) -> Result<i32> {
         } => tree::rekey(kms, &backing, paths, json)?,
         Cmd::Audit(a) => kms::audit(kms, a)?,
         Cmd::Kms(k) => kms::run(kms, k)?,
+        Cmd::Xks(x) => xks::run(x)?,
         Cmd::Fsck {
             backing,
             no_kms,

@@ -450,3 +450,56 @@ pub fn error_lines(stderr: &str) -> usize {
         .filter(|l| !l.starts_with("kmsfs: warning: keystore "))
         .count()
 }
+
+/// SoftHSM2's PKCS#11 module (Debian's softhsm2).
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token "kmsfs-test" (user PIN 4321) in a temp dir: (dir, token dir, config
+/// file). None (loudly) only where SoftHSM2 is missing and CI is not set.
+pub fn softhsm() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+    if !Path::new(MODULE).exists()
+        || Command::new("softhsm2-util")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "SoftHSM2 is missing but CI is set: .ci/run installs softhsm2"
+        );
+        eprintln!("\n!!!!!!!! SKIPPING PKCS#11 TEST: SoftHSM2 ({MODULE}) is not installed (not CI) !!!!!!!!\n");
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let tokens = d.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = d.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "kmsfs-test",
+            "--pin",
+            "4321",
+            "--so-pin",
+            "87654321",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    Some((d, tokens, conf))
+}

@@ -19,3 +19,4 @@ mod seal;
 mod services;
 mod third_party;
 mod trust;
+mod xks;

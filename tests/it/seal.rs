@@ -533,58 +533,6 @@ fn a_keystore_sealed_by_another_kms() {
     assert_eq!(o.stdout, b"sealed by another KMS", "{}", err(&o));
 }
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-
-/// A SoftHSM2 token "kmsfs-test" (user PIN 4321) in a temp dir: (dir, token dir, config
-/// file). None (loudly) only where SoftHSM2 is missing and CI is not set.
-fn softhsm() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
-    if !Path::new(MODULE).exists()
-        || Command::new("softhsm2-util")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "SoftHSM2 is missing but CI is set: .ci/run installs softhsm2"
-        );
-        eprintln!("\n!!!!!!!! SKIPPING PKCS#11 TEST: SoftHSM2 ({MODULE}) is not installed (not CI) !!!!!!!!\n");
-        return None;
-    }
-    let d = tempfile::tempdir().unwrap();
-    let tokens = d.path().join("tokens");
-    fs::create_dir(&tokens).unwrap();
-    let conf = d.path().join("softhsm2.conf");
-    fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let st = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "kmsfs-test",
-            "--pin",
-            "4321",
-            "--so-pin",
-            "87654321",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    Some((d, tokens, conf))
-}
-
 /// Seal changes in every direction — none → passphrase → PKCS#11 → another KMS →
 /// passphrase — keep every key and the tree readable at each step.
 #[test]

@@ -111,7 +111,7 @@ impl AppState {
 
 /// The remote address of a connection, attached to each request.
 #[derive(Clone, Copy)]
-struct Peer(SocketAddr);
+pub(crate) struct Peer(pub(crate) SocketAddr);
 
 fn error_status(e: &KmsError) -> StatusCode {
     if e.code.is_fault() {
@@ -390,7 +390,13 @@ fn router(kms: LocalKms, idle_timeout: std::time::Duration) -> Router {
         }))
 }
 
-fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> {
+/// A TLS acceptor for `cert` and `key` (PEM); with `client_ca`, clients must present a
+/// certificate chained to one of its roots (mutual TLS).
+pub(crate) fn load_tls(
+    cert: &PathBuf,
+    key: &PathBuf,
+    client_ca: Option<&PathBuf>,
+) -> Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -399,14 +405,35 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> 
         .map_err(|e| crate::error::err!("invalid TLS certificate {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| crate::error::err!("cannot read TLS key {}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| crate::error::err!("TLS: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| crate::error::err!("TLS certificate and key do not match: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| crate::error::err!("TLS: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| crate::error::err!("cannot read client CA {}: {e}", ca.display()))?
+            {
+                let c =
+                    c.map_err(|e| crate::error::err!("invalid client CA {}: {e}", ca.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| crate::error::err!("invalid client CA {}: {e}", ca.display()))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| crate::error::err!("client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(v)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| crate::error::err!("TLS certificate and key do not match: {e}"))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -438,28 +465,50 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
         );
     }
     let tls = match &opts.tls {
-        Some((c, k)) => Some(load_tls(c, k)?),
+        Some((c, k)) => Some(load_tls(c, k, None)?),
         None => None,
     };
+    let app_kms = kms.with_caller(kms.caller().clone());
+    let dir = app_kms.dir().to_path_buf();
+    let app = router(app_kms, opts.idle_timeout);
+    serve_app(
+        app,
+        &opts,
+        tls,
+        "kmsfs KMS",
+        &dir.display().to_string(),
+        ready,
+    )?;
+    kms.audit().checkpoint().ok();
+    Ok(())
+}
+
+/// Serves `app` on `opts.listen` (HTTP/1.1, over `tls` if given, with the connection
+/// limits of `opts`) until SIGTERM/SIGINT; every handler sees the peer as
+/// `Extension<Peer>`. Shared by the KMS server and the XKS proxy.
+pub(crate) fn serve_app(
+    app: Router,
+    opts: &ServeOpts,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    what: &str,
+    detail: &str,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let app_kms = kms.with_caller(kms.caller().clone());
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
         let addr = listener.local_addr()?;
-        let dir = app_kms.dir().to_path_buf();
-        let app = router(app_kms, opts.idle_timeout);
         let limit = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
         let per_source: Arc<
             parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
         > = Default::default();
         tracing::info!(
-            "kmsfs KMS listening on {}://{addr} (keystore {})",
+            "{what} listening on {}://{addr} ({detail})",
             if tls.is_some() { "https" } else { "http" },
-            dir.display()
         );
         ready(addr);
         let shutdown = async {
@@ -546,6 +595,5 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
         tracing::info!("shutting down");
         Ok::<(), crate::Error>(())
     })?;
-    kms.audit().checkpoint().ok();
     Ok(())
 }

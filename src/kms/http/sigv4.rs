@@ -247,12 +247,13 @@ pub fn verify_with_key(
     // The operation (X-Amz-Target) and the body's type must be covered by the signature
     // (every AWS SDK signs them): otherwise a captured request replays as another operation.
     // (STS's query protocol has no X-Amz-Target: its action is in the signed body.)
-    let target: &[&str] = if service == "kms" {
-        &["x-amz-target"]
-    } else {
-        &[]
+    // (The XKS proxy API signs host and x-amz-date only, as AWS KMS sends it.)
+    let required: &[&str] = match service {
+        "kms" => &["host", "x-amz-date", "content-type", "x-amz-target"],
+        "kms-xks-proxy" => &["host", "x-amz-date"],
+        _ => &["host", "x-amz-date", "content-type"],
     };
-    for required in ["host", "x-amz-date", "content-type"].iter().chain(target) {
+    for required in required {
         if !auth.signed_headers.iter().any(|h| h == required) {
             return Err(incomplete(format!(
                 "the {required} header must be signed (SignedHeaders={})",

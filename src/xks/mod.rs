@@ -1,0 +1,59 @@
+//! `kmsfs xks serve`: an External Key Store (XKS) proxy, as AWS's "XKS Proxy API
+//! Specification" (v1) describes it, in front of a PKCS#11 token. AWS KMS (or our own KMS,
+//! `kms::local`'s custom key stores) sends it `health`, `metadata`, `encrypt` and
+//! `decrypt` requests, signed with SigV4 for the service `kms-xks-proxy`; the keys are
+//! AES-256 objects in the token that never leave it, and AES-GCM runs in the token.
+//!
+//! - [`config`]: the proxy's JSON configuration (listen address, URI path prefix, token,
+//!   SigV4 credentials read from files or systemd credentials, key ids and usages, TLS
+//!   and mutual TLS).
+//! - [`api`]: the four operations, their validation and the spec's error names and
+//!   statuses; every request's `requestMetadata` is logged, never a plaintext.
+//! - [`token`]: the key objects and AES-GCM in the token, a session pool, the deep
+//!   health check with the proxy's own test key.
+
+pub mod api;
+pub mod config;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::error::{fail, Result};
+
+pub use config::Config;
+
+/// Serves the proxy described by `cfg` until SIGTERM/SIGINT; `ready` gets the bound
+/// address once the listener accepts connections.
+pub fn serve(cfg: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let listen = cfg.listen;
+    if cfg.tls.is_none() && !listen.ip().is_loopback() && !cfg.insecure_http {
+        fail!("refusing to serve the XKS proxy on {listen} without TLS: give \"tls\" in the configuration (or \"insecure_http\": true)");
+    }
+    let tls = match &cfg.tls {
+        Some(t) => Some(crate::kms::http::server::load_tls(
+            &t.cert,
+            &t.key,
+            t.client_ca.as_ref(),
+        )?),
+        None => None,
+    };
+    let state = Arc::new(api::Proxy::new(cfg)?);
+    let detail = format!("token {:?}, path {}", state.token.label(), state.base);
+    let opts = crate::kms::http::server::ServeOpts {
+        listen,
+        tls: None,
+        insecure_http: true,
+        max_connections: 256,
+        idle_timeout: std::time::Duration::from_secs(30),
+        max_per_source: 128,
+    };
+    crate::kms::http::server::serve_app(
+        api::router(state),
+        &opts,
+        tls,
+        "kmsfs XKS proxy",
+        &detail,
+        ready,
+    )
+}
