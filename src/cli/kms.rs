@@ -22,8 +22,10 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             idle_timeout,
             region,
             account_id,
+            xks_admins,
         } => {
             super::logging::init_logging(true);
+            crate::kms::local::set_xks_admins(xks_admins);
             let dir = match keystore {
                 Some(d) => d,
                 None => local_dir(kms_arg)?,

@@ -291,6 +291,11 @@ pub(crate) enum KmsCmd {
         /// every principal of this server.
         #[arg(long, default_value = crate::kms::local::DEFAULT_ACCOUNT)]
         account_id: String,
+        /// A principal that may create, connect, update and delete custom key stores
+        /// (which make this server connect to the proxy URL they name); repeat. The
+        /// keystore's own host may always.
+        #[arg(long = "xks-admin", value_name = "PRINCIPAL")]
+        xks_admins: Vec<String>,
     },
     /// Manage the principals (remote callers) of the server.
     #[command(subcommand)]

@@ -76,6 +76,18 @@ error_codes! {
     InvalidImportTokenException,
     IncorrectKeyMaterialException,
     ExpiredImportTokenException,
+    CustomKeyStoreInvalidStateException,
+    CustomKeyStoreNameInUseException,
+    CustomKeyStoreHasCMKsException,
+    XksProxyUriUnreachableException,
+    XksProxyIncorrectAuthenticationCredentialException,
+    XksProxyInvalidConfigurationException,
+    XksProxyInvalidResponseException,
+    XksProxyUriEndpointInUseException,
+    XksProxyUriInUseException,
+    XksKeyNotFoundException,
+    XksKeyInvalidConfigurationException,
+    XksKeyAlreadyInUseException,
 }
 
 impl ErrorCode {

@@ -165,6 +165,18 @@ operations! {
     DeleteImportedKeyMaterial => delete_imported_key_material(DeleteImportedKeyMaterialRequest) -> DeleteImportedKeyMaterialResponse;
     /// The last successful cryptographic operation with a key (from the audit log).
     GetKeyLastUsage => get_key_last_usage(GetKeyLastUsageRequest) -> GetKeyLastUsageResponse;
+    /// Creates an external key store (keys whose second layer lives behind an XKS proxy).
+    CreateCustomKeyStore => create_custom_key_store(CreateCustomKeyStoreRequest) -> CreateCustomKeyStoreResponse;
+    /// The custom key stores, with their connection states.
+    DescribeCustomKeyStores => describe_custom_key_stores(DescribeCustomKeyStoresRequest) -> DescribeCustomKeyStoresResponse;
+    /// Connects a custom key store to its proxy (FAILED with an error code if it cannot).
+    ConnectCustomKeyStore => connect_custom_key_store(CustomKeyStoreIdRequest) -> ();
+    /// Disconnects a custom key store: its keys are unusable until it is connected again.
+    DisconnectCustomKeyStore => disconnect_custom_key_store(CustomKeyStoreIdRequest) -> ();
+    /// Changes a custom key store's name, proxy or credential.
+    UpdateCustomKeyStore => update_custom_key_store(UpdateCustomKeyStoreRequest) -> ();
+    /// Deletes a disconnected custom key store that holds no keys.
+    DeleteCustomKeyStore => delete_custom_key_store(CustomKeyStoreIdRequest) -> ();
 }
 
 #[cfg(test)]

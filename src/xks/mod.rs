@@ -9,10 +9,13 @@
 //!   and mutual TLS).
 //! - [`api`]: the four operations, their validation and the spec's error names and
 //!   statuses; every request's `requestMetadata` is logged, never a plaintext.
+//! - [`client`]: the KMS's side, used by the embedded KMS's external key stores
+//!   (`kms::local`): signed requests with a deadline, answers checked.
 //! - [`token`]: the key objects and AES-GCM in the token, a session pool, the deep
 //!   health check with the proxy's own test key.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod token;
 

@@ -17,7 +17,6 @@ pub struct Proxy {
     pub akid: String,
     pub secret: String,
     pub env: Vec<(String, String)>,
-    pub token: String,
     pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -97,7 +96,6 @@ impl Proxy {
             akid,
             secret,
             env,
-            token,
             config,
             _dir: dir,
         })
@@ -233,4 +231,133 @@ fn unsafe_or_wrong_configurations_are_refused() {
         assert!(!o.status.success() && e.contains(want), "{want}: {e}");
         assert_eq!(error_lines(&e), 1, "{e}");
     }
+}
+
+/// "Hold your own key", end to end: SoftHSM2 token -> `kmsfs xks serve` -> `kmsfs kms
+/// serve` with an external key store that boto3 creates, connects and puts a key in ->
+/// a tree wrapped under that key mounts and works. With the proxy stopped, opening a
+/// file whose key the mount has not cached fails with EIO and a log line naming the
+/// store; the store's connection fails with XKS_PROXY_NOT_REACHABLE; with the proxy back
+/// and the store reconnected the same mount reads the file, with no remount.
+#[test]
+fn a_tree_under_an_external_key_lives_and_dies_with_its_proxy() {
+    require_fuse!();
+    let Some(venv) = python_venv() else { return };
+    let Some(mut proxy) = Proxy::start() else {
+        return;
+    };
+    let ksd = tempfile::tempdir().unwrap();
+    let server = Server::start(&ksd.path().join("ks"), &["--xks-admin", "alice"]);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let state = ksd.path().join("state.json");
+    let (purl, ppath, pakid, psecret) = (
+        proxy.url.clone(),
+        proxy.uri_path.clone(),
+        proxy.akid.clone(),
+        proxy.secret.clone(),
+    );
+    let flows = |phase: &str| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/xks_kms_flows.py");
+        let out = Command::new(venv.join("bin/python"))
+            .arg(script)
+            .arg(phase)
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret)
+            .env("PROXY_ENDPOINT", &purl)
+            .env("PROXY_PATH", &ppath)
+            .env("XKS_AKID", &pakid)
+            .env("XKS_SECRET", &psecret)
+            .env("DEAD_ENDPOINT", &dead)
+            .env("STATE", &state)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("--- {phase}\n{text}");
+        assert!(
+            out.status.success() && text.contains("ALL OK"),
+            "{phase}: {text}"
+        );
+    };
+    flows("setup");
+    let st: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    let (key, store) = (
+        st["key"].as_str().unwrap().to_string(),
+        st["store"].as_str().unwrap().to_string(),
+    );
+    // A tree wrapped under the XKS key, through the server.
+    let d = tempfile::tempdir().unwrap();
+    let (b, mnt, log) = (
+        d.path().join("b"),
+        d.path().join("mnt"),
+        d.path().join("log"),
+    );
+    fs::create_dir(&mnt).unwrap();
+    let tree = |args: &[&str]| {
+        let mut c = server.cmd();
+        c.args(args)
+            .env("KMSFS_KNOWN_TREES", d.path().join("known.json"))
+            .env("KMSFS_KMS_TIMEOUT", "5");
+        c.output().unwrap()
+    };
+    ok(tree(&["init", b.to_str().unwrap(), "--key", &key]));
+    let mount = || {
+        ok(tree(&[
+            "mount",
+            b.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ]))
+    };
+    mount();
+    fs::write(mnt.join("cached"), b"opened before the proxy stopped").unwrap();
+    fs::write(mnt.join("cold"), b"never opened by the second mount").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", mnt.to_str().unwrap()])
+        .output()
+        .unwrap());
+    // A new mount: nothing cached; open one file while the proxy runs.
+    mount();
+    assert_eq!(
+        fs::read(mnt.join("cached")).unwrap(),
+        b"opened before the proxy stopped"
+    );
+    proxy.stop();
+    let before = fs::read_to_string(&log).unwrap_or_default().lines().count();
+    let e = fs::read(mnt.join("cold")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let naming: Vec<&str> = text
+        .lines()
+        .skip(before)
+        .filter(|l| l.contains(&store))
+        .collect();
+    assert_eq!(
+        naming.len(),
+        1,
+        "log lines naming {store}: {naming:#?}\n{text}"
+    );
+    // The AWS-side flows with the proxy down, then up again.
+    flows("down");
+    proxy.restart();
+    flows("up");
+    // The same mount reads the file now, with no remount.
+    assert_eq!(
+        fs::read(mnt.join("cold")).unwrap(),
+        b"never opened by the second mount"
+    );
+    fs::write(mnt.join("new"), b"and writes").unwrap();
+    ok(Command::new(bin())
+        .args(["umount", mnt.to_str().unwrap()])
+        .output()
+        .unwrap());
 }

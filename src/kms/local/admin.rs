@@ -5,8 +5,8 @@ use super::*;
 
 impl LocalKms {
     /// Every secret this keystore guards — its root key, each key version's material
-    /// (AES, HMAC, private keys; pending imports too), import wrapping keys and
-    /// principals' secrets — so that a test can scan a copy of the disk for them (the
+    /// (AES, HMAC, private keys; pending imports too), import wrapping keys,
+    /// principals' secrets and external key stores' proxy credentials — so that a test can scan a copy of the disk for them (the
     /// stolen-disk test). A library call on an opened keystore only: no command, request
     /// or log ever shows these.
     #[doc(hidden)]
@@ -23,6 +23,9 @@ impl LocalKms {
         }
         for p in st.principals.values() {
             out.push(zeroize::Zeroizing::new(p.secret.0.clone()));
+        }
+        for c in st.custom_key_stores.values() {
+            out.push(zeroize::Zeroizing::new(c.secret.0.clone()));
         }
         out.retain(|s| !s.is_empty());
         Ok(out)

@@ -399,7 +399,12 @@ impl LocalKms {
             dry_run(req.dry_run)?;
             let private = generate_private_key(&req.key_pair_spec);
             Ok(GenerateDataKeyPairResponse {
-                private_key_ciphertext_blob: self.seal_blob(k, &private.0, &req.encryption_context),
+                private_key_ciphertext_blob: self.seal_blob(
+                    k,
+                    &private.0,
+                    &req.encryption_context,
+                    Op::GenerateDataKeyPair.name(),
+                )?,
                 public_key: public_key_der(&req.key_pair_spec, &private.0)?,
                 private_key_plaintext: private,
                 key_id: self.arn(&k.id),

@@ -201,6 +201,11 @@ impl LocalKms {
                 }
             }),
             valid_to: k.valid_to,
+            custom_key_store_id: k.custom_key_store_id.clone(),
+            xks_key_configuration: k
+                .xks_key_id
+                .as_ref()
+                .map(|id| XksKeyConfiguration { id: id.clone() }),
         }
     }
 }

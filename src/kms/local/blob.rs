@@ -4,12 +4,15 @@
 use super::*;
 
 impl LocalKms {
+    /// The blob of `plaintext` under `k`'s current version; a key in an external key
+    /// store adds its second layer (`xks`), which may fail.
     pub(super) fn seal_blob(
         &self,
         k: &KeyRecord,
         plaintext: &[u8],
         ctx: &Option<EncryptionContext>,
-    ) -> Vec<u8> {
+        op: &str,
+    ) -> KmsResult<Vec<u8>> {
         let version = k.current;
         let material = &k.versions[version as usize].material;
         let mut blob = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
@@ -30,7 +33,10 @@ impl LocalKms {
             .key(&key)
             .seal(&nonce, &aad, &mut blob[start..]);
         blob.extend_from_slice(&tag);
-        blob
+        if k.xks_key_id.is_some() {
+            return self.xks_wrap(k, &blob, op);
+        }
+        Ok(blob)
     }
 
     /// Opens a blob after checking the caller may `action` on its key:
@@ -51,7 +57,7 @@ impl LocalKms {
             )
         };
         info.context = ctx.clone();
-        if blob.len() < BLOB_OVERHEAD || blob[0] != BLOB_FORMAT {
+        if blob.len() < BLOB_OVERHEAD || !(blob[0] == BLOB_FORMAT || blob[0] == BLOB_FORMAT_XKS) {
             return Err(invalid());
         }
         let id = uuid::Uuid::from_slice(&blob[1..17])
@@ -69,6 +75,24 @@ impl LocalKms {
         let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
         self.check_symmetric(k)?;
         self.usable(k)?;
+        // A key in an external key store: its proxy opens the outer layer first; the
+        // inner blob must be a format 1 blob of the same key.
+        let inner;
+        let blob = match (blob[0] == BLOB_FORMAT_XKS, k.xks_key_id.is_some()) {
+            (false, false) => blob,
+            (true, true) => {
+                let op = action.trim_start_matches("kms:").trim_end_matches("From");
+                inner = self.xks_unwrap(store, k, blob, op)?.ok_or_else(invalid)?;
+                if inner.len() < BLOB_OVERHEAD
+                    || inner[0] != BLOB_FORMAT
+                    || inner[1..17] != blob[1..17]
+                {
+                    return Err(invalid());
+                }
+                &inner[..]
+            }
+            _ => return Err(invalid()),
+        };
         let version = u32::from_be_bytes(blob[17..21].try_into().unwrap());
         let v = k.versions.get(version as usize).ok_or_else(invalid)?;
         info.key_version = Some(v.material_id.clone());
@@ -158,7 +182,7 @@ impl LocalKms {
             let mut plaintext = Secret(vec![0u8; n]);
             rand::RngCore::fill_bytes(&mut rand::rng(), &mut plaintext.0);
             Ok(GenerateDataKeyResponse {
-                ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context),
+                ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context, op)?,
                 plaintext,
                 key_id: self.arn(&k.id),
                 key_material_id: Some(k.versions[k.current as usize].material_id.clone()),

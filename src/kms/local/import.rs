@@ -22,6 +22,8 @@ use super::*;
 
 /// The origin of keys whose material is imported.
 pub(super) const EXTERNAL: &str = "EXTERNAL";
+/// The origin of a key in an external key store (`xks`).
+pub(super) const EXTERNAL_KEY_STORE: &str = "EXTERNAL_KEY_STORE";
 const TOKEN_VALID_SECS: f64 = 24.0 * 3600.0;
 /// Import parameters kept per key (older ones are dropped).
 const TOKENS_PER_KEY: usize = 10;

@@ -110,6 +110,15 @@ impl LocalKms {
 
     /// HMAC keys cannot be rotated (AWS refuses it for every key but symmetric ones).
     pub(super) fn check_rotatable(&self, k: &KeyRecord) -> KmsResult<()> {
+        if k.origin == EXTERNAL_KEY_STORE {
+            return Err(KmsError::new(
+                ErrorCode::UnsupportedOperationException,
+                format!(
+                    "{} is in an external key store: its external key is rotated in the external key manager",
+                    self.arn(&k.id)
+                ),
+            ));
+        }
         if k.spec != SYMMETRIC_DEFAULT {
             return Err(KmsError::new(
                 ErrorCode::UnsupportedOperationException,

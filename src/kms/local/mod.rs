@@ -37,6 +37,7 @@ mod tests_aws;
 mod tests_grants;
 #[cfg(test)]
 mod tests_import;
+mod xks;
 
 use super::audit::{AuditLog, Event};
 use super::policy::{default_policy, Policy};
@@ -117,6 +118,8 @@ use mac::*;
 use rsa_oaep::*;
 use schema::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
+pub use xks::set_xks_admins;
+use xks::BLOB_FORMAT_XKS;
 
 /// Refuses a file or directory that group or others may read.
 pub(crate) fn check_private(path: &Path, what: &str) -> crate::Result<()> {

@@ -20,6 +20,28 @@ impl Kms for LocalKms {
             if external {
                 Self::check_importable(&spec)?;
             }
+            let xks = if req.origin.as_deref() == Some(EXTERNAL_KEY_STORE) {
+                if spec != SYMMETRIC_DEFAULT || usage != "ENCRYPT_DECRYPT" {
+                    return Err(KmsError::new(
+                        ErrorCode::UnsupportedOperationException,
+                        "keys in an external key store are SYMMETRIC_DEFAULT and ENCRYPT_DECRYPT",
+                    ));
+                }
+                Some(self.check_new_xks_key(&req)?)
+            } else {
+                if let Some(id) = &req.custom_key_store_id {
+                    if !self.snapshot()?.custom_key_stores.contains_key(id) {
+                        return Err(KmsError::new(
+                            ErrorCode::CustomKeyStoreNotFoundException,
+                            format!("Custom key store {id} does not exist."),
+                        ));
+                    }
+                    return Err(KmsError::validation(
+                        "CustomKeyStoreId needs Origin EXTERNAL_KEY_STORE (the only custom key stores here are external key stores)",
+                    ));
+                }
+                None
+            };
             let desc = req.description.clone().unwrap_or_default();
             check_description(&desc)?;
             check_tags(req.tags.as_deref().unwrap_or_default())?;
@@ -60,10 +82,23 @@ impl Kms for LocalKms {
                 origin: req.origin.clone().unwrap_or_else(|| "AWS_KMS".into()),
                 valid_to: None,
                 pending_material: None,
+                custom_key_store_id: xks.as_ref().map(|x| x.0.clone()),
+                xks_key_id: xks.as_ref().map(|x| x.1.clone()),
             };
             let md = self.metadata(&rec);
             info.key(self.arn(&rec.id), rec.versions.first());
             self.mutate(Op::CreateKey.name(), info, |s, _| {
+                if rec.xks_key_id.is_some()
+                    && s.keys.values().any(|k| {
+                        k.custom_key_store_id == rec.custom_key_store_id
+                            && k.xks_key_id == rec.xks_key_id
+                    })
+                {
+                    return Err(KmsError::new(
+                        ErrorCode::XksKeyAlreadyInUseException,
+                        "The external key is already associated with a KMS key in this custom key store.",
+                    ));
+                }
                 s.keys.insert(rec.id.clone(), rec);
                 Ok(())
             })?;
@@ -244,7 +279,12 @@ impl Kms for LocalKms {
             self.usable(k)?;
             dry_run(req.dry_run)?;
             Ok(EncryptResponse {
-                ciphertext_blob: self.seal_blob(k, &req.plaintext.0, &req.encryption_context),
+                ciphertext_blob: self.seal_blob(
+                    k,
+                    &req.plaintext.0,
+                    &req.encryption_context,
+                    Op::Encrypt.name(),
+                )?,
                 key_id: self.arn(&k.id),
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
@@ -340,7 +380,8 @@ impl Kms for LocalKms {
                     dk,
                     &plaintext.0,
                     &req.destination_encryption_context,
-                ),
+                    Op::ReEncrypt.name(),
+                )?,
                 source_key_id: self.arn(&src),
                 key_id: self.arn(&dk.id),
                 source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
@@ -705,6 +746,36 @@ impl Kms for LocalKms {
         self.do_get_key_last_usage(req)
     }
 
+    fn create_custom_key_store(
+        &self,
+        req: CreateCustomKeyStoreRequest,
+    ) -> KmsResult<CreateCustomKeyStoreResponse> {
+        self.do_create_custom_key_store(req)
+    }
+
+    fn describe_custom_key_stores(
+        &self,
+        req: DescribeCustomKeyStoresRequest,
+    ) -> KmsResult<DescribeCustomKeyStoresResponse> {
+        self.do_describe_custom_key_stores(req)
+    }
+
+    fn connect_custom_key_store(&self, req: CustomKeyStoreIdRequest) -> KmsResult<()> {
+        self.do_connect_custom_key_store(req)
+    }
+
+    fn disconnect_custom_key_store(&self, req: CustomKeyStoreIdRequest) -> KmsResult<()> {
+        self.do_disconnect_custom_key_store(req)
+    }
+
+    fn update_custom_key_store(&self, req: UpdateCustomKeyStoreRequest) -> KmsResult<()> {
+        self.do_update_custom_key_store(req)
+    }
+
+    fn delete_custom_key_store(&self, req: CustomKeyStoreIdRequest) -> KmsResult<()> {
+        self.do_delete_custom_key_store(req)
+    }
+
     fn rotate_due(&self) -> KmsResult<Vec<String>> {
         self.rotate_due_keys()
     }
@@ -723,10 +794,10 @@ const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {
     let unsupported = |m: String| Err(KmsError::new(ErrorCode::UnsupportedOperationException, m));
     match req.origin.as_deref() {
-        None | Some("AWS_KMS") | Some(EXTERNAL) => {}
-        Some(o @ ("AWS_CLOUDHSM" | "EXTERNAL_KEY_STORE")) => {
+        None | Some("AWS_KMS") | Some(EXTERNAL) | Some(EXTERNAL_KEY_STORE) => {}
+        Some(o @ "AWS_CLOUDHSM") => {
             return unsupported(format!(
-                "Origin {o} is not supported: this KMS has no custom key stores (AWS_KMS or EXTERNAL)"
+                "Origin {o} is not supported: this KMS has no CloudHSM key stores (AWS_KMS, EXTERNAL or EXTERNAL_KEY_STORE)"
             ))
         }
         Some(o) => {
@@ -738,13 +809,8 @@ fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {
     if req.multi_region == Some(true) {
         return unsupported("MultiRegion keys are not supported yet".into());
     }
-    if let Some(id) = &req.custom_key_store_id {
-        return Err(KmsError::new(
-            ErrorCode::CustomKeyStoreNotFoundException,
-            format!("Custom key store {id:?} does not exist (this KMS has none)"),
-        ));
-    }
-    if req.xks_key_id.is_some() {
+    let xks = req.origin.as_deref() == Some(EXTERNAL_KEY_STORE);
+    if !xks && req.xks_key_id.is_some() {
         return Err(KmsError::validation(
             "XksKeyId needs Origin EXTERNAL_KEY_STORE and a custom key store",
         ));

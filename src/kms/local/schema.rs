@@ -71,6 +71,34 @@ pub(super) struct KeyRecord {
     /// Imported material waiting for RotateKeyOnDemand to become current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) pending_material: Option<KeyVersion>,
+    /// An EXTERNAL_KEY_STORE key: its custom key store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) custom_key_store_id: Option<String>,
+    /// An EXTERNAL_KEY_STORE key: its external key's id at the store's proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) xks_key_id: Option<String>,
+}
+
+/// An external key store: where its XKS proxy is, how to sign for it (the secret sealed
+/// with the store, like every secret), and whether it is connected.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct CustomKeyStoreRecord {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) created: f64,
+    /// `https://host[:port]` (`http://` only for a loopback proxy).
+    pub(super) endpoint: String,
+    /// `[/prefix]/kms/xks/v1`.
+    pub(super) path: String,
+    pub(super) access_key_id: String,
+    pub(super) secret: Secret,
+    /// PUBLIC_ENDPOINT.
+    pub(super) connectivity: String,
+    /// CONNECTED, DISCONNECTED or FAILED.
+    pub(super) state: String,
+    /// Why the last connection failed (FAILED only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) error_code: Option<String>,
 }
 
 fn aws_kms() -> String {
@@ -120,6 +148,9 @@ pub(super) struct Store {
     /// Outstanding import parameters, by import token (hex).
     #[serde(default)]
     pub(super) imports: BTreeMap<String, ImportRecord>,
+    /// External key stores, by id (`cks-…`).
+    #[serde(default)]
+    pub(super) custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
 }
 
 /// A grant: `grantee` may perform `operations` on `key_id` (within `constraints`).

@@ -9,9 +9,11 @@
 mod asym;
 mod grants;
 mod import;
+mod xks;
 pub use asym::*;
 pub use grants::*;
 pub use import::*;
+pub use xks::*;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -96,10 +98,10 @@ pub struct CreateKeyRequest {
     /// Multi-region keys are not built yet: true is refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multi_region: Option<bool>,
-    /// No custom key stores here: refused.
+    /// The custom key store (an external key store) of an EXTERNAL_KEY_STORE key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custom_key_store_id: Option<String>,
-    /// No external key stores here: refused.
+    /// The external key (its id at the store's XKS proxy) of an EXTERNAL_KEY_STORE key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xks_key_id: Option<String>,
     /// The deprecated name of KeySpec.
@@ -157,6 +159,12 @@ pub struct KeyMetadata {
     /// When imported material expires.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub valid_to: Option<f64>,
+    /// A key in a custom key store: its id.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub custom_key_store_id: Option<String>,
+    /// A key in an external key store: its external key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub xks_key_configuration: Option<XksKeyConfiguration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
