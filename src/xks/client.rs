@@ -1,7 +1,9 @@
 //! The KMS's side of the XKS Proxy API: requests signed with SigV4 for the service
 //! `kms-xks-proxy`, with a deadline (AWS KMS gives a proxy 250 ms; `KMSFS_XKS_TIMEOUT_MS`,
 //! default 1000, since a debug build or a loaded test host is slower), and the answers
-//! checked as AWS KMS checks them (sizes, the ciphertext data integrity value).
+//! checked as AWS KMS checks them (sizes, the ciphertext data integrity value). TLS
+//! trusts the system's roots and `KMSFS_XKS_CA`; mutual TLS presents
+//! `KMSFS_XKS_CLIENT_CERT` and `KMSFS_XKS_CLIENT_KEY`.
 
 use std::time::{Duration, SystemTime};
 
@@ -71,13 +73,51 @@ fn timeout() -> Duration {
 
 impl XksClient {
     /// A client for the proxy at `endpoint` + `path`. Trusts the system's roots and
-    /// `KMSFS_XKS_CA` (PEM), if set.
+    /// `KMSFS_XKS_CA` (PEM), and presents `KMSFS_XKS_CLIENT_CERT` + `KMSFS_XKS_CLIENT_KEY`
+    /// (PEM) to a proxy that asks for a client certificate (mutual TLS).
     pub fn new(
         endpoint: &str,
         path: &str,
         region: &str,
         access_key_id: &str,
         secret: &str,
+    ) -> Result<XksClient, CallError> {
+        let read = |var: &str| -> Result<Option<Vec<u8>>, CallError> {
+            match std::env::var_os(var) {
+                None => Ok(None),
+                Some(p) => std::fs::read(&p)
+                    .map(Some)
+                    .map_err(|e| CallError::Unreachable(format!("{var}: {e}"))),
+            }
+        };
+        let identity = match (
+            read("KMSFS_XKS_CLIENT_CERT")?,
+            read("KMSFS_XKS_CLIENT_KEY")?,
+        ) {
+            (Some(c), Some(k)) => Some([c, k].concat()),
+            _ => None,
+        };
+        Self::with_tls(
+            endpoint,
+            path,
+            region,
+            access_key_id,
+            secret,
+            read("KMSFS_XKS_CA")?.as_deref(),
+            identity.as_deref(),
+        )
+    }
+
+    /// `new` with the extra trusted roots and the client identity (certificate chain and
+    /// private key, PEM) given here.
+    pub fn with_tls(
+        endpoint: &str,
+        path: &str,
+        region: &str,
+        access_key_id: &str,
+        secret: &str,
+        ca: Option<&[u8]>,
+        identity: Option<&[u8]>,
     ) -> Result<XksClient, CallError> {
         let url = reqwest::Url::parse(endpoint)
             .map_err(|e| CallError::Malformed(format!("endpoint {endpoint:?}: {e}")))?;
@@ -89,14 +129,18 @@ impl XksClient {
             .timeout(timeout())
             .connect_timeout(timeout())
             .use_rustls_tls();
-        if let Some(ca) = std::env::var_os("KMSFS_XKS_CA") {
-            let pem = std::fs::read(&ca)
-                .map_err(|e| CallError::Unreachable(format!("KMSFS_XKS_CA: {e}")))?;
-            for c in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| CallError::Unreachable(format!("KMSFS_XKS_CA: {e}")))?
+        if let Some(pem) = ca {
+            for c in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| CallError::Unreachable(format!("XKS CA: {e}")))?
             {
                 b = b.add_root_certificate(c);
             }
+        }
+        if let Some(pem) = identity {
+            b = b.identity(
+                reqwest::Identity::from_pem(pem)
+                    .map_err(|e| CallError::Unreachable(format!("XKS client certificate: {e}")))?,
+            );
         }
         Ok(XksClient {
             http: b

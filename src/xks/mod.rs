@@ -41,6 +41,12 @@ pub fn serve(cfg: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         )?),
         None => None,
     };
+    if let Some(t) = &cfg.tls {
+        if t.client_subject.is_some() && t.client_ca.is_none() {
+            fail!("tls.client_subject needs tls.client_ca (the roots client certificates must chain to)");
+        }
+    }
+    let cfg_subject = cfg.tls.as_ref().and_then(|t| t.client_subject.clone());
     let state = Arc::new(api::Proxy::new(cfg)?);
     let detail = format!("token {:?}, path {}", state.token.label(), state.base);
     let opts = crate::kms::http::server::ServeOpts {
@@ -51,10 +57,12 @@ pub fn serve(cfg: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         idle_timeout: std::time::Duration::from_secs(30),
         max_per_source: 128,
     };
+    let subject = cfg_subject;
     crate::kms::http::server::serve_app(
         api::router(state),
         &opts,
         tls,
+        subject,
         "kmsfs XKS proxy",
         &detail,
         ready,

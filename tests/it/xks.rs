@@ -24,6 +24,11 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy with a new token; None only where SoftHSM2 is missing outside CI.
     pub fn start() -> Option<Proxy> {
+        Self::start_with(None)
+    }
+
+    /// `start`, with the configuration's `tls` section.
+    pub fn start_with(tls: Option<serde_json::Value>) -> Option<Proxy> {
         let (dir, _tokens, conf) = softhsm()?;
         let pin = dir.path().join("pin");
         fs::write(&pin, "4321\n").unwrap();
@@ -76,19 +81,21 @@ impl Proxy {
             secret.as_str()
         );
         let config = dir.path().join("xks.json");
-        fs::write(
-            &config,
-            serde_json::json!({
-                "path_prefix": "/tenant-1",
-                "token": token,
-                "credentials": [{"access_key_id": akid, "secret_file": secret_file}],
-                "keys": {"k1": {}, "enc-only": {"usage": ["ENCRYPT"]}, "off": {"enabled": false}},
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let child = spawn(&config, &env, "127.0.0.1:0");
-        let (child, url) = child;
+        let mut cfg = serde_json::json!({
+            "path_prefix": "/tenant-1",
+            "token": token,
+            "credentials": [{"access_key_id": akid, "secret_file": secret_file}],
+            "keys": {"k1": {}, "enc-only": {"usage": ["ENCRYPT"]}, "off": {"enabled": false}},
+        });
+        let https = tls.is_some();
+        if let Some(t) = tls {
+            cfg["tls"] = t;
+        }
+        fs::write(&config, cfg.to_string()).unwrap();
+        let (child, mut url) = spawn(&config, &env, "127.0.0.1:0");
+        if https {
+            url = url.replace("http://127.0.0.1", "https://localhost");
+        }
         Some(Proxy {
             child,
             url,
@@ -360,4 +367,90 @@ fn a_tree_under_an_external_key_lives_and_dies_with_its_proxy() {
         .args(["umount", mnt.to_str().unwrap()])
         .output()
         .unwrap());
+}
+
+/// Mutual TLS: the proxy takes only clients whose certificate chains to its client CA
+/// *and* names the configured subject (AWS KMS: `cks.kms.<region>.amazonaws.com`); our
+/// KMS's client presents one (KMSFS_XKS_CLIENT_CERT / KMSFS_XKS_CLIENT_KEY).
+#[test]
+fn mutual_tls_takes_only_the_configured_client() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let d = tempfile::tempdir().unwrap();
+    let mut ca_p = CertificateParams::new(vec![]).unwrap();
+    ca_p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_p.distinguished_name
+        .push(DnType::CommonName, "kmsfs test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_p.self_signed(&ca_key).unwrap();
+    let leaf = |cn: &str, sans: Vec<String>, eku: ExtendedKeyUsagePurpose| {
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        let k = KeyPair::generate().unwrap();
+        let c = p.signed_by(&k, &ca, &ca_key).unwrap();
+        (c.pem(), k.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(
+        "localhost",
+        vec!["localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let kms_client = leaf(
+        "cks.kms.us-east-1.amazonaws.com",
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let intruder = leaf(
+        "intruder.example",
+        vec![],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let write = |n: &str, s: &str| {
+        let p = d.path().join(n);
+        fs::write(&p, s).unwrap();
+        p
+    };
+    let tls = serde_json::json!({
+        "cert": write("cert.pem", &server_cert),
+        "key": write("key.pem", &server_key),
+        "client_ca": write("ca.pem", &ca.pem()),
+        "client_subject": "cks.kms.us-east-1.amazonaws.com",
+    });
+    let Some(p) = Proxy::start_with(Some(tls)) else {
+        return;
+    };
+    assert!(p.url.starts_with("https://localhost:"), "{}", p.url);
+    let client = |id: Option<&(String, String)>| {
+        let identity = id.map(|(c, k)| format!("{c}{k}"));
+        kmsfs::xks::client::XksClient::with_tls(
+            &p.url,
+            &p.uri_path,
+            "us-east-1",
+            &p.akid,
+            &p.secret,
+            Some(ca.pem().as_bytes()),
+            identity.as_deref().map(str::as_bytes),
+        )
+        .unwrap()
+    };
+    let meta = kmsfs::xks::client::Metadata {
+        principal: "arn:aws:iam::000000000000:user/alice",
+        key_arn: None,
+        operation: "KmsHealthCheck",
+    };
+    client(Some(&kms_client))
+        .health(&meta)
+        .expect("the configured client");
+    let e = client(Some(&intruder)).health(&meta).unwrap_err();
+    assert!(
+        matches!(e, kmsfs::xks::client::CallError::Unreachable(_)),
+        "{e}"
+    );
+    let e = client(None).health(&meta).unwrap_err();
+    assert!(
+        matches!(e, kmsfs::xks::client::CallError::Unreachable(_)),
+        "{e}"
+    );
 }

@@ -437,6 +437,13 @@ pub(crate) fn load_tls(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The subject common name of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 /// A connection's share of its source address's slots, given back when it closes.
 struct SourceSlot(
     Arc<parking_lot::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
@@ -475,6 +482,7 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
         app,
         &opts,
         tls,
+        None,
         "kmsfs KMS",
         &dir.display().to_string(),
         ready,
@@ -485,11 +493,14 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
 
 /// Serves `app` on `opts.listen` (HTTP/1.1, over `tls` if given, with the connection
 /// limits of `opts`) until SIGTERM/SIGINT; every handler sees the peer as
-/// `Extension<Peer>`. Shared by the KMS server and the XKS proxy.
+/// `Extension<Peer>`. With `client_subject` (mutual TLS), a client certificate whose
+/// subject common name differs ends the connection after the handshake. Shared by the
+/// KMS server and the XKS proxy.
 pub(crate) fn serve_app(
     app: Router,
     opts: &ServeOpts,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    client_subject: Option<String>,
     what: &str,
     detail: &str,
     ready: impl FnOnce(SocketAddr),
@@ -550,6 +561,7 @@ pub(crate) fn serve_app(
             };
             let app = app.clone().layer(axum::Extension(Peer(peer)));
             let tls = tls.clone();
+            let subject = client_subject.clone();
             let idle = opts.idle_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
@@ -570,6 +582,20 @@ pub(crate) fn serve_app(
                     Some(acceptor) => {
                         match tokio::time::timeout(idle, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => {
+                                if let Some(want) = &subject {
+                                    let cn = s
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|c| c.first())
+                                        .and_then(|c| common_name(c.as_ref()));
+                                    if cn.as_deref() != Some(want.as_str()) {
+                                        tracing::warn!(
+                                            "{peer}: client certificate subject CN {cn:?} is not {want:?}; connection closed"
+                                        );
+                                        return;
+                                    }
+                                }
                                 builder
                                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                                     .await

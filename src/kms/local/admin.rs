@@ -5,10 +5,10 @@ use super::*;
 
 impl LocalKms {
     /// Every secret this keystore guards — its root key, each key version's material
-    /// (AES, HMAC, private keys; pending imports too), import wrapping keys,
-    /// principals' secrets and external key stores' proxy credentials — so that a test can scan a copy of the disk for them (the
-    /// stolen-disk test). A library call on an opened keystore only: no command, request
-    /// or log ever shows these.
+    /// (AES, HMAC, private keys; pending imports too), import wrapping keys, principals'
+    /// secrets and external key stores' proxy credentials — so that a test can scan a
+    /// copy of the disk for them (the stolen-disk test). A library call on an opened
+    /// keystore only: no command, request or log ever shows these.
     #[doc(hidden)]
     pub fn secrets_for_scan(&self) -> KmsResult<Vec<zeroize::Zeroizing<Vec<u8>>>> {
         let st = self.snapshot()?;
