@@ -454,3 +454,60 @@ fn mutual_tls_takes_only_the_configured_client() {
         "{e}"
     );
 }
+
+/// Under systemd (kmsfs-xks.service): the SigV4 secret and the token's PIN come only as
+/// credentials ($CREDENTIALS_DIRECTORY), and READY=1 is sent once the proxy answers.
+#[test]
+fn the_proxy_runs_as_its_unit_would_run_it() {
+    let Some((dir, _tokens, conf)) = softhsm() else { return };
+    let creds = dir.path().join("creds");
+    fs::create_dir(&creds).unwrap();
+    fs::write(creds.join("kmsfs-pkcs11-pin"), "4321\n").unwrap();
+    let (akid, secret) = {
+        let f = dir.path().join("s");
+        let akid = ok(Command::new(bin())
+            .args(["xks", "credential", "create", "--secret-file", f.to_str().unwrap()])
+            .output()
+            .unwrap());
+        fs::copy(&f, creds.join("kmsfs-xks-secret")).unwrap();
+        (akid.trim().to_string(), fs::read_to_string(&f).unwrap().trim().to_string())
+    };
+    let config = dir.path().join("xks.json");
+    fs::write(
+        &config,
+        serde_json::json!({
+            "token": format!("pkcs11:token=kmsfs-test?module-path={MODULE}"),
+            "credentials": [{"access_key_id": akid, "secret_file": "credential:kmsfs-xks-secret"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut child = Command::new(bin())
+        .args(["xks", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("SOFTHSM2_CONF", &conf)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env_remove("KMSFS_PKCS11_PIN_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
+    let c = kmsfs::xks::client::XksClient::with_tls(&url, "/kms/xks/v1", "us-east-1", &akid, &secret, None, None).unwrap();
+    c.health(&kmsfs::xks::client::Metadata {
+        principal: "x",
+        key_arn: None,
+        operation: "KmsHealthCheck",
+    })
+    .expect("health through the unit's credentials");
+    let _ = child.kill();
+    let _ = child.wait();
+}
