@@ -5,7 +5,8 @@ AWS documents. Run in phases around the test stopping and starting the proxy:
   down   (proxy down) -> crypto fails, a connection fails with XKS_PROXY_NOT_REACHABLE
   up     (proxy up)   -> reconnects; old ciphertexts decrypt; deletion rules
 Environment: ENDPOINT, AKID, SECRET (our KMS), PROXY_ENDPOINT, PROXY_PATH, XKS_AKID,
-XKS_SECRET, DEAD_ENDPOINT (nothing listens there), STATE (a file)."""
+XKS_SECRET, DEAD_ENDPOINT (nothing listens there), HANG_ENDPOINT (accepts, never
+answers), STATE (a file)."""
 import json, os, sys
 
 import boto3
@@ -52,6 +53,14 @@ if phase == "setup":
         XksProxyUriEndpoint=E["DEAD_ENDPOINT"], XksProxyUriPath=E["PROXY_PATH"],
         XksProxyAuthenticationCredential=cred, XksProxyConnectivity="PUBLIC_ENDPOINT"),
         "XksProxyUriUnreachableException")
+    import time
+    t = time.monotonic()
+    expect("a store whose proxy accepts and never answers", lambda: kms.create_custom_key_store(
+        CustomKeyStoreName="hang", CustomKeyStoreType="EXTERNAL_KEY_STORE",
+        XksProxyUriEndpoint=E["HANG_ENDPOINT"], XksProxyUriPath=E["PROXY_PATH"],
+        XksProxyAuthenticationCredential=cred, XksProxyConnectivity="PUBLIC_ENDPOINT"),
+        "XksProxyUriUnreachableException")
+    check("... within the deadline", time.monotonic() - t < 5, time.monotonic() - t)
     expect("a store with a wrong credential", lambda: kms.create_custom_key_store(
         CustomKeyStoreName="wrong", CustomKeyStoreType="EXTERNAL_KEY_STORE",
         XksProxyUriEndpoint=E["PROXY_ENDPOINT"], XksProxyUriPath=E["PROXY_PATH"],

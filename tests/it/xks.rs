@@ -259,6 +259,15 @@ fn a_tree_under_an_external_key_lives_and_dies_with_its_proxy() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
+    // A proxy that accepts connections and never answers: the deadline must end it.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_url = format!("http://{}", hang.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = vec![];
+        for c in hang.incoming().flatten() {
+            held.push(c);
+        }
+    });
     let state = ksd.path().join("state.json");
     let (purl, ppath, pakid, psecret) = (
         proxy.url.clone(),
@@ -279,6 +288,7 @@ fn a_tree_under_an_external_key_lives_and_dies_with_its_proxy() {
             .env("XKS_AKID", &pakid)
             .env("XKS_SECRET", &psecret)
             .env("DEAD_ENDPOINT", &dead)
+            .env("HANG_ENDPOINT", &hang_url)
             .env("STATE", &state)
             .output()
             .unwrap();
@@ -459,18 +469,29 @@ fn mutual_tls_takes_only_the_configured_client() {
 /// credentials ($CREDENTIALS_DIRECTORY), and READY=1 is sent once the proxy answers.
 #[test]
 fn the_proxy_runs_as_its_unit_would_run_it() {
-    let Some((dir, _tokens, conf)) = softhsm() else { return };
+    let Some((dir, _tokens, conf)) = softhsm() else {
+        return;
+    };
     let creds = dir.path().join("creds");
     fs::create_dir(&creds).unwrap();
     fs::write(creds.join("kmsfs-pkcs11-pin"), "4321\n").unwrap();
     let (akid, secret) = {
         let f = dir.path().join("s");
         let akid = ok(Command::new(bin())
-            .args(["xks", "credential", "create", "--secret-file", f.to_str().unwrap()])
+            .args([
+                "xks",
+                "credential",
+                "create",
+                "--secret-file",
+                f.to_str().unwrap(),
+            ])
             .output()
             .unwrap());
         fs::copy(&f, creds.join("kmsfs-xks-secret")).unwrap();
-        (akid.trim().to_string(), fs::read_to_string(&f).unwrap().trim().to_string())
+        (
+            akid.trim().to_string(),
+            fs::read_to_string(&f).unwrap().trim().to_string(),
+        )
     };
     let config = dir.path().join("xks.json");
     fs::write(
@@ -484,9 +505,17 @@ fn the_proxy_runs_as_its_unit_would_run_it() {
     .unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
     let mut child = Command::new(bin())
-        .args(["xks", "serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .args([
+            "xks",
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("SOFTHSM2_CONF", &conf)
         .env("CREDENTIALS_DIRECTORY", &creds)
         .env("NOTIFY_SOCKET", &sock_path)
@@ -499,9 +528,23 @@ fn the_proxy_runs_as_its_unit_would_run_it() {
     let n = sock.recv(&mut buf).expect("no READY=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = format!("http://{}", line.trim().strip_prefix("listening on ").unwrap());
-    let c = kmsfs::xks::client::XksClient::with_tls(&url, "/kms/xks/v1", "us-east-1", &akid, &secret, None, None).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = format!(
+        "http://{}",
+        line.trim().strip_prefix("listening on ").unwrap()
+    );
+    let c = kmsfs::xks::client::XksClient::with_tls(
+        &url,
+        "/kms/xks/v1",
+        "us-east-1",
+        &akid,
+        &secret,
+        None,
+        None,
+    )
+    .unwrap();
     c.health(&kmsfs::xks::client::Metadata {
         principal: "x",
         key_arn: None,
