@@ -23,6 +23,8 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             region,
             account_id,
             xks_admins,
+            max_rate,
+            max_request_bytes,
         } => {
             super::logging::init_logging(true);
             crate::kms::local::set_xks_admins(xks_admins);
@@ -43,6 +45,10 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                 max_connections,
                 idle_timeout: std::time::Duration::from_secs(idle_timeout.max(1)),
                 max_per_source: max_per_source.unwrap_or(max_connections / 4).max(1),
+                limits: crate::kms::http::limits::Limits {
+                    rate: max_rate.max(1.0),
+                    bytes: (max_request_bytes as f64).max(65536.0),
+                },
             };
             let r = crate::kms::http::server::serve(kms, opts, |addr| {
                 println!("listening on {addr}");

@@ -296,6 +296,15 @@ pub(crate) enum KmsCmd {
         /// keystore's own host may always.
         #[arg(long = "xks-admin", value_name = "PRINCIPAL")]
         xks_admins: Vec<String>,
+        /// Requests per second one principal may make (expensive operations weigh more:
+        /// GetParametersForImport 1000, GenerateDataKeyPair 100); bursts of twice that.
+        /// Beyond: ThrottlingException.
+        #[arg(long, default_value_t = 2000.0, value_name = "N")]
+        max_rate: f64,
+        /// Request bytes per second one principal may send (so the audit bytes it causes
+        /// are bounded); bursts of twice that.
+        #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+        max_request_bytes: u64,
     },
     /// Manage the principals (remote callers) of the server.
     #[command(subcommand)]

@@ -123,30 +123,76 @@ fn strings(v: &Value, what: &str) -> KmsResult<Vec<String>> {
 }
 
 /// Glob match with `*` and `?`, case-sensitive (used for actions and StringLike).
+///
+/// Linear in the text for patterns without `?`: the pattern is split at `*`; the first
+/// piece must start the text, the last end it, and each piece between is found at its
+/// leftmost place after the previous one (`str::find`, two-way search) — which is
+/// exactly glob's meaning. A piece with `?` is searched position by position (its length
+/// times the text's). Policies cap a condition value at `MAX_CONDITION_VALUE` and
+/// contexts are capped too, so no call is unbounded.
 pub fn glob(pattern: &str, s: &str) -> bool {
-    let (p, s): (Vec<char>, Vec<char>) = (pattern.chars().collect(), s.chars().collect());
-    let (mut pi, mut si, mut star, mut mark) = (0usize, 0usize, None, 0usize);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
+    let pieces: Vec<&str> = pattern.split('*').collect();
+    if pieces.len() == 1 {
+        return matches_at(pattern, s).is_some_and(|n| n == s.len());
+    }
+    let (first, last) = (pieces[0], pieces[pieces.len() - 1]);
+    let Some(n) = matches_at(first, s) else {
+        return false;
+    };
+    let rest = &s[n..];
+    // The last piece ends the text: take it off first so that no middle piece uses it.
+    let Some(cut) = ends_with_q(rest, last) else {
+        return false;
+    };
+    let mut middle = &rest[..cut];
+    for piece in &pieces[1..pieces.len() - 1] {
+        if piece.is_empty() {
+            continue;
+        }
+        match find_q(middle, piece) {
+            Some(end) => middle = &middle[end..],
+            None => return false,
         }
     }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+    true
 }
+
+/// If `piece` (`?` = any one character) matches a prefix of `s`: that prefix's length.
+fn matches_at(piece: &str, s: &str) -> Option<usize> {
+    let mut it = s.char_indices();
+    for p in piece.chars() {
+        let (_, c) = it.next()?;
+        if p != '?' && p != c {
+            return None;
+        }
+    }
+    Some(it.next().map_or(s.len(), |(i, _)| i))
+}
+
+/// If `piece` matches a suffix of `s`: where that suffix starts.
+fn ends_with_q(s: &str, piece: &str) -> Option<usize> {
+    let n = piece.chars().count();
+    let start = if n == 0 {
+        s.len()
+    } else {
+        s.char_indices().rev().nth(n - 1)?.0
+    };
+    matches_at(piece, &s[start..]).filter(|&m| start + m == s.len())?;
+    Some(start)
+}
+
+/// The end of the leftmost match of `piece` in `s`.
+fn find_q(s: &str, piece: &str) -> Option<usize> {
+    if !piece.contains('?') {
+        return s.find(piece).map(|i| i + piece.len());
+    }
+    s.char_indices()
+        .find_map(|(i, _)| matches_at(piece, &s[i..]).map(|n| i + n))
+}
+
+/// The longest condition value (a StringLike pattern or a StringEquals string) a policy
+/// may hold.
+pub const MAX_CONDITION_VALUE: usize = 1024;
 
 impl Policy {
     /// Parses a key policy (hostile input: bounded, strict, AWS's rules).
@@ -251,10 +297,17 @@ impl Policy {
                                 "Statement[{i}]: condition key {k:?} is not supported (kms:EncryptionContext:KEY)"
                             ))
                         })?;
+                    let values = strings(v, k)?;
+                    if let Some(long) = values.iter().find(|v| v.len() > MAX_CONDITION_VALUE) {
+                        return Err(malformed(format!(
+                            "Statement[{i}]: a {op} value of {} characters is longer than {MAX_CONDITION_VALUE}",
+                            long.len()
+                        )));
+                    }
                     conditions.push(Condition {
                         like,
                         context_key: context_key.to_string(),
-                        values: strings(v, k)?,
+                        values,
                     });
                 }
             }
@@ -531,6 +584,45 @@ mod tests {
         assert!(!glob("a?c", "abbc"));
         assert!(glob("*x*y", "zzxzzy"));
         assert!(!glob("kms:Decrypt", "kms:DecryptX"));
+        assert!(glob("*", ""));
+        assert!(glob("a*a", "aa"));
+        assert!(!glob("a*a", "a"));
+        assert!(glob("é?*ü", "éxü"));
+        assert!(glob("*?", "x"));
+        assert!(!glob("*?", ""));
+    }
+
+    /// The classic backtracking glob, as a reference.
+    fn reference(p: &str, s: &str) -> bool {
+        let (p, s): (Vec<char>, Vec<char>) = (p.chars().collect(), s.chars().collect());
+        fn go(p: &[char], s: &[char]) -> bool {
+            match p.first() {
+                None => s.is_empty(),
+                Some('*') => (0..=s.len()).any(|i| go(&p[1..], &s[i..])),
+                Some(c) => !s.is_empty() && (*c == '?' || *c == s[0]) && go(&p[1..], &s[1..]),
+            }
+        }
+        go(&p, &s)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_agrees_with_the_reference(p in "[ab*?é]{0,8}", s in "[abé]{0,10}") {
+            proptest::prop_assert_eq!(glob(&p, &s), reference(&p, &s), "{:?} {:?}", p, s);
+        }
+    }
+
+    #[test]
+    fn long_condition_values_are_refused() {
+        let doc = |v: &str| {
+            serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": "*",
+                "Action": "kms:Decrypt", "Resource": "*",
+                "Condition": {"StringLike": {"kms:EncryptionContext:k": v}}}]})
+            .to_string()
+        };
+        assert!(Policy::parse(&doc(&"*a".repeat(512))).is_ok());
+        let e = Policy::parse(&doc(&"*a".repeat(513))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MalformedPolicyDocumentException);
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub fn serve(cfg: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         max_connections: 256,
         idle_timeout: std::time::Duration::from_secs(30),
         max_per_source: 128,
+        limits: Default::default(),
     };
     let subject = cfg_subject;
     crate::kms::http::server::serve_app(

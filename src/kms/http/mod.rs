@@ -4,6 +4,7 @@
 //! any endpoint that speaks it (ours, AWS KMS, moto), `sigv4` checks signatures.
 
 pub mod client;
+pub mod limits;
 pub mod server;
 pub mod sigv4;
 pub mod sts;

@@ -39,6 +39,8 @@ pub struct ServeOpts {
     pub idle_timeout: std::time::Duration,
     /// Connections one source address may hold at once, so one host cannot take every slot.
     pub max_per_source: usize,
+    /// What one principal may cost per second.
+    pub limits: super::limits::Limits,
 }
 
 /// Refusals of unauthenticated requests recorded per source and window; beyond that they
@@ -65,6 +67,8 @@ type SigningKeyId = (String, [u8; 32], String, String, String);
 
 struct AppState {
     kms: LocalKms,
+    /// Per-principal request and byte budgets.
+    buckets: super::limits::Buckets,
     /// (access key id, secret fingerprint, date, region, service) -> SigV4 signing key
     keys: parking_lot::Mutex<std::collections::HashMap<SigningKeyId, Vec<u8>>>,
     idle_timeout: std::time::Duration,
@@ -272,6 +276,12 @@ async fn handle(
             if let Err(e) = sigv4::verify_with_key(&sreq, &auth, &key, now, service) {
                 return (principal, Err(e));
             }
+            // A signed principal's budget: checked before the operation (and its fsync'd
+            // record), so a throttled flood costs no disk.
+            let weight = super::limits::weight(Op::from_name(&op));
+            if let Err(e) = st2.buckets.admit(&principal, weight, body.len()) {
+                return (principal, Err(e));
+            }
             let kms = st2.kms.with_caller(Caller {
                 principal: principal.clone(),
                 source: peer.to_string(),
@@ -377,13 +387,18 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-fn router(kms: LocalKms, idle_timeout: std::time::Duration) -> Router {
+fn router(
+    kms: LocalKms,
+    idle_timeout: std::time::Duration,
+    limits: super::limits::Limits,
+) -> Router {
     Router::new()
         .route("/", post(handle))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(Arc::new(AppState {
             kms,
+            buckets: super::limits::Buckets::new(limits),
             keys: Default::default(),
             idle_timeout,
             refusals: Default::default(),
@@ -477,7 +492,7 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
     };
     let app_kms = kms.with_caller(kms.caller().clone());
     let dir = app_kms.dir().to_path_buf();
-    let app = router(app_kms, opts.idle_timeout);
+    let app = router(app_kms, opts.idle_timeout, opts.limits);
     serve_app(
         app,
         &opts,

@@ -158,6 +158,10 @@ pub(super) fn generate_private_key(spec: &str) -> Secret {
                 "RSA_3072" => KeySize::Rsa3072,
                 _ => KeySize::Rsa4096,
             };
+            // One RSA generation at a time in this process (up to 1.5 s of CPU each for
+            // RSA_4096): callers asking for many queue up instead of taking every core.
+            static RSA_GEN: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+            let _one = RSA_GEN.lock();
             let kp = rsa::KeyPair::generate(size).expect("RSA key generation");
             der(AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
                 .expect("RSA PKCS#8")

@@ -64,6 +64,7 @@ impl LocalKms {
         ctx: Option<&EncryptionContext>,
         info: &mut OpInfo,
     ) -> KmsResult<&'s KeyRecord> {
+        check_context(ctx)?;
         let id = self.resolve(store, key)?;
         let k = &store.keys[&id];
         info.key(self.arn(&id), k.versions.get(k.current as usize));
@@ -233,4 +234,25 @@ pub(super) fn check_alias_name(name: &str) -> KmsResult<()> {
         ));
     }
     Ok(())
+}
+
+/// The most an encryption context may hold, keys and values together (as AWS caps it):
+/// a context is AAD, stored in every audit record and matched by policies, so it is
+/// bounded before any of that.
+pub(crate) const MAX_CONTEXT_BYTES: usize = 8192;
+
+/// Refuses an encryption context larger than `MAX_CONTEXT_BYTES`.
+pub(crate) fn check_context(ctx: Option<&EncryptionContext>) -> KmsResult<()> {
+    let n = context_bytes(ctx);
+    if n > MAX_CONTEXT_BYTES {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value at 'encryptionContext' failed to satisfy constraint: the total size of its keys and values must be at most {MAX_CONTEXT_BYTES} bytes (it is {n})"
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of an encryption context's keys and values.
+pub(crate) fn context_bytes(ctx: Option<&EncryptionContext>) -> usize {
+    ctx.map_or(0, |c| c.iter().map(|(k, v)| k.len() + v.len()).sum())
 }

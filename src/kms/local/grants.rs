@@ -149,6 +149,10 @@ impl LocalKms {
     ) -> KmsResult<CreateGrantResponse> {
         self.check_grant_tokens(&req.grant_tokens)?;
         self.run(Op::CreateGrant.name(), |info| {
+            if let Some(c) = &req.constraints {
+                check_context(c.encryption_context_subset.as_ref())?;
+                check_context(c.encryption_context_equals.as_ref())?;
+            }
             self.mutate(Op::CreateGrant.name(), info, |s, info| {
                 let id = self.resolve(s, &req.key_id)?;
                 let k = &s.keys[&id];

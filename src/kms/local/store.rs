@@ -51,7 +51,19 @@ impl LocalKms {
                 op: op.to_string(),
                 key_arn: info.key_arn.clone(),
                 key_version: info.key_version.clone(),
-                context: info.context.clone(),
+                // A context too large for a request is not copied whole into the
+                // fsync'd record either (the refusal is recorded, bounded).
+                context: match &info.context {
+                    Some(c) if authz::context_bytes(Some(c)) > authz::MAX_CONTEXT_BYTES => {
+                        let mut m = EncryptionContext::new();
+                        m.insert(
+                            "kmsfs:context-omitted".into(),
+                            format!("{} pairs, {} bytes", c.len(), authz::context_bytes(Some(c))),
+                        );
+                        Some(m)
+                    }
+                    c => c.clone(),
+                },
                 error_code: err.map(|e| e.code.name().to_string()),
                 request_id: uuid::Builder::from_random_bytes(random_bytes::<16>())
                     .into_uuid()
