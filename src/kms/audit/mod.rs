@@ -26,8 +26,8 @@ mod read;
 #[cfg(test)]
 mod tests;
 
-use read::{last_byte, last_line, rfind_newline, verify};
-pub use read::{last_use, read_records, VerifyError, VerifyReport, LAST_USE_WINDOW};
+use read::{last_byte, last_line, rfind_newline, trim_torn_tail, verify};
+pub use read::{read_records, LastUseIndex, VerifyError, VerifyReport, LAST_USE_WINDOW};
 
 use super::EncryptionContext;
 use crate::crypto::SecretKey;
@@ -404,6 +404,7 @@ impl AuditLog {
         // Several processes may checkpoint into one file: the link to the previous
         // checkpoint is read and the new one appended under one lock.
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
+        trim_torn_tail(&mut f, "audit checkpoints")?;
         let prev = last_line(&mut f)?
             .and_then(|l| serde_json::from_str::<Checkpoint>(&l).ok())
             .map(|c| c.mac)
@@ -435,8 +436,10 @@ impl AuditLog {
                 .append(true)
                 .create(true)
                 .mode(0o600)
+                .read(true)
                 .open(dir.join(CHECKPOINT_FILE))
                 .and_then(|mut a| {
+                    trim_torn_tail(&mut a, "anchored audit checkpoints")?;
                     a.write_all(format!("{line}\n").as_bytes())?;
                     a.sync_data()
                 });

@@ -25,6 +25,31 @@ pub struct VerifyError {
     pub reason: String,
 }
 
+/// The complete lines of an append-only file's text: a final line without its newline
+/// is a write cut short (a crash, a full disk) that was never acknowledged, not a record.
+fn complete_lines(text: &str) -> std::str::Lines<'_> {
+    match text.rfind('\n') {
+        Some(i) => text[..=i].lines(),
+        None => "".lines(),
+    }
+}
+
+/// Cuts a torn final line (no newline: a write cut short) off an append-only file opened
+/// for reading and appending, before anything is appended after it.
+pub(super) fn trim_torn_tail(f: &mut File, what: &str) -> std::io::Result<()> {
+    let len = f.seek(SeekFrom::End(0))?;
+    if len == 0 || last_byte(f, len)? == b'\n' {
+        return Ok(());
+    }
+    let keep = rfind_newline(f, len)?.map_or(0, |p| p + 1);
+    tracing::warn!(
+        "{what}: cutting a torn final line ({} bytes) left by a write cut short",
+        len - keep
+    );
+    f.set_len(keep)?;
+    f.sync_data()
+}
+
 pub(super) fn verify(
     dir: &Path,
     mac_key: &SecretKey,
@@ -39,7 +64,7 @@ pub(super) fn verify(
     };
     let mut hashes: Vec<String> = Vec::new();
     let mut prev = GENESIS.to_string();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in complete_lines(&text).enumerate() {
         let expect = i as u64 + 1;
         let (body, claimed) =
             split_line(line).ok_or_else(|| bad(expect, "line has no hash field".into()))?;
@@ -91,7 +116,7 @@ pub(super) fn verify(
     if let Some(a) = anchor {
         let text = std::fs::read_to_string(a.join(CHECKPOINT_FILE))
             .map_err(|e| bad(0, format!("cannot read anchor {}: {e}", a.display())))?;
-        for line in text.lines() {
+        for line in complete_lines(&text) {
             let ck: Checkpoint = serde_json::from_str(line)
                 .map_err(|e| bad(0, format!("anchored checkpoint is unparsable: {e}")))?;
             if !ck.verify_mac(mac_key) {
@@ -104,7 +129,7 @@ pub(super) fn verify(
     let mut checkpoints = 0;
     let mut last_ck = 0;
     let mut prev_mac: Option<String> = None; // Some once the chain has started
-    for (i, line) in ck_text.lines().enumerate() {
+    for (i, line) in complete_lines(&ck_text).enumerate() {
         let ck: Checkpoint = serde_json::from_str(line).map_err(|e| {
             bad(
                 last_seq + 1,
@@ -179,47 +204,80 @@ pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
         .collect())
 }
 
-/// How far back `last_use` reads the log: the newest 64 MiB (≈ 200,000 records).
+/// How far back `LastUseIndex` first reads the log: the newest 64 MiB (≈ 200,000 records).
 pub const LAST_USE_WINDOW: u64 = 64 << 20;
 
-/// The newest successful record of one of `ops` on key `key_id`, within the newest
-/// `window` bytes of the log; and the time of the oldest record read (where tracking
-/// starts). Not verified: `audit verify` is the check of the log's integrity.
-pub fn last_use(
-    dir: &Path,
-    key_id: &str,
-    ops: &[&str],
-    window: u64,
-) -> std::io::Result<(Option<Record>, Option<String>)> {
-    let mut f = match File::open(dir.join(AUDIT_FILE)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
-        Err(e) => return Err(e),
-    };
-    let len = f.seek(SeekFrom::End(0))?;
-    let start = len.saturating_sub(window);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::with_capacity((len - start) as usize);
-    f.take(len - start).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text.lines().collect();
-    if start > 0 && !lines.is_empty() {
-        lines.remove(0); // cut in the middle
+/// The newest tracked use of every key, kept up to date by reading only what was appended
+/// to the log since the last look: a GetKeyLastUsage costs the records written since the
+/// previous one, not a scan of the log (e418955 read up to 64 MiB into memory per call).
+/// The first look reads the newest `LAST_USE_WINDOW` bytes once, line by line.
+#[derive(Default)]
+pub struct LastUseIndex {
+    /// Where the next look starts reading (a line boundary), and the log's inode.
+    offset: u64,
+    ino: u64,
+    /// The oldest record time seen (where tracking starts).
+    oldest: Option<String>,
+    /// Key id -> its newest successful tracked record.
+    newest: std::collections::HashMap<String, Record>,
+}
+
+impl LastUseIndex {
+    /// Reads what was appended since the last look; (newest use of `key_id`, oldest time).
+    pub fn lookup(
+        &mut self,
+        dir: &Path,
+        key_id: &str,
+        ops: &[&str],
+    ) -> std::io::Result<(Option<Record>, Option<String>)> {
+        use std::io::BufRead;
+        use std::os::unix::fs::MetadataExt;
+        let f = match File::open(dir.join(AUDIT_FILE)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) => return Err(e),
+        };
+        let md = f.metadata()?;
+        if md.ino() != self.ino || md.len() < self.offset {
+            // A new or shorter log (restored, replaced): start again.
+            *self = LastUseIndex {
+                ino: md.ino(),
+                offset: md.len().saturating_sub(LAST_USE_WINDOW),
+                ..Default::default()
+            };
+        }
+        let mut r = std::io::BufReader::new(f);
+        r.seek(SeekFrom::Start(self.offset))?;
+        let mut skip_partial = self.offset > 0 && self.oldest.is_none();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = r.read_until(b'\n', &mut line)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break; // the end, or a record being written: read it next time
+            }
+            self.offset += n as u64;
+            if std::mem::take(&mut skip_partial) {
+                continue; // the window began inside this line
+            }
+            let text = String::from_utf8_lossy(&line[..n - 1]);
+            let Some(rec) =
+                split_line(&text).and_then(|(b, _)| serde_json::from_str::<Record>(&b).ok())
+            else {
+                continue;
+            };
+            if self.oldest.is_none() {
+                self.oldest = Some(rec.time.clone());
+            }
+            if rec.outcome == "ok" && ops.contains(&rec.op.as_str()) {
+                if let Some(arn) = &rec.key_arn {
+                    let id = arn.rsplit_once(":key/").map_or(arn.as_str(), |(_, id)| id);
+                    self.newest.insert(id.to_string(), rec.clone());
+                }
+            }
+        }
+        Ok((self.newest.get(key_id).cloned(), self.oldest.clone()))
     }
-    let parse = |l: &str| -> Option<Record> { serde_json::from_str(&split_line(l)?.0).ok() };
-    let oldest = lines.iter().find_map(|l| parse(l)).map(|r| r.time);
-    let names = |arn: &Option<String>| {
-        arn.as_deref()
-            .is_some_and(|a| a.rsplit_once(":key/").map_or(a, |(_, id)| id) == key_id)
-    };
-    // Only lines naming the key are parsed (a cheap scan of the rest).
-    let found = lines
-        .iter()
-        .rev()
-        .filter(|l| l.contains(key_id))
-        .filter_map(|l| parse(l))
-        .find(|r| r.outcome == "ok" && names(&r.key_arn) && ops.contains(&r.op.as_str()));
-    Ok((found, oldest))
 }
 
 /// The last complete line of a file (without its newline), read from the end.

@@ -205,3 +205,40 @@ fn two_writers_in_one_file_keep_one_chain() {
     let rep = AuditLog::open(d.path(), &k).verify().unwrap();
     assert_eq!(rep.records, 20);
 }
+
+/// A checkpoint line cut short (a full disk) is not a tamper alarm: verify ignores the
+/// unfinished line, and the next checkpoint cuts it off and continues the chain (on
+/// e418955 `audit verify` failed for good with "checkpoint N is unparsable").
+#[test]
+fn a_torn_checkpoint_line_is_not_a_tamper_alarm() {
+    let anchor = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let k = SecretKey::random();
+    {
+        let log = AuditLog::open_with_anchor(d.path(), &k, Some(anchor.path().to_path_buf()));
+        for i in 0..4 {
+            log.append(ev(i)).unwrap();
+        }
+    }
+    for dir in [d.path(), anchor.path()] {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(CHECKPOINT_FILE))
+            .unwrap();
+        f.write_all(b"{\"seq\":4,\"hash\":\"ab").unwrap();
+    }
+    let log = AuditLog::open_with_anchor(d.path(), &k, Some(anchor.path().to_path_buf()));
+    log.verify_with(None, Some(anchor.path()))
+        .expect("a torn final line is no record");
+    for i in 4..8 {
+        log.append(ev(i)).unwrap();
+    }
+    log.checkpoint().unwrap();
+    let rep = log.verify_with(None, Some(anchor.path())).unwrap();
+    assert_eq!((rep.records, rep.checkpoints), (8, 2));
+    for dir in [d.path(), anchor.path()] {
+        let text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap();
+        assert!(!text.contains("\"ab{"), "the torn line was cut: {text}");
+        assert!(text.ends_with('\n'));
+    }
+}

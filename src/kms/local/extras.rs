@@ -213,13 +213,12 @@ impl LocalKms {
             let s = self.snapshot()?;
             let op = Op::GetKeyLastUsage;
             let k = self.authorized(&s, &req.key_id, op.action(), None, info)?;
-            let (found, oldest) = crate::kms::audit::last_use(
-                &self.e.dir,
-                &k.id,
-                TRACKED,
-                crate::kms::audit::LAST_USE_WINDOW,
-            )
-            .map_err(|e| KmsError::internal(format!("cannot read the audit log: {e}")))?;
+            let (found, oldest) = self
+                .e
+                .last_use
+                .lock()
+                .lookup(&self.e.dir, &k.id, TRACKED)
+                .map_err(|e| KmsError::internal(format!("cannot read the audit log: {e}")))?;
             let start = oldest.as_deref().and_then(epoch).unwrap_or(k.created);
             Ok(GetKeyLastUsageResponse {
                 key_id: self.arn(&k.id),

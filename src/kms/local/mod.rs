@@ -208,6 +208,7 @@ impl LocalKms {
                 stamp: None,
             }),
             policies: Default::default(),
+            last_use: Default::default(),
         };
         let e = Arc::new(e);
         // Best effort: keep the root key out of swap (RLIMIT_MEMLOCK permitting).

@@ -274,6 +274,8 @@ pub(super) struct Engine {
     /// parsed key policies by key id, with the text they were parsed from
     pub(super) policies:
         parking_lot::Mutex<std::collections::HashMap<String, (String, Arc<Policy>)>>,
+    /// GetKeyLastUsage's index of the audit log, read incrementally.
+    pub(super) last_use: parking_lot::Mutex<crate::kms::audit::LastUseIndex>,
 }
 
 /// The embedded KMS over one keystore directory, as seen by one caller.

@@ -175,6 +175,16 @@ impl LocalKms {
             .map_err(|e| KmsError::internal(format!("cannot open keystore lock: {e}")))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| KmsError::internal(format!("cannot lock keystore: {e}")))?;
+        // A store temp file exists only while its writer holds this lock: any seen now
+        // was left by a writer killed mid-write.
+        if let Ok(rd) = fs::read_dir(&self.e.dir) {
+            let stray = format!(".{STORE_FILE}.tmp.");
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&stray) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let mut store = self.read_store()?;
         store.purge_due(now());
         let r = f(&mut store, info)?;

@@ -606,3 +606,54 @@ fn key_last_usage() {
     .unwrap();
     assert_eq!(code(last("alias/u")), ErrorCode::ValidationException);
 }
+
+/// GetKeyLastUsage's index reads what any process appended since its last look: a use by
+/// another process (another engine over the same keystore) is seen, and an older use
+/// of another key does not hide it.
+#[test]
+fn key_last_usage_sees_other_processes() {
+    let (d, a) = kms();
+    let id = a
+        .create_key(Default::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let last = |k: &LocalKms| {
+        k.get_key_last_usage(GetKeyLastUsageRequest { key_id: id.clone() })
+            .unwrap()
+            .key_last_usage
+            .operation
+    };
+    assert_eq!(last(&a), None);
+    let b = LocalKms::open_unchecked(&d.path().join("ks"), false).unwrap();
+    assert!(
+        !Arc::ptr_eq(&a.e, &b.e),
+        "a second engine, as another process would have"
+    );
+    b.generate_data_key(GenerateDataKeyRequest {
+        key_id: id.clone(),
+        key_spec: Some("AES_256".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(last(&a).as_deref(), Some("GenerateDataKey"));
+    a.encrypt(EncryptRequest {
+        key_id: id.clone(),
+        plaintext: Secret(b"x".to_vec()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(last(&b).as_deref(), Some("Encrypt"));
+    assert_eq!(last(&a).as_deref(), Some("Encrypt"));
+}
+
+/// A store temp file left by a writer killed mid-write is removed by the next writer.
+#[test]
+fn stray_store_temp_files_are_cleaned_up() {
+    let (d, k) = kms();
+    let ks = d.path().join("ks");
+    let stray = ks.join(format!(".{STORE_FILE}.tmp.4242"));
+    std::fs::write(&stray, b"half a store").unwrap();
+    k.create_key(Default::default()).unwrap();
+    assert!(!stray.exists());
+}
