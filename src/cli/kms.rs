@@ -25,9 +25,13 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
             xks_admins,
             max_rate,
             max_request_bytes,
+            quotas,
         } => {
             super::logging::init_logging(true);
             crate::kms::local::set_xks_admins(xks_admins);
+            if let Some(q) = quotas {
+                crate::kms::local::set_quotas(crate::kms::local::Quotas::parse(&q)?);
+            }
             let dir = match keystore {
                 Some(d) => d,
                 None => local_dir(kms_arg)?,

@@ -253,6 +253,8 @@ pub(crate) enum Cmd {
     },
 }
 
+// Parsed once per process: the size of the Serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub(crate) enum KmsCmd {
     /// Serve the embedded KMS over the AWS KMS JSON protocol (SigV4).
@@ -305,6 +307,10 @@ pub(crate) enum KmsCmd {
         /// are bounded); bursts of twice that.
         #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
         max_request_bytes: u64,
+        /// Resources one principal may hold: keys=N,aliases=N,grants=N,grants-per-key=N
+        /// (defaults 10000, 10000, 10000, 50000); beyond: LimitExceededException.
+        #[arg(long, value_name = "LIST")]
+        quotas: Option<String>,
     },
     /// Manage the principals (remote callers) of the server.
     #[command(subcommand)]

@@ -922,3 +922,63 @@ print("ALL OK", ok, throttled, grew)
     );
     assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
+
+/// Per-principal resource quotas (#22): beyond its keys, aliases or grants a principal
+/// gets LimitExceededException; another principal is not held by it.
+#[test]
+fn a_principal_is_held_to_its_quotas() {
+    let Some(venv) = python_venv() else { return };
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &ks.path().join("ks"),
+        &["--quotas", "keys=2,aliases=1,grants=1"],
+    );
+    let out = ok(command()
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+        ])
+        .args(["kms", "principal", "create", "bob"])
+        .output()
+        .unwrap());
+    let bob: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
+    let script = r#"
+import os, boto3
+from botocore.config import Config
+def client(a, s):
+    return boto3.client("kms", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                        aws_access_key_id=a, aws_secret_access_key=s, config=Config(retries={"max_attempts": 1}))
+alice, bob = client(os.environ["AKID"], os.environ["SECRET"]), client(os.environ["BOB_AKID"], os.environ["BOB_SECRET"])
+def code(f):
+    try:
+        f(); return "ok"
+    except alice.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+k1 = alice.create_key()["KeyMetadata"]["KeyId"]
+k2 = alice.create_key()["KeyMetadata"]["KeyId"]
+assert code(lambda: alice.create_key()) == "LimitExceededException"
+assert code(lambda: bob.create_key()) == "ok", "bob is not held by alice's keys"
+alice.create_alias(AliasName="alias/one", TargetKeyId=k1)
+assert code(lambda: alice.create_alias(AliasName="alias/two", TargetKeyId=k2)) == "LimitExceededException"
+alice.create_grant(KeyId=k1, GranteePrincipal="bob", Operations=["Decrypt"])
+assert code(lambda: alice.create_grant(KeyId=k2, GranteePrincipal="bob", Operations=["Decrypt"])) == "LimitExceededException"
+alice.schedule_key_deletion(KeyId=k2, PendingWindowInDays=7)
+print("ALL OK")
+"#;
+    let out = Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(script)
+        .env("ENDPOINT", server.url())
+        .env("AKID", &server.akid)
+        .env("SECRET", &server.secret)
+        .env("BOB_AKID", bob[0])
+        .env("BOB_SECRET", bob[1])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
+}

@@ -207,6 +207,7 @@ impl LocalKms {
                         });
                     }
                 }
+                self.check_grant_quota(s, &id)?;
                 let gid = hex::encode(random_bytes::<32>());
                 let r = CreateGrantResponse {
                     grant_token: new.token.clone(),

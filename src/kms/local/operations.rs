@@ -84,10 +84,12 @@ impl Kms for LocalKms {
                 pending_material: None,
                 custom_key_store_id: xks.as_ref().map(|x| x.0.clone()),
                 xks_key_id: xks.as_ref().map(|x| x.1.clone()),
+                creator: Some(self.caller.principal.clone()),
             };
             let md = self.metadata(&rec);
             info.key(self.arn(&rec.id), rec.versions.first());
             self.mutate(Op::CreateKey.name(), info, |s, _| {
+                self.check_key_quota(s)?;
                 if rec.xks_key_id.is_some()
                     && s.keys.values().any(|k| {
                         k.custom_key_store_id == rec.custom_key_store_id
@@ -147,6 +149,7 @@ impl Kms for LocalKms {
                 ));
             }
             self.mutate(Op::CreateAlias.name(), info, |s, info| {
+                self.check_alias_quota(s)?;
                 if s.aliases.contains_key(&req.alias_name) {
                     return Err(KmsError::new(
                         ErrorCode::AlreadyExistsException,
@@ -165,6 +168,7 @@ impl Kms for LocalKms {
                     AliasRecord {
                         target: id,
                         created: now(),
+                        creator: Some(self.caller.principal.clone()),
                     },
                 );
                 Ok(())

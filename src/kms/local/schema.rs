@@ -77,6 +77,9 @@ pub(super) struct KeyRecord {
     /// An EXTERNAL_KEY_STORE key: its external key's id at the store's proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) xks_key_id: Option<String>,
+    /// Who made it (per-principal quotas); None for keys made before quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) creator: Option<String>,
 }
 
 /// An external key store: where its XKS proxy is, how to sign for it (the secret sealed
@@ -127,6 +130,9 @@ fn encrypt_decrypt() -> String {
 pub(super) struct AliasRecord {
     pub(super) target: String,
     pub(super) created: f64,
+    /// Who made it (per-principal quotas); None for aliases made before quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) creator: Option<String>,
 }
 
 #[derive(Clone, Default, Serialize, Deserialize)]
