@@ -250,6 +250,7 @@ impl LocalKms {
             self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::Sign.action(), None, info)?;
+            self.ready_for(k, Op::Sign)?;
             let (alg, digest, private) = self.signing(
                 k,
                 &req.signing_algorithm,
@@ -301,6 +302,7 @@ impl LocalKms {
             self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::Verify.action(), None, info)?;
+            self.ready_for(k, Op::Verify)?;
             let (alg, digest, private) = self.signing(
                 k,
                 &req.signing_algorithm,
@@ -398,8 +400,8 @@ impl LocalKms {
                 req.encryption_context.as_ref(),
                 info,
             )?;
+            self.ready_for(k, op)?;
             self.check_symmetric(k)?;
-            self.usable(k)?;
             dry_run(req.dry_run)?;
             let private = generate_private_key(&req.key_pair_spec);
             Ok(GenerateDataKeyPairResponse {

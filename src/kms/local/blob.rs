@@ -73,8 +73,8 @@ impl LocalKms {
             }
         }
         let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
-        self.check_symmetric(k)?;
         self.usable(k)?;
+        self.check_symmetric(k)?;
         // A key in an external key store: its proxy opens the outer layer first; the
         // inner blob must be a format 1 blob of the same key.
         let inner;
@@ -174,6 +174,9 @@ impl LocalKms {
                 req.encryption_context.as_ref(),
                 info,
             )?;
+            if let Some(o) = Op::from_name(op) {
+                self.ready_for(k, o)?;
+            }
             let n = Self::data_key_len(&req)?;
             self.check_grant_tokens(&req.grant_tokens)?;
             self.check_symmetric(k)?;

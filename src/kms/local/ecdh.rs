@@ -47,8 +47,7 @@ impl LocalKms {
             let s = self.snapshot()?;
             let k =
                 self.authorized(&s, &req.key_id, Op::DeriveSharedSecret.action(), None, info)?;
-            self.check_usage(k, KEY_AGREEMENT)?;
-            self.usable(k)?;
+            self.ready_for(k, Op::DeriveSharedSecret)?;
             if req.key_agreement_algorithm != "ECDH" {
                 return Err(KmsError::validation(format!(
                     "KeyAgreementAlgorithm {} is not valid (ECDH)",

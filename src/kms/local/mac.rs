@@ -80,6 +80,38 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
 }
 
 impl LocalKms {
+    /// AWS's order of checks once the key is found and the caller allowed: the key's
+    /// state (DisabledException, KMSInvalidStateException), then whether its usage
+    /// allows `op` (InvalidKeyUsageException), and only then the request's parameters.
+    pub(super) fn ready_for(&self, k: &KeyRecord, op: Op) -> KmsResult<()> {
+        self.usable(k)?;
+        let valid: &[&str] = match op {
+            Op::Encrypt
+            | Op::Decrypt
+            | Op::ReEncrypt
+            | Op::GenerateDataKey
+            | Op::GenerateDataKeyWithoutPlaintext
+            | Op::GenerateDataKeyPair
+            | Op::GenerateDataKeyPairWithoutPlaintext => &[ENCRYPT_DECRYPT],
+            Op::GenerateMac | Op::VerifyMac => &[GENERATE_VERIFY_MAC],
+            Op::Sign | Op::Verify => &[SIGN_VERIFY],
+            Op::DeriveSharedSecret => &[KEY_AGREEMENT],
+            _ => return Ok(()),
+        };
+        if !valid.contains(&k.usage.as_str()) {
+            return Err(KmsError::new(
+                ErrorCode::InvalidKeyUsageException,
+                format!(
+                    "{} key usage is {} which is not valid for {}.",
+                    self.arn(&k.id),
+                    k.usage,
+                    op.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The key may be used for `usage` (InvalidKeyUsageException otherwise).
     pub(super) fn check_usage(&self, k: &KeyRecord, usage: &str) -> KmsResult<()> {
         if k.usage != usage {
@@ -168,6 +200,7 @@ impl LocalKms {
             self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::GenerateMac.action(), None, info)?;
+            self.ready_for(k, Op::GenerateMac)?;
             let (key, name) = self.mac_key(k, &req.mac_algorithm, &req.message.0)?;
             dry_run(req.dry_run)?;
             Ok(GenerateMacResponse {
@@ -183,6 +216,7 @@ impl LocalKms {
             self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::VerifyMac.action(), None, info)?;
+            self.ready_for(k, Op::VerifyMac)?;
             let (key, name) = self.mac_key(k, &req.mac_algorithm, &req.message.0)?;
             dry_run(req.dry_run)?;
             if hmac::verify(&key, &req.message.0, &req.mac).is_err() {

@@ -263,6 +263,7 @@ impl Kms for LocalKms {
                 req.encryption_context.as_ref(),
                 info,
             )?;
+            self.ready_for(k, Op::Encrypt)?;
             self.check_grant_tokens(&req.grant_tokens)?;
             if is_rsa_encryption(k) {
                 let alg = req.encryption_algorithm.as_deref();
@@ -372,8 +373,8 @@ impl Kms for LocalKms {
                 req.destination_encryption_context.as_ref(),
                 &mut dinfo,
             )?;
-            self.check_symmetric(dk)?;
             self.usable(dk)?;
+            self.check_symmetric(dk)?;
             dry_run(req.dry_run)?;
             // the record names the destination (key and version the new blob is under)
             info.key_arn = dinfo.key_arn;
@@ -475,8 +476,9 @@ impl Kms for LocalKms {
 
     fn rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
         self.change_key(Op::RotateKeyOnDemand.name(), &req.key_id, |me, k| {
-            me.check_rotatable(k)?;
+            // AWS: the key's state before its kind.
             me.usable(k)?;
+            me.check_rotatable(k)?;
             let done = k
                 .versions
                 .iter()
@@ -514,6 +516,7 @@ impl Kms for LocalKms {
             });
         }
         self.change_key(Op::EnableKeyRotation.name(), &req.key_id, |me, k| {
+            me.usable(k)?;
             me.check_rotatable(k)?;
             if k.origin == EXTERNAL {
                 return Err(KmsError::new(

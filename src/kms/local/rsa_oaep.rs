@@ -138,6 +138,7 @@ impl LocalKms {
             req.encryption_context.as_ref(),
             info,
         )?;
+        self.ready_for(k, Op::Decrypt)?;
         if !is_rsa_encryption(k) {
             return Err(KmsError::new(
                 ErrorCode::InvalidKeyUsageException,

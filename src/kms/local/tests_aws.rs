@@ -657,3 +657,73 @@ fn stray_store_temp_files_are_cleaned_up() {
     k.create_key(Default::default()).unwrap();
     assert!(!stray.exists());
 }
+
+/// AWS's order of checks: the key exists, the caller is allowed, the key's state, its
+/// usage for the operation (with AWS's message), and only then the parameters.
+#[test]
+fn state_then_usage_then_parameters() {
+    use ErrorCode::*;
+    let (_d, k) = kms();
+    let make = |spec: &str, usage: &str| {
+        k.create_key(CreateKeyRequest {
+            key_spec: Some(spec.into()),
+            key_usage: Some(usage.into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata
+    };
+    let signer = make("RSA_2048", "SIGN_VERIFY");
+    let e = k
+        .encrypt(EncryptRequest {
+            key_id: signer.key_id.clone(),
+            plaintext: Secret(b"x".to_vec()),
+            encryption_algorithm: Some("RSAES_OAEP_SHA_256".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.code, InvalidKeyUsageException, "{e}");
+    assert_eq!(
+        e.message,
+        format!(
+            "{} key usage is SIGN_VERIFY which is not valid for Encrypt.",
+            signer.arn
+        )
+    );
+    let sym = make("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT");
+    let e = k
+        .generate_mac(GenerateMacRequest {
+            key_id: sym.key_id.clone(),
+            message: Secret(b"m".to_vec()),
+            mac_algorithm: "NOT_AN_ALGORITHM".into(),
+            grant_tokens: None,
+            dry_run: None,
+        })
+        .unwrap_err();
+    assert_eq!(e.code, InvalidKeyUsageException, "{e}");
+    assert!(
+        e.message
+            .ends_with("key usage is ENCRYPT_DECRYPT which is not valid for GenerateMac."),
+        "{e}"
+    );
+    // A disabled key: its state is reported before its kind or usage.
+    let mac = make("HMAC_256", "GENERATE_VERIFY_MAC");
+    k.disable_key(KeyIdRequest {
+        key_id: mac.key_id.clone(),
+    })
+    .unwrap();
+    assert_eq!(
+        code(k.rotate_key_on_demand(KeyIdRequest {
+            key_id: mac.key_id.clone()
+        })),
+        DisabledException
+    );
+    assert_eq!(
+        code(k.encrypt(EncryptRequest {
+            key_id: mac.key_id.clone(),
+            plaintext: Secret(b"x".to_vec()),
+            ..Default::default()
+        })),
+        DisabledException
+    );
+}
