@@ -132,9 +132,7 @@ impl LocalKms {
                 "KeySpec {s:?} is not AES_256 or AES_128"
             ))),
             (None, Some(n)) if (1..=1024).contains(&n) => Ok(n as usize),
-            (None, Some(n)) => Err(KmsError::validation(format!(
-                "NumberOfBytes {n} is outside 1..1024"
-            ))),
+            (None, Some(n)) => Err(number_of_bytes(n as i64)),
             (None, None) => Err(KmsError::validation("KeySpec or NumberOfBytes is required")),
         }
     }
@@ -192,6 +190,18 @@ impl LocalKms {
             })
         })
     }
+}
+
+/// AWS's model validation of `NumberOfBytes` outside 1..1024.
+pub(super) fn number_of_bytes(n: i64) -> KmsError {
+    KmsError::validation(format!(
+        "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value {}",
+        if n < 1 {
+            "greater than or equal to 1"
+        } else {
+            "less than or equal to 1024"
+        }
+    ))
 }
 
 pub(super) fn blob_aad(prefix: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {

@@ -7,26 +7,36 @@ use super::*;
 /// AWS's limits on tags: 50 per key, keys 1..=128 and values 0..=256 characters, the
 /// `aws:` prefix reserved, no key twice in one request.
 pub(super) fn check_tags(tags: &[Tag]) -> KmsResult<()> {
-    let bad = |m: String| Err(KmsError::new(ErrorCode::TagException, m));
+    // AWS's order and words: duplicates and count (TagException), then each tag's
+    // lengths (the model's ValidationException) and the reserved prefix (TagException).
+    let tag = |m: &str| Err(KmsError::new(ErrorCode::TagException, m));
+    for (i, t) in tags.iter().enumerate() {
+        if tags[..i].iter().any(|o| o.tag_key == t.tag_key) {
+            return tag("Duplicate tag keys");
+        }
+    }
     if tags.len() > MAX_TAGS {
-        return bad(format!("A key can have at most {MAX_TAGS} tags"));
+        return tag("Too many tags");
     }
     for (i, t) in tags.iter().enumerate() {
+        let model = |field: &str, v: &str, rule: &str| {
+            Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{v}' at 'tags.{}.member.{field}' failed to satisfy constraint: Member must have length {rule}",
+                i + 1
+            )))
+        };
         let k = t.tag_key.chars().count();
-        if !(1..=128).contains(&k) {
-            return bad(format!("TagKey must be 1..128 characters, not {k}"));
+        if k < 1 {
+            return model("tagKey", &t.tag_key, "greater than or equal to 1");
+        }
+        if k > 128 {
+            return model("tagKey", &t.tag_key, "less than or equal to 128");
         }
         if t.tag_value.chars().count() > 256 {
-            return bad("TagValue must be at most 256 characters".into());
+            return model("tagValue", &t.tag_value, "less than or equal to 256");
         }
         if t.tag_key.to_ascii_lowercase().starts_with("aws:") {
-            return bad(format!(
-                "TagKey {:?}: the aws: prefix is reserved",
-                t.tag_key
-            ));
-        }
-        if tags[..i].iter().any(|o| o.tag_key == t.tag_key) {
-            return bad(format!("Duplicate TagKey {:?}", t.tag_key));
+            return tag("Tags beginning with aws: are reserved");
         }
     }
     Ok(())
@@ -135,9 +145,17 @@ impl LocalKms {
     ) -> KmsResult<GenerateRandomResponse> {
         self.run(Op::GenerateRandom.name(), |_| {
             if let Some(id) = &req.custom_key_store_id {
+                // Random bytes from a custom key store come from a CloudHSM cluster; the
+                // only custom key stores here are external key stores.
+                if self.snapshot()?.custom_key_stores.contains_key(id) {
+                    return Err(KmsError::new(
+                        ErrorCode::UnsupportedOperationException,
+                        format!("{id} is an external key store: GenerateRandom takes random bytes only from a CloudHSM key store"),
+                    ));
+                }
                 return Err(KmsError::new(
                     ErrorCode::CustomKeyStoreNotFoundException,
-                    format!("Custom key store {id:?} does not exist (this KMS has none)"),
+                    format!("Custom key store {id} does not exist."),
                 ));
             }
             if req.recipient.is_some() {
@@ -148,11 +166,7 @@ impl LocalKms {
             }
             let n = match req.number_of_bytes {
                 Some(n @ 1..=1024) => n as usize,
-                Some(n) => {
-                    return Err(KmsError::validation(format!(
-                        "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value between 1 and 1024"
-                    )))
-                }
+                Some(n) => return Err(super::blob::number_of_bytes(n as i64)),
                 None => return Err(KmsError::validation("NumberOfBytes is required")),
             };
             let mut plaintext = Secret(vec![0u8; n]);
