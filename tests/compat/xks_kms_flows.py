@@ -123,6 +123,10 @@ if phase == "setup":
     expect("move a connected store", lambda: kms.update_custom_key_store(CustomKeyStoreId=sid, XksProxyUriPath="/x/kms/xks/v1"), "CustomKeyStoreInvalidStateException")
     kms.update_custom_key_store(CustomKeyStoreId=sid, NewCustomKeyStoreName="hyok-renamed")
     check("renamed while connected", store(sid)["CustomKeyStoreName"] == "hyok-renamed", store(sid))
+    expect("a credential the proxy refuses", lambda: kms.update_custom_key_store(
+        CustomKeyStoreId=sid, XksProxyAuthenticationCredential={"AccessKeyId": E["XKS_AKID"], "RawSecretAccessKey": "B" * 44}),
+        "XksProxyIncorrectAuthenticationCredentialException")
+    check("... leaves the store working", kms.decrypt(CiphertextBlob=ct, EncryptionContext={"a": "b"})["Plaintext"] == b"held by our own HSM")
     json.dump({"store": sid, "key": key, "ct": ct.hex()}, open(E["STATE"], "w"))
 
 elif phase == "down":

@@ -112,7 +112,8 @@ fn store_not_found(id: &str) -> KmsError {
     )
 }
 
-/// Clients by (store id, endpoint, path, access key id): connections are kept.
+/// Clients by (store id, endpoint, path, access key id, secret digest): connections are
+/// kept.
 fn clients() -> &'static parking_lot::Mutex<HashMap<String, Arc<XksClient>>> {
     static C: OnceLock<parking_lot::Mutex<HashMap<String, Arc<XksClient>>>> = OnceLock::new();
     C.get_or_init(Default::default)
@@ -235,7 +236,12 @@ impl LocalKms {
     }
 
     fn client_for(&self, c: &CustomKeyStoreRecord) -> KmsResult<Arc<XksClient>> {
-        let k = format!("{}\n{}\n{}\n{}", c.id, c.endpoint, c.path, c.access_key_id);
+        // The secret's digest is part of the key: an updated credential gets a new client.
+        let fp = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&c.secret.0));
+        let k = format!(
+            "{}\n{}\n{}\n{}\n{fp}",
+            c.id, c.endpoint, c.path, c.access_key_id
+        );
         if let Some(cl) = clients().lock().get(&k) {
             return Ok(cl.clone());
         }
