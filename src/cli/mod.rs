@@ -466,7 +466,7 @@ pub(crate) enum KeyCmd {
         #[arg(long)]
         description: Option<String>,
         /// KeySpec: SYMMETRIC_DEFAULT (default), HMAC_224|256|384|512,
-        /// RSA_2048|3072|4096, ECC_NIST_P256|P384|P521, ECC_SECG_P256K1.
+        /// RSA_2048|3072|4096, ECC_NIST_P256|P384|P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519.
         #[arg(long)]
         spec: Option<String>,
         /// KeyUsage: ENCRYPT_DECRYPT (default; RSA keys too), GENERATE_VERIFY_MAC (HMAC

@@ -58,7 +58,7 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
         }
     } else {
         return Err(KmsError::validation(format!(
-            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224..HMAC_512, RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1)"
+            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224..HMAC_512, RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519)"
         )));
     };
     let usage = match req.key_usage.as_deref().or(default) {
