@@ -44,9 +44,10 @@ pub struct Proxy {
     pub base: String,
     /// The token.
     pub token: Token,
-    keys: BTreeMap<String, KeyConfig>,
-    /// SigV4 secrets by access key id.
-    secrets: BTreeMap<String, Zeroizing<String>>,
+    keys: parking_lot::RwLock<BTreeMap<String, KeyConfig>>,
+    /// SigV4 secrets by access key id (replaced whole on SIGHUP: credential rotation
+    /// without a restart, as the spec asks).
+    secrets: parking_lot::RwLock<BTreeMap<String, Zeroizing<String>>>,
 }
 
 impl Proxy {
@@ -57,9 +58,18 @@ impl Proxy {
         Ok(Proxy {
             base: cfg.uri_path(),
             token: Token::open(&uri)?,
-            secrets,
-            keys: cfg.keys,
+            secrets: parking_lot::RwLock::new(secrets),
+            keys: parking_lot::RwLock::new(cfg.keys),
         })
+    }
+
+    /// Takes the credentials and keys of a re-read configuration (the token, the
+    /// address and the path stay as they were started).
+    pub fn reload(&self, cfg: Config) -> Result<()> {
+        let secrets = cfg.secrets()?;
+        *self.secrets.write() = secrets;
+        *self.keys.write() = cfg.keys;
+        Ok(())
     }
 }
 
@@ -298,7 +308,9 @@ fn authenticate(
     let a = sigv4::parse_authorization(auth).map_err(|e| fail(e.message))?;
     let secret = p
         .secrets
+        .read()
         .get(&a.access_key_id)
+        .cloned()
         .ok_or_else(|| fail("unknown access key id".into()))?;
     let hs: Vec<(String, String)> = headers
         .iter()
@@ -320,7 +332,7 @@ fn authenticate(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let key = sigv4::signing_key(secret, &a.date, &a.region, &a.service);
+    let key = sigv4::signing_key(&secret, &a.date, &a.region, &a.service);
     sigv4::verify_with_key(&req, &a, &key, now, "kms-xks-proxy").map_err(|e| fail(e.message))
 }
 
@@ -360,11 +372,11 @@ fn key_config(p: &Proxy, id: &str) -> std::result::Result<(String, bool, bool, b
     if id == HEALTH_KEY {
         return Err(xerr(404, "KeyNotFoundException", "no such external key"));
     }
-    if p.keys.is_empty() {
+    let keys = p.keys.read();
+    if keys.is_empty() {
         return Ok((id.to_string(), true, true, true));
     }
-    let k = p
-        .keys
+    let k = keys
         .get(id)
         .ok_or_else(|| xerr(404, "KeyNotFoundException", "no such external key"))?;
     let has = |u: &str| k.usage.as_ref().is_none_or(|us| us.iter().any(|x| x == u));

@@ -52,6 +52,9 @@ pub struct Config {
     /// Serve plain HTTP on a non-loopback address (for a TLS-terminating load balancer).
     #[serde(default)]
     pub insecure_http: bool,
+    /// The file it was read from (for a reload on SIGHUP).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -121,6 +124,8 @@ impl Config {
             )
         })?;
         c.check().map_err(|e| err!("{}: {e:#}", path.display()))?;
+        let mut c = c;
+        c.path = Some(path.to_path_buf());
         Ok(c)
     }
 

@@ -47,7 +47,28 @@ pub fn serve(cfg: Config, ready: impl FnOnce(SocketAddr)) -> Result<()> {
         }
     }
     let cfg_subject = cfg.tls.as_ref().and_then(|t| t.client_subject.clone());
+    let path = cfg.path.clone();
     let state = Arc::new(api::Proxy::new(cfg)?);
+    // SIGHUP re-reads the credentials and keys: rotate a SigV4 credential by adding the
+    // new one, updating the key store, then removing the old one, never disconnecting.
+    if let Some(path) = path {
+        let st = Arc::downgrade(&state);
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGHUP])?;
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                let Some(st) = st.upgrade() else { return };
+                match Config::load(&path).and_then(|c| st.reload(c)) {
+                    Ok(()) => {
+                        tracing::info!("reloaded credentials and keys from {}", path.display())
+                    }
+                    Err(e) => tracing::warn!(
+                        "reload of {} refused, keeping the old configuration: {e:#}",
+                        path.display()
+                    ),
+                }
+            }
+        });
+    }
     let detail = format!("token {:?}, path {}", state.token.label(), state.base);
     let opts = crate::kms::http::server::ServeOpts {
         listen,

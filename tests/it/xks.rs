@@ -554,3 +554,70 @@ fn the_proxy_runs_as_its_unit_would_run_it() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Credential rotation without a restart (the spec's "SigV4 credentials rotation"): add
+/// the new credential to the configuration and send SIGHUP — both sign; remove the old
+/// one and send SIGHUP — only the new one does. A configuration that no longer parses is
+/// refused and the running one kept.
+#[test]
+fn sighup_rotates_credentials_without_a_restart() {
+    let Some(p) = Proxy::start() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let new_secret = d.path().join("new");
+    let new_akid = ok(Command::new(bin())
+        .args([
+            "xks",
+            "credential",
+            "create",
+            "--secret-file",
+            new_secret.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string();
+    let new_plain = fs::read_to_string(&new_secret).unwrap().trim().to_string();
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(&p.config).unwrap()).unwrap();
+    let old_cred = cfg["credentials"][0].clone();
+    let new_cred = serde_json::json!({"access_key_id": new_akid, "secret_file": new_secret});
+    let health = |akid: &str, secret: &str| {
+        kmsfs::xks::client::XksClient::with_tls(
+            &p.url,
+            &p.uri_path,
+            "us-east-1",
+            akid,
+            secret,
+            None,
+            None,
+        )
+        .unwrap()
+        .health(&kmsfs::xks::client::Metadata {
+            principal: "x",
+            key_arn: None,
+            operation: "KmsHealthCheck",
+        })
+    };
+    let hup = |cfg: &serde_json::Value| {
+        fs::write(&p.config, cfg.to_string()).unwrap();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(p.child.id() as i32).unwrap(),
+            rustix::process::Signal::HUP,
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(health(&new_akid, &new_plain).is_err(), "not configured yet");
+    cfg["credentials"] = serde_json::json!([old_cred.clone(), new_cred.clone()]);
+    hup(&cfg);
+    health(&p.akid, &p.secret).expect("the old credential, during the rotation");
+    health(&new_akid, &new_plain).expect("the new credential, during the rotation");
+    cfg["credentials"] = serde_json::json!([new_cred]);
+    hup(&cfg);
+    assert!(
+        health(&p.akid, &p.secret).is_err(),
+        "the old credential after the rotation"
+    );
+    health(&new_akid, &new_plain).expect("the new credential after the rotation");
+    hup(&serde_json::json!("not a configuration"));
+    health(&new_akid, &new_plain).expect("a broken configuration keeps the running one");
+}
