@@ -31,9 +31,21 @@ use crate::kms::{
     GetPublicKeyRequest, Kms, KmsLocation, Secret,
 };
 
-/// Where this host keeps the trees it trusts: `KMSFS_KNOWN_TREES`, else `known_trees.json`
-/// beside the default keystore (`/var/lib/kmsfs` for root, `$XDG_DATA_HOME/kmsfs`).
+static KNOWN_TREES: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes this process keep its pins in `path` (an embedding program, or tests, that must
+/// not touch the host's own pins), whatever the environment says. First call wins.
+pub fn set_known_trees_path(path: PathBuf) {
+    let _ = KNOWN_TREES.set(path);
+}
+
+/// Where this host keeps the trees it trusts: the path set by `set_known_trees_path`,
+/// else `KMSFS_KNOWN_TREES`, else `known_trees.json` beside the default keystore
+/// (`/var/lib/kmsfs` for root, `$XDG_DATA_HOME/kmsfs`).
 pub fn known_trees_path() -> Result<PathBuf> {
+    if let Some(p) = KNOWN_TREES.get() {
+        return Ok(p.clone());
+    }
     if let Some(p) = std::env::var_os("KMSFS_KNOWN_TREES").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }

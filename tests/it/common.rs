@@ -19,6 +19,11 @@ pub fn bin() -> String {
 pub fn command() -> Command {
     let mut c = Command::new(bin());
     c.env("KMSFS_SEAL", "none");
+    // Pins go to this test process's own file unless a test names one: never into the
+    // host's default keystore directory (/var/lib/kmsfs as root).
+    static PINS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let pins = PINS.get_or_init(|| tempfile::tempdir().unwrap());
+    c.env("KMSFS_KNOWN_TREES", pins.path().join("known_trees.json"));
     c
 }
 

@@ -22,8 +22,16 @@ struct Fs {
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
+/// This test process's pins: never the host's own (/var/lib/kmsfs as root).
+fn own_pins() {
+    static PINS: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let d = PINS.get_or_init(|| tempfile::tempdir().unwrap());
+    kmsfs::trust::set_known_trees_path(d.path().join("known_trees.json"));
+}
+
 /// A tree in a temp dir (embedded KMS, default key) and the filesystem over it.
 fn fs() -> Fs {
+    own_pins();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
     std::fs::create_dir(&backing).unwrap();
@@ -411,6 +419,7 @@ struct EncryptOnly {
 
 impl EncryptOnly {
     fn new() -> EncryptOnly {
+        own_pins();
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("b");
         std::fs::create_dir(&backing).unwrap();

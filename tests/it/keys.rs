@@ -355,7 +355,7 @@ fn policies_bind_local_principals() {
         .unwrap()
         .to_string();
     // another local principal is denied by the default policy
-    let out = Command::new(BIN)
+    let out = command()
         .args(["key", "describe", "alias/kmsfs-default"])
         .env("KMSFS_KMS", t.kms_arg())
         .env("KMSFS_PRINCIPAL", "bob")
@@ -386,7 +386,7 @@ fn policies_bind_local_principals() {
          "Condition":{"StringEquals":{"kms:EncryptionContext:purpose":"forbidden"}}}]}"#).unwrap();
     ok(t.kmsfs(&["key", "policy", "put", &arn, good.to_str().unwrap()]));
     assert!(ok(t.kmsfs(&["key", "policy", "get", &arn])).contains("forbidden"));
-    let out = Command::new(BIN)
+    let out = command()
         .args(["key", "describe", &arn])
         .env("KMSFS_KMS", t.kms_arg())
         .env("KMSFS_PRINCIPAL", "bob")
@@ -555,7 +555,7 @@ fn killed_key_creation_and_rotation_leave_a_consistent_state() {
     let mut t = Tree::new(&[]);
     // kill `key create` at various points
     for i in 0..12u64 {
-        let mut child = Command::new(BIN)
+        let mut child = command()
             .args(["key", "create"])
             .env("KMSFS_KMS", t.kms_arg())
             .spawn()
@@ -571,7 +571,7 @@ fn killed_key_creation_and_rotation_leave_a_consistent_state() {
     let files = populate(&t, 300);
     t.umount();
     ok(t.kmsfs(&["key", "rotate", "alias/kmsfs-default"]));
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args(["rotate", t.backing.to_str().unwrap(), "--jobs", "1"])
         .env("KMSFS_KMS", t.kms_arg())
         .stdout(std::process::Stdio::null())

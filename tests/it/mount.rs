@@ -538,7 +538,7 @@ fn more_inodes_than_descriptors() {
     use std::os::unix::process::CommandExt;
     let mut t = Tree::new(&[]);
     // The daemon may hold only 200 descriptors; the kernel will know ~2000 inodes.
-    let mut cmd = std::process::Command::new(BIN);
+    let mut cmd = command();
     cmd.args([
         "mount",
         t.backing.to_str().unwrap(),

@@ -67,7 +67,7 @@ impl RemoteTree {
         self.mounted = true;
     }
     fn umount(&mut self) {
-        ok(Command::new(BIN)
+        ok(command()
             .args(["umount", self.mnt().to_str().unwrap()])
             .output()
             .unwrap());
@@ -110,7 +110,7 @@ fn mount_on_the_server_end_to_end_with_rotation() {
     t.mount(&server);
     assert_eq!(fs::read(t.mnt().join("f")).unwrap(), data);
     // the server's audit log names the remote principal and its address
-    let show = ok(Command::new(BIN)
+    let show = ok(command()
         .args([
             "--kms",
             &format!("local:{}", ks.path().join("ks").display()),
@@ -189,7 +189,7 @@ fn authentication_errors_and_plain_http_refusal() {
         .unwrap());
     assert!(e.contains("AccessDeniedException"), "{e}");
     // a disabled principal is unknown to the server
-    ok(Command::new(BIN)
+    ok(command()
         .args([
             "--kms",
             &format!("local:{}", ks.path().join("ks").display()),
@@ -203,7 +203,7 @@ fn authentication_errors_and_plain_http_refusal() {
     let e = err(server.cmd().args(["key", "list"]).output().unwrap());
     assert!(e.contains("UnrecognizedClientException"), "{e}");
     // listening beyond loopback without TLS is refused
-    let out = Command::new(BIN)
+    let out = command()
         .args([
             "--kms",
             &format!("local:{}", ks.path().join("ks").display()),
@@ -255,7 +255,7 @@ fn boto3_and_aws_cli_against_our_server() {
     let ks = tempfile::tempdir().unwrap();
     let server = Server::start(&ks.path().join("ks"), &[]);
     // a second principal for the policy test
-    let out = ok(Command::new(BIN)
+    let out = ok(command()
         .args([
             "--kms",
             &format!("local:{}", ks.path().join("ks").display()),
@@ -344,7 +344,7 @@ fn aws_encryption_sdk_cli_against_our_server() {
     fs::write(d.join("bad"), &bad).unwrap();
     let (good, _) = esdk(&["--decrypt", "-i", &p("bad"), "-o", &p("bad.out")]);
     assert!(!good, "a tampered ciphertext decrypted");
-    let log = ok(Command::new(BIN)
+    let log = ok(command()
         .args(["--kms", &format!("local:{}", d.join("ks").display())])
         .args(["audit", "show"])
         .output()
@@ -376,7 +376,7 @@ fn our_client_against_moto() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join("mnt")).unwrap();
     let kms = |args: &[&str]| {
-        Command::new(BIN)
+        command()
             .args(args)
             .env("KMSFS_KMS", format!("http://127.0.0.1:{port}"))
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -594,12 +594,7 @@ fn share_a_tree_by_grant() {
             .output()
             .unwrap()
     };
-    let umount = || {
-        ok(Command::new(BIN)
-            .args(["umount", &s(&mnt)])
-            .output()
-            .unwrap())
-    };
+    let umount = || ok(command().args(["umount", &s(&mnt)]).output().unwrap());
     for (tree, name) in [(&a, "in-a"), (&b, "in-b")] {
         ok(server
             .cmd()
@@ -664,7 +659,7 @@ fn share_a_tree_by_grant() {
 
 /// Creates principal `name` in keystore `ks`; its (access key id, secret).
 fn principal(ks: &std::path::Path, name: &str) -> (String, String) {
-    let out = ok(Command::new(BIN)
+    let out = ok(command()
         .args(["--kms", &format!("local:{}", ks.display())])
         .args(["kms", "principal", "create", name])
         .output()
@@ -743,12 +738,7 @@ fn an_encrypt_only_tree_for_a_backup_host() {
             .output()
             .unwrap())
     };
-    let umount = || {
-        ok(Command::new(BIN)
-            .args(["umount", &s(&mnt)])
-            .output()
-            .unwrap())
-    };
+    let umount = || ok(command().args(["umount", &s(&mnt)]).output().unwrap());
     ok(as_principal(&server, &backup)
         .args(["init", &s(&b), "--key", &key])
         .output()

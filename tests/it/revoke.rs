@@ -8,7 +8,6 @@
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,12 +128,7 @@ fn a_revoked_principal_learns_nothing_new_and_plants_nothing() {
             .output()
             .unwrap()
     };
-    let umount = || {
-        ok(Command::new(BIN)
-            .args(["umount", &s(&mnt)])
-            .output()
-            .unwrap())
-    };
+    let umount = || ok(command().args(["umount", &s(&mnt)]).output().unwrap());
     ok(alice()
         .args(["init", &s(&a), "--key", "alias/shared"])
         .output()
@@ -146,7 +140,7 @@ fn a_revoked_principal_learns_nothing_new_and_plants_nothing() {
 
     // Bob, shared read-only, then read-write, takes home what he could.
     let creds = {
-        let out = ok(Command::new(BIN)
+        let out = ok(command()
             .args([
                 "--kms",
                 &format!("local:{}", ks.path().join("ks").display()),

@@ -70,7 +70,7 @@ fn mount_sends_ready_only_once_the_mount_answers() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let child = Command::new(BIN)
+    let child = command()
         .args([
             "mount",
             "--foreground",
@@ -120,7 +120,7 @@ fn server_sends_ready_once_the_port_accepts_and_reads_its_root_key_from_credenti
     fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
     let ks = dir.path().join("state");
     let local = |args: &[&str]| {
-        Command::new(BIN)
+        command()
             .args(["--kms", &format!("local:{}", ks.display())])
             .args(args)
             .env("CREDENTIALS_DIRECTORY", &creds)
@@ -138,7 +138,7 @@ fn server_sends_ready_once_the_port_accepts_and_reads_its_root_key_from_credenti
         "the root key must stay in the credential"
     );
     // without the credential the sealed keystore cannot be opened
-    let out = Command::new(BIN)
+    let out = command()
         .args(["--kms", &format!("local:{}", ks.display()), "key", "list"])
         .output()
         .unwrap();
@@ -148,7 +148,7 @@ fn server_sends_ready_once_the_port_accepts_and_reads_its_root_key_from_credenti
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args([
             "--kms",
             &format!("local:{}", ks.display()),
@@ -203,7 +203,7 @@ fn server_opens_a_passphrase_sealed_keystore_with_its_credential() {
     let ks = dir.path().join("state");
     let kms = format!("local:{}", ks.display());
     let with_creds = |args: &[&str]| {
-        Command::new(BIN)
+        command()
             .args(["--kms", &kms])
             .args(args)
             .env("CREDENTIALS_DIRECTORY", &creds)
@@ -217,7 +217,7 @@ fn server_opens_a_passphrase_sealed_keystore_with_its_credential() {
     assert!(ks.join("root.seal").is_file() && !ks.join("root.key").exists());
     assert!(ok(with_creds(&["kms", "seal", "show"])).starts_with("passphrase"));
     // Without the credential: one line, naming it.
-    let out = Command::new(BIN)
+    let out = command()
         .args(["--kms", &kms, "kms", "serve", "--listen", "127.0.0.1:0"])
         .env_remove("KMSFS_PASSPHRASE_FILE")
         .stdin(std::process::Stdio::null())
@@ -234,7 +234,7 @@ fn server_opens_a_passphrase_sealed_keystore_with_its_credential() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = command()
         .args(["--kms", &kms, "kms", "serve", "--listen", "127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &sock_path)
         .env("CREDENTIALS_DIRECTORY", &creds)
@@ -265,7 +265,7 @@ fn remote_mount_with_credentials_from_credentials_directory() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        Command::new(BIN)
+        command()
             .args(args)
             .env("KMSFS_KMS", server.url())
             .env("CREDENTIALS_DIRECTORY", &creds)
