@@ -20,7 +20,7 @@ pub use init::{default_key, init, Initialised, DEFAULT_ALIAS};
 pub use names::TreeNames;
 pub use rekey::rekey;
 pub use restore::{cat, decrypt_file, decrypt_tree, open_backing_file, RestoreReport};
-pub use rewrap::{change_key, rewrap, rotate, KeyChange};
+pub use rewrap::{change_key, rewrap, rotate, KeyChange, REWRAP_JOBS};
 pub use share::{share, shares, unshare, Share, READ_ONLY, READ_WRITE};
 
 use std::fs::File;

@@ -9,6 +9,11 @@ use crate::format::{Geometry, Header, TreeConfig, Wrap};
 use crate::kms::{DescribeKeyRequest, Kms, ReEncryptRequest};
 use crate::trust::TrustedTree;
 
+/// Headers re-wrapped at once by default: each mostly waits on the KMS (the embedded
+/// KMS's audit fsync, amortised over everything in flight by its group commit, or a
+/// remote KMS's round trip), so many more than cores.
+pub const REWRAP_JOBS: usize = 32;
+
 /// Re-wraps every header so that it holds exactly one copy per key in `targets`, each
 /// under that key's current version, using ReEncrypt (the DEK never leaves the KMS).
 /// Only the header xattr is replaced (XATTR_REPLACE); no data byte is read or written.
@@ -192,5 +197,12 @@ pub fn change_key(
     std::mem::swap(&mut keys, &mut t.cfg.keys);
     t.set_keys(&keys)?;
     t.save(backing)?;
-    rewrap(backing, &t.cfg, &*t.kms, &t.cfg.keys, 8, show_progress)
+    rewrap(
+        backing,
+        &t.cfg,
+        &*t.kms,
+        &t.cfg.keys,
+        REWRAP_JOBS,
+        show_progress,
+    )
 }
