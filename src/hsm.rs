@@ -189,3 +189,30 @@ pub(crate) fn find_key(s: &Session, uri: &Uri) -> Result<Option<ObjectHandle>> {
         ),
     }
 }
+
+/// Makes an AES-256 key object labelled `label` in the session's token: a token object,
+/// private, sensitive and never extractable, allowed to encrypt and/or decrypt. The one
+/// template of the seal's key and the XKS proxy's keys.
+pub(crate) fn generate_aes_key(
+    s: &Session,
+    label: &str,
+    encrypt: bool,
+    decrypt: bool,
+) -> cryptoki::error::Result<ObjectHandle> {
+    use cryptoki::mechanism::Mechanism;
+    s.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(encrypt),
+            Attribute::Decrypt(decrypt),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ],
+    )
+}

@@ -8,7 +8,7 @@
 
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::object::Attribute;
 
 use crate::crypto::SecretKey;
 use crate::error::{err, Result};
@@ -23,29 +23,13 @@ pub fn seal(uri: &Uri, root: &SecretKey) -> Result<(Vec<u8>, Vec<u8>)> {
     let (_p, s) = session(uri)?;
     let key = match find_key(&s, uri)? {
         Some(k) => k,
-        None => s
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                    Attribute::Label(uri.object.as_bytes().to_vec()),
-                ],
+        None => crate::hsm::generate_aes_key(&s, &uri.object, true, true).map_err(|e| {
+            err!(
+                "token {:?}: cannot make the key {:?}: {e}",
+                uri.token,
+                uri.object
             )
-            .map_err(|e| {
-                err!(
-                    "token {:?}: cannot make the key {:?}: {e}",
-                    uri.token,
-                    uri.object
-                )
-            })?,
+        })?,
     };
     let mut iv: [u8; 12] = crate::crypto::random_bytes();
     let iv_out = iv;

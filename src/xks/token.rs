@@ -248,25 +248,8 @@ impl Token {
     }
 }
 
-/// Makes an AES-256 key object labelled `label` in the session's token: a token object,
-/// private, sensitive, never extractable, allowed to encrypt and/or decrypt.
 fn create(s: &Session, label: &str, encrypt: bool, decrypt: bool) -> cryptoki::error::Result<()> {
-    s.generate_key(
-        &Mechanism::AesKeyGen,
-        &[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(encrypt),
-            Attribute::Decrypt(decrypt),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ],
-    )?;
-    Ok(())
+    crate::hsm::generate_aes_key(s, label, encrypt, decrypt).map(|_| ())
 }
 
 /// `kmsfs xks key create`: a new AES-256 key object in the token of `uri`.

@@ -434,6 +434,20 @@ pub fn python_venv() -> Option<PathBuf> {
     found
 }
 
+/// Runs a check script (Python from the venv, or any program that prints "ALL OK" when
+/// every check passed): its output is shown, and it must succeed and say so.
+pub fn all_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
+    text
+}
+
 /// The stdout of a command that must succeed (else a panic with its output).
 pub fn ok(out: std::process::Output) -> String {
     assert!(

@@ -268,23 +268,16 @@ fn boto3_and_aws_cli_against_our_server() {
         .unwrap());
     let bob: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/boto3_compat.py");
-    let out = Command::new(venv.join("bin/python"))
-        .arg(script)
-        .env("ENDPOINT", server.url())
-        .env("AKID", &server.akid)
-        .env("SECRET", &server.secret)
-        .env("BOB_AKID", bob[0])
-        .env("BOB_SECRET", bob[1])
-        .env("AWS_CLI", venv.join("bin/aws"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg(script)
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret)
+            .env("BOB_AKID", bob[0])
+            .env("BOB_SECRET", bob[1])
+            .env("AWS_CLI", venv.join("bin/aws")),
     );
-    eprintln!("{text}");
-    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
 
 /// The AWS Encryption SDK CLI (from PyPI, nobody here wrote it) encrypts and decrypts
@@ -893,24 +886,18 @@ assert grew < ok * 1500, f"{throttled} throttled requests grew the audit log by 
 bob.list_keys()  # another principal is still served
 print("ALL OK", ok, throttled, grew)
 "#;
-    let out = Command::new(venv.join("bin/python"))
-        .arg("-c")
-        .arg(script)
-        .env("ENDPOINT", server.url())
-        .env("AKID", &server.akid)
-        .env("SECRET", &server.secret)
-        .env("BOB_AKID", bob[0])
-        .env("BOB_SECRET", bob[1])
-        .env("KEY", key.trim())
-        .env("LOG", &log)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret)
+            .env("BOB_AKID", bob[0])
+            .env("BOB_SECRET", bob[1])
+            .env("KEY", key.trim())
+            .env("LOG", &log),
     );
-    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
 
 /// Per-principal resource quotas (#22): beyond its keys, aliases or grants a principal
@@ -955,22 +942,16 @@ assert code(lambda: alice.create_grant(KeyId=k2, GranteePrincipal="bob", Operati
 alice.schedule_key_deletion(KeyId=k2, PendingWindowInDays=7)
 print("ALL OK")
 "#;
-    let out = Command::new(venv.join("bin/python"))
-        .arg("-c")
-        .arg(script)
-        .env("ENDPOINT", server.url())
-        .env("AKID", &server.akid)
-        .env("SECRET", &server.secret)
-        .env("BOB_AKID", bob[0])
-        .env("BOB_SECRET", bob[1])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret)
+            .env("BOB_AKID", bob[0])
+            .env("BOB_SECRET", bob[1]),
     );
-    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
 
 /// Ed25519 keys (ECC_NIST_EDWARDS25519, #23): made, signed with and verified through
@@ -1013,18 +994,12 @@ assert code(lambda: kms.sign(KeyId=md["KeyId"], Message=b"d" * 64, MessageType="
 assert code(lambda: kms.sign(KeyId=md["KeyId"], Message=b"d" * 64, MessageType="DIGEST", SigningAlgorithm="ED25519_PH_SHA_512")) == "InvalidKeyUsageException"
 print("ALL OK")
 "#;
-    let out = Command::new(venv.join("bin/python"))
-        .arg("-c")
-        .arg(script)
-        .env("ENDPOINT", server.url())
-        .env("AKID", &server.akid)
-        .env("SECRET", &server.secret)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret),
     );
-    assert!(out.status.success() && text.contains("ALL OK"), "{text}");
 }
