@@ -81,7 +81,8 @@ class Target:
             sh("gocryptfs", "-q", "-nosyslog", "-passfile", pw, back, self.mnt)
             self.pid = int(subprocess.check_output(["pgrep", "-n", "-f", f"gocryptfs.*{back}"]).split()[0])
         elif self.name in ("kmsfs", "kmsfs-plain"):
-            env = dict(os.environ, KMSFS_KMS="local:" + os.path.join(self.root, "keystore"))
+            env = dict(os.environ, KMSFS_KMS="local:" + os.path.join(self.root, "keystore"),
+                       KMSFS_KNOWN_TREES=os.path.join(self.root, "known_trees.json"))
             args = [KMSFS, "init", back]
             if self.name == "kmsfs-plain":
                 args.append("--plaintext-names")

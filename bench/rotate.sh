@@ -9,7 +9,7 @@ N=${1:-20000}
 BIN=${KMSFS_BIN:-$(dirname "$0")/../target/release/kmsfs}
 W=$(mktemp -d /tmp/kmsfs-rotate-bench.XXXXXX)
 trap 'umount "$W/mnt" 2>/dev/null || true; rm -rf "$W"' EXIT
-export KMSFS_KMS=local:$W/ks
+export KMSFS_KMS=local:$W/ks KMSFS_KNOWN_TREES=$W/known_trees.json
 mkdir "$W/mnt"
 "$BIN" init "$W/back" >/dev/null
 "$BIN" mount "$W/back" "$W/mnt"
