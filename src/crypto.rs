@@ -249,7 +249,9 @@ mod tests {
             let tb = b.seal(&nonce, aad, &mut cb);
             assert_eq!(ca, cb, "ciphertexts differ at len {len}");
             assert_eq!(ta, tb, "tags differ at len {len}");
-            if len > 0 {
+            // (A 1-byte ciphertext equals its plaintext once in 256 runs: only lengths
+            // where that cannot happen by chance are compared.)
+            if len >= 16 {
                 assert_ne!(ca, plain);
             }
             // each opens the other's
