@@ -833,15 +833,7 @@ fn a_signed_principal_cannot_flood_the_audit_log_or_the_server() {
     let Some(venv) = python_venv() else { return };
     let ks = tempfile::tempdir().unwrap();
     let server = Server::start(&ks.path().join("ks"), &["--max-rate", "2"]);
-    let out = ok(command()
-        .args([
-            "--kms",
-            &format!("local:{}", ks.path().join("ks").display()),
-        ])
-        .args(["kms", "principal", "create", "bob"])
-        .output()
-        .unwrap());
-    let bob: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
+    let bob = principal(&ks.path().join("ks"), "bob");
     let key = ok(server.cmd().args(["key", "create"]).output().unwrap());
     let log = ks.path().join("ks").join("audit.log");
     let script = r#"
@@ -893,8 +885,8 @@ print("ALL OK", ok, throttled, grew)
             .env("ENDPOINT", server.url())
             .env("AKID", &server.akid)
             .env("SECRET", &server.secret)
-            .env("BOB_AKID", bob[0])
-            .env("BOB_SECRET", bob[1])
+            .env("BOB_AKID", &bob.0)
+            .env("BOB_SECRET", &bob.1)
             .env("KEY", key.trim())
             .env("LOG", &log),
     );
@@ -910,15 +902,7 @@ fn a_principal_is_held_to_its_quotas() {
         &ks.path().join("ks"),
         &["--quotas", "keys=2,aliases=1,grants=1"],
     );
-    let out = ok(command()
-        .args([
-            "--kms",
-            &format!("local:{}", ks.path().join("ks").display()),
-        ])
-        .args(["kms", "principal", "create", "bob"])
-        .output()
-        .unwrap());
-    let bob: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
+    let bob = principal(&ks.path().join("ks"), "bob");
     let script = r#"
 import os, boto3
 from botocore.config import Config
@@ -949,8 +933,8 @@ print("ALL OK")
             .env("ENDPOINT", server.url())
             .env("AKID", &server.akid)
             .env("SECRET", &server.secret)
-            .env("BOB_AKID", bob[0])
-            .env("BOB_SECRET", bob[1]),
+            .env("BOB_AKID", &bob.0)
+            .env("BOB_SECRET", &bob.1),
     );
 }
 

@@ -531,39 +531,70 @@ fn a_keystore_sealed_by_another_kms() {
     assert_eq!(o.stdout, b"sealed by another KMS", "{}", err(&o));
 }
 
+/// Every seal's secret at hand: a SoftHSM2 token with its PIN file, a passphrase file,
+/// and a second KMS server with the key `alias/seal`; `pkcs` and `kms` are the seal
+/// targets that name them. None only where SoftHSM2 is missing outside CI.
+struct SealRig {
+    dir: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+    pkcs: String,
+    kms: String,
+    _server: Server,
+    _server_dir: tempfile::TempDir,
+}
+
+impl SealRig {
+    fn new(passphrase: &str) -> Option<SealRig> {
+        let (dir, _tokens, conf) = softhsm()?;
+        let server_dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&server_dir.path().join("ks"), &[]);
+        ok(server
+            .cmd()
+            .args(["key", "create", "--alias", "seal"])
+            .output()
+            .unwrap());
+        let (pin, pw) = (dir.path().join("pin"), dir.path().join("pw"));
+        fs::write(&pin, "4321\n").unwrap();
+        fs::write(&pw, format!("{passphrase}\n")).unwrap();
+        let env = vec![
+            ("SOFTHSM2_CONF", conf.display().to_string()),
+            ("KMSFS_PKCS11_PIN_FILE", pin.display().to_string()),
+            ("KMSFS_PASSPHRASE_FILE", pw.display().to_string()),
+            ("AWS_ACCESS_KEY_ID", server.akid.clone()),
+            ("AWS_SECRET_ACCESS_KEY", server.secret.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+        ];
+        Some(SealRig {
+            pkcs: format!("pkcs11:token=kmsfs-test;object=kmsfs-root?module-path={MODULE}"),
+            kms: format!("kms:alias/seal@{}", server.url()),
+            dir,
+            env,
+            _server: server,
+            _server_dir: server_dir,
+        })
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
 /// Seal changes in every direction — none → passphrase → PKCS#11 → another KMS →
 /// passphrase — keep every key and the tree readable at each step.
 #[test]
 fn every_seal_change_keeps_the_tree_readable() {
     require_fuse!();
-    let Some((d, _tokens, conf)) = softhsm() else {
+    let Some(rig) = SealRig::new("a chain of seals") else {
         return;
     };
-    let other = tempfile::tempdir().unwrap();
-    let server = Server::start(&other.path().join("ks"), &[]);
-    ok(server
-        .cmd()
-        .args(["key", "create", "--alias", "seal"])
-        .output()
-        .unwrap());
+    let d = &rig.dir;
     let (ks, b, mnt) = (
         d.path().join("ks"),
         d.path().join("b"),
         d.path().join("mnt"),
     );
     fs::create_dir(&mnt).unwrap();
-    let (pin, pw) = (d.path().join("pin"), d.path().join("pw"));
-    fs::write(&pin, "4321\n").unwrap();
-    fs::write(&pw, "a chain of seals\n").unwrap();
-    let env: Vec<(&str, String)> = vec![
-        ("SOFTHSM2_CONF", conf.display().to_string()),
-        ("KMSFS_PKCS11_PIN_FILE", pin.display().to_string()),
-        ("KMSFS_PASSPHRASE_FILE", pw.display().to_string()),
-        ("AWS_ACCESS_KEY_ID", server.akid.clone()),
-        ("AWS_SECRET_ACCESS_KEY", server.secret.clone()),
-        ("AWS_REGION", "us-east-1".into()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = rig.env();
     ok(kmsfs(&ks, &[("KMSFS_SEAL", "none")], &["init", &s(&b)]));
     ok(kmsfs(&ks, &[], &["mount", &s(&b), &s(&mnt)]));
     fs::write(mnt.join("f"), b"through every seal").unwrap();
@@ -572,9 +603,12 @@ fn every_seal_change_keeps_the_tree_readable() {
         .output()
         .unwrap());
     let keys = ok(kmsfs(&ks, &env, &["key", "list"]));
-    let pkcs = format!("pkcs11:token=kmsfs-test;object=kmsfs-root?module-path={MODULE}");
-    let kms = format!("kms:alias/seal@{}", server.url());
-    for to in ["passphrase", pkcs.as_str(), kms.as_str(), "passphrase"] {
+    for to in [
+        "passphrase",
+        rig.pkcs.as_str(),
+        rig.kms.as_str(),
+        "passphrase",
+    ] {
         let o = kmsfs(&ks, &env, &["kms", "seal", "change", "--to", to]);
         assert!(o.status.success(), "to {to}: {}", err(&o));
         assert!(!ks.join("root.key").exists(), "to {to}");
@@ -715,22 +749,11 @@ fn a_keystore_sealed_by_a_pkcs11_token() {
 #[test]
 fn a_stolen_copy_of_the_disk_decrypts_nothing_under_any_seal() {
     require_fuse!();
-    let Some((d, _tokens, conf)) = softhsm() else {
+    let Some(rig) = SealRig::new("what the thief lacks") else {
         return;
     };
-    let other = tempfile::tempdir().unwrap();
-    let server = Server::start(&other.path().join("ks"), &[]);
-    ok(server
-        .cmd()
-        .args(["key", "create", "--alias", "seal"])
-        .output()
-        .unwrap());
-    let (pin, pw) = (d.path().join("pin"), d.path().join("pw"));
-    fs::write(&pin, "4321\n").unwrap();
-    fs::write(&pw, "what the thief lacks\n").unwrap();
-    let pkcs = format!("pkcs11:token=kmsfs-test;object=kmsfs-root?module-path={MODULE}");
-    let kms = format!("kms:alias/seal@{}", server.url());
-    for (i, seal) in ["passphrase", &pkcs, &kms, "systemd-credential"]
+    let d = &rig.dir;
+    for (i, seal) in ["passphrase", &rig.pkcs, &rig.kms, "systemd-credential"]
         .into_iter()
         .enumerate()
     {
@@ -745,19 +768,9 @@ fn a_stolen_copy_of_the_disk_decrypts_nothing_under_any_seal() {
         let creds = d.path().join(format!("creds{i}"));
         fs::create_dir(&creds).unwrap();
         // The seal's secret, and a thief's stand-in for it (wrong or missing).
-        let secret: Vec<(String, String)> = vec![
-            ("SOFTHSM2_CONF".into(), conf.display().to_string()),
-            ("KMSFS_PKCS11_PIN_FILE".into(), pin.display().to_string()),
-            ("KMSFS_PASSPHRASE_FILE".into(), pw.display().to_string()),
-            ("AWS_ACCESS_KEY_ID".into(), server.akid.clone()),
-            ("AWS_SECRET_ACCESS_KEY".into(), server.secret.clone()),
-            ("AWS_REGION".into(), "us-east-1".into()),
-            ("CREDENTIALS_DIRECTORY".into(), creds.display().to_string()),
-        ];
-        let secret: Vec<(&str, &str)> = secret
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let creds_dir = creds.display().to_string();
+        let mut secret = rig.env();
+        secret.push(("CREDENTIALS_DIRECTORY", &creds_dir));
         let thief = [
             ("AWS_ACCESS_KEY_ID", "AKIATHIEF"),
             ("AWS_SECRET_ACCESS_KEY", "not the secret"),
