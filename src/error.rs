@@ -123,6 +123,12 @@ impl From<KmsError> for Error {
     }
 }
 
+impl From<crate::kms::store::StoreError> for Error {
+    fn from(e: crate::kms::store::StoreError) -> Error {
+        Error::new(ErrorKind::Io, e.0)
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Error {
         Error::invalid(e.to_string())

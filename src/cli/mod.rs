@@ -63,6 +63,13 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 
+    /// Where the embedded KMS keeps its keys: sqlite:PATH (default: keystore.sqlite in
+    /// the keystore directory) or postgres://USER@HOST:PORT/DB (servers sharing one
+    /// database; the password from KMSFS_STORE_PASSWORD_FILE or the systemd credential
+    /// kmsfs-store-password). Also KMSFS_STORE.
+    #[arg(long, global = true, value_name = "STORE")]
+    pub store: Option<String>,
+
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -738,6 +745,13 @@ pub fn main() -> i32 {
             return exit::FAILED;
         }
         std::env::set_var("KMSFS_SEAL", s);
+    }
+    if let Some(s) = &cli.store {
+        if let Err(e) = crate::kms::store::Location::parse(s) {
+            print_error(&e.into());
+            return exit::FAILED;
+        }
+        std::env::set_var("KMSFS_STORE", s);
     }
     if let Some(p) = &cli.passphrase_file {
         std::env::set_var(

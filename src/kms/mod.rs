@@ -8,6 +8,7 @@ pub mod local;
 mod location;
 mod ops;
 pub mod policy;
+pub mod store;
 pub mod types;
 
 pub use http::client as remote;

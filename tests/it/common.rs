@@ -522,3 +522,159 @@ pub fn softhsm() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::Pa
     );
     Some((d, tokens, conf))
 }
+
+/// A PostgreSQL cluster of the tests' own (Debian's postgresql, initdb in a temp dir as an
+/// unprivileged user, its own loopback port, password authentication), stopped on drop.
+pub struct Pg {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+    pub port: u16,
+    /// The password file (KMSFS_STORE_PASSWORD_FILE).
+    pub password_file: PathBuf,
+    as_user: Option<String>,
+}
+
+/// Debian's PostgreSQL binaries (the newest installed), if any.
+fn pg_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists() && b.join("pg_ctl").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+impl Pg {
+    /// A fresh cluster; None (loudly) only where PostgreSQL is missing and CI is not set.
+    pub fn start() -> Option<Pg> {
+        let Some(bin) = pg_bin() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is missing but CI is set: .ci/run installs postgresql"
+            );
+            eprintln!("\n!!!!!!!! SKIPPING POSTGRESQL TEST: /usr/lib/postgresql/*/bin/initdb is not installed (not CI) !!!!!!!!\n");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // initdb refuses root: the cluster runs as nobody.
+        let as_user = rustix::process::geteuid()
+            .is_root()
+            .then(|| "nobody".to_string());
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&sock).unwrap();
+        let password = format!("pw-{}", std::process::id());
+        let pwfile = dir.path().join("password");
+        std::fs::write(&pwfile, format!("{password}\n")).unwrap();
+        if as_user.is_some() {
+            for p in [&data, &sock, &pwfile] {
+                Command::new("chown")
+                    .args(["nobody:nogroup", p.to_str().unwrap()])
+                    .status()
+                    .unwrap();
+            }
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pg = Pg {
+            dir,
+            bin,
+            port,
+            password_file: pwfile.clone(),
+            as_user,
+        };
+        let out = pg
+            .run("initdb")
+            .args(["-D", data.to_str().unwrap(), "-U", "kmsfs", "--no-sync"])
+            .args(["-A", "scram-sha-256", "--pwfile", pwfile.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        pg.ctl("start");
+        Some(pg)
+    }
+
+    fn run(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        let mut c = match &self.as_user {
+            Some(u) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={u}"),
+                    "--regid=nogroup",
+                    "--clear-groups",
+                    "--",
+                    exe.to_str().unwrap(),
+                ]);
+                c
+            }
+            None => Command::new(exe),
+        };
+        c.current_dir(self.dir.path()).env_remove("PGDATA");
+        c
+    }
+
+    /// `pg_ctl start|stop|restart` (waits; `stop` is immediate, as a crash).
+    pub fn ctl(&self, what: &str) {
+        let data = self.dir.path().join("data");
+        let sock = self.dir.path().join("sock");
+        let mut c = self.run("pg_ctl");
+        c.args(["-D", data.to_str().unwrap(), "-w", "-l"])
+            .arg(self.dir.path().join("sock/log"))
+            .args(["-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+                self.port,
+                sock.display()
+            ))
+            .arg(what);
+        if what != "start" {
+            c.args(["-m", "immediate"]);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A new database in this cluster, as a `--store` URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = self
+            .run("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "kmsfs", "-d", "postgres"])
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .env("PGPASSWORD", std::fs::read_to_string(&self.password_file).unwrap().trim())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        format!("postgres://kmsfs@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// A command for the kmsfs binary whose store is `url`.
+    pub fn kmsfs(&self, url: &str) -> Command {
+        let mut c = command();
+        c.env("KMSFS_STORE", url)
+            .env("KMSFS_STORE_PASSWORD_FILE", &self.password_file);
+        c
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = self
+            .run("pg_ctl")
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+    }
+}

@@ -690,7 +690,9 @@ fn kill_9_of_the_daemon_keeps_every_fsynced_byte() {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("fsck said: {}", String::from_utf8_lossy(&out.stdout)));
         for p in report["problems"].as_array().into_iter().flatten() {
-            let name = Path::new(p["path"].as_str().unwrap_or(""))
+            // fsck names the backing file (an encrypted name) and, beside it, its plain path
+            let shown = p["plain"].as_str().or(p["path"].as_str()).unwrap_or("");
+            let name = Path::new(shown)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();

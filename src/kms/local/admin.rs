@@ -74,14 +74,14 @@ impl LocalKms {
         self.run("RotateDueKeys", |info| {
             self.mutate("RotateDueKeys", info, |s, _| {
                 let mut out = vec![];
-                for k in s.keys.values_mut().filter(|k| due(k)) {
+                s.keys.update_where(due, |k| {
                     k.versions
                         .push(Self::new_version(&k.spec, Some("AUTOMATIC")));
                     k.current = (k.versions.len() - 1) as u32;
                     let days = k.rotation_period_days.unwrap_or(365) as f64;
                     k.next_rotation = Some(at + days * 86400.0);
                     out.push(self.arn(&k.id));
-                }
+                });
                 Ok(out)
             })
         })
@@ -102,9 +102,11 @@ impl LocalKms {
         if gone.is_empty() {
             return Ok(gone);
         }
-        // mutate() purges before anything else
         self.run("PurgeDueKeys", |info| {
-            self.mutate("PurgeDueKeys", info, |_, _| Ok(()))
+            self.mutate("PurgeDueKeys", info, |s, _| {
+                s.purge_due(now());
+                Ok(())
+            })
         })?;
         Ok(gone)
     }

@@ -3,10 +3,9 @@
 //! lock, re-reads the store, and replaces it atomically; readers notice a new store by
 //! its inode and reload.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +22,7 @@ mod extras;
 mod grants;
 mod import;
 mod mac;
+mod migrate;
 mod operations;
 mod quotas;
 mod rsa_oaep;
@@ -42,6 +42,7 @@ mod xks;
 
 use super::audit::{AuditLog, Event};
 use super::policy::{default_policy, Policy};
+use super::store::{Location, Row, RowSeal, Table};
 use super::*;
 use crate::crypto::{
     encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN,
@@ -49,7 +50,7 @@ use crate::crypto::{
 
 /// The root key file, in the keystore directory (unless given elsewhere).
 pub const ROOT_KEY_FILE: &str = "root.key";
-/// The sealed store, in the keystore directory.
+/// The sealed store file of keystores made before the store engines (migrated at open).
 pub const STORE_FILE: &str = "keystore.sealed";
 const LOCK_FILE: &str = "keystore.lock";
 const STORE_AAD: &[u8] = b"kmsfs keystore v1";
@@ -119,6 +120,7 @@ use mac::*;
 pub use quotas::{set_quotas, Quotas};
 use rsa_oaep::*;
 use schema::*;
+use store::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
 pub use xks::set_xks_admins;
 use xks::BLOB_FORMAT_XKS;
@@ -198,8 +200,13 @@ impl LocalKms {
         check_private(dir, "keystore directory")?;
         // Through the keystore's seal (crate::seal), once per process.
         let root = crate::seal::root_key(dir, create)?;
+        let location = super::store::chosen()?.unwrap_or_else(|| Location::default_for(dir));
+        let store = super::store::open(&location, true)?;
         let e = Engine {
             dir: dir.to_path_buf(),
+            store,
+            rows: RowSeal::new(&root),
+            next_due: parking_lot::Mutex::new(0.0),
             audit: AuditLog::open(dir, &root),
             root,
             region: LOCAL_REGION.into(),
@@ -207,7 +214,7 @@ impl LocalKms {
             regional: false,
             cache: RwLock::new(Cached {
                 store: Arc::new(Store::default()),
-                stamp: None,
+                gen: 0,
             }),
             policies: Default::default(),
             last_use: Default::default(),
@@ -223,6 +230,8 @@ impl LocalKms {
             e,
             caller: Caller::local(),
         };
+        kms.adopt_store()
+            .map_err(|e| crate::error::err!("keystore {}: {e}", dir.display()))?;
         kms.snapshot()
             .map_err(|e| crate::error::err!("keystore {}: {}", dir.display(), e))?;
         Ok(kms)

@@ -135,14 +135,15 @@ pub(super) struct AliasRecord {
     pub(super) creator: Option<String>,
 }
 
+/// The KMS's state, as held in memory: one `Table` per kind of row (see `kms::store`).
+/// Cloning it is O(1); a change marks the rows it touched, and a commit writes only those.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub(super) struct Store {
-    pub(super) version: u32,
-    pub(super) keys: BTreeMap<String, KeyRecord>,
-    pub(super) aliases: BTreeMap<String, AliasRecord>,
+    pub(super) keys: Table<KeyRecord>,
+    pub(super) aliases: Table<AliasRecord>,
     /// remote callers of `kmsfs kms serve`, by name; secrets sealed with the store
     #[serde(default)]
-    pub(super) principals: BTreeMap<String, PrincipalRecord>,
+    pub(super) principals: Table<PrincipalRecord>,
     /// (sequence number, record hash) of the newest audit checkpoint when the store was
     /// last written: the sealed store vouches that the log reaches at least that far, so
     /// a log cut back (with its checkpoints) or removed is an error, not a fresh start.
@@ -150,13 +151,13 @@ pub(super) struct Store {
     pub(super) audit_checkpoint: Option<(u64, String)>,
     /// Grants, by grant id.
     #[serde(default)]
-    pub(super) grants: BTreeMap<String, GrantRecord>,
+    pub(super) grants: Table<GrantRecord>,
     /// Outstanding import parameters, by import token (hex).
     #[serde(default)]
-    pub(super) imports: BTreeMap<String, ImportRecord>,
+    pub(super) imports: Table<ImportRecord>,
     /// External key stores, by id (`cks-…`).
     #[serde(default)]
-    pub(super) custom_key_stores: BTreeMap<String, CustomKeyStoreRecord>,
+    pub(super) custom_key_stores: Table<CustomKeyStoreRecord>,
 }
 
 /// A grant: `grantee` may perform `operations` on `key_id` (within `constraints`).
@@ -201,7 +202,17 @@ impl Store {
         k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= at)
     }
 
-    pub(super) fn purge_due(&mut self, at: f64) {
+    /// When `k` next needs a purge (its deletion date, or its imported material's ValidTo).
+    pub(super) fn due(k: &KeyRecord) -> Option<f64> {
+        let del = k.deletion_date.filter(|_| k.state == KeyState::PendingDeletion);
+        match (del, k.valid_to) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Drops what is due at `at`; returns when the next purge is due (a scan: O(keys)).
+    pub(super) fn purge_due(&mut self, at: f64) -> f64 {
         let gone: Vec<String> = self
             .keys
             .values()
@@ -215,11 +226,14 @@ impl Store {
         self.grants.retain(|_, g| !gone.contains(&g.key_id));
         self.imports
             .retain(|_, i| i.expires > at && !gone.contains(&i.key_id));
-        for k in self.keys.values_mut() {
-            if Store::material_expired(k, at) {
-                super::import::forget_material(k);
-            }
-        }
+        self.keys.update_where(
+            |k| Store::material_expired(k, at),
+            super::import::forget_material,
+        );
+        self.keys
+            .values()
+            .filter_map(Store::due)
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// Imported material past its ValidTo is unusable, whether or not a writer removed it yet.
@@ -228,16 +242,11 @@ impl Store {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    pub(super) ino: u64,
-    pub(super) mtime_ns: i128,
-    pub(super) size: u64,
-}
-
+/// The store as this process last read it, and the generation it is at.
+#[derive(Clone)]
 pub(super) struct Cached {
     pub(super) store: Arc<Store>,
-    pub(super) stamp: Option<Stamp>,
+    pub(super) gen: u64,
 }
 
 /// Who is calling: the principal key policies match and the audit log records.
@@ -268,6 +277,14 @@ impl Caller {
 /// State shared by every caller's view of one keystore.
 pub(super) struct Engine {
     pub(super) dir: PathBuf,
+    /// Where the rows are (SQLite or PostgreSQL), and the key they are sealed under.
+    pub(super) store: Box<dyn crate::kms::store::Engine>,
+    pub(super) rows: crate::kms::store::RowSeal,
+    /// When the next purge of a key past its deletion date or material ValidTo is due
+    /// (they are refused from that time on either way; the purge drops their secrets):
+    /// lowered by every key row this process writes or reads, so a write scans the keys
+    /// only when something is due.
+    pub(super) next_due: parking_lot::Mutex<f64>,
     pub(super) root: SecretKey,
     /// The region and account in ARNs: `local` and `DEFAULT_ACCOUNT` for the embedded KMS,
     /// which is not regional; a server's `--region`/`--account-id`, which are.

@@ -76,138 +76,231 @@ impl LocalKms {
             })
     }
 
-    pub(super) fn stamp(&self) -> KmsResult<Option<Stamp>> {
-        match fs::metadata(self.e.dir.join(STORE_FILE)) {
-            Ok(md) => Ok(Some(Stamp {
-                ino: md.ino(),
-                mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-                size: md.size(),
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(KmsError::internal(format!("cannot stat keystore: {e}"))),
-        }
-    }
-
-    pub(super) fn read_store(&self) -> KmsResult<Store> {
-        let path = self.e.dir.join(STORE_FILE);
-        let mut data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Store::default()),
-            Err(e) => {
-                return Err(KmsError::internal(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )))
-            }
-        };
-        if data.len() < NONCE_LEN + TAG_LEN {
-            return Err(KmsError::internal(format!(
-                "{} is truncated",
-                path.display()
-            )));
-        }
-        let nonce: [u8; NONCE_LEN] = data[..NONCE_LEN].try_into().unwrap();
-        let aead = Backend::AwsLc.key(self.e.root.as_bytes());
-        aead.open(&nonce, STORE_AAD, &mut data[NONCE_LEN..])
-            .map_err(|_| {
-                KmsError::internal(format!(
-                    "{} does not authenticate under the root key (wrong root.key or damaged file)",
-                    path.display()
-                ))
-            })?;
-        let plain = &data[NONCE_LEN..data.len() - TAG_LEN];
-        let store: Result<Store, _> = serde_json::from_slice(plain);
-        zeroize::Zeroize::zeroize(&mut data);
-        store.map_err(|e| KmsError::internal(format!("{}: invalid store: {e}", path.display())))
-    }
-
-    pub(super) fn write_store(&self, store: &Store) -> KmsResult<()> {
-        let mut json = serde_json::to_vec(store).map_err(|e| KmsError::internal(e.to_string()))?;
-        let nonce = random_nonce();
-        let aead = Backend::AwsLc.key(self.e.root.as_bytes());
-        let tag = aead.seal(&nonce, STORE_AAD, &mut json);
-        let mut out = Vec::with_capacity(NONCE_LEN + json.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&json);
-        out.extend_from_slice(&tag);
-        zeroize::Zeroize::zeroize(&mut json);
-        let r = write_private_atomic(&self.e.dir, STORE_FILE, &out).map_err(|e| {
-            KmsError::internal(format!(
-                "cannot write keystore {}: {e}",
-                self.e.dir.display()
-            ))
-        });
-        zeroize::Zeroize::zeroize(&mut out);
-        r
-    }
-
-    /// The current store, reloaded if another process replaced it.
+    /// The current store, caught up with what other processes and servers committed.
     pub(super) fn snapshot(&self) -> KmsResult<Arc<Store>> {
-        let stamp = self.stamp()?;
-        {
+        let gen = self.e.store.generation().map_err(store_error)?;
+        let base = {
             let c = self.e.cache.read();
-            if c.stamp == stamp && (stamp.is_some() || c.store.keys.is_empty()) {
+            if c.gen == gen {
                 return Ok(c.store.clone());
             }
-        }
-        let store = Arc::new(self.read_store()?);
+            c.clone()
+        };
+        let (now, rows) = self.e.store.changes_since(base.gen).map_err(store_error)?;
+        let mut s = (*base.store).clone();
+        self.load_rows(&mut s, rows)?;
+        let s = Arc::new(s);
         let mut c = self.e.cache.write();
-        c.store = store.clone();
-        c.stamp = stamp;
-        Ok(store)
+        if now > c.gen {
+            c.store = s.clone();
+            c.gen = now;
+        }
+        Ok(s)
     }
 
-    /// Runs `f` on the freshest store under an exclusive cross-process lock; the audit
-    /// record is made durable, then the store is replaced atomically. Nothing is written
-    /// if `f` fails.
+    /// Applies rows read from the store to `s` (as loaded, not as changes).
+    pub(super) fn load_rows(&self, s: &mut Store, rows: Vec<Row>) -> KmsResult<()> {
+        fn put<V: Clone + serde::de::DeserializeOwned>(
+            t: &mut Table<V>,
+            row: &Row,
+            plain: Option<&[u8]>,
+        ) -> KmsResult<()> {
+            let v = match plain {
+                Some(p) => Some(serde_json::from_slice(p).map_err(|e| {
+                    KmsError::internal(format!("store row {}/{}: {e}", row.kind, row.id))
+                })?),
+                None => None,
+            };
+            t.load(row.id.clone(), v);
+            Ok(())
+        }
+        let lower_due = |s: &Store, id: &str| {
+            if let Some(d) = s.keys.get(id).and_then(Store::due) {
+                let mut due = self.e.next_due.lock();
+                *due = due.min(d);
+            }
+        };
+        for row in rows {
+            let plain = match &row.data {
+                Some(d) => Some(self.e.rows.open(&row.kind, &row.id, d).map_err(store_error)?),
+                None => None,
+            };
+            let p = plain.as_deref().map(Vec::as_slice);
+            match row.kind.as_str() {
+                KIND_KEY => {
+                    put(&mut s.keys, &row, p)?;
+                    lower_due(s, &row.id);
+                }
+                KIND_ALIAS => put(&mut s.aliases, &row, p)?,
+                KIND_PRINCIPAL => put(&mut s.principals, &row, p)?,
+                KIND_GRANT => put(&mut s.grants, &row, p)?,
+                KIND_IMPORT => put(&mut s.imports, &row, p)?,
+                KIND_CKS => put(&mut s.custom_key_stores, &row, p)?,
+                KIND_META if row.id == META_CHECKPOINT => {
+                    s.audit_checkpoint = match p {
+                        Some(p) => serde_json::from_slice(p)
+                            .map_err(|e| KmsError::internal(format!("store row meta/{}: {e}", row.id)))?,
+                        None => None,
+                    }
+                }
+                KIND_META => {}
+                k => {
+                    return Err(KmsError::internal(format!(
+                        "store {} holds rows of kind {k:?}, which this kmsfs does not know (upgrade kmsfs)",
+                        self.e.store.describe()
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows a change touched, sealed, ready to commit.
+    pub(super) fn dirty_rows(&self, s: &mut Store) -> KmsResult<Vec<Row>> {
+        fn take<V: Clone + Serialize>(
+            seal: &RowSeal,
+            kind: &str,
+            t: &mut Table<V>,
+            out: &mut Vec<Row>,
+        ) -> KmsResult<()> {
+            for id in t.take_dirty() {
+                let data = match t.get(&id) {
+                    Some(v) => {
+                        let json = zeroize::Zeroizing::new(
+                            serde_json::to_vec(v).map_err(|e| KmsError::internal(e.to_string()))?,
+                        );
+                        Some(seal.seal(kind, &id, &json))
+                    }
+                    None => None,
+                };
+                out.push(Row {
+                    kind: kind.into(),
+                    id,
+                    data,
+                });
+            }
+            Ok(())
+        }
+        let seal = &self.e.rows;
+        let mut out = vec![];
+        take(seal, KIND_KEY, &mut s.keys, &mut out)?;
+        for row in &out {
+            if let Some(d) = s.keys.get(&row.id).and_then(Store::due) {
+                let mut due = self.e.next_due.lock();
+                *due = due.min(d);
+            }
+        }
+        take(seal, KIND_ALIAS, &mut s.aliases, &mut out)?;
+        take(seal, KIND_PRINCIPAL, &mut s.principals, &mut out)?;
+        take(seal, KIND_GRANT, &mut s.grants, &mut out)?;
+        take(seal, KIND_IMPORT, &mut s.imports, &mut out)?;
+        take(seal, KIND_CKS, &mut s.custom_key_stores, &mut out)?;
+        Ok(out)
+    }
+
+    /// The meta row vouching for an audit checkpoint.
+    pub(super) fn checkpoint_row(&self, ck: &(u64, String)) -> KmsResult<Row> {
+        let json = serde_json::to_vec(ck).map_err(|e| KmsError::internal(e.to_string()))?;
+        Ok(Row {
+            kind: KIND_META.into(),
+            id: META_CHECKPOINT.into(),
+            data: Some(self.e.rows.seal(KIND_META, META_CHECKPOINT, &json)),
+        })
+    }
+
+    /// Runs `f` on the freshest store under the store's write lock (one writer at a time,
+    /// across processes and servers); the audit record is made durable, then the rows `f`
+    /// touched are committed in one transaction. Nothing is written if `f` fails.
     pub(super) fn mutate<R>(
         &self,
         op: &str,
         info: &mut OpInfo,
         f: impl FnOnce(&mut Store, &mut OpInfo) -> KmsResult<R>,
     ) -> KmsResult<R> {
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.e.dir.join(LOCK_FILE))
-            .map_err(|e| KmsError::internal(format!("cannot open keystore lock: {e}")))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| KmsError::internal(format!("cannot lock keystore: {e}")))?;
-        // A store temp file exists only while its writer holds this lock: any seen now
-        // was left by a writer killed mid-write.
-        if let Ok(rd) = fs::read_dir(&self.e.dir) {
-            let stray = format!(".{STORE_FILE}.tmp.");
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&stray) {
-                    let _ = fs::remove_file(e.path());
+        let base = self.e.cache.read().clone();
+        let mut f = Some(f);
+        let mut result: Option<KmsResult<R>> = None;
+        let mut changed: Option<Store> = None;
+        let outcome = self.e.store.write(base.gen, &mut |_now, rows| {
+            let mut s = (*base.store).clone();
+            if let Err(e) = self.load_rows(&mut s, rows) {
+                result = Some(Err(e));
+                return None;
+            }
+            let at = now();
+            {
+                let mut due = self.e.next_due.lock();
+                if at >= *due {
+                    *due = s.purge_due(at);
                 }
             }
-        }
-        let mut store = self.read_store()?;
-        store.purge_due(now());
-        let r = f(&mut store, info)?;
-        self.record(op, info, None)?;
-        info.recorded = true;
-        store.version += 1;
-        if let Some(ck) = self.e.audit.latest_checkpoint() {
-            if store
-                .audit_checkpoint
-                .as_ref()
-                .is_none_or(|(seq, _)| ck.0 > *seq)
-            {
-                store.audit_checkpoint = Some(ck);
+            let f = f.take().expect("decide runs once");
+            let r = match f(&mut s, info) {
+                Ok(r) => r,
+                Err(e) => {
+                    result = Some(Err(e));
+                    return None;
+                }
+            };
+            if let Err(e) = self.record(op, info, None) {
+                result = Some(Err(e));
+                return None;
+            }
+            info.recorded = true;
+            let mut rows = match self.dirty_rows(&mut s) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    result = Some(Err(e));
+                    return None;
+                }
+            };
+            if let Some(ck) = self.e.audit.latest_checkpoint() {
+                if s.audit_checkpoint.as_ref().is_none_or(|(seq, _)| ck.0 > *seq) {
+                    match self.checkpoint_row(&ck) {
+                        Ok(row) => rows.push(row),
+                        Err(e) => {
+                            result = Some(Err(e));
+                            return None;
+                        }
+                    }
+                    s.audit_checkpoint = Some(ck);
+                }
+            }
+            result = Some(Ok(r));
+            changed = Some(s);
+            Some(rows)
+        });
+        match outcome {
+            Err(e) => {
+                info.recorded = false; // run() records the failure too
+                Err(store_error(e))
+            }
+            Ok(None) => result.unwrap_or_else(|| Err(KmsError::internal("the store write did not run"))),
+            Ok(Some(gen)) => {
+                if let Some(s) = changed {
+                    let mut c = self.e.cache.write();
+                    if gen > c.gen {
+                        c.store = Arc::new(s);
+                        c.gen = gen;
+                    }
+                }
+                result.unwrap_or_else(|| Err(KmsError::internal("the store write did not run")))
             }
         }
-        if let Err(e) = self.write_store(&store) {
-            info.recorded = false; // run() records the failure too
-            return Err(e);
-        }
-        let stamp = self.stamp()?;
-        let mut c = self.e.cache.write();
-        c.store = Arc::new(store);
-        c.stamp = stamp;
-        Ok(r)
     }
 }
+
+/// A store that cannot be read or written fails the operation (500, like AWS's
+/// KMSInternalException), naming the store.
+pub(super) fn store_error(e: crate::kms::store::StoreError) -> KmsError {
+    KmsError::internal(e.0)
+}
+
+pub(super) const KIND_KEY: &str = "key";
+pub(super) const KIND_ALIAS: &str = "alias";
+pub(super) const KIND_PRINCIPAL: &str = "principal";
+pub(super) const KIND_GRANT: &str = "grant";
+pub(super) const KIND_IMPORT: &str = "import";
+pub(super) const KIND_CKS: &str = "custom-key-store";
+pub(super) const KIND_META: &str = "meta";
+pub(super) const META_CHECKPOINT: &str = "audit-checkpoint";

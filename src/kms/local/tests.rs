@@ -59,12 +59,12 @@ fn material_is_destroyed_when_the_deletion_date_passes() {
     })
     .unwrap();
     assert!(
-        k.read_store().unwrap().keys.contains_key(&doomed.key_id),
+        k.stored().keys.contains_key(&doomed.key_id),
         "still on disk"
     );
     // the maintenance tick (server, mounts, `key rotate-due`) destroys it
     assert!(k.rotate_due_keys().unwrap().is_empty());
-    let on_disk = k.read_store().unwrap();
+    let on_disk = k.stored();
     assert!(
         !on_disk.keys.contains_key(&doomed.key_id),
         "material destroyed"
