@@ -165,6 +165,22 @@ pub(super) fn audit(kms_arg: Option<&str>, cmd: AuditCmd) -> Result<()> {
 }
 
 fn show_audit(dir: &Path, f: &AuditFilter, last: Option<usize>) -> Result<()> {
+    // A log in the keystore directory is read without unsealing the keystore; one in a
+    // database is reached through the keystore (its root key opens the store).
+    let recs = match crate::kms::store::chosen()? {
+        Some(l) if l.is_shared() => crate::kms::local::LocalKms::open_unchecked(dir, false)?
+            .audit()
+            .records()?,
+        _ => crate::kms::audit::read_records(dir)?,
+    };
+    print_audit(recs, f, last)
+}
+
+fn print_audit(
+    recs: Vec<crate::kms::audit::Record>,
+    f: &AuditFilter,
+    last: Option<usize>,
+) -> Result<()> {
     let parse_time = |s: &Option<String>| -> Result<Option<std::time::SystemTime>> {
         s.as_deref()
             .map(|t| {
@@ -173,7 +189,7 @@ fn show_audit(dir: &Path, f: &AuditFilter, last: Option<usize>) -> Result<()> {
             .transpose()
     };
     let (since, until) = (parse_time(&f.since)?, parse_time(&f.until)?);
-    let recs: Vec<_> = crate::kms::audit::read_records(dir)?
+    let recs: Vec<_> = recs
         .into_iter()
         .filter(|r| {
             f.key

@@ -1,6 +1,7 @@
 """boto3 and the aws cli, unmodified, against `kmsfs kms serve` (run by tests/remote.rs).
 
-Environment: ENDPOINT, AKID, SECRET (principal alice), BOB_AKID, BOB_SECRET, AWS_CLI.
+Environment: ENDPOINT, AKID, SECRET (principal alice), BOB_AKID, BOB_SECRET, AWS_CLI,
+PREFIX (of the alias names made; optional).
 Prints ALL OK and exits 0 when every check passed; any failure raises.
 """
 import base64
@@ -13,6 +14,8 @@ import botocore
 from botocore.config import Config
 
 EP = os.environ["ENDPOINT"]
+# alias names start with PREFIX, so several runs can share one store (a cluster's servers)
+P = os.environ.get("PREFIX", "")
 # client-side parameter validation off, so out-of-range values reach the server
 CFG = Config(parameter_validation=False, retries={"max_attempts": 1})
 
@@ -48,8 +51,8 @@ key = kms.create_key(Description="compat")["KeyMetadata"]
 kid, arn = key["KeyId"], key["Arn"]
 assert key["KeyState"] == "Enabled" and arn.startswith("arn:aws:kms:"), key
 check("CreateKey")
-kms.create_alias(AliasName="alias/compat", TargetKeyId=kid)
-assert kms.describe_key(KeyId="alias/compat")["KeyMetadata"]["Arn"] == arn
+kms.create_alias(AliasName=f"alias/{P}compat", TargetKeyId=kid)
+assert kms.describe_key(KeyId=f"alias/{P}compat")["KeyMetadata"]["Arn"] == arn
 check("CreateAlias + DescribeKey by alias")
 for _ in range(4):
     kms.create_key()
@@ -67,7 +70,7 @@ assert len(pages) >= 2
 check("ListKeys paged (manual and paginator)")
 
 ctx = {"purpose": "compat", "tree": "t1"}
-dk = kms.generate_data_key(KeyId="alias/compat", KeySpec="AES_256", EncryptionContext=ctx)
+dk = kms.generate_data_key(KeyId=f"alias/{P}compat", KeySpec="AES_256", EncryptionContext=ctx)
 assert len(dk["Plaintext"]) == 32 and dk["KeyId"] == arn
 check("GenerateDataKey")
 dkw = kms.generate_data_key_without_plaintext(KeyId=kid, NumberOfBytes=64, EncryptionContext=ctx)
@@ -131,17 +134,17 @@ check("Get/PutKeyPolicy; a principal denied by policy -> AccessDeniedException")
 # Aliases: the caller needs kms:*Alias on the key an alias points at now *and* on the new
 # one, so bob cannot repoint alice's alias at his own key (and then receive her data keys).
 bob_kid = bob.create_key(Description="bob's own")["KeyMetadata"]["KeyId"]
-expect("AccessDeniedException", bob.update_alias, AliasName="alias/compat", TargetKeyId=bob_kid)
-expect("AccessDeniedException", bob.delete_alias, AliasName="alias/compat")
-expect("AccessDeniedException", bob.create_alias, AliasName="alias/bobs-view-of-alice", TargetKeyId=kid)
-expect("AccessDeniedException", kms.update_alias, AliasName="alias/compat", TargetKeyId=bob_kid)
-assert kms.describe_key(KeyId="alias/compat")["KeyMetadata"]["Arn"] == arn
+expect("AccessDeniedException", bob.update_alias, AliasName=f"alias/{P}compat", TargetKeyId=bob_kid)
+expect("AccessDeniedException", bob.delete_alias, AliasName=f"alias/{P}compat")
+expect("AccessDeniedException", bob.create_alias, AliasName=f"alias/{P}bobs-view-of-alice", TargetKeyId=kid)
+expect("AccessDeniedException", kms.update_alias, AliasName=f"alias/{P}compat", TargetKeyId=bob_kid)
+assert kms.describe_key(KeyId=f"alias/{P}compat")["KeyMetadata"]["Arn"] == arn
 other = kms.create_key(Description="alice's second")["KeyMetadata"]["KeyId"]
-kms.update_alias(AliasName="alias/compat", TargetKeyId=other)
-kms.update_alias(AliasName="alias/compat", TargetKeyId=kid)
-assert kms.describe_key(KeyId="alias/compat")["KeyMetadata"]["Arn"] == arn
-bob.create_alias(AliasName="alias/bob", TargetKeyId=bob_kid)
-expect("AccessDeniedException", kms.update_alias, AliasName="alias/bob", TargetKeyId=kid)
+kms.update_alias(AliasName=f"alias/{P}compat", TargetKeyId=other)
+kms.update_alias(AliasName=f"alias/{P}compat", TargetKeyId=kid)
+assert kms.describe_key(KeyId=f"alias/{P}compat")["KeyMetadata"]["Arn"] == arn
+bob.create_alias(AliasName=f"alias/{P}bob", TargetKeyId=bob_kid)
+expect("AccessDeniedException", kms.update_alias, AliasName=f"alias/{P}bob", TargetKeyId=kid)
 check("UpdateAlias/DeleteAlias/CreateAlias need rights on the old and the new key")
 
 # A DescribeKey signed over host;x-amz-date only, sent as DisableKey (accepted on e663627).
@@ -339,7 +342,7 @@ assert arn == f"arn:aws:kms:us-east-1:000000000000:key/{kid}", arn
 away = boto3.client("kms", endpoint_url=EP, region_name="eu-west-1", aws_access_key_id=os.environ["AKID"],
                     aws_secret_access_key=os.environ["SECRET"], config=CFG)
 expect("NotFoundException", away.describe_key, KeyId=kid)
-expect("NotFoundException", away.describe_key, KeyId="alias/compat")
+expect("NotFoundException", away.describe_key, KeyId=f"alias/{P}compat")
 assert away.list_keys()["Keys"] == []
 expect("NotFoundException", kms.describe_key, KeyId=arn.replace("us-east-1", "eu-west-1"))
 expect("NotFoundException", kms.describe_key, KeyId=arn.replace("000000000000", "999999999999"))

@@ -330,8 +330,13 @@ impl Server {
     }
 
     pub fn spawn(ks: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server::spawn_with(command(), ks, listen, extra)
+    }
+
+    /// `spawn`, from a command carrying its own environment (e.g. `Pg::kmsfs`).
+    pub fn spawn_with(mut cmd: Command, ks: &Path, listen: &str, extra: &[&str]) -> Server {
         use std::io::BufRead;
-        let mut child = command()
+        let mut child = cmd
             .args([
                 "--kms",
                 &format!("local:{}", ks.display()),

@@ -5,6 +5,7 @@
 mod common;
 
 mod backup;
+mod cluster;
 mod fs_ops;
 mod hardening;
 mod hostile;

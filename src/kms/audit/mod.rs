@@ -36,7 +36,8 @@ use crate::crypto::SecretKey;
 pub const AUDIT_FILE: &str = "audit.log";
 /// The HMAC checkpoints, beside the log.
 pub const CHECKPOINT_FILE: &str = "audit.checkpoints";
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The link before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// A checkpoint is written after this many records or this much time, and at close.
 const CHECKPOINT_EVERY: u64 = 1000;
 const CHECKPOINT_SECS: u64 = 5;
@@ -134,6 +135,31 @@ impl Checkpoint {
     }
 }
 
+/// Where records and checkpoints are kept when a database holds the store (several
+/// servers, one chain): `kms::store`'s PostgreSQL engine. Lines are the same JSON lines
+/// the file log holds, without their newline.
+pub trait AuditDb: Send + Sync {
+    /// Names the database in messages (never a password).
+    fn describe(&self) -> String;
+    /// One transaction under the chain's one lock: `build` is handed the last record's
+    /// (seq, hash) and the last checkpoint line, and returns the records (seq, line) and
+    /// the checkpoint line to append; both are durable when this returns.
+    fn append(&self, build: &mut BuildBatch<'_>) -> std::io::Result<()>;
+    /// The records with seq > `after`, in order, at most `limit`.
+    fn records_after(&self, after: u64, limit: usize) -> std::io::Result<Vec<String>>;
+    /// The last record line.
+    fn last_record(&self) -> std::io::Result<Option<String>>;
+    /// Every checkpoint line, in order.
+    fn checkpoints(&self) -> std::io::Result<Vec<String>>;
+    /// The last checkpoint line.
+    fn last_checkpoint(&self) -> std::io::Result<Option<String>>;
+}
+
+/// Builds one batch from the chain's tail: (last seq, last hash, last checkpoint line) →
+/// (records, checkpoint line).
+pub type BuildBatch<'a> =
+    dyn FnMut(u64, &str, Option<&str>) -> std::io::Result<(Vec<(u64, String)>, Option<String>)> + 'a;
+
 /// Where a copy of every checkpoint goes besides the keystore directory (a directory the
 /// keystore's writer does not control): `KMSFS_AUDIT_ANCHOR`.
 pub const ANCHOR_ENV: &str = "KMSFS_AUDIT_ANCHOR";
@@ -162,6 +188,8 @@ struct Writer {
 /// The audit log of one keystore directory.
 pub struct AuditLog {
     dir: PathBuf,
+    /// Records in a database instead of the directory's files.
+    db: Option<std::sync::Arc<dyn AuditDb>>,
     /// A directory outside the keystore's that receives a copy of every checkpoint.
     anchor: Option<PathBuf>,
     mac_key: SecretKey,
@@ -181,6 +209,14 @@ fn hash_hex(body: &[u8]) -> String {
 /// `{..."prev_hash":"…"}` → `{..."prev_hash":"…","hash":"…"}`
 fn seal_line(body: &str, hash: &str) -> String {
     format!("{},\"hash\":\"{}\"}}\n", &body[..body.len() - 1], hash)
+}
+
+/// The (seq, hash) of a record line: the chain's tail.
+pub fn tail_of(line: &str) -> std::io::Result<(u64, String)> {
+    let (body, hash) = split_line(line)
+        .ok_or_else(|| std::io::Error::other("the last audit record has no hash"))?;
+    let rec: Record = serde_json::from_str(&body).map_err(std::io::Error::other)?;
+    Ok((rec.seq, hash.to_string()))
 }
 
 /// Splits a line into (body that was hashed, claimed hash).
@@ -208,10 +244,26 @@ impl AuditLog {
         Self::open_with_anchor(dir, root, anchor)
     }
 
+    /// The log of a store kept in a database (`KMSFS_AUDIT_ANCHOR` applies as for files).
+    pub fn open_db(dir: &Path, root: &SecretKey, db: std::sync::Arc<dyn AuditDb>) -> AuditLog {
+        let mut log = Self::open(dir, root);
+        log.db = Some(db);
+        log
+    }
+
+    /// Where the records are, for messages.
+    pub fn describe(&self) -> String {
+        match &self.db {
+            Some(db) => format!("the audit log in {}", db.describe()),
+            None => format!("audit log {}", self.dir.join(AUDIT_FILE).display()),
+        }
+    }
+
     /// The log of `dir`, its checkpoints also copied to the `anchor` directory.
     pub fn open_with_anchor(dir: &Path, root: &SecretKey, anchor: Option<PathBuf>) -> AuditLog {
         AuditLog {
             anchor,
+            db: None,
             dir: dir.to_path_buf(),
             mac_key: root.derive(b"kmsfs audit", b"kmsfs audit checkpoint v1"),
             queue: Mutex::new(Queue {
@@ -322,15 +374,125 @@ impl AuditLog {
             w.file = None;
             w.tail = None;
         }
-        r.map_err(|e| {
-            AuditError(format!(
-                "audit log {} cannot be written: {e}",
-                self.dir.join(AUDIT_FILE).display()
-            ))
-        })
+        r.map_err(|e| AuditError(format!("{} cannot be written: {e}", self.describe())))
+    }
+
+    /// Builds the lines of `batch` after (seq, prev); returns them, with the last seq and hash.
+    fn build_lines(
+        batch: Vec<Event>,
+        mut seq: u64,
+        mut prev: String,
+    ) -> std::io::Result<(Vec<(u64, String)>, u64, String)> {
+        let time = now_rfc3339();
+        let mut out = Vec::with_capacity(batch.len());
+        for ev in batch {
+            seq += 1;
+            let rec = Record {
+                seq,
+                time: time.clone(),
+                principal: ev.principal,
+                op: ev.op,
+                key_arn: ev.key_arn,
+                key_version: ev.key_version,
+                context: ev.context,
+                outcome: if ev.error_code.is_some() {
+                    "error".into()
+                } else {
+                    "ok".into()
+                },
+                error_code: ev.error_code,
+                request_id: ev.request_id,
+                source: ev.source,
+                prev_hash: prev,
+                hash: String::new(),
+            };
+            let body = serde_json::to_string(&rec).map_err(std::io::Error::other)?;
+            let h = hash_hex(body.as_bytes());
+            let mut line = seal_line(&body, &h);
+            line.pop(); // the newline
+            out.push((seq, line));
+            prev = h;
+        }
+        Ok((out, seq, prev))
+    }
+
+    /// A checkpoint for record (seq, hash), chained to the checkpoint line `prev`.
+    fn make_checkpoint(&self, seq: u64, hash: String, prev: Option<&str>) -> std::io::Result<String> {
+        let prev = prev
+            .and_then(|l| serde_json::from_str::<Checkpoint>(l).ok())
+            .map(|c| c.mac)
+            .unwrap_or_default();
+        let mut ck = Checkpoint {
+            seq,
+            hash,
+            time: now_rfc3339(),
+            prev: Some(prev),
+            mac: String::new(),
+        };
+        let parts = ck.mac_input();
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        ck.mac = hex::encode(self.mac_key.hmac(&parts));
+        tracing::info!(
+            "audit checkpoint seq={} hash={} mac={}",
+            ck.seq,
+            ck.hash,
+            ck.mac
+        );
+        serde_json::to_string(&ck).map_err(std::io::Error::other)
+    }
+
+    /// A copy of a checkpoint in the anchor directory, if one is set (best effort).
+    fn anchor_copy(&self, line: &str) {
+        if let Some(dir) = &self.anchor {
+            let r = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .read(true)
+                .open(dir.join(CHECKPOINT_FILE))
+                .and_then(|mut a| {
+                    trim_torn_tail(&mut a, "anchored audit checkpoints")?;
+                    a.write_all(format!("{line}\n").as_bytes())?;
+                    a.sync_data()
+                });
+            if let Err(e) = r {
+                tracing::warn!("cannot copy the audit checkpoint to {}: {e}", dir.display());
+            }
+        }
+    }
+
+    /// Appends a batch to the database's chain, with a checkpoint when one is due.
+    fn write_batch_db(&self, db: &dyn AuditDb, w: &mut Writer, batch: Vec<Event>) -> std::io::Result<()> {
+        let n = batch.len() as u64;
+        let due = w.since_checkpoint + n >= CHECKPOINT_EVERY
+            || w.last_checkpoint.elapsed().as_secs() >= CHECKPOINT_SECS;
+        let mut batch = Some(batch);
+        let mut ck_line = None;
+        db.append(&mut |seq, prev, last_ck| {
+            let (lines, seq, hash) =
+                Self::build_lines(batch.take().unwrap_or_default(), seq, prev.to_string())?;
+            let ck = if due && seq > 0 {
+                Some(self.make_checkpoint(seq, hash, last_ck)?)
+            } else {
+                None
+            };
+            ck_line = ck.clone();
+            Ok((lines, ck))
+        })?;
+        if let Some(line) = ck_line {
+            self.anchor_copy(&line);
+            w.since_checkpoint = 0;
+            w.last_checkpoint = Instant::now();
+        } else {
+            w.since_checkpoint += n;
+        }
+        Ok(())
     }
 
     fn write_batch_locked(&self, w: &mut Writer, batch: Vec<Event>) -> std::io::Result<()> {
+        if let Some(db) = &self.db {
+            return self.write_batch_db(db.as_ref(), w, batch);
+        }
         if w.file.is_none() {
             w.file = Some(self.open_log()?);
         }
@@ -338,42 +500,22 @@ impl AuditLog {
         rustix::fs::flock(&*file, rustix::fs::FlockOperation::LockExclusive)?;
         let result = (|| -> std::io::Result<()> {
             let len = file.seek(SeekFrom::End(0))?;
-            let (mut seq, mut prev) = match &w.tail {
+            let (mut seq, mut prev): (u64, String) = match &w.tail {
                 Some((l, s, h)) if *l == len => (*s, h.clone()),
                 _ => {
                     let (_, s, h) = Self::read_tail(file)?;
                     (s, h)
                 }
             };
-            let time = now_rfc3339();
-            let mut out = String::with_capacity(batch.len() * 400);
-            for ev in batch {
-                seq += 1;
-                let rec = Record {
-                    seq,
-                    time: time.clone(),
-                    principal: ev.principal,
-                    op: ev.op,
-                    key_arn: ev.key_arn,
-                    key_version: ev.key_version,
-                    context: ev.context,
-                    outcome: if ev.error_code.is_some() {
-                        "error".into()
-                    } else {
-                        "ok".into()
-                    },
-                    error_code: ev.error_code,
-                    request_id: ev.request_id,
-                    source: ev.source,
-                    prev_hash: prev,
-                    hash: String::new(),
-                };
-                let body = serde_json::to_string(&rec).map_err(std::io::Error::other)?;
-                let h = hash_hex(body.as_bytes());
-                out.push_str(&seal_line(&body, &h));
-                prev = h;
-                w.since_checkpoint += 1;
+            let n = batch.len() as u64;
+            let (lines, last, hash) = Self::build_lines(batch, seq, prev)?;
+            let mut out = String::with_capacity(lines.iter().map(|(_, l)| l.len() + 1).sum());
+            for (_, l) in &lines {
+                out.push_str(l);
+                out.push('\n');
             }
+            (seq, prev) = (last, hash);
+            w.since_checkpoint += n;
             file.write_all(out.as_bytes())?;
             file.sync_data()?;
             let end = file.seek(SeekFrom::End(0))?;
@@ -392,6 +534,31 @@ impl AuditLog {
     }
 
     fn checkpoint_locked(&self, w: &mut Writer) -> std::io::Result<()> {
+        if let Some(db) = &self.db {
+            // A checkpoint of the chain's tail, if records came since the last one.
+            if w.since_checkpoint == 0 {
+                return Ok(());
+            }
+            let mut made = None;
+            db.append(&mut |seq, prev, last_ck| {
+                let behind = last_ck
+                    .and_then(|l| serde_json::from_str::<Checkpoint>(l).ok())
+                    .is_none_or(|c| c.seq < seq);
+                let ck = if seq > 0 && behind {
+                    Some(self.make_checkpoint(seq, prev.to_string(), last_ck)?)
+                } else {
+                    None
+                };
+                made = ck.clone();
+                Ok((vec![], ck))
+            })?;
+            if let Some(line) = made {
+                self.anchor_copy(&line);
+            }
+            w.since_checkpoint = 0;
+            w.last_checkpoint = Instant::now();
+            return Ok(());
+        }
         let Some((seq, hash)) = w.uncheckpointed.take() else {
             return Ok(());
         };
@@ -405,48 +572,14 @@ impl AuditLog {
         // checkpoint is read and the new one appended under one lock.
         rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
         trim_torn_tail(&mut f, "audit checkpoints")?;
-        let prev = last_line(&mut f)?
-            .and_then(|l| serde_json::from_str::<Checkpoint>(&l).ok())
-            .map(|c| c.mac)
-            .unwrap_or_default();
-        let mut ck = Checkpoint {
-            seq,
-            hash,
-            time: now_rfc3339(),
-            prev: Some(prev),
-            mac: String::new(),
-        };
-        let parts = ck.mac_input();
-        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        ck.mac = hex::encode(self.mac_key.hmac(&parts));
-        let line = serde_json::to_string(&ck).map_err(std::io::Error::other)?;
+        let prev = last_line(&mut f)?;
+        let line = self.make_checkpoint(seq, hash, prev.as_deref())?;
         f.write_all(format!("{line}\n").as_bytes())?;
         f.sync_data()?;
         let _ = rustix::fs::flock(&f, rustix::fs::FlockOperation::Unlock);
         // Copies outside the keystore directory: the journal (via the log) and the anchor
         // directory, so cutting the log and the checkpoints together is detectable.
-        tracing::info!(
-            "audit checkpoint seq={} hash={} mac={}",
-            ck.seq,
-            ck.hash,
-            ck.mac
-        );
-        if let Some(dir) = &self.anchor {
-            let r = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .read(true)
-                .open(dir.join(CHECKPOINT_FILE))
-                .and_then(|mut a| {
-                    trim_torn_tail(&mut a, "anchored audit checkpoints")?;
-                    a.write_all(format!("{line}\n").as_bytes())?;
-                    a.sync_data()
-                });
-            if let Err(e) = r {
-                tracing::warn!("cannot copy the audit checkpoint to {}: {e}", dir.display());
-            }
-        }
+        self.anchor_copy(&line);
         w.since_checkpoint = 0;
         w.last_checkpoint = Instant::now();
         Ok(())
@@ -454,15 +587,37 @@ impl AuditLog {
 
     /// (sequence number, record hash) of the newest checkpoint, if any.
     pub fn latest_checkpoint(&self) -> Option<(u64, String)> {
-        let mut f = File::open(self.dir.join(CHECKPOINT_FILE)).ok()?;
-        let ck: Checkpoint = serde_json::from_str(&last_line(&mut f).ok()??).ok()?;
+        let line = match &self.db {
+            Some(db) => db.last_checkpoint().ok()??,
+            None => last_line(&mut File::open(self.dir.join(CHECKPOINT_FILE)).ok()?).ok()??,
+        };
+        let ck: Checkpoint = serde_json::from_str(&line).ok()?;
         Some((ck.seq, ck.hash))
     }
 
     /// Fails when the log is older than `seq` (the checkpoint the keystore vouches for):
     /// cut off, or missing beside an existing keystore. Cheap: reads only the tail.
     pub fn check_reaches(&self, seq: u64) -> Result<(), AuditError> {
-        let last = match File::open(self.dir.join(AUDIT_FILE)) {
+        let last = match &self.db {
+            Some(db) => db
+                .last_record()
+                .map_err(|e| AuditError(format!("cannot read {}: {e}", self.describe())))?
+                .and_then(|l| {
+                    split_line(&l).and_then(|(b, _)| serde_json::from_str::<Record>(&b).ok())
+                })
+                .map_or(0, |r| r.seq),
+            None => self.file_last_seq()?,
+        };
+        if last < seq {
+            return Err(AuditError(format!(
+                "the audit log ends at record {last} but the keystore vouches for record {seq}: it was cut off or removed"
+            )));
+        }
+        Ok(())
+    }
+
+    fn file_last_seq(&self) -> Result<u64, AuditError> {
+        Ok(match File::open(self.dir.join(AUDIT_FILE)) {
             Ok(mut f) => last_line(&mut f)
                 .map_err(|e| AuditError(format!("cannot read the audit log: {e}")))?
                 .and_then(|l| {
@@ -471,13 +626,7 @@ impl AuditLog {
                 .map_or(0, |r| r.seq),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(AuditError(format!("cannot open the audit log: {e}"))),
-        };
-        if last < seq {
-            return Err(AuditError(format!(
-                "the audit log ends at record {last} but the keystore vouches for record {seq}: it was cut off or removed"
-            )));
-        }
-        Ok(())
+        })
     }
 
     /// Writes a checkpoint for the last record this process wrote (clean shutdown).
@@ -488,7 +637,7 @@ impl AuditLog {
 
     /// Checks the whole chain and every checkpoint.
     pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
-        verify(&self.dir, &self.mac_key, None, None)
+        self.verify_with(None, None)
     }
 
     /// `verify`, also against the checkpoint the keystore vouches for and the copies of
@@ -498,7 +647,60 @@ impl AuditLog {
         vouched: Option<&(u64, String)>,
         anchor: Option<&Path>,
     ) -> Result<VerifyReport, VerifyError> {
-        verify(&self.dir, &self.mac_key, vouched, anchor)
+        let (log, cks) = self.texts().map_err(|e| VerifyError {
+            seq: 0,
+            reason: format!("cannot read {}: {e}", self.describe()),
+        })?;
+        verify(&log, &cks, &self.mac_key, vouched, anchor)
+    }
+
+    /// The records and the checkpoints, as the text of the files (newline-terminated lines).
+    fn texts(&self) -> std::io::Result<(String, String)> {
+        let Some(db) = &self.db else {
+            let read = |name: &str| match std::fs::read_to_string(self.dir.join(name)) {
+                Ok(t) => Ok(t),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+                Err(e) => Err(e),
+            };
+            return Ok((read(AUDIT_FILE)?, read(CHECKPOINT_FILE)?));
+        };
+        let mut log = String::new();
+        let mut after = 0;
+        loop {
+            let lines = db.records_after(after, 10_000)?;
+            if lines.is_empty() {
+                break;
+            }
+            after += lines.len() as u64;
+            for l in lines {
+                log.push_str(&l);
+                log.push('\n');
+            }
+        }
+        let mut cks = String::new();
+        for l in db.checkpoints()? {
+            cks.push_str(&l);
+            cks.push('\n');
+        }
+        Ok((log, cks))
+    }
+
+    /// Every record (for `audit show`); does not verify.
+    pub fn records(&self) -> std::io::Result<Vec<Record>> {
+        Ok(read::parse_records(&self.texts()?.0))
+    }
+
+    /// GetKeyLastUsage's answer from `index`, caught up with this log.
+    pub fn last_use(
+        &self,
+        index: &mut LastUseIndex,
+        key_id: &str,
+        ops: &[&str],
+    ) -> std::io::Result<(Option<Record>, Option<String>)> {
+        match &self.db {
+            Some(db) => index.lookup_db(db.as_ref(), key_id, ops),
+            None => index.lookup(&self.dir, key_id, ops),
+        }
     }
 }
 

@@ -50,21 +50,18 @@ pub(super) fn trim_torn_tail(f: &mut File, what: &str) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// Checks the records (`text`) and the checkpoints (`ck_text`), as files hold them.
 pub(super) fn verify(
-    dir: &Path,
+    text: &str,
+    ck_text: &str,
     mac_key: &SecretKey,
     vouched: Option<&(u64, String)>,
     anchor: Option<&Path>,
 ) -> Result<VerifyReport, VerifyError> {
     let bad = |seq: u64, reason: String| VerifyError { seq, reason };
-    let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(bad(0, format!("cannot read the log: {e}"))),
-    };
     let mut hashes: Vec<String> = Vec::new();
     let mut prev = GENESIS.to_string();
-    for (i, line) in complete_lines(&text).enumerate() {
+    for (i, line) in complete_lines(text).enumerate() {
         let expect = i as u64 + 1;
         let (body, claimed) =
             split_line(line).ok_or_else(|| bad(expect, "line has no hash field".into()))?;
@@ -125,11 +122,10 @@ pub(super) fn verify(
             vouch(ck.seq, &ck.hash, "an anchored checkpoint")?;
         }
     }
-    let ck_text = std::fs::read_to_string(dir.join(CHECKPOINT_FILE)).unwrap_or_default();
     let mut checkpoints = 0;
     let mut last_ck = 0;
     let mut prev_mac: Option<String> = None; // Some once the chain has started
-    for (i, line) in complete_lines(&ck_text).enumerate() {
+    for (i, line) in complete_lines(ck_text).enumerate() {
         let ck: Checkpoint = serde_json::from_str(line).map_err(|e| {
             bad(
                 last_seq + 1,
@@ -186,26 +182,32 @@ pub(super) fn verify(
     })
 }
 
-/// Reads all records (for `audit show`); does not verify.
+/// Reads all records of the log in `dir` (for `audit show`); does not verify.
 pub fn read_records(dir: &Path) -> std::io::Result<Vec<Record>> {
-    let text = match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let (body, h) = split_line(l)?;
-            let mut r: Record = serde_json::from_str(&body).ok()?;
-            r.hash = h.to_string();
-            Some(r)
-        })
-        .collect())
+    match std::fs::read_to_string(dir.join(AUDIT_FILE)) {
+        Ok(t) => Ok(parse_records(&t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
+/// The records of a log's text (for `audit show`); does not verify.
+pub(super) fn parse_records(text: &str) -> Vec<Record> {
+    text.lines().filter_map(parse_record).collect()
+}
+
+fn parse_record(l: &str) -> Option<Record> {
+    let (body, h) = split_line(l)?;
+    let mut r: Record = serde_json::from_str(&body).ok()?;
+    r.hash = h.to_string();
+    Some(r)
 }
 
 /// How far back `LastUseIndex` first reads the log: the newest 64 MiB (≈ 200,000 records).
 pub const LAST_USE_WINDOW: u64 = 64 << 20;
+
+/// How many of the newest records `LastUseIndex` first reads from a database.
+const LAST_USE_RECORDS: u64 = 200_000;
 
 /// The newest tracked use of every key, kept up to date by reading only what was appended
 /// to the log since the last look: a GetKeyLastUsage costs the records written since the
@@ -220,6 +222,49 @@ pub struct LastUseIndex {
     oldest: Option<String>,
     /// Key id -> its newest successful tracked record.
     newest: std::collections::HashMap<String, Record>,
+}
+
+impl LastUseIndex {
+    fn note(&mut self, rec: Record, ops: &[&str]) {
+        if self.oldest.is_none() {
+            self.oldest = Some(rec.time.clone());
+        }
+        if rec.outcome == "ok" && ops.contains(&rec.op.as_str()) {
+            if let Some(arn) = &rec.key_arn {
+                let id = arn.rsplit_once(":key/").map_or(arn.as_str(), |(_, id)| id);
+                self.newest.insert(id.to_string(), rec);
+            }
+        }
+    }
+
+    /// `lookup` for a log kept in a database: `offset` is the last seq read.
+    pub(super) fn lookup_db(
+        &mut self,
+        db: &dyn AuditDb,
+        key_id: &str,
+        ops: &[&str],
+    ) -> std::io::Result<(Option<Record>, Option<String>)> {
+        if self.offset == 0 && self.oldest.is_none() {
+            let last = db
+                .last_record()?
+                .and_then(|l| parse_record(&l))
+                .map_or(0, |r| r.seq);
+            self.offset = last.saturating_sub(LAST_USE_RECORDS);
+        }
+        loop {
+            let lines = db.records_after(self.offset, 10_000)?;
+            if lines.is_empty() {
+                break;
+            }
+            for l in lines {
+                if let Some(rec) = parse_record(&l) {
+                    self.offset = self.offset.max(rec.seq);
+                    self.note(rec, ops);
+                }
+            }
+        }
+        Ok((self.newest.get(key_id).cloned(), self.oldest.clone()))
+    }
 }
 
 impl LastUseIndex {
@@ -266,15 +311,7 @@ impl LastUseIndex {
             else {
                 continue;
             };
-            if self.oldest.is_none() {
-                self.oldest = Some(rec.time.clone());
-            }
-            if rec.outcome == "ok" && ops.contains(&rec.op.as_str()) {
-                if let Some(arn) = &rec.key_arn {
-                    let id = arn.rsplit_once(":key/").map_or(arn.as_str(), |(_, id)| id);
-                    self.newest.insert(id.to_string(), rec.clone());
-                }
-            }
+            self.note(rec, ops);
         }
         Ok((self.newest.get(key_id).cloned(), self.oldest.clone()))
     }

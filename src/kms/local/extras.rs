@@ -229,9 +229,8 @@ impl LocalKms {
             let k = self.authorized(&s, &req.key_id, op.action(), None, info)?;
             let (found, oldest) = self
                 .e
-                .last_use
-                .lock()
-                .lookup(&self.e.dir, &k.id, TRACKED)
+                .audit
+                .last_use(&mut self.e.last_use.lock(), &k.id, TRACKED)
                 .map_err(|e| KmsError::internal(format!("cannot read the audit log: {e}")))?;
             let start = oldest.as_deref().and_then(epoch).unwrap_or(k.created);
             Ok(GetKeyLastUsageResponse {

@@ -202,12 +202,16 @@ impl LocalKms {
         let root = crate::seal::root_key(dir, create)?;
         let location = super::store::chosen()?.unwrap_or_else(|| Location::default_for(dir));
         let store = super::store::open(&location, true)?;
+        let audit = match store.audit_db() {
+            Some(db) => AuditLog::open_db(dir, &root, db),
+            None => AuditLog::open(dir, &root),
+        };
         let e = Engine {
             dir: dir.to_path_buf(),
             store,
             rows: RowSeal::new(&root),
             next_due: parking_lot::Mutex::new(0.0),
-            audit: AuditLog::open(dir, &root),
+            audit,
             root,
             region: LOCAL_REGION.into(),
             account: DEFAULT_ACCOUNT.into(),

@@ -62,6 +62,12 @@ pub trait Engine: Send + Sync {
     /// commits what it returns as generation + 1. Returns the new generation, or None when
     /// `decide` wrote nothing.
     fn write(&self, base: u64, decide: &mut Decide<'_>) -> Result<Option<u64>>;
+
+    /// Where the audit chain is kept, if this engine keeps it (a database shared by
+    /// servers keeps one chain for all); None: the keystore directory's files.
+    fn audit_db(&self) -> Option<std::sync::Arc<dyn crate::kms::audit::AuditDb>> {
+        None
+    }
 }
 
 /// Where the store is: `sqlite:PATH` (default: `DIR/keystore.sqlite`) or

@@ -124,9 +124,115 @@ impl Postgres {
         Ok(())
     }
 
-    /// A connection of the pool, for the audit log kept in this database.
-    pub(super) fn pool(&self) -> &Pool {
-        &self.pool
+}
+
+/// The audit chain in the database: `kmsfs_audit (seq, line)` and
+/// `kmsfs_audit_checkpoints (n, line)`. An append takes a transaction-scoped advisory
+/// lock, reads the chain's tail and inserts after it, so sequence numbers and links
+/// follow commit order whatever the number of servers.
+struct PgAudit {
+    shown: String,
+    pool: Pool,
+}
+
+/// The advisory lock key of the audit chain.
+const AUDIT_LOCK: i64 = 7419203812;
+
+impl PgAudit {
+    fn client(&self) -> std::io::Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        self.pool.get().map_err(std::io::Error::other)
+    }
+}
+
+fn io(e: ::postgres::Error) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl crate::kms::audit::AuditDb for PgAudit {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn append(&self, build: &mut crate::kms::audit::BuildBatch<'_>) -> std::io::Result<()> {
+        let mut c = self.client()?;
+        let mut tx = c.transaction().map_err(io)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+            .map_err(io)?;
+        let last: Option<String> = tx
+            .query_opt("SELECT line FROM kmsfs_audit ORDER BY seq DESC LIMIT 1", &[])
+            .map_err(io)?
+            .map(|r| r.get(0));
+        let (seq, hash) = match &last {
+            Some(l) => crate::kms::audit::tail_of(l)?,
+            None => (0, crate::kms::audit::GENESIS.to_string()),
+        };
+        let last_ck: Option<String> = tx
+            .query_opt(
+                "SELECT line FROM kmsfs_audit_checkpoints ORDER BY n DESC LIMIT 1",
+                &[],
+            )
+            .map_err(io)?
+            .map(|r| r.get(0));
+        let (lines, ck) = build(seq, &hash, last_ck.as_deref())?;
+        if !lines.is_empty() {
+            let put = tx
+                .prepare("INSERT INTO kmsfs_audit (seq, line) SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[])")
+                .map_err(io)?;
+            let seqs: Vec<i64> = lines.iter().map(|(s, _)| *s as i64).collect();
+            let texts: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+            tx.execute(&put, &[&seqs, &texts]).map_err(io)?;
+        }
+        if let Some(ck) = ck {
+            tx.execute(
+                "INSERT INTO kmsfs_audit_checkpoints (n, line)
+                 SELECT COALESCE(MAX(n), 0) + 1, $1 FROM kmsfs_audit_checkpoints",
+                &[&ck],
+            )
+            .map_err(io)?;
+        }
+        tx.commit().map_err(io)
+    }
+
+    fn records_after(&self, after: u64, limit: usize) -> std::io::Result<Vec<String>> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT line FROM kmsfs_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &(limit as i64)],
+            )
+            .map_err(io)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn last_record(&self) -> std::io::Result<Option<String>> {
+        Ok(self
+            .client()?
+            .query_opt("SELECT line FROM kmsfs_audit ORDER BY seq DESC LIMIT 1", &[])
+            .map_err(io)?
+            .map(|r| r.get(0)))
+    }
+
+    fn checkpoints(&self) -> std::io::Result<Vec<String>> {
+        Ok(self
+            .client()?
+            .query("SELECT line FROM kmsfs_audit_checkpoints ORDER BY n", &[])
+            .map_err(io)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn last_checkpoint(&self) -> std::io::Result<Option<String>> {
+        Ok(self
+            .client()?
+            .query_opt(
+                "SELECT line FROM kmsfs_audit_checkpoints ORDER BY n DESC LIMIT 1",
+                &[],
+            )
+            .map_err(io)?
+            .map(|r| r.get(0)))
     }
 }
 
@@ -148,6 +254,13 @@ fn rows_after(c: &mut impl ::postgres::GenericClient, gen: u64) -> std::result::
 impl Engine for Postgres {
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    fn audit_db(&self) -> Option<std::sync::Arc<dyn crate::kms::audit::AuditDb>> {
+        Some(std::sync::Arc::new(PgAudit {
+            shown: self.shown.clone(),
+            pool: self.pool.clone(),
+        }))
     }
 
     fn generation(&self) -> Result<u64> {
