@@ -39,8 +39,18 @@ impl KmsLocation {
             return Ok(KmsLocation::Local(local::default_keystore_dir()?));
         }
         if s.starts_with("https://") || s.starts_with("http://") {
+            // One endpoint, or several servers of one cluster (`,` or `;` between them).
+            let eps: Vec<String> = remote::split_endpoints(s)
+                .map(|e| e.trim_end_matches('/').to_string() + "/")
+                .collect();
+            if let Some(bad) = eps
+                .iter()
+                .find(|e| !(e.starts_with("https://") || e.starts_with("http://")))
+            {
+                crate::error::fail!("KMS endpoint {bad:?} in {s:?} is not an http(s) URL");
+            }
             return Ok(KmsLocation::Remote {
-                endpoint: s.trim_end_matches('/').to_string() + "/",
+                endpoint: eps.join(","),
                 region: env_region(),
             });
         }
@@ -85,7 +95,10 @@ impl KmsLocation {
             {
                 format!("aws:{region}")
             }
-            KmsLocation::Remote { endpoint, .. } => endpoint.trim_end_matches('/').to_string(),
+            KmsLocation::Remote { endpoint, .. } => remote::split_endpoints(endpoint)
+                .map(|e| e.trim_end_matches('/'))
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 

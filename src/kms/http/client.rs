@@ -122,16 +122,20 @@ type Reply = (u16, Option<String>, Zeroizing<Vec<u8>>);
 #[error("{0}")]
 struct Unreachable(String);
 
-/// A KMS reached over HTTP(S).
+/// A KMS reached over HTTP(S), at one or several endpoints (servers of one cluster).
 pub struct RemoteKms {
     client: reqwest::blocking::Client,
-    endpoint: reqwest::Url,
+    endpoints: Vec<reqwest::Url>,
+    /// The endpoint that answered last: requests go there first.
+    preferred: std::sync::atomic::AtomicUsize,
     region: String,
     creds: Credentials,
     retries: u32,
 }
 
 impl RemoteKms {
+    /// `endpoint`: one URL, or several separated by `,` or `;` (servers sharing one store;
+    /// a request that gets no answer, a fault or throttling from one goes to the next).
     /// `ca`: extra trusted root (PEM) for a server with a private CA or a self-signed cert.
     pub fn new(
         endpoint: &str,
@@ -140,8 +144,15 @@ impl RemoteKms {
         ca: Option<&Path>,
         timeout: Duration,
     ) -> crate::Result<RemoteKms> {
-        let endpoint = reqwest::Url::parse(endpoint)
-            .map_err(|e| crate::error::err!("invalid KMS endpoint {endpoint:?}: {e}"))?;
+        let endpoints = split_endpoints(endpoint)
+            .map(|e| {
+                reqwest::Url::parse(e)
+                    .map_err(|err| crate::error::err!("invalid KMS endpoint {e:?}: {err}"))
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            crate::error::fail!("no KMS endpoint in {endpoint:?}");
+        }
         let mut b = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -160,19 +171,20 @@ impl RemoteKms {
             client: b
                 .build()
                 .map_err(|e| crate::error::err!("cannot build the HTTP client: {e}"))?,
-            endpoint,
+            endpoints,
+            preferred: Default::default(),
             region: region.to_string(),
             creds,
             retries: 3,
         })
     }
 
-    fn send_once(&self, op: &str, body: &[u8]) -> Result<Reply, Unreachable> {
+    fn send_once(&self, at: &reqwest::Url, op: &str, body: &[u8]) -> Result<Reply, Unreachable> {
         use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
         use aws_sigv4::sign::v4;
-        let host = match self.endpoint.port() {
-            Some(p) => format!("{}:{p}", self.endpoint.host_str().unwrap_or("")),
-            None => self.endpoint.host_str().unwrap_or("").to_string(),
+        let host = match at.port() {
+            Some(p) => format!("{}:{p}", at.host_str().unwrap_or("")),
+            None => at.host_str().unwrap_or("").to_string(),
         };
         let target = format!("{}{op}", super::TARGET_PREFIX);
         let headers = [
@@ -199,7 +211,7 @@ impl RemoteKms {
             .into();
         let signable = SignableRequest::new(
             "POST",
-            self.endpoint.as_str(),
+            at.as_str(),
             headers.iter().copied(),
             SignableBody::Bytes(body),
         )
@@ -207,7 +219,7 @@ impl RemoteKms {
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| Unreachable(format!("cannot sign: {e}")))?
             .into_parts();
-        let mut req = self.client.post(self.endpoint.clone()).body(body.to_vec());
+        let mut req = self.client.post(at.clone()).body(body.to_vec());
         for (k, v) in headers.iter().filter(|(k, _)| *k != "host") {
             req = req.header(*k, *v);
         }
@@ -229,7 +241,8 @@ impl RemoteKms {
     }
 
     /// One operation with bounded retries: connection errors, throttling and faults are
-    /// retried with exponential backoff; other errors return at once.
+    /// retried, on the next endpoint at once when there are several, with exponential
+    /// backoff once every endpoint was tried; other errors return at once.
     pub(in crate::kms) fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         op: Op,
@@ -238,19 +251,28 @@ impl RemoteKms {
         let op = op.name();
         let body =
             Zeroizing::new(serde_json::to_vec(req).map_err(|e| KmsError::internal(e.to_string()))?);
+        use std::sync::atomic::Ordering;
         let mut last = None;
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(100 << (attempt - 1)));
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut backoff = 0;
+        for attempt in 0..(self.retries as usize + n) {
+            if attempt > 0 && attempt % n == 0 {
+                // every endpoint failed this round: back off before the next
+                std::thread::sleep(Duration::from_millis(100 << backoff.min(6)));
+                backoff += 1;
             }
-            match self.send_once(op, &body) {
+            let i = (first + attempt) % n;
+            let at = &self.endpoints[i];
+            match self.send_once(at, op, &body) {
                 Err(e) => {
                     last = Some(KmsError::new(
                         ErrorCode::DependencyTimeoutException,
-                        format!("KMS at {} unreachable: {e}", self.endpoint),
+                        format!("KMS at {at} unreachable: {e}"),
                     ))
                 }
                 Ok((200, _, bytes)) => {
+                    self.preferred.store(i, Ordering::Relaxed);
                     return super::parse_response(&bytes).map_err(|e| {
                         KmsError::internal(format!("cannot parse the KMS's {op} response: {e}"))
                     });
@@ -289,4 +311,10 @@ impl RemoteKms {
         }
         Err(last.expect("at least one attempt"))
     }
+}
+
+/// The endpoints of a `--kms` list (`https://a:8443,https://b:8443`; `;` also separates,
+/// for fstab options, where `,` does).
+pub fn split_endpoints(s: &str) -> impl Iterator<Item = &str> {
+    s.split([',', ';']).map(str::trim).filter(|e| !e.is_empty())
 }
