@@ -279,3 +279,39 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
     assert_eq!(v["last_seq"], v["records"], "{v}");
     assert!(v["records"].as_u64().unwrap() > 100, "{v}");
 }
+
+/// The embedded KMS's library suite (`kms::local`), run again with every keystore's rows
+/// and audit chain in a fresh PostgreSQL database: both engines pass the same tests.
+#[test]
+fn the_kms_library_suite_passes_on_postgres() {
+    let Some(pg) = Pg::start() else { return };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["test", "--lib", "--", "kms::local::", "--test-threads=2"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("KMSFS_TEST_PG", format!("postgres://kmsfs@127.0.0.1:{}/postgres", pg.port))
+        .env("KMSFS_STORE_PASSWORD_FILE", &pg.password_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the suite failed on PostgreSQL");
+    let passed: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    // every test of the suite ran (none filtered or skipped)
+    let listed = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["test", "--lib", "--", "kms::local::", "--list"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.ends_with(": test"))
+        .count();
+    assert!(listed >= 30, "{listed} tests listed");
+    assert_eq!(passed, listed, "{passed} of {listed} tests passed on PostgreSQL");
+}

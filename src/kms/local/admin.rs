@@ -4,6 +4,30 @@
 use super::*;
 
 impl LocalKms {
+    /// Benchmarks only: adds `n` copies of key `like` (new ids, fresh material) in one
+    /// commit, so CreateKey can be timed in a store of 100,000 keys without making them
+    /// one by one.
+    #[doc(hidden)]
+    pub fn bench_fill(&self, like: &str, n: usize) -> KmsResult<()> {
+        self.run("BenchFill", |info| {
+            self.mutate("BenchFill", info, |s, _| {
+                let k = s
+                    .keys
+                    .get(like)
+                    .cloned()
+                    .ok_or_else(|| KmsError::not_found(format!("Key '{like}' does not exist")))?;
+                for _ in 0..n {
+                    let mut c = k.clone();
+                    c.id = uuid::Uuid::new_v4().to_string();
+                    c.versions = vec![Self::new_version(&c.spec, None)];
+                    c.current = 0;
+                    s.keys.insert(c.id.clone(), c);
+                }
+                Ok(())
+            })
+        })
+    }
+
     /// Every secret this keystore guards — its root key, each key version's material
     /// (AES, HMAC, private keys; pending imports too), import wrapping keys, principals'
     /// secrets and external key stores' proxy credentials — so that a test can scan a

@@ -2,8 +2,27 @@ use super::*;
 
 pub(super) fn kms() -> (tempfile::TempDir, LocalKms) {
     let d = tempfile::tempdir().unwrap();
+    on_test_store();
     let k = LocalKms::open(&d.path().join("ks"), true).unwrap();
     (d, k)
+}
+
+/// With `KMSFS_TEST_PG` (a PostgreSQL URL; tests/it/cluster.rs sets it), this test's
+/// keystores keep their rows and audit chain in a fresh database of that server: the
+/// same suite, run against the other engine.
+pub(super) fn on_test_store() {
+    let Ok(base) = std::env::var("KMSFS_TEST_PG") else {
+        return;
+    };
+    let name = format!("t_{}", hex::encode(crate::crypto::random_bytes::<8>()));
+    let mut cfg: postgres::Config = base.parse().unwrap();
+    if let Ok(f) = std::env::var("KMSFS_STORE_PASSWORD_FILE") {
+        cfg.password(std::fs::read_to_string(f).unwrap().trim());
+    }
+    let mut c = cfg.connect(postgres::NoTls).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    super::super::store::set_test_store(Some(Location::Postgres(format!("{prefix}/{name}"))));
 }
 
 /// CreateKey with a KeySpec and (optionally) a KeyUsage.

@@ -130,9 +130,24 @@ fn redact(s: &str) -> String {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    static TEST_STORE: std::cell::RefCell<Option<Location>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Tests: the store every keystore opened on this thread uses (one test, one thread).
+#[cfg(test)]
+pub fn set_test_store(loc: Option<Location>) {
+    TEST_STORE.with(|t| *t.borrow_mut() = loc);
+}
+
 /// The store chosen for this process (`--store`, which the command line exports as
 /// `KMSFS_STORE` so a re-executed daemon sees it too), if any.
 pub fn chosen() -> crate::Result<Option<Location>> {
+    #[cfg(test)]
+    if let Some(l) = TEST_STORE.with(|t| t.borrow().clone()) {
+        return Ok(Some(l));
+    }
     match std::env::var("KMSFS_STORE") {
         Ok(s) if !s.is_empty() => Location::parse(&s).map(Some),
         _ => Ok(None),
