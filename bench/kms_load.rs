@@ -1,7 +1,9 @@
 //! Load generator for `kmsfs kms serve`: many threads, each with its own connection,
 //! sending SigV4-signed GenerateDataKey and Decrypt requests over loopback with the
-//! audit log on. `cargo bench --bench kms_load [-- THREADS SECONDS]` (needs the release
-//! binary: `cargo build --release`). Stops by itself.
+//! audit log on. `cargo bench --bench kms_load [-- THREADS SECONDS [SERVERS]]` (needs the
+//! release binary: `cargo build --release`). SERVERS > 1 starts that many servers on one
+//! keystore and spreads the threads over them: give them a shared store with KMSFS_STORE
+//! (bench/store.sh does, with PostgreSQL). Stops by itself.
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -120,6 +122,8 @@ fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let nservers: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
+    fixture::throwaway_keystore();
     let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/kmsfs");
     let dir = tempfile::tempdir().unwrap();
     let ks = format!("local:{}", dir.path().join("ks").display());
@@ -143,21 +147,24 @@ fn main() {
         secret_access_key: zeroize::Zeroizing::new(field("aws_secret_access_key")),
         session_token: None,
     };
-    let mut server = Command::new(bin)
-        .args(["--kms", &ks, "kms", "serve", "--listen", "127.0.0.1:0"])
-        .env("KMSFS_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = format!(
-        "http://{}",
-        line.trim().strip_prefix("listening on ").unwrap()
-    );
+    let mut servers = vec![];
+    let mut addrs = vec![];
+    for _ in 0..nservers {
+        let mut server = Command::new(bin)
+            .args(["--kms", &ks, "kms", "serve", "--listen", "127.0.0.1:0"])
+            .env("KMSFS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        addrs.push(line.trim().strip_prefix("listening on ").unwrap().to_string());
+        servers.push(server);
+    }
+    let url = format!("http://{}", addrs[0]);
     let client = || {
         RemoteKms::new(
             &url,
@@ -170,11 +177,13 @@ fn main() {
     };
     let c = client();
     let (key, ctx, blob) = fixture::key_and_blob(&c, "load");
-    println!("{threads} client threads, {secs} s per operation, server {url} (audit on: every record fsynced, group commit)");
+    println!(
+        "{threads} client threads, {secs} s per operation, {nservers} server(s) {addrs:?}, store {} (audit on: every record durable, group commit)",
+        std::env::var("KMSFS_STORE").unwrap_or_else(|_| "sqlite (default)".into())
+    );
     for (name, decrypt) in [("GenerateDataKey", false), ("Decrypt", true)] {
         let stop = Instant::now() + Duration::from_secs(secs);
         let key = Arc::new(key.clone());
-        let addr = url.trim_start_matches("http://").to_string();
         let body = if decrypt {
             serde_json::to_vec(&DecryptRequest {
                 ciphertext_blob: blob.clone(),
@@ -194,8 +203,8 @@ fn main() {
             .unwrap()
         };
         let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                let (addr, creds, body) = (addr.clone(), creds.clone(), body.clone());
+            .map(|t| {
+                let (addr, creds, body) = (addrs[t % nservers].clone(), creds.clone(), body.clone());
                 std::thread::spawn(move || {
                     let mut c = Raw::new(&addr, creds);
                     let mut lat = vec![];
@@ -217,8 +226,58 @@ fn main() {
             lat[lat.len() * 99 / 100].as_secs_f64() * 1e3
         );
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    if nservers > 1 {
+        // Failover: clients naming every server (RemoteKms, as mounts do); the first
+        // server is killed (SIGKILL) halfway through.
+        let all: String = addrs
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let stop = Instant::now() + Duration::from_secs(secs);
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                let (all, creds, key, ctx) = (all.clone(), creds.clone(), key.clone(), ctx.clone());
+                std::thread::spawn(move || {
+                    let c = RemoteKms::new(&all, "us-east-1", creds, None, Duration::from_secs(2))
+                        .unwrap();
+                    let (mut ok, mut failed, mut worst) = (0u64, 0u64, Duration::ZERO);
+                    while Instant::now() < stop {
+                        let t = Instant::now();
+                        let r = c.generate_data_key(GenerateDataKeyRequest {
+                            key_id: key.clone(),
+                            key_spec: Some("AES_256".into()),
+                            encryption_context: Some(ctx.clone()),
+                            ..Default::default()
+                        });
+                        worst = worst.max(t.elapsed());
+                        if r.is_ok() { ok += 1 } else { failed += 1 }
+                    }
+                    (ok, failed, worst)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(secs) / 2);
+        let _ = servers[0].kill();
+        let killed = Instant::now();
+        let (mut ok, mut failed, mut worst) = (0, 0, Duration::ZERO);
+        for h in hs {
+            let (o, f, w) = h.join().unwrap();
+            ok += o;
+            failed += f;
+            worst = worst.max(w);
+        }
+        let _ = killed;
+        println!(
+            "failover (server 1 of {nservers} killed at {:.1} s): {ok} GenerateDataKey answered, {failed} failed, longest request {:.1} ms",
+            secs as f64 / 2.0,
+            worst.as_secs_f64() * 1e3
+        );
+    }
+    for mut server in servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
     let v = Command::new(bin)
         .args(["--kms", &ks, "audit", "verify"])
         .output()

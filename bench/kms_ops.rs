@@ -14,6 +14,7 @@ fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
     let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    fixture::throwaway_keystore();
     let dir = tempfile::tempdir().unwrap();
     let kms = Arc::new(LocalKms::open(&dir.path().join("ks"), true).unwrap());
     let (key, ctx, blob) = fixture::key_and_blob(&*kms, "bench");

@@ -7,6 +7,9 @@ use std::time::Instant;
 use kmsfs::kms::local::LocalKms;
 use kmsfs::kms::*;
 
+#[path = "fixture.rs"]
+mod fixture;
+
 fn main() {
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
@@ -18,6 +21,7 @@ fn main() {
     } else {
         sizes
     };
+    fixture::throwaway_keystore();
     let dir = tempfile::tempdir().unwrap();
     let kms = LocalKms::open(&dir.path().join("ks"), true).unwrap();
     let engine = std::env::var("KMSFS_STORE")
