@@ -152,6 +152,8 @@ fn main() {
     for _ in 0..nservers {
         let mut server = Command::new(bin)
             .args(["--kms", &ks, "kms", "serve", "--listen", "127.0.0.1:0"])
+            // one principal is the whole load: lift its per-principal bounds
+            .args(["--max-rate", "100000000", "--max-request-bytes", "100000000000"])
             .env("KMSFS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -20,12 +20,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 (cd "$work" && run "$bin/pg_ctl" -D "$work/data" -w -l "$work/sock/log" \
     -o "-p $port -k $work/sock -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null)
 trap '(cd "$work" && run "$bin/pg_ctl" -D "$work/data" -m fast stop >/dev/null); rm -rf "$work"' EXIT
-db=0
+# a fresh database (called in $(...), so named by the clock, not a counter)
 newdb() {
-    db=$((db + 1))
+    local db="b$(date +%s%N)"
     PGPASSWORD=$(cat "$work/password") "$bin/psql" -q -h 127.0.0.1 -p "$port" -U kmsfs -d postgres \
-        -c "CREATE DATABASE b$db" >/dev/null
-    echo "postgres://kmsfs@127.0.0.1:$port/b$db"
+        -c "CREATE DATABASE $db" >/dev/null
+    echo "postgres://kmsfs@127.0.0.1:$port/$db"
 }
 export KMSFS_STORE_PASSWORD_FILE="$work/password" KMSFS_SEAL=none
 cargo build --release --quiet

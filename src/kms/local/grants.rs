@@ -7,70 +7,81 @@
 use super::*;
 use crate::kms::policy::Decision;
 
-/// The operations a grant can name, by the kind of key (AWS's lists).
-fn grantable(k: &KeyRecord) -> &'static [&'static str] {
-    match (k.spec.as_str(), k.usage.as_str()) {
-        (SYMMETRIC_DEFAULT, _) => &[
-            "Encrypt",
-            "Decrypt",
-            "GenerateDataKey",
-            "GenerateDataKeyWithoutPlaintext",
-            "ReEncryptFrom",
-            "ReEncryptTo",
-            "GenerateDataKeyPair",
-            "GenerateDataKeyPairWithoutPlaintext",
-            "DescribeKey",
-            "CreateGrant",
-            "RetireGrant",
-        ],
-        (_, ENCRYPT_DECRYPT) => &[
-            "Encrypt",
-            "Decrypt",
-            "ReEncryptFrom",
-            "ReEncryptTo",
-            "GetPublicKey",
-            "DescribeKey",
-            "CreateGrant",
-            "RetireGrant",
-        ],
-        (_, KEY_AGREEMENT) => &[
-            "DeriveSharedSecret",
-            "GetPublicKey",
-            "DescribeKey",
-            "CreateGrant",
-            "RetireGrant",
-        ],
-        (_, SIGN_VERIFY) => &[
-            "Sign",
-            "Verify",
-            "GetPublicKey",
-            "DescribeKey",
-            "CreateGrant",
-            "RetireGrant",
-        ],
-        _ => &[
-            "GenerateMac",
-            "VerifyMac",
-            "DescribeKey",
-            "CreateGrant",
-            "RetireGrant",
-        ],
+/// What a grant can name: an operation of the table (`kms::Op`), or one side of ReEncrypt
+/// (a policy action, not an operation of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrantOp {
+    Op(Op),
+    ReEncryptFrom,
+    ReEncryptTo,
+}
+
+impl GrantOp {
+    fn name(self) -> &'static str {
+        match self {
+            GrantOp::Op(o) => o.name(),
+            GrantOp::ReEncryptFrom => "ReEncryptFrom",
+            GrantOp::ReEncryptTo => "ReEncryptTo",
+        }
     }
 }
 
+use GrantOp::{ReEncryptFrom, ReEncryptTo};
+const fn g(o: Op) -> GrantOp {
+    GrantOp::Op(o)
+}
+
+/// Every key can be described and can carry grants that grant and retire.
+const GRANT_ADMIN: [GrantOp; 3] = [g(Op::DescribeKey), g(Op::CreateGrant), g(Op::RetireGrant)];
+
+/// The operations a grant can name, by the kind of key (AWS's lists).
+fn grantable(k: &KeyRecord) -> Vec<GrantOp> {
+    let mut ops = match (k.spec.as_str(), k.usage.as_str()) {
+        (SYMMETRIC_DEFAULT, _) => vec![
+            g(Op::Encrypt),
+            g(Op::Decrypt),
+            g(Op::GenerateDataKey),
+            g(Op::GenerateDataKeyWithoutPlaintext),
+            ReEncryptFrom,
+            ReEncryptTo,
+            g(Op::GenerateDataKeyPair),
+            g(Op::GenerateDataKeyPairWithoutPlaintext),
+        ],
+        (_, ENCRYPT_DECRYPT) => vec![
+            g(Op::Encrypt),
+            g(Op::Decrypt),
+            ReEncryptFrom,
+            ReEncryptTo,
+            g(Op::GetPublicKey),
+        ],
+        (_, KEY_AGREEMENT) => vec![g(Op::DeriveSharedSecret), g(Op::GetPublicKey)],
+        (_, SIGN_VERIFY) => vec![g(Op::Sign), g(Op::Verify), g(Op::GetPublicKey)],
+        _ => vec![g(Op::GenerateMac), g(Op::VerifyMac)],
+    };
+    ops.extend(GRANT_ADMIN);
+    ops
+}
+
 /// Operations that take an encryption context: the only ones a constrained grant can name.
-const CONTEXT_OPS: [&str; 10] = [
-    "Encrypt",
-    "Decrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "ReEncryptFrom",
-    "ReEncryptTo",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "CreateGrant",
-    "RetireGrant",
+const CONTEXT_OPS: [GrantOp; 10] = [
+    g(Op::Encrypt),
+    g(Op::Decrypt),
+    g(Op::GenerateDataKey),
+    g(Op::GenerateDataKeyWithoutPlaintext),
+    ReEncryptFrom,
+    ReEncryptTo,
+    g(Op::GenerateDataKeyPair),
+    g(Op::GenerateDataKeyPairWithoutPlaintext),
+    g(Op::CreateGrant),
+    g(Op::RetireGrant),
 ];
+
+/// Does the grant record name an operation that allows `action`?
+fn names(g: &GrantRecord, action: &str) -> bool {
+    g.operations
+        .iter()
+        .any(|o| action.strip_prefix("kms:") == Some(o.as_str()))
+}
 
 /// Does the request's encryption context meet the grant's constraints?
 fn meets(c: &Option<GrantConstraints>, ctx: Option<&EncryptionContext>) -> bool {
@@ -113,11 +124,10 @@ impl LocalKms {
         action: &str,
         ctx: Option<&EncryptionContext>,
     ) -> bool {
-        let op = action.strip_prefix("kms:").unwrap_or(action);
         store.grants.values().any(|g| {
             g.key_id == id
                 && self.who().is(&g.grantee)
-                && g.operations.iter().any(|o| o == op)
+                && names(g, action)
                 && meets(&g.constraints, ctx)
         })
     }
@@ -166,7 +176,7 @@ impl LocalKms {
                     s.grants.values().any(|g| {
                         g.key_id == id
                             && self.who().is(&g.grantee)
-                            && g.operations.iter().any(|o| o == "CreateGrant")
+                            && names(g, Op::CreateGrant.action())
                             && ops.iter().all(|o| g.operations.contains(o))
                             && g.constraints == req.constraints
                     })
@@ -319,7 +329,7 @@ impl LocalKms {
                 let caller = &self.caller.principal;
                 let may = g.retiring.as_deref().is_some_and(|r| self.who().is(r))
                     || (self.who().is(&g.grantee)
-                        && g.operations.iter().any(|o| o == "RetireGrant"))
+                        && names(g, Op::RetireGrant.action()))
                     || &g.issuer == caller;
                 if !may {
                     return Err(KmsError::new(
@@ -385,19 +395,19 @@ fn validate_grant(k: &KeyRecord, req: &CreateGrantRequest) -> KmsResult<Vec<Stri
         return bad("Operations must name at least one operation".into());
     }
     let allowed = grantable(k);
-    let mut ops = vec![];
+    let mut ops: Vec<GrantOp> = vec![];
     for o in &req.operations {
-        if !allowed.contains(&o.as_str()) {
+        let Some(op) = allowed.iter().copied().find(|a| a.name() == o) else {
             return bad(format!(
                 "Operation {o} is not valid for a {} {} key",
                 k.spec, k.usage
             ));
-        }
-        if !ops.contains(o) {
-            ops.push(o.clone());
+        };
+        if !ops.contains(&op) {
+            ops.push(op);
         }
     }
-    ops.sort();
+    ops.sort_by_key(|o| o.name());
     if let Some(c) = &req.constraints {
         if c.encryption_context_equals.is_some() && c.encryption_context_subset.is_some() {
             return bad(
@@ -405,11 +415,12 @@ fn validate_grant(k: &KeyRecord, req: &CreateGrantRequest) -> KmsResult<Vec<Stri
                     .into(),
             );
         }
-        if let Some(o) = ops.iter().find(|o| !CONTEXT_OPS.contains(&o.as_str())) {
+        if let Some(o) = ops.iter().find(|o| !CONTEXT_OPS.contains(o)) {
             return bad(format!(
-                "Operation {o} takes no encryption context, so a grant with Constraints cannot name it"
+                "Operation {} takes no encryption context, so a grant with Constraints cannot name it",
+                o.name()
             ));
         }
     }
-    Ok(ops)
+    Ok(ops.iter().map(|o| o.name().to_string()).collect())
 }
