@@ -153,7 +153,12 @@ fn main() {
         let mut server = Command::new(bin)
             .args(["--kms", &ks, "kms", "serve", "--listen", "127.0.0.1:0"])
             // one principal is the whole load: lift its per-principal bounds
-            .args(["--max-rate", "100000000", "--max-request-bytes", "100000000000"])
+            .args([
+                "--max-rate",
+                "100000000",
+                "--max-request-bytes",
+                "100000000000",
+            ])
             .env("KMSFS_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -163,7 +168,12 @@ fn main() {
         std::io::BufReader::new(server.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        addrs.push(line.trim().strip_prefix("listening on ").unwrap().to_string());
+        addrs.push(
+            line.trim()
+                .strip_prefix("listening on ")
+                .unwrap()
+                .to_string(),
+        );
         servers.push(server);
     }
     let url = format!("http://{}", addrs[0]);
@@ -206,7 +216,8 @@ fn main() {
         };
         let hs: Vec<_> = (0..threads)
             .map(|t| {
-                let (addr, creds, body) = (addrs[t % nservers].clone(), creds.clone(), body.clone());
+                let (addr, creds, body) =
+                    (addrs[t % nservers].clone(), creds.clone(), body.clone());
                 std::thread::spawn(move || {
                     let mut c = Raw::new(&addr, creds);
                     let mut lat = vec![];
@@ -253,7 +264,11 @@ fn main() {
                             ..Default::default()
                         });
                         worst = worst.max(t.elapsed());
-                        if r.is_ok() { ok += 1 } else { failed += 1 }
+                        if r.is_ok() {
+                            ok += 1
+                        } else {
+                            failed += 1
+                        }
                     }
                     (ok, failed, worst)
                 })

@@ -27,7 +27,13 @@ fn main() {
     let engine = std::env::var("KMSFS_STORE")
         .ok()
         .filter(|s| !s.is_empty())
-        .map(|s| if s.starts_with("postgres") { "postgresql" } else { "sqlite" })
+        .map(|s| {
+            if s.starts_with("postgres") {
+                "postgresql"
+            } else {
+                "sqlite"
+            }
+        })
         .unwrap_or("sqlite");
     let like = kms
         .create_key(CreateKeyRequest::default())

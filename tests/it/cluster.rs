@@ -35,8 +35,16 @@ impl Cluster {
         let d = tempfile::tempdir().unwrap();
         let ks: Vec<_> = (0..n).map(|i| d.path().join(format!("ks{i}"))).collect();
         let local0 = format!("local:{}", ks[0].display());
-        ok(pg.kmsfs(&url).args(["--kms", &local0, "key", "create", "--alias", "seed"]).output().unwrap());
-        let out = ok(pg.kmsfs(&url).args(["--kms", &local0, "kms", "principal", "create", "alice"]).output().unwrap());
+        ok(pg
+            .kmsfs(&url)
+            .args(["--kms", &local0, "key", "create", "--alias", "seed"])
+            .output()
+            .unwrap());
+        let out = ok(pg
+            .kmsfs(&url)
+            .args(["--kms", &local0, "kms", "principal", "create", "alice"])
+            .output()
+            .unwrap());
         let field = |k: &str| {
             out.lines()
                 .find_map(|l| l.strip_prefix(&format!("{k} = ")))
@@ -51,7 +59,14 @@ impl Cluster {
             .iter()
             .map(|k| Server::spawn_with(pg.kmsfs(&url), k, "127.0.0.1:0", &[]))
             .collect();
-        Cluster { url, d, ks, servers, akid, secret }
+        Cluster {
+            url,
+            d,
+            ks,
+            servers,
+            akid,
+            secret,
+        }
     }
 
     fn local(&self, i: usize) -> String {
@@ -60,7 +75,11 @@ impl Cluster {
 
     /// Every server's URL, as one `--kms` list.
     fn endpoints(&self) -> String {
-        self.servers.iter().map(Server::url).collect::<Vec<_>>().join(",")
+        self.servers
+            .iter()
+            .map(Server::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The kmsfs binary as alice, through every server.
@@ -86,9 +105,12 @@ fn three_servers_on_one_postgres_store() {
     let (akid, secret) = (c.akid.clone(), c.secret.clone());
     let py = |script: &str, envs: &[(&str, String)]| {
         let mut c = Command::new(venv.join("bin/python"));
-        c.arg(format!("{}/tests/compat/{script}", env!("CARGO_MANIFEST_DIR")))
-            .env("AKID", &akid)
-            .env("SECRET", &secret);
+        c.arg(format!(
+            "{}/tests/compat/{script}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .env("AKID", &akid)
+        .env("SECRET", &secret);
         for (k, v) in envs {
             c.env(k, v);
         }
@@ -97,7 +119,11 @@ fn three_servers_on_one_postgres_store() {
     let endpoints: Vec<String> = c.servers.iter().map(Server::url).collect();
     py("cluster_checks.py", &[("ENDPOINTS", endpoints.join(","))]);
     // boto3's whole compatibility script through each server in turn (bob: a second principal)
-    let bob = ok(pg.kmsfs(&url).args(["--kms", &local(1), "kms", "principal", "create", "bob"]).output().unwrap());
+    let bob = ok(pg
+        .kmsfs(&url)
+        .args(["--kms", &local(1), "kms", "principal", "create", "bob"])
+        .output()
+        .unwrap());
     let bob: Vec<&str> = bob.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
     for (i, ep) in endpoints.iter().enumerate() {
         py(
@@ -114,7 +140,11 @@ fn three_servers_on_one_postgres_store() {
     let mut c = c;
     c.servers.clear();
     // One chain for all three servers, in the database; every record has its place.
-    let v = ok(pg.kmsfs(&url).args(["--kms", &local(2), "audit", "verify", "--json"]).output().unwrap());
+    let v = ok(pg
+        .kmsfs(&url)
+        .args(["--kms", &local(2), "audit", "verify", "--json"])
+        .output()
+        .unwrap());
     let v: serde_json::Value = serde_json::from_str(v.trim()).unwrap();
     let records = v["records"].as_u64().unwrap();
     assert!(records > 300, "{v}");
@@ -126,7 +156,11 @@ fn three_servers_on_one_postgres_store() {
         assert!(!k.join("keystore.sqlite").exists(), "{}", k.display());
     }
     // both sides of every CreateAlias race are in it, the refusal too
-    let shown = ok(pg.kmsfs(&url).args(["--kms", &local(0), "audit", "show", "--json"]).output().unwrap());
+    let shown = ok(pg
+        .kmsfs(&url)
+        .args(["--kms", &local(0), "audit", "show", "--json"])
+        .output()
+        .unwrap());
     let races: Vec<serde_json::Value> = shown
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -155,8 +189,14 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
     let tree = c.d.path().join("tree");
     let mnt = c.d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    ok(c.cmd().args(["key", "create", "--alias", "tree"]).output().unwrap());
-    ok(c.cmd().args(["init", tree.to_str().unwrap(), "--key", "alias/tree"]).output().unwrap());
+    ok(c.cmd()
+        .args(["key", "create", "--alias", "tree"])
+        .output()
+        .unwrap());
+    ok(c.cmd()
+        .args(["init", tree.to_str().unwrap(), "--key", "alias/tree"])
+        .output()
+        .unwrap());
     ok(c.cmd()
         .args(["mount", tree.to_str().unwrap(), mnt.to_str().unwrap()])
         .args(["--log-file", c.d.path().join("log").to_str().unwrap()])
@@ -173,13 +213,19 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
     // The load: files created through the mount (a GenerateDataKey each), and keys made
     // with the CLI (CreateKey), each remembered once acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
-    let files: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    type Acked = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let files: Acked = Default::default();
     let keys: Arc<Mutex<Vec<String>>> = Default::default();
     let failures = Arc::new(Mutex::new(vec![]));
     let stall = Arc::new(Mutex::new(Duration::ZERO));
     let writer = {
-        let (stop, files, failures, stall, mnt) =
-            (stop.clone(), files.clone(), failures.clone(), stall.clone(), mnt.clone());
+        let (stop, files, failures, stall, mnt) = (
+            stop.clone(),
+            files.clone(),
+            failures.clone(),
+            stall.clone(),
+            mnt.clone(),
+        );
         std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -213,20 +259,32 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
         let _ = &mut cmd;
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let out = command().envs(envs.clone()).args(["key", "create"]).output().unwrap();
+                let out = command()
+                    .envs(envs.clone())
+                    .args(["key", "create"])
+                    .output()
+                    .unwrap();
                 if out.status.success() {
-                    keys.lock().unwrap().push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+                    keys.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&out.stdout).trim().to_string());
                 } else {
-                    failures.lock().unwrap().push(String::from_utf8_lossy(&out.stderr).to_string());
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&out.stderr).to_string());
                 }
             }
         })
     };
-    let wait_for = |what: &str, n: usize, files: &Arc<Mutex<Vec<(String, Vec<u8>)>>>| {
+    let wait_for = |what: &str, n: usize, files: &Acked| {
         let t = Instant::now();
         let start = files.lock().unwrap().len();
         while files.lock().unwrap().len() < start + n {
-            assert!(t.elapsed() < Duration::from_secs(60), "{what}: the load stopped");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{what}: the load stopped"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -238,7 +296,10 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
     wait_for("after the kill", 40, &files);
     let after_kill = failures.lock().unwrap().clone();
     let kill_stall = *stall.lock().unwrap();
-    assert!(after_kill.is_empty(), "failed after the kill: {after_kill:?}");
+    assert!(
+        after_kill.is_empty(),
+        "failed after the kill: {after_kill:?}"
+    );
     // a PostgreSQL restart (immediate: a crash) under the same load
     pg.ctl("restart");
     wait_for("after the database restart", 40, &files);
@@ -255,7 +316,10 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
     );
     // Every acknowledged file reads back after a remount (its key unwrapped again, through
     // the servers still up), and every acknowledged key exists.
-    ok(command().args(["umount", mnt.to_str().unwrap()]).output().unwrap());
+    ok(command()
+        .args(["umount", mnt.to_str().unwrap()])
+        .output()
+        .unwrap());
     ok(c.cmd()
         .args(["mount", tree.to_str().unwrap(), mnt.to_str().unwrap()])
         .output()
@@ -268,7 +332,10 @@ fn kill_9_of_a_server_and_a_database_restart_under_load() {
         let id = k.rsplit('/').next().unwrap();
         assert!(listed.contains(id), "acknowledged key {k} is gone");
     }
-    ok(command().args(["umount", mnt.to_str().unwrap()]).output().unwrap());
+    ok(command()
+        .args(["umount", mnt.to_str().unwrap()])
+        .output()
+        .unwrap());
     c.servers.clear();
     let v = ok(pg
         .kmsfs(&c.url)
@@ -289,7 +356,10 @@ fn the_kms_library_suite_passes_on_postgres() {
     let out = Command::new(cargo)
         .args(["test", "--lib", "--", "kms::local::", "--test-threads=2"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("KMSFS_TEST_PG", format!("postgres://kmsfs@127.0.0.1:{}/postgres", pg.port))
+        .env(
+            "KMSFS_TEST_PG",
+            format!("postgres://kmsfs@127.0.0.1:{}/postgres", pg.port),
+        )
         .env("KMSFS_STORE_PASSWORD_FILE", &pg.password_file)
         .output()
         .unwrap();
@@ -313,5 +383,8 @@ fn the_kms_library_suite_passes_on_postgres() {
         .filter(|l| l.ends_with(": test"))
         .count();
     assert!(listed >= 30, "{listed} tests listed");
-    assert_eq!(passed, listed, "{passed} of {listed} tests passed on PostgreSQL");
+    assert_eq!(
+        passed, listed,
+        "{passed} of {listed} tests passed on PostgreSQL"
+    );
 }

@@ -601,7 +601,11 @@ impl Pg {
             .args(["-A", "scram-sha-256", "--pwfile", pwfile.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         pg.ctl("start");
         Some(pg)
     }
@@ -656,12 +660,28 @@ impl Pg {
     pub fn database(&self, name: &str) -> String {
         let out = self
             .run("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "kmsfs", "-d", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "kmsfs",
+                "-d",
+                "postgres",
+            ])
             .args(["-c", &format!("CREATE DATABASE {name}")])
-            .env("PGPASSWORD", std::fs::read_to_string(&self.password_file).unwrap().trim())
+            .env(
+                "PGPASSWORD",
+                std::fs::read_to_string(&self.password_file).unwrap().trim(),
+            )
             .output()
             .unwrap();
-        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         format!("postgres://kmsfs@127.0.0.1:{}/{name}", self.port)
     }
 

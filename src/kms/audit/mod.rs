@@ -155,10 +155,13 @@ pub trait AuditDb: Send + Sync {
     fn last_checkpoint(&self) -> std::io::Result<Option<String>>;
 }
 
+/// Records as (seq, line).
+pub type Lines = Vec<(u64, String)>;
+
 /// Builds one batch from the chain's tail: (last seq, last hash, last checkpoint line) →
 /// (records, checkpoint line).
-pub type BuildBatch<'a> =
-    dyn FnMut(u64, &str, Option<&str>) -> std::io::Result<(Vec<(u64, String)>, Option<String>)> + 'a;
+pub type BuildBatch<'a> = dyn FnMut(u64, &str, Option<&str>) -> std::io::Result<(Vec<(u64, String)>, Option<String>)>
+    + 'a;
 
 /// Where a copy of every checkpoint goes besides the keystore directory (a directory the
 /// keystore's writer does not control): `KMSFS_AUDIT_ANCHOR`.
@@ -382,7 +385,7 @@ impl AuditLog {
         batch: Vec<Event>,
         mut seq: u64,
         mut prev: String,
-    ) -> std::io::Result<(Vec<(u64, String)>, u64, String)> {
+    ) -> std::io::Result<(Lines, u64, String)> {
         let time = now_rfc3339();
         let mut out = Vec::with_capacity(batch.len());
         for ev in batch {
@@ -417,7 +420,12 @@ impl AuditLog {
     }
 
     /// A checkpoint for record (seq, hash), chained to the checkpoint line `prev`.
-    fn make_checkpoint(&self, seq: u64, hash: String, prev: Option<&str>) -> std::io::Result<String> {
+    fn make_checkpoint(
+        &self,
+        seq: u64,
+        hash: String,
+        prev: Option<&str>,
+    ) -> std::io::Result<String> {
         let prev = prev
             .and_then(|l| serde_json::from_str::<Checkpoint>(l).ok())
             .map(|c| c.mac)
@@ -462,7 +470,12 @@ impl AuditLog {
     }
 
     /// Appends a batch to the database's chain, with a checkpoint when one is due.
-    fn write_batch_db(&self, db: &dyn AuditDb, w: &mut Writer, batch: Vec<Event>) -> std::io::Result<()> {
+    fn write_batch_db(
+        &self,
+        db: &dyn AuditDb,
+        w: &mut Writer,
+        batch: Vec<Event>,
+    ) -> std::io::Result<()> {
         let n = batch.len() as u64;
         let due = w.since_checkpoint + n >= CHECKPOINT_EVERY
             || w.last_checkpoint.elapsed().as_secs() >= CHECKPOINT_SECS;

@@ -11,11 +11,10 @@ impl LocalKms {
     pub fn bench_fill(&self, like: &str, n: usize) -> KmsResult<()> {
         self.run("BenchFill", |info| {
             self.mutate("BenchFill", info, |s, _| {
-                let k = s
-                    .keys
-                    .get(like)
-                    .cloned()
-                    .ok_or_else(|| KmsError::not_found(format!("Key '{like}' does not exist")))?;
+                let k =
+                    s.keys.get(like).cloned().ok_or_else(|| {
+                        KmsError::not_found(format!("Key '{like}' does not exist"))
+                    })?;
                 for _ in 0..n {
                     let mut c = k.clone();
                     c.id = uuid::Uuid::new_v4().to_string();

@@ -328,8 +328,7 @@ impl LocalKms {
                 info.key(self.arn(&g.key_id), None);
                 let caller = &self.caller.principal;
                 let may = g.retiring.as_deref().is_some_and(|r| self.who().is(r))
-                    || (self.who().is(&g.grantee)
-                        && names(g, Op::RetireGrant.action()))
+                    || (self.who().is(&g.grantee) && names(g, Op::RetireGrant.action()))
                     || &g.issuer == caller;
                 if !may {
                     return Err(KmsError::new(

@@ -14,7 +14,10 @@ impl LocalKms {
         let mut data = fs::read(path)
             .map_err(|e| KmsError::internal(format!("cannot read {}: {e}", path.display())))?;
         if data.len() < NONCE_LEN + TAG_LEN {
-            return Err(KmsError::internal(format!("{} is truncated", path.display())));
+            return Err(KmsError::internal(format!(
+                "{} is truncated",
+                path.display()
+            )));
         }
         let nonce: [u8; NONCE_LEN] = data[..NONCE_LEN].try_into().unwrap();
         let aead = Backend::AwsLc.key(self.e.root.as_bytes());
@@ -96,7 +99,10 @@ impl LocalKms {
             }
         }
         let (_, rows) = self.e.store.changes_since(0)?;
-        if let Some(r) = rows.iter().find(|r| r.kind == KIND_META && r.id == META_ROOT) {
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.kind == KIND_META && r.id == META_ROOT)
+        {
             self.e
                 .rows
                 .open(KIND_META, META_ROOT, r.data.as_deref().unwrap_or_default())

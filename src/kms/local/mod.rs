@@ -14,13 +14,16 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 mod admin;
+mod aliases;
 mod asym;
 mod authz;
 mod blob;
+mod data;
 mod ecdh;
 mod extras;
 mod grants;
 mod import;
+mod keys;
 mod mac;
 mod migrate;
 mod operations;
@@ -120,8 +123,8 @@ use mac::*;
 pub use quotas::{set_quotas, Quotas};
 use rsa_oaep::*;
 use schema::*;
-use store::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
+use store::*;
 pub use xks::set_xks_admins;
 use xks::BLOB_FORMAT_XKS;
 

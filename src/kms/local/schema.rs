@@ -204,7 +204,9 @@ impl Store {
 
     /// When `k` next needs a purge (its deletion date, or its imported material's ValidTo).
     pub(super) fn due(k: &KeyRecord) -> Option<f64> {
-        let del = k.deletion_date.filter(|_| k.state == KeyState::PendingDeletion);
+        let del = k
+            .deletion_date
+            .filter(|_| k.state == KeyState::PendingDeletion);
         match (del, k.valid_to) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

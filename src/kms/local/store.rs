@@ -122,7 +122,12 @@ impl LocalKms {
         };
         for row in rows {
             let plain = match &row.data {
-                Some(d) => Some(self.e.rows.open(&row.kind, &row.id, d).map_err(store_error)?),
+                Some(d) => Some(
+                    self.e
+                        .rows
+                        .open(&row.kind, &row.id, d)
+                        .map_err(store_error)?,
+                ),
                 None => None,
             };
             let p = plain.as_deref().map(Vec::as_slice);
@@ -255,7 +260,10 @@ impl LocalKms {
                 }
             };
             if let Some(ck) = self.e.audit.latest_checkpoint() {
-                if s.audit_checkpoint.as_ref().is_none_or(|(seq, _)| ck.0 > *seq) {
+                if s.audit_checkpoint
+                    .as_ref()
+                    .is_none_or(|(seq, _)| ck.0 > *seq)
+                {
                     match self.checkpoint_row(&ck) {
                         Ok(row) => rows.push(row),
                         Err(e) => {
@@ -275,7 +283,9 @@ impl LocalKms {
                 info.recorded = false; // run() records the failure too
                 Err(store_error(e))
             }
-            Ok(None) => result.unwrap_or_else(|| Err(KmsError::internal("the store write did not run"))),
+            Ok(None) => {
+                result.unwrap_or_else(|| Err(KmsError::internal("the store write did not run")))
+            }
             Ok(Some(gen)) => {
                 if let Some(s) = changed {
                     let mut c = self.e.cache.write();

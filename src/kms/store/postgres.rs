@@ -98,7 +98,10 @@ impl Postgres {
             Some(v) => v as usize,
             None => {
                 if !create {
-                    crate::error::fail!("no kmsfs store in {} (`kmsfs init` makes one)", self.shown);
+                    crate::error::fail!(
+                        "no kmsfs store in {} (`kmsfs init` makes one)",
+                        self.shown
+                    );
                 }
                 tx.execute("INSERT INTO kmsfs_schema (version) VALUES (0)", &[])
                     .map_err(|e| self.err(e))?;
@@ -123,7 +126,6 @@ impl Postgres {
         tx.commit().map_err(|e| self.err(e))?;
         Ok(())
     }
-
 }
 
 /// The audit chain in the database: `kmsfs_audit (seq, line)` and
@@ -159,7 +161,10 @@ impl crate::kms::audit::AuditDb for PgAudit {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
             .map_err(io)?;
         let last: Option<String> = tx
-            .query_opt("SELECT line FROM kmsfs_audit ORDER BY seq DESC LIMIT 1", &[])
+            .query_opt(
+                "SELECT line FROM kmsfs_audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
             .map_err(io)?
             .map(|r| r.get(0));
         let (seq, hash) = match &last {
@@ -209,7 +214,10 @@ impl crate::kms::audit::AuditDb for PgAudit {
     fn last_record(&self) -> std::io::Result<Option<String>> {
         Ok(self
             .client()?
-            .query_opt("SELECT line FROM kmsfs_audit ORDER BY seq DESC LIMIT 1", &[])
+            .query_opt(
+                "SELECT line FROM kmsfs_audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
             .map_err(io)?
             .map(|r| r.get(0)))
     }
@@ -236,19 +244,21 @@ impl crate::kms::audit::AuditDb for PgAudit {
     }
 }
 
-fn rows_after(c: &mut impl ::postgres::GenericClient, gen: u64) -> std::result::Result<Vec<Row>, ::postgres::Error> {
-    Ok(c
-        .query(
-            "SELECT kind, id, data FROM kmsfs_rows WHERE gen > $1",
-            &[&(gen as i64)],
-        )?
-        .into_iter()
-        .map(|r| Row {
-            kind: r.get(0),
-            id: r.get(1),
-            data: r.get(2),
-        })
-        .collect())
+fn rows_after(
+    c: &mut impl ::postgres::GenericClient,
+    gen: u64,
+) -> std::result::Result<Vec<Row>, ::postgres::Error> {
+    Ok(c.query(
+        "SELECT kind, id, data FROM kmsfs_rows WHERE gen > $1",
+        &[&(gen as i64)],
+    )?
+    .into_iter()
+    .map(|r| Row {
+        kind: r.get(0),
+        id: r.get(1),
+        data: r.get(2),
+    })
+    .collect())
 }
 
 impl Engine for Postgres {
@@ -316,4 +326,3 @@ impl Engine for Postgres {
         Ok(Some(next as u64))
     }
 }
-

@@ -95,7 +95,10 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
         for m in &MIGRATIONS[done..] {
             c.execute_batch(m)?;
         }
-        c.execute("UPDATE kmsfs_schema SET version = ?1", [MIGRATIONS.len() as i64])?;
+        c.execute(
+            "UPDATE kmsfs_schema SET version = ?1",
+            [MIGRATIONS.len() as i64],
+        )?;
         Ok(())
     })();
     match r {
@@ -108,8 +111,10 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
 }
 
 fn generation(c: &Connection) -> rusqlite::Result<u64> {
-    c.query_row("SELECT gen FROM kmsfs_meta WHERE id = 1", [], |r| r.get::<_, i64>(0))
-        .map(|g| g as u64)
+    c.query_row("SELECT gen FROM kmsfs_meta WHERE id = 1", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|g| g as u64)
 }
 
 fn rows_after(c: &Connection, gen: u64) -> rusqlite::Result<Vec<Row>> {

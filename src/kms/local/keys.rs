@@ -1,0 +1,416 @@
+//! Keys: CreateKey, DescribeKey, ListKeys, their life (enable, disable, deletion),
+//! rotation and key policies.
+
+use super::operations::paginate;
+use super::*;
+
+impl LocalKms {
+    pub(super) fn do_create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
+        self.run(Op::CreateKey.name(), |info| {
+            if let Some(r) = self.foreign_region() {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    format!(
+                        "this KMS serves region {}; the request was signed for {r}",
+                        self.e.region
+                    ),
+                ));
+            }
+            let (spec, usage) = spec_and_usage(&req)?;
+            check_create_options(&req)?;
+            let external = req.origin.as_deref() == Some(EXTERNAL);
+            if external {
+                Self::check_importable(&spec)?;
+            }
+            let xks = if req.origin.as_deref() == Some(EXTERNAL_KEY_STORE) {
+                if spec != SYMMETRIC_DEFAULT || usage != "ENCRYPT_DECRYPT" {
+                    return Err(KmsError::new(
+                        ErrorCode::UnsupportedOperationException,
+                        "keys in an external key store are SYMMETRIC_DEFAULT and ENCRYPT_DECRYPT",
+                    ));
+                }
+                Some(self.check_new_xks_key(&req)?)
+            } else {
+                if let Some(id) = &req.custom_key_store_id {
+                    if !self.snapshot()?.custom_key_stores.contains_key(id) {
+                        return Err(KmsError::new(
+                            ErrorCode::CustomKeyStoreNotFoundException,
+                            format!("Custom key store {id} does not exist."),
+                        ));
+                    }
+                    return Err(KmsError::validation(
+                        "CustomKeyStoreId needs Origin EXTERNAL_KEY_STORE (the only custom key stores here are external key stores)",
+                    ));
+                }
+                None
+            };
+            let desc = req.description.clone().unwrap_or_default();
+            check_description(&desc)?;
+            check_tags(req.tags.as_deref().unwrap_or_default())?;
+            let policy = match &req.policy {
+                Some(p) => {
+                    let parsed = Policy::parse(p)?;
+                    if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
+                        self.check_lockout(&parsed)?;
+                    }
+                    p.clone()
+                }
+                None => default_policy(&self.caller.principal),
+            };
+            let rec = KeyRecord {
+                id: uuid::Uuid::new_v4().to_string(),
+                description: desc,
+                created: now(),
+                state: if external {
+                    KeyState::PendingImport
+                } else {
+                    KeyState::Enabled
+                },
+                deletion_date: None,
+                pending_window_days: None,
+                versions: if external {
+                    vec![]
+                } else {
+                    vec![Self::new_version(&spec, None)]
+                },
+                current: 0,
+                rotation_enabled: false,
+                rotation_period_days: None,
+                next_rotation: None,
+                tags: req.tags.clone().unwrap_or_default(),
+                policy: Some(policy),
+                spec,
+                usage,
+                origin: req.origin.clone().unwrap_or_else(|| "AWS_KMS".into()),
+                valid_to: None,
+                pending_material: None,
+                custom_key_store_id: xks.as_ref().map(|x| x.0.clone()),
+                xks_key_id: xks.as_ref().map(|x| x.1.clone()),
+                creator: Some(self.caller.principal.clone()),
+            };
+            let md = self.metadata(&rec);
+            info.key(self.arn(&rec.id), rec.versions.first());
+            self.mutate(Op::CreateKey.name(), info, |s, _| {
+                self.check_key_quota(s)?;
+                if rec.xks_key_id.is_some()
+                    && s.keys.values().any(|k| {
+                        k.custom_key_store_id == rec.custom_key_store_id
+                            && k.xks_key_id == rec.xks_key_id
+                    })
+                {
+                    return Err(KmsError::new(
+                        ErrorCode::XksKeyAlreadyInUseException,
+                        "The external key is already associated with a KMS key in this custom key store.",
+                    ));
+                }
+                s.keys.insert(rec.id.clone(), rec);
+                Ok(())
+            })?;
+            Ok(CreateKeyResponse { key_metadata: md })
+        })
+    }
+
+    pub(super) fn do_describe_key(
+        &self,
+        req: DescribeKeyRequest,
+    ) -> KmsResult<DescribeKeyResponse> {
+        self.run(Op::DescribeKey.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::DescribeKey.action(), None, info)?;
+            Ok(DescribeKeyResponse {
+                key_metadata: self.metadata(k),
+            })
+        })
+    }
+
+    pub(super) fn do_list_keys(&self, req: ListKeysRequest) -> KmsResult<ListKeysResponse> {
+        self.run(Op::ListKeys.name(), |_| {
+            let s = self.snapshot()?;
+            let at = now();
+            let all: Vec<KeyListEntry> = s
+                .keys
+                .values()
+                .filter(|k| !Store::is_destroyed(k, at) && self.foreign_region().is_none())
+                .map(|k| KeyListEntry {
+                    key_id: k.id.clone(),
+                    key_arn: self.arn(&k.id),
+                })
+                .collect();
+            let (keys, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListKeysResponse {
+                keys,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    pub(super) fn do_enable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.change_key(Op::EnableKey.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            me.not_pending_import(k)?;
+            k.state = KeyState::Enabled;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_disable_key(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.change_key(Op::DisableKey.name(), &req.key_id, |me, k| {
+            me.not_pending_deletion(k)?;
+            me.not_pending_import(k)?;
+            k.state = KeyState::Disabled;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_schedule_key_deletion(
+        &self,
+        req: ScheduleKeyDeletionRequest,
+    ) -> KmsResult<ScheduleKeyDeletionResponse> {
+        let days = req.pending_window_in_days.unwrap_or(30);
+        if !(7..=30).contains(&days) {
+            let e = KmsError::validation(format!("PendingWindowInDays {days} is outside 7..30"));
+            self.run(Op::ScheduleKeyDeletion.name(), |info| {
+                info.key_arn = Some(req.key_id.clone());
+                Err::<(), _>(e.clone())
+            })?;
+        }
+        self.change_key(Op::ScheduleKeyDeletion.name(), &req.key_id, |me, k| {
+            if k.state == KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is already pending deletion.", me.arn(&k.id)),
+                ));
+            }
+            let date = now() + days as f64 * 86400.0;
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(date);
+            k.pending_window_days = Some(days);
+            Ok(ScheduleKeyDeletionResponse {
+                key_id: me.arn(&k.id),
+                deletion_date: date,
+                key_state: "PendingDeletion".into(),
+                pending_window_in_days: days,
+            })
+        })
+    }
+
+    pub(super) fn do_cancel_key_deletion(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
+        self.change_key(Op::CancelKeyDeletion.name(), &req.key_id, |me, k| {
+            if k.state != KeyState::PendingDeletion {
+                return Err(KmsError::new(
+                    ErrorCode::KMSInvalidStateException,
+                    format!("{} is not pending deletion.", me.arn(&k.id)),
+                ));
+            }
+            // As in AWS: a cancelled deletion leaves the key Disabled (PendingImport if
+            // it has no material).
+            k.state = if has_material(k) {
+                KeyState::Disabled
+            } else {
+                KeyState::PendingImport
+            };
+            k.deletion_date = None;
+            k.pending_window_days = None;
+            Ok(KeyIdResponse {
+                key_id: me.arn(&k.id),
+            })
+        })
+    }
+
+    pub(super) fn do_rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
+        self.change_key(Op::RotateKeyOnDemand.name(), &req.key_id, |me, k| {
+            // AWS: the key's state before its kind.
+            me.usable(k)?;
+            me.check_rotatable(k)?;
+            let done = k
+                .versions
+                .iter()
+                .filter(|v| v.rotation_type.as_deref() == Some("ON_DEMAND"))
+                .count();
+            if done >= MAX_ON_DEMAND_ROTATIONS && k.origin != EXTERNAL {
+                return Err(KmsError::new(
+                    ErrorCode::LimitExceededException,
+                    format!(
+                        "The key {} has been rotated on demand {MAX_ON_DEMAND_ROTATIONS} times, the most AWS KMS allows",
+                        me.arn(&k.id)
+                    ),
+                ));
+            }
+            if k.origin == EXTERNAL {
+                me.rotate_to_imported(k)?;
+            } else {
+                k.versions.push(Self::new_version(&k.spec, Some("ON_DEMAND")));
+                k.current = (k.versions.len() - 1) as u32;
+            }
+            Ok(KeyIdResponse {
+                key_id: me.arn(&k.id),
+            })
+        })
+    }
+
+    pub(super) fn do_enable_key_rotation(&self, req: EnableKeyRotationRequest) -> KmsResult<()> {
+        let days = req.rotation_period_in_days.unwrap_or(365);
+        if !(90..=2560).contains(&days) {
+            let e =
+                KmsError::validation(format!("RotationPeriodInDays {days} is outside 90..2560"));
+            return self.run(Op::EnableKeyRotation.name(), |info| {
+                info.key_arn = Some(req.key_id.clone());
+                Err(e.clone())
+            });
+        }
+        self.change_key(Op::EnableKeyRotation.name(), &req.key_id, |me, k| {
+            me.usable(k)?;
+            me.check_rotatable(k)?;
+            if k.origin == EXTERNAL {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    format!(
+                        "{} has imported key material: rotate it on demand with new imported material",
+                        me.arn(&k.id)
+                    ),
+                ));
+            }
+            me.usable(k)?;
+            k.rotation_enabled = true;
+            k.rotation_period_days = Some(days);
+            k.next_rotation = Some(now() + days as f64 * 86400.0);
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()> {
+        self.change_key(Op::DisableKeyRotation.name(), &req.key_id, |me, k| {
+            me.usable(k)?;
+            k.rotation_enabled = false;
+            k.next_rotation = None;
+            Ok(())
+        })
+    }
+
+    pub(super) fn do_get_key_rotation_status(
+        &self,
+        req: KeyIdRequest,
+    ) -> KmsResult<GetKeyRotationStatusResponse> {
+        self.run(Op::GetKeyRotationStatus.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(
+                &s,
+                &req.key_id,
+                Op::GetKeyRotationStatus.action(),
+                None,
+                info,
+            )?;
+            Ok(GetKeyRotationStatusResponse {
+                key_id: self.arn(&k.id),
+                key_rotation_enabled: k.rotation_enabled,
+                rotation_period_in_days: k.rotation_period_days.filter(|_| k.rotation_enabled),
+                next_rotation_date: k.next_rotation,
+            })
+        })
+    }
+
+    pub(super) fn do_list_key_rotations(
+        &self,
+        req: ListKeyRotationsRequest,
+    ) -> KmsResult<ListKeyRotationsResponse> {
+        self.run(Op::ListKeyRotations.name(), |info| {
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::ListKeyRotations.action(), None, info)?;
+            let all: Vec<RotationEntry> = k
+                .versions
+                .iter()
+                .filter_map(|v| {
+                    v.rotation_type.as_ref().map(|t| RotationEntry {
+                        key_id: self.arn(&k.id),
+                        key_material_id: v.material_id.clone(),
+                        rotation_date: v.created,
+                        rotation_type: t.clone(),
+                    })
+                })
+                .collect();
+            let (rotations, next) = paginate(&all, req.limit, &req.marker)?;
+            Ok(ListKeyRotationsResponse {
+                rotations,
+                truncated: next.is_some(),
+                next_marker: next,
+            })
+        })
+    }
+
+    pub(super) fn do_get_key_policy(
+        &self,
+        req: GetKeyPolicyRequest,
+    ) -> KmsResult<GetKeyPolicyResponse> {
+        self.run(Op::GetKeyPolicy.name(), |info| {
+            check_policy_name(&req.policy_name)?;
+            let s = self.snapshot()?;
+            let k = self.authorized(&s, &req.key_id, Op::GetKeyPolicy.action(), None, info)?;
+            Ok(GetKeyPolicyResponse {
+                policy: k
+                    .policy
+                    .clone()
+                    .unwrap_or_else(|| default_policy(DEFAULT_PRINCIPAL)),
+                policy_name: "default".into(),
+            })
+        })
+    }
+
+    pub(super) fn do_put_key_policy(&self, req: PutKeyPolicyRequest) -> KmsResult<()> {
+        self.run(Op::PutKeyPolicy.name(), |info| {
+            check_policy_name(&req.policy_name)?;
+            let parsed = Policy::parse(&req.policy)?;
+            if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
+                self.check_lockout(&parsed)?;
+            }
+            self.mutate(Op::PutKeyPolicy.name(), info, |s, info| {
+                let id = self
+                    .authorized(s, &req.key_id, Op::PutKeyPolicy.action(), None, info)?
+                    .id
+                    .clone();
+                s.keys.get_mut(&id).unwrap().policy = Some(req.policy.clone());
+                Ok(())
+            })
+        })
+    }
+}
+
+/// AWS allows ten on-demand rotations per key.
+const MAX_ON_DEMAND_ROTATIONS: usize = 10;
+
+/// CreateKey options this KMS does not have: refused with AWS's error, never ignored.
+fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {
+    let unsupported = |m: String| Err(KmsError::new(ErrorCode::UnsupportedOperationException, m));
+    match req.origin.as_deref() {
+        None | Some("AWS_KMS") | Some(EXTERNAL) | Some(EXTERNAL_KEY_STORE) => {}
+        Some(o @ "AWS_CLOUDHSM") => {
+            return unsupported(format!(
+                "Origin {o} is not supported: this KMS has no CloudHSM key stores (AWS_KMS, EXTERNAL or EXTERNAL_KEY_STORE)"
+            ))
+        }
+        Some(o) => {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{o}' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [EXTERNAL_KEY_STORE, AWS_CLOUDHSM, AWS_KMS, EXTERNAL]"
+            )))
+        }
+    }
+    if req.multi_region == Some(true) {
+        return unsupported("MultiRegion keys are not supported yet".into());
+    }
+    let xks = req.origin.as_deref() == Some(EXTERNAL_KEY_STORE);
+    if !xks && req.xks_key_id.is_some() {
+        return Err(KmsError::validation(
+            "XksKeyId needs Origin EXTERNAL_KEY_STORE and a custom key store",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_policy_name(name: &Option<String>) -> KmsResult<()> {
+    match name.as_deref() {
+        None | Some("default") => Ok(()),
+        Some(n) => Err(KmsError::not_found(format!(
+            "policy {n:?} does not exist (only \"default\")"
+        ))),
+    }
+}
