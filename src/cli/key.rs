@@ -12,8 +12,9 @@ use crate::kms::{
     CreateAliasRequest, CreateKeyRequest, DeleteAliasRequest, DescribeKeyRequest,
     EnableKeyRotationRequest, GenerateMacRequest, GetKeyPolicyRequest, GetPublicKeyRequest,
     KeyIdRequest, KmsLocation, ListAliasesRequest, ListKeyRotationsRequest, ListKeysRequest,
-    ListResourceTagsRequest, PutKeyPolicyRequest, ScheduleKeyDeletionRequest, Secret, SignRequest,
-    Tag, TagResourceRequest, UntagResourceRequest, VerifyMacRequest, VerifyRequest,
+    ListResourceTagsRequest, PutKeyPolicyRequest, ReplicateKeyRequest, ScheduleKeyDeletionRequest,
+    Secret, SignRequest, Tag, TagResourceRequest, UntagResourceRequest, VerifyMacRequest,
+    VerifyRequest,
 };
 
 /// `--algorithm`, else the key's first signing algorithm.
@@ -68,6 +69,7 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
             description,
             spec,
             usage,
+            multi_region,
         } => {
             let kms = loc.open(true)?;
             let md = kms
@@ -75,6 +77,7 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                     description,
                     key_spec: spec,
                     key_usage: usage,
+                    multi_region: multi_region.then_some(true),
                     ..Default::default()
                 })?
                 .key_metadata;
@@ -87,6 +90,22 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                 .with_context(|| format!("key {} was created, but alias {a} was not", md.arn))?;
             }
             println!("{}", md.arn);
+        }
+        KeyCmd::Replicate {
+            key,
+            region,
+            description,
+        } => {
+            let r = loc
+                .open(false)?
+                .replicate_key(ReplicateKeyRequest {
+                    key_id: key.clone(),
+                    replica_region: region,
+                    description,
+                    ..Default::default()
+                })
+                .with_context(|| format!("key {key}"))?;
+            println!("{}", r.replica_key_metadata.arn);
         }
         KeyCmd::Mac { key, file, verify } => {
             let kms = loc.open(false)?;
@@ -370,11 +389,13 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
                     key_id: key,
                     pending_window_in_days: Some(days),
                 })?;
-            println!(
-                "{} will be deleted at {}",
-                r.key_id,
-                fmt_epoch(r.deletion_date)
-            );
+            match r.deletion_date {
+                Some(d) => println!("{} will be deleted at {}", r.key_id, fmt_epoch(d)),
+                None => println!(
+                    "{} will be deleted once its replicas in other Regions are ({})",
+                    r.key_id, r.key_state
+                ),
+            }
         }
         KeyCmd::CancelDeletion { key } => {
             let r = loc

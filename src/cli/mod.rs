@@ -485,6 +485,21 @@ pub(crate) enum KeyCmd {
         /// keys), SIGN_VERIFY (RSA and ECC keys).
         #[arg(long)]
         usage: Option<String>,
+        /// A multi-Region primary key (an mrk- id; replicate it with `key replicate`):
+        /// needs servers of several Regions sharing one store.
+        #[arg(long)]
+        multi_region: bool,
+    },
+    /// Replicate a multi-Region primary key into another Region; prints the replica's ARN.
+    Replicate {
+        /// The primary key: key id, key ARN, alias/NAME or alias ARN.
+        key: String,
+        /// The Region of the replica (its server shares this store).
+        #[arg(long)]
+        region: String,
+        /// The replica's description (default: the primary's).
+        #[arg(long)]
+        description: Option<String>,
     },
     /// An asymmetric key's public key (DER SubjectPublicKeyInfo), base64 or PEM.
     PublicKey {

@@ -115,6 +115,10 @@ operations! {
     GetKeyRotationStatus => get_key_rotation_status(KeyIdRequest) -> GetKeyRotationStatusResponse;
     /// A key's versions.
     ListKeyRotations => list_key_rotations(ListKeyRotationsRequest) -> ListKeyRotationsResponse;
+    /// Makes a replica of a multi-Region primary key in another Region (same id and material).
+    ReplicateKey => replicate_key(ReplicateKeyRequest) -> ReplicateKeyResponse;
+    /// Makes a replica of a multi-Region key its primary (the old primary becomes a replica).
+    UpdatePrimaryRegion => update_primary_region(UpdatePrimaryRegionRequest) -> ();
     /// A key's policy.
     GetKeyPolicy => get_key_policy(GetKeyPolicyRequest) -> GetKeyPolicyResponse;
     /// Replaces a key's policy.

@@ -388,3 +388,96 @@ fn the_kms_library_suite_passes_on_postgres() {
         "{passed} of {listed} tests passed on PostgreSQL"
     );
 }
+
+/// Two Regions' servers on one database: multi-Region keys through boto3
+/// (tests/compat/multi_region.py: replicas, where AWS refuses, what is shared and what is
+/// per Region, UpdatePrimaryRegion, deletion), then a tree whose key is multi-Region,
+/// written through one Region and mounted through the other.
+#[test]
+fn multi_region_keys_across_two_regions() {
+    let Some(venv) = python_venv() else { return };
+    let Some(pg) = Pg::start() else { return };
+    let mut c = Cluster::start(&pg, "regions", 2);
+    // the cluster's two servers, restarted as two Regions
+    c.servers.clear();
+    let (ra, rb) = ("us-east-1", "eu-west-1");
+    c.servers = vec![
+        Server::spawn_with(pg.kmsfs(&c.url), &c.ks[0], "127.0.0.1:0", &["--region", ra]),
+        Server::spawn_with(pg.kmsfs(&c.url), &c.ks[1], "127.0.0.1:0", &["--region", rb]),
+    ];
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg(format!(
+                "{}/tests/compat/multi_region.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .env("ENDPOINT_A", c.servers[0].url())
+            .env("REGION_A", ra)
+            .env("ENDPOINT_B", c.servers[1].url())
+            .env("REGION_B", rb)
+            .env("AKID", &c.akid)
+            .env("SECRET", &c.secret),
+    );
+    if !fuse_available() {
+        return;
+    }
+    // A tree on a multi-Region key made in A, written through A, mounted through B.
+    let region_cmd = |i: usize, region: &str| {
+        let mut cmd = command();
+        cmd.env("KMSFS_KMS", c.servers[i].url())
+            .env("AWS_ACCESS_KEY_ID", &c.akid)
+            .env("AWS_SECRET_ACCESS_KEY", &c.secret)
+            .env("AWS_REGION", region)
+            .env("KMSFS_KMS_TIMEOUT", "2");
+        cmd
+    };
+    let arn = ok(region_cmd(0, ra)
+        .args(["key", "create", "--multi-region"])
+        .output()
+        .unwrap());
+    let arn = arn.trim().to_string();
+    assert!(arn.contains(":key/mrk-"), "{arn}");
+    let tree = c.d.path().join("tree");
+    let mnt = c.d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    ok(region_cmd(0, ra)
+        .args(["init", tree.to_str().unwrap(), "--key", &arn])
+        .output()
+        .unwrap());
+    let mount = |i: usize, region: &str| {
+        ok(region_cmd(i, region)
+            .args(["mount", tree.to_str().unwrap(), mnt.to_str().unwrap()])
+            .output()
+            .unwrap());
+    };
+    let umount = || {
+        ok(command()
+            .args(["umount", mnt.to_str().unwrap()])
+            .output()
+            .unwrap());
+    };
+    mount(0, ra);
+    std::fs::write(mnt.join("written-in-a"), b"a").unwrap();
+    umount();
+    // Not replicated yet: B cannot open it.
+    let out = region_cmd(1, rb)
+        .args(["mount", tree.to_str().unwrap(), mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "mounted through B before the key was replicated"
+    );
+    let _ = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
+    ok(region_cmd(0, ra)
+        .args(["key", "replicate", &arn, "--region", rb])
+        .output()
+        .unwrap());
+    mount(1, rb);
+    assert_eq!(std::fs::read(mnt.join("written-in-a")).unwrap(), b"a");
+    std::fs::write(mnt.join("written-in-b"), b"b").unwrap();
+    umount();
+    mount(0, ra);
+    assert_eq!(std::fs::read(mnt.join("written-in-b")).unwrap(), b"b");
+    umount();
+}

@@ -251,6 +251,8 @@ impl RemoteKms {
         let op = op.name();
         let body =
             Zeroizing::new(serde_json::to_vec(req).map_err(|e| KmsError::internal(e.to_string()))?);
+        // A multi-Region key named by its ARN in another Region: its replica here.
+        let (body, back) = super::mrk::localize(op, body, &self.region);
         use std::sync::atomic::Ordering;
         let mut last = None;
         let n = self.endpoints.len();
@@ -273,6 +275,7 @@ impl RemoteKms {
                 }
                 Ok((200, _, bytes)) => {
                     self.preferred.store(i, Ordering::Relaxed);
+                    let bytes = super::mrk::restore(bytes, &back);
                     return super::parse_response(&bytes).map_err(|e| {
                         KmsError::internal(format!("cannot parse the KMS's {op} response: {e}"))
                     });

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod limits;
+mod mrk;
 pub mod server;
 pub mod sigv4;
 pub mod sts;

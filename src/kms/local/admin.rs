@@ -61,14 +61,25 @@ impl LocalKms {
         key: &str,
         f: impl FnOnce(&LocalKms, &mut KeyRecord) -> KmsResult<R>,
     ) -> KmsResult<R> {
+        self.change_key_with(op, key, |me, _, k| f(me, k))
+    }
+
+    /// `change_key`, also handing `f` the other Regions holding a replica of the key.
+    pub(super) fn change_key_with<R>(
+        &self,
+        op: &str,
+        key: &str,
+        f: impl FnOnce(&LocalKms, &[String], &mut KeyRecord) -> KmsResult<R>,
+    ) -> KmsResult<R> {
         self.run(op, |info| {
             self.mutate(op, info, |s, info| {
                 let id = self
                     .authorized(s, key, &format!("kms:{op}"), None, info)?
                     .id
                     .clone();
+                let replicas = self.replica_regions(s, &id);
                 let k = s.keys.get_mut(&id).expect("resolved");
-                let r = f(self, k)?;
+                let r = f(self, &replicas, k)?;
                 info.key(self.arn(&id), k.versions.get(k.current as usize));
                 Ok(r)
             })
@@ -81,6 +92,7 @@ impl LocalKms {
         let at = now();
         let due = |k: &KeyRecord| {
             k.rotation_enabled
+                && !self.is_replica(k)
                 && k.state == KeyState::Enabled
                 && k.next_rotation.is_some_and(|n| n <= at)
         };

@@ -23,7 +23,7 @@ impl LocalKms {
         }
         let id = if name.starts_with("alias/") {
             self.alias_target(store, name)?
-        } else if uuid::Uuid::parse_str(name).is_err() {
+        } else if uuid::Uuid::parse_str(name).is_err() && !is_mrk_id(name) {
             // AWS's wording for what is neither a key id, an ARN nor an alias.
             return Err(KmsError::not_found(format!("Invalid keyId '{key}'")));
         } else {
@@ -137,7 +137,7 @@ impl LocalKms {
                 ErrorCode::DisabledException,
                 format!("{} is disabled.", self.arn(&k.id)),
             )),
-            KeyState::PendingDeletion => Err(KmsError::new(
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => Err(KmsError::new(
                 ErrorCode::KMSInvalidStateException,
                 format!("{} is pending deletion.", self.arn(&k.id)),
             )),
@@ -160,7 +160,10 @@ impl LocalKms {
     }
 
     pub(super) fn not_pending_deletion(&self, k: &KeyRecord) -> KmsResult<()> {
-        if k.state == KeyState::PendingDeletion {
+        if matches!(
+            k.state,
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+        ) {
             return Err(KmsError::new(
                 ErrorCode::KMSInvalidStateException,
                 format!("{} is pending deletion.", self.arn(&k.id)),
@@ -193,7 +196,8 @@ impl LocalKms {
                 .versions
                 .get(k.current as usize)
                 .map(|v| v.material_id.clone()),
-            multi_region: false,
+            multi_region: k.primary_region.is_some(),
+            multi_region_configuration: None,
             expiration_model: (k.origin == EXTERNAL && !k.versions.is_empty()).then(|| {
                 if k.valid_to.is_some() {
                     "KEY_MATERIAL_EXPIRES".into()

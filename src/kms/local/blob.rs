@@ -1,7 +1,27 @@
-//! The ciphertext blob format (format ‖ key uuid ‖ version ‖ nonce ‖ sealed ‖ tag) and
+//! The ciphertext blob format (format ‖ key id ‖ version ‖ nonce ‖ sealed ‖ tag) and
 //! data-key generation.
 
 use super::*;
+
+/// The blob format of a multi-Region key: its id's 16 bytes are the hex digits after `mrk-`.
+pub(super) const BLOB_FORMAT_MRK: u8 = 3;
+
+/// (format byte, the 16 bytes of key id `id`).
+fn id_bytes(id: &str) -> (u8, [u8; 16]) {
+    match id.strip_prefix(MRK_PREFIX) {
+        Some(h) => {
+            let mut b = [0u8; 16];
+            hex::decode_to_slice(h, &mut b).expect("multi-Region key ids are 32 hex digits");
+            (BLOB_FORMAT_MRK, b)
+        }
+        None => (
+            BLOB_FORMAT,
+            *uuid::Uuid::parse_str(id)
+                .expect("key ids are UUIDs")
+                .as_bytes(),
+        ),
+    }
+}
 
 impl LocalKms {
     /// The blob of `plaintext` under `k`'s current version; a key in an external key
@@ -16,12 +36,9 @@ impl LocalKms {
         let version = k.current;
         let material = &k.versions[version as usize].material;
         let mut blob = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
-        blob.push(BLOB_FORMAT);
-        blob.extend_from_slice(
-            uuid::Uuid::parse_str(&k.id)
-                .expect("key ids are UUIDs")
-                .as_bytes(),
-        );
+        let (format, id) = id_bytes(&k.id);
+        blob.push(format);
+        blob.extend_from_slice(&id);
         blob.extend_from_slice(&version.to_be_bytes());
         let nonce = random_nonce();
         blob.extend_from_slice(&nonce);
@@ -57,12 +74,16 @@ impl LocalKms {
             )
         };
         info.context = ctx.clone();
-        if blob.len() < BLOB_OVERHEAD || !(blob[0] == BLOB_FORMAT || blob[0] == BLOB_FORMAT_XKS) {
+        if blob.len() < BLOB_OVERHEAD {
             return Err(invalid());
         }
-        let id = uuid::Uuid::from_slice(&blob[1..17])
-            .map_err(|_| invalid())?
-            .to_string();
+        let id = match blob[0] {
+            BLOB_FORMAT | BLOB_FORMAT_XKS => uuid::Uuid::from_slice(&blob[1..17])
+                .map_err(|_| invalid())?
+                .to_string(),
+            BLOB_FORMAT_MRK => format!("{MRK_PREFIX}{}", hex::encode(&blob[1..17])),
+            _ => return Err(invalid()),
+        };
         if let Some(hint) = key_hint {
             let want = self.resolve(store, hint)?;
             if want != id {

@@ -18,6 +18,10 @@ impl LocalKms {
             }
             let (spec, usage) = spec_and_usage(&req)?;
             check_create_options(&req)?;
+            let multi_region = req.multi_region == Some(true);
+            if multi_region {
+                self.check_multi_region_create(req.origin.as_deref())?;
+            }
             let external = req.origin.as_deref() == Some(EXTERNAL);
             if external {
                 Self::check_importable(&spec)?;
@@ -58,7 +62,11 @@ impl LocalKms {
                 None => default_policy(&self.caller.principal),
             };
             let rec = KeyRecord {
-                id: uuid::Uuid::new_v4().to_string(),
+                id: if multi_region {
+                    new_mrk_id()
+                } else {
+                    uuid::Uuid::new_v4().to_string()
+                },
                 description: desc,
                 created: now(),
                 state: if external {
@@ -87,8 +95,11 @@ impl LocalKms {
                 custom_key_store_id: xks.as_ref().map(|x| x.0.clone()),
                 xks_key_id: xks.as_ref().map(|x| x.1.clone()),
                 creator: Some(self.caller.principal.clone()),
+                primary_region: multi_region.then(|| self.e.region.clone()),
             };
-            let md = self.metadata(&rec);
+            let mut md = self.metadata(&rec);
+            md.multi_region_configuration =
+                self.multi_region_configuration(&Store::default(), &rec, &self.e.region);
             info.key(self.arn(&rec.id), rec.versions.first());
             self.mutate(Op::CreateKey.name(), info, |s, _| {
                 self.check_key_quota(s)?;
@@ -118,7 +129,7 @@ impl LocalKms {
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::DescribeKey.action(), None, info)?;
             Ok(DescribeKeyResponse {
-                key_metadata: self.metadata(k),
+                key_metadata: self.metadata_in(&s, k),
             })
         })
     }
@@ -175,29 +186,50 @@ impl LocalKms {
                 Err::<(), _>(e.clone())
             })?;
         }
-        self.change_key(Op::ScheduleKeyDeletion.name(), &req.key_id, |me, k| {
-            if k.state == KeyState::PendingDeletion {
-                return Err(KmsError::new(
-                    ErrorCode::KMSInvalidStateException,
-                    format!("{} is already pending deletion.", me.arn(&k.id)),
-                ));
-            }
-            let date = now() + days as f64 * 86400.0;
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(date);
-            k.pending_window_days = Some(days);
-            Ok(ScheduleKeyDeletionResponse {
-                key_id: me.arn(&k.id),
-                deletion_date: date,
-                key_state: "PendingDeletion".into(),
-                pending_window_in_days: days,
-            })
-        })
+        self.change_key_with(
+            Op::ScheduleKeyDeletion.name(),
+            &req.key_id,
+            |me, replicas, k| {
+                if matches!(
+                    k.state,
+                    KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+                ) {
+                    return Err(KmsError::new(
+                        ErrorCode::KMSInvalidStateException,
+                        format!("{} is already pending deletion.", me.arn(&k.id)),
+                    ));
+                }
+                k.pending_window_days = Some(days);
+                if !me.is_replica(k) && !replicas.is_empty() {
+                    // A primary waits for its replicas to be deleted; its window starts then.
+                    k.state = KeyState::PendingReplicaDeletion;
+                    k.deletion_date = None;
+                    return Ok(ScheduleKeyDeletionResponse {
+                        key_id: me.arn(&k.id),
+                        deletion_date: None,
+                        key_state: "PendingReplicaDeletion".into(),
+                        pending_window_in_days: days,
+                    });
+                }
+                let date = now() + days as f64 * 86400.0;
+                k.state = KeyState::PendingDeletion;
+                k.deletion_date = Some(date);
+                Ok(ScheduleKeyDeletionResponse {
+                    key_id: me.arn(&k.id),
+                    deletion_date: Some(date),
+                    key_state: "PendingDeletion".into(),
+                    pending_window_in_days: days,
+                })
+            },
+        )
     }
 
     pub(super) fn do_cancel_key_deletion(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
         self.change_key(Op::CancelKeyDeletion.name(), &req.key_id, |me, k| {
-            if k.state != KeyState::PendingDeletion {
+            if !matches!(
+                k.state,
+                KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+            ) {
                 return Err(KmsError::new(
                     ErrorCode::KMSInvalidStateException,
                     format!("{} is not pending deletion.", me.arn(&k.id)),
@@ -223,6 +255,7 @@ impl LocalKms {
             // AWS: the key's state before its kind.
             me.usable(k)?;
             me.check_rotatable(k)?;
+            me.not_a_replica(k)?;
             let done = k
                 .versions
                 .iter()
@@ -262,6 +295,7 @@ impl LocalKms {
         self.change_key(Op::EnableKeyRotation.name(), &req.key_id, |me, k| {
             me.usable(k)?;
             me.check_rotatable(k)?;
+            me.not_a_replica(k)?;
             if k.origin == EXTERNAL {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,
@@ -282,6 +316,7 @@ impl LocalKms {
     pub(super) fn do_disable_key_rotation(&self, req: KeyIdRequest) -> KmsResult<()> {
         self.change_key(Op::DisableKeyRotation.name(), &req.key_id, |me, k| {
             me.usable(k)?;
+            me.not_a_replica(k)?;
             k.rotation_enabled = false;
             k.next_rotation = None;
             Ok(())
@@ -393,9 +428,6 @@ fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {
                 "1 validation error detected: Value '{o}' at 'origin' failed to satisfy constraint: Member must satisfy enum value set: [EXTERNAL_KEY_STORE, AWS_CLOUDHSM, AWS_KMS, EXTERNAL]"
             )))
         }
-    }
-    if req.multi_region == Some(true) {
-        return unsupported("MultiRegion keys are not supported yet".into());
     }
     let xks = req.origin.as_deref() == Some(EXTERNAL_KEY_STORE);
     if !xks && req.xks_key_id.is_some() {

@@ -28,6 +28,7 @@ mod mac;
 mod migrate;
 mod operations;
 mod quotas;
+mod regions;
 mod rsa_oaep;
 mod schema;
 mod store;
@@ -121,6 +122,7 @@ use extras::*;
 use import::*;
 use mac::*;
 pub use quotas::{set_quotas, Quotas};
+use regions::*;
 use rsa_oaep::*;
 use schema::*;
 pub use schema::{Caller, KeyState, LocalKms, PrincipalInfo};
@@ -219,6 +221,7 @@ impl LocalKms {
             region: LOCAL_REGION.into(),
             account: DEFAULT_ACCOUNT.into(),
             regional: false,
+            scope: None,
             cache: RwLock::new(Cached {
                 store: Arc::new(Store::default()),
                 gen: 0,
@@ -265,6 +268,15 @@ impl LocalKms {
         e.region = region.to_string();
         e.account = account.to_string();
         e.regional = true;
+        if e.store.shared() {
+            // Servers of several Regions may share this store: this one reads and writes
+            // its Region's scope (and rows of no Region).
+            e.scope = Some(region.to_string());
+            *e.cache.write() = Cached {
+                store: Arc::new(Store::scoped(e.scope.clone())),
+                gen: 0,
+            };
+        }
         Ok(self)
     }
 

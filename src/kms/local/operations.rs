@@ -99,6 +99,14 @@ impl Kms for LocalKms {
         self.do_list_key_rotations(req)
     }
 
+    fn replicate_key(&self, req: ReplicateKeyRequest) -> KmsResult<ReplicateKeyResponse> {
+        self.do_replicate_key(req)
+    }
+
+    fn update_primary_region(&self, req: UpdatePrimaryRegionRequest) -> KmsResult<()> {
+        self.do_update_primary_region(req)
+    }
+
     fn get_key_policy(&self, req: GetKeyPolicyRequest) -> KmsResult<GetKeyPolicyResponse> {
         self.do_get_key_policy(req)
     }

@@ -14,6 +14,9 @@ pub enum KeyState {
     PendingDeletion,
     /// An EXTERNAL key without material (never imported, deleted, or expired).
     PendingImport,
+    /// A multi-Region primary key scheduled for deletion while replicas remain: it waits
+    /// for them, then is PendingDeletion for its window.
+    PendingReplicaDeletion,
 }
 
 impl KeyState {
@@ -23,6 +26,7 @@ impl KeyState {
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
             KeyState::PendingImport => "PendingImport",
+            KeyState::PendingReplicaDeletion => "PendingReplicaDeletion",
         }
     }
 }
@@ -80,6 +84,10 @@ pub(super) struct KeyRecord {
     /// Who made it (per-principal quotas); None for keys made before quotas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) creator: Option<String>,
+    /// A multi-Region key (`mrk-` id): the Region of its primary. This row is the
+    /// primary when that is the view's Region, else a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) primary_region: Option<String>,
 }
 
 /// An external key store: where its XKS proxy is, how to sign for it (the secret sealed
@@ -158,6 +166,14 @@ pub(super) struct Store {
     /// External key stores, by id (`cks-…`).
     #[serde(default)]
     pub(super) custom_key_stores: Table<CustomKeyStoreRecord>,
+    /// The Region whose scope this view reads and writes (a server on a store shared by
+    /// several Regions), or None: only rows of no Region.
+    #[serde(skip)]
+    pub(super) scope: Option<String>,
+    /// Replicas of multi-Region keys in other Regions, by `REGION/ID`: what ReplicateKey,
+    /// UpdatePrimaryRegion and the primary's changes of shared properties write.
+    #[serde(skip)]
+    pub(super) replicas: Table<KeyRecord>,
 }
 
 /// A grant: `grantee` may perform `operations` on `key_id` (within `constraints`).
@@ -202,8 +218,24 @@ impl Store {
         k.state == KeyState::PendingDeletion && k.deletion_date.is_some_and(|d| d <= at)
     }
 
-    /// When `k` next needs a purge (its deletion date, or its imported material's ValidTo).
+    /// An empty store as seen from Region `scope` (None: rows of no Region only).
+    pub(super) fn scoped(scope: Option<String>) -> Store {
+        let mut s = Store::default();
+        let on = scope.is_some();
+        s.keys.set_scoping(on);
+        s.aliases.set_scoping(on);
+        s.grants.set_scoping(on);
+        s.imports.set_scoping(on);
+        s.scope = scope;
+        s
+    }
+
+    /// When `k` next needs a purge (its deletion date, or its imported material's ValidTo;
+    /// at once for a primary waiting for its replicas' deletion).
     pub(super) fn due(k: &KeyRecord) -> Option<f64> {
+        if k.state == KeyState::PendingReplicaDeletion {
+            return Some(0.0);
+        }
         let del = k
             .deletion_date
             .filter(|_| k.state == KeyState::PendingDeletion);
@@ -232,6 +264,25 @@ impl Store {
             |k| Store::material_expired(k, at),
             super::import::forget_material,
         );
+        // A primary waiting for its replicas: once none is left, its own window starts.
+        let waiting: Vec<String> = self
+            .keys
+            .values()
+            .filter(|k| k.state == KeyState::PendingReplicaDeletion)
+            .filter(|k| {
+                !self
+                    .replicas
+                    .keys()
+                    .any(|r| r.split_once('/').is_some_and(|(_, id)| id == k.id))
+            })
+            .map(|k| k.id.clone())
+            .collect();
+        for id in waiting {
+            if let Some(k) = self.keys.get_mut(&id) {
+                k.state = KeyState::PendingDeletion;
+                k.deletion_date = Some(at + k.pending_window_days.unwrap_or(30) as f64 * 86400.0);
+            }
+        }
         self.keys
             .values()
             .filter_map(Store::due)
@@ -294,6 +345,9 @@ pub(super) struct Engine {
     pub(super) account: String,
     /// A server answers for one region: keys are invisible to requests signed for another.
     pub(super) regional: bool,
+    /// The Region scope of the store this view reads and writes: a server's Region on a
+    /// store several Regions share (PostgreSQL); None otherwise.
+    pub(super) scope: Option<String>,
     pub(super) cache: RwLock<Cached>,
     pub(super) audit: AuditLog,
     /// parsed key policies by key id, with the text they were parsed from

@@ -102,8 +102,10 @@ impl LocalKms {
     pub(super) fn load_rows(&self, s: &mut Store, rows: Vec<Row>) -> KmsResult<()> {
         fn put<V: Clone + serde::de::DeserializeOwned>(
             t: &mut Table<V>,
+            id: String,
             row: &Row,
             plain: Option<&[u8]>,
+            scoped: bool,
         ) -> KmsResult<()> {
             let v = match plain {
                 Some(p) => Some(serde_json::from_slice(p).map_err(|e| {
@@ -111,7 +113,7 @@ impl LocalKms {
                 })?),
                 None => None,
             };
-            t.load(row.id.clone(), v);
+            t.load_in(id, v, scoped);
             Ok(())
         }
         let lower_due = |s: &Store, id: &str| {
@@ -131,16 +133,29 @@ impl LocalKms {
                 None => None,
             };
             let p = plain.as_deref().map(Vec::as_slice);
-            match row.kind.as_str() {
+            // `KIND@REGION`: a row of one Region's scope. This view's Region is read into
+            // the tables; other Regions' keys are kept as replicas (multi-Region keys).
+            let (kind, scoped) = match row.kind.split_once('@') {
+                None => (row.kind.as_str(), false),
+                Some((k, r)) if Some(r) == s.scope.as_deref() => (k, true),
+                Some((KIND_KEY, r)) => {
+                    let id = format!("{r}/{}", row.id);
+                    put(&mut s.replicas, id, &row, p, false)?;
+                    continue;
+                }
+                Some(_) => continue,
+            };
+            let id = row.id.clone();
+            match kind {
                 KIND_KEY => {
-                    put(&mut s.keys, &row, p)?;
+                    put(&mut s.keys, id, &row, p, scoped)?;
                     lower_due(s, &row.id);
                 }
-                KIND_ALIAS => put(&mut s.aliases, &row, p)?,
-                KIND_PRINCIPAL => put(&mut s.principals, &row, p)?,
-                KIND_GRANT => put(&mut s.grants, &row, p)?,
-                KIND_IMPORT => put(&mut s.imports, &row, p)?,
-                KIND_CKS => put(&mut s.custom_key_stores, &row, p)?,
+                KIND_ALIAS => put(&mut s.aliases, id, &row, p, scoped)?,
+                KIND_PRINCIPAL => put(&mut s.principals, id, &row, p, scoped)?,
+                KIND_GRANT => put(&mut s.grants, id, &row, p, scoped)?,
+                KIND_IMPORT => put(&mut s.imports, id, &row, p, scoped)?,
+                KIND_CKS => put(&mut s.custom_key_stores, id, &row, p, scoped)?,
                 KIND_META if row.id == META_CHECKPOINT => {
                     s.audit_checkpoint = match p {
                         Some(p) => serde_json::from_slice(p)
@@ -165,41 +180,67 @@ impl LocalKms {
         fn take<V: Clone + Serialize>(
             seal: &RowSeal,
             kind: &str,
+            scope: Option<&str>,
             t: &mut Table<V>,
             out: &mut Vec<Row>,
         ) -> KmsResult<()> {
             for id in t.take_dirty() {
+                let kind = match scope {
+                    Some(r) if t.is_scoped(&id) => format!("{kind}@{r}"),
+                    _ => kind.to_string(),
+                };
                 let data = match t.get(&id) {
                     Some(v) => {
                         let json = zeroize::Zeroizing::new(
                             serde_json::to_vec(v).map_err(|e| KmsError::internal(e.to_string()))?,
                         );
-                        Some(seal.seal(kind, &id, &json))
+                        Some(seal.seal(&kind, &id, &json))
                     }
                     None => None,
                 };
-                out.push(Row {
-                    kind: kind.into(),
-                    id,
-                    data,
-                });
+                t.forget_scope(&id);
+                out.push(Row { kind, id, data });
             }
             Ok(())
         }
+        self.sync_families(s);
         let seal = &self.e.rows;
+        let scope = s.scope.clone();
+        let scope = scope.as_deref();
         let mut out = vec![];
-        take(seal, KIND_KEY, &mut s.keys, &mut out)?;
-        for row in &out {
+        // other Regions' replicas: `key@REGION`
+        for rid in s.replicas.take_dirty() {
+            let Some((r, id)) = rid.split_once('/') else {
+                continue;
+            };
+            let kind = format!("{KIND_KEY}@{r}");
+            let data = match s.replicas.get(&rid) {
+                Some(v) => {
+                    let json = zeroize::Zeroizing::new(
+                        serde_json::to_vec(v).map_err(|e| KmsError::internal(e.to_string()))?,
+                    );
+                    Some(seal.seal(&kind, id, &json))
+                }
+                None => None,
+            };
+            out.push(Row {
+                kind,
+                id: id.to_string(),
+                data,
+            });
+        }
+        take(seal, KIND_KEY, scope, &mut s.keys, &mut out)?;
+        for row in out.iter().filter(|r| r.kind.starts_with(KIND_KEY)) {
             if let Some(d) = s.keys.get(&row.id).and_then(Store::due) {
                 let mut due = self.e.next_due.lock();
                 *due = due.min(d);
             }
         }
-        take(seal, KIND_ALIAS, &mut s.aliases, &mut out)?;
-        take(seal, KIND_PRINCIPAL, &mut s.principals, &mut out)?;
-        take(seal, KIND_GRANT, &mut s.grants, &mut out)?;
-        take(seal, KIND_IMPORT, &mut s.imports, &mut out)?;
-        take(seal, KIND_CKS, &mut s.custom_key_stores, &mut out)?;
+        take(seal, KIND_ALIAS, scope, &mut s.aliases, &mut out)?;
+        take(seal, KIND_PRINCIPAL, scope, &mut s.principals, &mut out)?;
+        take(seal, KIND_GRANT, scope, &mut s.grants, &mut out)?;
+        take(seal, KIND_IMPORT, scope, &mut s.imports, &mut out)?;
+        take(seal, KIND_CKS, scope, &mut s.custom_key_stores, &mut out)?;
         Ok(out)
     }
 

@@ -63,6 +63,12 @@ pub trait Engine: Send + Sync {
     /// `decide` wrote nothing.
     fn write(&self, base: u64, decide: &mut Decide<'_>) -> Result<Option<u64>>;
 
+    /// Whether servers of several Regions may share this store (their rows then live in
+    /// Region scopes: `KIND@REGION`).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Where the audit chain is kept, if this engine keeps it (a database shared by
     /// servers keeps one chain for all); None: the keystore directory's files.
     fn audit_db(&self) -> Option<std::sync::Arc<dyn crate::kms::audit::AuditDb>> {

@@ -266,6 +266,10 @@ impl Engine for Postgres {
         self.shown.clone()
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn audit_db(&self) -> Option<std::sync::Arc<dyn crate::kms::audit::AuditDb>> {
         Some(std::sync::Arc::new(PgAudit {
             shown: self.shown.clone(),

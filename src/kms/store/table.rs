@@ -5,16 +5,22 @@
 use std::collections::BTreeSet;
 use std::ops::Deref;
 
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Rows of one kind by id. Reads go through `Deref` to the map; every way of changing a
 /// row goes through a method here, which marks it dirty.
+///
+/// A row lives either in no Region (seen by every view of the store) or in one Region's
+/// scope (seen only by that Region's servers): `scoped` holds the ids of the second kind,
+/// and a view with `scoping` on puts the rows it creates in its Region's scope.
 #[derive(Clone)]
 pub struct Table<V: Clone> {
     map: OrdMap<String, V>,
     dirty: BTreeSet<String>,
+    scoped: OrdSet<String>,
+    scoping: bool,
 }
 
 impl<V: Clone> Default for Table<V> {
@@ -22,6 +28,8 @@ impl<V: Clone> Default for Table<V> {
         Table {
             map: OrdMap::new(),
             dirty: BTreeSet::new(),
+            scoped: OrdSet::new(),
+            scoping: false,
         }
     }
 }
@@ -41,10 +49,31 @@ impl<V: Clone> Table<V> {
         Some(v)
     }
 
-    /// Adds or replaces a row.
+    /// Adds or replaces a row (a new row goes to the view's scope when scoping is on; a
+    /// replaced row stays where it was).
     pub fn insert(&mut self, id: String, v: V) -> Option<V> {
         self.dirty.insert(id.clone());
+        if self.scoping && !self.map.contains_key(&id) {
+            self.scoped.insert(id.clone());
+        }
         self.map.insert(id, v)
+    }
+
+    /// Whether rows this view creates go to its Region's scope.
+    pub fn set_scoping(&mut self, on: bool) {
+        self.scoping = on;
+    }
+
+    /// Whether row `id` lives in the view's Region scope.
+    pub fn is_scoped(&self, id: &str) -> bool {
+        self.scoped.contains(id)
+    }
+
+    /// After a removed row's tombstone was written: it no longer has a scope.
+    pub fn forget_scope(&mut self, id: &str) {
+        if !self.map.contains_key(id) {
+            self.scoped.remove(id);
+        }
     }
 
     /// Removes a row.
@@ -84,6 +113,11 @@ impl<V: Clone> Table<V> {
         }
     }
 
+    /// The ids changed since the last `take_dirty`, without taking them.
+    pub fn dirty_ids(&self) -> impl Iterator<Item = &String> {
+        self.dirty.iter()
+    }
+
     /// The ids changed since the last `take_dirty`.
     pub fn take_dirty(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.dirty)
@@ -91,10 +125,27 @@ impl<V: Clone> Table<V> {
 
     /// Sets a row as the store holds it (loading: not a change to write back).
     pub fn load(&mut self, id: String, v: Option<V>) {
+        self.load_in(id, v, false)
+    }
+
+    /// `load` of a row that lives in the view's scope (`scoped`) or in no Region. A view
+    /// that holds a scoped row of this id ignores a Region-less row of the same id.
+    pub fn load_in(&mut self, id: String, v: Option<V>, scoped: bool) {
+        if !scoped && self.scoped.contains(&id) {
+            return;
+        }
         match v {
-            Some(v) => self.map.insert(id, v),
-            None => self.map.remove(&id),
-        };
+            Some(v) => {
+                if scoped {
+                    self.scoped.insert(id.clone());
+                }
+                self.map.insert(id, v);
+            }
+            None => {
+                self.map.remove(&id);
+                self.scoped.remove(&id);
+            }
+        }
     }
 }
 
@@ -109,7 +160,7 @@ impl<'de, V: Clone + DeserializeOwned> Deserialize<'de> for Table<V> {
         let m = std::collections::BTreeMap::<String, V>::deserialize(d)?;
         Ok(Table {
             map: m.into_iter().collect(),
-            dirty: BTreeSet::new(),
+            ..Default::default()
         })
     }
 }

@@ -9,10 +9,12 @@
 mod asym;
 mod grants;
 mod import;
+mod regions;
 mod xks;
 pub use asym::*;
 pub use grants::*;
 pub use import::*;
+pub use regions::*;
 pub use xks::*;
 
 use std::collections::BTreeMap;
@@ -95,7 +97,8 @@ pub struct CreateKeyRequest {
     /// AWS_KMS, or EXTERNAL (a key without material until ImportKeyMaterial).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
-    /// Multi-region keys are not built yet: true is refused.
+    /// A multi-Region primary key (`mrk-` id): replicas in other Regions share its
+    /// id and material (ReplicateKey).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multi_region: Option<bool>,
     /// The custom key store (an external key store) of an EXTERNAL_KEY_STORE key.
@@ -147,6 +150,9 @@ pub struct KeyMetadata {
     pub current_key_material_id: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub multi_region: bool,
+    /// A multi-Region key: its primary and replicas.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub multi_region_configuration: Option<MultiRegionConfiguration>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub mac_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -410,7 +416,9 @@ pub struct ScheduleKeyDeletionRequest {
 #[serde(rename_all = "PascalCase")]
 pub struct ScheduleKeyDeletionResponse {
     pub key_id: String,
-    pub deletion_date: f64,
+    /// None while a multi-Region primary waits for its replicas (PendingReplicaDeletion).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletion_date: Option<f64>,
     pub key_state: String,
     pub pending_window_in_days: u32,
 }

@@ -1,0 +1,156 @@
+"""Multi-Region keys through boto3, across two `kmsfs kms serve` of two Regions sharing one
+PostgreSQL store (run by tests/it/cluster.rs).
+
+Environment: ENDPOINT_A, REGION_A (the primary's), ENDPOINT_B, REGION_B, AKID, SECRET.
+Prints ALL OK and exits 0 when every check passed; any failure raises.
+"""
+import os
+
+import boto3
+import botocore
+from botocore.config import Config
+
+CFG = Config(retries={"max_attempts": 1})
+RA, RB = os.environ["REGION_A"], os.environ["REGION_B"]
+
+
+def client(ep, region):
+    return boto3.client("kms", endpoint_url=ep, region_name=region,
+                        aws_access_key_id=os.environ["AKID"],
+                        aws_secret_access_key=os.environ["SECRET"], config=CFG)
+
+
+a = client(os.environ["ENDPOINT_A"], RA)
+b = client(os.environ["ENDPOINT_B"], RB)
+
+
+def expect(code, fn, **kw):
+    try:
+        fn(**kw)
+    except botocore.exceptions.ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
+        return e
+    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
+
+
+def ok(name):
+    print("ok:", name, flush=True)
+
+
+def mrc(c, kid):
+    return c.describe_key(KeyId=kid)["KeyMetadata"]
+
+
+# CreateKey MultiRegion=true: an mrk- id, a primary with no replicas yet.
+md = a.create_key(MultiRegion=True, Description="family")["KeyMetadata"]
+kid = md["KeyId"]
+assert kid.startswith("mrk-") and len(kid) == 36, kid
+assert md["MultiRegion"] is True, md
+assert md["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY", md
+assert md["MultiRegionConfiguration"]["PrimaryKey"]["Region"] == RA, md
+assert md["MultiRegionConfiguration"]["ReplicaKeys"] == [], md
+arn_a = md["Arn"]
+assert f":{RA}:" in arn_a
+ok("CreateKey MultiRegion=true")
+
+# Keys are regional: neither the mrk (not yet replicated) nor a single-Region key is seen in B.
+expect("NotFoundException", b.describe_key, KeyId=kid)
+single = a.create_key()["KeyMetadata"]
+assert single["MultiRegion"] is False and "MultiRegionConfiguration" not in single, single
+expect("NotFoundException", b.describe_key, KeyId=single["KeyId"])
+expect("NotFoundException", b.encrypt, KeyId=single["KeyId"], Plaintext=b"x")
+ok("keys of one Region are not seen in another")
+
+# ReplicateKey, and where AWS refuses it.
+r = a.replicate_key(KeyId=kid, ReplicaRegion=RB, Description="replica", Tags=[{"TagKey": "side", "TagValue": "b"}])
+rmd = r["ReplicaKeyMetadata"]
+assert rmd["KeyId"] == kid and f":{RB}:" in rmd["Arn"], rmd
+assert rmd["KeyState"] == "Creating", rmd
+assert rmd["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA", rmd
+assert r["ReplicaTags"] == [{"TagKey": "side", "TagValue": "b"}], r
+arn_b = rmd["Arn"]
+expect("AlreadyExistsException", a.replicate_key, KeyId=kid, ReplicaRegion=RB)
+expect("ValidationException", a.replicate_key, KeyId=kid, ReplicaRegion=RA)
+expect("ValidationException", a.replicate_key, KeyId=kid, ReplicaRegion="Not A Region")
+expect("UnsupportedOperationException", a.replicate_key, KeyId=single["KeyId"], ReplicaRegion=RB)
+expect("UnsupportedOperationException", b.replicate_key, KeyId=kid, ReplicaRegion="ap-south-1")
+ok("ReplicateKey, and its refusals")
+
+ma, mb = mrc(a, kid), mrc(b, kid)
+assert mb["KeyState"] == "Enabled" and mb["Description"] == "replica", mb
+assert mb["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA", mb
+assert mb["MultiRegionConfiguration"]["PrimaryKey"] == {"Arn": arn_a, "Region": RA}, mb
+assert ma["MultiRegionConfiguration"]["ReplicaKeys"] == [{"Arn": arn_b, "Region": RB}], ma
+assert mb["MultiRegionConfiguration"]["ReplicaKeys"] == [{"Arn": arn_b, "Region": RB}], mb
+assert ma["Description"] == "family", ma
+ok("DescribeKey: MultiRegionConfiguration on both sides")
+
+# Interchangeable: encrypted in one Region, decrypted in the other, no cross-Region call.
+blob = a.encrypt(KeyId=kid, Plaintext=b"from a", EncryptionContext={"c": "1"})["CiphertextBlob"]
+d = b.decrypt(CiphertextBlob=blob, EncryptionContext={"c": "1"})
+assert d["Plaintext"] == b"from a" and d["KeyId"] == arn_b, d
+assert b.decrypt(CiphertextBlob=blob, KeyId=arn_b, EncryptionContext={"c": "1"})["Plaintext"] == b"from a"
+blob = b.encrypt(KeyId=kid, Plaintext=b"from b")["CiphertextBlob"]
+assert a.decrypt(CiphertextBlob=blob)["Plaintext"] == b"from b"
+dk = b.generate_data_key(KeyId=kid, KeySpec="AES_256")
+assert a.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"] == dk["Plaintext"]
+expect("InvalidCiphertextException", b.decrypt, CiphertextBlob=blob[:-1] + bytes([blob[-1] ^ 1]))
+ok("ciphertext made in either Region decrypts in the other")
+
+# Independent per Region: aliases, description, tags, enabled state, policy.
+a.create_alias(AliasName="alias/family", TargetKeyId=kid)
+b.create_alias(AliasName="alias/family", TargetKeyId=kid)
+b.create_alias(AliasName="alias/only-b", TargetKeyId=kid)
+expect("NotFoundException", a.describe_key, KeyId="alias/only-b")
+b.update_key_description(KeyId=kid, Description="replica, renamed")
+assert mrc(a, kid)["Description"] == "family"
+assert b.list_resource_tags(KeyId=kid)["Tags"] == [{"TagKey": "side", "TagValue": "b"}]
+assert a.list_resource_tags(KeyId=kid)["Tags"] == []
+b.disable_key(KeyId=kid)
+expect("DisabledException", b.encrypt, KeyId=kid, Plaintext=b"x")
+a.encrypt(KeyId=kid, Plaintext=b"x")
+b.enable_key(KeyId=kid)
+assert a.get_key_policy(KeyId=kid, PolicyName="default")["Policy"]
+ok("aliases, description, tags and enabled state are per Region")
+
+# Shared: rotation happens on the primary and reaches the replica; refused on a replica.
+before = mrc(b, kid)["CurrentKeyMaterialId"]
+a.rotate_key_on_demand(KeyId=kid)
+after = mrc(b, kid)["CurrentKeyMaterialId"]
+assert after != before and after == mrc(a, kid)["CurrentKeyMaterialId"], (before, after)
+new = b.encrypt(KeyId=kid, Plaintext=b"rotated")["CiphertextBlob"]
+assert a.decrypt(CiphertextBlob=new)["Plaintext"] == b"rotated"
+assert len(b.list_key_rotations(KeyId=kid)["Rotations"]) == 1
+expect("UnsupportedOperationException", b.rotate_key_on_demand, KeyId=kid)
+expect("UnsupportedOperationException", b.enable_key_rotation, KeyId=kid)
+a.enable_key_rotation(KeyId=kid, RotationPeriodInDays=100)
+assert b.get_key_rotation_status(KeyId=kid)["KeyRotationEnabled"] is True
+ok("rotation: on the primary, shared with the replica, refused on the replica")
+
+# UpdatePrimaryRegion: B becomes the primary, A a replica.
+expect("UnsupportedOperationException", b.update_primary_region, KeyId=kid, PrimaryRegion=RA)
+expect("NotFoundException", a.update_primary_region, KeyId=kid, PrimaryRegion="ap-south-1")
+a.update_primary_region(KeyId=kid, PrimaryRegion=RB)
+assert mrc(b, kid)["MultiRegionConfiguration"]["MultiRegionKeyType"] == "PRIMARY"
+assert mrc(a, kid)["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA"
+assert mrc(a, kid)["MultiRegionConfiguration"]["ReplicaKeys"] == [{"Arn": arn_a, "Region": RA}]
+expect("UnsupportedOperationException", a.rotate_key_on_demand, KeyId=kid)
+b.rotate_key_on_demand(KeyId=kid)
+assert mrc(a, kid)["CurrentKeyMaterialId"] == mrc(b, kid)["CurrentKeyMaterialId"]
+ok("UpdatePrimaryRegion")
+
+# Deletion: a primary with replicas waits for them (PendingReplicaDeletion).
+s = b.schedule_key_deletion(KeyId=kid, PendingWindowInDays=7)
+assert s["KeyState"] == "PendingReplicaDeletion" and "DeletionDate" not in s, s
+assert mrc(b, kid)["KeyState"] == "PendingReplicaDeletion"
+expect("KMSInvalidStateException", b.encrypt, KeyId=kid, Plaintext=b"x")
+assert a.schedule_key_deletion(KeyId=kid, PendingWindowInDays=7)["KeyState"] == "PendingDeletion"
+b.cancel_key_deletion(KeyId=kid)
+assert mrc(b, kid)["KeyState"] == "Disabled"
+ok("deletion of a primary with replicas")
+
+# A request signed for another Region sees nothing of this one.
+wrong = client(os.environ["ENDPOINT_A"], RB)
+expect("NotFoundException", wrong.describe_key, KeyId=arn_a)
+print("ALL OK")
