@@ -134,6 +134,7 @@ fn three_servers_on_one_postgres_store() {
                 ("BOB_SECRET", bob[1].to_string()),
                 ("AWS_CLI", venv.join("bin/aws").display().to_string()),
                 ("PREFIX", format!("s{i}-")),
+                ("SHARED_STORE", "1".into()),
             ],
         );
     }
