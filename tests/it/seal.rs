@@ -923,6 +923,24 @@ fn a_keystore_made_before_seals_opens_warns_and_migrates() {
     };
     let e = check(&[]);
     assert!(e.contains("keeps its root key in the clear"), "{e}");
+    // Its sealed JSON store moved into SQLite at that first open, was checked row by
+    // row, and is gone (it would roll the store back).
+    assert!(ks.join("keystore.sqlite").exists());
+    assert!(!ks.join("keystore.sealed").exists());
+    // A migration that committed and stopped before removing the old file: the next
+    // open checks the store holds what the file holds, then removes it.
+    let st = Command::new("tar")
+        .args(["-xf"])
+        .arg(&fixture)
+        .arg("-C")
+        .arg(d.path())
+        .arg("ks/keystore.sealed")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::set_permissions(ks.join("keystore.sealed"), fs::Permissions::from_mode(0o600)).unwrap();
+    check(&[]);
+    assert!(!ks.join("keystore.sealed").exists());
     let pw = d.path().join("pw");
     fs::write(&pw, "migrated at last\n").unwrap();
     let with = [("KMSFS_PASSPHRASE_FILE", pw.to_str().unwrap())];
