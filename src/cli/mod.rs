@@ -478,11 +478,12 @@ pub(crate) enum KeyCmd {
         #[arg(long)]
         description: Option<String>,
         /// KeySpec: SYMMETRIC_DEFAULT (default), HMAC_224|256|384|512,
-        /// RSA_2048|3072|4096, ECC_NIST_P256|P384|P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519.
+        /// RSA_2048|3072|4096, ECC_NIST_P256|P384|P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519,
+        /// ML_DSA_44|65|87 (post-quantum signing), ML_KEM_512|768|1024 (post-quantum KEM).
         #[arg(long)]
         spec: Option<String>,
         /// KeyUsage: ENCRYPT_DECRYPT (default; RSA keys too), GENERATE_VERIFY_MAC (HMAC
-        /// keys), SIGN_VERIFY (RSA and ECC keys).
+        /// keys), SIGN_VERIFY (RSA, ECC and ML-DSA keys), ENCAPSULATE_DECAPSULATE (ML-KEM).
         #[arg(long)]
         usage: Option<String>,
         /// A multi-Region primary key (an mrk- id; replicate it with `key replicate`):

@@ -115,6 +115,10 @@ operations! {
     GetKeyRotationStatus => get_key_rotation_status(KeyIdRequest) -> GetKeyRotationStatusResponse;
     /// A key's versions.
     ListKeyRotations => list_key_rotations(ListKeyRotationsRequest) -> ListKeyRotationsResponse;
+    /// A fresh shared secret and its ML-KEM ciphertext under an ML-KEM key's public key.
+    Encapsulate => encapsulate(EncapsulateRequest) -> EncapsulateResponse;
+    /// The shared secret of an ML-KEM ciphertext (implicit rejection).
+    Decapsulate => decapsulate(DecapsulateRequest) -> DecapsulateResponse;
     /// Makes a replica of a multi-Region primary key in another Region (same id and material).
     ReplicateKey => replicate_key(ReplicateKeyRequest) -> ReplicateKeyResponse;
     /// Makes a replica of a multi-Region key its primary (the old primary becomes a replica).

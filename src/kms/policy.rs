@@ -392,6 +392,8 @@ pub const KMS_ACTIONS: &[&str] = &[
     "kms:DeleteCustomKeyStore",
     "kms:DeleteImportedKeyMaterial",
     "kms:DeriveSharedSecret",
+    "kms:Encapsulate",
+    "kms:Decapsulate",
     "kms:DescribeCustomKeyStores",
     "kms:DescribeKey",
     "kms:DisableKey",

@@ -987,3 +987,24 @@ print("ALL OK")
             .env("SECRET", &server.secret),
     );
 }
+
+/// ML-DSA and ML-KEM keys cross-checked outside kmsfs (tests/compat/pq_keys.py, Python's
+/// `cryptography` on OpenSSL): our ML-DSA signatures verify there and theirs under another
+/// key do not verify here; their ML-KEM encapsulations to our public keys decapsulate here
+/// to the same shared secret.
+#[test]
+fn post_quantum_keys_cross_checked_with_an_outside_implementation() {
+    let Some(venv) = python_venv() else { return };
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &[]);
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/compat/pq_keys.py"
+            ))
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret),
+    );
+}

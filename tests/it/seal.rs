@@ -938,7 +938,11 @@ fn a_keystore_made_before_seals_opens_warns_and_migrates() {
         .status()
         .unwrap();
     assert!(st.success());
-    fs::set_permissions(ks.join("keystore.sealed"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        ks.join("keystore.sealed"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     check(&[]);
     assert!(!ks.join("keystore.sealed").exists());
     let pw = d.path().join("pw");

@@ -1,5 +1,6 @@
 //! Asymmetric SIGN_VERIFY keys (RSA_2048/3072/4096; ECC_NIST_P256/P384/P521,
-//! ECC_SECG_P256K1; ECC_NIST_EDWARDS25519) with aws-lc-rs: Sign and Verify of a message
+//! ECC_SECG_P256K1; ECC_NIST_EDWARDS25519; ML_DSA_44/65/87, FIPS 204, post-quantum) with
+//! aws-lc-rs: Sign and Verify of a message
 //! (RAW) or of its digest (DIGEST; not for Ed25519, whose pre-hashed form
 //! ED25519_PH_SHA_512 aws-lc-rs does not offer and this KMS refuses), and GetPublicKey. The private key is kept as PKCS#8 DER in the sealed store
 //! and never leaves it.
@@ -7,7 +8,9 @@
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{self, KeySize};
-use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey};
+use aws_lc_rs::signature::{
+    self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, PqdsaKeyPair,
+};
 
 use super::*;
 
@@ -31,6 +34,11 @@ enum Kind {
     },
     /// Pure Ed25519 (RFC 8032): the message itself, SHA-512 inside.
     Ed25519,
+    /// ML-DSA (FIPS 204), pure, empty context: the message itself, SHAKE256 inside.
+    MlDsa {
+        sign: &'static sig::PqdsaSigningAlgorithm,
+        verify: &'static sig::PqdsaVerificationAlgorithm,
+    },
 }
 
 const RSA_ALGS: [SigningAlgorithm; 6] = [
@@ -129,6 +137,22 @@ const EDWARDS: SigningAlgorithm = SigningAlgorithm {
     kind: Kind::Ed25519,
 };
 
+const fn ml_dsa(
+    sign: &'static sig::PqdsaSigningAlgorithm,
+    verify: &'static sig::PqdsaVerificationAlgorithm,
+) -> SigningAlgorithm {
+    SigningAlgorithm {
+        name: "ML_DSA_SHAKE_256",
+        // not used: ML-DSA signs the message (RAW) or its mu (EXTERNAL_MU), no digest
+        digest: &digest::SHA512,
+        kind: Kind::MlDsa { sign, verify },
+    }
+}
+
+const ML_DSA_44: SigningAlgorithm = ml_dsa(&sig::ML_DSA_44_SIGNING, &sig::ML_DSA_44);
+const ML_DSA_65: SigningAlgorithm = ml_dsa(&sig::ML_DSA_65_SIGNING, &sig::ML_DSA_65);
+const ML_DSA_87: SigningAlgorithm = ml_dsa(&sig::ML_DSA_87_SIGNING, &sig::ML_DSA_87);
+
 /// The signing algorithms of a key spec (empty: not an asymmetric signing spec).
 fn algorithms(spec: &str) -> &'static [SigningAlgorithm] {
     match spec {
@@ -138,8 +162,16 @@ fn algorithms(spec: &str) -> &'static [SigningAlgorithm] {
         "ECC_NIST_P521" => std::slice::from_ref(&P521),
         "ECC_SECG_P256K1" => std::slice::from_ref(&K256),
         "ECC_NIST_EDWARDS25519" => std::slice::from_ref(&EDWARDS),
+        "ML_DSA_44" => std::slice::from_ref(&ML_DSA_44),
+        "ML_DSA_65" => std::slice::from_ref(&ML_DSA_65),
+        "ML_DSA_87" => std::slice::from_ref(&ML_DSA_87),
         _ => &[],
     }
+}
+
+/// Is `spec` an ML-DSA spec (SIGN_VERIFY only; not a data key pair spec)?
+pub(super) fn is_ml_dsa(spec: &str) -> bool {
+    matches!(spec, "ML_DSA_44" | "ML_DSA_65" | "ML_DSA_87")
 }
 
 /// Is `spec` an asymmetric spec this KMS makes SIGN_VERIFY keys of?
@@ -185,6 +217,10 @@ pub(super) fn generate_private_key(spec: &str) -> Secret {
         _ => {
             let alg = match &algorithms(spec)[0].kind {
                 Kind::Ecdsa { sign, .. } => *sign,
+                Kind::MlDsa { sign, .. } => {
+                    let kp = PqdsaKeyPair::generate(sign).expect("ML-DSA key generation");
+                    return der(kp.to_pkcs8v1().expect("ML-DSA PKCS#8").as_ref());
+                }
                 Kind::Rsa { .. } | Kind::Ed25519 => unreachable!("handled above"),
             };
             let kp = EcdsaKeyPair::generate(alg).expect("EC key generation");
@@ -211,6 +247,12 @@ pub(super) fn public_key_der(spec: &str, private: &[u8]) -> KmsResult<Vec<u8>> {
         }
         Kind::Ed25519 => {
             let kp = Ed25519KeyPair::from_pkcs8(private).map_err(|_| broken())?;
+            let d: aws_lc_rs::encoding::PublicKeyX509Der =
+                kp.public_key().as_der().map_err(|_| broken())?;
+            Ok(d.as_ref().to_vec())
+        }
+        Kind::MlDsa { sign, .. } => {
+            let kp = PqdsaKeyPair::from_pkcs8(sign, private).map_err(|_| broken())?;
             let d: aws_lc_rs::encoding::PublicKeyX509Der =
                 kp.public_key().as_der().map_err(|_| broken())?;
             Ok(d.as_ref().to_vec())
@@ -248,6 +290,17 @@ impl LocalKms {
         }
         let digest = match message_type.unwrap_or("RAW") {
             "RAW" => None,
+            "EXTERNAL_MU" if matches!(alg.kind, Kind::MlDsa { .. }) => {
+                return Err(KmsError::new(
+                    ErrorCode::UnsupportedOperationException,
+                    "MessageType EXTERNAL_MU is not supported by this KMS: ML-DSA signs the message (RAW)",
+                ))
+            }
+            "DIGEST" if matches!(alg.kind, Kind::MlDsa { .. }) => {
+                return Err(KmsError::validation(format!(
+                    "MessageType DIGEST is not valid for {algorithm} (RAW or EXTERNAL_MU)"
+                )))
+            }
             "DIGEST" if matches!(alg.kind, Kind::Ed25519) => {
                 return Err(KmsError::validation(format!(
                     "MessageType DIGEST is not valid for {algorithm} (RAW; ED25519_PH_SHA_512 is not supported)"
@@ -264,7 +317,7 @@ impl LocalKms {
             ),
             t => {
                 return Err(KmsError::validation(format!(
-                    "MessageType {t} is not valid (RAW, DIGEST)"
+                    "MessageType {t} is not valid (RAW, DIGEST, EXTERNAL_MU)"
                 )))
             }
         };
@@ -319,6 +372,14 @@ impl LocalKms {
                     .sign(&req.message.0)
                     .as_ref()
                     .to_vec(),
+                Kind::MlDsa { sign, .. } => {
+                    let kp = PqdsaKeyPair::from_pkcs8(sign, private)
+                        .map_err(|_| KmsError::internal("stored key"))?;
+                    let mut out = vec![0u8; sign.signature_len()];
+                    let n = kp.sign(&req.message.0, &mut out).map_err(failed)?;
+                    out.truncate(n);
+                    out
+                }
             };
             Ok(SignResponse {
                 key_id: self.arn(&k.id),
@@ -351,6 +412,7 @@ impl LocalKms {
                 let verify: &'static dyn sig::VerificationAlgorithm = match &alg.kind {
                     Kind::Rsa { verify, .. } => *verify,
                     Kind::Ecdsa { verify, .. } => *verify,
+                    Kind::MlDsa { verify, .. } => *verify,
                     Kind::Ed25519 => unreachable!("verified above"),
                 };
                 let key = ParsedPublicKey::new(verify, &spki)
@@ -382,7 +444,7 @@ impl LocalKms {
             self.check_grant_tokens(&req.grant_tokens)?;
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::GetPublicKey.action(), None, info)?;
-            if !is_signing_spec(&k.spec) {
+            if !is_signing_spec(&k.spec) && !is_kem_spec(&k.spec) {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,
                     format!(
@@ -395,13 +457,19 @@ impl LocalKms {
             self.usable(k)?;
             Ok(GetPublicKeyResponse {
                 key_id: self.arn(&k.id),
-                public_key: public_key_der(&k.spec, &k.versions[k.current as usize].material.0)?,
+                public_key: match is_kem_spec(&k.spec) {
+                    true => {
+                        kem_public_key_der(&k.spec, &k.versions[k.current as usize].material.0)?
+                    }
+                    false => public_key_der(&k.spec, &k.versions[k.current as usize].material.0)?,
+                },
                 customer_master_key_spec: k.spec.clone(),
                 key_spec: k.spec.clone(),
                 key_usage: k.usage.clone(),
                 encryption_algorithms: encryption_algorithms(&k.spec, &k.usage),
                 signing_algorithms: signing_algorithms(&k.spec, &k.usage),
                 key_agreement_algorithms: key_agreement_algorithms(&k.usage),
+                encapsulation_algorithms: encapsulation_algorithms(&k.usage),
             })
         })
     }
@@ -425,7 +493,7 @@ impl LocalKms {
                     "Recipient (Nitro Enclaves attestation) is not supported",
                 ));
             }
-            if !is_signing_spec(&req.key_pair_spec) {
+            if !is_signing_spec(&req.key_pair_spec) || is_ml_dsa(&req.key_pair_spec) {
                 return Err(KmsError::validation(format!(
                     "KeyPairSpec {} is not valid (RSA_2048, RSA_3072, RSA_4096, ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519)",
                     req.key_pair_spec

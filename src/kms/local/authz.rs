@@ -192,6 +192,7 @@ impl LocalKms {
             mac_algorithms: mac_algorithms(&k.spec),
             signing_algorithms: signing_algorithms(&k.spec, &k.usage),
             key_agreement_algorithms: key_agreement_algorithms(&k.usage),
+            encapsulation_algorithms: encapsulation_algorithms(&k.usage),
             current_key_material_id: k
                 .versions
                 .get(k.current as usize)

@@ -166,6 +166,7 @@ impl LocalKms {
                 rand::RngCore::fill_bytes(&mut rand::rng(), &mut m.0);
                 m
             }
+            None if is_kem_spec(spec) => generate_kem_key(spec),
             None => generate_private_key(spec),
         };
         KeyVersion {

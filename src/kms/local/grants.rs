@@ -55,6 +55,9 @@ fn grantable(k: &KeyRecord) -> Vec<GrantOp> {
             g(Op::GetPublicKey),
         ],
         (_, KEY_AGREEMENT) => vec![g(Op::DeriveSharedSecret), g(Op::GetPublicKey)],
+        (_, ENCAPSULATE_DECAPSULATE) => {
+            vec![g(Op::Encapsulate), g(Op::Decapsulate), g(Op::GetPublicKey)]
+        }
         (_, SIGN_VERIFY) => vec![g(Op::Sign), g(Op::Verify), g(Op::GetPublicKey)],
         _ => vec![g(Op::GenerateMac), g(Op::VerifyMac)],
     };

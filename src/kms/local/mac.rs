@@ -48,6 +48,8 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
         (&[ENCRYPT_DECRYPT], Some(ENCRYPT_DECRYPT))
     } else if material_len(spec).is_some() {
         (&[GENERATE_VERIFY_MAC], None)
+    } else if is_kem_spec(spec) {
+        (&[ENCAPSULATE_DECAPSULATE], None)
     } else if is_signing_spec(spec) {
         if is_rsa(spec) {
             (&[SIGN_VERIFY, ENCRYPT_DECRYPT], None)
@@ -58,7 +60,7 @@ pub(super) fn spec_and_usage(req: &CreateKeyRequest) -> KmsResult<(String, Strin
         }
     } else {
         return Err(KmsError::validation(format!(
-            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224..HMAC_512, RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519)"
+            "KeySpec {spec} is not supported (SYMMETRIC_DEFAULT, HMAC_224..HMAC_512, RSA_2048/3072/4096, ECC_NIST_P256/P384/P521, ECC_SECG_P256K1, ECC_NIST_EDWARDS25519, ML_DSA_44/65/87, ML_KEM_512/768/1024)"
         )));
     };
     let usage = match req.key_usage.as_deref().or(default) {
@@ -96,6 +98,7 @@ impl LocalKms {
             Op::GenerateMac | Op::VerifyMac => &[GENERATE_VERIFY_MAC],
             Op::Sign | Op::Verify => &[SIGN_VERIFY],
             Op::DeriveSharedSecret => &[KEY_AGREEMENT],
+            Op::Encapsulate | Op::Decapsulate => &[ENCAPSULATE_DECAPSULATE],
             _ => return Ok(()),
         };
         if !valid.contains(&k.usage.as_str()) {

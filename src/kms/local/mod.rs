@@ -23,6 +23,7 @@ mod ecdh;
 mod extras;
 mod grants;
 mod import;
+mod kem;
 mod keys;
 mod mac;
 mod migrate;
@@ -42,6 +43,8 @@ mod tests_aws;
 mod tests_grants;
 #[cfg(test)]
 mod tests_import;
+#[cfg(test)]
+mod tests_pq;
 mod xks;
 
 use super::audit::{AuditLog, Event};
@@ -120,6 +123,7 @@ use authz::*;
 use ecdh::*;
 use extras::*;
 use import::*;
+use kem::*;
 use mac::*;
 pub use quotas::{set_quotas, Quotas};
 use regions::*;

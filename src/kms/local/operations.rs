@@ -99,6 +99,14 @@ impl Kms for LocalKms {
         self.do_list_key_rotations(req)
     }
 
+    fn encapsulate(&self, req: EncapsulateRequest) -> KmsResult<EncapsulateResponse> {
+        self.do_encapsulate(req)
+    }
+
+    fn decapsulate(&self, req: DecapsulateRequest) -> KmsResult<DecapsulateResponse> {
+        self.do_decapsulate(req)
+    }
+
     fn replicate_key(&self, req: ReplicateKeyRequest) -> KmsResult<ReplicateKeyResponse> {
         self.do_replicate_key(req)
     }

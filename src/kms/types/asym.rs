@@ -28,6 +28,8 @@ pub struct GetPublicKeyResponse {
     pub signing_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub key_agreement_algorithms: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub encapsulation_algorithms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -143,4 +145,49 @@ pub struct DeriveSharedSecretResponse {
     pub shared_secret: Secret,
     pub key_agreement_algorithm: String,
     pub key_origin: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncapsulateRequest {
+    pub key_id: String,
+    /// ML_KEM (the only one).
+    #[serde(default)]
+    pub encapsulation_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncapsulateResponse {
+    pub key_id: String,
+    pub shared_secret: Secret,
+    #[serde(with = "b64")]
+    pub shared_secret_ciphertext_blob: Vec<u8>,
+    pub encapsulation_algorithm: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecapsulateRequest {
+    pub key_id: String,
+    #[serde(with = "b64")]
+    pub shared_secret_ciphertext_blob: Vec<u8>,
+    #[serde(default)]
+    pub encapsulation_algorithm: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grant_tokens: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecapsulateResponse {
+    pub key_id: String,
+    pub shared_secret: Secret,
+    pub encapsulation_algorithm: String,
 }

@@ -159,6 +159,9 @@ pub struct KeyMetadata {
     pub signing_algorithms: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub key_agreement_algorithms: Vec<String>,
+    /// ML-KEM keys: ML_KEM.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub encapsulation_algorithms: Vec<String>,
     /// Imported material: KEY_MATERIAL_EXPIRES or KEY_MATERIAL_DOES_NOT_EXPIRE.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub expiration_model: Option<String>,

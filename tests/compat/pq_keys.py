@@ -1,0 +1,92 @@
+"""Post-quantum keys of `kmsfs kms serve` cross-checked outside kmsfs, with Python's
+`cryptography` (OpenSSL's ML-DSA and ML-KEM) through boto3 (run by tests/it/remote.rs).
+
+Environment: ENDPOINT, AKID, SECRET. Prints ALL OK and exits 0 when every check passed.
+"""
+import os
+
+import boto3
+import botocore
+from botocore.config import Config
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+kms = boto3.client("kms", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                   aws_access_key_id=os.environ["AKID"],
+                   aws_secret_access_key=os.environ["SECRET"],
+                   config=Config(retries={"max_attempts": 1}))
+
+
+def expect(code, fn, **kw):
+    try:
+        fn(**kw)
+    except botocore.exceptions.ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
+        return
+    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
+
+
+# ML-DSA: a signature made by kmsfs verifies in OpenSSL, and one OpenSSL made with another
+# key does not verify in kmsfs.
+outside = {"ML_DSA_44": mldsa.MLDSA44PrivateKey, "ML_DSA_65": mldsa.MLDSA65PrivateKey,
+           "ML_DSA_87": mldsa.MLDSA87PrivateKey}
+for spec, other in outside.items():
+    kid = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    pub = load_der_public_key(kms.get_public_key(KeyId=kid)["PublicKey"])
+    msg = b"harvest now, decrypt later: not this one"
+    sig = kms.sign(KeyId=kid, Message=msg, SigningAlgorithm="ML_DSA_SHAKE_256")["Signature"]
+    pub.verify(sig, msg)
+    try:
+        pub.verify(sig, msg + b"!")
+        raise AssertionError("a changed message verified")
+    except InvalidSignature:
+        pass
+    assert kms.verify(KeyId=kid, Message=msg, Signature=sig,
+                      SigningAlgorithm="ML_DSA_SHAKE_256")["SignatureValid"] is True
+    foreign = other.generate().sign(msg)
+    expect("KMSInvalidSignatureException", kms.verify, KeyId=kid, Message=msg, Signature=foreign,
+           SigningAlgorithm="ML_DSA_SHAKE_256")
+    expect("UnsupportedOperationException", kms.sign, KeyId=kid, Message=b"m" * 64,
+           MessageType="EXTERNAL_MU", SigningAlgorithm="ML_DSA_SHAKE_256")
+    print("ok:", spec, "signature verified by OpenSSL; OpenSSL's refused under another key", flush=True)
+
+# ML-KEM: a ciphertext encapsulated by OpenSSL to kmsfs's public key decapsulates in kmsfs
+# to the same shared secret; kmsfs's own encapsulation round-trips.
+for spec in ["ML_KEM_768", "ML_KEM_1024"]:
+    md = kms.create_key(KeySpec=spec, KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"]
+    assert md["EncapsulationAlgorithms"] == ["ML_KEM"], md
+    kid = md["KeyId"]
+    pk = kms.get_public_key(KeyId=kid)
+    pub = load_der_public_key(pk["PublicKey"])
+    assert isinstance(pub, (mlkem.MLKEM768PublicKey, mlkem.MLKEM1024PublicKey)), type(pub)
+    ss, ct = pub.encapsulate()
+    got = kms.decapsulate(KeyId=kid, SharedSecretCiphertextBlob=ct, EncapsulationAlgorithm="ML_KEM")
+    assert got["SharedSecret"] == ss, spec
+    e = kms.encapsulate(KeyId=kid, EncapsulationAlgorithm="ML_KEM")
+    d = kms.decapsulate(KeyId=kid, SharedSecretCiphertextBlob=e["SharedSecretCiphertextBlob"],
+                        EncapsulationAlgorithm="ML_KEM")
+    assert d["SharedSecret"] == e["SharedSecret"] and len(d["SharedSecret"]) == 32
+    expect("InvalidCiphertextException", kms.decapsulate, KeyId=kid, SharedSecretCiphertextBlob=ct[:-1],
+           EncapsulationAlgorithm="ML_KEM")
+    print("ok:", spec, "OpenSSL's encapsulation decapsulates in kmsfs", flush=True)
+
+# ML_KEM_512 (not in this cryptography): its public key is a DER SPKI of OID 2.16.840.1.101.3.4.4.1
+kid = kms.create_key(KeySpec="ML_KEM_512", KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"]["KeyId"]
+der = kms.get_public_key(KeyId=kid)["PublicKey"]
+assert bytes.fromhex("0609608648016503040401") in der and len(der) == 800 + 22, len(der)
+
+# Every operation botocore knows is answered by this server (not UnknownOperationException).
+raw = boto3.client("kms", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
+                   aws_access_key_id=os.environ["AKID"],
+                   aws_secret_access_key=os.environ["SECRET"],
+                   config=Config(retries={"max_attempts": 1}, parameter_validation=False))
+names = raw.meta.service_model.operation_names
+for op in names:
+    try:
+        raw._make_api_call(op, {})
+    except botocore.exceptions.ClientError as e:
+        assert e.response["Error"]["Code"] != "UnknownOperationException", op
+print("ok: all", len(names), "operations of botocore's KMS model are answered", flush=True)
+print("ALL OK")
