@@ -248,10 +248,10 @@ fn describe(kms: &dyn Kms, k: &str) -> Result<(String, String, String)> {
 }
 
 /// The ARNs of a tree's keys (ids, ARNs or aliases), and, when they are RSA
-/// ENCRYPT_DECRYPT keys (an encrypt-only tree), each one's public key (base64 DER). A
-/// tree's keys are all symmetric or all RSA: a symmetric tree's guarantees (only a
-/// principal allowed Encrypt can make a file) would not survive an RSA key beside them,
-/// whose public key anyone can wrap under.
+/// ENCRYPT_DECRYPT or ML-KEM ENCAPSULATE_DECAPSULATE keys (an encrypt-only tree), each
+/// one's public key (base64 DER). A tree's keys are all symmetric or all public-key: a
+/// symmetric tree's guarantees (only a principal allowed Encrypt can make a file) would
+/// not survive a public-key key beside them, whose public key anyone can wrap under.
 pub fn tree_keys(
     kms: &dyn Kms,
     keys: &[String],
@@ -262,7 +262,8 @@ pub fn tree_keys(
         let (arn, spec, usage) = describe(kms, k)?;
         match (spec.as_str(), usage.as_str()) {
             ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT") => {}
-            ("RSA_2048" | "RSA_3072" | "RSA_4096", "ENCRYPT_DECRYPT") => {
+            ("RSA_2048" | "RSA_3072" | "RSA_4096", "ENCRYPT_DECRYPT")
+            | ("ML_KEM_512" | "ML_KEM_768" | "ML_KEM_1024", "ENCAPSULATE_DECAPSULATE") => {
                 let der = fetch_public_key(kms, &arn)?;
                 public.insert(
                     arn.clone(),
@@ -270,18 +271,18 @@ pub fn tree_keys(
                 );
             }
             _ => bail!(
-                "key {arn} is a {spec} {usage} key; a tree needs symmetric (SYMMETRIC_DEFAULT) or RSA ENCRYPT_DECRYPT keys"
+                "key {arn} is a {spec} {usage} key; a tree needs symmetric (SYMMETRIC_DEFAULT), RSA ENCRYPT_DECRYPT or ML-KEM ENCAPSULATE_DECAPSULATE keys"
             ),
         }
         arns.push(arn);
     }
     if !public.is_empty() && public.len() != arns.len() {
-        bail!("a tree's keys must be all symmetric or all RSA (an RSA key's public half lets anyone add files a symmetric tree would trust)");
+        bail!("a tree's keys must be all symmetric or all public-key (RSA, ML-KEM): a public key lets anyone add files a symmetric tree would trust");
     }
     Ok((arns, public))
 }
 
-/// The DER public key of RSA key `arn` as its KMS gives it, checked to be usable.
+/// The DER public key of RSA or ML-KEM key `arn` as its KMS gives it, checked to be usable.
 fn fetch_public_key(kms: &dyn Kms, arn: &str) -> Result<Vec<u8>> {
     let r = kms
         .get_public_key(GetPublicKeyRequest {
@@ -289,13 +290,20 @@ fn fetch_public_key(kms: &dyn Kms, arn: &str) -> Result<Vec<u8>> {
             ..Default::default()
         })
         .with_context(|| format!("key {arn}: cannot get its public key"))?;
-    if r.key_usage != "ENCRYPT_DECRYPT"
-        || !r
-            .encryption_algorithms
+    let rsa = r.key_usage == "ENCRYPT_DECRYPT"
+        && r.encryption_algorithms
             .iter()
-            .any(|a| a == public::ALGORITHM)
-    {
-        bail!("key {arn} cannot encrypt with {}", public::ALGORITHM);
+            .any(|a| a == public::ALGORITHM);
+    let kem = r.key_usage == "ENCAPSULATE_DECAPSULATE"
+        && r.encapsulation_algorithms
+            .iter()
+            .any(|a| a == public::KEM_ALGORITHM);
+    if !rsa && !kem {
+        bail!(
+            "key {arn} can neither encrypt with {} nor encapsulate with {}",
+            public::ALGORITHM,
+            public::KEM_ALGORITHM
+        );
     }
     public::parse(&r.public_key).map_err(|e| crate::error::err!("key {arn}: {e}"))?;
     Ok(r.public_key)

@@ -48,8 +48,8 @@ pub enum EnvelopeError {
     /// The header is wrapped only under keys that are not the tree's.
     ForeignKeys(String),
     #[error("public key of {0}: {1}")]
-    /// A tree's pinned RSA public key does not parse.
-    PublicKey(String, String),
+    /// A tree's pinned public key does not parse or seal.
+    PublicKey(String, public::PublicKeyError),
     #[error("not authenticated under the tree key: {0}")]
     /// The file's `user.kmsfs.auth` does not check out (generation 1 on).
     Auth(String),
@@ -544,9 +544,14 @@ pub fn unwrap_dek(
     w: &Wrap,
 ) -> Result<SecretKey, EnvelopeError> {
     if cfg.public_key_tree() {
-        let r = kms.decrypt(public::decrypt_request(&w.key_arn, &w.blob))?;
-        return public::unbind(&r.plaintext.0, fs_id, file_id)
-            .ok_or_else(|| EnvelopeError::Binding(w.key_arn.clone()));
+        let pinned = cfg.public_keys.get(&w.key_arn).map_or("", String::as_str);
+        return public::open(kms, pinned, &w.key_arn, &w.blob, fs_id, file_id).map_err(
+            |e| match e {
+                public::PublicKeyError::Kms(e) => e.into(),
+                public::PublicKeyError::Binding => EnvelopeError::Binding(w.key_arn.clone()),
+                e => EnvelopeError::PublicKey(w.key_arn.clone(), e),
+            },
+        );
     }
     let r = kms.decrypt(DecryptRequest {
         ciphertext_blob: w.blob.clone(),

@@ -419,7 +419,16 @@ struct EncryptOnly {
 
 impl EncryptOnly {
     fn new() -> EncryptOnly {
+        EncryptOnly::with("RSA_3072", "ENCRYPT_DECRYPT")
+    }
+
+    /// An encrypt-only tree of one `spec` key (RSA ENCRYPT_DECRYPT or ML-KEM
+    /// ENCAPSULATE_DECAPSULATE).
+    fn with(spec: &str, usage: &str) -> EncryptOnly {
         own_pins();
+        // its throwaway keystore keeps its root key in the clear (not only when another
+        // test of this process said so first)
+        kmsfs::seal::allow_clear_by_default();
         let dir = tempfile::tempdir().unwrap();
         let backing = dir.path().join("b");
         std::fs::create_dir(&backing).unwrap();
@@ -430,7 +439,7 @@ impl EncryptOnly {
             key: String::new(),
             dir,
         };
-        let key = t.rsa("RSA_3072");
+        let key = t.key_of(spec, usage);
         let t = EncryptOnly { key, ..t };
         let backup = t.on(&t.key, "backup", &["GetPublicKey"]);
         // The backup host makes the tree itself: DescribeKey is denied, GetPublicKey is enough.
@@ -446,10 +455,14 @@ impl EncryptOnly {
     }
 
     fn rsa(&self, spec: &str) -> String {
+        self.key_of(spec, "ENCRYPT_DECRYPT")
+    }
+
+    fn key_of(&self, spec: &str, usage: &str) -> String {
         self.admin
             .create_key(kmsfs::kms::CreateKeyRequest {
                 key_spec: Some(spec.into()),
-                key_usage: Some("ENCRYPT_DECRYPT".into()),
+                key_usage: Some(usage.into()),
                 ..Default::default()
             })
             .unwrap()
@@ -575,7 +588,51 @@ fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
     let mut t3 = t2;
     let e = kmsfs::tree::change_key(&mut t3, backing, kmsfs::tree::KeyChange::Add, &sym, false)
         .unwrap_err();
-    assert!(e.to_string().contains("all symmetric or all RSA"), "{e}");
+    assert!(
+        e.to_string().contains("all symmetric or all public-key"),
+        "{e}"
+    );
+}
+
+/// A post-quantum encrypt-only tree: its key is ML-KEM-768 (ENCAPSULATE_DECAPSULATE).
+/// The backup host (GetPublicKey only) encapsulates locally and fills it; nothing it did
+/// not just write opens for it; the principal allowed Decapsulate reads every byte; a
+/// wrap copied onto another file does not open there (its key is bound to tree and file).
+#[test]
+fn an_ml_kem_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
+    let e = EncryptOnly::with("ML_KEM_768", "ENCAPSULATE_DECAPSULATE");
+    let backup = e.on(&e.key, "backup2", &["GetPublicKey"]);
+    let restore = e.on(&e.key, "restore", &["Decapsulate"]);
+    let b = e.mount(backup.clone());
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 11) as u8).collect();
+    b.file(ROOT_INO, "archive.tar", &data);
+    b.file(ROOT_INO, "other", b"another file");
+    let b = e.mount(backup);
+    let ino = b.fs.lookup(ROOT_INO, name("archive.tar")).unwrap().ino.0;
+    assert_eq!(b.read_all(ino), Err(Errno::EACCES));
+    let r = e.mount(restore.clone());
+    let ino = r.fs.lookup(ROOT_INO, name("archive.tar")).unwrap().ino.0;
+    assert_eq!(r.read_all(ino).unwrap(), data);
+    // The wrap: an ML-KEM-768 ciphertext (1,088 bytes) and the AES-KW'd key (40).
+    let f = std::fs::File::open(e.backing.join("archive.tar")).unwrap();
+    let h = kmsfs::backing::read_header(&f).unwrap();
+    assert_eq!(h.wraps.len(), 1);
+    assert_eq!(h.wraps[0].blob.len(), 1088 + 40);
+    assert!(!contains(
+        &std::fs::read(e.backing.join("archive.tar")).unwrap(),
+        &data[..64]
+    ));
+    // One file's wrap planted in another's header: the KMS decapsulates it, but the key
+    // it unwraps is bound to the first file, so the second does not open.
+    let g = std::fs::File::open(e.backing.join("other")).unwrap();
+    let mut h2 = kmsfs::backing::read_header(&g).unwrap();
+    h2.wraps[0].blob = h.wraps[0].blob.clone();
+    let env = Envelope::new(restore, TreeConfig::load(&e.backing).unwrap());
+    let err = env
+        .open_header(&h2)
+        .err()
+        .expect("a moved wrap must not open");
+    assert!(err.to_string().contains("not bound"), "{err}");
 }
 
 /// #20: whoever writes the backing tree of an encrypt-only tree has its public key, so
