@@ -248,6 +248,37 @@ for alg, h in [("RSAES_OAEP_SHA_1", hashes.SHA1()), ("RSAES_OAEP_SHA_256", hashe
 expect("InvalidKeyUsageException", kms.encrypt, KeyId=rk["KeyId"], Plaintext=b"x")
 check("RSA ENCRYPT_DECRYPT keys: OAEP SHA-1/SHA-256; a ciphertext made offline with the public key decrypts")
 
+# AWS's documented rule (API_Decrypt, EncryptionAlgorithm: "Specify the same algorithm that
+# was used to encrypt the data. If you specify a different algorithm, the Decrypt operation
+# fails"): a ciphertext made with one OAEP hash, named with the other, fails both ways.
+for made, named, h in [("RSAES_OAEP_SHA_256", "RSAES_OAEP_SHA_1", hashes.SHA256()),
+                       ("RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", hashes.SHA1())]:
+    ct = rpub.encrypt(b"which hash?", padding.OAEP(mgf=padding.MGF1(algorithm=h), algorithm=h, label=None))
+    expect("InvalidCiphertextException", kms.decrypt, KeyId=rk["KeyId"], CiphertextBlob=ct, EncryptionAlgorithm=named)
+check("RSA Decrypt naming another OAEP hash than the ciphertext's fails (AWS's documented rule)")
+
+# Every RSA and ECC signing algorithm, RAW and DIGEST, verified by the cryptography package.
+curves = {"ECC_NIST_P256": ("ECDSA_SHA_256",), "ECC_NIST_P384": ("ECDSA_SHA_384",),
+          "ECC_NIST_P521": ("ECDSA_SHA_512",), "ECC_SECG_P256K1": ("ECDSA_SHA_256",),
+          "RSA_2048": ("RSASSA_PSS_SHA_256", "RSASSA_PSS_SHA_384", "RSASSA_PSS_SHA_512",
+                       "RSASSA_PKCS1_V1_5_SHA_256", "RSASSA_PKCS1_V1_5_SHA_384", "RSASSA_PKCS1_V1_5_SHA_512")}
+import hashlib
+for spec, algs in curves.items():
+    ak = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]
+    pub = serialization.load_der_public_key(kms.get_public_key(KeyId=ak["KeyId"])["PublicKey"])
+    for alg in algs:
+        h = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}[alg[-3:]]
+        digest = hashlib.new(h.name, b"every algorithm").digest()
+        for mtype, msg in [("RAW", b"every algorithm"), ("DIGEST", digest)]:
+            sig = kms.sign(KeyId=ak["KeyId"], Message=msg, MessageType=mtype, SigningAlgorithm=alg)["Signature"]
+            if spec.startswith("ECC"):
+                pub.verify(sig, b"every algorithm", ec.ECDSA(h))
+            elif "PSS" in alg:
+                pub.verify(sig, b"every algorithm", padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), h)
+            else:
+                pub.verify(sig, b"every algorithm", padding.PKCS1v15(), h)
+check("every RSA and ECC signing algorithm, RAW and DIGEST: signatures verified by the cryptography package")
+
 pair = kms.generate_data_key_pair(KeyId=kid, KeyPairSpec="ECC_NIST_P256", EncryptionContext={"app": "compat"})
 priv = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
 assert priv.public_key().public_bytes(serialization.Encoding.DER,
