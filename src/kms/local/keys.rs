@@ -5,6 +5,25 @@ use super::operations::paginate;
 use super::*;
 
 impl LocalKms {
+    /// A new key's policy: the one given (parsed, and held to the lockout check unless
+    /// bypassed), else the default one for the caller.
+    pub(super) fn new_key_policy(
+        &self,
+        policy: &Option<String>,
+        bypass_lockout_check: Option<bool>,
+    ) -> KmsResult<String> {
+        Ok(match policy {
+            Some(p) => {
+                let parsed = Policy::parse(p)?;
+                if !bypass_lockout_check.unwrap_or(false) {
+                    self.check_lockout(&parsed)?;
+                }
+                p.clone()
+            }
+            None => default_policy(&self.caller.principal),
+        })
+    }
+
     pub(super) fn do_create_key(&self, req: CreateKeyRequest) -> KmsResult<CreateKeyResponse> {
         self.run(Op::CreateKey.name(), |info| {
             if let Some(r) = self.foreign_region() {
@@ -51,16 +70,8 @@ impl LocalKms {
             let desc = req.description.clone().unwrap_or_default();
             check_description(&desc)?;
             check_tags(req.tags.as_deref().unwrap_or_default())?;
-            let policy = match &req.policy {
-                Some(p) => {
-                    let parsed = Policy::parse(p)?;
-                    if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
-                        self.check_lockout(&parsed)?;
-                    }
-                    p.clone()
-                }
-                None => default_policy(&self.caller.principal),
-            };
+            let policy =
+                self.new_key_policy(&req.policy, req.bypass_policy_lockout_safety_check)?;
             let rec = KeyRecord {
                 id: if multi_region {
                     new_mrk_id()

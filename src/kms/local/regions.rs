@@ -164,6 +164,27 @@ impl LocalKms {
         }
     }
 
+    /// The Region of `k`'s primary, once `k` is checked to be a multi-Region primary key
+    /// here, Enabled or Disabled (else AWS's refusals; `then` says what to do instead).
+    fn primary_here(&self, k: &KeyRecord, then: &str) -> KmsResult<String> {
+        let arn = self.arn(&k.id);
+        let Some(primary) = k.primary_region.clone() else {
+            return Err(unsupported(format!("{arn} is not a multi-Region key")));
+        };
+        if primary != self.e.region {
+            return Err(unsupported(format!(
+                "{arn} is a replica key; {then} in {primary}"
+            )));
+        }
+        match self.state_of(k) {
+            KeyState::Enabled | KeyState::Disabled => Ok(primary),
+            st => Err(KmsError::new(
+                ErrorCode::KMSInvalidStateException,
+                format!("{arn} is {}", st.name()),
+            )),
+        }
+    }
+
     /// Refuses a change of shared properties (rotation) on a replica.
     pub(super) fn not_a_replica(&self, k: &KeyRecord) -> KmsResult<()> {
         if let Some(p) = k.primary_region.as_ref().filter(|_| self.is_replica(k)) {
@@ -186,23 +207,7 @@ impl LocalKms {
                     .authorized(s, &req.key_id, op.action(), None, info)?
                     .clone();
                 let arn = self.arn(&k.id);
-                let Some(primary) = k.primary_region.clone() else {
-                    return Err(unsupported(format!("{arn} is not a multi-Region key")));
-                };
-                if primary != self.e.region {
-                    return Err(unsupported(format!(
-                        "{arn} is a replica key; replicate its primary key in {primary}"
-                    )));
-                }
-                match self.state_of(&k) {
-                    KeyState::Enabled | KeyState::Disabled => {}
-                    st => {
-                        return Err(KmsError::new(
-                            ErrorCode::KMSInvalidStateException,
-                            format!("{arn} is {}", st.name()),
-                        ))
-                    }
-                }
+                self.primary_here(&k, "replicate its primary key")?;
                 let r = req.replica_region.as_str();
                 check_region(r, "replicaRegion")?;
                 if r == self.e.region {
@@ -223,16 +228,8 @@ impl LocalKms {
                 check_description(&desc)?;
                 let tags = req.tags.clone().unwrap_or_default();
                 check_tags(&tags)?;
-                let policy = match &req.policy {
-                    Some(p) => {
-                        let parsed = Policy::parse(p)?;
-                        if !req.bypass_policy_lockout_safety_check.unwrap_or(false) {
-                            self.check_lockout(&parsed)?;
-                        }
-                        p.clone()
-                    }
-                    None => default_policy(&self.caller.principal),
-                };
+                let policy =
+                    self.new_key_policy(&req.policy, req.bypass_policy_lockout_safety_check)?;
                 let replica = KeyRecord {
                     description: desc,
                     created: now(),
@@ -267,25 +264,12 @@ impl LocalKms {
         let op = Op::UpdatePrimaryRegion;
         self.run(op.name(), |info| {
             self.mutate(op.name(), info, |s, info| {
-                let k = self.authorized(s, &req.key_id, op.action(), None, info)?.clone();
+                let k = self
+                    .authorized(s, &req.key_id, op.action(), None, info)?
+                    .clone();
                 let arn = self.arn(&k.id);
-                let Some(primary) = k.primary_region.clone() else {
-                    return Err(unsupported(format!("{arn} is not a multi-Region key")));
-                };
-                if primary != self.e.region {
-                    return Err(unsupported(format!(
-                        "{arn} is a replica key; call UpdatePrimaryRegion on its primary key in {primary}"
-                    )));
-                }
-                match self.state_of(&k) {
-                    KeyState::Enabled | KeyState::Disabled => {}
-                    st => {
-                        return Err(KmsError::new(
-                            ErrorCode::KMSInvalidStateException,
-                            format!("{arn} is {}", st.name()),
-                        ))
-                    }
-                }
+                let primary =
+                    self.primary_here(&k, "call UpdatePrimaryRegion on its primary key")?;
                 let to = req.primary_region.as_str();
                 check_region(to, "primaryRegion")?;
                 if to == primary {
@@ -296,9 +280,7 @@ impl LocalKms {
                 let rid = format!("{to}/{}", k.id);
                 match s.replicas.get(&rid).map(|r| self.state_of(r)) {
                     None => {
-                        return Err(KmsError::not_found(format!(
-                            "{arn} has no replica in {to}"
-                        )))
+                        return Err(KmsError::not_found(format!("{arn} has no replica in {to}")))
                     }
                     Some(KeyState::Enabled | KeyState::Disabled) => {}
                     Some(st) => {
