@@ -363,8 +363,8 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KeyCmd) -> Result<()> {
             for e in r.rotations {
                 println!(
                     "{}\t{}\t{}",
-                    fmt_epoch(e.rotation_date),
-                    e.rotation_type,
+                    e.rotation_date.map(fmt_epoch).unwrap_or_else(|| "-".into()),
+                    e.rotation_type.as_deref().unwrap_or("-"),
                     e.key_material_id
                 );
             }

@@ -102,6 +102,10 @@ after = kms.describe_key(KeyId=kid)["KeyMetadata"].get("CurrentKeyMaterialId")
 assert before != after
 rots = kms.list_key_rotations(KeyId=kid)["Rotations"]
 assert len(rots) == 1 and rots[0]["RotationType"] == "ON_DEMAND", rots
+assert rots[0]["KeyMaterialState"] == "CURRENT" and rots[0]["KeyMaterialId"] == after, rots
+allm = kms.list_key_rotations(KeyId=kid, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+assert [r["KeyMaterialState"] for r in allm] == ["NON_CURRENT", "CURRENT"], allm
+assert allm[0]["KeyMaterialId"] == before and "RotationType" not in allm[0], allm
 assert kms.decrypt(CiphertextBlob=enc["CiphertextBlob"], EncryptionContext=ctx)["Plaintext"] == b"attack at dawn"
 check("Enable/GetKeyRotationStatus/RotateKeyOnDemand/ListKeyRotations; old blob still decrypts")
 

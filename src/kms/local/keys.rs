@@ -363,18 +363,50 @@ impl LocalKms {
         self.run(Op::ListKeyRotations.name(), |info| {
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::ListKeyRotations.action(), None, info)?;
-            let all: Vec<RotationEntry> = k
+            let all_material = match req.include_key_material.as_deref() {
+                None | Some("ROTATIONS_ONLY") => false,
+                Some("ALL_KEY_MATERIAL") => true,
+                Some(v) => {
+                    return Err(KmsError::validation(format!(
+                        "1 validation error detected: Value '{v}' at 'includeKeyMaterial' failed to satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, ROTATIONS_ONLY]"
+                    )))
+                }
+            };
+            let imported = k.origin == EXTERNAL;
+            let entry = |v: &KeyVersion, state: &str, current: bool| RotationEntry {
+                key_id: self.arn(&k.id),
+                key_material_id: v.material_id.clone(),
+                key_material_state: Some(state.into()),
+                import_state: imported.then(|| {
+                    if v.material.0.is_empty() { "PENDING_IMPORT" } else { "IMPORTED" }.into()
+                }),
+                expiration_model: imported.then(|| {
+                    if current && k.valid_to.is_some() {
+                        "KEY_MATERIAL_EXPIRES"
+                    } else {
+                        "KEY_MATERIAL_DOES_NOT_EXPIRE"
+                    }
+                    .into()
+                }),
+                valid_to: k.valid_to.filter(|_| current && imported),
+                rotation_date: (state != "PENDING_ROTATION").then_some(v.created),
+                rotation_type: v.rotation_type.clone(),
+            };
+            let mut all: Vec<RotationEntry> = k
                 .versions
                 .iter()
-                .filter_map(|v| {
-                    v.rotation_type.as_ref().map(|t| RotationEntry {
-                        key_id: self.arn(&k.id),
-                        key_material_id: v.material_id.clone(),
-                        rotation_date: v.created,
-                        rotation_type: t.clone(),
-                    })
+                .enumerate()
+                .filter(|(_, v)| all_material || v.rotation_type.is_some())
+                .map(|(i, v)| {
+                    let current = i == k.current as usize;
+                    entry(v, if current { "CURRENT" } else { "NON_CURRENT" }, current)
                 })
                 .collect();
+            if all_material {
+                if let Some(p) = &k.pending_material {
+                    all.push(entry(p, "PENDING_ROTATION", false));
+                }
+            }
             let (rotations, next) = paginate(&all, req.limit, &req.marker)?;
             Ok(ListKeyRotationsResponse {
                 rotations,

@@ -349,6 +349,28 @@ fn rotation_with_new_imported_material() {
         before, r.key_material_id,
         "new material is pending, not current"
     );
+    let list = |include: Option<&str>| {
+        k.list_key_rotations(ListKeyRotationsRequest {
+            key_id: id.clone(),
+            include_key_material: include.map(str::to_string),
+            ..Default::default()
+        })
+        .map(|r| r.rotations)
+    };
+    // ALL_KEY_MATERIAL: the first material (current, imported) and the pending one.
+    let all = list(Some("ALL_KEY_MATERIAL")).unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[0].key_material_state.as_deref(), Some("CURRENT"));
+    assert_eq!(all[0].import_state.as_deref(), Some("IMPORTED"));
+    assert_eq!(all[0].rotation_type, None);
+    assert_eq!(
+        all[1].key_material_state.as_deref(),
+        Some("PENDING_ROTATION")
+    );
+    assert_eq!(all[1].key_material_id, r.key_material_id.clone().unwrap());
+    assert_eq!(all[1].rotation_date, None);
+    assert!(list(None).unwrap().is_empty(), "no rotation yet");
+    assert_eq!(code(list(Some("SOME"))), ErrorCode::ValidationException);
     k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() })
         .unwrap();
     assert_eq!(state(&k, &id).current_key_material_id, r.key_material_id);
@@ -363,6 +385,15 @@ fn rotation_with_new_imported_material() {
         .unwrap()
         .rotations;
     assert_eq!(rotations.len(), 1);
+    assert_eq!(rotations[0].key_material_state.as_deref(), Some("CURRENT"));
+    assert_eq!(rotations[0].rotation_type.as_deref(), Some("ON_DEMAND"));
+    let all = list(Some("ALL_KEY_MATERIAL")).unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|e| e.key_material_state.as_deref().unwrap())
+            .collect::<Vec<_>>(),
+        ["NON_CURRENT", "CURRENT"]
+    );
 }
 
 /// HMAC keys take imported material of AWS's lengths, and MACs are over that material.

@@ -449,6 +449,10 @@ pub struct GetKeyRotationStatusResponse {
 #[serde(rename_all = "PascalCase")]
 pub struct ListKeyRotationsRequest {
     pub key_id: String,
+    /// ROTATIONS_ONLY (default) or ALL_KEY_MATERIAL (also the first material and
+    /// imported material pending rotation).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub include_key_material: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub limit: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -460,8 +464,22 @@ pub struct ListKeyRotationsRequest {
 pub struct RotationEntry {
     pub key_id: String,
     pub key_material_id: String,
-    pub rotation_date: f64,
-    pub rotation_type: String,
+    /// CURRENT, NON_CURRENT or PENDING_ROTATION.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_state: Option<String>,
+    /// Imported material: IMPORTED or PENDING_IMPORT (deleted or expired).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub import_state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expiration_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub valid_to: Option<f64>,
+    /// When the material became current (absent for material pending rotation).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rotation_date: Option<f64>,
+    /// AUTOMATIC or ON_DEMAND (absent for the first material).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rotation_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
