@@ -376,15 +376,9 @@ impl LocalKms {
         &self,
         req: DeleteImportedKeyMaterialRequest,
     ) -> KmsResult<DeleteImportedKeyMaterialResponse> {
-        if req.key_material_id.is_some() {
-            // Deleting one version's material is not built: refuse rather than delete all.
-            return self.run(Op::DeleteImportedKeyMaterial.name(), |_| {
-                Err(KmsError::new(
-                    ErrorCode::UnsupportedOperationException,
-                    "KeyMaterialId is not supported: DeleteImportedKeyMaterial deletes all of a key's material",
-                ))
-            });
-        }
+        // AWS: KeyMaterialId names the material to delete (any version, or material
+        // pending rotation); without it, the current material. Deleting the current
+        // material makes the key PendingImport; any other only stops its ciphertexts.
         self.change_key(
             Op::DeleteImportedKeyMaterial.name(),
             &req.key_id,
@@ -394,10 +388,40 @@ impl LocalKms {
                     .versions
                     .get(k.current as usize)
                     .map(|v| v.material_id.clone());
-                forget_material(k);
+                let target = req.key_material_id.clone().or(current.clone());
+                let arn = me.arn(&k.id);
+                let Some(target) = target else {
+                    return Err(KmsError::new(
+                        ErrorCode::KMSInvalidStateException,
+                        format!("{arn} has no imported key material"),
+                    ));
+                };
+                if k.pending_material
+                    .as_ref()
+                    .is_some_and(|p| p.material_id == target)
+                {
+                    k.pending_material = None;
+                } else {
+                    let v = k
+                        .versions
+                        .iter_mut()
+                        .find(|v| v.material_id == target)
+                        .ok_or_else(|| {
+                            KmsError::not_found(format!(
+                                "Key material {target} does not exist for {arn}"
+                            ))
+                        })?;
+                    v.material = Secret::default();
+                    if Some(&target) == current.as_ref() {
+                        k.valid_to = None;
+                        if matches!(k.state, KeyState::Enabled | KeyState::Disabled) {
+                            k.state = KeyState::PendingImport;
+                        }
+                    }
+                }
                 Ok(DeleteImportedKeyMaterialResponse {
-                    key_id: Some(me.arn(&k.id)),
-                    key_material_id: current,
+                    key_id: Some(arn),
+                    key_material_id: Some(target),
                 })
             },
         )

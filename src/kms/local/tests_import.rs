@@ -394,6 +394,42 @@ fn rotation_with_new_imported_material() {
             .collect::<Vec<_>>(),
         ["NON_CURRENT", "CURRENT"]
     );
+    // DeleteImportedKeyMaterial with a KeyMaterialId deletes that material only: the key
+    // stays usable, ciphertexts under the old material do not open until it is reimported.
+    let first = all[0].key_material_id.clone();
+    let del = |m: Option<&str>| {
+        k.delete_imported_key_material(DeleteImportedKeyMaterialRequest {
+            key_id: id.clone(),
+            key_material_id: m.map(str::to_string),
+        })
+    };
+    assert_eq!(
+        del(Some(&first)).unwrap().key_material_id.as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(state(&k, &id).key_state, "Enabled");
+    assert_eq!(code(decrypt(&k, &old)), ErrorCode::KMSInvalidStateException);
+    assert_eq!(decrypt(&k, &new).unwrap(), b"imported");
+    let all = list(Some("ALL_KEY_MATERIAL")).unwrap();
+    assert_eq!(all[0].import_state.as_deref(), Some("PENDING_IMPORT"));
+    assert_eq!(all[1].import_state.as_deref(), Some("IMPORTED"));
+    assert_eq!(
+        code(del(Some("no-such-material"))),
+        ErrorCode::NotFoundException
+    );
+    let p = params(&k, &id, alg, "RSA_2048");
+    import(
+        &k,
+        &id,
+        &p,
+        wrap(&p, alg, &[1; 32]),
+        Some("EXISTING_KEY_MATERIAL"),
+    )
+    .unwrap();
+    assert_eq!(decrypt(&k, &old).unwrap(), b"imported");
+    // Without one, the current material: the key is PendingImport.
+    assert_eq!(del(None).unwrap().key_material_id, r.key_material_id);
+    assert_eq!(state(&k, &id).key_state, "PendingImport");
 }
 
 /// HMAC keys take imported material of AWS's lengths, and MACs are over that material.
