@@ -169,6 +169,32 @@ fn algorithms(spec: &str) -> &'static [SigningAlgorithm] {
     }
 }
 
+/// Asymmetric specs whose private key may be imported (PKCS#8), as AWS allows.
+pub(super) fn is_importable_private_key(spec: &str) -> bool {
+    matches!(
+        spec,
+        "RSA_2048"
+            | "RSA_3072"
+            | "RSA_4096"
+            | "ECC_NIST_P256"
+            | "ECC_NIST_P384"
+            | "ECC_NIST_P521"
+            | "ECC_SECG_P256K1"
+    )
+}
+
+/// Whether `der` is a PKCS#8 private key of `spec` (RSA of that size, ECC on that curve).
+pub(super) fn private_key_is_of(spec: &str, der: &[u8]) -> bool {
+    match &algorithms(spec).first().map(|a| &a.kind) {
+        Some(Kind::Rsa { .. }) => rsa::KeyPair::from_pkcs8(der).is_ok_and(|kp| {
+            let bits = kp.public_modulus_len() * 8;
+            spec.strip_prefix("RSA_").and_then(|b| b.parse().ok()) == Some(bits)
+        }),
+        Some(Kind::Ecdsa { sign, .. }) => EcdsaKeyPair::from_pkcs8(sign, der).is_ok(),
+        _ => false,
+    }
+}
+
 /// Is `spec` an ML-DSA spec (SIGN_VERIFY only; not a data key pair spec)?
 pub(super) fn is_ml_dsa(spec: &str) -> bool {
     matches!(spec, "ML_DSA_44" | "ML_DSA_65" | "ML_DSA_87")

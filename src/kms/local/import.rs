@@ -55,6 +55,8 @@ pub(super) fn importable(spec: &str) -> Option<std::ops::RangeInclusive<usize>> 
         "HMAC_256" => 32..=64,
         "HMAC_384" => 48..=128,
         "HMAC_512" => 64..=128,
+        // a private key as PKCS#8 DER, checked to be of the key's spec when imported
+        s if is_importable_private_key(s) => 1..=8192,
         _ => return None,
     })
 }
@@ -127,7 +129,7 @@ impl LocalKms {
         if importable(spec).is_none() {
             return Err(KmsError::new(
                 ErrorCode::UnsupportedOperationException,
-                format!("Origin EXTERNAL is supported for symmetric and HMAC keys, not {spec}"),
+                format!("Origin EXTERNAL is supported for symmetric, HMAC, RSA and ECC keys, not {spec}"),
             ));
         }
         Ok(())
@@ -292,6 +294,15 @@ impl LocalKms {
                             lens.start(),
                             lens.end(),
                             material.0.len()
+                        ),
+                    ));
+                }
+                if is_importable_private_key(&k.spec) && !private_key_is_of(&k.spec, &material.0) {
+                    return Err(KmsError::new(
+                        ErrorCode::IncorrectKeyMaterialException,
+                        format!(
+                            "The key material is not a PKCS#8 {} private key",
+                            k.spec
                         ),
                     ));
                 }

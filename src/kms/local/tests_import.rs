@@ -239,11 +239,11 @@ fn import_refusals() {
         )),
         ErrorCode::InvalidImportTokenException
     );
-    // asymmetric import is not built
+    // ML-DSA and ML-KEM material is not importable here
     assert_eq!(
         code(k.create_key(CreateKeyRequest {
             origin: Some("EXTERNAL".into()),
-            key_spec: Some("RSA_2048".into()),
+            key_spec: Some("ML_DSA_65".into()),
             key_usage: Some("SIGN_VERIFY".into()),
             ..Default::default()
         })),
@@ -453,4 +453,111 @@ fn hmac_import() {
         b"m",
     );
     assert_eq!(mac, want.as_ref());
+}
+
+/// RSA and ECC private keys (PKCS#8 DER, under RSA_AES_KEY_WRAP) import into EXTERNAL keys
+/// of their spec and sign what their public key verifies; a key of another size or curve,
+/// or a symmetric key's bytes, is IncorrectKeyMaterialException.
+#[test]
+fn asymmetric_import() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair};
+    let (_d, k) = kms();
+    let alg = "RSA_AES_KEY_WRAP_SHA_256";
+    let rsa2048 = {
+        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    };
+    let p256 = EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_ASN1_SIGNING)
+        .unwrap()
+        .to_pkcs8v1()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let p384 = EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_ASN1_SIGNING)
+        .unwrap()
+        .to_pkcs8v1()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    for (spec, usage, good, bad, sign_alg) in [
+        (
+            "RSA_2048",
+            "SIGN_VERIFY",
+            &rsa2048,
+            &p256,
+            "RSASSA_PSS_SHA_256",
+        ),
+        (
+            "ECC_NIST_P256",
+            "SIGN_VERIFY",
+            &p256,
+            &p384,
+            "ECDSA_SHA_256",
+        ),
+    ] {
+        let id = k
+            .create_key(CreateKeyRequest {
+                origin: Some("EXTERNAL".into()),
+                key_spec: Some(spec.into()),
+                key_usage: Some(usage.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .key_metadata
+            .key_id;
+        for wrong in [bad.as_slice(), &[7u8; 32]] {
+            let p = params(&k, &id, alg, "RSA_3072");
+            assert_eq!(
+                code(import(&k, &id, &p, wrap(&p, alg, wrong), None)),
+                ErrorCode::IncorrectKeyMaterialException,
+                "{spec}"
+            );
+        }
+        let p = params(&k, &id, alg, "RSA_3072");
+        import(&k, &id, &p, wrap(&p, alg, good), None).unwrap();
+        assert_eq!(state(&k, &id).key_state, "Enabled");
+        let s = k
+            .sign(SignRequest {
+                key_id: id.clone(),
+                message: Secret(b"imported signer".to_vec()),
+                signing_algorithm: sign_alg.into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let spki = k
+            .get_public_key(GetPublicKeyRequest {
+                key_id: id.clone(),
+                ..Default::default()
+            })
+            .unwrap()
+            .public_key;
+        // the public key KMS shows is the imported key's
+        let mine = if spec == "RSA_2048" {
+            let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(good).unwrap();
+            AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(kp.public_key())
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        } else {
+            let kp = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, good).unwrap();
+            AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(kp.public_key())
+                .unwrap()
+                .as_ref()
+                .to_vec()
+        };
+        assert_eq!(spki, mine, "{spec}");
+        let verify: &dyn sig::VerificationAlgorithm = if spec == "RSA_2048" {
+            &sig::RSA_PSS_2048_8192_SHA256
+        } else {
+            &sig::ECDSA_P256_SHA256_ASN1
+        };
+        sig::ParsedPublicKey::new(verify, &spki)
+            .unwrap()
+            .verify_sig(b"imported signer", &s.signature)
+            .unwrap();
+    }
 }
