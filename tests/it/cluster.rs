@@ -57,7 +57,10 @@ impl Cluster {
         }
         let servers = ks
             .iter()
-            .map(|k| Server::spawn_with(pg.kmsfs(&url), k, "127.0.0.1:0", &[]))
+            // API checks run as fast as they can: no per-principal rate bound here
+            .map(|k| {
+                Server::spawn_with(pg.kmsfs(&url), k, "127.0.0.1:0", &["--max-rate", "1000000"])
+            })
             .collect();
         Cluster {
             url,

@@ -253,7 +253,10 @@ fn tls_with_a_private_ca() {
 fn boto3_and_aws_cli_against_our_server() {
     let Some(venv) = python_venv() else { return };
     let ks = tempfile::tempdir().unwrap();
-    let server = Server::start(&ks.path().join("ks"), &[]);
+    // The script checks AWS's API as fast as it can: the per-principal rate bound (its
+    // own test in this file) would throttle its GetParametersForImport
+    // calls (weight 1,000) on a fast machine.
+    let server = Server::start(&ks.path().join("ks"), &["--max-rate", "1000000"]);
     // a second principal for the policy test
     let out = ok(command()
         .args([

@@ -175,6 +175,7 @@ impl LocalKms {
             rotation_type: rotation_type.map(str::to_string),
             material,
             digest: None,
+            description: None,
         }
     }
 

@@ -255,6 +255,18 @@ impl LocalKms {
                     )))
                 }
             };
+            if let Some(d) = &req.key_material_description {
+                if d.is_empty() || d.len() > 256 {
+                    return Err(KmsError::validation(
+                        "KeyMaterialDescription must be 1..256 characters",
+                    ));
+                }
+            }
+            if req.key_material_id.is_some() && new_material == Some(true) {
+                return Err(KmsError::validation(
+                    "KeyMaterialId names material to reimport: it is not valid with ImportType NEW_KEY_MATERIAL",
+                ));
+            }
             let token = hex::encode(&req.import_token);
             // The RSA decryption runs before the store lock is taken; its result is used
             // only after the checks below (a token's record never changes).
@@ -313,8 +325,27 @@ impl LocalKms {
                     rotation_type: None,
                     material: Secret::default(),
                     digest: Some(d.clone()),
+                    description: req.key_material_description.clone(),
                 };
                 let known = k.versions.iter().position(|v| v.digest.as_deref() == Some(&d));
+                // A reimport naming its material: it must be that material.
+                if let Some(want) = &req.key_material_id {
+                    match k.versions.iter().position(|v| &v.material_id == want) {
+                        None => {
+                            return Err(KmsError::not_found(format!(
+                                "Key material {want} does not exist for {}",
+                                self.arn(&id)
+                            )))
+                        }
+                        Some(i) if Some(i) != known => {
+                            return Err(KmsError::new(
+                                ErrorCode::IncorrectKeyMaterialException,
+                                format!("This is not key material {want} of {}", self.arn(&id)),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
                 let material_id = match (k.versions.is_empty(), known, new_material) {
                     // The first import.
                     (true, _, _) => {
@@ -326,6 +357,9 @@ impl LocalKms {
                     // change ValidTo).
                     (false, Some(i), None | Some(false)) => {
                         k.versions[i].material = material;
+                        if req.key_material_description.is_some() {
+                            k.versions[i].description = req.key_material_description.clone();
+                        }
                         k.versions[i].material_id.clone()
                     }
                     (false, None, None | Some(false)) => {

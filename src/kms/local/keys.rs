@@ -376,6 +376,7 @@ impl LocalKms {
             let entry = |v: &KeyVersion, state: &str, current: bool| RotationEntry {
                 key_id: self.arn(&k.id),
                 key_material_id: v.material_id.clone(),
+                key_material_description: v.description.clone(),
                 key_material_state: Some(state.into()),
                 import_state: imported.then(|| {
                     if v.material.0.is_empty() { "PENDING_IMPORT" } else { "IMPORTED" }.into()

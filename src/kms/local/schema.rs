@@ -43,6 +43,9 @@ pub(super) struct KeyVersion {
     /// to be the same material after it was deleted (inside the sealed store, like it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) digest: Option<String>,
+    /// Imported material: the KeyMaterialDescription given at import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) description: Option<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

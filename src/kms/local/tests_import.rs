@@ -427,6 +427,39 @@ fn rotation_with_new_imported_material() {
     )
     .unwrap();
     assert_eq!(decrypt(&k, &old).unwrap(), b"imported");
+    // A reimport naming its material (KeyMaterialId) must be that material; a description
+    // given at import is listed with it.
+    let named = |material: &[u8], mid: &str, t: Option<&str>| {
+        let p = params(&k, &id, alg, "RSA_2048");
+        k.import_key_material(ImportKeyMaterialRequest {
+            key_id: id.clone(),
+            import_token: p.import_token.clone(),
+            encrypted_key_material: wrap(&p, alg, material),
+            import_type: t.map(Into::into),
+            key_material_id: Some(mid.into()),
+            key_material_description: Some("the first material".into()),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        code(named(&[2; 32], &first, Some("EXISTING_KEY_MATERIAL"))),
+        ErrorCode::IncorrectKeyMaterialException
+    );
+    assert_eq!(
+        code(named(&[1; 32], "no-such-material", None)),
+        ErrorCode::NotFoundException
+    );
+    assert_eq!(
+        code(named(&[3; 32], &first, Some("NEW_KEY_MATERIAL"))),
+        ErrorCode::ValidationException
+    );
+    named(&[1; 32], &first, Some("EXISTING_KEY_MATERIAL")).unwrap();
+    let all = list(Some("ALL_KEY_MATERIAL")).unwrap();
+    assert_eq!(
+        all[0].key_material_description.as_deref(),
+        Some("the first material")
+    );
+    assert_eq!(all[1].key_material_description, None);
     // Without one, the current material: the key is PendingImport.
     assert_eq!(del(None).unwrap().key_material_id, r.key_material_id);
     assert_eq!(state(&k, &id).key_state, "PendingImport");

@@ -464,6 +464,8 @@ pub struct ListKeyRotationsRequest {
 pub struct RotationEntry {
     pub key_id: String,
     pub key_material_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key_material_description: Option<String>,
     /// CURRENT, NON_CURRENT or PENDING_ROTATION.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub key_material_state: Option<String>,
