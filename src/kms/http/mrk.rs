@@ -22,6 +22,13 @@ const DATA_OPS: &[&str] = &[
     "Verify",
 ];
 
+/// The request fields that name a key, as serde writes them.
+const KEY_FIELDS: [&str; 3] = [
+    "\"KeyId\":\"",
+    "\"SourceKeyId\":\"",
+    "\"DestinationKeyId\":\"",
+];
+
 /// `arn:aws:kms:REGION:ACCOUNT:key/mrk-…` with another Region than `region`: the ARN in
 /// `region`.
 fn localized(arn: &str, region: &str) -> Option<String> {
@@ -35,7 +42,7 @@ fn localized(arn: &str, region: &str) -> Option<String> {
     (is_mrk && r != region).then(|| format!("arn:aws:kms:{region}:{account}:key/{id}"))
 }
 
-/// Replaces every whole JSON string `"from"` in `body` by `"to"`.
+/// Replaces every whole JSON string `"from"` in `body` by `"to"` (the answer's key fields).
 fn replace_strings(body: &[u8], pairs: &[(String, String)]) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 16));
     let mut i = 0;
@@ -68,24 +75,43 @@ pub(super) fn localize(
     if !DATA_OPS.contains(&op) {
         return (body, vec![]);
     }
-    // ARNs are JSON strings without escapes: find each `"arn:aws:kms:…"`.
+    // Only the key fields (serde writes `"KeyId":"…"` without spaces): an ARN inside an
+    // encryption context is data, bound as AAD, and is never changed.
     let text = String::from_utf8_lossy(&body);
     let mut pairs: Vec<(String, String)> = vec![];
-    for (start, _) in text.match_indices("\"arn:aws:kms:") {
-        let Some(len) = text[start + 1..].find('"') else {
-            continue;
-        };
-        let arn = &text[start + 1..start + 1 + len];
-        if let Some(l) = localized(arn, region) {
-            if !pairs.iter().any(|(a, _)| a == arn) {
-                pairs.push((arn.to_string(), l));
+    for field in [
+        "\"KeyId\":\"",
+        "\"SourceKeyId\":\"",
+        "\"DestinationKeyId\":\"",
+    ] {
+        for (start, _) in text.match_indices(field) {
+            let from = start + field.len();
+            let Some(len) = text[from..].find('"') else {
+                continue;
+            };
+            let arn = &text[from..from + len];
+            if let Some(l) = localized(arn, region) {
+                if !pairs.iter().any(|(a, _)| a == arn) {
+                    pairs.push((arn.to_string(), l));
+                }
             }
         }
     }
     if pairs.is_empty() {
         return (body, vec![]);
     }
-    let sent = replace_strings(&body, &pairs);
+    // Rewritten in the key fields only (a context value equal to the ARN stays as it is).
+    let mut sent = Zeroizing::new(text.into_owned());
+    for field in KEY_FIELDS {
+        for (asked, local) in &pairs {
+            let (from, to) = (format!("{field}{asked}\""), format!("{field}{local}\""));
+            if sent.contains(&from) {
+                // a new buffer; the old one is wiped when dropped (it may hold plaintext)
+                sent = Zeroizing::new(sent.replace(&from, &to));
+            }
+        }
+    }
+    let sent = Zeroizing::new(std::mem::take(&mut *sent).into_bytes());
     (
         sent,
         pairs
@@ -125,6 +151,31 @@ mod tests {
             String::from_utf8(got.to_vec()).unwrap(),
             format!(r#"{{"KeyId":"{a}","Plaintext":"AAAA"}}"#)
         );
+    }
+
+    #[test]
+    fn a_context_value_equal_to_the_key_arn_is_left_alone() {
+        let there = format!("arn:aws:kms:eu-west-1:111122223333:key/{ID}");
+        let here = format!("arn:aws:kms:us-east-1:111122223333:key/{ID}");
+        let req = format!(r#"{{"KeyId":"{there}","EncryptionContext":{{"k":"{there}"}}}}"#);
+        let (sent, _) = localize("Encrypt", Zeroizing::new(req.into_bytes()), "us-east-1");
+        assert_eq!(
+            String::from_utf8(sent.to_vec()).unwrap(),
+            format!(r#"{{"KeyId":"{here}","EncryptionContext":{{"k":"{there}"}}}}"#)
+        );
+    }
+
+    #[test]
+    fn an_arn_in_an_encryption_context_is_data_and_left_alone() {
+        let there = format!("arn:aws:kms:eu-west-1:111122223333:key/{ID}");
+        let req = format!(r#"{{"EncryptionContext":{{"k":"{there}"}},"CiphertextBlob":"AAAA"}}"#);
+        let (sent, back) = localize(
+            "Decrypt",
+            Zeroizing::new(req.clone().into_bytes()),
+            "us-east-1",
+        );
+        assert_eq!(String::from_utf8(sent.to_vec()).unwrap(), req);
+        assert!(back.is_empty());
     }
 
     #[test]

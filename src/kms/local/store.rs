@@ -138,7 +138,7 @@ impl LocalKms {
             let (kind, scoped) = match row.kind.split_once('@') {
                 None => (row.kind.as_str(), false),
                 Some((k, r)) if Some(r) == s.scope.as_deref() => (k, true),
-                Some((KIND_KEY, r)) => {
+                Some((KIND_KEY, r)) if is_mrk_id(&row.id) => {
                     let id = format!("{r}/{}", row.id);
                     put(&mut s.replicas, id, &row, p, false)?;
                     continue;
@@ -288,11 +288,6 @@ impl LocalKms {
                     return None;
                 }
             };
-            if let Err(e) = self.record(op, info, None) {
-                result = Some(Err(e));
-                return None;
-            }
-            info.recorded = true;
             let mut rows = match self.dirty_rows(&mut s) {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -315,6 +310,13 @@ impl LocalKms {
                     s.audit_checkpoint = Some(ck);
                 }
             }
+            // Last before the commit: the record is durable before anything is written,
+            // and nothing can fail between them but the commit (recorded then by run()).
+            if let Err(e) = self.record(op, info, None) {
+                result = Some(Err(e));
+                return None;
+            }
+            info.recorded = true;
             result = Some(Ok(r));
             changed = Some(s);
             Some(rows)
