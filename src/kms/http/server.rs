@@ -223,7 +223,11 @@ async fn handle(
                     )
                 }
             };
-            let Some((principal, secret)) = st2.kms.principal_secret(&auth.access_key_id) else {
+            let found = match st2.kms.principal_secret(&auth.access_key_id) {
+                Ok(found) => found,
+                Err(e) => return ("-".into(), Err(e)),
+            };
+            let Some((principal, secret)) = found else {
                 return (
                     format!("akid:{}", bounded(&auth.access_key_id, 128)),
                     Err(KmsError::new(

@@ -174,12 +174,13 @@ impl LocalKms {
     }
 
     /// The principal name and secret for an access key id, if it exists and is enabled.
-    pub fn principal_secret(&self, access_key_id: &str) -> Option<(String, Secret)> {
-        let s = self.snapshot().ok()?;
-        s.principals
+    /// An unreadable store is an error (a fault the client retries), never "unknown key".
+    pub fn principal_secret(&self, access_key_id: &str) -> KmsResult<Option<(String, Secret)>> {
+        let s = self.snapshot()?;
+        Ok(s.principals
             .iter()
             .find(|(_, p)| p.enabled && p.access_key_id == access_key_id)
-            .map(|(n, p)| (n.clone(), p.secret.clone()))
+            .map(|(n, p)| (n.clone(), p.secret.clone())))
     }
 
     /// Creates a principal for remote callers; returns (access key id, secret). The secret

@@ -32,6 +32,10 @@ const MIGRATIONS: &[&str] = &["
 pub(super) struct Postgres {
     shown: String,
     pool: Pool,
+    /// The audit chain's own connections: a write holds a pool connection while it waits
+    /// for the store's write lock, and the writer holding the lock must still reach the
+    /// chain (sharing one pool, a burst of writes took every connection and stalled).
+    audit_pool: Pool,
 }
 
 /// Where the store's password is: `KMSFS_STORE_PASSWORD_FILE`, else the systemd
@@ -61,13 +65,20 @@ impl Postgres {
             cfg.connect_timeout(std::time::Duration::from_secs(5));
         }
         cfg.application_name("kmsfs");
-        let pool = r2d2::Pool::builder()
-            .max_size(16)
-            .min_idle(Some(1))
-            .connection_timeout(std::time::Duration::from_secs(10))
-            .build(PostgresConnectionManager::new(cfg, NoTls))
-            .map_err(|e| crate::error::err!("store {shown}: cannot connect: {e}"))?;
-        let pg = Postgres { shown, pool };
+        let pool_of = |size: u32| {
+            r2d2::Pool::builder()
+                .max_size(size)
+                .min_idle(Some(1))
+                .connection_timeout(std::time::Duration::from_secs(10))
+                .build(PostgresConnectionManager::new(cfg.clone(), NoTls))
+                .map_err(|e| crate::error::err!("store {shown}: cannot connect: {e}"))
+        };
+        let (pool, audit_pool) = (pool_of(16)?, pool_of(2)?);
+        let pg = Postgres {
+            shown,
+            pool,
+            audit_pool,
+        };
         pg.migrate(create)?;
         Ok(pg)
     }
@@ -273,7 +284,7 @@ impl Engine for Postgres {
     fn audit_db(&self) -> Option<std::sync::Arc<dyn crate::kms::audit::AuditDb>> {
         Some(std::sync::Arc::new(PgAudit {
             shown: self.shown.clone(),
-            pool: self.pool.clone(),
+            pool: self.audit_pool.clone(),
         }))
     }
 
