@@ -98,7 +98,7 @@ impl LocalKms {
                 }
             }
         }
-        let (_, rows) = self.e.store.changes_since(0)?;
+        let (gen, rows) = self.e.store.changes_since(0)?;
         if let Some(r) = rows
             .iter()
             .find(|r| r.kind == KIND_META && r.id == META_ROOT)
@@ -115,7 +115,16 @@ impl LocalKms {
             if legacy.exists() {
                 // A migration committed, then stopped before removing the old file.
                 self.finish_migration(&legacy)?;
+                return Ok(());
             }
+            // What was read to check the root key is the whole store: it becomes the
+            // cache, so the open does not read the store a second time.
+            let mut st = Store::scoped(self.e.scope.clone());
+            self.load_rows(&mut st, rows).map_err(crate::Error::from)?;
+            *self.e.cache.write() = Cached {
+                store: Arc::new(st),
+                gen,
+            };
             return Ok(());
         }
         if !rows.is_empty() {

@@ -320,3 +320,54 @@ fn a_sealed_keystore_copy_holds_no_key_in_the_clear() {
         2
     );
 }
+
+/// A store is bound to its root key: a keystore with another root key pointed at it is
+/// refused before anything is written; a row moved to another key's id in the database
+/// (what its writer could do) is refused at the next open, naming the row.
+#[test]
+fn a_store_opens_only_under_its_root_key_and_rows_cannot_be_moved() {
+    if std::env::var_os("KMSFS_TEST_PG").is_some() {
+        return; // the SQLite file is edited below; the PostgreSQL run covers the rest
+    }
+    let (d, k) = kms();
+    let a = k
+        .create_key(Default::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let b = k
+        .create_key(Default::default())
+        .unwrap()
+        .key_metadata
+        .key_id;
+    let db = d.path().join("ks").join(super::super::store::SQLITE_FILE);
+    drop(k);
+    super::super::store::set_test_store(Some(Location::Sqlite(db.clone())));
+    let other = LocalKms::open(&d.path().join("other"), true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(other.contains("another root key"), "{other}");
+    super::super::store::set_test_store(None);
+    // b's sealed row put in a's place
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute(
+        "DELETE FROM kmsfs_rows WHERE kind = 'key' AND id = ?1",
+        [&a],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE kmsfs_rows SET id = ?1 WHERE kind = 'key' AND id = ?2",
+        [&a, &b],
+    )
+    .unwrap();
+    drop(c);
+    let e = LocalKms::open(&d.path().join("ks"), false)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&format!("row key/{a} does not authenticate")),
+        "{e}"
+    );
+}
