@@ -100,8 +100,8 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
         KmsCmd::Principal(p) => {
             let kms = crate::kms::local::LocalKms::open(&local_dir(kms_arg)?, false)?;
             match p {
-                PrincipalCmd::Create { name } => {
-                    let (akid, secret) = kms.create_principal(&name)?;
+                PrincipalCmd::Create { name, account } => {
+                    let (akid, secret) = kms.create_principal(&name, account.as_deref())?;
                     println!("principal {name}");
                     println!("aws_access_key_id = {akid}");
                     println!(
@@ -113,9 +113,10 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                 PrincipalCmd::List => {
                     for p in kms.list_principals()? {
                         println!(
-                            "{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}",
                             p.name,
                             p.access_key_id,
+                            p.account,
                             if p.enabled { "enabled" } else { "disabled" },
                             fmt_epoch(p.created)
                         );

@@ -362,8 +362,13 @@ pub(crate) enum PrincipalCmd {
     Create {
         /// The principal's name.
         name: String,
+        /// Its AWS account (12 digits), when it is not the server's `--account-id`: its
+        /// keys and aliases are that account's; other accounts' keys answer it by key ARN
+        /// when their key policy names it or its account.
+        #[arg(long)]
+        account: Option<String>,
     },
-    /// List the principals (name, access key id, state, creation time).
+    /// List the principals (name, access key id, account, state, creation time).
     List,
     /// Disable a principal: its requests are refused until it is enabled.
     Disable {

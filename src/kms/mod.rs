@@ -6,6 +6,8 @@ pub mod audit;
 pub mod http;
 pub mod local;
 mod location;
+pub mod messages;
+pub mod model;
 mod ops;
 pub mod policy;
 pub mod store;

@@ -43,6 +43,31 @@ macro_rules! operations {
             }
         }
 
+        impl Op {
+            /// The operation a policy action (`kms:NAME`, or ReEncrypt's `kms:ReEncryptFrom`
+            /// / `kms:ReEncryptTo`) belongs to.
+            pub fn from_action(action: &str) -> Option<Op> {
+                let name = action.strip_prefix("kms:")?;
+                let name = name.strip_suffix("From").or_else(|| name.strip_suffix("To")).filter(|n| *n == "ReEncrypt").unwrap_or(name);
+                Op::from_name(name)
+            }
+
+            /// AWS allows this operation on a key of another account ("Cross-account use:
+            /// Yes" in the API reference), named by its key ARN or alias ARN.
+            pub fn cross_account(self) -> bool {
+                matches!(
+                    self,
+                    Op::CreateGrant | Op::Decapsulate | Op::Decrypt | Op::DeriveSharedSecret
+                        | Op::DescribeKey | Op::Encapsulate | Op::Encrypt | Op::GenerateDataKey
+                        | Op::GenerateDataKeyPair | Op::GenerateDataKeyPairWithoutPlaintext
+                        | Op::GenerateDataKeyWithoutPlaintext | Op::GenerateMac
+                        | Op::GetKeyRotationStatus | Op::GetPublicKey | Op::ListGrants
+                        | Op::ReEncrypt | Op::RetireGrant | Op::RevokeGrant | Op::Sign
+                        | Op::Verify | Op::VerifyMac
+                )
+            }
+        }
+
         /// The operations kmsfs needs from a KMS, with AWS KMS names and shapes.
         pub trait Kms: Send + Sync {
             $( $(#[doc = $doc])* fn $method(&self, req: $req) -> KmsResult<$resp>; )*
@@ -62,7 +87,10 @@ macro_rules! operations {
         /// Runs `op` on `kms` with a JSON request body; the JSON answer.
         pub fn dispatch(kms: &dyn Kms, op: Op, body: &[u8]) -> KmsResult<Zeroizing<Vec<u8>>> {
             match op {
-                $( Op::$name => http::call(body, |r| kms.$method(r)), )*
+                $( Op::$name => {
+                    model::check(op, body)?;
+                    http::call(body, |r| kms.$method(r))
+                } )*
             }
         }
 

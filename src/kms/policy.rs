@@ -7,11 +7,10 @@
 //! Evaluation: an explicit Deny wins; otherwise an Allow must match; otherwise deny.
 //!
 //! Principals: a name (`alice`), `arn:aws:iam::ACCOUNT:user/NAME` or `…:role/NAME` (the
-//! principal NAME of this KMS's account), and the account itself
+//! principal NAME, if it belongs to ACCOUNT), and an account itself
 //! (`arn:aws:iam::ACCOUNT:root` or the bare 12 digits). There is no IAM here to delegate
-//! to, so the account root means **every principal of this KMS** — what AWS's default key
-//! policy grants the account's IAM users once IAM policies allow them. Principals of other
-//! accounts parse (a policy written for AWS loads) and match nobody.
+//! to, so an account root means **every principal of that account** — what AWS's default
+//! key policy grants the account's IAM users once IAM policies allow them.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -23,7 +22,7 @@ use super::{EncryptionContext, ErrorCode, KmsError, KmsResult};
 pub struct Who<'a> {
     /// The principal's name (`alice`).
     pub name: &'a str,
-    /// The 12-digit account the KMS answers as.
+    /// The principal's 12-digit account.
     pub account: &'a str,
 }
 

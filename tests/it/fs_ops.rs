@@ -484,6 +484,7 @@ impl EncryptOnly {
             principal: who.into(),
             source: "test".into(),
             region: None,
+            account: None,
         }))
     }
 

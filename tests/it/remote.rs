@@ -283,6 +283,41 @@ fn boto3_and_aws_cli_against_our_server() {
     );
 }
 
+/// AWS's exact messages (model validation, not-found, states, usage, sizes, tags), the
+/// on-demand rotation limit, and cross-account use with a principal of another account.
+#[test]
+fn aws_words_and_cross_account_use_through_boto3() {
+    let Some(venv) = python_venv() else { return };
+    let ks = tempfile::tempdir().unwrap();
+    let server = Server::start(&ks.path().join("ks"), &["--max-rate", "1000000"]);
+    let out = ok(command()
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+        ])
+        .args([
+            "kms",
+            "principal",
+            "create",
+            "carol",
+            "--account",
+            "444455556666",
+        ])
+        .output()
+        .unwrap());
+    let carol: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/aws_words.py");
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg(script)
+            .env("ENDPOINT", server.url())
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret)
+            .env("CAROL_AKID", carol[0])
+            .env("CAROL_SECRET", carol[1]),
+    );
+}
+
 /// The AWS Encryption SDK CLI (from PyPI, nobody here wrote it) encrypts and decrypts
 /// with a key of our server, found through AWS_ENDPOINT_URL_KMS; the audit log shows the
 /// calls it made; a ciphertext with one flipped byte is refused.

@@ -103,6 +103,7 @@ impl AppState {
             principal: principal.to_string(),
             source: peer.to_string(),
             region: None,
+            account: None,
         });
         if summary > 0 {
             let _ = kms.record_refusals_suppressed(summary, REFUSAL_WINDOW.as_secs());
@@ -227,7 +228,7 @@ async fn handle(
                 Ok(found) => found,
                 Err(e) => return ("-".into(), Err(e)),
             };
-            let Some((principal, secret)) = found else {
+            let Some((who, secret)) = found else {
                 return (
                     format!("akid:{}", bounded(&auth.access_key_id, 128)),
                     Err(KmsError::new(
@@ -236,6 +237,7 @@ async fn handle(
                     )),
                 );
             };
+            let principal = who.principal.clone();
             let hdrs: Vec<(String, String)> = headers
                 .iter()
                 .map(|(k, v)| {
@@ -287,12 +289,13 @@ async fn handle(
                 return (principal, Err(e));
             }
             let kms = st2.kms.with_caller(Caller {
-                principal: principal.clone(),
                 source: peer.to_string(),
                 region: Some(auth.region.clone()),
+                ..who
             });
             let r = if sts {
-                let (_, account) = st2.kms.region_and_account();
+                let (_, home) = st2.kms.region_and_account();
+                let account = kms.caller().account.as_deref().unwrap_or(home);
                 let who = super::sts::Identity {
                     name: &principal,
                     account,

@@ -11,10 +11,11 @@ impl LocalKms {
     pub fn bench_fill(&self, like: &str, n: usize) -> KmsResult<()> {
         self.run("BenchFill", |info| {
             self.mutate("BenchFill", info, |s, _| {
-                let k =
-                    s.keys.get(like).cloned().ok_or_else(|| {
-                        KmsError::not_found(format!("Key '{like}' does not exist"))
-                    })?;
+                let k = s
+                    .keys
+                    .get(like)
+                    .cloned()
+                    .ok_or_else(|| messages::key_not_found(like))?;
                 for _ in 0..n {
                     let mut c = k.clone();
                     c.id = uuid::Uuid::new_v4().to_string();
@@ -80,7 +81,7 @@ impl LocalKms {
                 let replicas = self.replica_regions(s, &id);
                 let k = s.keys.get_mut(&id).expect("resolved");
                 let r = f(self, &replicas, k)?;
-                info.key(self.arn(&id), k.versions.get(k.current as usize));
+                info.key(self.arn(k), k.versions.get(k.current as usize));
                 Ok(r)
             })
         })
@@ -115,7 +116,7 @@ impl LocalKms {
                     k.current = (k.versions.len() - 1) as u32;
                     let days = k.rotation_period_days.unwrap_or(365) as f64;
                     k.next_rotation = Some(at + days * 86400.0);
-                    out.push(self.arn(&k.id));
+                    out.push(self.arn(k));
                 });
                 Ok(out)
             })
@@ -132,7 +133,7 @@ impl LocalKms {
             .keys
             .values()
             .filter(|k| Store::is_destroyed(k, at))
-            .map(|k| self.arn(&k.id))
+            .map(|k| self.arn(k))
             .collect();
         if gone.is_empty() {
             return Ok(gone);
@@ -175,18 +176,42 @@ impl LocalKms {
 
     /// The principal name and secret for an access key id, if it exists and is enabled.
     /// An unreadable store is an error (a fault the client retries), never "unknown key".
-    pub fn principal_secret(&self, access_key_id: &str) -> KmsResult<Option<(String, Secret)>> {
+    pub fn principal_secret(&self, access_key_id: &str) -> KmsResult<Option<(Caller, Secret)>> {
         let s = self.snapshot()?;
         Ok(s.principals
             .iter()
             .find(|(_, p)| p.enabled && p.access_key_id == access_key_id)
-            .map(|(n, p)| (n.clone(), p.secret.clone())))
+            .map(|(n, p)| {
+                let who = Caller {
+                    principal: n.clone(),
+                    source: String::new(),
+                    region: None,
+                    account: p.account.clone(),
+                };
+                (who, p.secret.clone())
+            }))
     }
 
     /// Creates a principal for remote callers; returns (access key id, secret). The secret
     /// is shown once by the CLI and otherwise only kept sealed in the keystore.
-    pub fn create_principal(&self, name: &str) -> KmsResult<(String, Secret)> {
+    /// `account`: the principal's AWS account (12 digits) when it is not this KMS's own:
+    /// its keys and aliases are that account's, and another account's keys answer it only
+    /// by key ARN, for the operations AWS allows across accounts, when their key policy
+    /// names it or its account.
+    pub fn create_principal(
+        &self,
+        name: &str,
+        account: Option<&str>,
+    ) -> KmsResult<(String, Secret)> {
         self.run("CreatePrincipal", |info| {
+            if let Some(a) = account {
+                if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(KmsError::validation(format!(
+                        "account {a:?} must be 12 digits"
+                    )));
+                }
+            }
+            let account = account.filter(|a| *a != self.e.account);
             if name.is_empty()
                 || name.len() > 64
                 || !name
@@ -232,6 +257,7 @@ impl LocalKms {
                         secret: secret.clone(),
                         created: now(),
                         enabled: true,
+                        account: account.map(str::to_string),
                     },
                 );
                 Ok(())
@@ -250,6 +276,7 @@ impl LocalKms {
                 access_key_id: p.access_key_id.clone(),
                 created: p.created,
                 enabled: p.enabled,
+                account: p.account.clone().unwrap_or_else(|| self.e.account.clone()),
             })
             .collect())
     }

@@ -14,7 +14,8 @@ impl LocalKms {
             }
             self.mutate(Op::CreateAlias.name(), info, |s, info| {
                 self.check_alias_quota(s)?;
-                if s.aliases.contains_key(&req.alias_name) {
+                let row = self.alias_row(self.caller_account(), &req.alias_name);
+                if s.aliases.contains_key(&row) {
                     return Err(KmsError::new(
                         ErrorCode::AlreadyExistsException,
                         format!(
@@ -28,7 +29,7 @@ impl LocalKms {
                     .id
                     .clone();
                 s.aliases.insert(
-                    req.alias_name.clone(),
+                    row,
                     AliasRecord {
                         target: id,
                         created: now(),
@@ -60,7 +61,8 @@ impl LocalKms {
                     .authorized(s, &req.target_key_id, Op::UpdateAlias.action(), None, info)?
                     .id
                     .clone();
-                if let Some(a) = s.aliases.get_mut(&req.alias_name) {
+                let row = self.alias_row(self.caller_account(), &req.alias_name);
+                if let Some(a) = s.aliases.get_mut(&row) {
                     a.target = id;
                 }
                 Ok(())
@@ -76,7 +78,8 @@ impl LocalKms {
                 if s.keys.contains_key(&target) {
                     self.authorized(s, &target, Op::DeleteAlias.action(), None, info)?;
                 }
-                s.aliases.remove(&req.alias_name);
+                s.aliases
+                    .remove(&self.alias_row(self.caller_account(), &req.alias_name));
                 Ok(())
             })
         })
@@ -96,6 +99,7 @@ impl LocalKms {
             let all: Vec<AliasListEntry> = s
                 .aliases
                 .iter()
+                .filter(|(row, _)| self.alias_of_row(row).0 == self.caller_account())
                 .filter(|(_, a)| filter.as_ref().is_none_or(|f| *f == a.target))
                 .filter(|_| self.foreign_region().is_none())
                 .filter(|(_, a)| {
@@ -103,9 +107,9 @@ impl LocalKms {
                         .get(&a.target)
                         .is_some_and(|k| !Store::is_destroyed(k, at))
                 })
-                .map(|(name, a)| AliasListEntry {
-                    alias_name: name.clone(),
-                    alias_arn: self.alias_arn(name),
+                .map(|(row, a)| AliasListEntry {
+                    alias_name: self.alias_of_row(row).1.to_string(),
+                    alias_arn: self.alias_arn(self.alias_of_row(row).1),
                     target_key_id: a.target.clone(),
                     creation_date: a.created,
                 })

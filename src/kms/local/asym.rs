@@ -296,7 +296,7 @@ impl LocalKms {
         message: &[u8],
         message_type: Option<&str>,
     ) -> KmsResult<(&'static SigningAlgorithm, Option<digest::Digest>, &'a [u8])> {
-        self.check_usage(k, SIGN_VERIFY)?;
+        self.check_usage(k, SIGN_VERIFY, "Sign")?;
         self.usable(k)?;
         let alg = algorithms(&k.spec)
             .iter()
@@ -306,14 +306,12 @@ impl LocalKms {
                     ErrorCode::InvalidKeyUsageException,
                     format!(
                         "SigningAlgorithm {algorithm} is not compatible with {} ({})",
-                        self.arn(&k.id),
+                        self.arn(k),
                         k.spec
                     ),
                 )
             })?;
-        if message.is_empty() || message.len() > 4096 {
-            return Err(KmsError::validation("Message must be 1..4096 bytes"));
-        }
+        check_message_len(message)?;
         let digest = match message_type.unwrap_or("RAW") {
             "RAW" => None,
             "EXTERNAL_MU" if matches!(alg.kind, Kind::MlDsa { .. }) => {
@@ -408,7 +406,7 @@ impl LocalKms {
                 }
             };
             Ok(SignResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 signature,
                 signing_algorithm: alg.name.into(),
             })
@@ -455,7 +453,7 @@ impl LocalKms {
                 ));
             }
             Ok(VerifyResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 signature_valid: true,
                 signing_algorithm: alg.name.into(),
             })
@@ -473,16 +471,12 @@ impl LocalKms {
             if !is_signing_spec(&k.spec) && !is_kem_spec(&k.spec) {
                 return Err(KmsError::new(
                     ErrorCode::UnsupportedOperationException,
-                    format!(
-                        "{} is a {} key, not an asymmetric key",
-                        self.arn(&k.id),
-                        k.spec
-                    ),
+                    format!("{} is a {} key, not an asymmetric key", self.arn(k), k.spec),
                 ));
             }
             self.usable(k)?;
             Ok(GetPublicKeyResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 public_key: match is_kem_spec(&k.spec) {
                     true => {
                         kem_public_key_der(&k.spec, &k.versions[k.current as usize].material.0)?
@@ -534,7 +528,7 @@ impl LocalKms {
                 info,
             )?;
             self.ready_for(k, op)?;
-            self.check_symmetric(k)?;
+            self.check_symmetric(k, op.name())?;
             dry_run(req.dry_run)?;
             let private = generate_private_key(&req.key_pair_spec);
             Ok(GenerateDataKeyPairResponse {
@@ -546,7 +540,7 @@ impl LocalKms {
                 )?,
                 public_key: public_key_der(&req.key_pair_spec, &private.0)?,
                 private_key_plaintext: private,
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 key_pair_spec: req.key_pair_spec.clone(),
                 key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             })

@@ -4,55 +4,68 @@ use super::*;
 use crate::kms::policy::{Decision, Who};
 
 impl LocalKms {
-    /// Resolves a key id, key ARN, alias name or alias ARN to a key id.
+    /// Resolves a key id, key ARN, alias name or alias ARN to a key id of the caller's
+    /// account.
     pub(super) fn resolve(&self, store: &Store, key: &str) -> KmsResult<String> {
-        let name = if let Some(rest) = key.strip_prefix("arn:aws:kms:") {
+        self.resolve_as(store, key, false)
+    }
+
+    /// Resolves `key` to a key id. A key id, `key/ID` or alias name means the caller's
+    /// account; a key ARN or alias ARN names its account, which may be another only when
+    /// `across` (the operation is one AWS allows on another account's key) — AWS's rule:
+    /// another account's key is reached by ARN, never by its id or alias name.
+    pub(super) fn resolve_as(&self, store: &Store, key: &str, across: bool) -> KmsResult<String> {
+        let mine = self.caller_account();
+        let (name, account) = if let Some(rest) = key.strip_prefix("arn:aws:kms:") {
             // arn:aws:kms:REGION:ACCOUNT:key/ID or :alias/NAME
             let mut parts = rest.splitn(3, ':');
             let (region, account, res) = (parts.next(), parts.next(), parts.next());
-            let res = res.ok_or_else(|| KmsError::not_found(format!("Invalid keyId '{key}'")))?;
-            if !self.names_this_kms(region.unwrap_or(""), account.unwrap_or("")) {
-                return Err(KmsError::not_found(format!("Key '{key}' does not exist")));
+            let res = res.ok_or_else(|| messages::invalid_key_id(key))?;
+            let (region, account) = (region.unwrap_or(""), account.unwrap_or(""));
+            // The embedded KMS is not regional and has one account; `local` ARNs of the
+            // default account are what it wrote into trees of the same keystore.
+            let account =
+                if !self.e.regional || (region == LOCAL_REGION && account == DEFAULT_ACCOUNT) {
+                    mine
+                } else if region == self.e.region {
+                    account
+                } else {
+                    return Err(messages::key_not_found(key));
+                };
+            if account != mine && !across {
+                return Err(messages::key_not_found(key));
             }
-            res
+            (res, account)
         } else {
-            key
+            (key, mine)
         };
-        if let Some(id) = name.strip_prefix("key/") {
-            return self.resolve(store, id);
-        }
         let id = if name.starts_with("alias/") {
-            self.alias_target(store, name)?
-        } else if uuid::Uuid::parse_str(name).is_err() && !is_mrk_id(name) {
-            // AWS's wording for what is neither a key id, an ARN nor an alias.
-            return Err(KmsError::not_found(format!("Invalid keyId '{key}'")));
+            self.alias_target_in(store, account, name)?
         } else {
-            name.to_string()
+            let bare = name.strip_prefix("key/").unwrap_or(name);
+            if uuid::Uuid::parse_str(bare).is_err() && !is_mrk_id(bare) {
+                // AWS's wording for what is neither a key id, an ARN nor an alias.
+                return Err(messages::invalid_key_id(key));
+            }
+            bare.to_string()
         };
         match store.keys.get(&id) {
-            Some(k) if !Store::is_destroyed(k, now()) && self.foreign_region().is_none() => Ok(id),
-            _ => Err(KmsError::not_found(format!(
-                "Key '{}' does not exist",
-                self.arn_as_seen(&id)
-            ))),
+            Some(k)
+                if !Store::is_destroyed(k, now())
+                    && self.foreign_region().is_none()
+                    && self.owner(k) == account =>
+            {
+                Ok(id)
+            }
+            _ => Err(messages::key_not_found(&self.arn_as_seen(account, &id))),
         }
     }
 
-    /// Do an ARN's region and account name this KMS? The embedded KMS is not regional and
-    /// takes any; a server takes its own, and `local` ARNs of the default account (what
-    /// the embedded KMS wrote into trees of the same keystore).
-    fn names_this_kms(&self, region: &str, account: &str) -> bool {
-        !self.e.regional
-            || (region == self.e.region && account == self.e.account)
-            || (region == LOCAL_REGION && account == DEFAULT_ACCOUNT)
-    }
-
-    /// A key's ARN in the region the caller signed for (for "does not exist" messages).
-    pub(super) fn arn_as_seen(&self, id: &str) -> String {
-        match self.foreign_region() {
-            Some(r) => format!("arn:aws:kms:{r}:{}:key/{id}", self.e.account),
-            None => self.arn(id),
-        }
+    /// Key `id` of `account`'s ARN in the region the caller signed for (for "does not
+    /// exist" messages).
+    pub(super) fn arn_as_seen(&self, account: &str, id: &str) -> String {
+        let region = self.foreign_region().unwrap_or(&self.e.region);
+        format!("arn:aws:kms:{region}:{account}:key/{id}")
     }
 
     /// Resolves `key`, records it in `info`, and checks the key policy for `action`.
@@ -65,9 +78,10 @@ impl LocalKms {
         info: &mut OpInfo,
     ) -> KmsResult<&'s KeyRecord> {
         check_context(ctx)?;
-        let id = self.resolve(store, key)?;
+        let across = Op::from_action(action).is_some_and(Op::cross_account);
+        let id = self.resolve_as(store, key, across)?;
         let k = &store.keys[&id];
-        info.key(self.arn(&id), k.versions.get(k.current as usize));
+        info.key(self.arn(k), k.versions.get(k.current as usize));
         let allowed = match self.policy_of(k)?.decision(self.who(), action, ctx) {
             Decision::Allow => true,
             Decision::Deny => false,
@@ -79,7 +93,7 @@ impl LocalKms {
                 format!(
                     "User: {} is not authorized to perform: {action} on resource: {} because no key policy statement or grant allows it",
                     self.caller.principal,
-                    self.arn(&id)
+                    self.arn(k)
                 ),
             ));
         }
@@ -90,7 +104,7 @@ impl LocalKms {
     pub(super) fn who(&self) -> Who<'_> {
         Who {
             name: &self.caller.principal,
-            account: &self.e.account,
+            account: self.caller_account(),
         }
     }
 
@@ -108,7 +122,7 @@ impl LocalKms {
         let p = Arc::new(Policy::parse(&text).map_err(|e| {
             KmsError::internal(format!(
                 "stored policy of {} is invalid: {}",
-                self.arn(&k.id),
+                self.arn(k),
                 e.message
             ))
         })?);
@@ -133,18 +147,11 @@ impl LocalKms {
     pub(super) fn usable<'a>(&self, k: &'a KeyRecord) -> KmsResult<&'a KeyRecord> {
         match self.state_of(k) {
             KeyState::Enabled => Ok(k),
-            KeyState::Disabled => Err(KmsError::new(
-                ErrorCode::DisabledException,
-                format!("{} is disabled.", self.arn(&k.id)),
-            )),
-            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => Err(KmsError::new(
-                ErrorCode::KMSInvalidStateException,
-                format!("{} is pending deletion.", self.arn(&k.id)),
-            )),
-            KeyState::PendingImport => Err(KmsError::new(
-                ErrorCode::KMSInvalidStateException,
-                format!("{} is pending import.", self.arn(&k.id)),
-            )),
+            KeyState::Disabled => Err(messages::disabled(&self.arn(k))),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                Err(messages::pending_deletion(&self.arn(k)))
+            }
+            KeyState::PendingImport => Err(messages::pending_import(&self.arn(k))),
         }
     }
 
@@ -164,19 +171,16 @@ impl LocalKms {
             k.state,
             KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
         ) {
-            return Err(KmsError::new(
-                ErrorCode::KMSInvalidStateException,
-                format!("{} is pending deletion.", self.arn(&k.id)),
-            ));
+            return Err(messages::pending_deletion(&self.arn(k)));
         }
         Ok(())
     }
 
     pub(super) fn metadata(&self, k: &KeyRecord) -> KeyMetadata {
         KeyMetadata {
-            aws_account_id: self.e.account.clone(),
+            aws_account_id: self.owner(k).to_string(),
             key_id: k.id.clone(),
-            arn: self.arn(&k.id),
+            arn: self.arn(k),
             creation_date: k.created,
             enabled: self.state_of(k) == KeyState::Enabled,
             description: k.description.clone(),

@@ -89,13 +89,23 @@ impl LocalKms {
             if want != id {
                 return Err(KmsError::new(
                     ErrorCode::IncorrectKeyException,
-                    format!("The ciphertext was not encrypted under {}", self.arn(&want)),
+                    format!(
+                        "The ciphertext was not encrypted under {}",
+                        self.arn_id(store, &want)
+                    ),
                 ));
             }
         }
-        let k = self.authorized(store, &id, action, ctx.as_ref(), info)?;
+        // The blob names the key; by its ARN, so a key of another account is reached when
+        // the operation and the key's policy allow it.
+        let k = self.authorized(store, &self.arn_id(store, &id), action, ctx.as_ref(), info)?;
         self.usable(k)?;
-        self.check_symmetric(k)?;
+        let op = if action == "kms:Decrypt" {
+            "Decrypt"
+        } else {
+            "ReEncrypt"
+        };
+        self.check_symmetric(k, op)?;
         // A key in an external key store: its proxy opens the outer layer first; the
         // inner blob must be a format 1 blob of the same key.
         let inner;
@@ -129,7 +139,7 @@ impl LocalKms {
                 format!(
                     "the key material {} of {} was deleted; reimport it to decrypt this",
                     v.material_id,
-                    self.arn(&k.id)
+                    self.arn(k)
                 ),
             )
         })?;
@@ -200,7 +210,7 @@ impl LocalKms {
             }
             let n = Self::data_key_len(&req)?;
             self.check_grant_tokens(&req.grant_tokens)?;
-            self.check_symmetric(k)?;
+            self.check_symmetric(k, op)?;
             self.usable(k)?;
             dry_run(req.dry_run)?;
             let mut plaintext = Secret(vec![0u8; n]);
@@ -208,7 +218,7 @@ impl LocalKms {
             Ok(GenerateDataKeyResponse {
                 ciphertext_blob: self.seal_blob(k, &plaintext.0, &req.encryption_context, op)?,
                 plaintext,
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             })
         })
@@ -217,14 +227,7 @@ impl LocalKms {
 
 /// AWS's model validation of `NumberOfBytes` outside 1..1024.
 pub(super) fn number_of_bytes(n: i64) -> KmsError {
-    KmsError::validation(format!(
-        "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value {}",
-        if n < 1 {
-            "greater than or equal to 1"
-        } else {
-            "less than or equal to 1024"
-        }
-    ))
+    messages::model_violation("numberOfBytes", n.to_string(), value_rule(n, 1, 1024))
 }
 
 pub(super) fn blob_aad(prefix: &[u8], ctx: &Option<EncryptionContext>) -> Vec<u8> {

@@ -23,16 +23,20 @@ impl LocalKms {
                 dry_run(req.dry_run)?;
                 return Ok(EncryptResponse {
                     ciphertext_blob: blob,
-                    key_id: self.arn(&k.id),
+                    key_id: self.arn(k),
                     encryption_algorithm: alg.unwrap_or_default().into(),
                     key_material_id: None,
                 });
             }
             check_algorithm(&req.encryption_algorithm)?;
             if req.plaintext.0.is_empty() || req.plaintext.0.len() > 4096 {
-                return Err(KmsError::validation("Plaintext must be 1..4096 bytes"));
+                return Err(messages::model_violations(&[Violation::maybe(
+                    "plaintext",
+                    None,
+                    length_rule(req.plaintext.0.len(), 1, 4096),
+                )]));
             }
-            self.check_symmetric(k)?;
+            self.check_symmetric(k, "Encrypt")?;
             self.usable(k)?;
             dry_run(req.dry_run)?;
             Ok(EncryptResponse {
@@ -42,7 +46,7 @@ impl LocalKms {
                     &req.encryption_context,
                     Op::Encrypt.name(),
                 )?,
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 key_material_id: Some(k.versions[k.current as usize].material_id.clone()),
             })
@@ -71,7 +75,7 @@ impl LocalKms {
             )?;
             dry_run(req.dry_run)?;
             Ok(DecryptResponse {
-                key_id: self.arn(&id),
+                key_id: self.arn_id(&s, &id),
                 plaintext,
                 encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 key_material_id: Some(s.keys[&id].versions[version as usize].material_id.clone()),
@@ -129,7 +133,7 @@ impl LocalKms {
                 &mut dinfo,
             )?;
             self.usable(dk)?;
-            self.check_symmetric(dk)?;
+            self.check_symmetric(dk, "ReEncrypt")?;
             dry_run(req.dry_run)?;
             // the record names the destination (key and version the new blob is under)
             info.key_arn = dinfo.key_arn;
@@ -142,8 +146,8 @@ impl LocalKms {
                     &req.destination_encryption_context,
                     Op::ReEncrypt.name(),
                 )?,
-                source_key_id: self.arn(&src),
-                key_id: self.arn(&dk.id),
+                source_key_id: self.arn_id(&s, &src),
+                key_id: self.arn(dk),
                 source_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 destination_encryption_algorithm: SYMMETRIC_DEFAULT.into(),
                 source_key_material_id: Some(

@@ -75,7 +75,7 @@ impl LocalKms {
                 |z| Ok(Secret(z.to_vec())),
             )?;
             Ok(DeriveSharedSecretResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 shared_secret: secret,
                 key_agreement_algorithm: "ECDH".into(),
                 key_origin: "AWS_KMS".into(),

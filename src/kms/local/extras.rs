@@ -7,37 +7,67 @@ use super::*;
 /// AWS's limits on tags: 50 per key, keys 1..=128 and values 0..=256 characters, the
 /// `aws:` prefix reserved, no key twice in one request.
 pub(super) fn check_tags(tags: &[Tag]) -> KmsResult<()> {
-    // AWS's order and words: duplicates and count (TagException), then each tag's
-    // lengths (the model's ValidationException) and the reserved prefix (TagException).
-    let tag = |m: &str| Err(KmsError::new(ErrorCode::TagException, m));
+    // AWS's order: duplicates and count (TagException), then each tag's lengths (the
+    // model's ValidationException) and the reserved prefix (TagException).
     for (i, t) in tags.iter().enumerate() {
         if tags[..i].iter().any(|o| o.tag_key == t.tag_key) {
-            return tag("Duplicate tag keys");
+            return Err(messages::duplicate_tag_keys());
         }
     }
     if tags.len() > MAX_TAGS {
-        return tag("Too many tags");
+        return Err(messages::too_many_tags());
     }
     for (i, t) in tags.iter().enumerate() {
-        let model = |field: &str, v: &str, rule: &str| {
-            Err(KmsError::validation(format!(
-                "1 validation error detected: Value '{v}' at 'tags.{}.member.{field}' failed to satisfy constraint: Member must have length {rule}",
-                i + 1
-            )))
-        };
-        let k = t.tag_key.chars().count();
-        if k < 1 {
-            return model("tagKey", &t.tag_key, "greater than or equal to 1");
+        let at = |field: &str| format!("tags.{}.member.{field}", i + 1);
+        let k = t.tag_key.encode_utf16().count();
+        if !(1..=128).contains(&k) {
+            return Err(messages::model_violation(
+                &at("tagKey"),
+                &t.tag_key,
+                length_rule(k, 1, 128),
+            ));
         }
-        if k > 128 {
-            return model("tagKey", &t.tag_key, "less than or equal to 128");
-        }
-        if t.tag_value.chars().count() > 256 {
-            return model("tagValue", &t.tag_value, "less than or equal to 256");
+        let v = t.tag_value.encode_utf16().count();
+        if v > 256 {
+            return Err(messages::model_violation(
+                &at("tagValue"),
+                &t.tag_value,
+                length_rule(v, 0, 256),
+            ));
         }
         if t.tag_key.to_ascii_lowercase().starts_with("aws:") {
-            return tag("Tags beginning with aws: are reserved");
+            return Err(messages::reserved_tag());
         }
+    }
+    Ok(())
+}
+
+/// The model's rule a length `n` outside `min..=max` breaks.
+pub(super) fn length_rule(n: usize, min: usize, max: usize) -> String {
+    bound_rule("length", n < min, min as i64, max as i64)
+}
+
+/// The model's rule a value `n` outside `min..=max` breaks.
+pub(super) fn value_rule(n: i64, min: i64, max: i64) -> String {
+    bound_rule("value", n < min, min, max)
+}
+
+fn bound_rule(what: &str, below: bool, min: i64, max: i64) -> String {
+    if below {
+        format!("Member must have {what} greater than or equal to {min}")
+    } else {
+        format!("Member must have {what} less than or equal to {max}")
+    }
+}
+
+/// A Sign, Verify or MAC message: 1..4096 bytes (a sensitive member: AWS does not echo it).
+pub(super) fn check_message_len(message: &[u8]) -> KmsResult<()> {
+    if message.is_empty() || message.len() > 4096 {
+        return Err(messages::model_violations(&[Violation::maybe(
+            "message",
+            None,
+            length_rule(message.len(), 1, 4096),
+        )]));
     }
     Ok(())
 }
@@ -47,10 +77,7 @@ const MAX_TAGS: usize = 50;
 /// `DryRun: true`: everything was checked and would have succeeded; nothing is done.
 pub(super) fn dry_run(flag: Option<bool>) -> KmsResult<()> {
     if flag == Some(true) {
-        return Err(KmsError::new(
-            ErrorCode::DryRunOperationException,
-            "The request would have succeeded, but the DryRun option is set.",
-        ));
+        return Err(messages::dry_run());
     }
     Ok(())
 }
@@ -68,10 +95,7 @@ impl LocalKms {
                 }
             }
             if tags.len() > MAX_TAGS {
-                return Err(KmsError::new(
-                    ErrorCode::LimitExceededException,
-                    format!("A key can have at most {MAX_TAGS} tags"),
-                ));
+                return Err(messages::quota("tags on a key", MAX_TAGS));
             }
             k.tags = tags;
             Ok(())
@@ -234,7 +258,7 @@ impl LocalKms {
                 .map_err(|e| KmsError::internal(format!("cannot read the audit log: {e}")))?;
             let start = oldest.as_deref().and_then(epoch).unwrap_or(k.created);
             Ok(GetKeyLastUsageResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 key_last_usage: found
                     .map(|r| KeyLastUsageData {
                         operation: Some(r.op),

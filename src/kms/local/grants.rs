@@ -104,15 +104,20 @@ fn meets(c: &Option<GrantConstraints>, ctx: Option<&EncryptionContext>) -> bool 
     true
 }
 
-fn entry(me: &LocalKms, id: &str, g: &GrantRecord) -> GrantListEntry {
+fn entry(me: &LocalKms, s: &Store, id: &str, g: &GrantRecord) -> GrantListEntry {
     GrantListEntry {
-        key_id: me.arn(&g.key_id),
+        key_id: me.arn_id(s, &g.key_id),
         grant_id: id.to_string(),
         name: g.name.clone(),
         creation_date: g.created,
         grantee_principal: g.grantee.clone(),
         retiring_principal: g.retiring.clone(),
-        issuing_account: format!("arn:aws:iam::{}:root", me.e.account),
+        issuing_account: format!(
+            "arn:aws:iam::{}:root",
+            s.keys
+                .get(&g.key_id)
+                .map_or(me.e.account.as_str(), |k| me.owner(k))
+        ),
         operations: g.operations.clone(),
         constraints: g.constraints.clone(),
     }
@@ -167,9 +172,9 @@ impl LocalKms {
                 check_context(c.encryption_context_equals.as_ref())?;
             }
             self.mutate(Op::CreateGrant.name(), info, |s, info| {
-                let id = self.resolve(s, &req.key_id)?;
+                let id = self.resolve_as(s, &req.key_id, true)?;
                 let k = &s.keys[&id];
-                info.key(self.arn(&id), k.versions.get(k.current as usize));
+                info.key(self.arn(k), k.versions.get(k.current as usize));
                 let ops = validate_grant(k, &req)?;
                 // Allowed by the policy, or by a grant with CreateGrant that covers every
                 // operation asked for under the same constraints.
@@ -189,7 +194,7 @@ impl LocalKms {
                         ErrorCode::AccessDeniedException,
                         format!(
                             "User: {caller} is not authorized to perform: kms:CreateGrant on resource: {}",
-                            self.arn(&id)
+                            self.arn_id(s, &id)
                         ),
                     ));
                 }
@@ -247,7 +252,7 @@ impl LocalKms {
                             .as_ref()
                             .is_none_or(|w| *w == g.grantee)
                 })
-                .map(|(gid, g)| entry(self, gid, g))
+                .map(|(gid, g)| entry(self, &s, gid, g))
                 .collect();
             let (grants, next) = super::operations::paginate(&all, req.limit, &req.marker)?;
             Ok(ListGrantsResponse {
@@ -282,7 +287,7 @@ impl LocalKms {
                     self.foreign_region().is_none()
                         && g.retiring.as_deref().is_some_and(|r| self.who().is(r))
                 })
-                .map(|(gid, g)| entry(self, gid, g))
+                .map(|(gid, g)| entry(self, &s, gid, g))
                 .collect();
             let (grants, next) = super::operations::paginate(&all, req.limit, &req.marker)?;
             Ok(ListGrantsResponse {
@@ -310,13 +315,16 @@ impl LocalKms {
                             )
                         })?,
                     (None, Some(key), Some(gid)) => {
-                        let id = self.resolve(s, key)?;
+                        let id = self.resolve_as(s, key, true)?;
                         match s.grants.get(gid) {
                             Some(g) if g.key_id == id => gid.clone(),
                             _ => {
                                 return Err(KmsError::new(
                                     ErrorCode::InvalidGrantIdException,
-                                    format!("Grant {gid} does not exist on {}", self.arn(&id)),
+                                    format!(
+                                        "Grant {gid} does not exist on {}",
+                                        self.arn_id(s, &id)
+                                    ),
                                 ))
                             }
                         }
@@ -328,7 +336,7 @@ impl LocalKms {
                     }
                 };
                 let g = &s.grants[&gid];
-                info.key(self.arn(&g.key_id), None);
+                info.key(self.arn_id(s, &g.key_id), None);
                 let caller = &self.caller.principal;
                 let may = g.retiring.as_deref().is_some_and(|r| self.who().is(r))
                     || (self.who().is(&g.grantee) && names(g, Op::RetireGrant.action()))
@@ -358,7 +366,11 @@ impl LocalKms {
                     _ => {
                         return Err(KmsError::new(
                             ErrorCode::InvalidGrantIdException,
-                            format!("Grant {} does not exist on {}", req.grant_id, self.arn(&id)),
+                            format!(
+                                "Grant {} does not exist on {}",
+                                req.grant_id,
+                                self.arn_id(s, &id)
+                            ),
                         ))
                     }
                 }

@@ -137,10 +137,7 @@ impl LocalKms {
 
     pub(super) fn not_pending_import(&self, k: &KeyRecord) -> KmsResult<()> {
         if self.state_of(k) == KeyState::PendingImport {
-            return Err(KmsError::new(
-                ErrorCode::KMSInvalidStateException,
-                format!("{} is pending import.", self.arn(&k.id)),
-            ));
+            return Err(messages::pending_import(&self.arn(k)));
         }
         Ok(())
     }
@@ -151,7 +148,7 @@ impl LocalKms {
                 ErrorCode::UnsupportedOperationException,
                 format!(
                     "{} has origin {}; key material can be imported only into EXTERNAL keys",
-                    self.arn(&k.id),
+                    self.arn(k),
                     k.origin
                 ),
             ));
@@ -202,7 +199,7 @@ impl LocalKms {
                         expires,
                     },
                 );
-                Ok(self.arn(&id))
+                Ok(self.arn_id(s, &id))
             })?;
             Ok(GetParametersForImportResponse {
                 key_id: arn,
@@ -286,7 +283,7 @@ impl LocalKms {
                             ErrorCode::InvalidImportTokenException,
                             format!(
                                 "The import token is not valid for {} (unknown, expired, used, or for another key)",
-                                self.arn(&id)
+                                self.arn_id(s, &id)
                             ),
                         )
                     })?;
@@ -334,13 +331,13 @@ impl LocalKms {
                         None => {
                             return Err(KmsError::not_found(format!(
                                 "Key material {want} does not exist for {}",
-                                self.arn(&id)
+                                self.arn_id(s, &id)
                             )))
                         }
                         Some(i) if Some(i) != known => {
                             return Err(KmsError::new(
                                 ErrorCode::IncorrectKeyMaterialException,
-                                format!("This is not key material {want} of {}", self.arn(&id)),
+                                format!("This is not key material {want} of {}", self.arn_id(s, &id)),
                             ))
                         }
                         Some(_) => {}
@@ -367,14 +364,14 @@ impl LocalKms {
                             ErrorCode::IncorrectKeyMaterialException,
                             format!(
                                 "This is not the key material of {}; to rotate to new material use ImportType NEW_KEY_MATERIAL",
-                                self.arn(&id)
+                                self.arn_id(s, &id)
                             ),
                         ))
                     }
                     (false, Some(_), Some(true)) => {
                         return Err(KmsError::new(
                             ErrorCode::IncorrectKeyMaterialException,
-                            format!("{} already has this key material", self.arn(&id)),
+                            format!("{} already has this key material", self.arn_id(s, &id)),
                         ))
                     }
                     (false, None, Some(true)) => {
@@ -389,7 +386,7 @@ impl LocalKms {
                                 ErrorCode::KMSInvalidStateException,
                                 format!(
                                     "{} is pending import: reimport its current material first",
-                                    self.arn(&id)
+                                    self.arn_id(s, &id)
                                 ),
                             ));
                         }
@@ -408,9 +405,9 @@ impl LocalKms {
                     k.state = KeyState::Enabled;
                 }
                 s.imports.remove(&token);
-                info.key(self.arn(&id), None);
+                info.key(self.arn_id(s, &id), None);
                 Ok(ImportKeyMaterialResponse {
-                    key_id: Some(self.arn(&id)),
+                    key_id: Some(self.arn_id(s, &id)),
                     key_material_id: Some(material_id),
                 })
             })
@@ -434,7 +431,7 @@ impl LocalKms {
                     .get(k.current as usize)
                     .map(|v| v.material_id.clone());
                 let target = req.key_material_id.clone().or(current.clone());
-                let arn = me.arn(&k.id);
+                let arn = me.arn(k);
                 let Some(target) = target else {
                     return Err(KmsError::new(
                         ErrorCode::KMSInvalidStateException,
@@ -479,7 +476,7 @@ impl LocalKms {
                 ErrorCode::KMSInvalidStateException,
                 format!(
                     "{} has no new key material to rotate to: import it with ImportType NEW_KEY_MATERIAL first",
-                    self.arn(&k.id)
+                    self.arn(k)
                 ),
             )
         })?;

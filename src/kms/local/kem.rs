@@ -111,7 +111,7 @@ impl LocalKms {
         let p = kem_spec(&k.spec).ok_or_else(|| {
             KmsError::new(
                 ErrorCode::InvalidKeyUsageException,
-                format!("{} is a {} key, not an ML-KEM key", self.arn(&k.id), k.spec),
+                format!("{} is a {} key, not an ML-KEM key", self.arn(k), k.spec),
             )
         })?;
         let m = &k.versions[k.current as usize].material.0;
@@ -136,7 +136,7 @@ impl LocalKms {
                 .encapsulate()
                 .map_err(|_| KmsError::internal("ML-KEM encapsulation failed"))?;
             Ok(EncapsulateResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 shared_secret: Secret(ss.as_ref().to_vec()),
                 shared_secret_ciphertext_blob: ct.as_ref().to_vec(),
                 encapsulation_algorithm: ML_KEM.into(),
@@ -172,7 +172,7 @@ impl LocalKms {
                 .decapsulate(req.shared_secret_ciphertext_blob.as_slice().into())
                 .map_err(|_| KmsError::internal("ML-KEM decapsulation failed"))?;
             Ok(DecapsulateResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 shared_secret: Secret(ss.as_ref().to_vec()),
                 encapsulation_algorithm: ML_KEM.into(),
             })

@@ -73,6 +73,7 @@ impl LocalKms {
             let policy =
                 self.new_key_policy(&req.policy, req.bypass_policy_lockout_safety_check)?;
             let rec = KeyRecord {
+                account: self.caller.account.clone(),
                 id: if multi_region {
                     new_mrk_id()
                 } else {
@@ -111,7 +112,7 @@ impl LocalKms {
             let mut md = self.metadata(&rec);
             md.multi_region_configuration =
                 self.multi_region_configuration(&Store::default(), &rec, &self.e.region);
-            info.key(self.arn(&rec.id), rec.versions.first());
+            info.key(self.arn(&rec), rec.versions.first());
             self.mutate(Op::CreateKey.name(), info, |s, _| {
                 self.check_key_quota(s)?;
                 if rec.xks_key_id.is_some()
@@ -153,9 +154,10 @@ impl LocalKms {
                 .keys
                 .values()
                 .filter(|k| !Store::is_destroyed(k, at) && self.foreign_region().is_none())
+                .filter(|k| self.owner(k) == self.caller_account())
                 .map(|k| KeyListEntry {
                     key_id: k.id.clone(),
-                    key_arn: self.arn(&k.id),
+                    key_arn: self.arn(k),
                 })
                 .collect();
             let (keys, next) = paginate(&all, req.limit, &req.marker)?;
@@ -207,7 +209,7 @@ impl LocalKms {
                 ) {
                     return Err(KmsError::new(
                         ErrorCode::KMSInvalidStateException,
-                        format!("{} is already pending deletion.", me.arn(&k.id)),
+                        format!("{} is already pending deletion.", me.arn(k)),
                     ));
                 }
                 k.pending_window_days = Some(days);
@@ -216,7 +218,7 @@ impl LocalKms {
                     k.state = KeyState::PendingReplicaDeletion;
                     k.deletion_date = None;
                     return Ok(ScheduleKeyDeletionResponse {
-                        key_id: me.arn(&k.id),
+                        key_id: me.arn(k),
                         deletion_date: None,
                         key_state: "PendingReplicaDeletion".into(),
                         pending_window_in_days: days,
@@ -226,7 +228,7 @@ impl LocalKms {
                 k.state = KeyState::PendingDeletion;
                 k.deletion_date = Some(date);
                 Ok(ScheduleKeyDeletionResponse {
-                    key_id: me.arn(&k.id),
+                    key_id: me.arn(k),
                     deletion_date: Some(date),
                     key_state: "PendingDeletion".into(),
                     pending_window_in_days: days,
@@ -243,7 +245,7 @@ impl LocalKms {
             ) {
                 return Err(KmsError::new(
                     ErrorCode::KMSInvalidStateException,
-                    format!("{} is not pending deletion.", me.arn(&k.id)),
+                    format!("{} is not pending deletion.", me.arn(k)),
                 ));
             }
             // As in AWS: a cancelled deletion leaves the key Disabled (PendingImport if
@@ -255,9 +257,7 @@ impl LocalKms {
             };
             k.deletion_date = None;
             k.pending_window_days = None;
-            Ok(KeyIdResponse {
-                key_id: me.arn(&k.id),
-            })
+            Ok(KeyIdResponse { key_id: me.arn(k) })
         })
     }
 
@@ -272,24 +272,20 @@ impl LocalKms {
                 .iter()
                 .filter(|v| v.rotation_type.as_deref() == Some("ON_DEMAND"))
                 .count();
-            if done >= MAX_ON_DEMAND_ROTATIONS && k.origin != EXTERNAL {
-                return Err(KmsError::new(
-                    ErrorCode::LimitExceededException,
-                    format!(
-                        "The key {} has been rotated on demand {MAX_ON_DEMAND_ROTATIONS} times, the most AWS KMS allows",
-                        me.arn(&k.id)
-                    ),
+            if done >= MAX_ON_DEMAND_ROTATIONS {
+                return Err(messages::on_demand_rotation_limit(
+                    &me.arn(k),
+                    MAX_ON_DEMAND_ROTATIONS,
                 ));
             }
             if k.origin == EXTERNAL {
                 me.rotate_to_imported(k)?;
             } else {
-                k.versions.push(Self::new_version(&k.spec, Some("ON_DEMAND")));
+                k.versions
+                    .push(Self::new_version(&k.spec, Some("ON_DEMAND")));
                 k.current = (k.versions.len() - 1) as u32;
             }
-            Ok(KeyIdResponse {
-                key_id: me.arn(&k.id),
-            })
+            Ok(KeyIdResponse { key_id: me.arn(k) })
         })
     }
 
@@ -312,7 +308,7 @@ impl LocalKms {
                     ErrorCode::UnsupportedOperationException,
                     format!(
                         "{} has imported key material: rotate it on demand with new imported material",
-                        me.arn(&k.id)
+                        me.arn(k)
                     ),
                 ));
             }
@@ -348,7 +344,7 @@ impl LocalKms {
                 info,
             )?;
             Ok(GetKeyRotationStatusResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 key_rotation_enabled: k.rotation_enabled,
                 rotation_period_in_days: k.rotation_period_days.filter(|_| k.rotation_enabled),
                 next_rotation_date: k.next_rotation,
@@ -374,7 +370,7 @@ impl LocalKms {
             };
             let imported = k.origin == EXTERNAL;
             let entry = |v: &KeyVersion, state: &str, current: bool| RotationEntry {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 key_material_id: v.material_id.clone(),
                 key_material_description: v.description.clone(),
                 key_material_state: Some(state.into()),
@@ -454,8 +450,9 @@ impl LocalKms {
     }
 }
 
-/// AWS allows ten on-demand rotations per key.
-const MAX_ON_DEMAND_ROTATIONS: usize = 10;
+/// AWS allows 25 on-demand rotations per key (the API reference since 2025; it was 10),
+/// imported material's rotations included.
+pub(super) const MAX_ON_DEMAND_ROTATIONS: usize = 25;
 
 /// CreateKey options this KMS does not have: refused with AWS's error, never ignored.
 fn check_create_options(req: &CreateKeyRequest) -> KmsResult<()> {

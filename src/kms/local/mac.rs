@@ -102,42 +102,27 @@ impl LocalKms {
             _ => return Ok(()),
         };
         if !valid.contains(&k.usage.as_str()) {
-            return Err(KmsError::new(
-                ErrorCode::InvalidKeyUsageException,
-                format!(
-                    "{} key usage is {} which is not valid for {}.",
-                    self.arn(&k.id),
-                    k.usage,
-                    op.name()
-                ),
-            ));
+            return Err(messages::key_usage(&self.arn(k), &k.usage, op.name()));
         }
         Ok(())
     }
 
-    /// The key may be used for `usage` (InvalidKeyUsageException otherwise).
-    pub(super) fn check_usage(&self, k: &KeyRecord, usage: &str) -> KmsResult<()> {
+    /// The key may be used for `usage` in `op` (InvalidKeyUsageException otherwise).
+    pub(super) fn check_usage(&self, k: &KeyRecord, usage: &str, op: &str) -> KmsResult<()> {
         if k.usage != usage {
-            return Err(KmsError::new(
-                ErrorCode::InvalidKeyUsageException,
-                format!("{} key usage is {}, not {usage}", self.arn(&k.id), k.usage),
-            ));
+            return Err(messages::key_usage(&self.arn(k), &k.usage, op));
         }
         Ok(())
     }
 
     /// A symmetric encryption key: the only kind that makes and opens ciphertext blobs
     /// (its material is an AES-256 key; no other key's material is used as one).
-    pub(super) fn check_symmetric(&self, k: &KeyRecord) -> KmsResult<()> {
-        self.check_usage(k, ENCRYPT_DECRYPT)?;
+    pub(super) fn check_symmetric(&self, k: &KeyRecord, op: &str) -> KmsResult<()> {
+        self.check_usage(k, ENCRYPT_DECRYPT, op)?;
         if k.spec != SYMMETRIC_DEFAULT {
             return Err(KmsError::new(
                 ErrorCode::InvalidKeyUsageException,
-                format!(
-                    "{} is a {} key, not SYMMETRIC_DEFAULT",
-                    self.arn(&k.id),
-                    k.spec
-                ),
+                format!("{} is a {} key, not SYMMETRIC_DEFAULT", self.arn(k), k.spec),
             ));
         }
         Ok(())
@@ -150,7 +135,7 @@ impl LocalKms {
                 ErrorCode::UnsupportedOperationException,
                 format!(
                     "{} is in an external key store: its external key is rotated in the external key manager",
-                    self.arn(&k.id)
+                    self.arn(k)
                 ),
             ));
         }
@@ -159,7 +144,7 @@ impl LocalKms {
                 ErrorCode::UnsupportedOperationException,
                 format!(
                     "{} is a {} key; only symmetric encryption keys can be rotated",
-                    self.arn(&k.id),
+                    self.arn(k),
                     k.spec
                 ),
             ));
@@ -175,7 +160,7 @@ impl LocalKms {
         algorithm: &str,
         message: &[u8],
     ) -> KmsResult<(hmac::Key, &'static str)> {
-        self.check_usage(k, GENERATE_VERIFY_MAC)?;
+        self.check_usage(k, GENERATE_VERIFY_MAC, "GenerateMac")?;
         self.usable(k)?;
         let (name, alg) = mac_algorithm(&k.spec).expect("GENERATE_VERIFY_MAC keys are HMAC");
         if algorithm != name {
@@ -183,14 +168,12 @@ impl LocalKms {
                 ErrorCode::InvalidKeyUsageException,
                 format!(
                     "MacAlgorithm {algorithm} is not compatible with {} ({})",
-                    self.arn(&k.id),
+                    self.arn(k),
                     k.spec
                 ),
             ));
         }
-        if message.is_empty() || message.len() > 4096 {
-            return Err(KmsError::validation("Message must be 1..4096 bytes"));
-        }
+        check_message_len(message)?;
         let material = &k.versions[k.current as usize].material.0;
         Ok((hmac::Key::new(alg, material), name))
     }
@@ -209,7 +192,7 @@ impl LocalKms {
             Ok(GenerateMacResponse {
                 mac: hmac::sign(&key, &req.message.0).as_ref().to_vec(),
                 mac_algorithm: name.into(),
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
             })
         })
     }
@@ -229,7 +212,7 @@ impl LocalKms {
                 ));
             }
             Ok(VerifyMacResponse {
-                key_id: self.arn(&k.id),
+                key_id: self.arn(k),
                 mac_valid: true,
                 mac_algorithm: name.into(),
             })

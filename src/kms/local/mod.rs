@@ -36,6 +36,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_accounts;
+#[cfg(test)]
 mod tests_asym;
 #[cfg(test)]
 mod tests_aws;
@@ -48,12 +50,14 @@ mod tests_pq;
 mod xks;
 
 use super::audit::{AuditLog, Event};
+use super::messages::{self, Violation};
 use super::policy::{default_policy, Policy};
 use super::store::{Location, Row, RowSeal, Table};
 use super::*;
 use crate::crypto::{
     encode_context, random_bytes, random_nonce, Backend, SecretKey, NONCE_LEN, TAG_LEN,
 };
+use extras::{check_message_len, length_rule, value_rule};
 
 /// The root key file, in the keystore directory (unless given elsewhere).
 pub const ROOT_KEY_FILE: &str = "root.key";

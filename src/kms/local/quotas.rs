@@ -68,10 +68,7 @@ fn quotas() -> Quotas {
 }
 
 fn exceeded(what: &str, n: usize) -> KmsError {
-    KmsError::new(
-        ErrorCode::LimitExceededException,
-        format!("The request was rejected because a quota was exceeded: at most {n} {what}"),
-    )
+    messages::quota(what, n)
 }
 
 impl LocalKms {

@@ -167,7 +167,7 @@ impl LocalKms {
     /// The Region of `k`'s primary, once `k` is checked to be a multi-Region primary key
     /// here, Enabled or Disabled (else AWS's refusals; `then` says what to do instead).
     fn primary_here(&self, k: &KeyRecord, then: &str) -> KmsResult<String> {
-        let arn = self.arn(&k.id);
+        let arn = self.arn(k);
         let Some(primary) = k.primary_region.clone() else {
             return Err(unsupported(format!("{arn} is not a multi-Region key")));
         };
@@ -190,7 +190,7 @@ impl LocalKms {
         if let Some(p) = k.primary_region.as_ref().filter(|_| self.is_replica(k)) {
             return Err(unsupported(format!(
                 "{} is a multi-Region replica key: change its shared properties on its primary key in {p}",
-                self.arn(&k.id)
+                self.arn(k)
             )));
         }
         Ok(())
@@ -206,7 +206,7 @@ impl LocalKms {
                 let k = self
                     .authorized(s, &req.key_id, op.action(), None, info)?
                     .clone();
-                let arn = self.arn(&k.id);
+                let arn = self.arn(&k);
                 self.primary_here(&k, "replicate its primary key")?;
                 let r = req.replica_region.as_str();
                 check_region(r, "replicaRegion")?;
@@ -267,7 +267,7 @@ impl LocalKms {
                 let k = self
                     .authorized(s, &req.key_id, op.action(), None, info)?
                     .clone();
-                let arn = self.arn(&k.id);
+                let arn = self.arn(&k);
                 let primary =
                     self.primary_here(&k, "call UpdatePrimaryRegion on its primary key")?;
                 let to = req.primary_region.as_str();

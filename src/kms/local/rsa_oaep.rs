@@ -47,7 +47,7 @@ impl LocalKms {
                 ErrorCode::InvalidKeyUsageException,
                 format!(
                     "EncryptionAlgorithm {name} is not compatible with {} ({}): use RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256",
-                    self.arn(&k.id),
+                    self.arn(k),
                     k.spec
                 ),
             )
@@ -63,6 +63,7 @@ impl LocalKms {
         ctx: &Option<EncryptionContext>,
     ) -> KmsResult<Vec<u8>> {
         self.usable(k)?;
+        let name = alg.unwrap_or_default().to_string();
         let alg = self.oaep_for(k, alg)?;
         if ctx.as_ref().is_some_and(|c| !c.is_empty()) {
             return Err(KmsError::validation(
@@ -73,11 +74,15 @@ impl LocalKms {
         let public = OaepPublicEncryptingKey::new(private.public_key())
             .map_err(|_| KmsError::internal("stored RSA key"))?;
         let max = public.max_plaintext_size(alg);
-        if plaintext.is_empty() || plaintext.len() > max {
-            return Err(KmsError::validation(format!(
-                "Plaintext must be 1..{max} bytes for {} with this algorithm",
-                k.spec
-            )));
+        if plaintext.len() > max {
+            return Err(messages::too_large_for(&name, &k.spec, max));
+        }
+        if plaintext.is_empty() {
+            return Err(messages::model_violations(&[Violation::maybe(
+                "plaintext",
+                None,
+                length_rule(0, 1, 4096),
+            )]));
         }
         let mut out = vec![0u8; public.ciphertext_size()];
         let n = public
@@ -144,7 +149,7 @@ impl LocalKms {
                 ErrorCode::InvalidKeyUsageException,
                 format!(
                     "{} ({} {}) does not decrypt with {alg}",
-                    self.arn(&k.id),
+                    self.arn(k),
                     k.spec,
                     k.usage
                 ),
@@ -154,7 +159,7 @@ impl LocalKms {
             self.rsa_decrypt(k, Some(alg), &req.ciphertext_blob, &req.encryption_context)?;
         dry_run(req.dry_run)?;
         Ok(DecryptResponse {
-            key_id: self.arn(&k.id),
+            key_id: self.arn(k),
             plaintext,
             encryption_algorithm: alg.into(),
             key_material_id: None,

@@ -51,6 +51,10 @@ pub(super) struct KeyVersion {
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct KeyRecord {
     pub(super) id: String,
+    /// The account that owns the key, when it is not this KMS's own (`--account-id`):
+    /// a key made by a principal of another account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) account: Option<String>,
     pub(super) description: String,
     pub(super) created: f64,
     pub(super) state: KeyState,
@@ -200,6 +204,9 @@ pub(super) struct PrincipalRecord {
     pub(super) secret: Secret,
     pub(super) created: f64,
     pub(super) enabled: bool,
+    /// Its account, when it is not this KMS's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) account: Option<String>,
 }
 
 /// A principal as listed (never with its secret).
@@ -213,6 +220,8 @@ pub struct PrincipalInfo {
     pub created: f64,
     /// Whether it may call.
     pub enabled: bool,
+    /// Its account.
+    pub account: String,
 }
 
 impl Store {
@@ -314,6 +323,8 @@ pub struct Caller {
     pub source: String,
     /// The region the request was signed for (None: a local caller, not regional).
     pub region: Option<String>,
+    /// The principal's account (None: this KMS's own).
+    pub account: Option<String>,
 }
 
 impl Caller {
@@ -326,6 +337,7 @@ impl Caller {
                 .unwrap_or_else(|| DEFAULT_PRINCIPAL.to_string()),
             source: format!("local:{}", std::process::id()),
             region: None,
+            account: None,
         }
     }
 }

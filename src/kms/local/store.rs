@@ -4,27 +4,85 @@
 use super::*;
 
 impl LocalKms {
-    pub(super) fn arn(&self, id: &str) -> String {
+    /// The key's ARN: this view's Region, the key's account.
+    pub(super) fn arn(&self, k: &KeyRecord) -> String {
         format!(
             "arn:aws:kms:{}:{}:key/{}",
-            self.e.region, self.e.account, id
+            self.e.region,
+            self.owner(k),
+            k.id
         )
     }
 
+    /// The ARN of key `id` of `s` (in the caller's account if `s` has no such key).
+    pub(super) fn arn_id(&self, s: &Store, id: &str) -> String {
+        match s.keys.get(id) {
+            Some(k) => self.arn(k),
+            None => format!(
+                "arn:aws:kms:{}:{}:key/{id}",
+                self.e.region,
+                self.caller_account()
+            ),
+        }
+    }
+
+    /// The account that owns `k`.
+    pub(super) fn owner<'k>(&'k self, k: &'k KeyRecord) -> &'k str {
+        k.account.as_deref().unwrap_or(&self.e.account)
+    }
+
+    /// The caller's account.
+    pub(super) fn caller_account(&self) -> &str {
+        self.caller.account.as_deref().unwrap_or(&self.e.account)
+    }
+
+    /// The ARN of the caller's alias `name`.
     pub(super) fn alias_arn(&self, name: &str) -> String {
-        format!("arn:aws:kms:{}:{}:{}", self.e.region, self.e.account, name)
+        self.alias_arn_in(self.caller_account(), name)
+    }
+
+    /// The ARN of alias `name` of `account`.
+    pub(super) fn alias_arn_in(&self, account: &str, name: &str) -> String {
+        format!("arn:aws:kms:{}:{account}:{name}", self.e.region)
+    }
+
+    /// The aliases table's row for alias `name` of `account`: the name itself for this
+    /// KMS's own account, `ACCOUNT/alias/NAME` for another (alias names start with
+    /// `alias/`, so the two never meet).
+    pub(super) fn alias_row(&self, account: &str, name: &str) -> String {
+        if account == self.e.account {
+            name.to_string()
+        } else {
+            format!("{account}/{name}")
+        }
+    }
+
+    /// The account and alias name of an aliases-table row.
+    pub(super) fn alias_of_row<'r>(&'r self, row: &'r str) -> (&'r str, &'r str) {
+        match row.split_once('/') {
+            Some((account, name)) if !row.starts_with("alias/") => (account, name),
+            _ => (&self.e.account, row),
+        }
     }
 
     /// The key id an existing alias points at (NotFoundException otherwise).
     pub(super) fn alias_target(&self, store: &Store, name: &str) -> KmsResult<String> {
+        self.alias_target_in(store, self.caller_account(), name)
+    }
+
+    /// The key id alias `name` of `account` points at (NotFoundException otherwise).
+    pub(super) fn alias_target_in(
+        &self,
+        store: &Store,
+        account: &str,
+        name: &str,
+    ) -> KmsResult<String> {
         store
             .aliases
-            .get(name)
+            .get(&self.alias_row(account, name))
             .filter(|_| self.foreign_region().is_none())
             .map(|a| a.target.clone())
-            .ok_or_else(|| {
-                KmsError::not_found(format!("Alias {} is not found.", self.alias_arn(name)))
-            })
+            .ok_or_else(|| messages::alias_not_found(&self.alias_arn_in(account, name)))
     }
 
     /// Runs one operation: the record (allowed or not) is durable in the audit log before

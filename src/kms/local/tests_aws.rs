@@ -223,7 +223,7 @@ fn dry_run_and_grant_tokens() {
 }
 
 #[test]
-fn on_demand_rotations_are_limited_to_ten() {
+fn on_demand_rotations_are_limited_to_twenty_five() {
     let (_d, k) = kms();
     let id = k
         .create_key(CreateKeyRequest::default())
@@ -231,10 +231,21 @@ fn on_demand_rotations_are_limited_to_ten() {
         .key_metadata
         .key_id;
     let rotate = || k.rotate_key_on_demand(KeyIdRequest { key_id: id.clone() });
-    for _ in 0..10 {
+    for _ in 0..super::keys::MAX_ON_DEMAND_ROTATIONS {
         rotate().unwrap();
     }
-    assert_eq!(code(rotate()), ErrorCode::LimitExceededException);
+    assert_eq!(super::keys::MAX_ON_DEMAND_ROTATIONS, 25);
+    let e = rotate().unwrap_err();
+    assert_eq!(e.code, ErrorCode::LimitExceededException);
+    assert!(e.message.contains("(25)"), "{e}");
+    // The refusal changed nothing: 26 versions (the first and 25 rotations).
+    let r = k
+        .list_key_rotations(ListKeyRotationsRequest {
+            key_id: id.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.rotations.len(), 25);
 }
 
 #[test]
@@ -446,6 +457,7 @@ fn a_server_is_one_region_and_account() {
             principal: DEFAULT_PRINCIPAL.into(),
             source: "test".into(),
             region: Some(region.into()),
+            account: None,
         })
     };
     let home = as_("eu-west-3");
@@ -555,6 +567,7 @@ fn the_account_root_in_a_key_policy() {
         principal: "bob".into(),
         source: "test".into(),
         region: None,
+        account: None,
     });
     bob.encrypt(EncryptRequest {
         key_id: md.key_id.clone(),

@@ -8,6 +8,7 @@ fn as_(k: &LocalKms, who: &str) -> LocalKms {
         principal: who.into(),
         source: "test".into(),
         region: None,
+        account: None,
     })
 }
 

@@ -730,7 +730,7 @@ impl LocalKms {
                 .as_bytes(),
         );
         let aad = [XKS_AAD, &head].concat();
-        let (arn, key_arn) = (self.caller_arn(), self.arn(&k.id));
+        let (arn, key_arn) = (self.caller_arn(), self.arn(k));
         let (iv, ct, tag, md) = cl
             .encrypt(
                 k.xks_key_id.as_deref().unwrap_or_default(),
@@ -784,7 +784,7 @@ impl LocalKms {
         let (iv, tag, md, ct) = parts;
         let (cl, store) = self.xks_of(s, k)?;
         let aad = [XKS_AAD, &blob[..17]].concat();
-        let (arn, key_arn) = (self.caller_arn(), self.arn(&k.id));
+        let (arn, key_arn) = (self.caller_arn(), self.arn(k));
         match cl.decrypt(
             k.xks_key_id.as_deref().unwrap_or_default(),
             &Metadata {
