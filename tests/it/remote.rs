@@ -249,72 +249,55 @@ fn tls_with_a_private_ca() {
     assert!(arn.starts_with("arn:aws:kms:"), "{arn}");
 }
 
-#[test]
-fn boto3_and_aws_cli_against_our_server() {
+/// Runs `tests/compat/SCRIPT` with boto3 against a fresh server (principal alice) and a
+/// second principal `other` (`extra`: its creation options), whose credentials the script
+/// reads from `{VAR}_AKID` / `{VAR}_SECRET`.
+fn compat_script(script: &str, other: &str, extra: &[&str], var: &str) {
     let Some(venv) = python_venv() else { return };
     let ks = tempfile::tempdir().unwrap();
-    // The script checks AWS's API as fast as it can: the per-principal rate bound (its
-    // own test in this file) would throttle its GetParametersForImport
-    // calls (weight 1,000) on a fast machine.
+    // The scripts check AWS's API as fast as they can: the per-principal rate bound (its
+    // own test in this file) would throttle GetParametersForImport (weight 1,000).
     let server = Server::start(&ks.path().join("ks"), &["--max-rate", "1000000"]);
-    // a second principal for the policy test
     let out = ok(command()
         .args([
             "--kms",
             &format!("local:{}", ks.path().join("ks").display()),
-            "kms",
-            "principal",
-            "create",
-            "bob",
         ])
+        .args(["kms", "principal", "create", other])
+        .args(extra)
         .output()
         .unwrap());
-    let bob: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/boto3_compat.py");
+    let creds: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
     all_ok(
         Command::new(venv.join("bin/python"))
-            .arg(script)
+            .arg(format!(
+                "{}/tests/compat/{script}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
             .env("ENDPOINT", server.url())
             .env("AKID", &server.akid)
             .env("SECRET", &server.secret)
-            .env("BOB_AKID", bob[0])
-            .env("BOB_SECRET", bob[1])
+            .env(format!("{var}_AKID"), creds[0])
+            .env(format!("{var}_SECRET"), creds[1])
             .env("AWS_CLI", venv.join("bin/aws")),
     );
+}
+
+#[test]
+fn boto3_and_aws_cli_against_our_server() {
+    // bob: a second principal for the policy checks
+    compat_script("boto3_compat.py", "bob", &[], "BOB");
 }
 
 /// AWS's exact messages (model validation, not-found, states, usage, sizes, tags), the
 /// on-demand rotation limit, and cross-account use with a principal of another account.
 #[test]
 fn aws_words_and_cross_account_use_through_boto3() {
-    let Some(venv) = python_venv() else { return };
-    let ks = tempfile::tempdir().unwrap();
-    let server = Server::start(&ks.path().join("ks"), &["--max-rate", "1000000"]);
-    let out = ok(command()
-        .args([
-            "--kms",
-            &format!("local:{}", ks.path().join("ks").display()),
-        ])
-        .args([
-            "kms",
-            "principal",
-            "create",
-            "carol",
-            "--account",
-            "444455556666",
-        ])
-        .output()
-        .unwrap());
-    let carol: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/aws_words.py");
-    all_ok(
-        Command::new(venv.join("bin/python"))
-            .arg(script)
-            .env("ENDPOINT", server.url())
-            .env("AKID", &server.akid)
-            .env("SECRET", &server.secret)
-            .env("CAROL_AKID", carol[0])
-            .env("CAROL_SECRET", carol[1]),
+    compat_script(
+        "aws_words.py",
+        "carol",
+        &["--account", "444455556666"],
+        "CAROL",
     );
 }
 
