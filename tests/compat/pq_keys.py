@@ -3,6 +3,7 @@
 
 Environment: ENDPOINT, AKID, SECRET. Prints ALL OK and exits 0 when every check passed.
 """
+import hashlib
 import os
 
 import boto3
@@ -10,7 +11,7 @@ import botocore
 from botocore.config import Config
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
-from cryptography.hazmat.primitives.serialization import load_der_public_key
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
 
 kms = boto3.client("kms", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
                    aws_access_key_id=os.environ["AKID"],
@@ -48,9 +49,21 @@ for spec, other in outside.items():
     foreign = other.generate().sign(msg)
     expect("KMSInvalidSignatureException", kms.verify, KeyId=kid, Message=msg, Signature=foreign,
            SigningAlgorithm="ML_DSA_SHAKE_256")
-    expect("UnsupportedOperationException", kms.sign, KeyId=kid, Message=b"m" * 64,
-           MessageType="EXTERNAL_MU", SigningAlgorithm="ML_DSA_SHAKE_256")
-    print("ok:", spec, "signature verified by OpenSSL; OpenSSL's refused under another key", flush=True)
+    # EXTERNAL_MU: the caller computes FIPS 204's mu (here with hashlib, from the raw
+    # public key in the SPKI), kmsfs signs it, and OpenSSL verifies that signature as the
+    # ordinary ML-DSA signature of the message.
+    raw = pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    tr = hashlib.shake_256(raw).digest(64)
+    mu = hashlib.shake_256(tr + b"\x00\x00" + msg).digest(64)
+    by_mu = kms.sign(KeyId=kid, Message=mu, MessageType="EXTERNAL_MU",
+                     SigningAlgorithm="ML_DSA_SHAKE_256")["Signature"]
+    pub.verify(by_mu, msg)
+    assert kms.verify(KeyId=kid, Message=mu, MessageType="EXTERNAL_MU", Signature=sig,
+                      SigningAlgorithm="ML_DSA_SHAKE_256")["SignatureValid"] is True
+    expect("ValidationException", kms.sign, KeyId=kid, Message=mu[:63], MessageType="EXTERNAL_MU",
+           SigningAlgorithm="ML_DSA_SHAKE_256")
+    print("ok:", spec, "signature (of the message and of its external mu) verified by OpenSSL; "
+          "OpenSSL's refused under another key", flush=True)
 
 # ML-KEM: a ciphertext encapsulated by OpenSSL to kmsfs's public key decapsulates in kmsfs
 # to the same shared secret; kmsfs's own encapsulation round-trips.

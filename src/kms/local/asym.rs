@@ -1,11 +1,13 @@
 //! Asymmetric SIGN_VERIFY keys (RSA_2048/3072/4096; ECC_NIST_P256/P384/P521,
 //! ECC_SECG_P256K1; ECC_NIST_EDWARDS25519; ML_DSA_44/65/87, FIPS 204, post-quantum) with
-//! aws-lc-rs: Sign and Verify of a message
-//! (RAW) or of its digest (DIGEST; not for Ed25519, whose pre-hashed form
-//! ED25519_PH_SHA_512 aws-lc-rs does not offer and this KMS refuses), and GetPublicKey. The private key is kept as PKCS#8 DER in the sealed store
-//! and never leaves it.
+//! aws-lc-rs: Sign and Verify of a message (RAW) or of its digest (DIGEST), Ed25519ph
+//! (`ED25519_PH_SHA_512`, DIGEST) and ML-DSA from an external μ (EXTERNAL_MU) through
+//! aws-lc's C API (`lc_sign`), and GetPublicKey. The private key is kept as PKCS#8 DER in
+//! the sealed store and never leaves it.
 
 use aws_lc_rs::digest;
+
+use super::lc_sign;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{self, KeySize};
 use aws_lc_rs::signature::{
@@ -23,6 +25,18 @@ struct SigningAlgorithm {
     kind: Kind,
 }
 
+/// What a Sign/Verify message is.
+enum Input {
+    /// The message itself (the algorithm hashes it).
+    Raw,
+    /// Its digest, of the algorithm's hash.
+    Digest(digest::Digest),
+    /// A 64-byte SHA-512 digest that Ed25519ph prehashes again (AWS's ED25519_PH_SHA_512).
+    Prehashed,
+    /// ML-DSA's 64-byte representative μ (FIPS 204 §6.2).
+    Mu,
+}
+
 enum Kind {
     Rsa {
         sign: &'static sig::RsaSignatureEncoding,
@@ -34,6 +48,9 @@ enum Kind {
     },
     /// Pure Ed25519 (RFC 8032): the message itself, SHA-512 inside.
     Ed25519,
+    /// Ed25519ph (HashEdDSA): AWS takes a 64-byte SHA-512 digest and prehashes it again
+    /// (FIPS 186-5 §7.8.1 step 1), i.e. Ed25519ph of the digest as the message.
+    Ed25519ph,
     /// ML-DSA (FIPS 204), pure, empty context: the message itself, SHAKE256 inside.
     MlDsa {
         sign: &'static sig::PqdsaSigningAlgorithm,
@@ -131,11 +148,18 @@ const K256: SigningAlgorithm = ecdsa_alg(
     &sig::ECDSA_P256K1_SHA256_ASN1,
 );
 
-const EDWARDS: SigningAlgorithm = SigningAlgorithm {
-    name: "ED25519_SHA_512",
-    digest: &digest::SHA512,
-    kind: Kind::Ed25519,
-};
+const EDWARDS: [SigningAlgorithm; 2] = [
+    SigningAlgorithm {
+        name: "ED25519_SHA_512",
+        digest: &digest::SHA512,
+        kind: Kind::Ed25519,
+    },
+    SigningAlgorithm {
+        name: "ED25519_PH_SHA_512",
+        digest: &digest::SHA512,
+        kind: Kind::Ed25519ph,
+    },
+];
 
 const fn ml_dsa(
     sign: &'static sig::PqdsaSigningAlgorithm,
@@ -161,7 +185,7 @@ fn algorithms(spec: &str) -> &'static [SigningAlgorithm] {
         "ECC_NIST_P384" => std::slice::from_ref(&P384),
         "ECC_NIST_P521" => std::slice::from_ref(&P521),
         "ECC_SECG_P256K1" => std::slice::from_ref(&K256),
-        "ECC_NIST_EDWARDS25519" => std::slice::from_ref(&EDWARDS),
+        "ECC_NIST_EDWARDS25519" => &EDWARDS,
         "ML_DSA_44" => std::slice::from_ref(&ML_DSA_44),
         "ML_DSA_65" => std::slice::from_ref(&ML_DSA_65),
         "ML_DSA_87" => std::slice::from_ref(&ML_DSA_87),
@@ -247,7 +271,9 @@ pub(super) fn generate_private_key(spec: &str) -> Secret {
                     let kp = PqdsaKeyPair::generate(sign).expect("ML-DSA key generation");
                     return der(kp.to_pkcs8v1().expect("ML-DSA PKCS#8").as_ref());
                 }
-                Kind::Rsa { .. } | Kind::Ed25519 => unreachable!("handled above"),
+                Kind::Rsa { .. } | Kind::Ed25519 | Kind::Ed25519ph => {
+                    unreachable!("handled above")
+                }
             };
             let kp = EcdsaKeyPair::generate(alg).expect("EC key generation");
             der(kp.to_pkcs8v1().expect("EC PKCS#8").as_ref())
@@ -271,7 +297,7 @@ pub(super) fn public_key_der(spec: &str, private: &[u8]) -> KmsResult<Vec<u8>> {
                 kp.public_key().as_der().map_err(|_| broken())?;
             Ok(d.as_ref().to_vec())
         }
-        Kind::Ed25519 => {
+        Kind::Ed25519 | Kind::Ed25519ph => {
             let kp = Ed25519KeyPair::from_pkcs8(private).map_err(|_| broken())?;
             let d: aws_lc_rs::encoding::PublicKeyX509Der =
                 kp.public_key().as_der().map_err(|_| broken())?;
@@ -287,15 +313,16 @@ pub(super) fn public_key_der(spec: &str, private: &[u8]) -> KmsResult<Vec<u8>> {
 }
 
 impl LocalKms {
-    /// The signing key and algorithm of a Sign/Verify request, and its digest if the
-    /// message is one (MessageType DIGEST: exactly the algorithm's digest length).
+    /// The signing key and algorithm of a Sign/Verify request, and what its message is
+    /// (MessageType RAW, DIGEST of exactly the algorithm's digest length, or an ML-DSA
+    /// EXTERNAL_MU of 64 bytes).
     fn signing<'a>(
         &self,
         k: &'a KeyRecord,
         algorithm: &str,
         message: &[u8],
         message_type: Option<&str>,
-    ) -> KmsResult<(&'static SigningAlgorithm, Option<digest::Digest>, &'a [u8])> {
+    ) -> KmsResult<(&'static SigningAlgorithm, Input, &'a [u8])> {
         self.check_usage(k, SIGN_VERIFY, "Sign")?;
         self.usable(k)?;
         let alg = algorithms(&k.spec)
@@ -312,25 +339,35 @@ impl LocalKms {
                 )
             })?;
         check_message_len(message)?;
-        let digest = match message_type.unwrap_or("RAW") {
-            "RAW" => None,
-            "EXTERNAL_MU" if matches!(alg.kind, Kind::MlDsa { .. }) => {
-                return Err(KmsError::new(
-                    ErrorCode::UnsupportedOperationException,
-                    "MessageType EXTERNAL_MU is not supported by this KMS: ML-DSA signs the message (RAW)",
+        let need = |t: &str, want: usize| {
+            if message.len() == want {
+                Ok(())
+            } else {
+                Err(KmsError::validation(format!(
+                    "Digest is {} bytes; {algorithm} with MessageType {t} takes {want} bytes",
+                    message.len()
+                )))
+            }
+        };
+        let input = match (message_type.unwrap_or("RAW"), &alg.kind) {
+            ("RAW", Kind::Ed25519ph) => {
+                return Err(KmsError::validation(
+                    "ED25519_PH_SHA_512 signing algorithm requires MessageType:DIGEST",
                 ))
             }
-            "DIGEST" if matches!(alg.kind, Kind::MlDsa { .. }) => {
+            ("RAW", _) => Input::Raw,
+            ("DIGEST", Kind::Ed25519) => {
+                return Err(KmsError::validation(
+                    "ED25519_SHA_512 signing algorithm requires MessageType:RAW",
+                ))
+            }
+            ("DIGEST", Kind::Ed25519ph) => need("DIGEST", 64).map(|()| Input::Prehashed)?,
+            ("DIGEST", Kind::MlDsa { .. }) => {
                 return Err(KmsError::validation(format!(
                     "MessageType DIGEST is not valid for {algorithm} (RAW or EXTERNAL_MU)"
                 )))
             }
-            "DIGEST" if matches!(alg.kind, Kind::Ed25519) => {
-                return Err(KmsError::validation(format!(
-                    "MessageType DIGEST is not valid for {algorithm} (RAW; ED25519_PH_SHA_512 is not supported)"
-                )))
-            }
-            "DIGEST" => Some(
+            ("DIGEST", _) => Input::Digest(
                 digest::Digest::import_less_safe(message, alg.digest).map_err(|_| {
                     KmsError::validation(format!(
                         "Digest is {} bytes; {algorithm} takes a {}-byte digest",
@@ -339,13 +376,19 @@ impl LocalKms {
                     ))
                 })?,
             ),
-            t => {
+            ("EXTERNAL_MU", Kind::MlDsa { .. }) => need("EXTERNAL_MU", 64).map(|()| Input::Mu)?,
+            ("EXTERNAL_MU", _) => {
+                return Err(KmsError::validation(format!(
+                    "MessageType EXTERNAL_MU is valid for ML-DSA keys only, not {algorithm}"
+                )))
+            }
+            (t, _) => {
                 return Err(KmsError::validation(format!(
                     "MessageType {t} is not valid (RAW, DIGEST, EXTERNAL_MU)"
                 )))
             }
         };
-        Ok((alg, digest, &k.versions[k.current as usize].material.0))
+        Ok((alg, input, &k.versions[k.current as usize].material.0))
     }
 
     pub(super) fn do_sign(&self, req: SignRequest) -> KmsResult<SignResponse> {
@@ -354,7 +397,7 @@ impl LocalKms {
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::Sign.action(), None, info)?;
             self.ready_for(k, Op::Sign)?;
-            let (alg, digest, private) = self.signing(
+            let (alg, input, private) = self.signing(
                 k,
                 &req.signing_algorithm,
                 &req.message.0,
@@ -362,6 +405,10 @@ impl LocalKms {
             )?;
             dry_run(req.dry_run)?;
             let failed = |_| KmsError::internal("signing failed");
+            let digest = match input {
+                Input::Digest(d) => Some(d),
+                _ => None,
+            };
             let signature = match &alg.kind {
                 Kind::Rsa { sign, .. } => {
                     let kp = rsa::KeyPair::from_pkcs8(private)
@@ -396,6 +443,12 @@ impl LocalKms {
                     .sign(&req.message.0)
                     .as_ref()
                     .to_vec(),
+                Kind::Ed25519ph => lc_sign::ed25519ph_sign(private, &req.message.0)
+                    .ok_or_else(|| KmsError::internal("signing failed"))?,
+                Kind::MlDsa { .. } if matches!(input, Input::Mu) => {
+                    lc_sign::ml_dsa_sign_mu(private, &req.message.0)
+                        .ok_or_else(|| KmsError::internal("signing failed"))?
+                }
                 Kind::MlDsa { sign, .. } => {
                     let kp = PqdsaKeyPair::from_pkcs8(sign, private)
                         .map_err(|_| KmsError::internal("stored key"))?;
@@ -419,29 +472,45 @@ impl LocalKms {
             let s = self.snapshot()?;
             let k = self.authorized(&s, &req.key_id, Op::Verify.action(), None, info)?;
             self.ready_for(k, Op::Verify)?;
-            let (alg, digest, private) = self.signing(
+            let (alg, input, private) = self.signing(
                 k,
                 &req.signing_algorithm,
                 &req.message.0,
                 req.message_type.as_deref(),
             )?;
             dry_run(req.dry_run)?;
-            let ok = if let Kind::Ed25519 = alg.kind {
+            let digest = match &input {
+                Input::Digest(d) => Some(d),
+                _ => None,
+            };
+            let ok = if let Kind::Ed25519 | Kind::Ed25519ph = alg.kind {
                 let kp = Ed25519KeyPair::from_pkcs8(private)
                     .map_err(|_| KmsError::internal("stored key"))?;
-                sig::UnparsedPublicKey::new(&sig::ED25519, kp.public_key().as_ref())
-                    .verify(&req.message.0, &req.signature)
+                let public = kp.public_key().as_ref();
+                if matches!(alg.kind, Kind::Ed25519ph) {
+                    lc_sign::ed25519ph_verify(public, &req.message.0, &req.signature)
+                        .then_some(())
+                        .ok_or(aws_lc_rs::error::Unspecified)
+                } else {
+                    sig::UnparsedPublicKey::new(&sig::ED25519, public)
+                        .verify(&req.message.0, &req.signature)
+                }
+            } else if matches!(input, Input::Mu) {
+                let spki = public_key_der(&k.spec, private)?;
+                lc_sign::ml_dsa_verify_mu(&spki, &req.message.0, &req.signature)
+                    .then_some(())
+                    .ok_or(aws_lc_rs::error::Unspecified)
             } else {
                 let spki = public_key_der(&k.spec, private)?;
                 let verify: &'static dyn sig::VerificationAlgorithm = match &alg.kind {
                     Kind::Rsa { verify, .. } => *verify,
                     Kind::Ecdsa { verify, .. } => *verify,
                     Kind::MlDsa { verify, .. } => *verify,
-                    Kind::Ed25519 => unreachable!("verified above"),
+                    Kind::Ed25519 | Kind::Ed25519ph => unreachable!("verified above"),
                 };
                 let key = ParsedPublicKey::new(verify, &spki)
                     .map_err(|_| KmsError::internal("stored public key does not parse"))?;
-                match &digest {
+                match digest {
                     Some(d) => key.verify_digest_sig(d, &req.signature),
                     None => key.verify_sig(&req.message.0, &req.signature),
                 }

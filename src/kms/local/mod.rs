@@ -25,6 +25,7 @@ mod grants;
 mod import;
 mod kem;
 mod keys;
+mod lc_sign;
 mod mac;
 mod migrate;
 mod operations;

@@ -4,8 +4,28 @@
 use super::tests::{code, create_with, kms};
 use super::*;
 
+/// FIPS 204 §6.2's mu of `message` (empty context) under the DER public key `spki`:
+/// SHAKE256(SHAKE256(pk, 64) ‖ 0 ‖ 0 ‖ M, 64); the raw key is the SPKI's last bytes.
+fn mu_of(spki: &[u8], message: &[u8]) -> [u8; 64] {
+    use sha3::digest::{ExtendableOutput, Update, XofReader};
+    let n = match spki.len() {
+        l if l > 2592 => 2592,
+        l if l > 1952 => 1952,
+        _ => 1312,
+    };
+    let pk = &spki[spki.len() - n..];
+    let shake = |parts: &[&[u8]]| {
+        let mut h = sha3::Shake256::default();
+        parts.iter().for_each(|p| h.update(p));
+        let mut out = [0u8; 64];
+        h.finalize_xof().read(&mut out);
+        out
+    };
+    shake(&[&shake(&[pk]), &[0, 0], message])
+}
+
 #[test]
-fn ml_dsa_keys_sign_and_verify_raw_messages_only() {
+fn ml_dsa_keys_sign_and_verify_raw_messages_and_external_mu() {
     let (_d, k) = kms();
     for (spec, sig_len) in [
         ("ML_DSA_44", 2420),
@@ -50,14 +70,54 @@ fn ml_dsa_keys_sign_and_verify_raw_messages_only() {
             code(verify(b"post-quantun", &s.signature)),
             ErrorCode::KMSInvalidSignatureException
         );
-        // Not accepted and ignored: DIGEST is not ML-DSA's, EXTERNAL_MU not built here.
+        // DIGEST is not ML-DSA's; EXTERNAL_MU takes FIPS 204's 64-byte mu of the
+        // message, and that signature is the message's (the mu is computed here as
+        // FIPS 204 §6.2 says, with the RustCrypto sha3 crate).
         assert_eq!(
             code(sign(&[1; 64], Some("DIGEST"))),
             ErrorCode::ValidationException
         );
         assert_eq!(
-            code(sign(&[1; 64], Some("EXTERNAL_MU"))),
-            ErrorCode::UnsupportedOperationException
+            code(sign(&[1; 63], Some("EXTERNAL_MU"))),
+            ErrorCode::ValidationException
+        );
+        let pk = k
+            .get_public_key(GetPublicKeyRequest {
+                key_id: md.key_id.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        let raw = aws_lc_rs::signature::ParsedPublicKey::new(
+            match spec {
+                "ML_DSA_44" => &aws_lc_rs::signature::ML_DSA_44,
+                "ML_DSA_65" => &aws_lc_rs::signature::ML_DSA_65,
+                _ => &aws_lc_rs::signature::ML_DSA_87,
+            },
+            &pk.public_key,
+        )
+        .unwrap();
+        let mu = mu_of(&pk.public_key, b"post-quantum");
+        let by_mu = sign(&mu, Some("EXTERNAL_MU")).unwrap();
+        raw.verify_sig(b"post-quantum", &by_mu.signature)
+            .expect("a signature of mu is the message's");
+        let v = |m: &[u8], t: &str, sig: &[u8]| {
+            k.verify(VerifyRequest {
+                key_id: md.key_id.clone(),
+                message: Secret(m.to_vec()),
+                message_type: Some(t.into()),
+                signature: sig.to_vec(),
+                signing_algorithm: "ML_DSA_SHAKE_256".into(),
+                ..Default::default()
+            })
+        };
+        assert!(v(&mu, "EXTERNAL_MU", &s.signature).unwrap().signature_valid);
+        assert_eq!(
+            code(v(
+                &mu_of(&pk.public_key, b"other"),
+                "EXTERNAL_MU",
+                &s.signature
+            )),
+            ErrorCode::KMSInvalidSignatureException
         );
         let pk = k
             .get_public_key(GetPublicKeyRequest {
