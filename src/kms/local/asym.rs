@@ -193,7 +193,9 @@ fn algorithms(spec: &str) -> &'static [SigningAlgorithm] {
     }
 }
 
-/// Asymmetric specs whose private key may be imported (PKCS#8), as AWS allows.
+/// Asymmetric signing specs whose private key may be imported (PKCS#8): RSA and ECC as
+/// AWS allows, Ed25519 and ML-DSA as "asymmetric signing KMS keys" too (ImportKeyMaterial's
+/// reference: any asymmetric signing key). Key agreement uses the ECC specs' keys.
 pub(super) fn is_importable_private_key(spec: &str) -> bool {
     matches!(
         spec,
@@ -204,10 +206,15 @@ pub(super) fn is_importable_private_key(spec: &str) -> bool {
             | "ECC_NIST_P384"
             | "ECC_NIST_P521"
             | "ECC_SECG_P256K1"
+            | "ECC_NIST_EDWARDS25519"
+            | "ML_DSA_44"
+            | "ML_DSA_65"
+            | "ML_DSA_87"
     )
 }
 
-/// Whether `der` is a PKCS#8 private key of `spec` (RSA of that size, ECC on that curve).
+/// Whether `der` is a PKCS#8 private key of `spec` (RSA of that size, ECC on that curve,
+/// Ed25519, ML-DSA of that parameter set).
 pub(super) fn private_key_is_of(spec: &str, der: &[u8]) -> bool {
     match &algorithms(spec).first().map(|a| &a.kind) {
         Some(Kind::Rsa { .. }) => rsa::KeyPair::from_pkcs8(der).is_ok_and(|kp| {
@@ -215,7 +222,9 @@ pub(super) fn private_key_is_of(spec: &str, der: &[u8]) -> bool {
             spec.strip_prefix("RSA_").and_then(|b| b.parse().ok()) == Some(bits)
         }),
         Some(Kind::Ecdsa { sign, .. }) => EcdsaKeyPair::from_pkcs8(sign, der).is_ok(),
-        _ => false,
+        Some(Kind::Ed25519 | Kind::Ed25519ph) => Ed25519KeyPair::from_pkcs8(der).is_ok(),
+        Some(Kind::MlDsa { sign, .. }) => PqdsaKeyPair::from_pkcs8(sign, der).is_ok(),
+        None => false,
     }
 }
 

@@ -129,7 +129,7 @@ impl LocalKms {
         if importable(spec).is_none() {
             return Err(KmsError::new(
                 ErrorCode::UnsupportedOperationException,
-                format!("Origin EXTERNAL is supported for symmetric, HMAC, RSA and ECC keys, not {spec}"),
+                format!("Origin EXTERNAL is supported for symmetric, HMAC, RSA, ECC, Ed25519 and ML-DSA keys, not {spec}"),
             ));
         }
         Ok(())

@@ -493,50 +493,71 @@ fn hmac_import() {
 /// or a symmetric key's bytes, is IncorrectKeyMaterialException.
 #[test]
 fn asymmetric_import() {
-    use aws_lc_rs::encoding::AsDer;
-    use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, KeyPair};
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, PqdsaKeyPair};
     let (_d, k) = kms();
     let alg = "RSA_AES_KEY_WRAP_SHA_256";
-    let rsa2048 = {
-        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-        AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
-            .unwrap()
-            .as_ref()
-            .to_vec()
-    };
-    let p256 = EcdsaKeyPair::generate(&sig::ECDSA_P256_SHA256_ASN1_SIGNING)
-        .unwrap()
-        .to_pkcs8v1()
+    let spki = |d: PublicKeyX509Der| d.as_ref().to_vec();
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let rsa2048 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&rsa)
         .unwrap()
         .as_ref()
         .to_vec();
-    let p384 = EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_ASN1_SIGNING)
-        .unwrap()
-        .to_pkcs8v1()
-        .unwrap()
-        .as_ref()
-        .to_vec();
-    for (spec, usage, good, bad, sign_alg) in [
+    let ecdsa = |a| EcdsaKeyPair::generate(a).unwrap();
+    let p256 = ecdsa(&sig::ECDSA_P256_SHA256_ASN1_SIGNING);
+    let p384 = ecdsa(&sig::ECDSA_P384_SHA384_ASN1_SIGNING);
+    let der = |kp: &EcdsaKeyPair| kp.to_pkcs8v1().unwrap().as_ref().to_vec();
+    let ed = Ed25519KeyPair::generate().unwrap();
+    let ml65 = PqdsaKeyPair::generate(&sig::ML_DSA_65_SIGNING).unwrap();
+    let ml44 = PqdsaKeyPair::generate(&sig::ML_DSA_44_SIGNING).unwrap();
+    let cases: Vec<(
+        &str,
+        Vec<u8>,
+        Vec<u8>,
+        &str,
+        &'static dyn sig::VerificationAlgorithm,
+        Vec<u8>,
+    )> = vec![
         (
             "RSA_2048",
-            "SIGN_VERIFY",
-            &rsa2048,
-            &p256,
+            rsa2048.clone(),
+            der(&p256),
             "RSASSA_PSS_SHA_256",
+            &sig::RSA_PSS_2048_8192_SHA256,
+            spki(rsa.public_key().as_der().unwrap()),
         ),
         (
             "ECC_NIST_P256",
-            "SIGN_VERIFY",
-            &p256,
-            &p384,
+            der(&p256),
+            der(&p384),
             "ECDSA_SHA_256",
+            &sig::ECDSA_P256_SHA256_ASN1,
+            spki(p256.public_key().as_der().unwrap()),
         ),
-    ] {
+        (
+            "ECC_NIST_EDWARDS25519",
+            ed.to_pkcs8().unwrap().as_ref().to_vec(),
+            der(&p256),
+            "ED25519_SHA_512",
+            &sig::ED25519,
+            spki(ed.public_key().as_der().unwrap()),
+        ),
+        (
+            "ML_DSA_65",
+            ml65.to_pkcs8v1().unwrap().as_ref().to_vec(),
+            // another parameter set's key is not this key's material
+            ml44.to_pkcs8v1().unwrap().as_ref().to_vec(),
+            "ML_DSA_SHAKE_256",
+            &sig::ML_DSA_65,
+            spki(ml65.public_key().as_der().unwrap()),
+        ),
+    ];
+    for (spec, good, bad, sign_alg, verify, expected) in cases {
         let id = k
             .create_key(CreateKeyRequest {
                 origin: Some("EXTERNAL".into()),
                 key_spec: Some(spec.into()),
-                key_usage: Some(usage.into()),
+                key_usage: Some("SIGN_VERIFY".into()),
                 ..Default::default()
             })
             .unwrap()
@@ -551,7 +572,7 @@ fn asymmetric_import() {
             );
         }
         let p = params(&k, &id, alg, "RSA_3072");
-        import(&k, &id, &p, wrap(&p, alg, good), None).unwrap();
+        import(&k, &id, &p, wrap(&p, alg, &good), None).unwrap();
         assert_eq!(state(&k, &id).key_state, "Enabled");
         let s = k
             .sign(SignRequest {
@@ -561,36 +582,18 @@ fn asymmetric_import() {
                 ..Default::default()
             })
             .unwrap();
-        let spki = k
+        // the public key KMS shows is the imported key's, and it verifies the signature
+        let shown = k
             .get_public_key(GetPublicKeyRequest {
                 key_id: id.clone(),
                 ..Default::default()
             })
             .unwrap()
             .public_key;
-        // the public key KMS shows is the imported key's
-        let mine = if spec == "RSA_2048" {
-            let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(good).unwrap();
-            AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(kp.public_key())
-                .unwrap()
-                .as_ref()
-                .to_vec()
-        } else {
-            let kp = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, good).unwrap();
-            AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(kp.public_key())
-                .unwrap()
-                .as_ref()
-                .to_vec()
-        };
-        assert_eq!(spki, mine, "{spec}");
-        let verify: &dyn sig::VerificationAlgorithm = if spec == "RSA_2048" {
-            &sig::RSA_PSS_2048_8192_SHA256
-        } else {
-            &sig::ECDSA_P256_SHA256_ASN1
-        };
-        sig::ParsedPublicKey::new(verify, &spki)
+        assert_eq!(shown, expected, "{spec}");
+        sig::ParsedPublicKey::new(verify, &shown)
             .unwrap()
             .verify_sig(b"imported signer", &s.signature)
-            .unwrap();
+            .unwrap_or_else(|_| panic!("{spec}: the imported key's signature"));
     }
 }
