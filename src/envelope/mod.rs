@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
@@ -78,7 +78,10 @@ pub struct Envelope {
     /// burst of creates costs a few group-committed audit fsyncs instead of one each).
     pool: Mutex<VecDeque<Ready>>,
     pool_size: usize,
+    /// The pre-makers were started (once, on the first need: `REFILL_THREADS` threads
+    /// that live as long as the envelope and sleep on `refill_wake` between rounds).
     refilling: AtomicBool,
+    refill: Arc<RefillWake>,
     /// The tree's keys as last authenticated: `config.keys`, refreshed by `reload` when a
     /// header is wrapped only under other keys (a `rotate --to` run while mounted).
     tree_keys: parking_lot::RwLock<Vec<String>>,
@@ -99,6 +102,32 @@ const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// (when unwrapped, keys)
 type CachedKeys = (Instant, Arc<FileKeys>);
+
+/// How the pre-makers are woken: a round counter under a lock, and a condition variable.
+/// Shared with them apart from the envelope, so a sleeping pre-maker does not keep the
+/// envelope (and its KMS) alive.
+#[derive(Default)]
+struct RefillWake {
+    lock: Mutex<()>,
+    cv: parking_lot::Condvar,
+    /// Refill rounds asked for; a pre-maker runs a round when it sees a new one.
+    asked: AtomicU64,
+}
+
+impl RefillWake {
+    fn ask(&self) {
+        let _g = self.lock.lock();
+        self.asked.fetch_add(1, Ordering::AcqRel);
+        self.cv.notify_all();
+    }
+}
+
+impl Drop for Envelope {
+    /// The pre-makers end now rather than at their next timeout.
+    fn drop(&mut self) {
+        self.refill.ask();
+    }
+}
 
 struct Ready {
     made: Instant,
@@ -139,6 +168,7 @@ impl Envelope {
             pool_size: 0,
             ttl: Duration::from_secs(3600),
             refilling: AtomicBool::new(false),
+            refill: Arc::new(RefillWake::default()),
             tree_keys: parking_lot::RwLock::new(config.keys.clone()),
             config,
             reload: None,
@@ -317,35 +347,58 @@ impl Envelope {
     }
 
     fn refill_in_background(self: &Arc<Self>) {
-        if self.pool_size == 0
-            || self.pool.lock().len() >= self.pool_size / 2
-            || self.refilling.swap(true, Ordering::AcqRel)
-        {
+        if self.pool_size == 0 || self.pool.lock().len() >= self.pool_size / 2 {
             return;
         }
-        let me = self.clone();
-        std::thread::spawn(move || {
-            std::thread::scope(|s| {
-                for _ in 0..REFILL_THREADS {
-                    s.spawn(|| {
-                        while me.pool.lock().len() < me.pool_size {
-                            match me.make_header() {
-                                Ok((header, keys)) => me.pool.lock().push_back(Ready {
-                                    made: Instant::now(),
-                                    header,
-                                    keys: Arc::new(keys),
-                                }),
-                                Err(e) => {
-                                    tracing::debug!("pre-making file keys stopped: {e}");
-                                    break;
-                                }
-                            }
-                        }
-                    });
+        // Long-lived pre-makers, not threads per round: a round every pool_size/2 creates
+        // spawned nine threads (clone, stack, exit) per round, 0.2 thread per file created.
+        if !self.refilling.swap(true, Ordering::AcqRel) {
+            for _ in 0..REFILL_THREADS {
+                let (me, wake) = (Arc::downgrade(self), self.refill.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("kmsfs-premake".into())
+                    .spawn(move || Self::pre_maker(me, wake));
+                if let Err(e) = spawned {
+                    tracing::debug!("cannot start a header pre-maker: {e}");
                 }
-            });
-            me.refilling.store(false, Ordering::Release);
-        });
+            }
+        }
+        self.refill.ask();
+    }
+
+    /// A pre-maker: on each round asked for, fills the pool (several in parallel put more
+    /// records in each of the audit log's group commits); sleeps between rounds, and
+    /// ends once the envelope is gone. A failure (the KMS refuses) ends the round: the
+    /// next take_header asks again, so a refusing KMS is not called in the background.
+    fn pre_maker(me: Weak<Envelope>, wake: Arc<RefillWake>) {
+        let mut seen = 0;
+        loop {
+            let asked = wake.asked.load(Ordering::Acquire);
+            if asked != seen {
+                seen = asked;
+                let Some(env) = me.upgrade() else { return };
+                while env.pool.lock().len() < env.pool_size {
+                    match env.make_header() {
+                        Ok((header, keys)) => env.pool.lock().push_back(Ready {
+                            made: Instant::now(),
+                            header,
+                            keys: Arc::new(keys),
+                        }),
+                        Err(e) => {
+                            tracing::debug!("pre-making file keys stopped: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut g = wake.lock.lock();
+            if me.strong_count() == 0 {
+                return;
+            }
+            if wake.asked.load(Ordering::Acquire) == seen {
+                wake.cv.wait_for(&mut g, Duration::from_secs(5));
+            }
+        }
     }
 
     /// Makes the KMS's record of this process verifiable now (an audit checkpoint).

@@ -80,6 +80,18 @@ fn digest(material: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(material))
 }
 
+/// The id of imported `material` in key `key_id`: as AWS's, a function of the key id and
+/// the material (so the same material imported into two keys, or into a multi-Region
+/// key's Regions, is recognised), 64 hex digits; it reveals nothing of random material.
+pub(super) fn imported_material_id(key_id: &str, material: &[u8]) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(b"kmsfs imported key material id\0");
+    h.update(key_id.as_bytes());
+    h.update([0]);
+    h.update(material);
+    hex::encode(h.finalize())
+}
+
 /// Unwraps `wrapped` with the import's RSA key; any failure is InvalidCiphertextException.
 fn unwrap_material(rec: &ImportRecord, wrapped: &[u8]) -> KmsResult<Secret> {
     let (oaep, kwp) = wrapping(&rec.algorithm)?;
@@ -317,7 +329,7 @@ impl LocalKms {
                 }
                 let d = digest(&material.0);
                 let version = KeyVersion {
-                    material_id: hex::encode(random_bytes::<32>()),
+                    material_id: imported_material_id(&k.id, &material.0),
                     created: now(),
                     rotation_type: None,
                     material: Secret::default(),

@@ -510,14 +510,17 @@ fn asymmetric_import() {
     let ed = Ed25519KeyPair::generate().unwrap();
     let ml65 = PqdsaKeyPair::generate(&sig::ML_DSA_65_SIGNING).unwrap();
     let ml44 = PqdsaKeyPair::generate(&sig::ML_DSA_44_SIGNING).unwrap();
-    let cases: Vec<(
-        &str,
+    // (spec, the key to import, another kind's key, signing algorithm, how to verify,
+    // the imported key's public key)
+    type Case = (
+        &'static str,
         Vec<u8>,
         Vec<u8>,
-        &str,
+        &'static str,
         &'static dyn sig::VerificationAlgorithm,
         Vec<u8>,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             "RSA_2048",
             rsa2048.clone(),
@@ -596,4 +599,38 @@ fn asymmetric_import() {
             .verify_sig(b"imported signer", &s.signature)
             .unwrap_or_else(|_| panic!("{spec}: the imported key's signature"));
     }
+}
+
+/// AWS derives an imported material's id from the key id and the material: the same
+/// material has one id in a key (import, delete, reimport) and another in another key.
+#[test]
+fn imported_material_ids_are_the_key_and_materials() {
+    let (_d, k) = kms();
+    let alg = "RSAES_OAEP_SHA_256";
+    let material = [42u8; 32];
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = external(&k, None).key_id;
+        let p = params(&k, &id, alg, "RSA_2048");
+        let first = import(&k, &id, &p, wrap(&p, alg, &material), None)
+            .unwrap()
+            .key_material_id
+            .unwrap();
+        assert_eq!(first, super::import::imported_material_id(&id, &material));
+        assert_eq!(first.len(), 64);
+        assert!(first.bytes().all(|b| b.is_ascii_hexdigit()));
+        k.delete_imported_key_material(DeleteImportedKeyMaterialRequest {
+            key_id: id.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        let p = params(&k, &id, alg, "RSA_2048");
+        let again = import(&k, &id, &p, wrap(&p, alg, &material), None)
+            .unwrap()
+            .key_material_id
+            .unwrap();
+        assert_eq!(again, first, "a reimport keeps the material's id");
+        ids.push(first);
+    }
+    assert_ne!(ids[0], ids[1], "the id depends on the key");
 }
