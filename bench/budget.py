@@ -9,6 +9,7 @@ own calls (backing tree, futex, ...). Counts are divided by N (for "read 1 MiB",
 number of MiB read). Root only; strace, gocryptfs from Debian (bench/run.sh installs).
 
 Usage: bench/budget.py [N]   (default 1000). Writes bench/results/DATE-budget.md.
+With KMSFS_OLD_BIN (another kmsfs build) a third column, kmsfs-old: before and after.
 """
 import collections
 import os
@@ -108,7 +109,8 @@ def main():
         sys.exit("run as root")
     os.makedirs(fsbench.D, exist_ok=True)
     res = {}
-    for name in ("kmsfs", "gocryptfs"):
+    names = ["kmsfs", "gocryptfs"] + (["kmsfs-old"] if os.environ.get("KMSFS_OLD_BIN") else [])
+    for name in names:
         t = fsbench.Target(name)
         try:
             t.setup()
@@ -118,16 +120,16 @@ def main():
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"Per-operation budget at {git}, {time.strftime('%Y-%m-%d %H:%M')}: {N} files (4 KiB), a {BIG_MB} MiB file; "
              "system calls of each daemon per operation (strace -f on all its threads).", ""]
+    tot = lambda r: sum(v for k, v in r.items() if not k.startswith("("))  # noqa: E731
     for op in res["kmsfs"]:
-        lines += [f"### {op}", "", "| per operation | kmsfs | gocryptfs |", "|---|---|---|"]
-        kinds = sorted(set(res["kmsfs"][op]) | set(res["gocryptfs"][op]),
+        lines += [f"### {op}", "", "| per operation | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        kinds = sorted(set().union(*(res[n][op] for n in names)),
                        key=lambda k: (not k.startswith("FUSE"), k.startswith("("), -res["kmsfs"][op].get(k, 0)))
         for k in kinds:
-            a, b = res["kmsfs"][op].get(k, 0), res["gocryptfs"][op].get(k, 0)
-            if a >= 0.05 or b >= 0.05:
-                lines.append(f"| {k} | {a:.2f} | {b:.2f} |")
-        tot = lambda r: sum(v for k, v in r.items() if not k.startswith("("))  # noqa: E731
-        lines += [f"| **total (without runtime)** | **{tot(res['kmsfs'][op]):.2f}** | **{tot(res['gocryptfs'][op]):.2f}** |", ""]
+            vals = [res[n][op].get(k, 0) for n in names]
+            if max(vals) >= 0.05:
+                lines.append(f"| {k} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+        lines += ["| **total (without runtime)** | " + " | ".join(f"**{tot(res[n][op]):.2f}**" for n in names) + " |", ""]
     text = "\n".join(lines) + "\n"
     print(text)
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", time.strftime("%Y-%m-%d-%H%M") + "-budget.md")

@@ -9,7 +9,7 @@ Environment: BENCH_DIR (work dir, default /var/tmp/kmsfs-bench), BENCH_SIZE_MB (
 BENCH_REPEAT (3), BENCH_FILES (5000), BENCH_TREE (a directory to tar for the untar
 workload; default the cargo registry sources), BENCH_TARGETS (plain,gocryptfs,kmsfs,bindfs;
 kmsfs-plain is kmsfs with --plaintext-names, for the cost of encrypted names),
-KMSFS_BIN, KMSFS_CHUNK (kmsfs chunk size), KMSFS_MOUNT_OPTS (extra mount flags), BENCH_SETTLE (pause before each timed
+KMSFS_BIN, KMSFS_OLD_BIN (a second build, target kmsfs-old), KMSFS_CHUNK (kmsfs chunk size), KMSFS_MOUNT_OPTS (extra mount flags), BENCH_SETTLE (pause before each timed
 write, seconds, default 5),
 BENCH_ONLY (comma list of seqwrite,seqread,randread,randwrite,mix,small,tree; default all).
 
@@ -34,6 +34,8 @@ NFILES = int(os.environ.get("BENCH_FILES", "5000"))
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 TARGETS = os.environ.get("BENCH_TARGETS", "plain,gocryptfs,kmsfs,bindfs").split(",")
 KMSFS = os.environ.get("KMSFS_BIN", os.path.join(os.path.dirname(__file__), "..", "target", "release", "kmsfs"))
+# Another kmsfs build (target "kmsfs-old"), for a before/after in the same interleaved run.
+KMSFS_OLD = os.environ.get("KMSFS_OLD_BIN")
 TREE = os.environ.get("BENCH_TREE") or next(
     (os.path.join(os.path.expanduser("~/.cargo/registry/src"), d) for d in sorted(os.listdir(os.path.expanduser("~/.cargo/registry/src")))),
     None,
@@ -80,17 +82,18 @@ class Target:
             sh("gocryptfs", "-q", "-init", "-passfile", pw, back)
             sh("gocryptfs", "-q", "-nosyslog", "-passfile", pw, back, self.mnt)
             self.pid = int(subprocess.check_output(["pgrep", "-n", "-f", f"gocryptfs.*{back}"]).split()[0])
-        elif self.name in ("kmsfs", "kmsfs-plain"):
+        elif self.name in ("kmsfs", "kmsfs-plain", "kmsfs-old"):
+            binary = KMSFS_OLD if self.name == "kmsfs-old" else KMSFS
             env = dict(os.environ, KMSFS_KMS="local:" + os.path.join(self.root, "keystore"),
                        KMSFS_KNOWN_TREES=os.path.join(self.root, "known_trees.json"))
-            args = [KMSFS, "init", back]
+            args = [binary, "init", back]
             if self.name == "kmsfs-plain":
                 args.append("--plaintext-names")
             if os.environ.get("KMSFS_CHUNK"):
                 args += ["--chunk-size", os.environ["KMSFS_CHUNK"]]
             sh(*args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             extra = os.environ.get("KMSFS_MOUNT_OPTS", "").split()
-            sh(KMSFS, "mount", back, self.mnt, "--log-file", os.path.join(self.root, "log"), *extra, env=env)
+            sh(binary, "mount", back, self.mnt, "--log-file", os.path.join(self.root, "log"), *extra, env=env)
             self.pid = int(subprocess.check_output(["pgrep", "-n", "-f", f"kmsfs mount {back}"]).split()[0])
         elif self.name == "bindfs":
             os.makedirs(back)
@@ -298,17 +301,19 @@ def main():
         print(f"repeat {rep + 1}/{REPEAT} done", file=sys.stderr, flush=True)
     order = [w for w, _, _ in WORKLOADS if w in units] + [w for w in units if w not in [x[0] for x in WORKLOADS]]
     cols = TARGETS
-    names_col = "kmsfs-plain" in cols
-    lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs | limit (plain ÷ gocryptfs) | kmsfs ÷ gocryptfs per repeat |" + (" kmsfs ÷ kmsfs-plain (per repeat) |" if names_col else ""), "|---|---|" + "---|" * len(cols) + "---|---|---|" + ("---|" if names_col else "")]
+    # a second kmsfs (plaintext names, or another build) gets its own ratio column
+    variant = next((c for c in cols if c in ("kmsfs-plain", "kmsfs-old")), None)
+    names_col = variant is not None
+    lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs | limit (plain ÷ gocryptfs) | kmsfs ÷ gocryptfs per repeat |" + (f" kmsfs ÷ {variant} (per repeat) |" if names_col else ""), "|---|---|" + "---|" * len(cols) + "---|---|---|" + ("---|" if names_col else "")]
     for w in order:
         med = {c: statistics.median(results[(w, c)]) for c in cols if (w, c) in results}
         ratio = med.get("kmsfs", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
         limit = med.get("plain", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
         per = ", ".join(f"{k / g:.2f}" for k, g in zip(results.get((w, "kmsfs"), []), results.get((w, "gocryptfs"), [])) if g)
         extra = ""
-        if names_col and med.get("kmsfs-plain"):
-            per_n = ", ".join(f"{k / p:.2f}" for k, p in zip(results.get((w, "kmsfs"), []), results.get((w, "kmsfs-plain"), [])) if p)
-            extra = f" **{med.get('kmsfs', 0) / med['kmsfs-plain']:.2f}** ({per_n}) |"
+        if names_col and med.get(variant):
+            per_n = ", ".join(f"{k / p:.2f}" for k, p in zip(results.get((w, "kmsfs"), []), results.get((w, variant), [])) if p)
+            extra = f" **{med.get('kmsfs', 0) / med[variant]:.2f}** ({per_n}) |"
         lines.append(f"| {w} | {units[w]} | " + " | ".join(f"{med.get(c, float('nan')):,.0f}" for c in cols) + f" | **{ratio:.2f}** | {limit:.2f} | {per} |" + extra)
     lines.append("")
     written_gib = (SIZE_MB + 64 + NFILES * 4 / 1024 + TREE_MB) / 1024

@@ -9,6 +9,8 @@ import json
 import os
 
 import boto3
+
+import aws_shapes
 import botocore
 from botocore.config import Config
 
@@ -25,6 +27,10 @@ def client(service, akid, secret):
 
 alice = client("kms", os.environ["AKID"], os.environ["SECRET"])
 carol = client("kms", os.environ["CAROL_AKID"], os.environ["CAROL_SECRET"])
+
+# Every answer carries AWS's fields only (aws_shapes.py checks each body).
+for c in (alice, carol):
+    aws_shapes.watch(c)
 
 
 def expect(code, fn, *a, **kw):
@@ -170,5 +176,18 @@ same([a["AliasArn"] for a in carol.list_aliases()["Aliases"]], [f"arn:aws:kms:us
 # alice cannot reach carol's key: its default policy names carol only
 expect("AccessDeniedException", alice.encrypt, KeyId=mine["Arn"], Plaintext=b"x")
 print("ok: cross-account use by key ARN and alias ARN; ids and alias names stay in their account")
+
+# Fields AWS always sends on these answers (the model marks none required; AWS's API
+# reference and its recordings do): a symmetric key's CurrentKeyMaterialId, an HMAC key's
+# empty EncryptionAlgorithms, Decrypt's KeyMaterialId.
+md = alice.describe_key(KeyId=arn)["KeyMetadata"]
+assert md.get("CurrentKeyMaterialId"), md
+hmac_md = alice.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]
+assert hmac_md.get("MacAlgorithms") == ["HMAC_SHA_256"], hmac_md
+assert hmac_md.get("EncryptionAlgorithms") == [], hmac_md
+dec = alice.decrypt(CiphertextBlob=alice.encrypt(KeyId=arn, Plaintext=b"x")["CiphertextBlob"])
+assert dec.get("KeyMaterialId"), dec
+aws_shapes.assert_clean()
+print("ok: every answer above carried only fields of AWS's output shapes")
 
 print("ALL OK")

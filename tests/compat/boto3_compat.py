@@ -10,6 +10,8 @@ import os
 import subprocess
 
 import boto3
+
+import aws_shapes
 import botocore
 from botocore.config import Config
 
@@ -27,6 +29,9 @@ def client(akid, secret):
 
 kms = client(os.environ["AKID"], os.environ["SECRET"])
 bob = client(os.environ["BOB_AKID"], os.environ["BOB_SECRET"])
+# every answer carries only AWS's fields (checked at the end)
+aws_shapes.watch(kms)
+aws_shapes.watch(bob)
 
 
 def expect(code, fn, *a, **kw):
@@ -434,4 +439,6 @@ r = subprocess.run(cli + ["schedule-key-deletion", "--key-id", cli_kid, "--pendi
 assert r.returncode == 0, r.stderr
 check("aws cli: sts get-caller-identity, create-key, describe-key, list-keys, encrypt, decrypt, schedule-key-deletion")
 
+aws_shapes.assert_clean()
+check("every answer carried only fields of AWS's output shapes")
 print(f"ALL OK ({len(checks)} checks)")

@@ -286,8 +286,9 @@ pub struct EncryptResponse {
     pub key_id: String,
     #[serde(default)]
     pub encryption_algorithm: String,
-    /// Not in AWS's Encrypt response; ours adds it (clients ignore unknown fields).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// Not in AWS's Encrypt response, so never on the wire: the embedded KMS fills it for
+    /// its in-process callers (a tree's recovery wraps record their key material).
+    #[serde(skip_serializing, default)]
     pub key_material_id: Option<String>,
 }
 

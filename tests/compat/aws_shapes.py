@@ -1,0 +1,51 @@
+"""Checks that every answer a boto3 client receives carries only the fields of AWS's
+output shape for that operation (botocore's model), member by member and level by level,
+and that error bodies are {__type, message}. botocore drops unknown fields silently; a
+server that adds fields AWS does not send would pass every other check.
+
+Usage: aws_shapes.watch(client) for each client, then aws_shapes.assert_clean().
+"""
+import json
+
+extra_fields = []
+
+
+def _fields_of(shape, value, path):
+    if shape is None:
+        return
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for k, v in value.items():
+            if k not in shape.members:
+                extra_fields.append(f"{path}.{k}")
+            else:
+                _fields_of(shape.members[k], v, f"{path}.{k}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for i, v in enumerate(value):
+            _fields_of(shape.member, v, f"{path}[{i}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for k, v in value.items():
+            _fields_of(shape.value, v, f"{path}{{{k}}}")
+
+
+def _check(http_response, model, **_):
+    body = http_response.content
+    if not body:
+        return
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        extra_fields.append(f"{model.name}: not JSON")
+        return
+    if http_response.status_code >= 400:
+        if set(doc) - {"__type", "message"}:
+            extra_fields.append(f"{model.name} error: {sorted(doc)}")
+        return
+    _fields_of(model.output_shape, doc, model.name)
+
+
+def watch(client):
+    client.meta.events.register("after-call.kms", _check)
+
+
+def assert_clean():
+    assert not extra_fields, f"fields AWS does not send: {sorted(set(extra_fields))}"
