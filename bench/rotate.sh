@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures `kmsfs rotate` (re-wrap every header under a new key version) on a tree of N
 # small files, with the embedded KMS and its audit log on. Usage: bench/rotate.sh [N]
-# (JOBS="32 64" [ROUNDS=2]: interleaved runs with those --jobs values instead).
+# (JOBS="32 64" [ROUNDS=2]: interleaved runs with those --jobs values instead;
+# OLD_BIN=other/kmsfs [ROUNDS=2]: interleaved runs of this build and that one).
 set -euo pipefail
 # Benchmarks measure the filesystem, not the keystore seal: no passphrase prompt.
 export KMSFS_SEAL=${KMSFS_SEAL:-none}
@@ -23,7 +24,15 @@ for i in range(n):
         f.write(b"x" * 100)
 PY
 "$BIN" umount "$W/mnt"
-if [ -n "${JOBS:-}" ]; then
+if [ -n "${OLD_BIN:-}" ]; then
+  # Interleaved rounds of this build and another (OLD_BIN=path/to/kmsfs), one tree.
+  for r in $(seq "${ROUNDS:-2}"); do
+    for b in "$BIN" "$OLD_BIN"; do
+      "$BIN" key rotate alias/kmsfs-default >/dev/null
+      echo "round $r, $b: $("$b" rotate "$W/back" 2>/dev/null)"
+    done
+  done
+elif [ -n "${JOBS:-}" ]; then
   # Interleaved rounds over one tree: JOBS="32 64" ROUNDS=2 bench/rotate.sh N (each run
   # follows a key rotation; AWS allows 10 on-demand rotations of a key).
   for r in $(seq "${ROUNDS:-2}"); do

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{for_each_file, walk_files, FileResult, Summary, TreeRoot};
+use super::{for_each_walked_file, FileResult, Summary, TreeRoot};
 use crate::envelope::{public, unwrap_dek, wrap_context};
 use crate::error::{err, fail, Result};
 use crate::format::{Geometry, Header, TreeConfig, Wrap};
@@ -44,10 +44,10 @@ pub fn rewrap(
         };
         current.push((md.arn, material));
     }
-    let files = walk_files(backing, Some(&super::TreeNames::for_walk(cfg)))?;
     let root = TreeRoot::open(backing)?;
-    Ok(for_each_file(
-        files,
+    for_each_walked_file(
+        backing,
+        Some(&super::TreeNames::for_walk(cfg)),
         jobs,
         "re-wrapping",
         show_progress,
@@ -56,7 +56,7 @@ pub fn rewrap(
             Ok(false) => FileResult::Skipped,
             Err(e) => FileResult::Failed(e.to_string()),
         },
-    ))
+    )
 }
 
 /// Re-wraps one file through one descriptor: the header read is the header replaced, so a

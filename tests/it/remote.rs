@@ -251,9 +251,15 @@ fn tls_with_a_private_ca() {
 
 /// Runs `tests/compat/SCRIPT` with boto3 against a fresh server (principal alice) and a
 /// second principal `other` (`extra`: its creation options), whose credentials the script
-/// reads from `{VAR}_AKID` / `{VAR}_SECRET`.
-fn compat_script(script: &str, other: &str, extra: &[&str], var: &str) {
-    let Some(venv) = python_venv() else { return };
+/// reads from `{VAR}_AKID` / `{VAR}_SECRET`. Answers the keystore's directory (None: no
+/// Python here, outside CI).
+fn compat_script(
+    script: &str,
+    other: &str,
+    extra: &[&str],
+    var: &str,
+) -> Option<tempfile::TempDir> {
+    let venv = python_venv()?;
     let ks = tempfile::tempdir().unwrap();
     // The scripts check AWS's API as fast as they can: the per-principal rate bound (its
     // own test in this file) would throttle GetParametersForImport (weight 1,000).
@@ -281,6 +287,7 @@ fn compat_script(script: &str, other: &str, extra: &[&str], var: &str) {
             .env(format!("{var}_SECRET"), creds[1])
             .env("AWS_CLI", venv.join("bin/aws")),
     );
+    Some(ks)
 }
 
 #[test]
@@ -293,11 +300,31 @@ fn boto3_and_aws_cli_against_our_server() {
 /// on-demand rotation limit, and cross-account use with a principal of another account.
 #[test]
 fn aws_words_and_cross_account_use_through_boto3() {
-    compat_script(
+    let Some(ks) = compat_script(
         "aws_words.py",
         "carol",
         &["--account", "444455556666"],
         "CAROL",
+    ) else {
+        return;
+    };
+    // A request refused by the model check, before any operation ran, is audited too.
+    let shown = ok(command()
+        .args([
+            "--kms",
+            &format!("local:{}", ks.path().join("ks").display()),
+        ])
+        .args(["audit", "show", "--json"])
+        .output()
+        .unwrap());
+    let refused = shown
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["op"] == "GenerateDataKey" && r["error_code"] == "ValidationException")
+        .count();
+    assert!(
+        refused >= 1,
+        "the model's refusal of NumberOfBytes=1025 is not in the audit log"
     );
 }
 

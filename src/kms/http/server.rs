@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use serde_json::Value;
 
 use super::sigv4;
 use crate::kms::local::{Caller, LocalKms};
@@ -151,10 +150,26 @@ impl AsRef<[u8]> for SecretBody {
 }
 
 fn request_key(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    ["KeyId", "DestinationKeyId", "TargetKeyId", "AliasName"]
-        .iter()
-        .find_map(|k| v.get(*k).and_then(Value::as_str).map(|s| bounded(s, 2048)))
+    // Only these members are read; the rest (a plaintext) is skipped, never copied.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Keys {
+        key_id: Option<String>,
+        destination_key_id: Option<String>,
+        target_key_id: Option<String>,
+        alias_name: Option<String>,
+    }
+    let k: Keys = serde_json::from_slice(body).ok()?;
+    [
+        k.key_id,
+        k.destination_key_id,
+        k.target_key_id,
+        k.alias_name,
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .map(|s| bounded(&s, 2048))
 }
 
 async fn handle(
@@ -309,14 +324,22 @@ async fn handle(
                 ))
             } else {
                 match Op::from_name(&op) {
-                    Some(o) => crate::kms::dispatch(&kms, o, &body),
+                    // AWS's model check first (refused in AWS's words), then the operation.
+                    Some(o) => match crate::kms::model::check(o, &body) {
+                        Err(e) => {
+                            // refused before the operation: audited here
+                            let _ = kms.record_refusal(&op, request_key(&body), &e);
+                            Err(e)
+                        }
+                        Ok(()) => crate::kms::dispatch(&kms, o, &body),
+                    },
                     None => Err(KmsError::new(
                         ErrorCode::UnknownOperationException,
                         format!("operation {op:?} is not supported"),
                     )),
                 }
             };
-            // Requests refused before they reached an operation are audited here.
+            // Other requests refused before they reached an operation are audited here.
             if let Err(e) = &r {
                 if matches!(
                     e.code,

@@ -239,12 +239,12 @@ fn import_refusals() {
         )),
         ErrorCode::InvalidImportTokenException
     );
-    // ML-DSA and ML-KEM material is not importable here
+    // ML-KEM material is not importable here (ML-DSA is: asymmetric_import)
     assert_eq!(
         code(k.create_key(CreateKeyRequest {
             origin: Some("EXTERNAL".into()),
-            key_spec: Some("ML_DSA_65".into()),
-            key_usage: Some("SIGN_VERIFY".into()),
+            key_spec: Some("ML_KEM_768".into()),
+            key_usage: Some("ENCAPSULATE_DECAPSULATE".into()),
             ..Default::default()
         })),
         ErrorCode::UnsupportedOperationException
