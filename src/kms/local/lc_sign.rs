@@ -171,23 +171,15 @@ mod tests {
     }
 
     /// A signature of μ verifies as the ordinary (pure) ML-DSA signature of the message μ
-    /// was computed from: μ = SHAKE256(SHAKE256(pk, 64) ‖ 0 ‖ 0 ‖ M, 64).
+    /// was computed from (μ as FIPS 204 §6.2 computes it: `tests_pq::mu_of`).
     #[test]
     fn ml_dsa_from_mu_is_ml_dsa_of_the_message() {
-        use sha3::digest::{ExtendableOutput, Update, XofReader};
         let kp = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING).unwrap();
         let pkcs8 = kp.to_pkcs8v1().unwrap();
         let spki = kp.public_key().as_der().unwrap();
         let raw_pk = kp.public_key().as_ref().to_vec();
-        let shake = |parts: &[&[u8]]| {
-            let mut h = sha3::Shake256::default();
-            parts.iter().for_each(|p| h.update(p));
-            let mut out = [0u8; 64];
-            h.finalize_xof().read(&mut out);
-            out
-        };
         let msg = b"the message";
-        let mu = shake(&[&shake(&[&raw_pk]), &[0, 0], msg]);
+        let mu = super::super::tests_pq::mu_of(spki.as_ref(), msg);
         let sig = ml_dsa_sign_mu(pkcs8.as_ref(), &mu).unwrap();
         assert!(ml_dsa_verify_mu(spki.as_ref(), &mu, &sig));
         aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ML_DSA_65, &raw_pk)

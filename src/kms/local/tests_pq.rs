@@ -6,7 +6,7 @@ use super::*;
 
 /// FIPS 204 §6.2's mu of `message` (empty context) under the DER public key `spki`:
 /// SHAKE256(SHAKE256(pk, 64) ‖ 0 ‖ 0 ‖ M, 64); the raw key is the SPKI's last bytes.
-fn mu_of(spki: &[u8], message: &[u8]) -> [u8; 64] {
+pub(super) fn mu_of(spki: &[u8], message: &[u8]) -> [u8; 64] {
     use sha3::digest::{ExtendableOutput, Update, XofReader};
     let n = match spki.len() {
         l if l > 2592 => 2592,
