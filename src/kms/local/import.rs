@@ -287,6 +287,17 @@ impl LocalKms {
             self.mutate(op.name(), info, |s, info| {
                 let k = self.authorized(s, &req.key_id, op.action(), None, info)?;
                 let id = self.external(k)?.id.clone();
+                // AWS: an asymmetric or HMAC key has one material, so ImportType and
+                // KeyMaterialId (symmetric keys' rotation) are refused for it.
+                if k.spec != SYMMETRIC_DEFAULT
+                    && (req.import_type.is_some() || req.key_material_id.is_some())
+                {
+                    return Err(KmsError::validation(format!(
+                        "ImportType and KeyMaterialId are valid for symmetric encryption keys only; {} is {}",
+                        self.arn(k),
+                        k.spec
+                    )));
+                }
                 s.imports
                     .get(&token)
                     .filter(|i| i.key_id == id && i.expires > now())
@@ -384,6 +395,28 @@ impl LocalKms {
                         return Err(KmsError::new(
                             ErrorCode::IncorrectKeyMaterialException,
                             format!("{} already has this key material", self.arn_id(s, &id)),
+                        ))
+                    }
+                    // New material while other new material waits for its rotation: AWS
+                    // keeps one pending material; it must be rotated to or deleted first.
+                    // The same pending material again is that material.
+                    (false, None, Some(true))
+                        if k.pending_material.as_ref().is_some_and(|p| p.digest.as_deref() == Some(&d)) =>
+                    {
+                        let p = k.pending_material.as_mut().expect("checked");
+                        if req.key_material_description.is_some() {
+                            p.description = req.key_material_description.clone();
+                        }
+                        p.material_id.clone()
+                    }
+                    (false, None, Some(true)) if k.pending_material.is_some() => {
+                        return Err(KmsError::new(
+                            ErrorCode::KMSInvalidStateException,
+                            format!(
+                                "{} already has key material {} pending rotation: rotate to it (RotateKeyOnDemand) or delete it (DeleteImportedKeyMaterial) before importing other new key material",
+                                self.arn(k),
+                                k.pending_material.as_ref().map_or("", |p| p.material_id.as_str())
+                            ),
                         ))
                     }
                     (false, None, Some(true)) => {

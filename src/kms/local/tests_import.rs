@@ -634,3 +634,56 @@ fn imported_material_ids_are_the_key_and_materials() {
     }
     assert_ne!(ids[0], ids[1], "the id depends on the key");
 }
+
+/// One material waits for rotation at a time (AWS: pending material "is not permanently
+/// associated with the KMS key. You can delete this key material and import different key
+/// material in its place"); the same pending material again is that material. An HMAC or
+/// asymmetric key has one material: ImportType and KeyMaterialId are refused for it.
+#[test]
+fn one_pending_material_and_no_import_type_for_single_material_keys() {
+    let (_d, k) = kms();
+    let alg = "RSAES_OAEP_SHA_256";
+    let id = external(&k, None).key_id;
+    let go = |m: &[u8], t: Option<&str>| {
+        let p = params(&k, &id, alg, "RSA_2048");
+        import(&k, &id, &p, wrap(&p, alg, m), t)
+    };
+    go(&[1; 32], None).unwrap();
+    let pending = go(&[2; 32], Some("NEW_KEY_MATERIAL"))
+        .unwrap()
+        .key_material_id
+        .unwrap();
+    let again = go(&[2; 32], Some("NEW_KEY_MATERIAL"))
+        .unwrap()
+        .key_material_id
+        .unwrap();
+    assert_eq!(again, pending);
+    let e = go(&[3; 32], Some("NEW_KEY_MATERIAL")).unwrap_err();
+    assert_eq!(e.code, ErrorCode::KMSInvalidStateException, "{e}");
+    assert!(e.message.contains(&pending), "{e}");
+    k.delete_imported_key_material(DeleteImportedKeyMaterialRequest {
+        key_id: id.clone(),
+        key_material_id: Some(pending.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let other = go(&[3; 32], Some("NEW_KEY_MATERIAL"))
+        .unwrap()
+        .key_material_id
+        .unwrap();
+    assert_ne!(other, pending);
+
+    let hmac = external(&k, Some("HMAC_256")).key_id;
+    let p = params(&k, &hmac, alg, "RSA_2048");
+    assert_eq!(
+        code(import(
+            &k,
+            &hmac,
+            &p,
+            wrap(&p, alg, &[5; 40]),
+            Some("EXISTING_KEY_MATERIAL")
+        )),
+        ErrorCode::ValidationException
+    );
+    import(&k, &hmac, &p, wrap(&p, alg, &[5; 40]), None).unwrap();
+}
