@@ -664,7 +664,6 @@ fn one_pending_material_and_no_import_type_for_single_material_keys() {
     k.delete_imported_key_material(DeleteImportedKeyMaterialRequest {
         key_id: id.clone(),
         key_material_id: Some(pending.clone()),
-        ..Default::default()
     })
     .unwrap();
     let other = go(&[3; 32], Some("NEW_KEY_MATERIAL"))
