@@ -87,5 +87,20 @@ fn headers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, chunks, headers);
+/// AWS's model check of a request body (what every server request costs before it is
+/// parsed), beside the parse itself.
+fn model_check(c: &mut Criterion) {
+    use kmsfs::kms::{model, Op};
+    let mut g = c.benchmark_group("request");
+    let encrypt = br#"{"KeyId":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab","Plaintext":"aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29ybGQ=","EncryptionContext":{"kmsfs:fs":"0123456789abcdef0123456789abcdef","kmsfs:file":"fedcba9876543210fedcba9876543210"}}"#;
+    g.bench_function("model check, Encrypt", |b| {
+        b.iter(|| model::check(Op::Encrypt, encrypt).unwrap())
+    });
+    g.bench_function("parse, Encrypt", |b| {
+        b.iter(|| kmsfs::kms::http::parse_request::<kmsfs::kms::EncryptRequest>(encrypt).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, chunks, headers, model_check);
 criterion_main!(benches);

@@ -233,41 +233,6 @@ enum FileResult {
 }
 
 /// Runs `f` on every file in parallel (at most `jobs` at once) and tallies the results.
-/// `for_each_file` over the regular files of `backing` as the walk finds them: the work
-/// starts with the first file instead of after the whole walk (6.5 s of a 1,000,000-file
-/// tree), and no list of every path is held. A walk error is the answer, after the files
-/// already found are done (each file's work is complete or not started).
-fn for_each_walked_file(
-    backing: &Path,
-    names: Option<&TreeNames>,
-    jobs: usize,
-    label: &str,
-    show_progress: bool,
-    f: impl Fn(&Path) -> FileResult + Sync,
-) -> Result<Summary> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(4096);
-    let pb = progress(0, label, show_progress);
-    let (summary, walked) = std::thread::scope(|s| {
-        let pb2 = pb.clone();
-        let walker = s.spawn(move || {
-            walk(
-                backing,
-                names,
-                |p| {
-                    pb2.inc_length(1);
-                    // the receiver lives until the walk ends
-                    let _ = tx.send(p);
-                },
-                |_| {},
-            )
-        });
-        let summary = run_files(rx.into_iter().par_bridge(), jobs, &pb, f);
-        (summary, walker.join().expect("the walk does not panic"))
-    });
-    walked.with_context(|| format!("cannot walk {}", backing.display()))?;
-    Ok(summary)
-}
-
 fn for_each_file(
     files: Vec<PathBuf>,
     jobs: usize,
