@@ -87,11 +87,22 @@ fn pjdfstest_has_no_failures() {
 
 #[test]
 fn fsx_50k_operations() {
+    fsx_with(&[]);
+}
+
+/// fsx with the kernel's page cache writing through (no writeback cache): another set of
+/// requests reaches the daemon (every write, no cached sizes or times).
+#[test]
+fn fsx_50k_operations_without_the_writeback_cache() {
+    fsx_with(&["--no-writeback-cache"]);
+}
+
+fn fsx_with(mount_args: &[&str]) {
     require_fuse!();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(fsx) = tool("fsx") else { return };
     let mut t = Tree::new(&[]);
-    t.mount();
+    t.mount_with(mount_args);
     let ops = std::env::var("KMSFS_FSX_OPS").unwrap_or_else(|_| "50000".into());
     let out = Command::new(fsx)
         .args(["-N", &ops, "-S", "20261122", "-P"])
@@ -109,5 +120,5 @@ fn fsx_50k_operations() {
         "fsx failed:\n{text}\nlog:\n{}",
         t.log()
     );
-    eprintln!("fsx: {ops} operations A-OK");
+    eprintln!("fsx {mount_args:?}: {ops} operations A-OK");
 }
