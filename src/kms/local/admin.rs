@@ -211,7 +211,8 @@ impl LocalKms {
                     )));
                 }
             }
-            let account = account.filter(|a| *a != self.e.account);
+            // Kept as given: the home account is the server's `--account-id`, which this
+            // command (run on the keystore, not the server) does not know.
             if name.is_empty()
                 || name.len() > 64
                 || !name
