@@ -48,9 +48,9 @@ fn unsupported(m: String) -> KmsError {
 }
 
 impl LocalKms {
-    /// The key's ARN in `region`.
-    pub(super) fn arn_in(&self, region: &str, id: &str) -> String {
-        format!("arn:aws:kms:{region}:{}:key/{id}", self.e.account)
+    /// The ARN of key `k` (of its account) in `region`.
+    pub(super) fn arn_in(&self, region: &str, k: &KeyRecord) -> String {
+        format!("arn:aws:kms:{region}:{}:key/{}", self.owner(k), k.id)
     }
 
     /// The Regions holding a replica of `id` other than this view's, sorted.
@@ -111,14 +111,14 @@ impl LocalKms {
             }
             .into(),
             primary_key: MultiRegionKey {
-                arn: self.arn_in(&primary, &k.id),
+                arn: self.arn_in(&primary, k),
                 region: primary.clone(),
             },
             replica_keys: regions
                 .into_iter()
                 .filter(|r| *r != primary)
                 .map(|r| MultiRegionKey {
-                    arn: self.arn_in(&r, &k.id),
+                    arn: self.arn_in(&r, k),
                     region: r,
                 })
                 .collect(),
@@ -242,7 +242,7 @@ impl LocalKms {
                     ..k.clone()
                 };
                 let mut md = self.metadata(&replica);
-                md.arn = self.arn_in(r, &k.id);
+                md.arn = self.arn_in(r, &k);
                 // As AWS answers: the replica is Creating until it is usable in its Region.
                 md.key_state = "Creating".into();
                 md.enabled = false;
@@ -286,7 +286,7 @@ impl LocalKms {
                     Some(st) => {
                         return Err(KmsError::new(
                             ErrorCode::KMSInvalidStateException,
-                            format!("{} is {}", self.arn_in(to, &k.id), st.name()),
+                            format!("{} is {}", self.arn_in(to, &k), st.name()),
                         ))
                     }
                 }
