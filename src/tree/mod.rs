@@ -43,19 +43,6 @@ pub fn walk_tree(
 ) -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let mut files = vec![];
     let mut temps = vec![];
-    walk(backing, names, |f| files.push(f), |t| temps.push(t))?;
-    files.sort();
-    temps.sort();
-    Ok((files, temps))
-}
-
-/// The walk of `walk_tree`, each regular file and each temp file handed over as found.
-fn walk(
-    backing: &Path,
-    names: Option<&TreeNames>,
-    mut file: impl FnMut(PathBuf),
-    mut temp: impl FnMut(PathBuf),
-) -> std::io::Result<()> {
     let mut stack = vec![backing.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir)? {
@@ -63,7 +50,7 @@ fn walk(
             let ft = e.file_type()?;
             let name = e.file_name();
             if name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
-                temp(e.path());
+                temps.push(e.path());
             } else if ft.is_dir() {
                 stack.push(e.path());
             } else if ft.is_file() && !(dir == backing && name == CONFIG_FILE) {
@@ -77,12 +64,14 @@ fn walk(
                     _ => false,
                 };
                 if !node {
-                    file(e.path());
+                    files.push(e.path());
                 }
             }
         }
     }
-    Ok(())
+    files.sort();
+    temps.sort();
+    Ok((files, temps))
 }
 
 /// Regular files of a backing tree (not the config, not temp files, no symlinks or
@@ -240,18 +229,8 @@ fn for_each_file(
     show_progress: bool,
     f: impl Fn(&Path) -> FileResult + Sync,
 ) -> Summary {
-    let pb = progress(files.len() as u64, label, show_progress);
-    run_files(files.into_par_iter(), jobs, &pb, f)
-}
-
-/// Runs `f` on every file of `files` with `jobs` threads, counting what it did.
-fn run_files(
-    files: impl ParallelIterator<Item = PathBuf>,
-    jobs: usize,
-    pb: &indicatif::ProgressBar,
-    f: impl Fn(&Path) -> FileResult + Sync,
-) -> Summary {
     let start = Instant::now();
+    let pb = progress(files.len() as u64, label, show_progress);
     let changed = AtomicU64::new(0);
     let skipped = AtomicU64::new(0);
     let failures = parking_lot::Mutex::new(vec![]);
@@ -259,11 +238,8 @@ fn run_files(
         .num_threads(jobs.max(1))
         .build()
         .expect("thread pool");
-    let total = AtomicU64::new(0);
     pool.install(|| {
-        files.for_each(|p| {
-            let p = p.as_path();
-            total.fetch_add(1, Ordering::Relaxed);
+        files.par_iter().for_each(|p| {
             match f(p) {
                 FileResult::Changed => {
                     changed.fetch_add(1, Ordering::Relaxed);
@@ -286,14 +262,13 @@ fn run_files(
     let seconds = start.elapsed().as_secs_f64();
     let mut failures = failures.into_inner();
     failures.sort_by(|a, b| a.path.cmp(&b.path));
-    let files = total.into_inner();
     Summary {
-        files,
+        files: files.len() as u64,
         changed: changed.into_inner(),
         skipped: skipped.into_inner(),
         failed: failures.len() as u64,
         seconds,
-        files_per_second: files as f64 / seconds.max(1e-9),
+        files_per_second: files.len() as f64 / seconds.max(1e-9),
         failures,
     }
 }

@@ -10,7 +10,9 @@ import os
 
 import boto3
 
-import aws_shapes
+import awscheck
+from awscheck import expect
+
 import botocore
 from botocore.config import Config
 
@@ -28,19 +30,15 @@ def client(service, akid, secret):
 alice = client("kms", os.environ["AKID"], os.environ["SECRET"])
 carol = client("kms", os.environ["CAROL_AKID"], os.environ["CAROL_SECRET"])
 
-# Every answer carries AWS's fields only (aws_shapes.py checks each body).
+# Every answer carries AWS's fields only (awscheck.py checks each body).
 for c in (alice, carol):
-    aws_shapes.watch(c)
+    awscheck.watch(c)
 
 
-def expect(code, fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except botocore.exceptions.ClientError as e:
-        got = e.response["Error"]["Code"]
-        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
-        return e.response["Error"]["Message"]
-    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
+
+def words(code, fn, *a, **kw):
+    """The message of the AWS error `code` fn must fail with."""
+    return expect(code, fn, *a, **kw).response["Error"]["Message"]
 
 
 def same(got, want):
@@ -58,59 +56,59 @@ print("ok: GetCallerIdentity names each principal's account")
 # --- the model's ValidationException, in AWS's words ----------------------------------------
 key = alice.create_key()["KeyMetadata"]
 arn = key["Arn"]
-same(expect("ValidationException", alice.generate_data_key, KeyId=arn, NumberOfBytes=1025),
+same(words("ValidationException", alice.generate_data_key, KeyId=arn, NumberOfBytes=1025),
      "1 validation error detected: Value '1025' at 'numberOfBytes' failed to satisfy constraint: "
      "Member must have value less than or equal to 1024")
-same(expect("ValidationException", alice.generate_random, NumberOfBytes=0),
+same(words("ValidationException", alice.generate_random, NumberOfBytes=0),
      "1 validation error detected: Value '0' at 'numberOfBytes' failed to satisfy constraint: "
      "Member must have value greater than or equal to 1")
-same(expect("ValidationException", alice.encrypt, KeyId=arn, Plaintext=b"x" * 4097),
+same(words("ValidationException", alice.encrypt, KeyId=arn, Plaintext=b"x" * 4097),
      "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
      "Member must have length less than or equal to 4096")
-same(expect("ValidationException", alice.describe_key),
+same(words("ValidationException", alice.describe_key),
      "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: "
      "Member must not be null")
-same(expect("ValidationException", alice.generate_data_key, KeyId=arn, KeySpec="AES_512"),
+same(words("ValidationException", alice.generate_data_key, KeyId=arn, KeySpec="AES_512"),
      "1 validation error detected: Value 'AES_512' at 'keySpec' failed to satisfy constraint: "
      "Member must satisfy enum value set: [AES_256, AES_128]")
-same(expect("ValidationException", alice.create_alias, AliasName="alias/no spaces", TargetKeyId=arn),
+same(words("ValidationException", alice.create_alias, AliasName="alias/no spaces", TargetKeyId=arn),
      "1 validation error detected: Value 'alias/no spaces' at 'aliasName' failed to satisfy constraint: "
      "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$")
-m = expect("ValidationException", alice.encrypt, KeyId="", Plaintext=b"")
+m = words("ValidationException", alice.encrypt, KeyId="", Plaintext=b"")
 assert m.startswith("2 validation errors detected: "), m
 print("ok: model validation in AWS's words")
 
 # --- not found, invalid ids, states, usage: AWS's words --------------------------------------
 missing = arn[: -36] + "00000000-0000-0000-0000-000000000000"
-same(expect("NotFoundException", alice.describe_key, KeyId=missing), f"Key '{missing}' does not exist")
-same(expect("NotFoundException", alice.describe_key, KeyId="not-a-key"), "Invalid keyId 'not-a-key'")
-same(expect("NotFoundException", alice.describe_key, KeyId="alias/none-such"),
+same(words("NotFoundException", alice.describe_key, KeyId=missing), f"Key '{missing}' does not exist")
+same(words("NotFoundException", alice.describe_key, KeyId="not-a-key"), "Invalid keyId 'not-a-key'")
+same(words("NotFoundException", alice.describe_key, KeyId="alias/none-such"),
      f"Alias arn:aws:kms:us-east-1:{HOME}:alias/none-such is not found.")
 alice.disable_key(KeyId=arn)
-same(expect("DisabledException", alice.encrypt, KeyId=arn, Plaintext=b"x"), f"{arn} is disabled.")
+same(words("DisabledException", alice.encrypt, KeyId=arn, Plaintext=b"x"), f"{arn} is disabled.")
 # AWS checks the state before the key's kind: RotateKeyOnDemand on a disabled key.
 expect("DisabledException", alice.rotate_key_on_demand, KeyId=arn)
 alice.enable_key(KeyId=arn)
 signer = alice.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
-same(expect("InvalidKeyUsageException", alice.encrypt, KeyId=signer, Plaintext=b"x",
+same(words("InvalidKeyUsageException", alice.encrypt, KeyId=signer, Plaintext=b"x",
             EncryptionAlgorithm="RSAES_OAEP_SHA_1"),
      f"{signer} key usage is SIGN_VERIFY which is not valid for Encrypt.")
-same(expect("InvalidKeyUsageException", alice.generate_mac, KeyId=arn, Message=b"x",
+same(words("InvalidKeyUsageException", alice.generate_mac, KeyId=arn, Message=b"x",
             MacAlgorithm="HMAC_SHA_256"),
      f"{arn} key usage is ENCRYPT_DECRYPT which is not valid for GenerateMac.")
 rsa = alice.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["Arn"]
-same(expect("ValidationException", alice.encrypt, KeyId=rsa, Plaintext=b"x" * 215,
+same(words("ValidationException", alice.encrypt, KeyId=rsa, Plaintext=b"x" * 215,
             EncryptionAlgorithm="RSAES_OAEP_SHA_1"),
      "Algorithm RSAES_OAEP_SHA_1 and key spec RSA_2048 cannot encrypt data larger than 214 bytes.")
 alice.encrypt(KeyId=rsa, Plaintext=b"x" * 214, EncryptionAlgorithm="RSAES_OAEP_SHA_1")
 print("ok: not-found, state and usage refusals in AWS's words")
 
 # --- tags ------------------------------------------------------------------------------------
-same(expect("TagException", alice.tag_resource, KeyId=arn,
+same(words("TagException", alice.tag_resource, KeyId=arn,
             Tags=[{"TagKey": "a", "TagValue": "1"}, {"TagKey": "a", "TagValue": "2"}]), "Duplicate tag keys")
-same(expect("TagException", alice.tag_resource, KeyId=arn, Tags=[{"TagKey": "aws:x", "TagValue": "1"}]),
+same(words("TagException", alice.tag_resource, KeyId=arn, Tags=[{"TagKey": "aws:x", "TagValue": "1"}]),
      "Tags beginning with aws: are reserved")
-same(expect("TagException", alice.tag_resource, KeyId=arn,
+same(words("TagException", alice.tag_resource, KeyId=arn,
             Tags=[{"TagKey": f"k{i}", "TagValue": ""} for i in range(51)]), "Too many tags")
 print("ok: tag refusals")
 
@@ -157,7 +155,7 @@ carol.generate_data_key(KeyId=f"arn:aws:kms:us-east-1:{HOME}:alias/shared", KeyS
 same(carol.describe_key(KeyId=shared["Arn"])["KeyMetadata"]["AWSAccountId"], HOME)
 # by key id or alias name: those mean carol's own account, where no such key is
 expect("NotFoundException", carol.encrypt, KeyId=shared["KeyId"], Plaintext=b"x")
-m = expect("NotFoundException", carol.encrypt, KeyId="alias/shared", Plaintext=b"x")
+m = words("NotFoundException", carol.encrypt, KeyId="alias/shared", Plaintext=b"x")
 assert OTHER in m, m
 # an operation AWS does not allow across accounts, whatever the policy grants
 expect("NotFoundException", carol.enable_key, KeyId=shared["Arn"])
@@ -187,7 +185,7 @@ assert hmac_md.get("MacAlgorithms") == ["HMAC_SHA_256"], hmac_md
 assert hmac_md.get("EncryptionAlgorithms") == [], hmac_md
 dec = alice.decrypt(CiphertextBlob=alice.encrypt(KeyId=arn, Plaintext=b"x")["CiphertextBlob"])
 assert dec.get("KeyMaterialId"), dec
-aws_shapes.assert_clean()
+awscheck.assert_clean()
 print("ok: every answer above carried only fields of AWS's output shapes")
 
 print("ALL OK")

@@ -11,7 +11,9 @@ import subprocess
 
 import boto3
 
-import aws_shapes
+import awscheck
+from awscheck import expect
+
 import botocore
 from botocore.config import Config
 
@@ -30,18 +32,9 @@ def client(akid, secret):
 kms = client(os.environ["AKID"], os.environ["SECRET"])
 bob = client(os.environ["BOB_AKID"], os.environ["BOB_SECRET"])
 # every answer carries only AWS's fields (checked at the end)
-aws_shapes.watch(kms)
-aws_shapes.watch(bob)
+awscheck.watch(kms)
+awscheck.watch(bob)
 
-
-def expect(code, fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-    except botocore.exceptions.ClientError as e:
-        got = e.response["Error"]["Code"]
-        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
-        return e
-    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
 
 
 checks = []
@@ -439,6 +432,6 @@ r = subprocess.run(cli + ["schedule-key-deletion", "--key-id", cli_kid, "--pendi
 assert r.returncode == 0, r.stderr
 check("aws cli: sts get-caller-identity, create-key, describe-key, list-keys, encrypt, decrypt, schedule-key-deletion")
 
-aws_shapes.assert_clean()
+awscheck.assert_clean()
 check("every answer carried only fields of AWS's output shapes")
 print(f"ALL OK ({len(checks)} checks)")

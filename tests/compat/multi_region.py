@@ -7,6 +7,8 @@ Prints ALL OK and exits 0 when every check passed; any failure raises.
 import os
 
 import boto3
+
+from awscheck import expect
 import botocore
 from botocore.config import Config
 
@@ -23,15 +25,6 @@ def client(ep, region):
 a = client(os.environ["ENDPOINT_A"], RA)
 b = client(os.environ["ENDPOINT_B"], RB)
 
-
-def expect(code, fn, **kw):
-    try:
-        fn(**kw)
-    except botocore.exceptions.ClientError as e:
-        got = e.response["Error"]["Code"]
-        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
-        return e
-    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
 
 
 def ok(name):

@@ -7,6 +7,8 @@ import hashlib
 import os
 
 import boto3
+
+from awscheck import expect
 import botocore
 from botocore.config import Config
 from cryptography.exceptions import InvalidSignature
@@ -18,15 +20,6 @@ kms = boto3.client("kms", endpoint_url=os.environ["ENDPOINT"], region_name="us-e
                    aws_secret_access_key=os.environ["SECRET"],
                    config=Config(retries={"max_attempts": 1}))
 
-
-def expect(code, fn, **kw):
-    try:
-        fn(**kw)
-    except botocore.exceptions.ClientError as e:
-        got = e.response["Error"]["Code"]
-        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
-        return
-    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
 
 
 # ML-DSA: a signature made by kmsfs verifies in OpenSSL, and one OpenSSL made with another

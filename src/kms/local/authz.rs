@@ -49,6 +49,11 @@ impl LocalKms {
             }
             bare.to_string()
         };
+        self.live_key(store, id, account)
+    }
+
+    /// `id` if it is a live key of `account` this view sees (NotFoundException otherwise).
+    fn live_key(&self, store: &Store, id: String, account: &str) -> KmsResult<String> {
         match store.keys.get(&id) {
             Some(k)
                 if !Store::is_destroyed(k, now())
@@ -59,6 +64,11 @@ impl LocalKms {
             }
             _ => Err(messages::key_not_found(&self.arn_as_seen(account, &id))),
         }
+    }
+
+    /// Does `action` belong to an operation AWS allows on another account's key?
+    fn across(action: &str) -> bool {
+        Op::from_action(action).is_some_and(Op::cross_account)
     }
 
     /// Key `id` of `account`'s ARN in the region the caller signed for (for "does not
@@ -78,8 +88,40 @@ impl LocalKms {
         info: &mut OpInfo,
     ) -> KmsResult<&'s KeyRecord> {
         check_context(ctx)?;
-        let across = Op::from_action(action).is_some_and(Op::cross_account);
-        let id = self.resolve_as(store, key, across)?;
+        let id = self.resolve_as(store, key, Self::across(action))?;
+        self.allowed(store, id, action, ctx, info)
+    }
+
+    /// `authorized` for the key a ciphertext blob names by its id: the key of whichever
+    /// account holds it, when `action` may reach another account's key (the blob is the
+    /// ARN's equivalent), else only the caller's own.
+    pub(super) fn authorized_blob_key<'s>(
+        &self,
+        store: &'s Store,
+        id: &str,
+        action: &str,
+        ctx: Option<&EncryptionContext>,
+        info: &mut OpInfo,
+    ) -> KmsResult<&'s KeyRecord> {
+        check_context(ctx)?;
+        let mine = self.caller_account();
+        let account = match store.keys.get(id) {
+            Some(k) if Self::across(action) => self.owner(k),
+            _ => mine,
+        };
+        let id = self.live_key(store, id.to_string(), account)?;
+        self.allowed(store, id, action, ctx, info)
+    }
+
+    /// Records key `id` in `info` and checks its policy and grants for `action`.
+    fn allowed<'s>(
+        &self,
+        store: &'s Store,
+        id: String,
+        action: &str,
+        ctx: Option<&EncryptionContext>,
+        info: &mut OpInfo,
+    ) -> KmsResult<&'s KeyRecord> {
         let k = &store.keys[&id];
         info.key(self.arn(k), k.versions.get(k.current as usize));
         let allowed = match self.policy_of(k)?.decision(self.who(), action, ctx) {

@@ -96,9 +96,9 @@ impl LocalKms {
                 ));
             }
         }
-        // The blob names the key; by its ARN, so a key of another account is reached when
-        // the operation and the key's policy allow it.
-        let k = self.authorized(store, &self.arn_id(store, &id), action, ctx.as_ref(), info)?;
+        // The blob names the key: one of another account is reached when the operation
+        // and the key's policy allow it.
+        let k = self.authorized_blob_key(store, &id, action, ctx.as_ref(), info)?;
         self.usable(k)?;
         let op = if action == "kms:Decrypt" {
             "Decrypt"

@@ -1,11 +1,25 @@
-"""Checks that every answer a boto3 client receives carries only the fields of AWS's
-output shape for that operation (botocore's model), member by member and level by level,
-and that error bodies are {__type, message}. botocore drops unknown fields silently; a
-server that adds fields AWS does not send would pass every other check.
+"""What the boto3 scripts share: `expect` (a call must fail with AWS's error code), and a
+check that every answer a client receives carries only the fields of AWS's output shape
+for that operation (botocore's model), member by member and level by level, and that
+error bodies are {__type, message}. botocore drops unknown fields silently; a server that
+adds fields AWS does not send would pass every other check.
 
-Usage: aws_shapes.watch(client) for each client, then aws_shapes.assert_clean().
+Usage: awscheck.watch(client) for each client, then awscheck.assert_clean().
 """
 import json
+
+import botocore.exceptions
+
+
+def expect(code, fn, *a, **kw):
+    """Calls fn, which must fail with AWS error `code`; the ClientError."""
+    try:
+        fn(*a, **kw)
+    except botocore.exceptions.ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
+        return e
+    raise AssertionError(f"{fn.__name__}: expected {code}, got success")
 
 extra_fields = []
 
