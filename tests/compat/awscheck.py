@@ -21,6 +21,23 @@ def expect(code, fn, *a, **kw):
         return e
     raise AssertionError(f"{fn.__name__}: expected {code}, got success")
 
+def wrap_for(params, alg, material):
+    """`material` wrapped for ImportKeyMaterial with GetParametersForImport's answer
+    `params`, outside kmsfs (the `cryptography` package), as AWS tells clients to."""
+    import secrets
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+
+    pub = serialization.load_der_public_key(params["PublicKey"])
+    h = hashes.SHA1() if alg.endswith("SHA_1") else hashes.SHA256()
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=h), algorithm=h, label=None)
+    if alg.startswith("RSAES_OAEP"):
+        return pub.encrypt(material, oaep)
+    aes = secrets.token_bytes(32)
+    return pub.encrypt(aes, oaep) + aes_key_wrap_with_padding(aes, material)
+
+
 extra_fields = []
 
 

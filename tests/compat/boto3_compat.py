@@ -319,19 +319,7 @@ check("grants: CreateGrant with constraints, grant tokens, ListGrants, Name idem
 
 # Key import (BYOK), wrapped outside kmsfs by the `cryptography` package as AWS tells clients to.
 import secrets
-from cryptography.hazmat.primitives import hashes as _h, serialization as _s
-from cryptography.hazmat.primitives.asymmetric import padding as _p
-from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
-
-
-def wrap_for(params, alg, material):
-    pub = _s.load_der_public_key(params["PublicKey"])
-    h = _h.SHA1() if alg.endswith("SHA_1") else _h.SHA256()
-    oaep = _p.OAEP(mgf=_p.MGF1(algorithm=h), algorithm=h, label=None)
-    if alg.startswith("RSAES_OAEP"):
-        return pub.encrypt(material, oaep)
-    aes = secrets.token_bytes(32)
-    return pub.encrypt(aes, oaep) + aes_key_wrap_with_padding(aes, material)
+from awscheck import wrap_for
 
 
 for alg in ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256", "RSA_AES_KEY_WRAP_SHA_1", "RSA_AES_KEY_WRAP_SHA_256"]:

@@ -8,7 +8,9 @@ import os
 
 import boto3
 
-from awscheck import expect
+import secrets
+
+from awscheck import expect, wrap_for
 import botocore
 from botocore.config import Config
 
@@ -142,6 +144,97 @@ assert a.schedule_key_deletion(KeyId=kid, PendingWindowInDays=7)["KeyState"] == 
 b.cancel_key_deletion(KeyId=kid)
 assert mrc(b, kid)["KeyState"] == "Disabled"
 ok("deletion of a primary with replicas")
+
+# Imported key material (Origin=EXTERNAL, MultiRegion=true): a replica is made without
+# material and is given the same material by its own import; new material is imported
+# into the primary (NEW_KEY_MATERIAL), then into every replica (EXISTING_KEY_MATERIAL),
+# and only then can the primary rotate.
+def import_into(c, key, material, **kw):
+    p = c.get_parameters_for_import(KeyId=key, WrappingAlgorithm="RSAES_OAEP_SHA_256",
+                                    WrappingKeySpec="RSA_2048")
+    return c.import_key_material(KeyId=key, ImportToken=p["ImportToken"],
+                                 EncryptedKeyMaterial=wrap_for(p, "RSAES_OAEP_SHA_256", material),
+                                 ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE", **kw)
+
+
+def pending(c, key):
+    return [(r["KeyMaterialId"], r["KeyMaterialState"], r["ImportState"])
+            for r in c.list_key_rotations(KeyId=key, IncludeKeyMaterial="ALL_KEY_MATERIAL")["Rotations"]
+            if r["KeyMaterialState"].startswith("PENDING")]
+
+
+xmd = a.create_key(MultiRegion=True, Origin="EXTERNAL")["KeyMetadata"]
+xid = xmd["KeyId"]
+assert xid.startswith("mrk-") and xmd["KeyState"] == "PendingImport" and xmd["Origin"] == "EXTERNAL", xmd
+expect("KMSInvalidStateException", a.replicate_key, KeyId=xid, ReplicaRegion=RB)
+m1 = secrets.token_bytes(32)
+id1 = import_into(a, xid, m1)["KeyMaterialId"]
+r = a.replicate_key(KeyId=xid, ReplicaRegion=RB)["ReplicaKeyMetadata"]
+assert r["Origin"] == "EXTERNAL", r
+xb = mrc(b, xid)
+assert xb["KeyState"] == "PendingImport" and xb["Origin"] == "EXTERNAL", xb
+expect("KMSInvalidStateException", b.encrypt, KeyId=xid, Plaintext=b"x")
+blob = a.encrypt(KeyId=xid, Plaintext=b"imported")["CiphertextBlob"]
+expect("KMSInvalidStateException", b.decrypt, CiphertextBlob=blob)
+expect("IncorrectKeyMaterialException", import_into, b, xid, secrets.token_bytes(32))
+expect("UnsupportedOperationException", import_into, b, xid, m1, ImportType="NEW_KEY_MATERIAL")
+assert import_into(b, xid, m1)["KeyMaterialId"] == id1
+assert mrc(b, xid)["KeyState"] == "Enabled" and mrc(b, xid)["CurrentKeyMaterialId"] == id1
+assert b.decrypt(CiphertextBlob=blob)["Plaintext"] == b"imported"
+ok("imported material: a replica is made without it and imports the same material")
+
+# Each Region's material is its own: deleting it in B leaves A working.
+b.delete_imported_key_material(KeyId=xid)
+assert mrc(b, xid)["KeyState"] == "PendingImport" and mrc(a, xid)["KeyState"] == "Enabled"
+assert a.decrypt(CiphertextBlob=blob)["Plaintext"] == b"imported"
+expect("KMSInvalidStateException", b.decrypt, CiphertextBlob=blob)
+import_into(b, xid, m1, ImportType="EXISTING_KEY_MATERIAL", KeyMaterialId=id1)
+assert b.decrypt(CiphertextBlob=blob)["Plaintext"] == b"imported"
+ok("imported material: deleted and reimported per Region")
+
+# On-demand rotation of the family.
+m2 = secrets.token_bytes(32)
+id2 = import_into(a, xid, m2, ImportType="NEW_KEY_MATERIAL")["KeyMaterialId"]
+assert id2 != id1
+assert pending(a, xid) == [(id2, "PENDING_MULTI_REGION_IMPORT_AND_ROTATION", "IMPORTED")], pending(a, xid)
+assert pending(b, xid) == [(id2, "PENDING_MULTI_REGION_IMPORT_AND_ROTATION", "PENDING_IMPORT")], pending(b, xid)
+e = expect("KMSInvalidStateException", a.rotate_key_on_demand, KeyId=xid)
+assert RB in str(e), e
+assert import_into(b, xid, m2, ImportType="EXISTING_KEY_MATERIAL")["KeyMaterialId"] == id2
+assert pending(a, xid) == [(id2, "PENDING_ROTATION", "IMPORTED")], pending(a, xid)
+assert pending(b, xid) == [(id2, "PENDING_ROTATION", "IMPORTED")], pending(b, xid)
+expect("UnsupportedOperationException", b.rotate_key_on_demand, KeyId=xid)
+a.rotate_key_on_demand(KeyId=xid)
+assert mrc(a, xid)["CurrentKeyMaterialId"] == id2 == mrc(b, xid)["CurrentKeyMaterialId"]
+assert pending(a, xid) == [] and pending(b, xid) == []
+new = b.encrypt(KeyId=xid, Plaintext=b"after rotation")["CiphertextBlob"]
+assert a.decrypt(CiphertextBlob=new)["Plaintext"] == b"after rotation"
+assert b.decrypt(CiphertextBlob=blob)["Plaintext"] == b"imported"
+ok("imported material: NEW into the primary, EXISTING into the replica, then the family rotates")
+
+# Deleting the primary's pending material deletes the replicas' too.
+m3 = secrets.token_bytes(32)
+id3 = import_into(a, xid, m3, ImportType="NEW_KEY_MATERIAL")["KeyMaterialId"]
+import_into(b, xid, m3)
+assert pending(b, xid) == [(id3, "PENDING_ROTATION", "IMPORTED")], pending(b, xid)
+a.delete_imported_key_material(KeyId=xid, KeyMaterialId=id3)
+assert pending(a, xid) == [] and pending(b, xid) == [], (pending(a, xid), pending(b, xid))
+expect("IncorrectKeyMaterialException", import_into, b, xid, m3)
+assert mrc(b, xid)["KeyState"] == "Enabled"
+ok("imported material: the primary's pending material deleted in every Region")
+
+# A multi-Region HMAC key with imported material: a MAC made in one Region verifies in the other.
+hm = a.create_key(MultiRegion=True, Origin="EXTERNAL", KeySpec="HMAC_256",
+                  KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+hkey = secrets.token_bytes(32)
+import_into(a, hm, hkey)
+a.replicate_key(KeyId=hm, ReplicaRegion=RB)
+import_into(b, hm, hkey)
+mac = a.generate_mac(KeyId=hm, Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+assert b.verify_mac(KeyId=hm, Message=b"m", MacAlgorithm="HMAC_SHA_256", Mac=mac)["MacValid"]
+import hmac as _hmac, hashlib as _hashlib
+assert mac == _hmac.new(hkey, b"m", _hashlib.sha256).digest()
+ok("imported material: a multi-Region HMAC key")
 
 # A request signed for another Region sees nothing of this one.
 wrong = client(os.environ["ENDPOINT_A"], RB)

@@ -65,6 +65,29 @@ impl LocalKms {
         self.change_key_with(op, key, |me, _, k| f(me, k))
     }
 
+    /// `change_key`, also handing `f` the store as it was before the change (the key's
+    /// replicas in other Regions).
+    pub(super) fn change_key_in<R>(
+        &self,
+        op: &str,
+        key: &str,
+        f: impl FnOnce(&LocalKms, &Store, &mut KeyRecord) -> KmsResult<R>,
+    ) -> KmsResult<R> {
+        self.run(op, |info| {
+            self.mutate(op, info, |s, info| {
+                let id = self
+                    .authorized(s, key, &format!("kms:{op}"), None, info)?
+                    .id
+                    .clone();
+                let mut k = s.keys.get(&id).expect("resolved").clone();
+                let r = f(self, s, &mut k)?;
+                info.key(self.arn(&k), k.versions.get(k.current as usize));
+                *s.keys.get_mut(&id).expect("resolved") = k;
+                Ok(r)
+            })
+        })
+    }
+
     /// `change_key`, also handing `f` the other Regions holding a replica of the key.
     pub(super) fn change_key_with<R>(
         &self,

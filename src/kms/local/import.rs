@@ -1,6 +1,6 @@
 //! Key import (bring your own key) for EXTERNAL keys, with AWS's rules:
 //! - `CreateKey Origin=EXTERNAL` makes a key without material, `PendingImport`
-//!   (symmetric and HMAC specs; asymmetric import is refused).
+//!   (symmetric, HMAC, and RSA / ECC / Ed25519 / ML-DSA private keys as PKCS#8).
 //! - `GetParametersForImport` hands out a fresh RSA wrapping key (RSA_2048/3072/4096) and
 //!   an import token, valid 24 hours, kept sealed in the store.
 //! - `ImportKeyMaterial` unwraps the material: RSAES_OAEP_SHA_1/256 directly, or
@@ -10,6 +10,8 @@
 //!   a symmetric key waits for `RotateKeyOnDemand` to become current.
 //! - Material can expire (`ValidTo`): the key is then PendingImport, and the material is
 //!   removed at the next write of the store. `DeleteImportedKeyMaterial` removes it now.
+//! - A multi-Region replica imports only its primary's material (regions.rs mirrors the
+//!   versions without it): a version's, or the material the primary waits to rotate to.
 
 use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
 use aws_lc_rs::rsa::{
@@ -315,6 +317,26 @@ impl LocalKms {
                     // (issued after the snapshot was read: unwrap it now)
                     None => unwrap_material(&s.imports[&token], &req.encrypted_key_material)?,
                 };
+                // A multi-Region replica imports only what its primary has: one of its
+                // versions, or the material the primary waits to rotate to.
+                let primary_pending = match k.primary_region.as_ref().filter(|_| self.is_replica(k)) {
+                    Some(primary) => {
+                        if new_material == Some(true) {
+                            return Err(KmsError::new(
+                                ErrorCode::UnsupportedOperationException,
+                                format!(
+                                    "{} is a multi-Region replica key: import NEW_KEY_MATERIAL into its primary key in {primary}, then the same material here with EXISTING_KEY_MATERIAL",
+                                    self.arn(k)
+                                ),
+                            ));
+                        }
+                        s.replicas
+                            .get(&format!("{primary}/{id}"))
+                            .and_then(|p| p.pending_material.as_ref())
+                            .map(KeyVersion::without_material)
+                    }
+                    None => None,
+                };
                 let k = s.keys.get_mut(&id).expect("resolved");
                 let lens = importable(&k.spec).expect("EXTERNAL keys are importable");
                 if !lens.contains(&material.0.len()) {
@@ -348,9 +370,12 @@ impl LocalKms {
                     description: req.key_material_description.clone(),
                 };
                 let known = k.versions.iter().position(|v| v.digest.as_deref() == Some(&d));
+                let for_rotation = primary_pending
+                    .filter(|p| known.is_none() && p.digest.as_deref() == Some(&d));
                 // A reimport naming its material: it must be that material.
                 if let Some(want) = &req.key_material_id {
                     match k.versions.iter().position(|v| &v.material_id == want) {
+                        None if for_rotation.as_ref().is_some_and(|p| &p.material_id == want) => {}
                         None => {
                             return Err(KmsError::not_found(format!(
                                 "Key material {want} does not exist for {}",
@@ -367,6 +392,20 @@ impl LocalKms {
                     }
                 }
                 let material_id = match (k.versions.is_empty(), known, new_material) {
+                    // A replica given its primary's next material.
+                    _ if for_rotation.is_some() => {
+                        let v = KeyVersion {
+                            material,
+                            description: req
+                                .key_material_description
+                                .clone()
+                                .or(for_rotation.as_ref().and_then(|p| p.description.clone())),
+                            ..for_rotation.expect("checked")
+                        };
+                        let mid = v.material_id.clone();
+                        k.pending_material = Some(v);
+                        mid
+                    }
                     // The first import.
                     (true, _, _) => {
                         k.versions.push(KeyVersion { material, ..version });

@@ -262,7 +262,8 @@ impl LocalKms {
     }
 
     pub(super) fn do_rotate_key_on_demand(&self, req: KeyIdRequest) -> KmsResult<KeyIdResponse> {
-        self.change_key(Op::RotateKeyOnDemand.name(), &req.key_id, |me, k| {
+        self.change_key_in(Op::RotateKeyOnDemand.name(), &req.key_id, |me, s, k| {
+            let lacking = me.family_pending(s, &k.id).map(|(_, l)| l).unwrap_or_default();
             // AWS: the key's state before its kind.
             me.usable(k)?;
             me.check_rotatable(k)?;
@@ -279,6 +280,17 @@ impl LocalKms {
                 ));
             }
             if k.origin == EXTERNAL {
+                // AWS: every replica holds the new material before the family rotates.
+                if !lacking.is_empty() && k.pending_material.is_some() {
+                    return Err(KmsError::new(
+                        ErrorCode::KMSInvalidStateException,
+                        format!(
+                            "{} cannot rotate yet: import its pending key material into the replica keys in {} first (ImportKeyMaterial, EXISTING_KEY_MATERIAL)",
+                            me.arn(k),
+                            lacking.join(", ")
+                        ),
+                    ));
+                }
                 me.rotate_to_imported(k)?;
             } else {
                 k.versions
@@ -400,8 +412,25 @@ impl LocalKms {
                 })
                 .collect();
             if all_material {
-                if let Some(p) = &k.pending_material {
-                    all.push(entry(p, "PENDING_ROTATION", false));
+                // A multi-Region family's next material is pending in every Region until
+                // each replica has imported it; a replica lists it before it has it.
+                let family = if k.primary_region.is_some() {
+                    self.family_pending(&s, &k.id)
+                } else {
+                    k.pending_material.as_ref().map(|p| (p.without_material(), vec![]))
+                };
+                if let Some((p, lacking)) = family {
+                    let state = if lacking.is_empty() {
+                        "PENDING_ROTATION"
+                    } else {
+                        "PENDING_MULTI_REGION_IMPORT_AND_ROTATION"
+                    };
+                    let own = k
+                        .pending_material
+                        .as_ref()
+                        .filter(|o| o.material_id == p.material_id);
+                    // (a replica lists its primary's material before it has imported it)
+                    all.push(entry(own.unwrap_or(&p), state, false));
                 }
             }
             let (rotations, next) = paginate(&all, req.limit, &req.marker)?;

@@ -28,6 +28,37 @@ pub(super) fn new_mrk_id() -> String {
     format!("{MRK_PREFIX}{}", hex::encode(random_bytes::<16>()))
 }
 
+/// A replica of a key with imported material gets the primary's versions (ids, digests,
+/// dates) but never its material: each Region's key holds only what was imported into
+/// it (ImportKeyMaterial with the same material, EXISTING_KEY_MATERIAL). Material the
+/// replica imported for the primary's pending rotation becomes its version when the
+/// primary rotates, and is dropped when the primary's pending material is deleted.
+fn mirror_imported(p: &KeyRecord, rep: &mut KeyRecord) {
+    let mut had: Vec<KeyVersion> = std::mem::take(&mut rep.versions);
+    had.extend(rep.pending_material.take());
+    let mut own = |id: &str| {
+        had.iter_mut()
+            .find(|v| v.material_id == id)
+            .map(|v| std::mem::take(&mut v.material))
+            .unwrap_or_default()
+    };
+    rep.versions = p
+        .versions
+        .iter()
+        .map(|v| KeyVersion {
+            material: own(&v.material_id),
+            ..v.without_material()
+        })
+        .collect();
+    rep.pending_material = p.pending_material.as_ref().and_then(|pv| {
+        let m = own(&pv.material_id);
+        (!m.0.is_empty()).then(|| KeyVersion {
+            material: m,
+            ..pv.without_material()
+        })
+    });
+}
+
 /// AWS's rule for a Region name (as `--region` checks it).
 fn check_region(r: &str, field: &str) -> KmsResult<()> {
     if r.is_empty()
@@ -73,6 +104,31 @@ impl LocalKms {
             .is_some_and(|p| *p != self.e.region)
     }
 
+    /// The key family `id` (multi-Region, imported material) as seen from any of its
+    /// Regions: the material its primary waits to rotate to, and the Regions whose replica
+    /// has not imported it yet. None when the primary waits for nothing.
+    pub(super) fn family_pending(&self, s: &Store, id: &str) -> Option<(KeyVersion, Vec<String>)> {
+        let here = s.keys.get(id).map(|k| (self.e.region.clone(), k));
+        let there = s
+            .replicas
+            .iter()
+            .filter_map(|(rid, k)| rid.split_once('/').filter(|(_, i)| *i == id).map(|(r, _)| (r.to_string(), k)));
+        let rows: Vec<(String, &KeyRecord)> = here.into_iter().chain(there).collect();
+        let primary = rows.iter().find(|(r, k)| k.primary_region.as_ref() == Some(r))?;
+        let want = primary.1.pending_material.as_ref()?.without_material();
+        let lacking = rows
+            .iter()
+            .filter(|(r, _)| *r != primary.0)
+            .filter(|(_, k)| {
+                !k.pending_material
+                    .as_ref()
+                    .is_some_and(|p| p.material_id == want.material_id && !p.material.0.is_empty())
+            })
+            .map(|(r, _)| r.clone())
+            .collect();
+        Some((want, lacking))
+    }
+
     /// CreateKey MultiRegion=true needs a view of one Region on a store servers of other
     /// Regions can share.
     pub(super) fn check_multi_region_create(&self, origin: Option<&str>) -> KmsResult<()> {
@@ -82,9 +138,9 @@ impl LocalKms {
             ));
         }
         match origin {
-            None | Some("AWS_KMS") => Ok(()),
+            None | Some("AWS_KMS" | EXTERNAL) => Ok(()),
             Some(o) => Err(unsupported(format!(
-                "multi-Region keys with Origin {o} are not supported here (AWS_KMS only)"
+                "multi-Region keys cannot have Origin {o} (AWS_KMS or EXTERNAL)"
             ))),
         }
     }
@@ -150,7 +206,11 @@ impl LocalKms {
             }
             for r in self.replica_regions(s, &id) {
                 if let Some(rep) = s.replicas.get_mut(&format!("{r}/{id}")) {
-                    rep.versions = p.versions.clone();
+                    if p.origin == EXTERNAL {
+                        mirror_imported(&p, rep);
+                    } else {
+                        rep.versions = p.versions.clone();
+                    }
                     rep.current = p.current;
                     rep.spec = p.spec.clone();
                     rep.usage = p.usage.clone();
@@ -159,6 +219,11 @@ impl LocalKms {
                     rep.rotation_period_days = p.rotation_period_days;
                     rep.next_rotation = p.next_rotation;
                     rep.primary_region = p.primary_region.clone();
+                    if !has_material(rep)
+                        && matches!(rep.state, KeyState::Enabled | KeyState::Disabled)
+                    {
+                        rep.state = KeyState::PendingImport;
+                    }
                 }
             }
         }
@@ -240,6 +305,19 @@ impl LocalKms {
                     policy: Some(policy.clone()),
                     creator: Some(self.caller.principal.clone()),
                     ..k.clone()
+                };
+                // AWS: a replica of a key with imported material is made without it;
+                // each Region's key is given the same material by its own import.
+                let replica = if k.origin == EXTERNAL {
+                    KeyRecord {
+                        versions: k.versions.iter().map(KeyVersion::without_material).collect(),
+                        pending_material: None,
+                        valid_to: None,
+                        state: KeyState::PendingImport,
+                        ..replica
+                    }
+                } else {
+                    replica
                 };
                 let mut md = self.metadata(&replica);
                 md.arn = self.arn_in(r, &k);

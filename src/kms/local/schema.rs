@@ -48,6 +48,20 @@ pub(super) struct KeyVersion {
     pub(super) description: Option<String>,
 }
 
+impl KeyVersion {
+    /// This version's description, without its material (a replica's mirror).
+    pub(super) fn without_material(&self) -> KeyVersion {
+        KeyVersion {
+            material_id: self.material_id.clone(),
+            created: self.created,
+            rotation_type: self.rotation_type.clone(),
+            material: Secret::default(),
+            digest: self.digest.clone(),
+            description: self.description.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct KeyRecord {
     pub(super) id: String,
