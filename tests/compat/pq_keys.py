@@ -8,12 +8,13 @@ import os
 
 import boto3
 
-from awscheck import expect
+from awscheck import expect, wrap_for
 import botocore
 from botocore.config import Config
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
+from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
+                                                          PublicFormat, load_der_public_key)
 
 kms = boto3.client("kms", endpoint_url=os.environ["ENDPOINT"], region_name="us-east-1",
                    aws_access_key_id=os.environ["AKID"],
@@ -77,6 +78,26 @@ for spec in ["ML_KEM_768", "ML_KEM_1024"]:
     expect("InvalidCiphertextException", kms.decapsulate, KeyId=kid, SharedSecretCiphertextBlob=ct[:-1],
            EncapsulationAlgorithm="ML_KEM")
     print("ok:", spec, "OpenSSL's encapsulation decapsulates in kmsfs", flush=True)
+
+# ML-KEM key import: a key made by OpenSSL, imported as its PKCS#8 (RFC 9935's seed form,
+# as OpenSSL writes it), shows OpenSSL's public key and decapsulates OpenSSL's
+# encapsulations; OpenSSL decapsulates kmsfs's.
+for spec, cls in [("ML_KEM_768", mlkem.MLKEM768PrivateKey), ("ML_KEM_1024", mlkem.MLKEM1024PrivateKey)]:
+    key = cls.generate()
+    kid = kms.create_key(KeySpec=spec, KeyUsage="ENCAPSULATE_DECAPSULATE", Origin="EXTERNAL")["KeyMetadata"]["KeyId"]
+    p = kms.get_parameters_for_import(KeyId=kid, WrappingAlgorithm="RSA_AES_KEY_WRAP_SHA_256",
+                                      WrappingKeySpec="RSA_3072")
+    der = key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    kms.import_key_material(KeyId=kid, ImportToken=p["ImportToken"],
+                            EncryptedKeyMaterial=wrap_for(p, "RSA_AES_KEY_WRAP_SHA_256", der),
+                            ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+    shown = kms.get_public_key(KeyId=kid)["PublicKey"]
+    assert shown == key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo), spec
+    ss, ct = key.public_key().encapsulate()
+    assert kms.decapsulate(KeyId=kid, SharedSecretCiphertextBlob=ct, EncapsulationAlgorithm="ML_KEM")["SharedSecret"] == ss
+    e = kms.encapsulate(KeyId=kid, EncapsulationAlgorithm="ML_KEM")
+    assert key.decapsulate(e["SharedSecretCiphertextBlob"]) == e["SharedSecret"], spec
+    print("ok:", spec, "imported from OpenSSL: its public key, encapsulations both ways", flush=True)
 
 # ML_KEM_512 (not in this cryptography): its public key is a DER SPKI of OID 2.16.840.1.101.3.4.4.1
 kid = kms.create_key(KeySpec="ML_KEM_512", KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"]["KeyId"]

@@ -1,6 +1,6 @@
 //! Key import (bring your own key) for EXTERNAL keys, with AWS's rules:
 //! - `CreateKey Origin=EXTERNAL` makes a key without material, `PendingImport`
-//!   (symmetric, HMAC, and RSA / ECC / Ed25519 / ML-DSA private keys as PKCS#8).
+//!   (symmetric, HMAC, and RSA / ECC / Ed25519 / ML-DSA / ML-KEM private keys as PKCS#8).
 //! - `GetParametersForImport` hands out a fresh RSA wrapping key (RSA_2048/3072/4096) and
 //!   an import token, valid 24 hours, kept sealed in the store.
 //! - `ImportKeyMaterial` unwraps the material: RSAES_OAEP_SHA_1/256 directly, or
@@ -58,7 +58,7 @@ pub(super) fn importable(spec: &str) -> Option<std::ops::RangeInclusive<usize>> 
         "HMAC_384" => 48..=128,
         "HMAC_512" => 64..=128,
         // a private key as PKCS#8 DER, checked to be of the key's spec when imported
-        s if is_importable_private_key(s) => 1..=8192,
+        s if is_importable_private_key(s) || is_kem_spec(s) => 1..=8192,
         _ => return None,
     })
 }
@@ -143,7 +143,7 @@ impl LocalKms {
         if importable(spec).is_none() {
             return Err(KmsError::new(
                 ErrorCode::UnsupportedOperationException,
-                format!("Origin EXTERNAL is supported for symmetric, HMAC, RSA, ECC, Ed25519 and ML-DSA keys, not {spec}"),
+                format!("Origin EXTERNAL is supported for symmetric, HMAC, RSA, ECC, Ed25519, ML-DSA and ML-KEM keys, not {spec}"),
             ));
         }
         Ok(())
@@ -351,6 +351,18 @@ impl LocalKms {
                         ),
                     ));
                 }
+                // ML-KEM material is kept as the key pair (kem.rs), whichever of RFC
+                // 9935's forms was imported, so a reimport in another form is the same.
+                let material = if is_kem_spec(&k.spec) {
+                    kem_material_from_pkcs8(&k.spec, &material.0).ok_or_else(|| {
+                        KmsError::new(
+                            ErrorCode::IncorrectKeyMaterialException,
+                            format!("The key material is not a PKCS#8 {} private key", k.spec),
+                        )
+                    })?
+                } else {
+                    material
+                };
                 if is_importable_private_key(&k.spec) && !private_key_is_of(&k.spec, &material.0) {
                     return Err(KmsError::new(
                         ErrorCode::IncorrectKeyMaterialException,

@@ -64,6 +64,94 @@ pub(super) fn generate_kem_key(spec: &str) -> Secret {
     m
 }
 
+/// One DER element at the start of `der`: (tag, contents, the rest).
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        0..=0x7f => (first as usize, rest),
+        0x81 => (*rest.first()? as usize, &rest[1..]),
+        0x82 => (
+            (*rest.first()? as usize) << 8 | *rest.get(1)? as usize,
+            rest.get(2..)?,
+        ),
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The material (decapsulation key ‖ encapsulation key) of an imported PKCS#8 ML-KEM
+/// private key of `spec`, in any of RFC 9935's three forms: the 64-byte seed, the
+/// expanded key, or both (then the expanded key must be the seed's). The pair is checked
+/// to work (an encapsulation to it decapsulates to the same secret). None: not a key of
+/// this spec.
+pub(super) fn kem_material_from_pkcs8(spec: &str, der: &[u8]) -> Option<Secret> {
+    let p = kem_spec(spec)?;
+    // OneAsymmetricKey: SEQUENCE { version, AlgorithmIdentifier, privateKey OCTET STRING }
+    let (0x30, body, []) = der_element(der)? else {
+        return None;
+    };
+    let (0x02, _, rest) = der_element(body)? else {
+        return None;
+    };
+    let (0x30, algid, rest) = der_element(rest)? else {
+        return None;
+    };
+    let want_oid = [
+        0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, p.arc,
+    ];
+    if algid != want_oid {
+        return None;
+    }
+    let (0x04, private, _) = der_element(rest)? else {
+        return None;
+    };
+    let (dk, ek) = match der_element(private)? {
+        // both: SEQUENCE { seed OCTET STRING, expandedKey OCTET STRING } — aws-lc reads
+        // the seed form; the expanded key given beside it must be what the seed makes.
+        (0x30, both, []) => {
+            let (0x04, seed, rest) = der_element(both)? else {
+                return None;
+            };
+            let (0x04, expanded, []) = der_element(rest)? else {
+                return None;
+            };
+            let mut inner = vec![0x80, seed.len() as u8];
+            inner.extend_from_slice(seed);
+            let mut octets = vec![0x04, inner.len() as u8];
+            octets.extend_from_slice(&inner);
+            let mut pkcs8 = vec![0x02, 0x01, 0x00, 0x30, algid.len() as u8];
+            pkcs8.extend_from_slice(algid);
+            pkcs8.extend_from_slice(&octets);
+            let mut seq = vec![0x30, pkcs8.len() as u8];
+            seq.extend_from_slice(&pkcs8);
+            let (dk, ek) = super::lc_sign::ml_kem_pair(&seq, p.dk, p.ek)?;
+            if dk.as_slice() != expanded {
+                return None;
+            }
+            (dk, ek)
+        }
+        // expandedKey: FIPS 203's dk is dk_PKE ‖ ek ‖ H(ek) ‖ z, so ek is inside it.
+        (0x04, expanded, []) if expanded.len() == p.dk => {
+            let at = p.dk - p.ek - 64;
+            (
+                zeroize::Zeroizing::new(expanded.to_vec()),
+                expanded[at..at + p.ek].to_vec(),
+            )
+        }
+        _ => super::lc_sign::ml_kem_pair(der, p.dk, p.ek)?,
+    };
+    // The pair must be one key: an encapsulation to `ek` decapsulates under `dk`.
+    let d = DecapsulationKey::new(p.alg, &dk).ok()?;
+    let (ct, ss) = EncapsulationKey::new(p.alg, &ek).ok()?.encapsulate().ok()?;
+    if d.decapsulate(ct.as_ref().into()).ok()?.as_ref() != ss.as_ref() {
+        return None;
+    }
+    let mut m = Secret(dk.to_vec());
+    m.0.extend_from_slice(&ek);
+    Some(m)
+}
+
 /// A DER length.
 fn der_len(n: usize, out: &mut Vec<u8>) {
     match n {

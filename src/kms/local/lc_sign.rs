@@ -1,7 +1,8 @@
-//! The two signing modes AWS KMS offers that aws-lc-rs does not expose — Ed25519ph
-//! (HashEdDSA, RFC 8032 §5.1) and ML-DSA from an external μ (FIPS 204 §6.2, "ExternalMu")
-//! — through aws-lc's C API (`aws-lc-sys`, the library aws-lc-rs wraps). Every return
-//! code is checked; a private key lives only for the call, in memory wiped after it.
+//! What AWS KMS offers and aws-lc-rs does not expose — Ed25519ph (HashEdDSA, RFC 8032
+//! §5.1), ML-DSA from an external μ (FIPS 204 §6.2, "ExternalMu") and an ML-KEM key pair
+//! from its PKCS#8 seed (import) — through aws-lc's C API (`aws-lc-sys`, the library
+//! aws-lc-rs wraps). Every return code is checked; a private key lives only for the
+//! call, in memory wiped after it.
 #![allow(unsafe_code)]
 
 use std::ptr;
@@ -142,6 +143,26 @@ pub(super) fn ml_dsa_verify_mu(spki: &[u8], mu: &[u8], sig: &[u8]) -> bool {
         ffi::EVP_PKEY_verify_init(ctx.0) == 1
             && ffi::EVP_PKEY_verify(ctx.0, sig.as_ptr(), sig.len(), mu.as_ptr(), mu.len()) == 1
     }
+}
+
+/// The ML-KEM key pair (expanded decapsulation key, encapsulation key) of a PKCS#8
+/// ML-KEM private key of sizes (`dk`, `ek`), in any form aws-lc parses (RFC 9935's seed
+/// or expandedKey).
+pub(super) fn ml_kem_pair(
+    pkcs8: &[u8],
+    dk: usize,
+    ek: usize,
+) -> Option<(Zeroizing<Vec<u8>>, Vec<u8>)> {
+    let key = parse(pkcs8, true)?;
+    let mut private = Zeroizing::new(vec![0u8; dk]);
+    let mut public = vec![0u8; ek];
+    let (mut n, mut m) = (dk, ek);
+    // SAFETY: buffers of the parameter set's sizes; aws-lc refuses a smaller one.
+    let ok = unsafe {
+        ffi::EVP_PKEY_get_raw_private_key(key.0, private.as_mut_ptr(), &mut n) == 1
+            && ffi::EVP_PKEY_get_raw_public_key(key.0, public.as_mut_ptr(), &mut m) == 1
+    };
+    (ok && n == dk && m == ek).then_some((private, public))
 }
 
 #[cfg(test)]

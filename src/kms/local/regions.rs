@@ -109,12 +109,15 @@ impl LocalKms {
     /// has not imported it yet. None when the primary waits for nothing.
     pub(super) fn family_pending(&self, s: &Store, id: &str) -> Option<(KeyVersion, Vec<String>)> {
         let here = s.keys.get(id).map(|k| (self.e.region.clone(), k));
-        let there = s
-            .replicas
-            .iter()
-            .filter_map(|(rid, k)| rid.split_once('/').filter(|(_, i)| *i == id).map(|(r, _)| (r.to_string(), k)));
+        let there = s.replicas.iter().filter_map(|(rid, k)| {
+            rid.split_once('/')
+                .filter(|(_, i)| *i == id)
+                .map(|(r, _)| (r.to_string(), k))
+        });
         let rows: Vec<(String, &KeyRecord)> = here.into_iter().chain(there).collect();
-        let primary = rows.iter().find(|(r, k)| k.primary_region.as_ref() == Some(r))?;
+        let primary = rows
+            .iter()
+            .find(|(r, k)| k.primary_region.as_ref() == Some(r))?;
         let want = primary.1.pending_material.as_ref()?.without_material();
         let lacking = rows
             .iter()
@@ -310,7 +313,11 @@ impl LocalKms {
                 // each Region's key is given the same material by its own import.
                 let replica = if k.origin == EXTERNAL {
                     KeyRecord {
-                        versions: k.versions.iter().map(KeyVersion::without_material).collect(),
+                        versions: k
+                            .versions
+                            .iter()
+                            .map(KeyVersion::without_material)
+                            .collect(),
                         pending_material: None,
                         valid_to: None,
                         state: KeyState::PendingImport,

@@ -686,3 +686,131 @@ fn one_pending_material_and_no_import_type_for_single_material_keys() {
     );
     import(&k, &hmac, &p, wrap(&p, alg, &[5; 40]), None).unwrap();
 }
+
+/// ML-KEM private keys import in each of RFC 9935's PKCS#8 forms (seed, expanded key,
+/// both): the key shows the imported public key, decapsulates what is encapsulated to it
+/// outside kmsfs, and the same key in another form is the same material (one id). A key
+/// of another parameter set, a damaged key, or "both" whose halves disagree are refused.
+#[test]
+fn ml_kem_import_in_every_form() {
+    use aws_lc_rs::kem::{DecapsulationKey, EncapsulationKey, ML_KEM_512, ML_KEM_768};
+    let (_d, k) = kms();
+    let alg = "RSA_AES_KEY_WRAP_SHA_256";
+    let oid = |arc: u8| {
+        vec![
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, arc,
+        ]
+    };
+    // DER of a tag and contents (lengths below 65,536)
+    let tlv = |tag: u8, body: &[u8]| {
+        let mut v = vec![tag];
+        match body.len() {
+            n @ 0..=0x7f => v.push(n as u8),
+            n @ 0x80..=0xff => v.extend_from_slice(&[0x81, n as u8]),
+            n => v.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+        }
+        v.extend_from_slice(body);
+        v
+    };
+    let pkcs8 = |arc: u8, private: Vec<u8>| {
+        let algid = tlv(0x30, &oid(arc));
+        tlv(
+            0x30,
+            &[vec![0x02, 0x01, 0x00], algid, tlv(0x04, &private)].concat(),
+        )
+    };
+    let seed = random_bytes::<64>().to_vec();
+    let seed_form = pkcs8(2, tlv(0x80, &seed));
+    let (dk, ek) = super::lc_sign::ml_kem_pair(&seed_form, 2400, 1184).unwrap();
+    let both = pkcs8(2, tlv(0x30, &[tlv(0x04, &seed), tlv(0x04, &dk)].concat()));
+    let mut wrong_dk = dk.to_vec();
+    wrong_dk[0] ^= 1;
+    let both_disagree = pkcs8(
+        2,
+        tlv(0x30, &[tlv(0x04, &seed), tlv(0x04, &wrong_dk)].concat()),
+    );
+    // An expanded key made by aws-lc-rs's own generator.
+    let other = DecapsulationKey::generate(&ML_KEM_768).unwrap();
+    let other_ek = other
+        .encapsulation_key()
+        .unwrap()
+        .key_bytes()
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let expanded = pkcs8(2, tlv(0x04, other.key_bytes().unwrap().as_ref()));
+    let small = DecapsulationKey::generate(&ML_KEM_512).unwrap();
+    let small_form = pkcs8(1, tlv(0x04, small.key_bytes().unwrap().as_ref()));
+    let mut damaged = expanded.clone();
+    let n = damaged.len();
+    damaged[n - 40] ^= 1; // inside H(ek): FIPS 203's check of the expanded key fails
+
+    let new_key = || {
+        k.create_key(CreateKeyRequest {
+            origin: Some("EXTERNAL".into()),
+            key_spec: Some("ML_KEM_768".into()),
+            key_usage: Some("ENCAPSULATE_DECAPSULATE".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .key_metadata
+        .key_id
+    };
+    let import_der = |id: &str, der: &[u8]| {
+        let p = params(&k, id, alg, "RSA_3072");
+        import(&k, id, &p, wrap(&p, alg, der), None)
+    };
+    let public = |id: &str| {
+        k.get_public_key(GetPublicKeyRequest {
+            key_id: id.into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .public_key
+    };
+    let decaps = |id: &str, ct: &[u8]| {
+        k.decapsulate(DecapsulateRequest {
+            key_id: id.into(),
+            shared_secret_ciphertext_blob: ct.to_vec(),
+            encapsulation_algorithm: "ML_KEM".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .shared_secret
+    };
+
+    let id = new_key();
+    for bad in [&small_form, &damaged, &both_disagree, &seed[..]] {
+        assert_eq!(
+            code(import_der(&id, bad)),
+            ErrorCode::IncorrectKeyMaterialException
+        );
+    }
+    let first = import_der(&id, &seed_form).unwrap().key_material_id;
+    assert_eq!(state(&k, &id).key_state, "Enabled");
+    assert!(public(&id).ends_with(&ek), "the seed's public key");
+    let (ct, ss) = EncapsulationKey::new(&ML_KEM_768, &ek)
+        .unwrap()
+        .encapsulate()
+        .unwrap();
+    assert_eq!(decaps(&id, ct.as_ref()).0, ss.as_ref());
+    // the same key in the "both" form is the same material
+    assert_eq!(import_der(&id, &both).unwrap().key_material_id, first);
+
+    let id2 = new_key();
+    import_der(&id2, &expanded).unwrap();
+    assert!(
+        public(&id2).ends_with(&other_ek),
+        "the expanded key's public key"
+    );
+    let (ct, ss) = EncapsulationKey::new(&ML_KEM_768, &other_ek)
+        .unwrap()
+        .encapsulate()
+        .unwrap();
+    assert_eq!(decaps(&id2, ct.as_ref()).0, ss.as_ref());
+    // another key's material is not this key's
+    assert_eq!(
+        code(import_der(&id2, &seed_form)),
+        ErrorCode::IncorrectKeyMaterialException
+    );
+}
