@@ -171,7 +171,7 @@ impl LocalKms {
             if let Some(id) = &req.custom_key_store_id {
                 // Random bytes from a custom key store come from a CloudHSM cluster; the
                 // only custom key stores here are external key stores.
-                if self.snapshot()?.custom_key_stores.contains_key(id) {
+                if self.snapshot()?.custom_key_stores.get(id).is_some_and(|c| self.is_callers(c)) {
                     return Err(KmsError::new(
                         ErrorCode::UnsupportedOperationException,
                         format!("{id} is an external key store: GenerateRandom takes random bytes only from a CloudHSM key store"),

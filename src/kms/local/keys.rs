@@ -55,7 +55,7 @@ impl LocalKms {
                 Some(self.check_new_xks_key(&req)?)
             } else {
                 if let Some(id) = &req.custom_key_store_id {
-                    if !self.snapshot()?.custom_key_stores.contains_key(id) {
+                    if !self.snapshot()?.custom_key_stores.get(id).is_some_and(|c| self.is_callers(c)) {
                         return Err(KmsError::new(
                             ErrorCode::CustomKeyStoreNotFoundException,
                             format!("Custom key store {id} does not exist."),

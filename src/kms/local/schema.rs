@@ -116,6 +116,10 @@ pub(super) struct KeyRecord {
 #[derive(Clone, Serialize, Deserialize)]
 pub(super) struct CustomKeyStoreRecord {
     pub(super) id: String,
+    /// The account that owns the store, when it is not this KMS's own (`--account-id`):
+    /// a store made by a principal of another account, which only that account sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) account: Option<String>,
     pub(super) name: String,
     pub(super) created: f64,
     /// `https://host[:port]` (`http://` only for a loopback proxy).

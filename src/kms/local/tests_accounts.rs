@@ -214,3 +214,97 @@ fn each_account_has_its_own_keys_and_alias_names() {
         ValidationException
     );
 }
+
+/// A custom key store is its account's, as in AWS: another account's principal does not
+/// see it, cannot connect, disconnect, update or delete it, nor put a key in it.
+#[test]
+fn custom_key_stores_are_per_account() {
+    let (_d, k) = server();
+    let admin = |who: &str, account: Option<&str>| {
+        k.with_caller(Caller {
+            principal: who.into(),
+            // (a local administrator: the XKS admin check passes)
+            source: "local:test".into(),
+            region: Some("us-east-1".into()),
+            account: account.map(str::to_string),
+        })
+    };
+    let (alice, bob) = (admin("alice", None), admin("bob", Some(OTHER)));
+    // A store of the home account, as CreateCustomKeyStore leaves it (its proxy is not
+    // needed for what is checked here).
+    k.mutate("Test", &mut OpInfo::default(), |s, _| {
+        s.custom_key_stores.insert(
+            "cks-0123456789abcdef0".into(),
+            CustomKeyStoreRecord {
+                id: "cks-0123456789abcdef0".into(),
+                account: None,
+                name: "home".into(),
+                created: now(),
+                endpoint: "http://127.0.0.1:9".into(),
+                path: "/kms/xks/v1".into(),
+                access_key_id: "AKIAEXAMPLEEXAMPLE01".into(),
+                secret: Secret(b"0123456789abcdefghijklmnopqrstuvwxyz".to_vec()),
+                connectivity: "PUBLIC_ENDPOINT".into(),
+                state: "DISCONNECTED".into(),
+                error_code: None,
+            },
+        );
+        Ok(())
+    })
+    .unwrap();
+    let id = "cks-0123456789abcdef0";
+    let describe = |c: &LocalKms, id: Option<&str>, name: Option<&str>| {
+        c.describe_custom_key_stores(DescribeCustomKeyStoresRequest {
+            custom_key_store_id: id.map(Into::into),
+            custom_key_store_name: name.map(Into::into),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        describe(&alice, None, None)
+            .unwrap()
+            .custom_key_stores
+            .len(),
+        1
+    );
+    describe(&alice, Some(id), None).unwrap();
+    assert!(describe(&bob, None, None)
+        .unwrap()
+        .custom_key_stores
+        .is_empty());
+    for r in [
+        describe(&bob, Some(id), None).map(|_| ()),
+        describe(&bob, None, Some("home")).map(|_| ()),
+        bob.connect_custom_key_store(CustomKeyStoreIdRequest {
+            custom_key_store_id: id.into(),
+        }),
+        bob.disconnect_custom_key_store(CustomKeyStoreIdRequest {
+            custom_key_store_id: id.into(),
+        }),
+        bob.update_custom_key_store(UpdateCustomKeyStoreRequest {
+            custom_key_store_id: id.into(),
+            new_custom_key_store_name: Some("mine now".into()),
+            ..Default::default()
+        }),
+        bob.delete_custom_key_store(CustomKeyStoreIdRequest {
+            custom_key_store_id: id.into(),
+        }),
+        bob.create_key(CreateKeyRequest {
+            origin: Some("EXTERNAL_KEY_STORE".into()),
+            custom_key_store_id: Some(id.into()),
+            xks_key_id: Some("k1".into()),
+            ..Default::default()
+        })
+        .map(|_| ()),
+    ] {
+        assert_eq!(code(r), CustomKeyStoreNotFoundException);
+    }
+    // still there, unchanged, for its own account
+    let mine = describe(&alice, Some(id), None).unwrap();
+    assert_eq!(mine.custom_key_stores[0].custom_key_store_name, "home");
+    alice
+        .delete_custom_key_store(CustomKeyStoreIdRequest {
+            custom_key_store_id: id.into(),
+        })
+        .unwrap();
+}

@@ -112,6 +112,14 @@ fn store_not_found(id: &str) -> KmsError {
     )
 }
 
+/// The caller's account's custom key store `id` in `s` (another account's is not found).
+fn store_of<'s>(me: &LocalKms, s: &'s Store, id: &str) -> KmsResult<&'s CustomKeyStoreRecord> {
+    s.custom_key_stores
+        .get(id)
+        .filter(|c| me.is_callers(c))
+        .ok_or_else(|| store_not_found(id))
+}
+
 /// Clients by (store id, endpoint, path, access key id, secret digest): connections are
 /// kept.
 fn clients() -> &'static parking_lot::Mutex<HashMap<String, Arc<XksClient>>> {
@@ -191,6 +199,11 @@ pub fn set_xks_admins(admins: Vec<String>) {
 }
 
 impl LocalKms {
+    /// Is custom key store `c` the caller's account's?
+    pub(super) fn is_callers(&self, c: &CustomKeyStoreRecord) -> bool {
+        c.account.as_deref().unwrap_or(&self.e.account) == self.caller_account()
+    }
+
     fn check_xks_admin(&self) -> KmsResult<()> {
         if self.caller.source.starts_with("local:") {
             return Ok(());
@@ -325,8 +338,10 @@ impl LocalKms {
             check_endpoint(&endpoint)?;
             check_path(&path)?;
             check_credential(&cred)?;
+            let account = self.caller_account().to_string();
             let rec = CustomKeyStoreRecord {
                 id: format!("cks-{}", &hex::encode(random_bytes::<9>())[..17]),
+                account: (account != self.e.account).then_some(account),
                 name: req.custom_key_store_name.clone(),
                 created: now(),
                 endpoint: endpoint.trim_end_matches('/').to_string(),
@@ -362,10 +377,11 @@ impl LocalKms {
         rec: &CustomKeyStoreRecord,
         except: Option<&str>,
     ) -> KmsResult<()> {
+        // (names and proxy URIs are unique within an account, as AWS's)
         for c in s
             .custom_key_stores
             .values()
-            .filter(|c| Some(c.id.as_str()) != except)
+            .filter(|c| Some(c.id.as_str()) != except && self.is_callers(c))
         {
             if c.name == rec.name {
                 return Err(KmsError::new(
@@ -416,18 +432,19 @@ impl LocalKms {
                             "specify CustomKeyStoreId or CustomKeyStoreName, not both",
                         ))
                     }
-                    (Some(id), None) => vec![Self::entry(
-                        s.custom_key_stores
-                            .get(id)
-                            .ok_or_else(|| store_not_found(id))?,
-                    )],
+                    (Some(id), None) => vec![Self::entry(store_of(self, &s, id)?)],
                     (None, Some(n)) => vec![Self::entry(
                         s.custom_key_stores
                             .values()
-                            .find(|c| &c.name == n)
+                            .find(|c| &c.name == n && self.is_callers(c))
                             .ok_or_else(|| store_not_found(n))?,
                     )],
-                    (None, None) => s.custom_key_stores.values().map(Self::entry).collect(),
+                    (None, None) => s
+                        .custom_key_stores
+                        .values()
+                        .filter(|c| self.is_callers(c))
+                        .map(Self::entry)
+                        .collect(),
                 };
             let (page, next) = super::operations::paginate(&all, req.limit, &req.marker)?;
             Ok(DescribeCustomKeyStoresResponse {
@@ -445,11 +462,7 @@ impl LocalKms {
         self.run(Op::ConnectCustomKeyStore.name(), |info| {
             self.check_xks_admin()?;
             let s = self.snapshot()?;
-            let c = s
-                .custom_key_stores
-                .get(&req.custom_key_store_id)
-                .ok_or_else(|| store_not_found(&req.custom_key_store_id))?
-                .clone();
+            let c = store_of(self, &s, &req.custom_key_store_id)?.clone();
             // As AWS: valid from every state but FAILED (disconnect first); connecting a
             // connected store does nothing.
             if c.state == FAILED {
@@ -503,6 +516,7 @@ impl LocalKms {
         self.run(Op::DisconnectCustomKeyStore.name(), |info| {
             self.check_xks_admin()?;
             self.mutate(Op::DisconnectCustomKeyStore.name(), info, |s, _| {
+                store_of(self, s, &req.custom_key_store_id)?;
                 let c = s
                     .custom_key_stores
                     .get_mut(&req.custom_key_store_id)
@@ -527,11 +541,7 @@ impl LocalKms {
                 ));
             }
             let s = self.snapshot()?;
-            let mut c = s
-                .custom_key_stores
-                .get(&req.custom_key_store_id)
-                .ok_or_else(|| store_not_found(&req.custom_key_store_id))?
-                .clone();
+            let mut c = store_of(self, &s, &req.custom_key_store_id)?.clone();
             let moves = req.xks_proxy_uri_endpoint.is_some()
                 || req.xks_proxy_uri_path.is_some()
                 || req.xks_proxy_connectivity.is_some()
@@ -594,10 +604,7 @@ impl LocalKms {
         self.run(Op::DeleteCustomKeyStore.name(), |info| {
             self.check_xks_admin()?;
             self.mutate(Op::DeleteCustomKeyStore.name(), info, |s, _| {
-                let c = s
-                    .custom_key_stores
-                    .get(&req.custom_key_store_id)
-                    .ok_or_else(|| store_not_found(&req.custom_key_store_id))?;
+                let c = store_of(self, s, &req.custom_key_store_id)?;
                 if c.state != DISCONNECTED {
                     return Err(KmsError::new(
                         ErrorCode::CustomKeyStoreInvalidStateException,
@@ -642,10 +649,7 @@ impl LocalKms {
             ));
         }
         let s = self.snapshot()?;
-        let c = s
-            .custom_key_stores
-            .get(&id)
-            .ok_or_else(|| store_not_found(&id))?;
+        let c = store_of(self, &s, &id)?;
         if c.state != CONNECTED {
             return Err(KmsError::new(
                 ErrorCode::CustomKeyStoreInvalidStateException,
