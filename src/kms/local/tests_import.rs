@@ -239,16 +239,6 @@ fn import_refusals() {
         )),
         ErrorCode::InvalidImportTokenException
     );
-    // ML-KEM material is not importable here (ML-DSA is: asymmetric_import)
-    assert_eq!(
-        code(k.create_key(CreateKeyRequest {
-            origin: Some("EXTERNAL".into()),
-            key_spec: Some("ML_KEM_768".into()),
-            key_usage: Some("ENCAPSULATE_DECAPSULATE".into()),
-            ..Default::default()
-        })),
-        ErrorCode::UnsupportedOperationException
-    );
     // expiry: ValidTo in the past or missing for KEY_MATERIAL_EXPIRES
     let p = params(&k, &id, "RSAES_OAEP_SHA_256", "RSA_2048");
     for (model, to) in [
