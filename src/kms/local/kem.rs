@@ -116,15 +116,16 @@ pub(super) fn kem_material_from_pkcs8(spec: &str, der: &[u8]) -> Option<Secret> 
             let (0x04, expanded, []) = der_element(rest)? else {
                 return None;
             };
-            let mut inner = vec![0x80, seed.len() as u8];
-            inner.extend_from_slice(seed);
-            let mut octets = vec![0x04, inner.len() as u8];
-            octets.extend_from_slice(&inner);
-            let mut pkcs8 = vec![0x02, 0x01, 0x00, 0x30, algid.len() as u8];
-            pkcs8.extend_from_slice(algid);
-            pkcs8.extend_from_slice(&octets);
-            let mut seq = vec![0x30, pkcs8.len() as u8];
-            seq.extend_from_slice(&pkcs8);
+            if seed.len() != 64 {
+                return None;
+            }
+            // The seed form of the same key: SEQUENCE { version 0, algid, OCTET STRING {
+            // [0] seed } } (84 bytes, short lengths), wiped after the parse.
+            let mut seq = zeroize::Zeroizing::new(Vec::with_capacity(86));
+            seq.extend_from_slice(&[0x30, 84, 0x02, 0x01, 0x00, 0x30, algid.len() as u8]);
+            seq.extend_from_slice(algid);
+            seq.extend_from_slice(&[0x04, 66, 0x80, 64]);
+            seq.extend_from_slice(seed);
             let (dk, ek) = super::lc_sign::ml_kem_pair(&seq, p.dk, p.ek)?;
             if dk.as_slice() != expanded {
                 return None;
