@@ -108,7 +108,7 @@ pub(crate) enum Cmd {
         log_file: Option<PathBuf>,
         /// FUSE request threads. More than cores: a thread waiting on the backing disk
         /// (a cold page under a small write) should not hold up the others.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 16)]
         threads: usize,
         /// Unwrapped file keys kept in memory (LRU), so re-opening a file needs no KMS call.
         #[arg(long, default_value_t = 32768)]

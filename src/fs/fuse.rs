@@ -117,6 +117,10 @@ impl Filesystem for Fuse {
             std::thread::spawn(move || raise_read_ahead(&mountpoint, &dev));
         }
         let _ = config.set_max_write(1 << 20);
+        // Writeback sends WRITEs as background requests, 16 in flight by default: cold
+        // random writes each wait on a backing page read, so more in flight is more
+        // disk reads at once (19,700 against 18,600 IOPS with 16 threads).
+        let _ = config.set_max_background(64);
         if fs.writeback_cache
             && config
                 .add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE)
