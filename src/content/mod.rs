@@ -9,6 +9,9 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+mod direct;
+pub use direct::Direct;
+
 use crate::crypto::{random_nonce, Aead, NONCE_LEN};
 use crate::format::{chunk_aad, Geometry, CHUNK_OVERHEAD};
 
@@ -62,6 +65,8 @@ pub struct Content<'a> {
     pub file_id: &'a [u8; 16],
     /// The tree's chunk geometry.
     pub geo: Geometry,
+    /// Large cold reads go around the backing page cache through it, when given.
+    pub direct: Option<&'a Direct>,
 }
 
 /// One chunk's place in a buffer of consecutive sealed chunks.
@@ -85,6 +90,15 @@ impl<'a> Content<'a> {
             aead: &*keys.content,
             file_id,
             geo,
+            direct: None,
+        }
+    }
+
+    /// The same, with large cold reads going around the backing page cache (`direct`).
+    pub fn with_direct(self, direct: &'a Direct) -> Content<'a> {
+        Content {
+            direct: Some(direct),
+            ..self
         }
     }
 
@@ -139,17 +153,25 @@ impl Content<'_> {
         tag.copy_from_slice(&t);
     }
 
-    /// Reads exactly `buf.len()` bytes at `off`; a short read means the file is shorter
-    /// than its chunks claim, reported as corruption of `chunk`.
-    fn pread_exact(&self, buf: &mut [u8], off: u64, chunk: u64) -> Result<(), ContentError> {
-        match self.file.read_exact_at(buf, off) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ContentError::Corrupt {
-                chunk,
-                offset: self.geo.chunk_offset(chunk),
-            }),
-            Err(e) => Err(e.into()),
-        }
+    /// Reads the `len` sealed bytes of the chunks from `chunk` on into `buf` (directly from
+    /// the disk when large and not cached, see `direct`) and answers where they are; a
+    /// short read means the file is shorter than its chunks claim, reported as
+    /// corruption of `chunk`.
+    fn read_sealed(
+        &self,
+        buf: &mut Vec<u8>,
+        chunk: u64,
+        len: usize,
+    ) -> Result<std::ops::Range<usize>, ContentError> {
+        let off = self.geo.chunk_offset(chunk);
+        let r = match self.direct {
+            Some(d) => d.read_exact(self.file, buf, off, len),
+            None => direct::buffered_read(self.file, buf, 0, off, len),
+        };
+        r.map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => ContentError::Corrupt { chunk, offset: off },
+            _ => e.into(),
+        })
     }
 
     /// Decrypts the chunks `first..end` of a file of `plain_size` bytes. `buf` is scratch
@@ -164,11 +186,8 @@ impl Content<'_> {
     ) -> Result<usize, ContentError> {
         let slots = self.slots(first, end, plain_size);
         let total: usize = slots.iter().map(|s| s.len + CHUNK_OVERHEAD as usize).sum();
-        if buf.len() < total {
-            buf.resize(total, 0);
-        }
-        let sealed = &mut buf[..total];
-        self.pread_exact(sealed, self.geo.chunk_offset(first), first)?;
+        let at = self.read_sealed(buf, first, total)?;
+        let sealed = &mut buf[at.clone()];
         // Split the buffer into per-chunk pieces so they can be opened in parallel.
         let mut pieces: Vec<(&Slot, &mut [u8])> = Vec::with_capacity(slots.len());
         let mut rest = sealed;
@@ -189,7 +208,7 @@ impl Content<'_> {
             }
         }
         // Close up the nonces and tags so the plaintext is contiguous at the front.
-        let (mut from, mut to) = (0, 0);
+        let (mut from, mut to) = (at.start, 0);
         for s in &slots {
             buf.copy_within(from + NONCE_LEN..from + NONCE_LEN + s.len, to);
             from += s.len + CHUNK_OVERHEAD as usize;

@@ -37,6 +37,7 @@ impl Fixture {
             aead: &*self.aead,
             file_id: &self.id,
             geo: self.geo,
+            direct: None,
         }
     }
 }
@@ -173,4 +174,78 @@ fn large_parallel_round_trip() {
         c.read(data.len() as u64, 5000, 300_000).unwrap(),
         &data[5000..305_000]
     );
+}
+
+/// Drops the clean pages of `f` from the page cache (after writing them out).
+fn evict(f: &File) {
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+#[test]
+fn large_cold_reads_go_direct_and_match_buffered_ones() {
+    let f = fixture(4096);
+    let direct = Direct::default();
+    let c = f.c().with_direct(&direct);
+    let data: Vec<u8> = (0..(3 << 20) + 17)
+        .map(|i| (i * 131 + i / 7) as u8)
+        .collect();
+    let size = data.len() as u64;
+    c.write(0, 0, &data).unwrap();
+    // Sealed chunks are 4,124 bytes: these ranges start and end off the 4 KiB grid.
+    for (off, len) in [
+        (0, size),
+        (5000, 300_000),
+        (4096 * 7 + 1, 1 << 20),
+        (size - 400_000, 1 << 20),
+    ] {
+        evict(&f.file);
+        let before = direct.taken();
+        let mut buf = vec![0u8; 3]; // scratch of any size and alignment
+        let r = c.read_in(size, off, len, &mut buf).unwrap();
+        assert_eq!(
+            direct.taken(),
+            before + 1,
+            "read of {len} at {off} was not direct"
+        );
+        let end = (off + len).min(size) as usize;
+        assert_eq!(&buf[r], &data[off as usize..end], "read of {len} at {off}");
+    }
+    // Small reads and cached data stay buffered.
+    let before = direct.taken();
+    assert_eq!(c.read(size, 100, 8192).unwrap(), &data[100..8292]);
+    assert_eq!(c.read(size, 0, 1 << 20).unwrap(), &data[..1 << 20]);
+    assert_eq!(direct.taken(), before);
+}
+
+#[test]
+fn a_direct_read_never_misses_bytes_still_in_the_cache() {
+    let f = fixture(4096);
+    let direct = Direct::default();
+    let c = f.c().with_direct(&direct);
+    let mut data: Vec<u8> = (0..2 << 20).map(|i| (i * 7) as u8).collect();
+    let size = data.len() as u64;
+    c.write(0, 0, &data).unwrap();
+    evict(&f.file);
+    // One chunk rewritten: its pages are dirty in the cache, the disk holds the old ones.
+    data[600_000..600_100].fill(0xAB);
+    c.write(size, 600_000, &[0xAB; 100]).unwrap();
+    assert_eq!(c.read(size, 0, size).unwrap(), data);
+}
+
+#[test]
+fn a_direct_read_of_a_cut_file_is_corruption() {
+    let f = fixture(4096);
+    let direct = Direct::default();
+    let c = f.c().with_direct(&direct);
+    let data = vec![9u8; 1 << 20];
+    c.write(0, 0, &data).unwrap();
+    let blen = f.file.metadata().unwrap().len();
+    f.file.set_len(blen - 5000).unwrap();
+    evict(&f.file);
+    match c.read(data.len() as u64, 0, 1 << 20) {
+        Err(ContentError::Corrupt { .. }) => {}
+        r => panic!("expected corruption, got {:?}", r.map(|v| v.len())),
+    }
+    assert_eq!(direct.taken(), 0);
 }

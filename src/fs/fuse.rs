@@ -88,8 +88,12 @@ fn xattr(r: FsResult<Xattr>, reply: ReplyXattr) {
 /// each, one or two in flight. At 1 MiB (the largest request, 256 pages) the kernel sends
 /// 1 MiB reads ahead of the reader and the chunks of each are opened in parallel: cold
 /// `fio` sequential 1 MiB reads of a 1 GiB file measured 1.2-1.7× faster here than at
-/// 128 KiB (bench/results/2026-12-05-read-ahead.md); more than 1 MiB gained nothing.
-const READ_AHEAD_KB: u32 = 1024;
+/// 128 KiB (README, "Speed", second pass). Since large cold reads bypass the
+/// backing page cache (`content::Direct`), the backing file's own read-ahead no longer
+/// keeps the disk busy while a request is decrypted; 8 MiB here does, with up to eight
+/// requests in flight (cold 512 MiB reads: 0.33-0.46 s against 0.41-0.82 s buffered at
+/// 1 MiB, alternating, 8 rounds; bench/results/2026-12-05-direct-read.md).
+const READ_AHEAD_KB: u32 = 8192;
 
 /// Raises the mount's read-ahead once the kernel has taken INIT's answer (which would
 /// otherwise lower it back): a stat of the mount root waits for INIT. Root only (sysfs);

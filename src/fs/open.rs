@@ -30,6 +30,8 @@ pub(super) struct OpenFile {
     pub(super) size: RwLock<u64>,
     /// For log lines.
     pub(super) path: String,
+    /// Its `O_DIRECT` twin for large cold reads, opened on the first.
+    pub(super) direct: crate::content::Direct,
 }
 
 pub(super) struct Handle {
@@ -216,6 +218,7 @@ impl KmsFs {
             file_id,
             size: RwLock::new(size),
             path: bpath,
+            direct: Default::default(),
         })
     }
 
@@ -230,7 +233,7 @@ impl KmsFs {
     }
 
     fn content<'a>(&self, of: &'a OpenFile) -> Content<'a> {
-        Content::new(&of.file, &of.keys, &of.file_id, self.geo)
+        Content::new(&of.file, &of.keys, &of.file_id, self.geo).with_direct(&of.direct)
     }
 
     pub(super) fn new_handle(&self, of: Arc<OpenFile>, ino: u64, flags: i32) -> u64 {
