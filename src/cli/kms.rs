@@ -36,12 +36,23 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                 Some(d) => d,
                 None => local_dir(kms_arg)?,
             };
-            let region = region.unwrap_or_else(crate::kms::env_region);
-            let kms =
-                crate::kms::local::LocalKms::open(&dir, true)?.serving(&region, &account_id)?;
-            // automatic rotations are performed by whoever holds the keystore
-            let rot: Arc<dyn Kms> = Arc::new(kms.with_caller(kms.caller().clone()));
-            crate::kms::spawn_rotation_ticker(Arc::downgrade(&rot));
+            let regions =
+                crate::kms::local::region_list(&region.unwrap_or_else(crate::kms::env_region))?;
+            // One view of the keystore per Region (scoped to it when there are several).
+            let mut views = Vec::with_capacity(regions.len());
+            let mut tickers = Vec::with_capacity(regions.len());
+            for r in &regions {
+                let kms = crate::kms::local::LocalKms::open(&dir, true)?.serving_one_of(
+                    r,
+                    &account_id,
+                    regions.len() > 1,
+                )?;
+                // automatic rotations are performed by whoever holds the keystore
+                let rot: Arc<dyn Kms> = Arc::new(kms.with_caller(kms.caller().clone()));
+                crate::kms::spawn_rotation_ticker(Arc::downgrade(&rot));
+                tickers.push(rot);
+                views.push(kms);
+            }
             let opts = crate::kms::http::server::ServeOpts {
                 listen,
                 tls: tls_cert.zip(tls_key),
@@ -54,14 +65,14 @@ pub(super) fn run(kms_arg: Option<&str>, cmd: KmsCmd) -> Result<()> {
                     bytes: (max_request_bytes as f64).max(65536.0),
                 },
             };
-            let r = crate::kms::http::server::serve(kms, opts, |addr| {
+            let r = crate::kms::http::server::serve(views, opts, |addr| {
                 println!("listening on {addr}");
                 let _ = std::io::stdout().flush();
                 // systemd Type=notify: the listener accepts connections now
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             });
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            drop(rot);
+            drop(tickers);
             Ok(r?)
         }
         KmsCmd::Unlock { duration } => {

@@ -298,7 +298,10 @@ pub(crate) enum KmsCmd {
         idle_timeout: u64,
         /// The region this server is: ARNs carry it, and requests signed for another
         /// region see no keys (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1 —
-        /// what `--kms https://…` signs for by default).
+        /// what `--kms https://…` signs for by default). Several, comma-separated
+        /// (`us-east-1,eu-west-1`): the server answers each request as the Region it is
+        /// signed for, each Region with its own keys, aliases and grants, and multi-Region
+        /// keys work between them (the first is where region-less requests are answered).
         #[arg(long)]
         region: Option<String>,
         /// The 12-digit account in ARNs; `arn:aws:iam::ACCOUNT:root` in a key policy means
@@ -492,7 +495,7 @@ pub(crate) enum KeyCmd {
         #[arg(long)]
         usage: Option<String>,
         /// A multi-Region primary key (an mrk- id; replicate it with `key replicate`):
-        /// needs servers of several Regions sharing one store.
+        /// needs several Regions on one store (kms serve --region A,B, or a cluster).
         #[arg(long)]
         multi_region: bool,
     },

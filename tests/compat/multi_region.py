@@ -1,7 +1,9 @@
 """Multi-Region keys through boto3, across two `kmsfs kms serve` of two Regions sharing one
-PostgreSQL store (run by tests/it/cluster.rs).
+PostgreSQL store (run by tests/it/cluster.rs), or one server answering as both Regions
+(`--region A,B`, run by tests/it/remote.rs).
 
-Environment: ENDPOINT_A, REGION_A (the primary's), ENDPOINT_B, REGION_B, AKID, SECRET.
+Environment: ENDPOINT_A, REGION_A (the primary's), ENDPOINT_B, REGION_B, AKID, SECRET;
+REGION_NOT_SERVED (optional): a Region neither endpoint serves, which must see nothing.
 Prints ALL OK and exits 0 when every check passed; any failure raises.
 """
 import os
@@ -239,4 +241,10 @@ ok("imported material: a multi-Region HMAC key")
 # A request signed for another Region sees nothing of this one.
 wrong = client(os.environ["ENDPOINT_A"], RB)
 expect("NotFoundException", wrong.describe_key, KeyId=arn_a)
+if os.environ.get("REGION_NOT_SERVED"):
+    away = client(os.environ["ENDPOINT_A"], os.environ["REGION_NOT_SERVED"])
+    assert away.list_keys()["Keys"] == [], "a Region not served lists keys"
+    expect("NotFoundException", away.describe_key, KeyId=arn_a)
+    expect("NotFoundException", away.describe_key, KeyId=arn_a.split("/")[-1])
+    ok("a Region not served sees nothing")
 print("ALL OK")

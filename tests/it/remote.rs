@@ -290,6 +290,46 @@ fn compat_script(
     Some(ks)
 }
 
+/// One server answering as two Regions on its own SQLite store (`--region A,B`): each
+/// request is answered as the Region it is signed for, so everything the two-server
+/// cluster test checks through boto3 (tests/compat/multi_region.py: per-Region keys and
+/// aliases, replicas, imported material, UpdatePrimaryRegion, deletion) holds with both
+/// clients on one endpoint; a Region not served sees nothing.
+#[test]
+fn one_server_answers_as_several_regions() {
+    let Some(venv) = python_venv() else { return };
+    let ks = tempfile::tempdir().unwrap();
+    let (ra, rb) = ("us-east-1", "eu-west-1");
+    let server = Server::start(
+        &ks.path().join("ks"),
+        &["--max-rate", "1000000", "--region", &format!("{ra},{rb}")],
+    );
+    all_ok(
+        Command::new(venv.join("bin/python"))
+            .arg(format!(
+                "{}/tests/compat/multi_region.py",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .env("ENDPOINT_A", server.url())
+            .env("REGION_A", ra)
+            .env("ENDPOINT_B", server.url())
+            .env("REGION_B", rb)
+            .env("REGION_NOT_SERVED", "ap-south-1")
+            .env("AKID", &server.akid)
+            .env("SECRET", &server.secret),
+    );
+    // The same Region twice is a mistake worth a line, not a silent dedupe.
+    let out = command()
+        .args(["kms", "serve", "--keystore"])
+        .arg(ks.path().join("ks"))
+        .args(["--listen", "127.0.0.1:0", "--region", "us-east-1,us-east-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("us-east-1 is named twice"), "{err}");
+}
+
 #[test]
 fn boto3_and_aws_cli_against_our_server() {
     // bob: a second principal for the policy checks

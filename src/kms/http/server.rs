@@ -65,7 +65,10 @@ fn bounded(s: &str, max: usize) -> String {
 type SigningKeyId = (String, [u8; 32], String, String, String);
 
 struct AppState {
+    /// The first Region's view: principals, refusals, and requests of no served Region.
     kms: LocalKms,
+    /// The other Regions this server answers as (`--region A,B,…`), by name.
+    regions: std::collections::HashMap<String, LocalKms>,
     /// Per-principal request and byte budgets.
     buckets: super::limits::Buckets,
     /// (access key id, secret fingerprint, date, region, service) -> SigV4 signing key
@@ -76,6 +79,12 @@ struct AppState {
 }
 
 impl AppState {
+    /// The view that answers a request signed for `region` (a Region not served: the
+    /// first view, which answers as its own Region and so finds nothing).
+    fn view(&self, region: &str) -> &LocalKms {
+        self.regions.get(region).unwrap_or(&self.kms)
+    }
+
     /// Audits the refusal of a request that never reached an operation (bad or missing
     /// signature, unknown access key), at most `REFUSALS_PER_WINDOW` per source and
     /// window; the rest are summed up in one record when the source's next window opens.
@@ -303,7 +312,7 @@ async fn handle(
             if let Err(e) = st2.buckets.admit(&principal, weight, body.len()) {
                 return (principal, Err(e));
             }
-            let kms = st2.kms.with_caller(Caller {
+            let kms = st2.view(&auth.region).with_caller(Caller {
                 source: peer.to_string(),
                 region: Some(auth.region.clone()),
                 ..who
@@ -419,6 +428,7 @@ async fn healthz() -> &'static str {
 
 fn router(
     kms: LocalKms,
+    regions: std::collections::HashMap<String, LocalKms>,
     idle_timeout: std::time::Duration,
     limits: super::limits::Limits,
 ) -> Router {
@@ -428,6 +438,7 @@ fn router(
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(Arc::new(AppState {
             kms,
+            regions,
             buckets: super::limits::Buckets::new(limits),
             keys: Default::default(),
             idle_timeout,
@@ -507,9 +518,15 @@ impl Drop for SourceSlot {
     }
 }
 
-/// Serves until SIGTERM/SIGINT. `ready` is called with the bound address once the
+/// Serves `views` (one per Region this server answers as, the first for requests of no
+/// served Region) until SIGTERM/SIGINT. `ready` is called with the bound address once the
 /// listener accepts connections (for `Type=notify` and tests).
-pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+pub fn serve(views: Vec<LocalKms>, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let mut views = views.into_iter();
+    let Some(kms) = views.next() else {
+        bail!("a server needs a Region");
+    };
+    let others: Vec<LocalKms> = views.collect();
     if opts.tls.is_none() && !opts.listen.ip().is_loopback() && !opts.insecure_http {
         bail!(
             "refusing to listen on {} without TLS: give --tls-cert and --tls-key, or --insecure-http",
@@ -522,7 +539,16 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
     };
     let app_kms = kms.with_caller(kms.caller().clone());
     let dir = app_kms.dir().to_path_buf();
-    let app = router(app_kms, opts.idle_timeout, opts.limits);
+    let regions = others
+        .iter()
+        .map(|k| {
+            (
+                k.region_and_account().0.to_string(),
+                k.with_caller(k.caller().clone()),
+            )
+        })
+        .collect();
+    let app = router(app_kms, regions, opts.idle_timeout, opts.limits);
     serve_app(
         app,
         &opts,
@@ -532,7 +558,9 @@ pub fn serve(kms: LocalKms, opts: ServeOpts, ready: impl FnOnce(SocketAddr)) -> 
         &dir.display().to_string(),
         ready,
     )?;
-    kms.audit().checkpoint().ok();
+    for k in std::iter::once(&kms).chain(&others) {
+        k.audit().checkpoint().ok();
+    }
     Ok(())
 }
 

@@ -176,6 +176,21 @@ fn write_private_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<
     File::open(dir)?.sync_all()
 }
 
+/// The Regions of a server's `--region` (comma-separated; one or more, each once).
+pub fn region_list(arg: &str) -> crate::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for r in arg.split(',').map(str::trim) {
+        if out.iter().any(|o| o == r) {
+            crate::error::fail!("--region {arg}: {r} is named twice");
+        }
+        out.push(r.to_string());
+    }
+    if out.len() > 64 {
+        crate::error::fail!("--region {arg}: at most 64 Regions");
+    }
+    Ok(out)
+}
+
 impl LocalKms {
     /// Opens the keystore in `dir`. With `create`, a missing directory and root key are
     /// made (0700 / 0600); without it a missing keystore is an error.
@@ -260,7 +275,19 @@ impl LocalKms {
     /// `--account-id`): ARNs carry them, ARNs naming another region or account are not
     /// found, and requests signed for another region see no keys. Call it right after
     /// `open`, before the KMS is shared.
-    pub fn serving(mut self, region: &str, account: &str) -> crate::Result<LocalKms> {
+    pub fn serving(self, region: &str, account: &str) -> crate::Result<LocalKms> {
+        self.serving_one_of(region, account, false)
+    }
+
+    /// `serving`, for one of the Regions a server answers as (`several`): this view then
+    /// keeps its rows in its Region's scope on any store, as servers of several Regions
+    /// sharing one database do, so the server's Regions see each their own keys.
+    pub fn serving_one_of(
+        mut self,
+        region: &str,
+        account: &str,
+        several: bool,
+    ) -> crate::Result<LocalKms> {
         if region.is_empty()
             || region.len() > 32
             || !region
@@ -277,7 +304,7 @@ impl LocalKms {
         e.region = region.to_string();
         e.account = account.to_string();
         e.regional = true;
-        if e.store.shared() {
+        if e.store.shared() || several {
             // Servers of several Regions may share this store: this one reads and writes
             // its Region's scope (and rows of no Region).
             e.scope = Some(region.to_string());

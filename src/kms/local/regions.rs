@@ -137,7 +137,7 @@ impl LocalKms {
     pub(super) fn check_multi_region_create(&self, origin: Option<&str>) -> KmsResult<()> {
         if self.e.scope.is_none() {
             return Err(unsupported(
-                "multi-Region keys need servers of several Regions sharing one store: kmsfs kms serve --region R --store postgres://…".into(),
+                "multi-Region keys need several Regions on one store: kmsfs kms serve --region A,B (one server), or --region R --store postgres://… (a server per Region)".into(),
             ));
         }
         match origin {
