@@ -260,6 +260,65 @@ fn tampered(tamper: impl FnOnce(&Tree)) -> Tree {
     t
 }
 
+/// Writes out and drops the page cache of a backing file.
+fn evict(f: &File) {
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+}
+
+/// Pages of `f` in the page cache (cachestat(2)).
+fn cached_pages(f: &File) -> u64 {
+    use std::os::fd::AsRawFd;
+    let range = [0u64, 0]; // offset 0, length 0: to the end
+    let mut st = [0u64; 5];
+    // SAFETY: both pointers are to live arrays of the layout the kernel expects.
+    let r = unsafe { libc::syscall(451, f.as_raw_fd(), range.as_ptr(), st.as_mut_ptr(), 0u32) };
+    assert_eq!(r, 0, "cachestat: {}", std::io::Error::last_os_error());
+    st[0]
+}
+
+/// A large cold read goes to the disk around the backing page cache
+/// (src/content/direct.rs): the plaintext comes back whole, the backing file's pages stay
+/// out of the cache (the file is cached once, as plaintext), and a byte flipped in the
+/// middle of such a read is still EIO.
+#[test]
+fn cold_large_reads_bypass_the_backing_cache_and_stay_authenticated() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    t.mount();
+    let data = random_bytes(8 << 20, 7);
+    fs::write(t.p("big"), &data).unwrap();
+    t.umount();
+    let back = backing_rw(&t, "big");
+    let pages = back.metadata().unwrap().len() / 4096;
+    evict(&back);
+    t.mount();
+    assert!(fs::read(t.p("big")).unwrap() == data, "cold read differs");
+    let cached = cached_pages(&back);
+    assert!(
+        cached * 10 < pages,
+        "{cached} of {pages} backing pages cached after a cold read through the mount"
+    );
+    // Warm backing pages are read through the cache as before.
+    t.umount();
+    let mut all = vec![0u8; back.metadata().unwrap().len() as usize];
+    back.read_exact_at(&mut all, 0).unwrap();
+    t.mount();
+    assert!(fs::read(t.p("big")).unwrap() == data, "warm read differs");
+    t.umount();
+    let at = 1000 * CCHUNK + 40;
+    let mut b = read_at(&back, at, 1);
+    b[0] ^= 0x01;
+    back.write_all_at(&b, at).unwrap();
+    evict(&back);
+    t.mount();
+    assert!(
+        is_eio(fs::read(t.p("big"))),
+        "a flipped byte read directly must be EIO"
+    );
+    assert_logged(&t, "big");
+}
+
 fn backing_rw(t: &Tree, name: &str) -> File {
     OpenOptions::new()
         .read(true)
