@@ -30,7 +30,7 @@ const ALIGN: usize = 4096;
 /// The lazily opened `O_DIRECT` twin of one backing file.
 #[derive(Default)]
 pub struct Direct {
-    fd: OnceLock<Option<File>>,
+    pub(super) fd: OnceLock<Option<File>>,
     /// Set when the backing filesystem refused a direct read: buffered from then on.
     refused: AtomicBool,
     /// Reads served directly (for tests and the log).
@@ -70,9 +70,12 @@ impl Direct {
         off: u64,
         len: usize,
     ) -> io::Result<Range<usize>> {
-        let direct = match self.file(buffered) {
-            Some(f) if len >= DIRECT_MIN && !any_cached(buffered, off, len as u64) => f,
-            _ => return buffered_read(buffered, buf, 0, off, len),
+        // In this order: the twin is opened only for the first large uncached read.
+        if len < DIRECT_MIN || any_cached(buffered, off, len as u64) {
+            return buffered_read(buffered, buf, 0, off, len);
+        }
+        let Some(direct) = self.file(buffered) else {
+            return buffered_read(buffered, buf, 0, off, len);
         };
         // Lay the range out so that its aligned start falls on an aligned address:
         // `base` is where byte `off` lands, with `off % ALIGN` bytes of slack before it.

@@ -211,7 +211,17 @@ fn large_cold_reads_go_direct_and_match_buffered_ones() {
         let end = (off + len).min(size) as usize;
         assert_eq!(&buf[r], &data[off as usize..end], "read of {len} at {off}");
     }
-    // Small reads and cached data stay buffered.
+    // Small reads and cached data stay buffered, and a small read opens no twin.
+    let small = Direct::default();
+    evict(&f.file);
+    assert_eq!(
+        f.c().with_direct(&small).read(size, 100, 8192).unwrap(),
+        &data[100..8292]
+    );
+    assert!(
+        small.fd.get().is_none(),
+        "a small read opened the O_DIRECT twin"
+    );
     let before = direct.taken();
     assert_eq!(c.read(size, 100, 8192).unwrap(), &data[100..8292]);
     assert_eq!(c.read(size, 0, 1 << 20).unwrap(), &data[..1 << 20]);
