@@ -33,7 +33,7 @@ pub struct Direct {
     pub(super) fd: OnceLock<Option<File>>,
     /// Set when the backing filesystem refused a direct read: buffered from then on.
     refused: AtomicBool,
-    /// Reads served directly (for tests and the log).
+    /// Reads served directly (counted for the tests).
     taken: AtomicU64,
 }
 
