@@ -91,8 +91,9 @@ fn xattr(r: FsResult<Xattr>, reply: ReplyXattr) {
 /// 128 KiB (README, "Speed", second pass). Since large cold reads bypass the
 /// backing page cache (`content::Direct`), the backing file's own read-ahead no longer
 /// keeps the disk busy while a request is decrypted; 8 MiB here does, with up to eight
-/// requests in flight (cold 512 MiB reads: 0.33-0.46 s against 0.41-0.82 s buffered at
-/// 1 MiB, alternating, 8 rounds; bench/results/2026-12-05-direct-read.md).
+/// requests in flight. Direct reads at 1 MiB read-ahead were slower than buffered ones
+/// (0.44-0.60 s against 0.34-0.40 s per cold 512 MiB), at 8 MiB level with them or faster
+/// (bench/results/2026-12-05-direct-read.md).
 const READ_AHEAD_KB: u32 = 8192;
 
 /// Raises the mount's read-ahead once the kernel has taken INIT's answer (which would
