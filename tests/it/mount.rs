@@ -299,7 +299,7 @@ fn cold_large_reads_bypass_the_backing_cache_and_stay_authenticated() {
         cached * 10 < pages,
         "{cached} of {pages} backing pages cached after a cold read through the mount"
     );
-    // Warm backing pages are read through the cache as before.
+    // With the backing pages warm, the read is right too (it goes through the cache).
     t.umount();
     let mut all = vec![0u8; back.metadata().unwrap().len() as usize];
     back.read_exact_at(&mut all, 0).unwrap();
