@@ -33,7 +33,7 @@ pub(super) fn mount_foreground(
             return Err(e.into());
         }
     };
-    mount.run(|| {
+    mount.run(move || {
         report(&mut ready, "ok\n");
         // systemd Type=notify: the mount answers now
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

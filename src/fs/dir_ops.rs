@@ -117,8 +117,8 @@ impl KmsFs {
             Err(e) => return Err(e.into()),
         };
         let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
         let h = Arc::new(h);
-        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
         Ok((File::from(fd), h, st, b.name))
     }
 

@@ -17,13 +17,15 @@ use fuser::{
 
 use super::{mount_devices, Caller, FsError, FsResult, KmsFs, SetAttr, Xattr};
 
-/// The FUSE face of a [`KmsFs`].
-pub struct Fuse(KmsFs);
+/// The FUSE face of a [`KmsFs`], and who waits for the mount to be settled.
+pub struct Fuse(KmsFs, Option<std::sync::mpsc::SyncSender<()>>);
 
 impl Fuse {
-    /// Serves `fs` over FUSE.
-    pub fn new(fs: KmsFs) -> Fuse {
-        Fuse(fs)
+    /// Serves `fs` over FUSE; `settled` is told once INIT is answered and the mount's
+    /// read-ahead raised (or that could not be done), so the mount is reported live only
+    /// then: a reader that starts at once gets the read-ahead too.
+    pub fn new(fs: KmsFs, settled: std::sync::mpsc::SyncSender<()>) -> Fuse {
+        Fuse(fs, Some(settled))
     }
 }
 
@@ -100,6 +102,7 @@ const READ_AHEAD_KB: u32 = 8192;
 /// otherwise lower it back): a stat of the mount root waits for INIT. Root only (sysfs);
 /// elsewhere the kernel's default stays.
 fn raise_read_ahead(mountpoint: &std::path::Path, dev: &str) {
+    // stat waits for INIT, whose answer would otherwise set the read-ahead back
     let _ = std::fs::metadata(mountpoint);
     let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     match std::fs::write(&knob, format!("{READ_AHEAD_KB}\n")) {
@@ -117,10 +120,18 @@ impl Filesystem for Fuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let fs = &mut self.0;
         fs.mount_dev = mount_devices(&fs.mountpoint).pop();
-        if let Some(dev) = fs.mount_dev.clone() {
-            let mountpoint = fs.mountpoint.clone();
-            std::thread::spawn(move || raise_read_ahead(&mountpoint, &dev));
-        }
+        let settled = self.1.take();
+        let (dev, mountpoint) = (fs.mount_dev.clone(), fs.mountpoint.clone());
+        std::thread::spawn(move || {
+            match dev {
+                Some(dev) => raise_read_ahead(&mountpoint, &dev),
+                // still wait for INIT's answer before the mount is called live
+                None => drop(std::fs::metadata(&mountpoint)),
+            }
+            if let Some(s) = settled {
+                let _ = s.send(());
+            }
+        });
         let _ = config.set_max_write(1 << 20);
         // Writeback sends WRITEs as background requests, 16 in flight by default: cold
         // random writes each wait on a backing page read, so more in flight is more
@@ -367,8 +378,11 @@ impl Filesystem for Fuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes go to the backing file synchronously; nothing is buffered here.
-        reply.ok();
+        // Writes go to the backing file synchronously and locks are the kernel's, so
+        // there is nothing to do. ENOSYS tells the kernel so once: it then never sends
+        // FLUSH again (it still writes its cached pages back at close), which takes one
+        // round trip off every close(2).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(

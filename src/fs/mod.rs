@@ -33,7 +33,7 @@ use parking_lot::{Mutex, RwLock};
 use rustix::fs::AtFlags;
 
 use crate::envelope::Envelope;
-use crate::format::{Geometry, Header, CONFIG_FILE, TEMP_PREFIX};
+use crate::format::{Geometry, CONFIG_FILE, TEMP_PREFIX};
 pub use attr::SetAttr;
 use error::rerr;
 pub use error::{FsError, FsResult};
@@ -92,11 +92,11 @@ pub struct KmsFs {
     /// This mount's device in /proc/self/mountinfo (seen at INIT); it cannot be reused
     /// while this process holds the FUSE connection.
     pub(crate) mount_dev: Option<String>,
-    /// Keys of files by backing (st_dev, st_ino): a re-open skips reading the header
-    /// xattr (on ext4 a ~250-byte xattr lives in its own block: a disk read when cold).
-    /// Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
+    /// File ids by backing (st_dev, st_ino): a re-open whose keys the envelope still
+    /// caches reads neither the header xattr (on ext4 a ~250-byte xattr lives in its own
+    /// block: a disk read when cold) nor the KMS; 40 bytes an entry. Valid while the mount owns the tree: `rotate` keeps file id and DEK, `rekey` needs
     /// an unmount; entries go when the last link is removed through the mount.
-    known: Mutex<lru::LruCache<(u64, u64), Arc<Header>>>,
+    known: Mutex<lru::LruCache<(u64, u64), [u8; 16]>>,
     /// Format 2 trees: the name key and its caches (None: names are plaintext).
     names: Option<names::Names>,
     /// Encrypt-only trees: ids of the files whose key this mount drew itself (created,

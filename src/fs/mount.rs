@@ -42,6 +42,8 @@ pub struct Mount {
     mountpoint: PathBuf,
     /// Mounted by `mount_as_root`, not fuser: unmounting on a signal is ours too.
     self_mounted: bool,
+    /// Told once INIT is answered and the read-ahead raised (see `Fuse::new`).
+    settled: std::sync::mpsc::Receiver<()>,
 }
 
 /// Mounts the tree at `backing` on `mountpoint`: the tree's config must be trusted by
@@ -139,7 +141,8 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = opts.threads > 1;
     let notifier = fs.notifier_slot();
-    let fuse = super::fuse::Fuse::new(fs);
+    let (settled_tx, settled) = std::sync::mpsc::sync_channel(1);
+    let fuse = super::fuse::Fuse::new(fs, settled_tx);
     let own = mount_as_root(&backing, mountpoint, opts.allow_other, reader)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
     let self_mounted = own.is_some();
@@ -156,6 +159,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
         kms,
         mountpoint: mountpoint.to_path_buf(),
         self_mounted,
+        settled,
     })
 }
 
@@ -248,13 +252,15 @@ fn mount_as_root(
 
 impl Mount {
     /// Serves requests until the mount goes: unmounted from outside, or by SIGTERM,
-    /// SIGINT or SIGHUP (which unmount cleanly). `live` is called once it answers.
-    pub fn run(self, live: impl FnOnce()) -> Result<()> {
+    /// SIGINT or SIGHUP (which unmount cleanly). `live` is called once it answers, with
+    /// its read-ahead in place (from another thread: this one serves INIT).
+    pub fn run(self, live: impl FnOnce() + Send + 'static) -> Result<()> {
         let Mount {
             mut session,
             kms,
             mountpoint,
             self_mounted,
+            settled,
         } = self;
         let mut unmounter = session.unmount_callable();
         let mp = mountpoint.clone();
@@ -277,7 +283,11 @@ impl Mount {
         // when the session ends.
         crate::kms::spawn_rotation_ticker(Arc::downgrade(&kms));
         drop(kms);
-        live();
+        std::thread::spawn(move || {
+            // Bounded: a kernel that never sends INIT fails the session, not this wait.
+            let _ = settled.recv_timeout(std::time::Duration::from_secs(10));
+            live();
+        });
         session.run().context("FUSE session failed")?;
         tracing::info!("unmounted {}", mountpoint.display());
         Ok(())

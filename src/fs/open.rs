@@ -97,7 +97,7 @@ impl KmsFs {
             Some((file, header, st)) => {
                 let bpath = self.display(inode.ino);
                 let keys = self.open_keys(&header, &bpath)?;
-                self.open_file(file, true, &header, keys, &st, bpath)
+                self.open_file(file, true, header.file_id, keys, &st, bpath)
             }
             None => self.open_backing(inode, want_write, truncating)?,
         };
@@ -131,18 +131,24 @@ impl KmsFs {
         };
         let file = File::from(fd);
         let bpath = self.display(inode.ino);
-        let known = self.known.lock().get(&(st.st_dev, st.st_ino)).cloned();
-        let header = match known {
-            Some(h) => h,
+        // A file this process has opened (or made) before and whose keys are still
+        // cached: neither its header nor the KMS is read again.
+        let cached = self
+            .known
+            .lock()
+            .get(&(st.st_dev, st.st_ino))
+            .copied()
+            .and_then(|id| Some((id, self.env.cached_keys(&id)?)));
+        let (file_id, header) = match &cached {
+            Some((id, _)) => (*id, None),
             None => {
                 let h = crate::backing::read_header_checked(&file, self.geo)
                     .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
                 self.env
                     .check_auth(std::os::fd::AsFd::as_fd(&file), &h)
                     .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
-                let h = Arc::new(h);
-                self.known.lock().put((st.st_dev, st.st_ino), h.clone());
-                h
+                self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
+                (h.file_id, Some(h))
             }
         };
         // Encrypt-only trees: a key this mount did not draw may be anyone's (whoever
@@ -151,19 +157,24 @@ impl KmsFs {
         let fresh = self.public_key_tree()
             && writable
             && want_write
-            && !self.is_own_key(&header.file_id)
+            && !self.is_own_key(&file_id)
             && (truncating || self.geo.plain_size(st.st_size as u64) == Some(0));
         if fresh {
             let (header, keys) = self.rekey_emptied(&file, &st, &bpath)?;
             let st = rustix::fs::fstat(&file)?;
-            return Ok(self.open_file(file, writable, &header, keys, &st, bpath));
+            return Ok(self.open_file(file, writable, header.file_id, keys, &st, bpath));
         }
-        match self.open_keys(&header, &bpath) {
-            Ok(keys) => Ok(self.open_file(file, writable, &header, keys, &st, bpath)),
+        let keys = match (cached, &header) {
+            (Some((_, keys)), _) => Ok(keys),
+            (None, Some(h)) => self.open_keys(h, &bpath),
+            (None, None) => unreachable!("a header is read whenever no keys are cached"),
+        };
+        match keys {
+            Ok(keys) => Ok(self.open_file(file, writable, file_id, keys, &st, bpath)),
             Err(e) if truncating && writable && e.errno == Errno::EACCES => {
                 let (header, keys) = self.rekey_emptied(&file, &st, &bpath)?;
                 let st = rustix::fs::fstat(&file)?;
-                Ok(self.open_file(file, writable, &header, keys, &st, bpath))
+                Ok(self.open_file(file, writable, header.file_id, keys, &st, bpath))
             }
             Err(e) => Err(e),
         }
@@ -187,8 +198,8 @@ impl KmsFs {
         crate::backing::replace_header(file, &h)
             .map_err(|e| FsError::eio(format_args!("{bpath}: {e}")))?;
         self.note_own_key(h.file_id);
+        self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
         let h = Arc::new(h);
-        self.known.lock().put((st.st_dev, st.st_ino), h.clone());
         tracing::info!("{bpath}: emptied; it has a new key drawn here (its old one may be anyone's: an encrypt-only tree)");
         Ok((h, keys))
     }
@@ -197,12 +208,11 @@ impl KmsFs {
         &self,
         file: File,
         writable: bool,
-        header: &Header,
+        file_id: [u8; 16],
         keys: Arc<FileKeys>,
         st: &rustix::fs::Stat,
         bpath: String,
     ) -> Arc<OpenFile> {
-        let file_id = header.file_id;
         let bsize = st.st_size as u64;
         let size = match self.geo.plain_size(bsize) {
             Some(s) => s,

@@ -31,6 +31,11 @@ fn own_pins() {
 
 /// A tree in a temp dir (embedded KMS, default key) and the filesystem over it.
 fn fs() -> Fs {
+    fs_with(|e| e)
+}
+
+/// `fs()` with the envelope set up by `env` (its key cache, for one).
+fn fs_with(env: impl FnOnce(Envelope) -> Envelope) -> Fs {
     own_pins();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
@@ -43,7 +48,7 @@ fn fs() -> Fs {
     let cfg = TreeConfig::new(4096, vec![arn], None);
     let t = kmsfs::trust::TrustedTree::create(cfg, kms.clone(), "test".into()).unwrap();
     t.cfg.save(&backing).unwrap();
-    let env = Arc::new(Envelope::new(kms, t.cfg.clone()));
+    let env = Arc::new(env(Envelope::new(kms, t.cfg.clone())));
     let opts = FsOptions {
         backing: backing.clone(),
         writeback_cache: false,
@@ -215,6 +220,35 @@ fn a_header_from_another_file_or_none_is_eio_at_open() {
     let e = f2.open(ino_c, libc::O_RDONLY, 0).unwrap_err();
     assert_eq!(e.errno, Errno::EIO);
     assert!(e.log.unwrap().1.contains("no kmsfs header"));
+}
+
+/// A re-open needs the header only when the file's keys have left the key cache: the
+/// mount keeps file ids, not headers, so once the keys expire (TTL) or are evicted the
+/// header is read and checked again rather than trusted from the first open. With the
+/// header removed from the backing file after it was made, a re-open works while the keys
+/// are cached and is EIO once they are not.
+#[test]
+fn a_reopen_reads_the_header_again_once_its_keys_left_the_cache() {
+    for (ttl, readable) in [(Duration::from_secs(3600), true), (Duration::ZERO, false)] {
+        let f = fs_with(|e| e.with_ttl(ttl));
+        let ino = f.file(ROOT_INO, "a", b"alpha");
+        assert_eq!(f.read_all(ino).as_deref(), Ok(&b"alpha"[..]), "ttl {ttl:?}");
+        rustix::fs::removexattr(f.b("a"), HEADER_XATTR).unwrap();
+        if readable {
+            assert_eq!(f.read_all(ino).as_deref(), Ok(&b"alpha"[..]), "ttl {ttl:?}");
+        } else {
+            let e = f.fs.open(ino, libc::O_RDONLY, 0).unwrap_err();
+            assert_eq!(e.errno, Errno::EIO);
+            assert!(e.log.unwrap().1.contains("no kmsfs header"));
+        }
+    }
+    // Evicted rather than expired: a cache of one file's keys, a second file opened.
+    let f = fs_with(|e| e.with_cache(1));
+    let a = f.file(ROOT_INO, "a", b"alpha");
+    let b = f.file(ROOT_INO, "b", b"bravo");
+    assert_eq!(f.read_all(b).as_deref(), Ok(&b"bravo"[..]));
+    rustix::fs::removexattr(f.b("a"), HEADER_XATTR).unwrap();
+    assert_eq!(f.read_all(a), Err(Errno::EIO));
 }
 
 /// A second filesystem over the same tree (nothing cached).

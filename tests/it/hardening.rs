@@ -383,6 +383,51 @@ fn a_write_far_past_the_end_fails_cleanly_and_the_mount_survives() {
     }
 }
 
+/// close(2) reports a write the daemon refused after the kernel cached it. kmsfs answers
+/// FLUSH with ENOSYS (it buffers nothing), so the kernel stops sending FLUSH; close must
+/// still write the cached pages back and return their error, on the first close (the
+/// FLUSH that learns ENOSYS) and on the ones after.
+#[test]
+fn close_reports_a_cached_write_the_daemon_refused() {
+    use std::os::fd::IntoRawFd;
+    require_fuse!();
+    if !can_mount_tmpfs() {
+        return;
+    }
+    let mut t = Tree::on_tmpfs(16 * 1024, &[]);
+    t.mount();
+    for round in 0..3 {
+        let name = format!("big{round}");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t.p(&name))
+            .unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        // accepted into the kernel's cache; the daemon refuses it at writeback
+        f.write_at(b"x", 64 << 30).unwrap();
+        let fd = f.into_raw_fd();
+        // SAFETY: fd was just released from the File and is closed exactly once here.
+        let r = unsafe { libc::close(fd) };
+        let e = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, e), (-1, Some(libc::ENOSPC)), "close of {name}");
+        // what was accepted before still reads back (the kernel may keep the size the
+        // refused write gave it until the attributes are fetched again)
+        let mut head = [0u8; 4];
+        fs::File::open(t.p(&name))
+            .unwrap()
+            .read_exact_at(&mut head, 0)
+            .unwrap();
+        assert_eq!(&head, b"head", "{name}");
+    }
+    fs::write(t.p("after"), b"alive").unwrap();
+    assert_eq!(fs::read(t.p("after")).unwrap(), b"alive");
+    t.umount();
+    fsck_clean(&t);
+}
+
 /// truncate(2) to a size no backing file can hold answers EFBIG at once, like ext4 (on
 /// e663627 it ran for minutes and failed with another error); the file is unchanged.
 #[test]
