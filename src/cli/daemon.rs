@@ -20,6 +20,7 @@ pub(super) fn mount_foreground(
     ready_fd: Option<i32>,
 ) -> Result<()> {
     super::logging::init_logging(true);
+    crate::content::tune_allocator();
     // SAFETY: the descriptor number was given to us by our parent (spawn_background),
     // which kept it open across exec for us alone; nothing else in this process owns it.
     let mut ready = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });

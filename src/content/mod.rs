@@ -550,22 +550,44 @@ impl Content<'_> {
     }
 }
 
-/// Runs `f` with this thread's scratch buffer: request threads reuse one buffer instead
-/// of allocating and zeroing a megabyte per request. A buffer grown past 4 MiB (a large
-/// truncate) is given back afterwards.
+/// Runs `f` with a scratch buffer from a small process-wide pool, so requests reuse a
+/// few buffers instead of allocating and zeroing a megabyte each. At most
+/// `SCRATCH_KEPT` are kept (any thread takes any of them); a buffer beyond that, or one
+/// grown past 4 MiB (a large truncate), is freed after use. Per-thread buffers cost a
+/// megabyte for every one of the 16 request threads that ever served a large request
+/// (19 MiB of a 116 MiB peak); the daemon also has glibc map such buffers on their own
+/// (`tune_allocator`), so one freed here goes back to the system at once.
 pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    thread_local!(static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            let r = f(&mut buf);
-            if buf.len() > 4 << 20 {
-                *buf = Vec::new();
-            }
-            r
+    let mut buf = SCRATCH.lock().pop().unwrap_or_default();
+    let r = f(&mut buf);
+    if buf.capacity() <= 4 << 20 {
+        let mut pool = SCRATCH.lock();
+        if pool.len() < SCRATCH_KEPT {
+            pool.push(buf);
         }
-        // Re-entered on this thread (not done today): use a fresh buffer.
-        Err(_) => f(&mut Vec::new()),
-    })
+    }
+    r
+}
+
+static SCRATCH: parking_lot::Mutex<Vec<Vec<u8>>> = parking_lot::const_mutex(Vec::new());
+
+/// Scratch buffers kept. The mount's 8 MiB read-ahead keeps eight 1 MiB reads in flight,
+/// and writeback a few writes beside them. Keeping 4 cost a cold sequential read 45 %
+/// more daemon CPU (each buffer past the pool mapped and faulted in anew), 8 cost 20 %,
+/// 12 none; peak memory was the same for all three (69-70 MiB against 96 with a buffer
+/// per thread; `bench/results/2026-12-06-memory.md`).
+const SCRATCH_KEPT: usize = 12;
+
+/// Has glibc map allocations of 256 KiB and more on their own (and unmap them when freed)
+/// instead of raising that threshold on the first free, after which freed megabytes stay
+/// in the heap of whichever thread freed them. For the mount daemon: its large buffers
+/// (request scratch beyond the pool) then give their memory back when dropped.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a malloc parameter; called before the request threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }
 
 /// Writes at least this large (the kernel's writeback of a sequentially written file

@@ -261,3 +261,30 @@ fn a_direct_read_of_a_cut_file_is_corruption() {
     }
     assert_eq!(direct.taken(), 0);
 }
+
+/// The scratch pool keeps at most `SCRATCH_KEPT` buffers, never one grown past 4 MiB, and
+/// hands out buffers whatever another request left in them (callers size them).
+#[test]
+fn the_scratch_pool_is_bounded() {
+    std::thread::scope(|s| {
+        for t in 0..32u8 {
+            s.spawn(move || {
+                for i in 0..20usize {
+                    super::with_scratch(|buf| {
+                        let n = if t == 0 && i == 0 {
+                            5 << 20
+                        } else {
+                            4096 * (1 + i)
+                        };
+                        buf.clear();
+                        buf.resize(n, t);
+                        assert!(buf.iter().all(|&b| b == t));
+                    });
+                }
+            });
+        }
+    });
+    let pool = super::SCRATCH.lock();
+    assert!(pool.len() <= super::SCRATCH_KEPT, "{} kept", pool.len());
+    assert!(pool.iter().all(|b| b.capacity() <= 4 << 20));
+}
