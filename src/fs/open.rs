@@ -133,12 +133,8 @@ impl KmsFs {
         let bpath = self.display(inode.ino);
         // A file this process has opened (or made) before and whose keys are still
         // cached: neither its header nor the KMS is read again.
-        let cached = self
-            .known
-            .lock()
-            .get(&(st.st_dev, st.st_ino))
-            .copied()
-            .and_then(|id| Some((id, self.env.cached_keys(&id)?)));
+        let known = self.known.lock().get(&(st.st_dev, st.st_ino)).copied();
+        let cached = known.and_then(|id| Some((id, self.env.cached_keys(&id)?)));
         let (file_id, header) = match &cached {
             Some((id, _)) => (*id, None),
             None => {
