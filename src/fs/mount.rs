@@ -284,7 +284,8 @@ impl Mount {
         crate::kms::spawn_rotation_ticker(Arc::downgrade(&kms));
         drop(kms);
         std::thread::spawn(move || {
-            // Bounded: a kernel that never sends INIT fails the session, not this wait.
+            // Bounded: should INIT not be answered within 10 s, the parent is told
+            // anyway, as it was before this wait existed.
             let _ = settled.recv_timeout(std::time::Duration::from_secs(10));
             live();
         });
