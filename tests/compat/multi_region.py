@@ -16,7 +16,12 @@ from awscheck import expect, wrap_for
 import botocore
 from botocore.config import Config
 
-CFG = Config(retries={"max_attempts": 1})
+# Standard retries, as AWS's SDKs use by default: they retry only throttling, 5xx and
+# connection errors, never the refusals checked here. The server meters what one
+# principal may cost (GetParametersForImport, which makes an RSA key, weighs 1,000 of a
+# 2,000-a-second budget), so the script's burst of imports is throttled at times, as
+# AWS throttles it.
+CFG = Config(retries={"max_attempts": 10, "mode": "standard"})
 RA, RB = os.environ["REGION_A"], os.environ["REGION_B"]
 
 
