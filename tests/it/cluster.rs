@@ -107,13 +107,8 @@ fn three_servers_on_one_postgres_store() {
     let local = |i: usize| local0[i].clone();
     let (akid, secret) = (c.akid.clone(), c.secret.clone());
     let py = |script: &str, envs: &[(&str, String)]| {
-        let mut c = Command::new(venv.join("bin/python"));
-        c.arg(format!(
-            "{}/tests/compat/{script}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .env("AKID", &akid)
-        .env("SECRET", &secret);
+        let mut c = python_script(&venv, script);
+        c.env("AKID", &akid).env("SECRET", &secret);
         for (k, v) in envs {
             c.env(k, v);
         }
@@ -410,11 +405,7 @@ fn multi_region_keys_across_two_regions() {
         Server::spawn_with(pg.kmsfs(&c.url), &c.ks[1], "127.0.0.1:0", &["--region", rb]),
     ];
     all_ok(
-        Command::new(venv.join("bin/python"))
-            .arg(format!(
-                "{}/tests/compat/multi_region.py",
-                env!("CARGO_MANIFEST_DIR")
-            ))
+        python_script(&venv, "multi_region.py")
             .env("ENDPOINT_A", c.servers[0].url())
             .env("REGION_A", ra)
             .env("ENDPOINT_B", c.servers[1].url())

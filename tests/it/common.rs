@@ -413,6 +413,17 @@ impl Drop for Server {
     }
 }
 
+/// `python tests/compat/SCRIPT` with the interpreter of `venv` (see `python_venv`).
+pub fn python_script(venv: &Path, script: &str) -> Command {
+    let mut c = Command::new(venv.join("bin/python"));
+    c.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/compat")
+            .join(script),
+    );
+    c
+}
+
 /// Python with boto3/awscli/moto (the venv .ci/run makes), or None (with a loud skip
 /// message outside CI; a panic in CI).
 pub fn python_venv() -> Option<PathBuf> {

@@ -275,11 +275,7 @@ fn compat_script(
         .unwrap());
     let creds: Vec<&str> = out.lines().filter_map(|l| l.split(" = ").nth(1)).collect();
     all_ok(
-        Command::new(venv.join("bin/python"))
-            .arg(format!(
-                "{}/tests/compat/{script}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
+        python_script(&venv, script)
             .env("ENDPOINT", server.url())
             .env("AKID", &server.akid)
             .env("SECRET", &server.secret)
@@ -305,11 +301,7 @@ fn one_server_answers_as_several_regions() {
         &["--max-rate", "1000000", "--region", &format!("{ra},{rb}")],
     );
     all_ok(
-        Command::new(venv.join("bin/python"))
-            .arg(format!(
-                "{}/tests/compat/multi_region.py",
-                env!("CARGO_MANIFEST_DIR")
-            ))
+        python_script(&venv, "multi_region.py")
             .env("ENDPOINT_A", server.url())
             .env("REGION_A", ra)
             .env("ENDPOINT_B", server.url())
@@ -1100,11 +1092,7 @@ fn post_quantum_keys_cross_checked_with_an_outside_implementation() {
     let ks = tempfile::tempdir().unwrap();
     let server = Server::start(&ks.path().join("ks"), &[]);
     all_ok(
-        Command::new(venv.join("bin/python"))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/compat/pq_keys.py"
-            ))
+        python_script(&venv, "pq_keys.py")
             .env("ENDPOINT", server.url())
             .env("AKID", &server.akid)
             .env("SECRET", &server.secret),

@@ -169,13 +169,8 @@ fn spawn(config: &Path, env: &[(String, String)], listen: &str) -> (Child, Strin
 fn the_proxy_answers_as_the_specification_says() {
     let Some(venv) = python_venv() else { return };
     let Some(p) = Proxy::start() else { return };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/compat/xks_proxy_spec.py"
-    );
     all_ok(
-        Command::new(venv.join("bin/python"))
-            .arg(script)
+        python_script(&venv, "xks_proxy_spec.py")
             .env("ENDPOINT", &p.url)
             .env("URI_PATH", &p.uri_path)
             .env("AKID", &p.akid)
@@ -269,9 +264,7 @@ fn a_tree_under_an_external_key_lives_and_dies_with_its_proxy() {
         proxy.secret.clone(),
     );
     let flows = |phase: &str| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/xks_kms_flows.py");
-        let out = Command::new(venv.join("bin/python"))
-            .arg(script)
+        let out = python_script(&venv, "xks_kms_flows.py")
             .arg(phase)
             .env("ENDPOINT", server.url())
             .env("AKID", &server.akid)
