@@ -151,13 +151,6 @@ impl KmsFs {
         Ok(h)
     }
 
-    /// Before `name` in `pfd` is unlinked or replaced: its key if this is a file's last link.
-    fn last_link(pfd: BorrowedFd, name: &OsStr) -> Option<(u64, u64)> {
-        let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        (st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1)
-            .then_some((st.st_dev, st.st_ino))
-    }
-
     /// Makes a node of type `fmt` with `make(directory, name)`, hands it to the caller
     /// through its own descriptor, and answers with its entry.
     fn make_node(
@@ -356,19 +349,29 @@ impl KmsFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let (pfd, b) = self.parent_for(parent, name)?;
         let name = b.name.as_os_str();
-        let last = Self::last_link(pfd.as_fd(), name);
-        // A hashed name's xattr goes with the link (other links keep theirs).
-        let obj = b
-            .long
-            .as_ref()
-            .and_then(|_| crate::backing::open_obj_at(pfd.as_fd(), name).ok());
+        // Held across the unlinkat: a last link's file is then freed by the reaper, after
+        // the reply (see `reaper`); a hashed name's xattr goes with the link (other links
+        // keep theirs).
+        let held = crate::backing::open_obj_at(pfd.as_fd(), name).ok();
+        let st = match &held {
+            Some(fd) => rustix::fs::fstat(fd).ok(),
+            None => rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).ok(),
+        };
+        let last = st
+            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1)
+            .map(|st| (st.st_dev, st.st_ino));
         rustix::fs::unlinkat(&*pfd, name, AtFlags::empty())?;
-        if let Some(fd) = obj.filter(|fd| rustix::fs::fstat(fd).is_ok_and(|st| st.st_nlink > 0)) {
-            self.drop_long(fd.as_fd(), &b);
+        if let Some(fd) = &held {
+            if b.long.is_some() && rustix::fs::fstat(fd).is_ok_and(|st| st.st_nlink > 0) {
+                self.drop_long(fd.as_fd(), &b);
+            }
         }
         self.inodes.unlinked(parent, name);
         if let Some(k) = last {
             self.known.lock().pop(&k);
+        }
+        if let Some(fd) = held {
+            self.reaper.release(fd);
         }
         Ok(())
     }
@@ -377,7 +380,13 @@ impl KmsFs {
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let (pfd, b) = self.parent_for(parent, name)?;
         let name = b.name.as_os_str();
-        let gone = stat_at(pfd.as_fd(), name).ok();
+        // Held across the unlinkat, as a file's last link (see `unlink`): its blocks and
+        // xattr block are freed by the reaper, after the reply.
+        let held = crate::backing::open_dir_at(pfd.as_fd(), name).ok();
+        let gone = match &held {
+            Some(fd) => rustix::fs::fstat(fd).ok(),
+            None => stat_at(pfd.as_fd(), name).ok(),
+        };
         rustix::fs::unlinkat(&*pfd, name, AtFlags::REMOVEDIR)?;
         if let Some(st) = gone {
             self.forget_dir_id(&st);
@@ -386,6 +395,9 @@ impl KmsFs {
             self.dirs.remove(gone);
         }
         self.inodes.unlinked(parent, name);
+        if let Some(fd) = held {
+            self.reaper.release(fd);
+        }
         Ok(())
     }
 
@@ -424,6 +436,8 @@ impl KmsFs {
             .filter(|d| !exchange && fmt(d) == libc::S_IFREG && d.st_nlink == 1)
             .map(|d| (d.st_dev, d.st_ino));
         let replaced_dir = dst_st.filter(|d| !exchange && fmt(d) == libc::S_IFDIR);
+        // The file replaced is freed by the reaper, after the reply (see `reaper`).
+        let held = replaced.and_then(|_| crate::backing::open_obj_at(to.as_fd(), newname).ok());
         // Hashed names: the object gets its new name's xattr before the rename, and
         // loses the old one after (an exchange swaps them).
         let same = Arc::ptr_eq(&from, &to) && name == newname;
@@ -499,6 +513,9 @@ impl KmsFs {
             .renamed(parent, name, newparent, newname, exchange);
         if let Some(k) = replaced {
             self.known.lock().pop(&k);
+        }
+        if let Some(fd) = held {
+            self.reaper.release(fd);
         }
         Ok(())
     }

@@ -226,7 +226,11 @@ impl Filesystem for Fuse {
                 mtime,
                 fh: fh.map(|f| f.0),
             };
-            self.attr(self.0.setattr(req.uid(), ino.0, a), reply)
+            self.attr(
+                self.0
+                    .with_space(|| self.0.setattr(req.uid(), ino.0, a.clone())),
+                reply,
+            )
         })
     }
 
@@ -248,7 +252,11 @@ impl Filesystem for Fuse {
         reply: ReplyEntry,
     ) {
         guarded("mknod", || {
-            self.entry(self.0.mknod(caller(req), parent.0, name, mode, rdev), reply)
+            self.entry(
+                self.0
+                    .with_space(|| self.0.mknod(caller(req), parent.0, name, mode, rdev)),
+                reply,
+            )
         })
     }
 
@@ -262,7 +270,11 @@ impl Filesystem for Fuse {
         reply: ReplyEntry,
     ) {
         guarded("mkdir", || {
-            self.entry(self.0.mkdir(caller(req), parent.0, name, mode), reply)
+            self.entry(
+                self.0
+                    .with_space(|| self.0.mkdir(caller(req), parent.0, name, mode)),
+                reply,
+            )
         })
     }
 
@@ -276,7 +288,8 @@ impl Filesystem for Fuse {
     ) {
         guarded("symlink", || {
             self.entry(
-                self.0.symlink(caller(req), parent.0, link_name, target),
+                self.0
+                    .with_space(|| self.0.symlink(caller(req), parent.0, link_name, target)),
                 reply,
             )
         })
@@ -317,7 +330,11 @@ impl Filesystem for Fuse {
         reply: ReplyEntry,
     ) {
         guarded("link", || {
-            self.entry(self.0.link(ino.0, newparent.0, newname), reply)
+            self.entry(
+                self.0
+                    .with_space(|| self.0.link(ino.0, newparent.0, newname)),
+                reply,
+            )
         })
     }
 
@@ -363,7 +380,10 @@ impl Filesystem for Fuse {
         guarded("write", || {
             let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
             let cached = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-            match self.0.write(fh.0, offset, data, kill, cached) {
+            match self
+                .0
+                .with_space(|| self.0.write(fh.0, offset, data, kill, cached))
+            {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(fail(e)),
             }
@@ -490,7 +510,11 @@ impl Filesystem for Fuse {
         reply: ReplyEmpty,
     ) {
         guarded("setxattr", || {
-            empty(self.0.setxattr(ino.0, name, value, flags), reply)
+            empty(
+                self.0
+                    .with_space(|| self.0.setxattr(ino.0, name, value, flags)),
+                reply,
+            )
         })
     }
 
@@ -541,7 +565,10 @@ impl Filesystem for Fuse {
         reply: ReplyCreate,
     ) {
         guarded("create", || {
-            match self.0.create(caller(req), parent.0, name, mode, flags) {
+            match self
+                .0
+                .with_space(|| self.0.create(caller(req), parent.0, name, mode, flags))
+            {
                 Ok((attr, fh)) => reply.created(
                     &self.0.ttl,
                     &attr,
@@ -565,7 +592,11 @@ impl Filesystem for Fuse {
         reply: ReplyEmpty,
     ) {
         guarded("fallocate", || {
-            empty(self.0.fallocate(fh.0, offset, length, mode), reply)
+            empty(
+                self.0
+                    .with_space(|| self.0.fallocate(fh.0, offset, length, mode)),
+                reply,
+            )
         })
     }
 }

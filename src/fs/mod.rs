@@ -16,6 +16,7 @@ mod inode;
 mod mount;
 mod names;
 mod open;
+mod reaper;
 mod xattr;
 
 use std::collections::HashMap;
@@ -105,6 +106,8 @@ pub struct KmsFs {
     own_keys: Mutex<lru::LruCache<[u8; 16], ()>>,
     /// Tells the kernel of changes it did not make (set once the session exists).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Frees removed files after their unlink is answered (see `reaper`).
+    reaper: reaper::Reaper,
 }
 
 const OPENING_STRIPES: usize = 256;
@@ -157,7 +160,20 @@ impl KmsFs {
             own_keys: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(1 << 16).unwrap(),
             )),
+            reaper: reaper::Reaper::new(),
         })
+    }
+
+    /// Runs `op`; refused for want of space (ENOSPC, EDQUOT) while removed files still
+    /// wait for the reaper, it waits for them to be freed and runs once more. For
+    /// operations that fail whole (every space-taking one here reserves or undoes).
+    pub fn with_space<T>(&self, op: impl Fn() -> FsResult<T>) -> FsResult<T> {
+        match op() {
+            Err(e) if matches!(e.errno, Errno::ENOSPC | Errno::EDQUOT) && self.reaper.flush() => {
+                op()
+            }
+            r => r,
+        }
     }
 
     /// An encrypt-only tree (keys anyone can wrap under)?

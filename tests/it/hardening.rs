@@ -383,6 +383,49 @@ fn a_write_far_past_the_end_fails_cleanly_and_the_mount_survives() {
     }
 }
 
+/// An unlink through the mount answers before the backing file is freed (the daemon's
+/// reaper closes it after the reply), yet the space it held is there for the next write
+/// at once and is all given back: on a tmpfs that holds one big file but not two, each
+/// round writes one (synced) and removes it; afterwards the tmpfs is empty again.
+#[test]
+fn space_freed_by_an_unlink_is_usable_at_once() {
+    require_fuse!();
+    if !can_mount_tmpfs() {
+        return;
+    }
+    for opts in [&[][..], &["--no-writeback-cache"][..]] {
+        let mut t = Tree::on_tmpfs(24 * 1024, &[]);
+        t.mount_with(opts);
+        let tmpfs = t.tmpfs.clone().unwrap();
+        let used = || {
+            let s = rustix::fs::statvfs(&tmpfs).unwrap();
+            (s.f_blocks - s.f_bfree) * s.f_frsize
+        };
+        let before = used();
+        let data = random_bytes(14 << 20, 7);
+        for round in 0..12 {
+            let p = t.p(&format!("big{round}"));
+            let f = fs::File::create(&p).unwrap();
+            f.write_all_at(&data, 0)
+                .and_then(|()| f.sync_all())
+                .unwrap_or_else(|e| panic!("{opts:?} round {round}: {e}"));
+            drop(f);
+            fs::remove_file(&p).unwrap();
+            assert!(!p.exists());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while used() > before + (1 << 20) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            used() <= before + (1 << 20),
+            "{opts:?}: {} bytes still held after the removals ({before} before)",
+            used()
+        );
+        t.umount();
+    }
+}
+
 /// close(2) reports a write the daemon refused after the kernel cached it. kmsfs answers
 /// FLUSH with ENOSYS (it buffers nothing), so the kernel stops sending FLUSH; close must
 /// still write the cached pages back and return their error, on the first close (the
