@@ -30,7 +30,8 @@ const FLUSH_WAIT: Duration = Duration::from_secs(30);
 pub struct Reaper {
     tx: Option<SyncSender<OwnedFd>>,
     thread: Option<JoinHandle<()>>,
-    /// Descriptors handed over and not yet closed; `idle` is told when it reaches 0.
+    /// Descriptors handed over and not yet closed, and the condition told when that
+    /// count reaches 0.
     pending: Arc<(Mutex<usize>, Condvar)>,
 }
 
