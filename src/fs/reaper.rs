@@ -47,11 +47,7 @@ impl Reaper {
                 for fd in rx {
                     // The close that frees a removed file.
                     drop(fd);
-                    let mut n = counts.0.lock();
-                    *n -= 1;
-                    if *n == 0 {
-                        counts.1.notify_all();
-                    }
+                    closed(&counts);
                 }
             });
         match thread {
@@ -82,7 +78,8 @@ impl Reaper {
         *self.pending.0.lock() += 1;
         if let Err(TrySendError::Full(fd) | TrySendError::Disconnected(fd)) = tx.try_send(fd) {
             drop(fd);
-            *self.pending.0.lock() -= 1;
+            // (the thread may have closed all the others meanwhile: a `flush` may wait on it)
+            closed(&self.pending);
         }
     }
 
@@ -101,6 +98,15 @@ impl Reaper {
             tracing::warn!("removed files are still being freed after {FLUSH_WAIT:?}");
         }
         true
+    }
+}
+
+/// One descriptor handed over is closed; the last one wakes whoever waits in `flush`.
+fn closed(pending: &(Mutex<usize>, Condvar)) {
+    let mut n = pending.0.lock();
+    *n -= 1;
+    if *n == 0 {
+        pending.1.notify_all();
     }
 }
 
