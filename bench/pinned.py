@@ -19,18 +19,18 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+os.environ["BENCH_FILES"] = str(N)
+os.environ.setdefault("BENCH_SETTLE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fsbench  # noqa: E402  (its small-file step, with N files)
+
 ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 D = sys.argv[3] if len(sys.argv) > 3 else "/var/tmp/kmsfs-pinned"
 KMSFS = os.environ.get("KMSFS_BIN", "target/release/kmsfs")
 CPUS = os.sched_getaffinity(0)
-
-
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
 
 
 def pin(pid, cpus):
@@ -41,40 +41,8 @@ def pin(pid, cpus):
 
 
 def phases(mnt):
-    d = os.path.join(mnt, "small")
-    if os.path.exists(d):
-        shutil.rmtree(d)
-    os.mkdir(d)
-    for i in range(100):
-        os.mkdir(os.path.join(d, str(i)))
-    payload = os.urandom(4096)
-    names = [os.path.join(d, str(i % 100), f"f{i}") for i in range(N)]
-    os.sync()
-    time.sleep(1)
-    res = {}
-    start = time.time()
-    for n in names:
-        with open(n, "wb") as f:
-            f.write(payload)
-    os.sync()
-    res["create"] = N / (time.time() - start)
-    drop_caches()
-    start = time.time()
-    for n in names:
-        os.stat(n)
-    res["stat"] = N / (time.time() - start)
-    drop_caches()
-    start = time.time()
-    for n in names:
-        with open(n, "rb") as f:
-            f.read()
-    res["read"] = N / (time.time() - start)
-    start = time.time()
-    for n in names:
-        os.unlink(n)
-    os.sync()
-    res["unlink"] = N / (time.time() - start)
-    return res
+    """fsbench's small-file step, on the mount at `mnt`."""
+    return fsbench.small_files(types.SimpleNamespace(mnt=mnt))
 
 
 def main():
