@@ -131,8 +131,9 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    /// Every descriptor handed over is closed, at the latest when the reaper goes
-    /// (seen through pipes: a reader gets end-of-file once the writer is closed).
+    /// Every descriptor handed over is closed, at the latest when the reaper goes (seen
+    /// through pipes: a reader gets end-of-file once the writer is closed), and no more
+    /// than the queue's depth wait at any time.
     #[test]
     fn every_released_descriptor_is_closed() {
         let reaper = Reaper::new();
@@ -141,6 +142,8 @@ mod tests {
             let (r, w) = rustix::pipe::pipe().unwrap();
             reaper.release(w);
             readers.push(std::fs::File::from(r));
+            // Held at most: the queue, and the one the thread is closing.
+            assert!(*reaper.pending.0.lock() <= DEPTH + 1);
         }
         drop(reaper);
         for mut r in readers {
