@@ -45,6 +45,7 @@ pub(super) fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
                 ("key_cache_ttl", Some(v)) => out.extend(["--key-cache-ttl".into(), v.into()]),
                 ("dek_pool", Some(v)) => out.extend(["--dek-pool".into(), v.into()]),
                 ("no_writeback_cache", None) => out.push("--no-writeback-cache".into()),
+                ("open_requests", None) => out.push("--open-requests".into()),
                 ("attr_timeout", Some(v)) => out.extend(["--attr-timeout".into(), v.into()]),
                 // generic mount options: the kernel or mount(8) handles (or ignores) them
                 (

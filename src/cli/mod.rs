@@ -124,6 +124,11 @@ pub(crate) enum Cmd {
         /// kernel cache writes (the writeback cache is on by default).
         #[arg(long)]
         no_writeback_cache: bool,
+        /// Have the kernel ask kmsfs at every open and close of a file (one round trip
+        /// more per open; by default files are opened on first read or write and the
+        /// kernel does not ask; encrypt-only trees always ask).
+        #[arg(long)]
+        open_requests: bool,
         /// Seconds the kernel may trust names and attributes without asking kmsfs again.
         /// Changes made through the mount are always seen at once; a longer time only
         /// matters if something else changes the backing tree while it is mounted.
@@ -819,6 +824,7 @@ fn run(cli: Cli) -> Result<i32> {
             key_cache_ttl,
             dek_pool,
             no_writeback_cache,
+            open_requests,
             attr_timeout,
             ready_fd,
         } => {
@@ -842,6 +848,7 @@ fn run(cli: Cli) -> Result<i32> {
                 cache_ttl: std::time::Duration::from_secs(key_cache_ttl),
                 dek_pool,
                 writeback_cache: !no_writeback_cache,
+                open_requests,
                 attr_timeout: std::time::Duration::from_secs_f64(attr_timeout),
             };
             daemon::mount_foreground(&backing, &mountpoint, &opts, ready_fd)?

@@ -123,8 +123,14 @@ impl KmsFs {
                 if inode.is_dir() {
                     rustix::fs::fstat(&*self.dir(ino)?).map_err(rerr)?
                 } else {
-                    let (pfd, name, st) = self.locate(&inode)?;
-                    self.shown(pfd.as_fd(), &name, st)?
+                    match self.locate(&inode) {
+                        Ok((pfd, name, st)) => self.shown(pfd.as_fd(), &name, st)?,
+                        // removed, still open (lazy opens)
+                        Err(e) => match self.parked_fd(ino) {
+                            Some(fd) => rustix::fs::fstat(&*fd).map_err(rerr)?,
+                            None => return Err(e),
+                        },
+                    }
                 }
             }
         };

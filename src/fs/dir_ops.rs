@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use super::error::{rerr, FsError};
 use super::names::stat_at;
 use super::names::Place;
-use super::{unlink_if_same, Caller, DirHandle, FsResult, KmsFs, ROOT_INO};
+use super::{unlink_if_same, Caller, DirHandle, FsResult, KmsFs, NO_HANDLE, ROOT_INO};
 use crate::format::names::{Node, NodeKind};
 use crate::format::{Header, CONFIG_FILE, TEMP_PREFIX};
 
@@ -261,6 +261,7 @@ impl KmsFs {
     pub fn forget(&self, ino: u64, nlookup: u64) {
         if self.inodes.forget(ino, nlookup) {
             self.dirs.remove(ino);
+            self.let_go(ino);
         }
     }
 
@@ -357,9 +358,13 @@ impl KmsFs {
             Some(fd) => rustix::fs::fstat(fd).ok(),
             None => rustix::fs::statat(&*pfd, name, AtFlags::SYMLINK_NOFOLLOW).ok(),
         };
-        let last = st
-            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1)
+        let file = st.filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+        let last = file
+            .filter(|st| st.st_nlink == 1)
             .map(|st| (st.st_dev, st.st_ino));
+        // A last link: the kernel may still have the file open, and lazy opens then
+        // reach it only through this (other links keep it reachable by name).
+        let victim = last.and_then(|_| self.inodes.child(parent, name));
         rustix::fs::unlinkat(&*pfd, name, AtFlags::empty())?;
         if let Some(fd) = &held {
             if b.long.is_some() && rustix::fs::fstat(fd).is_ok_and(|st| st.st_nlink > 0) {
@@ -371,7 +376,7 @@ impl KmsFs {
             self.known.lock().pop(&k);
         }
         if let Some(fd) = held {
-            self.reaper.release(fd);
+            self.park(victim, fd);
         }
         Ok(())
     }
@@ -509,13 +514,17 @@ impl KmsFs {
         if let Some(st) = replaced_dir {
             self.forget_dir_id(&st);
         }
+        // The kernel may still have the replaced file open (see `unlink`).
+        let victim = held
+            .as_ref()
+            .and_then(|_| self.inodes.child(newparent, newname));
         self.inodes
             .renamed(parent, name, newparent, newname, exchange);
         if let Some(k) = replaced {
             self.known.lock().pop(&k);
         }
         if let Some(fd) = held {
-            self.reaper.release(fd);
+            self.park(victim, fd);
         }
         Ok(())
     }
@@ -606,7 +615,12 @@ impl KmsFs {
         if flags & libc::O_TRUNC != 0 {
             let _ = self.truncate_open(&of, 0);
         }
-        let fh = self.new_handle(of, inode.ino, flags);
+        let fh = if self.lazy_open {
+            self.hold(inode.ino, of);
+            NO_HANDLE
+        } else {
+            self.new_handle(of, inode.ino, flags)
+        };
         let attr = match st {
             Some(st) => self.attr_from_stat(inode.ino, &st),
             None => self.getattr(inode.ino)?,

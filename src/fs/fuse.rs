@@ -149,9 +149,12 @@ impl Filesystem for Fuse {
         }
         // O_TRUNC reaches open (one round trip, not open + setattr), which lets an
         // encrypt-only mount replace a file it may not read (see `open::rekey_emptied`).
-        if config
-            .add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC)
-            .is_err()
+        // Not with lazy opens: a kernel that sends no OPEN would drop the truncate (it
+        // then comes as a SETATTR of the size).
+        if !fs.lazy_open()
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC)
+                .is_err()
         {
             tracing::debug!("the kernel does not offer ATOMIC_O_TRUNC");
         }
@@ -339,6 +342,11 @@ impl Filesystem for Fuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.0.lazy_open() {
+            // The kernel then opens files without asking, and keeps the page cache
+            // across opens as FOPEN_KEEP_CACHE would (see `KmsFs::lazy_open`).
+            return reply.error(Errno::ENOSYS);
+        }
         guarded("open", || match self.0.open(ino.0, flags.0, req.uid()) {
             // Content changes only through this mount: keep the page cache across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
@@ -349,7 +357,7 @@ impl Filesystem for Fuse {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -358,7 +366,7 @@ impl Filesystem for Fuse {
         reply: ReplyData,
     ) {
         guarded("read", || {
-            crate::content::with_scratch(|buf| match self.0.read(fh.0, offset, size, buf) {
+            crate::content::with_scratch(|buf| match self.0.read(ino.0, fh.0, offset, size, buf) {
                 Ok(range) => reply.data(&buf[range]),
                 Err(e) => reply.error(fail(e)),
             })
@@ -368,22 +376,22 @@ impl Filesystem for Fuse {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         guarded("write", || {
             let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
             let cached = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-            match self
-                .0
-                .with_space(|| self.0.write(fh.0, offset, data, kill, cached))
-            {
+            match self.0.with_space(|| {
+                self.0
+                    .write(ino.0, fh.0, flags.0, offset, data, kill, cached)
+            }) {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(fail(e)),
             }
@@ -424,12 +432,14 @@ impl Filesystem for Fuse {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        guarded("fsync", || empty(self.0.fsync(fh.0, datasync), reply))
+        guarded("fsync", || {
+            empty(self.0.fsync(ino.0, fh.0, datasync), reply)
+        })
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -584,7 +594,7 @@ impl Filesystem for Fuse {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
@@ -594,7 +604,7 @@ impl Filesystem for Fuse {
         guarded("fallocate", || {
             empty(
                 self.0
-                    .with_space(|| self.0.fallocate(fh.0, offset, length, mode)),
+                    .with_space(|| self.0.fallocate(ino.0, fh.0, offset, length, mode)),
                 reply,
             )
         })

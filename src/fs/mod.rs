@@ -57,6 +57,9 @@ pub struct FsOptions {
     pub attr_timeout: Duration,
     /// Where it is mounted (canonical).
     pub mountpoint: PathBuf,
+    /// Have the kernel send OPEN and RELEASE for every open of a file (one round trip
+    /// more per open); otherwise only encrypt-only trees do (see `KmsFs::lazy_open`).
+    pub open_requests: bool,
 }
 
 /// Who asks: new nodes are given to this user and group.
@@ -108,7 +111,38 @@ pub struct KmsFs {
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Frees removed files after their unlink is answered (see `reaper`).
     reaper: reaper::Reaper,
+    /// Files are opened lazily: OPEN is answered ENOSYS, after which the kernel opens
+    /// files without asking (no OPEN, no RELEASE: one round trip less per open) and
+    /// sends reads and writes with handle `NO_HANDLE`; the inode's open state is opened
+    /// on first use and held (`held`). Not for encrypt-only trees, whose opens for
+    /// writing are decided at open (see `open`).
+    lazy_open: bool,
+    /// Open state of files used through `NO_HANDLE`, least recently used first; each
+    /// holds one user in `open`.
+    held: Mutex<lru::LruCache<u64, Arc<OpenFile>>>,
+    /// Lazy opens: removed files the kernel may still have open, by inode, as the
+    /// O_PATH descriptor their removal held (their only way back once nameless); handed
+    /// to the reaper when the kernel forgets the inode, which for a file nobody has
+    /// open follows the removal at once.
+    parked: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// When a file last failed to open for a handle-less request and said so in the log.
+    failed: Mutex<lru::LruCache<u64, std::time::Instant>>,
 }
+
+/// The handle of requests on lazily opened files (see `KmsFs::lazy_open`).
+pub(super) const NO_HANDLE: u64 = 0;
+/// Files whose open state is held for handle-less requests: an eighth of the
+/// descriptor limit (each holds one, two with its O_DIRECT twin), within 8..=1024.
+fn held_capacity() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024 * 8);
+    ((soft / 8) as usize).clamp(8, 1024)
+}
+
+/// A failure to open a file for a handle-less request is logged once per file in
+/// this long: the kernel retries a failed read (read-ahead, then the page itself).
+const FAILURE_LOGGED_FOR: Duration = Duration::from_secs(5);
 
 const OPENING_STRIPES: usize = 256;
 
@@ -137,6 +171,7 @@ impl KmsFs {
         let root = crate::backing::open_root(&opts.backing)?;
         let st = rustix::fs::fstat(&root)?;
         let geo = Geometry::new(env.config.chunk_size);
+        let lazy_open = !opts.open_requests && !env.config.public_key_tree();
         Ok(KmsFs {
             inodes: InodeTable::new(&st),
             dirs: DirFds::new(root, dirs::capacity_for_limit()),
@@ -161,7 +196,39 @@ impl KmsFs {
                 std::num::NonZeroUsize::new(1 << 16).unwrap(),
             )),
             reaper: reaper::Reaper::new(),
+            lazy_open,
+            held: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(held_capacity()).unwrap(),
+            )),
+            failed: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(1024).unwrap(),
+            )),
+            parked: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Files are opened without OPEN requests (see the field).
+    pub fn lazy_open(&self) -> bool {
+        self.lazy_open
+    }
+
+    /// The descriptor parked for removed file `ino`, if any.
+    fn parked_fd(&self, ino: u64) -> Option<Arc<OwnedFd>> {
+        self.parked.lock().get(&ino).cloned()
+    }
+
+    /// A removed file's held descriptor (`fd`, of inode `ino` if the kernel knows one
+    /// for it): parked for lazy opens, else handed to the reaper.
+    fn park(&self, ino: Option<u64>, fd: OwnedFd) {
+        match ino {
+            Some(ino) if self.lazy_open => {
+                let old = self.parked.lock().insert(ino, Arc::new(fd));
+                if let Some(Ok(old)) = old.map(Arc::try_unwrap) {
+                    self.reaper.release(old);
+                }
+            }
+            _ => self.reaper.release(fd),
+        }
     }
 
     /// Runs `op`; refused for want of space (ENOSPC, EDQUOT) while removed files still
@@ -289,8 +356,10 @@ impl KmsFs {
         if inode.is_dir() {
             return Ok(Obj::Path(self.dir(ino)?));
         }
-        let (fd, _) = self.open_named(&inode, crate::backing::open_obj_at)?;
-        Ok(Obj::Path(Arc::new(fd)))
+        match self.open_named(&inode, crate::backing::open_obj_at) {
+            Ok((fd, _)) => Ok(Obj::Path(Arc::new(fd))),
+            Err(e) => self.parked_fd(ino).map(Obj::Path).ok_or(e),
+        }
     }
 
     /// Opens a non-directory inode by one of its names with `open(directory, name)`,

@@ -31,6 +31,8 @@ pub struct MountOptions {
     pub dek_pool: usize,
     /// FUSE_WRITEBACK_CACHE.
     pub writeback_cache: bool,
+    /// OPEN and RELEASE for every open (see `FsOptions::open_requests`).
+    pub open_requests: bool,
     /// Entry and attribute timeout handed to the kernel (0..=86400 s).
     pub attr_timeout: Duration,
 }
@@ -95,6 +97,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
         &FsOptions {
             backing: backing.clone(),
             writeback_cache: opts.writeback_cache,
+            open_requests: opts.open_requests,
             attr_timeout: opts.attr_timeout,
             mountpoint: std::fs::canonicalize(mountpoint)
                 .unwrap_or_else(|_| mountpoint.to_path_buf()),

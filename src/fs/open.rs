@@ -4,7 +4,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use parking_lot::RwLock;
 use rustix::fs::{Mode, OFlags};
 
 use super::attr::kill_suidgid;
-use super::error::{content_error, FsError};
-use super::{FsResult, Inode, KmsFs, OPENING_STRIPES};
+use super::error::{content_error, rerr, FsError};
+use super::{FsResult, Inode, KmsFs, NO_HANDLE, OPENING_STRIPES};
 use crate::content::Content;
 use crate::envelope::{EnvelopeError, FileKeys};
 use crate::format::Header;
@@ -90,6 +90,17 @@ impl KmsFs {
         // One opening per inode at a time, outside the table lock: the KMS call below
         // may take seconds when the KMS is away.
         let _one = self.opening[(inode.ino as usize) % OPENING_STRIPES].lock();
+        self.acquire_open_locked(inode, want_write, created, truncating)
+    }
+
+    /// `acquire_open_with`, its inode's opening stripe held by the caller.
+    fn acquire_open_locked(
+        &self,
+        inode: &Inode,
+        want_write: bool,
+        created: Option<(File, Arc<Header>, rustix::fs::Stat)>,
+        truncating: bool,
+    ) -> FsResult<Arc<OpenFile>> {
         if let Some(of) = self.share_open(inode.ino, want_write)? {
             return Ok(of);
         }
@@ -105,6 +116,66 @@ impl KmsFs {
         Ok(of)
     }
 
+    /// The open state of regular file `ino` for a request without a handle (the kernel
+    /// sends no OPEN on this mount, see `lazy_open`): opened on its first read or write
+    /// and then held, like a handle, until the kernel forgets the inode or `held_capacity()`
+    /// other files were used since (a later request opens it again).
+    pub(super) fn inode_file(&self, ino: u64) -> FsResult<Arc<OpenFile>> {
+        if let Some(of) = self.held.lock().get(&ino) {
+            return Ok(of.clone());
+        }
+        let inode = self.inode(ino)?;
+        if !inode.is_file() {
+            return Err(Errno::EBADF.into());
+        }
+        let _one = self.opening[(ino as usize) % OPENING_STRIPES].lock();
+        if let Some(of) = self.held.lock().get(&ino) {
+            return Ok(of.clone());
+        }
+        let of = match self.acquire_open_locked(&inode, false, None, false) {
+            Ok(of) => of,
+            Err(mut e) => {
+                let mut failed = self.failed.lock();
+                if failed
+                    .get(&ino)
+                    .is_some_and(|t| t.elapsed() < super::FAILURE_LOGGED_FOR)
+                {
+                    e.log = None;
+                } else if e.log.is_some() {
+                    failed.put(ino, std::time::Instant::now());
+                }
+                return Err(e);
+            }
+        };
+        self.hold(ino, of.clone());
+        Ok(of)
+    }
+
+    /// Holds one user of `ino`'s open state (counted in `open`) for handle-less
+    /// requests; the least recently used beyond `held_capacity()` is let go.
+    pub(super) fn hold(&self, ino: u64, of: Arc<OpenFile>) {
+        let out = self.held.lock().push(ino, of);
+        if let Some((gone, _)) = out {
+            self.release_open(gone);
+        }
+    }
+
+    /// The kernel forgot `ino`: its held open state and its parked descriptor (a removed
+    /// file) go; what was its last reference is freed by the reaper.
+    pub(super) fn let_go(&self, ino: u64) {
+        let held = self.held.lock().pop(&ino);
+        if let Some(of) = held {
+            self.release_open(ino);
+            if let Ok(of) = Arc::try_unwrap(of) {
+                self.reaper.release(of.file.into());
+            }
+        }
+        let parked = self.parked.lock().remove(&ino);
+        if let Some(Ok(fd)) = parked.map(Arc::try_unwrap) {
+            self.reaper.release(fd);
+        }
+    }
+
     /// Opens the backing file of an inode (read-write if allowed, else read-only unless
     /// writing is wanted), its header and its keys.
     fn open_backing(
@@ -113,18 +184,13 @@ impl KmsFs {
         want_write: bool,
         truncating: bool,
     ) -> FsResult<Arc<OpenFile>> {
-        let open = |flags| {
-            move |dir: BorrowedFd, name: &OsStr| {
-                crate::backing::open_at(dir, name, flags, Mode::empty())
-            }
-        };
-        let (fd, st, writable) = match self.open_named(inode, open(OFlags::RDWR)) {
+        let (fd, st, writable) = match self.open_inode(inode, OFlags::RDWR) {
             Ok((fd, st)) => (fd, st, true),
             Err(e)
                 if !want_write
                     && matches!(e.errno, Errno::EACCES | Errno::EROFS | Errno::EPERM) =>
             {
-                let (fd, st) = self.open_named(inode, open(OFlags::RDONLY))?;
+                let (fd, st) = self.open_inode(inode, OFlags::RDONLY)?;
                 (fd, st, false)
             }
             Err(e) => return Err(e),
@@ -173,6 +239,32 @@ impl KmsFs {
                 Ok(self.open_file(file, writable, header.file_id, keys, &st, bpath))
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Opens regular file `inode` with `flags`: by one of its names, else (removed while
+    /// the kernel may still have it open) through its parked descriptor (see `parked`).
+    fn open_inode(&self, inode: &Inode, flags: OFlags) -> FsResult<(OwnedFd, rustix::fs::Stat)> {
+        let by_name = self.open_named(inode, |dir: BorrowedFd, name: &OsStr| {
+            crate::backing::open_at(dir, name, flags, Mode::empty())
+        });
+        match by_name {
+            Err(e) if e.errno == Errno::ENOENT => {
+                let Some(p) = self.parked_fd(inode.ino) else {
+                    return Err(e);
+                };
+                // procfs's link to our own descriptor: no name in the backing tree is
+                // resolved, so nothing there can redirect it.
+                let path = crate::backing::proc_path(p.as_fd());
+                let fd =
+                    rustix::fs::open(path, flags | OFlags::CLOEXEC, Mode::empty()).map_err(rerr)?;
+                let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+                if (st.st_dev, st.st_ino) != inode.key {
+                    return Err(Errno::ESTALE.into());
+                }
+                Ok((fd, st))
+            }
+            r => r,
         }
     }
 
@@ -259,6 +351,16 @@ impl KmsFs {
         Ok(self.handles.read().get(&fh).cloned().ok_or(Errno::EBADF)?)
     }
 
+    /// The open state behind a request on `ino` with handle `fh` (`NO_HANDLE`: the
+    /// inode's own, see `inode_file`), and whether the handle appends.
+    fn file_of(&self, ino: u64, fh: u64) -> FsResult<(Arc<OpenFile>, bool)> {
+        if fh == NO_HANDLE {
+            return Ok((self.inode_file(ino)?, false));
+        }
+        let h = self.handle(fh)?;
+        Ok((h.file.clone(), h.append))
+    }
+
     pub(super) fn truncate_open(&self, of: &OpenFile, new_size: u64) -> FsResult<()> {
         if !of.writable {
             return Err(Errno::EACCES.into());
@@ -313,39 +415,45 @@ impl KmsFs {
     /// space, reused); answers where the data is in `buf`.
     pub fn read(
         &self,
+        ino: u64,
         fh: u64,
         offset: u64,
         size: u32,
         buf: &mut Vec<u8>,
     ) -> FsResult<std::ops::Range<usize>> {
-        let h = self.handle(fh)?;
-        let of = &h.file;
+        let (of, _) = self.file_of(ino, fh)?;
+        let of = &of;
         let cur = of.size.read();
         self.content(of)
             .read_in(*cur, offset, size as u64, buf)
             .map_err(|e| content_error(&of.path, "read", e))
     }
 
-    /// Writes `data` at `offset` through handle `fh`. `kill_priv`: the kernel asks that
+    /// Writes `data` at `offset` of `ino` through handle `fh` (`open_flags`: the file's,
+    /// as the kernel sends them with the write). `kill_priv`: the kernel asks that
     /// set-user-ID and capabilities go (a write by a caller without CAP_FSETID);
     /// `cached`: a page-cache writeback (FUSE_WRITE_CACHE).
+    #[allow(clippy::too_many_arguments)]
     pub fn write(
         &self,
+        ino: u64,
         fh: u64,
+        open_flags: i32,
         offset: u64,
         data: &[u8],
         kill_priv: bool,
         cached: bool,
     ) -> FsResult<u32> {
-        let h = self.handle(fh)?;
-        let of = &h.file;
+        let (of, append) = self.file_of(ino, fh)?;
+        let append = append || open_flags & libc::O_APPEND != 0;
+        let of = &of;
         if !of.writable {
             return Err(Errno::EBADF.into());
         }
         // The kernel's cached mode still shows the bits it asked us to kill: a stat
         // right after the write (by the owner too) must not see them.
         if kill_priv && kill_suidgid(&of.file)? {
-            self.inval_attrs(h.ino);
+            self.inval_attrs(ino);
         }
         if cached {
             // Page-cache writeback of whole chunks strictly inside the file changes
@@ -364,7 +472,7 @@ impl KmsFs {
         let mut size = of.size.write();
         // O_APPEND: the offset is the end as we know it, under the lock (with the
         // writeback cache the kernel computes it and sends page writes).
-        let off = if h.append && !self.writeback_cache {
+        let off = if append && !self.writeback_cache {
             *size
         } else {
             offset
@@ -383,22 +491,29 @@ impl KmsFs {
         }
     }
 
-    /// fsync / fdatasync of the backing file behind handle `fh`.
-    pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
-        let h = self.handle(fh)?;
+    /// fsync / fdatasync of the backing file of `ino` (handle `fh`).
+    pub fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> FsResult<()> {
+        let (of, _) = self.file_of(ino, fh)?;
         if datasync {
-            h.file.file.sync_data()?;
+            of.file.sync_data()?;
         } else {
-            h.file.file.sync_all()?;
+            of.file.sync_all()?;
         }
         Ok(())
     }
 
     /// fallocate: mode 0 grows the file (zeros), KEEP_SIZE reserves backing space;
     /// nothing else (EOPNOTSUPP).
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
-        let h = self.handle(fh)?;
-        let of = &h.file;
+    pub fn fallocate(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        let (of, _) = self.file_of(ino, fh)?;
+        let of = &of;
         if !of.writable {
             return Err(Errno::EBADF.into());
         }

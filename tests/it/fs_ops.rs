@@ -36,6 +36,14 @@ fn fs() -> Fs {
 
 /// `fs()` with the envelope set up by `env` (its key cache, for one).
 fn fs_with(env: impl FnOnce(Envelope) -> Envelope) -> Fs {
+    fs_opts(env, true)
+}
+
+/// The handle names the file: no inode needed.
+const NOINO: u64 = u64::MAX;
+
+/// `fs_with`, with OPEN requests (handles) or lazy opens (`open_requests` false).
+fn fs_opts(env: impl FnOnce(Envelope) -> Envelope, open_requests: bool) -> Fs {
     own_pins();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
@@ -54,6 +62,7 @@ fn fs_with(env: impl FnOnce(Envelope) -> Envelope) -> Fs {
         writeback_cache: false,
         attr_timeout: Duration::from_secs(1),
         mountpoint: dir.path().join("mnt"),
+        open_requests,
     };
     let fs = KmsFs::new(&opts, env, 64).unwrap();
     Fs {
@@ -75,7 +84,7 @@ impl Fs {
             .create(ME, parent, name(n), 0o100644, libc::O_RDWR)
             .unwrap();
         assert_eq!(
-            self.fs.write(fh, 0, data, false, false).unwrap() as usize,
+            self.fs.write(NOINO, fh, 0, 0, data, false, false).unwrap() as usize,
             data.len()
         );
         self.fs.release(fh);
@@ -85,7 +94,10 @@ impl Fs {
     fn read_all(&self, ino: u64) -> Result<Vec<u8>, Errno> {
         let fh = self.fs.open(ino, libc::O_RDONLY, 0).map_err(|e| e.errno)?;
         let mut buf = vec![];
-        let r = self.fs.read(fh, 0, 1 << 20, &mut buf).map_err(|e| e.errno);
+        let r = self
+            .fs
+            .read(NOINO, fh, 0, 1 << 20, &mut buf)
+            .map_err(|e| e.errno);
         self.fs.release(fh);
         Ok(buf[r?].to_vec())
     }
@@ -184,8 +196,8 @@ fn a_tampered_chunk_is_eio_with_one_log_line_naming_the_file() {
     let fh = f.fs.open(ino, libc::O_RDONLY, 0).unwrap();
     let mut buf = vec![];
     // The first chunk is intact, the second is not.
-    assert_eq!(f.fs.read(fh, 0, 4096, &mut buf).unwrap().len(), 4096);
-    let e = f.fs.read(fh, 4096, 4096, &mut buf).unwrap_err();
+    assert_eq!(f.fs.read(NOINO, fh, 0, 4096, &mut buf).unwrap().len(), 4096);
+    let e = f.fs.read(NOINO, fh, 4096, 4096, &mut buf).unwrap_err();
     assert_eq!(e.errno, Errno::EIO);
     let (level, line) = e.log.expect("a log line");
     assert_eq!(level, tracing::Level::ERROR);
@@ -216,7 +228,10 @@ fn a_header_from_another_file_or_none_is_eio_at_open() {
     let _ = (b, c);
     let fh = f2.open(ino_b, libc::O_RDONLY, 0).unwrap();
     let mut buf = vec![];
-    assert_eq!(f2.read(fh, 0, 100, &mut buf).unwrap_err().errno, Errno::EIO);
+    assert_eq!(
+        f2.read(NOINO, fh, 0, 100, &mut buf).unwrap_err().errno,
+        Errno::EIO
+    );
     let e = f2.open(ino_c, libc::O_RDONLY, 0).unwrap_err();
     assert_eq!(e.errno, Errno::EIO);
     assert!(e.log.unwrap().1.contains("no kmsfs header"));
@@ -263,6 +278,7 @@ fn fs_reopen(f: &Fs) -> KmsFs {
         writeback_cache: false,
         attr_timeout: Duration::from_secs(1),
         mountpoint: f._dir.path().join("mnt"),
+        open_requests: true,
     };
     KmsFs::new(&opts, env, 64).unwrap()
 }
@@ -324,9 +340,10 @@ fn truncate_extend_fallocate_and_append() {
     want.resize(5000, 0);
     assert_eq!(f.read_all(ino).unwrap(), want);
     let fh = f.fs.open(ino, libc::O_RDWR | libc::O_APPEND, 0).unwrap();
-    f.fs.write(fh, 0, b"tail", false, false).unwrap();
+    f.fs.write(NOINO, fh, 0, 0, b"tail", false, false).unwrap();
     assert_eq!(
         f.fs.fallocate(
+            NOINO,
             fh,
             0,
             10,
@@ -336,7 +353,7 @@ fn truncate_extend_fallocate_and_append() {
         .errno,
         Errno::EOPNOTSUPP
     );
-    f.fs.fallocate(fh, 0, 8192, 0).unwrap();
+    f.fs.fallocate(NOINO, fh, 0, 8192, 0).unwrap();
     f.fs.release(fh);
     want.extend_from_slice(b"tail");
     want.resize(8192, 0);
@@ -529,6 +546,7 @@ impl EncryptOnly {
             writeback_cache: false,
             attr_timeout: Duration::from_secs(1),
             mountpoint: self.dir.path().join("mnt"),
+            open_requests: true,
         };
         let cfg = TreeConfig::load(&self.backing).unwrap();
         let env = Arc::new(Envelope::new(kms, cfg).with_pool(4));
@@ -572,7 +590,8 @@ fn an_encrypt_only_tree_is_filled_by_a_host_that_cannot_read_it() {
     let fh =
         b.fs.open(small2, libc::O_WRONLY | libc::O_TRUNC, 0)
             .unwrap();
-    b.fs.write(fh, 0, b"second version", false, false).unwrap();
+    b.fs.write(NOINO, fh, 0, 0, b"second version", false, false)
+        .unwrap();
     b.fs.release(fh);
     // What it just wrote it still holds the key of (it drew it).
     assert_eq!(b.read_all(small2).unwrap(), b"second version");
@@ -725,7 +744,7 @@ fn an_encrypt_only_host_never_writes_under_a_key_it_did_not_draw() {
         let r = e.mount(restore.clone());
         let ino = r.fs.lookup(ROOT_INO, name("diary")).unwrap().ino.0;
         let fh = r.fs.open(ino, flags, 0).unwrap();
-        r.fs.write(fh, 0, b"the owner's secret", false, false)
+        r.fs.write(NOINO, fh, 0, 0, b"the owner's secret", false, false)
             .unwrap();
         r.fs.release(fh);
         assert_eq!(r.read_all(ino).unwrap(), b"the owner's secret");
@@ -752,12 +771,58 @@ fn an_encrypt_only_host_never_writes_under_a_key_it_did_not_draw() {
     );
     // Replaced whole, it gets a key of the host's own.
     let fh = r.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC, 0).unwrap();
-    r.fs.write(fh, 0, b"new log", false, false).unwrap();
+    r.fs.write(NOINO, fh, 0, 0, b"new log", false, false)
+        .unwrap();
     r.fs.release(fh);
     assert_eq!(read_with("log", &log_keys), None);
     // ... and what this mount drew it may append to.
     let fh = r.fs.open(ino, libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
-    r.fs.write(fh, 7, b"!", false, false).unwrap();
+    r.fs.write(NOINO, fh, 0, 7, b"!", false, false).unwrap();
     r.fs.release(fh);
     assert_eq!(r.read_all(ino).unwrap(), b"new log!");
+}
+
+/// Lazy opens (no OPEN from the kernel): reads and writes come by inode with no handle;
+/// a file removed while the kernel may still have it open stays readable and writable,
+/// also once its open state was let go for others (through the descriptor its removal
+/// parked), until the kernel forgets it.
+#[test]
+fn lazy_opens_keep_a_removed_file_usable_until_it_is_forgotten() {
+    let f = fs_opts(|e| e, false);
+    let fs = &f.fs;
+    assert!(fs.lazy_open());
+    let (attr, fh) = fs
+        .create(ME, ROOT_INO, name("a"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fh, 0, "no handle: the inode's own open state");
+    let a = attr.ino.0;
+    fs.write(a, 0, 0, 0, b"alpha", false, false).unwrap();
+    let mut buf = vec![];
+    // The next one pushes every other out of the held set.
+    let (battr, _) = fs
+        .create(ME, ROOT_INO, name("b"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    let b = battr.ino.0;
+    fs.write(b, 0, 0, 0, b"bravo", false, false).unwrap();
+    for i in 0..1100 {
+        fs.create(ME, ROOT_INO, name(&format!("x{i}")), 0o100644, libc::O_RDWR)
+            .unwrap();
+    }
+    fs.unlink(ROOT_INO, name("a")).unwrap();
+    fs.unlink(ROOT_INO, name("b")).unwrap();
+    assert!(!f.b("a").exists() && !f.b("b").exists());
+    for (ino, want) in [(a, &b"alpha"[..]), (b, &b"bravo"[..])] {
+        let r = fs.read(ino, 0, 0, 100, &mut buf).unwrap();
+        assert_eq!(&buf[r], want);
+        assert_eq!(fs.getattr(ino).unwrap().size, 5);
+    }
+    fs.write(b, 0, 0, 5, b"!", false, false).unwrap();
+    let r = fs.read(b, 0, 0, 100, &mut buf).unwrap();
+    assert_eq!(&buf[r], b"bravo!");
+    fs.forget(a, 1);
+    fs.forget(b, 1);
+    assert_eq!(
+        fs.read(b, 0, 0, 100, &mut buf).unwrap_err().errno,
+        Errno::ESTALE
+    );
 }
