@@ -455,6 +455,26 @@ fn tamper_header_swap_and_missing_header_are_eio() {
     assert_logged(&t, "noheader");
 }
 
+/// `--open-requests`: the kernel asks at every open, so a file whose header does not
+/// check out fails there already (and an open-unlinked file works through its handle).
+#[test]
+fn with_open_requests_a_bad_header_is_eio_at_open() {
+    require_fuse!();
+    let mut t = tampered(|t| fs::write(t.b("noheader"), vec![0u8; 100]).unwrap());
+    assert!(
+        File::open(t.p("noheader")).is_ok(),
+        "lazy: opens, fails at read"
+    );
+    t.umount();
+    t.mount_with(&["--open-requests"]);
+    assert!(is_eio(File::open(t.p("noheader"))));
+    let mut f = File::open(t.p("ok")).unwrap();
+    fs::remove_file(t.p("ok")).unwrap();
+    let mut got = String::new();
+    f.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "untouched");
+}
+
 #[test]
 fn header_fixed_field_edits_are_eio() {
     require_fuse!();
