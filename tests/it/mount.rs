@@ -612,12 +612,9 @@ fn key_created_while_mounted_is_seen_by_the_running_kms() {
     assert_eq!(fs::read(t.p("after")).unwrap(), b"2");
 }
 
-#[test]
-fn more_inodes_than_descriptors() {
-    require_fuse!();
+/// Mounts `t` with the daemon allowed only `limit` descriptors, and `extra` flags.
+fn mount_with_fd_limit(t: &mut Tree, limit: u64, extra: &[&str]) {
     use std::os::unix::process::CommandExt;
-    let mut t = Tree::new(&[]);
-    // The daemon may hold only 200 descriptors; the kernel will know ~2000 inodes.
     let mut cmd = command();
     cmd.args([
         "mount",
@@ -626,12 +623,13 @@ fn more_inodes_than_descriptors() {
         "--log-file",
         t.log.to_str().unwrap(),
     ])
+    .args(extra)
     .env("KMSFS_KMS", t.kms_arg());
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let r = libc::rlimit {
-                rlim_cur: 200,
-                rlim_max: 200,
+                rlim_cur: limit,
+                rlim_max: limit,
             };
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
             Ok(())
@@ -644,6 +642,14 @@ fn more_inodes_than_descriptors() {
         String::from_utf8_lossy(&out.stderr)
     );
     t.mounted = true;
+}
+
+#[test]
+fn more_inodes_than_descriptors() {
+    require_fuse!();
+    let mut t = Tree::new(&[]);
+    // The daemon may hold only 200 descriptors; the kernel will know ~2000 inodes.
+    mount_with_fd_limit(&mut t, 200, &[]);
     for d in 0..20 {
         fs::create_dir(t.p(&format!("d{d}"))).unwrap();
         for i in 0..100 {
@@ -663,6 +669,70 @@ fn more_inodes_than_descriptors() {
                 format!("{d}/{i}")
             );
         }
+    }
+}
+
+/// Lazy opens with a daemon that holds the open state of few files (an eighth of 256
+/// descriptors: 32): more files open for writing than it holds, written in turns; a file
+/// written after its removal (through the descriptor the removal parked) and read back
+/// cold; a hard link's other name removed while open; an open file's directory renamed.
+/// With and without the writeback cache.
+#[test]
+fn lazy_opens_survive_letting_go_removal_and_renames() {
+    require_fuse!();
+    for extra in [&[][..], &["--no-writeback-cache"][..]] {
+        let mut t = Tree::new(&[]);
+        mount_with_fd_limit(&mut t, 256, extra);
+        fs::create_dir(t.p("d")).unwrap();
+        let mut files: Vec<File> = (0..100)
+            .map(|i| {
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(t.p(&format!("d/f{i}")))
+                    .unwrap()
+            })
+            .collect();
+        let mut want = vec![Vec::new(); files.len()];
+        for round in 0..3u8 {
+            for (i, f) in files.iter_mut().enumerate() {
+                let b = vec![round ^ i as u8; 1000 + 37 * i];
+                f.write_all(&b).unwrap();
+                want[i].extend_from_slice(&b);
+            }
+        }
+        for (i, f) in files.iter().enumerate() {
+            evict(f);
+            let mut got = vec![0; want[i].len() + 1];
+            let n = f.read_at(&mut got, 0).unwrap();
+            assert_eq!(&got[..n], &want[i][..], "file {i} {extra:?}");
+        }
+        // removed while open (and let go long since): written, then read back cold
+        fs::remove_file(t.p("d/f0")).unwrap();
+        files[0].write_at(b"after", 3).unwrap();
+        evict(&files[0]);
+        want[0][3..8].copy_from_slice(b"after");
+        let mut got = vec![0; want[0].len()];
+        files[0].read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(got, want[0], "removed file {extra:?}");
+        assert_eq!(files[0].metadata().unwrap().len(), want[0].len() as u64);
+        // a hard link's other name removed
+        fs::hard_link(t.p("d/f1"), t.p("d/g1")).unwrap();
+        fs::remove_file(t.p("d/f1")).unwrap();
+        evict(&files[1]);
+        let mut got = vec![0; want[1].len()];
+        files[1].read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(got, want[1]);
+        // the directory of an open file renamed
+        fs::rename(t.p("d"), t.p("e")).unwrap();
+        files[2].write_at(b"moved", 0).unwrap();
+        files[2].sync_all().unwrap();
+        want[2][..5].copy_from_slice(b"moved");
+        drop(files);
+        assert_eq!(fs::read(t.p("e/f2")).unwrap(), want[2]);
+        assert_eq!(fs::read(t.p("e/g1")).unwrap(), want[1]);
     }
 }
 
