@@ -72,21 +72,47 @@ impl KmsFs {
         caller: Caller,
     ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
         let (pfd, b) = self.parent_for(parent, name)?;
-        let name = b.name.as_os_str();
         let mode = Mode::from_raw_mode(mode & 0o7777);
+        let made = self.create_backing(parent, &pfd, &b, mode, caller);
+        if made.is_ok() {
+            self.premade.created(parent, &pfd);
+        }
+        made
+    }
+
+    /// `create_file`'s backing part: a file made ahead in the directory if there is one
+    /// (see `premade`), else a new one.
+    fn create_backing(
+        &self,
+        parent: u64,
+        pfd: &Arc<OwnedFd>,
+        b: &super::names::Bname,
+        mode: Mode,
+        caller: Caller,
+    ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
+        let name = b.name.as_os_str();
+        let pst = rustix::fs::fstat(&**pfd).map_err(rerr)?;
+        if let Some(r) = self.premade.take(parent, super::premade::DirKey::of(&pst)) {
+            match self.adopt(r, pfd, b, mode, caller) {
+                Ok(made) => return Ok(made),
+                Err(e) if e.errno == Errno::EEXIST => return Err(e),
+                // Anything else (the directory removed meanwhile, say): the usual way.
+                Err(_) => {}
+            }
+        }
         // The name appears only once the header (and owner) are in place: an unnamed
         // O_TMPFILE is prepared, then linked in (EEXIST there is O_EXCL's answer). A
         // rotation, fsck or crash never meets a new file without its header.
         let tmp = rustix::fs::openat(
-            &*pfd,
+            &**pfd,
             ".",
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             mode,
         );
         let (fd, h) = match tmp {
             Ok(fd) => {
-                let h = self.prepare_new(&fd, &pfd, parent, name, caller)?;
-                self.put_long(fd.as_fd(), &b)?;
+                let h = self.prepare_new(&fd, pfd, parent, name, caller)?;
+                self.put_long(fd.as_fd(), b)?;
                 crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), name).map_err(rerr)?;
                 (fd, h)
             }
@@ -103,8 +129,8 @@ impl KmsFs {
                 .map_err(rerr)?;
                 let st = rustix::fs::fstat(&fd).map_err(rerr)?;
                 match self
-                    .prepare_new(&fd, &pfd, parent, name, caller)
-                    .and_then(|h| self.put_long(fd.as_fd(), &b).map(|_| h))
+                    .prepare_new(&fd, pfd, parent, name, caller)
+                    .and_then(|h| self.put_long(fd.as_fd(), b).map(|_| h))
                 {
                     Ok(h) => (fd, h),
                     Err(e) => {
@@ -119,7 +145,42 @@ impl KmsFs {
         let st = rustix::fs::fstat(&fd).map_err(rerr)?;
         self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
         let h = Arc::new(h);
-        Ok((File::from(fd), h, st, b.name))
+        Ok((File::from(fd), h, st, b.name.clone()))
+    }
+
+    /// Links in a file made ahead as a new one: the mode asked for, times of now, the
+    /// caller as owner, then the name (as the usual way: the name comes last).
+    fn adopt(
+        &self,
+        r: super::premade::Ready,
+        pfd: &Arc<OwnedFd>,
+        b: &super::names::Bname,
+        mode: Mode,
+        caller: Caller,
+    ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
+        let (fd, h) = (r.fd, r.header);
+        rustix::fs::fchmod(&fd, mode).map_err(rerr)?;
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW as _,
+        };
+        rustix::fs::futimens(
+            &fd,
+            &rustix::fs::Timestamps {
+                last_access: now,
+                last_modification: now,
+            },
+        )
+        .map_err(rerr)?;
+        self.note_own_key(h.file_id);
+        if Self::needs_chown(caller) {
+            self.chown_new(pfd.as_fd(), fd.as_fd(), caller)?;
+        }
+        self.put_long(fd.as_fd(), b)?;
+        crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), b.name.as_os_str()).map_err(rerr)?;
+        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
+        self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
+        Ok((File::from(fd), Arc::new(h), st, b.name.clone()))
     }
 
     /// Gives a new file (by its descriptor) its header and its owner.
@@ -262,6 +323,7 @@ impl KmsFs {
         if self.inodes.forget(ino, nlookup) {
             self.dirs.remove(ino);
             self.let_go(ino);
+            self.premade.forget(ino);
         }
     }
 
@@ -398,6 +460,7 @@ impl KmsFs {
         }
         if let Some(gone) = self.inodes.child(parent, name) {
             self.dirs.remove(gone);
+            self.premade.forget(gone);
         }
         self.inodes.unlinked(parent, name);
         if let Some(fd) = held {

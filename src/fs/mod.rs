@@ -16,6 +16,7 @@ mod inode;
 mod mount;
 mod names;
 mod open;
+mod premade;
 mod reaper;
 mod xattr;
 
@@ -127,6 +128,8 @@ pub struct KmsFs {
     parked: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     /// When a file last failed to open for a handle-less request and said so in the log.
     failed: Mutex<lru::LruCache<u64, std::time::Instant>>,
+    /// Backing files made ahead of need, linked in by creates (see `premade`).
+    premade: premade::Premade,
 }
 
 /// The handle of requests on lazily opened files (see `KmsFs::lazy_open`).
@@ -172,6 +175,7 @@ impl KmsFs {
         let st = rustix::fs::fstat(&root)?;
         let geo = Geometry::new(env.config.chunk_size);
         let lazy_open = !opts.open_requests && !env.config.public_key_tree();
+        let premade = premade::Premade::new(env.clone());
         Ok(KmsFs {
             inodes: InodeTable::new(&st),
             dirs: DirFds::new(root, dirs::capacity_for_limit()),
@@ -204,7 +208,13 @@ impl KmsFs {
                 std::num::NonZeroUsize::new(1024).unwrap(),
             )),
             parked: Mutex::new(HashMap::new()),
+            premade,
         })
+    }
+
+    /// Creates that linked in a file made ahead (for the tests).
+    pub fn premade_taken(&self) -> u64 {
+        self.premade.taken()
     }
 
     /// Files are opened without OPEN requests (see the field).
@@ -236,7 +246,10 @@ impl KmsFs {
     /// operations that fail whole (every space-taking one here reserves or undoes).
     pub fn with_space<T>(&self, op: impl Fn() -> FsResult<T>) -> FsResult<T> {
         match op() {
-            Err(e) if matches!(e.errno, Errno::ENOSPC | Errno::EDQUOT) && self.reaper.flush() => {
+            Err(e)
+                if matches!(e.errno, Errno::ENOSPC | Errno::EDQUOT)
+                    && (self.premade.clear() | self.reaper.flush()) =>
+            {
                 op()
             }
             r => r,

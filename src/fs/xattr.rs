@@ -38,6 +38,8 @@ impl KmsFs {
         if reserved(name.as_bytes()) || self.user_refused(ino, name.as_bytes())? {
             return Err(Errno::EPERM.into());
         }
+        // a default ACL, say: files made ahead there were made without it
+        self.premade.forget(ino);
         let o = self.obj(ino)?;
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
         Ok(crate::backing::setxattr_fd(o.fd(), name, value, flags)?)
@@ -83,6 +85,7 @@ impl KmsFs {
         if reserved(name.as_bytes()) || self.user_refused(ino, name.as_bytes())? {
             return Err(Errno::EPERM.into());
         }
+        self.premade.forget(ino);
         let o = self.obj(ino)?;
         Ok(crate::backing::removexattr_fd(o.fd(), name)?)
     }

@@ -826,3 +826,51 @@ fn lazy_opens_keep_a_removed_file_usable_until_it_is_forgotten() {
         Errno::ESTALE
     );
 }
+
+/// Creates one after another in a directory link in files made ahead (see
+/// `fs::premade`): such a file gets the mode asked for, times of its create (not of when
+/// it was made), a working header, and its name; a lone create makes nothing ahead.
+#[test]
+fn files_made_ahead_are_new_files_in_every_way() {
+    let f = fs_opts(|e| e, false);
+    let fs = &f.fs;
+    fs.create(ME, ROOT_INO, name("lone"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    // a streak: two creates within a second
+    fs.create(ME, ROOT_INO, name("a"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    fs.create(ME, ROOT_INO, name("b"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fs.premade_taken(), 0);
+    // made ahead now; old enough that stale times would show
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = std::time::SystemTime::now() - Duration::from_millis(50);
+    let (attr, _) = fs
+        .create(ME, ROOT_INO, name("c"), 0o100640, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fs.premade_taken(), 1, "c was made ahead");
+    let c = attr.ino.0;
+    assert_eq!(attr.perm, 0o640);
+    assert!(attr.mtime >= before && attr.atime >= before, "{attr:?}");
+    fs.write(c, 0, 0, 0, b"charlie", false, false).unwrap();
+    let md = std::fs::metadata(f.b("c")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.nlink()), (0o640, 1));
+    // read back through a fresh mount of the tree: the header authenticates
+    let f2 = fs_reopen(&f);
+    let ino = f2.lookup(ROOT_INO, name("c")).unwrap().ino.0;
+    let fh = f2.open(ino, libc::O_RDONLY, 0).unwrap();
+    let mut buf = vec![];
+    let r = f2.read(NOINO, fh, 0, 100, &mut buf).unwrap();
+    assert_eq!(&buf[r], b"charlie");
+    // One more was made ahead; the directory's mode changes (set-group-ID, say), and
+    // what was made before is not used.
+    let chmod = SetAttr {
+        mode: Some(0o2755),
+        ..Default::default()
+    };
+    fs.setattr(0, ROOT_INO, chmod).unwrap();
+    fs.create(ME, ROOT_INO, name("d"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fs.premade_taken(), 1, "made before the chmod: not used");
+}

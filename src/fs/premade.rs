@@ -1,0 +1,192 @@
+//! Backing files made ahead of need. When files are being created one after another in
+//! a directory, a background thread makes the next few there as unnamed `O_TMPFILE`s with
+//! their header already written, and a create links one in under its name (after giving
+//! it the mode, times and owner asked for) instead of waiting for the backing filesystem
+//! to allocate an inode and an xattr block. On this VM's journal-less ext4 an inode
+//! allocation right after many removals costs hundreds of microseconds (see
+//! bench/results/2026-12-06-create-ext4.md).
+//!
+//! Bounded: at most `PER_DIR` files for each of the `DIRS` directories last asked for,
+//! each used within `envelope::POOL_MAX_AGE` of being made or dropped. Unnamed, they
+//! vanish with their descriptor (a crash included); nothing in the backing tree names
+//! them. A file made in a directory is only linked into that same directory, and only
+//! while the directory's mode and owner are what they were (`DirKey`; an extended
+//! attribute set on it, such as a default ACL, drops its files), so it inherited what a
+//! direct create there inherits.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rustix::fs::{Mode, OFlags};
+
+use crate::envelope::{Envelope, POOL_MAX_AGE};
+use crate::format::Header;
+
+/// Files kept ready per directory.
+const PER_DIR: usize = 2;
+/// Directories with files kept ready (least recently asked for dropped first).
+const DIRS: usize = 128;
+/// A create asks for files ahead only when the same directory had one this recently (a
+/// single create in a directory costs nothing more).
+const STREAK: Duration = Duration::from_secs(1);
+
+/// A file made ahead: its descriptor and header, and where and when it was made.
+pub(super) struct Ready {
+    pub(super) fd: OwnedFd,
+    pub(super) header: Header,
+    dir: DirKey,
+    made: Instant,
+}
+
+/// A backing directory as a file made in it saw it: which one, and the mode and owner
+/// its new files inherit from (a set-group-ID directory gives them its group). Files made
+/// before any of these changed are not used.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct DirKey {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl DirKey {
+    pub(super) fn of(st: &rustix::fs::Stat) -> DirKey {
+        DirKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        }
+    }
+}
+
+type Pools = Mutex<lru::LruCache<u64, Vec<Ready>>>;
+
+/// The files made ahead, by directory inode, and the thread that makes them.
+pub(super) struct Premade {
+    pools: Arc<Pools>,
+    tx: SyncSender<(u64, Arc<OwnedFd>)>,
+    /// When each directory last had a create.
+    last: Mutex<lru::LruCache<u64, Instant>>,
+    taken: AtomicU64,
+}
+
+impl Premade {
+    pub(super) fn new(env: Arc<Envelope>) -> Premade {
+        let pools: Arc<Pools> = Arc::new(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(DIRS).unwrap(),
+        )));
+        let (tx, rx) = sync_channel::<(u64, Arc<OwnedFd>)>(DIRS);
+        let p = Arc::downgrade(&pools);
+        let spawned = std::thread::Builder::new()
+            .name("kmsfs-premade".into())
+            .spawn(move || {
+                // Ends when the mount drops its sender.
+                while let Ok((dir, pfd)) = rx.recv() {
+                    let Some(pools) = p.upgrade() else { return };
+                    fill(&pools, &env, dir, &pfd);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::debug!("cannot start the file pre-maker: {e}");
+        }
+        Premade {
+            pools,
+            tx,
+            last: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIRS).unwrap(),
+            )),
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// A file made ahead in directory `dir` (inode), whose backing directory is now `key`.
+    pub(super) fn take(&self, dir: u64, key: DirKey) -> Option<Ready> {
+        let mut pools = self.pools.lock();
+        let v = pools.get_mut(&dir)?;
+        while let Some(r) = v.pop() {
+            if r.dir == key && r.made.elapsed() < POOL_MAX_AGE {
+                self.taken.fetch_add(1, Ordering::Relaxed);
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// A file was just created in `dir`: if another was shortly before, files are made
+    /// ahead there (in the background; never waits).
+    pub(super) fn created(&self, dir: u64, pfd: &Arc<OwnedFd>) {
+        let now = Instant::now();
+        let streak = self
+            .last
+            .lock()
+            .put(dir, now)
+            .is_some_and(|t| now.duration_since(t) < STREAK);
+        if streak {
+            match self.tx.try_send((dir, pfd.clone())) {
+                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    /// Drops what was made in `dir` (removed or forgotten).
+    pub(super) fn forget(&self, dir: u64) {
+        self.pools.lock().pop(&dir);
+    }
+
+    /// Drops everything made ahead (space is short); true if anything was.
+    pub(super) fn clear(&self) -> bool {
+        let mut pools = self.pools.lock();
+        let any = pools.iter().any(|(_, v)| !v.is_empty());
+        pools.clear();
+        any
+    }
+
+    /// Files taken so far (for the tests).
+    pub fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes files in `dir` (backing directory `pfd`) until it has `PER_DIR`; stops at the
+/// first failure (no O_TMPFILE, no space, the KMS refusing): creates then go the usual way.
+fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd) {
+    let Ok(st) = rustix::fs::fstat(pfd) else {
+        return;
+    };
+    let key = DirKey::of(&st);
+    loop {
+        let have = pools.lock().get(&dir).map_or(0, |v| v.len());
+        if have >= PER_DIR {
+            return;
+        }
+        let Ok(fd) = rustix::fs::openat(
+            pfd,
+            ".",
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) else {
+            return;
+        };
+        let Ok((header, _keys)) = env.take_header() else {
+            return;
+        };
+        if let Err(e) = env.write_new_header(fd.as_fd(), &header) {
+            tracing::debug!("making a file ahead: {e}");
+            return;
+        }
+        let r = Ready {
+            fd,
+            header,
+            dir: key,
+            made: Instant::now(),
+        };
+        pools.lock().get_or_insert_mut(dir, Vec::new).push(r);
+    }
+}
