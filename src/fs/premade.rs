@@ -6,7 +6,7 @@
 //! allocation right after many removals costs hundreds of microseconds (see
 //! bench/results/2026-12-06-create-ext4.md).
 //!
-//! Bounded: at most `PER_DIR` files for each of the `DIRS` directories last asked for,
+//! Bounded: at most `PER_DIR` files for each of the `dirs()` directories last asked for,
 //! each used within `envelope::POOL_MAX_AGE` of being made or dropped. Unnamed, they
 //! vanish with their descriptor (a crash included); nothing in the backing tree names
 //! them. A file made in a directory is only linked into that same directory, and only
@@ -28,8 +28,15 @@ use crate::format::Header;
 
 /// Files kept ready per directory.
 const PER_DIR: usize = 2;
-/// Directories with files kept ready (least recently asked for dropped first).
-const DIRS: usize = 128;
+
+/// Directories with files kept ready (least recently asked for dropped first): one per
+/// 32 of the descriptor limit (each file made ahead holds one), within 1..=128.
+fn dirs() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(128 * 32);
+    ((soft / 32) as usize).clamp(1, 128)
+}
 /// A create asks for files ahead only when the same directory had one this recently (a
 /// single create in a directory costs nothing more).
 const STREAK: Duration = Duration::from_secs(1);
@@ -79,10 +86,9 @@ pub(super) struct Premade {
 
 impl Premade {
     pub(super) fn new(env: Arc<Envelope>) -> Premade {
-        let pools: Arc<Pools> = Arc::new(Mutex::new(lru::LruCache::new(
-            std::num::NonZeroUsize::new(DIRS).unwrap(),
-        )));
-        let (tx, rx) = sync_channel::<(u64, Arc<OwnedFd>)>(DIRS);
+        let dirs = std::num::NonZeroUsize::new(dirs()).unwrap();
+        let pools: Arc<Pools> = Arc::new(Mutex::new(lru::LruCache::new(dirs)));
+        let (tx, rx) = sync_channel::<(u64, Arc<OwnedFd>)>(dirs.get());
         let p = Arc::downgrade(&pools);
         let spawned = std::thread::Builder::new()
             .name("kmsfs-premade".into())
@@ -99,9 +105,7 @@ impl Premade {
         Premade {
             pools,
             tx,
-            last: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(DIRS).unwrap(),
-            )),
+            last: Mutex::new(lru::LruCache::new(dirs)),
             taken: AtomicU64::new(0),
         }
     }
