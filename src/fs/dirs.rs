@@ -27,10 +27,16 @@ pub struct DirFds {
 /// How many directory descriptors to keep: a quarter of the descriptor limit, within
 /// 16..=4096 (the rest is for open files, the KMS and the FUSE channels).
 pub fn capacity_for_limit() -> usize {
+    share_of_limit(4, 16, 4096)
+}
+
+/// One `per`-th of this process's (soft) descriptor limit, within `min..=max`: what a
+/// cache of descriptors may hold.
+pub fn share_of_limit(per: u64, min: usize, max: usize) -> usize {
     let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
-        .unwrap_or(4096 * 4);
-    ((soft / 4) as usize).clamp(16, 4096)
+        .unwrap_or(per * max as u64);
+    ((soft / per) as usize).clamp(min, max)
 }
 
 impl DirFds {

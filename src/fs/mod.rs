@@ -137,10 +137,7 @@ pub(super) const NO_HANDLE: u64 = 0;
 /// Files whose open state is held for handle-less requests: an eighth of the
 /// descriptor limit (each holds one, two with its O_DIRECT twin), within 8..=1024.
 fn held_capacity() -> usize {
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(1024 * 8);
-    ((soft / 8) as usize).clamp(8, 1024)
+    dirs::share_of_limit(8, 8, 1024)
 }
 
 /// A failure to open a file for a handle-less request is logged once per file in

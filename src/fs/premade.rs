@@ -32,10 +32,7 @@ const PER_DIR: usize = 2;
 /// Directories with files kept ready (least recently asked for dropped first): one per
 /// 32 of the descriptor limit (each file made ahead holds one), within 1..=128.
 fn dirs() -> usize {
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(128 * 32);
-    ((soft / 32) as usize).clamp(1, 128)
+    super::dirs::share_of_limit(32, 1, 128)
 }
 /// A create asks for files ahead only when the same directory had one this recently (a
 /// single create in a directory costs nothing more).
