@@ -109,6 +109,8 @@ impl Premade {
 
     /// A file made ahead in directory `dir` (inode), whose backing directory is now `key`.
     pub(super) fn take(&self, dir: u64, key: DirKey) -> Option<Ready> {
+        // Stale ones are closed after the lock is let go: closing an unnamed file frees it.
+        let mut stale = Vec::new();
         let mut pools = self.pools.lock();
         let v = pools.get_mut(&dir)?;
         while let Some(r) = v.pop() {
@@ -116,7 +118,10 @@ impl Premade {
                 self.taken.fetch_add(1, Ordering::Relaxed);
                 return Some(r);
             }
+            stale.push(r);
         }
+        drop(pools);
+        drop(stale);
         None
     }
 
@@ -138,15 +143,22 @@ impl Premade {
 
     /// Drops what was made in `dir` (removed or forgotten).
     pub(super) fn forget(&self, dir: u64) {
-        self.pools.lock().pop(&dir);
+        let gone = self.pools.lock().pop(&dir);
+        drop(gone); // closed (freed) outside the lock
     }
 
     /// Drops everything made ahead (space is short); true if anything was.
     pub(super) fn clear(&self) -> bool {
-        let mut pools = self.pools.lock();
-        let any = pools.iter().any(|(_, v)| !v.is_empty());
-        pools.clear();
-        any
+        let gone: Vec<Vec<Ready>> = {
+            let mut pools = self.pools.lock();
+            let mut gone = Vec::with_capacity(pools.len());
+            while let Some((_, v)) = pools.pop_lru() {
+                gone.push(v);
+            }
+            gone
+        };
+        // closed (freed) outside the lock
+        gone.iter().any(|v| !v.is_empty())
     }
 
     /// Files taken so far (for the tests).
