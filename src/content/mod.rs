@@ -513,7 +513,7 @@ impl Content<'_> {
             at,
             total as u64,
         )?;
-        self.file.write_all_at(&buf[..total], at)?;
+        write_in_pieces(self.file, &buf[..total], at)?;
         if kick_writeback && total >= WRITEBACK_KICK {
             start_writeback(self.file, at, total as u64);
         }
@@ -593,6 +593,28 @@ pub fn tune_allocator() {
 /// Writes at least this large (the kernel's writeback of a sequentially written file
 /// arrives in 1 MiB requests) start the backing file's own writeback at once.
 const WRITEBACK_KICK: usize = 512 * 1024;
+
+/// The largest piece one backing `pwrite` carries.
+const WRITE_PIECE: u64 = 128 * 1024;
+
+/// Writes `data` at `at` in pieces of at most `WRITE_PIECE` bytes, cut on multiples of it.
+/// The backing filesystem sizes the page-cache folios it allocates by the length of one
+/// write; on a VM whose free memory goes back to the hypervisor, large folios come from
+/// memory the host has to fault in again: 1 GiB written into a new file in 1 MiB writes
+/// took 3-4 s here, in 128 KiB writes 0.44-0.49 s, 512 KiB swung between the two
+/// (`bench/folios.sh`, bench/results/2026-12-06-folios.md). Elsewhere it costs seven
+/// more system calls per MiB.
+fn write_in_pieces(file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < data.len() {
+        let off = at + done as u64;
+        let room = (WRITE_PIECE - off % WRITE_PIECE) as usize;
+        let n = room.min(data.len() - done);
+        file.write_all_at(&data[done..done + n], off)?;
+        done += n;
+    }
+    Ok(())
+}
 
 /// Starts (does not wait for) writeback of a range just written to the backing file.
 /// Otherwise the backing page cache holds the data until the final fsync, and the disk
