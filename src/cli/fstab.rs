@@ -46,6 +46,7 @@ pub(super) fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
                 ("dek_pool", Some(v)) => out.extend(["--dek-pool".into(), v.into()]),
                 ("no_writeback_cache", None) => out.push("--no-writeback-cache".into()),
                 ("open_requests", None) => out.push("--open-requests".into()),
+                ("files_ahead", None) => out.push("--files-ahead".into()),
                 ("attr_timeout", Some(v)) => out.extend(["--attr-timeout".into(), v.into()]),
                 // generic mount options: the kernel or mount(8) handles (or ignores) them
                 (

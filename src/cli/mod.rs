@@ -129,6 +129,12 @@ pub(crate) enum Cmd {
         /// kernel does not ask; encrypt-only trees always ask).
         #[arg(long)]
         open_requests: bool,
+        /// When files are created one after another in a directory, make the next two
+        /// there ahead of time in the background (creates up to 1.8x faster; a source
+        /// tree untarred this way read back a third slower on the disk measured, so off
+        /// by default).
+        #[arg(long)]
+        files_ahead: bool,
         /// Seconds the kernel may trust names and attributes without asking kmsfs again.
         /// Changes made through the mount are always seen at once; a longer time only
         /// matters if something else changes the backing tree while it is mounted.
@@ -825,6 +831,7 @@ fn run(cli: Cli) -> Result<i32> {
             dek_pool,
             no_writeback_cache,
             open_requests,
+            files_ahead,
             attr_timeout,
             ready_fd,
         } => {
@@ -849,6 +856,7 @@ fn run(cli: Cli) -> Result<i32> {
                 dek_pool,
                 writeback_cache: !no_writeback_cache,
                 open_requests,
+                files_ahead,
                 attr_timeout: std::time::Duration::from_secs_f64(attr_timeout),
             };
             daemon::mount_foreground(&backing, &mountpoint, &opts, ready_fd)?

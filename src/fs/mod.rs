@@ -61,6 +61,10 @@ pub struct FsOptions {
     /// Have the kernel send OPEN and RELEASE for every open of a file (one round trip
     /// more per open); otherwise only encrypt-only trees do (see `KmsFs::lazy_open`).
     pub open_requests: bool,
+    /// Make files ahead of need when creates follow one another in a directory (see
+    /// `premade`). Off by default: creates get faster, but a tree written that way read
+    /// back slower here (bench/results/2026-12-06-0943.md).
+    pub files_ahead: bool,
 }
 
 /// Who asks: new nodes are given to this user and group.
@@ -172,7 +176,7 @@ impl KmsFs {
         let st = rustix::fs::fstat(&root)?;
         let geo = Geometry::new(env.config.chunk_size);
         let lazy_open = !opts.open_requests && !env.config.public_key_tree();
-        let premade = premade::Premade::new(env.clone());
+        let premade = premade::Premade::new(env.clone(), opts.files_ahead);
         Ok(KmsFs {
             inodes: InodeTable::new(&st),
             dirs: DirFds::new(root, dirs::capacity_for_limit()),

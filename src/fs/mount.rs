@@ -33,6 +33,8 @@ pub struct MountOptions {
     pub writeback_cache: bool,
     /// OPEN and RELEASE for every open (see `FsOptions::open_requests`).
     pub open_requests: bool,
+    /// Files made ahead of need (see `FsOptions::files_ahead`).
+    pub files_ahead: bool,
     /// Entry and attribute timeout handed to the kernel (0..=86400 s).
     pub attr_timeout: Duration,
 }
@@ -98,6 +100,7 @@ pub fn mount(backing: &Path, mountpoint: &Path, opts: &MountOptions) -> Result<M
             backing: backing.clone(),
             writeback_cache: opts.writeback_cache,
             open_requests: opts.open_requests,
+            files_ahead: opts.files_ahead,
             attr_timeout: opts.attr_timeout,
             mountpoint: std::fs::canonicalize(mountpoint)
                 .unwrap_or_else(|_| mountpoint.to_path_buf()),

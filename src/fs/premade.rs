@@ -74,6 +74,8 @@ type Pools = Mutex<lru::LruCache<u64, Vec<Ready>>>;
 
 /// The files made ahead, by directory inode, and the thread that makes them.
 pub(super) struct Premade {
+    /// Off: nothing is ever made ahead (no thread either).
+    on: bool,
     pools: Arc<Pools>,
     tx: SyncSender<(u64, Arc<OwnedFd>)>,
     /// When each directory last had a create.
@@ -82,24 +84,27 @@ pub(super) struct Premade {
 }
 
 impl Premade {
-    pub(super) fn new(env: Arc<Envelope>) -> Premade {
+    pub(super) fn new(env: Arc<Envelope>, on: bool) -> Premade {
         let dirs = std::num::NonZeroUsize::new(dirs()).unwrap();
         let pools: Arc<Pools> = Arc::new(Mutex::new(lru::LruCache::new(dirs)));
         let (tx, rx) = sync_channel::<(u64, Arc<OwnedFd>)>(dirs.get());
         let p = Arc::downgrade(&pools);
-        let spawned = std::thread::Builder::new()
-            .name("kmsfs-premade".into())
-            .spawn(move || {
-                // Ends when the mount drops its sender.
-                while let Ok((dir, pfd)) = rx.recv() {
-                    let Some(pools) = p.upgrade() else { return };
-                    fill(&pools, &env, dir, &pfd);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!("cannot start the file pre-maker: {e}");
+        if on {
+            let spawned = std::thread::Builder::new()
+                .name("kmsfs-premade".into())
+                .spawn(move || {
+                    // Ends when the mount drops its sender.
+                    while let Ok((dir, pfd)) = rx.recv() {
+                        let Some(pools) = p.upgrade() else { return };
+                        fill(&pools, &env, dir, &pfd);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::debug!("cannot start the file pre-maker: {e}");
+            }
         }
         Premade {
+            on,
             pools,
             tx,
             last: Mutex::new(lru::LruCache::new(dirs)),
@@ -128,6 +133,9 @@ impl Premade {
     /// A file was just created in `dir`: if another was shortly before, files are made
     /// ahead there (in the background; never waits).
     pub(super) fn created(&self, dir: u64, pfd: &Arc<OwnedFd>) {
+        if !self.on {
+            return;
+        }
         let now = Instant::now();
         let streak = self
             .last

@@ -44,6 +44,11 @@ const NOINO: u64 = u64::MAX;
 
 /// `fs_with`, with OPEN requests (handles) or lazy opens (`open_requests` false).
 fn fs_opts(env: impl FnOnce(Envelope) -> Envelope, open_requests: bool) -> Fs {
+    fs_made(env, open_requests, false)
+}
+
+/// `fs_opts`, with files made ahead (`--files-ahead`) or not.
+fn fs_made(env: impl FnOnce(Envelope) -> Envelope, open_requests: bool, files_ahead: bool) -> Fs {
     own_pins();
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("b");
@@ -63,6 +68,7 @@ fn fs_opts(env: impl FnOnce(Envelope) -> Envelope, open_requests: bool) -> Fs {
         attr_timeout: Duration::from_secs(1),
         mountpoint: dir.path().join("mnt"),
         open_requests,
+        files_ahead,
     };
     let fs = KmsFs::new(&opts, env, 64).unwrap();
     Fs {
@@ -279,6 +285,7 @@ fn fs_reopen(f: &Fs) -> KmsFs {
         attr_timeout: Duration::from_secs(1),
         mountpoint: f._dir.path().join("mnt"),
         open_requests: true,
+        files_ahead: false,
     };
     KmsFs::new(&opts, env, 64).unwrap()
 }
@@ -547,6 +554,7 @@ impl EncryptOnly {
             attr_timeout: Duration::from_secs(1),
             mountpoint: self.dir.path().join("mnt"),
             open_requests: true,
+            files_ahead: false,
         };
         let cfg = TreeConfig::load(&self.backing).unwrap();
         let env = Arc::new(Envelope::new(kms, cfg).with_pool(4));
@@ -832,7 +840,16 @@ fn lazy_opens_keep_a_removed_file_usable_until_it_is_forgotten() {
 /// it was made), a working header, and its name; a lone create makes nothing ahead.
 #[test]
 fn files_made_ahead_are_new_files_in_every_way() {
-    let f = fs_opts(|e| e, false);
+    // Off by default: a streak of creates makes nothing ahead.
+    let off = fs_opts(|e| e, false);
+    for n in ["x", "y", "z"] {
+        off.fs
+            .create(ME, ROOT_INO, name(n), 0o100644, libc::O_RDWR)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(off.fs.premade_taken(), 0);
+    let f = fs_made(|e| e, false, true);
     let fs = &f.fs;
     fs.create(ME, ROOT_INO, name("lone"), 0o100644, libc::O_RDWR)
         .unwrap();

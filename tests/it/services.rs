@@ -334,7 +334,7 @@ fn fstab_style_mount_through_mount_fuse3() {
         .args([
             "-o",
             &format!(
-                "kms={},allow_other,nofail,log={}",
+                "kms={},allow_other,nofail,files_ahead,log={}",
                 t.kms_arg(),
                 t.log.display()
             ),
@@ -356,5 +356,16 @@ fn fstab_style_mount_through_mount_fuse3() {
     );
     fs::write(t.p("f"), b"fstab").unwrap();
     assert_eq!(fs::read(t.p("f")).unwrap(), b"fstab");
+    // files_ahead: a run of creates in one directory, some of them made ahead
+    for i in 0..20 {
+        fs::write(t.p(&format!("n{i}")), format!("file {i}")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 0..20 {
+        assert_eq!(
+            fs::read_to_string(t.p(&format!("n{i}"))).unwrap(),
+            format!("file {i}")
+        );
+    }
     t.umount();
 }
