@@ -6,6 +6,9 @@
 //! allocation right after many removals costs hundreds of microseconds (see
 //! bench/results/2026-12-06-create-ext4.md).
 //!
+//! Opt-in (`--files-ahead`): a source tree untarred with them read back 0.63-0.69x as
+//! fast (bench/results/2026-12-06-0943.md; the cause is not found yet).
+//!
 //! Bounded: at most `PER_DIR` files for each of the `dirs()` directories last asked for,
 //! each used within `envelope::POOL_MAX_AGE` of being made or dropped. Unnamed, they
 //! vanish with their descriptor (a crash included); nothing in the backing tree names
