@@ -7,9 +7,9 @@
 //! bench/results/2026-12-06-create-ext4.md).
 //!
 //! Opt-in (`--files-ahead`): a source tree untarred with them read back 0.63-0.69x as
-//! fast right after the untar (bench/results/2026-12-06-0943.md): the unused ones are
-//! freed when their directories are forgotten, and that competes with the reads (35 s
-//! later the tree read back as fast as one made without them).
+//! fast right after the untar (bench/results/2026-12-06-0943.md); 35 s later it read
+//! back as fast as one made without them. Which work after the burst costs the reads is
+//! not found (not the closes at FORGET: handing them to the reaper changed nothing).
 //!
 //! Bounded: at most `PER_DIR` files for each of the `dirs()` directories last asked for,
 //! each used within `envelope::POOL_MAX_AGE` of being made or dropped. Unnamed, they
