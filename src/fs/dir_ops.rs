@@ -91,8 +91,7 @@ impl KmsFs {
         caller: Caller,
     ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
         let name = b.name.as_os_str();
-        let pst = rustix::fs::fstat(&**pfd).map_err(rerr)?;
-        if let Some(r) = self.premade.take(parent, super::premade::DirKey::of(&pst)) {
+        if let Some(r) = self.premade.take(parent, pfd.as_fd()) {
             match self.adopt(r, pfd, b, mode, caller) {
                 Ok(made) => return Ok(made),
                 Err(e) if e.errno == Errno::EEXIST => return Err(e),
@@ -142,10 +141,19 @@ impl KmsFs {
             }
             Err(e) => return Err(e.into()),
         };
+        self.created_new(fd, h, b)
+    }
+
+    /// A new file, named: its key noted as this mount's own, and what a create answers.
+    fn created_new(
+        &self,
+        fd: OwnedFd,
+        h: Header,
+        b: &super::names::Bname,
+    ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
         let st = rustix::fs::fstat(&fd).map_err(rerr)?;
         self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
-        let h = Arc::new(h);
-        Ok((File::from(fd), h, st, b.name.clone()))
+        Ok((File::from(fd), Arc::new(h), st, b.name.clone()))
     }
 
     /// Links in a file made ahead as a new one: the mode asked for, times of now, the
@@ -178,9 +186,7 @@ impl KmsFs {
         }
         self.put_long(fd.as_fd(), b)?;
         crate::backing::link_fd(fd.as_fd(), pfd.as_fd(), b.name.as_os_str()).map_err(rerr)?;
-        let st = rustix::fs::fstat(&fd).map_err(rerr)?;
-        self.known.lock().put((st.st_dev, st.st_ino), h.file_id);
-        Ok((File::from(fd), Arc::new(h), st, b.name.clone()))
+        self.created_new(fd, h, b)
     }
 
     /// Gives a new file (by its descriptor) its header and its owner.

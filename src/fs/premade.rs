@@ -19,7 +19,7 @@
 //! attribute set on it, such as a default ACL, drops its files), so it inherited what a
 //! direct create there inherits.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -64,7 +64,7 @@ pub(super) struct DirKey {
 }
 
 impl DirKey {
-    pub(super) fn of(st: &rustix::fs::Stat) -> DirKey {
+    fn of(st: &rustix::fs::Stat) -> DirKey {
         DirKey {
             dev: st.st_dev,
             ino: st.st_ino,
@@ -117,8 +117,13 @@ impl Premade {
         }
     }
 
-    /// A file made ahead in directory `dir` (inode), whose backing directory is now `key`.
-    pub(super) fn take(&self, dir: u64, key: DirKey) -> Option<Ready> {
+    /// A file made ahead in directory `dir` (inode), whose backing directory is `pfd`.
+    /// Costs nothing (no system call) where none was made.
+    pub(super) fn take(&self, dir: u64, pfd: BorrowedFd) -> Option<Ready> {
+        if self.pools.lock().peek(&dir).is_none_or(|v| v.is_empty()) {
+            return None;
+        }
+        let key = DirKey::of(&rustix::fs::fstat(pfd).ok()?);
         // Stale ones are closed after the lock is let go: closing an unnamed file frees it.
         let mut stale = Vec::new();
         let mut pools = self.pools.lock();
