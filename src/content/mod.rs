@@ -43,7 +43,10 @@ pub enum ContentError {
 /// memory a request needs is bounded whatever its offset.
 const GAP_INLINE: u64 = 1 << 20;
 /// Zeros materialised per step when a file grows by truncate, fallocate or a far write.
-const GROW_STEP: u64 = 4 << 20;
+/// Small enough that the sealed step fits a scratch buffer the pool keeps (`with_scratch`):
+/// at 4 MiB every step mapped and faulted in a new buffer (1 GiB fallocate 0.82-0.92 s,
+/// 13 % of it page faults; see bench/results/2026-12-06-pieces.md).
+const GROW_STEP: u64 = 1 << 20;
 
 fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
@@ -595,15 +598,19 @@ pub fn tune_allocator() {
 const WRITEBACK_KICK: usize = 512 * 1024;
 
 /// The largest piece one backing `pwrite` carries.
-const WRITE_PIECE: u64 = 128 * 1024;
+const WRITE_PIECE: u64 = 32 * 1024;
 
 /// Writes `data` at `at` in pieces of at most `WRITE_PIECE` bytes, cut on multiples of it.
 /// The backing filesystem sizes the page-cache folios it allocates by the length of one
-/// write; on a VM whose free memory goes back to the hypervisor, large folios come from
-/// memory the host has to fault in again: 1 GiB written into a new file in 1 MiB writes
-/// took 3-4 s here, in 128 KiB writes 0.44-0.49 s, 512 KiB swung between the two
-/// (`bench/folios.sh`, bench/results/2026-12-06-folios.md). Elsewhere it costs seven
-/// more system calls per MiB.
+/// write, and on a VM whose free memory goes back to the hypervisor (free page reporting)
+/// a large folio comes from memory the host has to fault in again. Folios up to 32 KiB
+/// (order 3, the kernel's PAGE_ALLOC_COSTLY_ORDER) are recycled through per-CPU lists;
+/// larger ones come from the buddy allocator's big free blocks, the ones reported.
+/// Written through the mount, 1 GiB and an fsync in pieces of 32 KiB: 465-505 MiB/s in
+/// each of 22 rounds of one spell; of 128 KiB: 183-521; of 16 KiB: 130-494; of 64 KiB:
+/// 247-494 (mounted side by side, bench/results/2026-12-06-pieces.md). In the two runs
+/// after it 32 KiB pieces made 189-585 in 16 rounds, 128 KiB 156-564. Elsewhere it costs
+/// a system call per 32 KiB.
 fn write_in_pieces(file: &File, data: &[u8], at: u64) -> io::Result<()> {
     let mut done = 0usize;
     while done < data.len() {
