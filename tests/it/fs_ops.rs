@@ -890,4 +890,22 @@ fn files_made_ahead_are_new_files_in_every_way() {
     fs.create(ME, ROOT_INO, name("d"), 0o100644, libc::O_RDWR)
         .unwrap();
     assert_eq!(fs.premade_taken(), 1, "made before the chmod: not used");
+    // c and d were a streak: files are made ahead again, under the new mode, and used.
+    std::thread::sleep(Duration::from_millis(1500));
+    fs.create(ME, ROOT_INO, name("e"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fs.premade_taken(), 2, "e was made ahead, after the chmod");
+    // An extended attribute set on the directory (a default ACL, say, that new files
+    // inherit) drops what was made before it: one is left, and f does not get it.
+    fs.setxattr(ROOT_INO, name("user.inherit"), b"1", 0)
+        .unwrap();
+    fs.create(ME, ROOT_INO, name("f"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fs.premade_taken(), 2, "made before the xattr: not used");
+    // And so does one removed.
+    std::thread::sleep(Duration::from_millis(1500));
+    fs.removexattr(ROOT_INO, name("user.inherit")).unwrap();
+    fs.create(ME, ROOT_INO, name("g"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    assert_eq!(fs.premade_taken(), 2, "made before the removal: not used");
 }
