@@ -435,6 +435,18 @@ impl Envelope {
         }
     }
 
+    /// How many files' keys the cache holds.
+    pub fn cached_count(&self) -> usize {
+        self.cache.lock().len()
+    }
+
+    /// Drops the cached keys of `file_id` (a file made ahead and never used: its keys
+    /// would take the place of a real file's in the LRU).
+    pub fn forget_keys(&self, file_id: &[u8; 16]) {
+        let gone = self.cache.lock().pop(file_id);
+        drop(gone); // zeroized outside the lock
+    }
+
     /// The keys of file `file_id` if the cache holds them (unexpired): a re-open of a
     /// file whose authenticated header this process has read needs neither the header
     /// nor the KMS again.

@@ -166,7 +166,7 @@ impl KmsFs {
         mode: Mode,
         caller: Caller,
     ) -> FsResult<(File, Arc<Header>, rustix::fs::Stat, OsString)> {
-        let (fd, h) = (r.fd, r.header);
+        let (fd, h) = r.into_parts();
         rustix::fs::fchmod(&fd, mode).map_err(rerr)?;
         let now = rustix::fs::Timespec {
             tv_sec: 0,

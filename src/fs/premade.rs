@@ -7,9 +7,11 @@
 //! bench/results/2026-12-06-create-ext4.md).
 //!
 //! Opt-in (`--files-ahead`): a source tree untarred with them read back 0.63-0.69x as
-//! fast right after the untar (bench/results/2026-12-06-0943.md); 35 s later it read
-//! back as fast as one made without them. Which work after the burst costs the reads is
-//! not found (not the closes at FORGET: handing them to the reaper changed nothing).
+//! fast (bench/results/2026-12-06-0943.md). The cause, found later: the keys of files
+//! made ahead and dropped unused stayed in the envelope's key cache and pushed real
+//! files' keys out of it, so the readback called the KMS for a third of the files. A
+//! dropped one now takes its keys out (`Ready`'s drop): readback 8.90 s with them
+//! against 8.80 s without (10,274 KMS calls before, none now).
 //!
 //! Bounded: at most `PER_DIR` files for each of the `dirs()` directories last asked for,
 //! each used within `envelope::POOL_MAX_AGE` of being made or dropped. Unnamed, they
@@ -22,7 +24,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -43,12 +45,41 @@ fn dirs() -> usize {
 /// single create in a directory costs nothing more).
 const STREAK: Duration = Duration::from_secs(1);
 
-/// A file made ahead: its descriptor and header, and where and when it was made.
+/// A file made ahead: its descriptor and header, and where and when it was made. One
+/// dropped unused takes its keys out of the envelope's cache: they were put there when
+/// its header was made, and thousands of them (a tree untarred, two per directory) pushed
+/// real files' keys out of the 32,768-entry LRU, so reading the tree back called the KMS
+/// for 10,274 files (readback 11.7-12.0 s against 8.6-8.8 s without files made ahead).
 pub(super) struct Ready {
-    pub(super) fd: OwnedFd,
-    pub(super) header: Header,
+    /// Both `Some` until taken by `into_parts`.
+    fd: Option<OwnedFd>,
+    header: Option<Header>,
     dir: DirKey,
     made: Instant,
+    env: Weak<Envelope>,
+}
+
+impl Ready {
+    /// The file's descriptor and header, for linking it in (its keys stay cached).
+    pub(super) fn into_parts(mut self) -> (OwnedFd, Header) {
+        let fd = self
+            .fd
+            .take()
+            .expect("a file made ahead has its descriptor");
+        let header = self
+            .header
+            .take()
+            .expect("a file made ahead has its header");
+        (fd, header)
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        if let (Some(h), Some(env)) = (&self.header, self.env.upgrade()) {
+            env.forget_keys(&h.file_id);
+        }
+    }
 }
 
 /// A backing directory as a file made in it saw it: which one, and the mode and owner
@@ -210,13 +241,15 @@ fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd) {
         };
         if let Err(e) = env.write_new_header(fd.as_fd(), &header) {
             tracing::debug!("making a file ahead: {e}");
+            env.forget_keys(&header.file_id);
             return;
         }
         let r = Ready {
-            fd,
-            header,
+            fd: Some(fd),
+            header: Some(header),
             dir: key,
             made: Instant::now(),
+            env: Arc::downgrade(env),
         };
         pools.lock().get_or_insert_mut(dir, Vec::new).push(r);
     }

@@ -18,6 +18,7 @@ struct Fs {
     _dir: tempfile::TempDir,
     backing: PathBuf,
     fs: KmsFs,
+    env: Arc<Envelope>,
 }
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
@@ -70,11 +71,12 @@ fn fs_made(env: impl FnOnce(Envelope) -> Envelope, open_requests: bool, files_ah
         open_requests,
         files_ahead,
     };
-    let fs = KmsFs::new(&opts, env, 64).unwrap();
+    let fs = KmsFs::new(&opts, env.clone(), 64).unwrap();
     Fs {
         _dir: dir,
         backing,
         fs,
+        env,
     }
 }
 
@@ -561,7 +563,8 @@ impl EncryptOnly {
         Fs {
             _dir: tempfile::tempdir().unwrap(),
             backing: self.backing.clone(),
-            fs: KmsFs::new(&opts, env, 64).unwrap(),
+            fs: KmsFs::new(&opts, env.clone(), 64).unwrap(),
+            env,
         }
     }
 }
@@ -838,6 +841,25 @@ fn lazy_opens_keep_a_removed_file_usable_until_it_is_forgotten() {
 /// Creates one after another in a directory link in files made ahead (see
 /// `fs::premade`): such a file gets the mode asked for, times of its create (not of when
 /// it was made), a working header, and its name; a lone create makes nothing ahead.
+#[test]
+fn files_made_ahead_and_dropped_leave_their_keys_nowhere() {
+    // Their keys are cached when their headers are made; dropped unused, they must not
+    // keep places in the key cache (an untarred tree's worth pushed real files' keys out
+    // of it: the readback then called the KMS for a third of the files).
+    let f = fs_made(|e| e, false, true);
+    let fs = &f.fs;
+    fs.create(ME, ROOT_INO, name("a"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    fs.create(ME, ROOT_INO, name("b"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(f.env.cached_count(), 4, "a, b and two made ahead");
+    // an xattr on the directory drops what was made ahead there
+    fs.setxattr(ROOT_INO, name("user.x"), b"1", 0).unwrap();
+    assert_eq!(f.env.cached_count(), 2, "only a's and b's keys");
+    assert_eq!(fs.premade_taken(), 0);
+}
+
 #[test]
 fn files_made_ahead_are_new_files_in_every_way() {
     // Off by default: a streak of creates makes nothing ahead.
