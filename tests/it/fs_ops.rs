@@ -838,9 +838,6 @@ fn lazy_opens_keep_a_removed_file_usable_until_it_is_forgotten() {
     );
 }
 
-/// Creates one after another in a directory link in files made ahead (see
-/// `fs::premade`): such a file gets the mode asked for, times of its create (not of when
-/// it was made), a working header, and its name; a lone create makes nothing ahead.
 #[test]
 fn files_made_ahead_and_dropped_leave_their_keys_nowhere() {
     // Their keys are cached when their headers are made; dropped unused, they must not
@@ -860,6 +857,10 @@ fn files_made_ahead_and_dropped_leave_their_keys_nowhere() {
     assert_eq!(fs.premade_taken(), 0);
 }
 
+/// Creates one after another in a directory link in files made ahead (see
+/// `fs::premade`): such a file gets the mode asked for, times of its create (not of when
+/// it was made), a working header, and its name; a lone create makes nothing ahead; a
+/// change of the directory's mode or extended attributes drops what was made before it.
 #[test]
 fn files_made_ahead_are_new_files_in_every_way() {
     // Off by default: a streak of creates makes nothing ahead.
