@@ -435,7 +435,7 @@ impl Envelope {
         }
     }
 
-    /// How many files' keys the cache holds.
+    /// How many files' keys the cache holds (for the tests).
     pub fn cached_count(&self) -> usize {
         self.cache.lock().len()
     }

@@ -62,8 +62,8 @@ pub struct FsOptions {
     /// more per open); otherwise only encrypt-only trees do (see `KmsFs::lazy_open`).
     pub open_requests: bool,
     /// Make files ahead of need when creates follow one another in a directory (see
-    /// `premade`). Off by default: creates get faster, but a tree written that way read
-    /// back slower here (bench/results/2026-12-06-0943.md).
+    /// `premade`). Off by default: small-file creates get faster, untarring a source tree
+    /// did not (bench/results/2026-12-06-files-ahead-keys.md).
     pub files_ahead: bool,
 }
 

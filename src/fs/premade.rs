@@ -251,6 +251,17 @@ fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd) {
             made: Instant::now(),
             env: Arc::downgrade(env),
         };
-        pools.lock().get_or_insert_mut(dir, Vec::new).push(r);
+        // A directory pushed out of the pools has its files closed (freed) outside the lock.
+        let evicted = {
+            let mut pools = pools.lock();
+            match pools.get_mut(&dir) {
+                Some(v) => {
+                    v.push(r);
+                    None
+                }
+                None => pools.push(dir, vec![r]),
+            }
+        };
+        drop(evicted);
     }
 }
