@@ -47,6 +47,7 @@ pub(super) fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
                 ("no_writeback_cache", None) => out.push("--no-writeback-cache".into()),
                 ("open_requests", None) => out.push("--open-requests".into()),
                 ("files_ahead", None) => out.push("--files-ahead".into()),
+                ("no_files_ahead", None) => out.push("--no-files-ahead".into()),
                 ("attr_timeout", Some(v)) => out.extend(["--attr-timeout".into(), v.into()]),
                 // generic mount options: the kernel or mount(8) handles (or ignores) them
                 (
@@ -78,4 +79,33 @@ pub(super) fn mount_helper_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mount_helper_args;
+    use clap::Parser;
+
+    fn parsed(opts: &str) -> Vec<String> {
+        let args = ["kmsfs", "/srv/v.enc", "/srv/v", "-o", opts]
+            .map(Into::into)
+            .to_vec();
+        let out = mount_helper_args(args);
+        // what the helper makes must parse as a mount command line
+        super::super::Cli::try_parse_from(&out).expect("parses");
+        out.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn files_made_ahead_can_be_turned_off_from_fstab() {
+        let out = parsed("kms=local:/k,no_files_ahead,rw");
+        assert_eq!(out[1..4], ["mount", "/srv/v.enc", "/srv/v"]);
+        assert!(out.contains(&"--no-files-ahead".to_string()), "{out:?}");
+        // the old opt-in still mounts (it is the default now)
+        assert!(parsed("files_ahead").contains(&"--files-ahead".to_string()));
+        // both at once is refused rather than guessed
+        let both = ["kmsfs", "/a", "/b", "-o", "files_ahead,no_files_ahead"].map(Into::into);
+        let out = mount_helper_args(both.to_vec());
+        assert!(super::super::Cli::try_parse_from(&out).is_err());
+    }
 }

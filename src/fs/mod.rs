@@ -62,8 +62,7 @@ pub struct FsOptions {
     /// more per open); otherwise only encrypt-only trees do (see `KmsFs::lazy_open`).
     pub open_requests: bool,
     /// Make files ahead of need when creates follow one another in a directory (see
-    /// `premade`). Off by default: small-file creates get faster, untarring a source tree
-    /// did not (bench/results/2026-12-06-files-ahead-keys.md).
+    /// `premade`; the command line's default, `--no-files-ahead` turns it off).
     pub files_ahead: bool,
 }
 

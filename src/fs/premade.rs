@@ -6,14 +6,22 @@
 //! allocation right after many removals costs hundreds of microseconds (see
 //! bench/results/2026-12-06-create-ext4.md).
 //!
-//! Opt-in (`--files-ahead`): a source tree untarred with them read back 0.63-0.69x as
-//! fast (bench/results/2026-12-06-0943.md). The cause, found later: the keys of files
-//! made ahead and dropped unused stayed in the envelope's key cache and pushed real
-//! files' keys out of it, so the readback called the KMS for a third of the files. A
-//! dropped one now takes its keys out (`Ready`'s drop): readback 8.90 s with them
-//! against 8.80 s without (10,274 KMS calls before, none now).
+//! How many ramp with the run of creates, as readahead does: one from a directory's second
+//! create in a row, two from its `DEEP_AFTER`th. The last ones of a run are made for
+//! nothing and freed, so a tree of small directories pays one per directory, not two (a
+//! source tree of 5,001 directories: 6,414 files made for nothing with two throughout,
+//! at most 3,291 now), while a burst in one directory keeps two (2,352-3,045 files/s
+//! against 1,851-2,241 with one). Against none: a burst 2,808-2,903 files/s against
+//! 1,877-1,939, fsbench's small-file creates 1.31-2.23x, the source tree's untar
+//! 0.82-0.94x the time on a fresh tree but 0.87-0.90x the speed in fsbench's run
+//! (bench/results/2026-12-06-files-ahead-default.md).
 //!
-//! Bounded: at most `PER_DIR` files for each of the `dirs()` directories last asked for,
+//! On by default (`--no-files-ahead` turns them off). Dropped ones take their keys out
+//! of the envelope's key cache (`Ready`'s drop): left there, they pushed real files' keys
+//! out of it and a tree's readback called the KMS for a third of its files
+//! (bench/results/2026-12-06-files-ahead-keys.md).
+//!
+//! Bounded: at most `MAX_PER_DIR` files for each of the `dirs()` directories last asked for,
 //! each used within `envelope::POOL_MAX_AGE` of being made or dropped. Unnamed, they
 //! vanish with their descriptor (a crash included); nothing in the backing tree names
 //! them. A file made in a directory is only linked into that same directory, and only
@@ -33,17 +41,35 @@ use rustix::fs::{Mode, OFlags};
 use crate::envelope::{Envelope, POOL_MAX_AGE};
 use crate::format::Header;
 
-/// Files kept ready per directory.
-const PER_DIR: usize = 2;
+/// Files kept ready in a directory: one in a run of creates, two in a long one.
+const MAX_PER_DIR: usize = 2;
+/// The create of a run from which a directory has two files kept ready.
+const DEEP_AFTER: u32 = 32;
+
+/// How many files to keep ready in a directory whose run of creates is `run` long.
+fn depth(run: u32) -> usize {
+    match run {
+        0 | 1 => 0,
+        r if r < DEEP_AFTER => 1,
+        _ => MAX_PER_DIR,
+    }
+}
 
 /// Directories with files kept ready (least recently asked for dropped first): one per
 /// 32 of the descriptor limit (each file made ahead holds one), within 1..=128.
 fn dirs() -> usize {
     super::dirs::share_of_limit(32, 1, 128)
 }
-/// A create asks for files ahead only when the same directory had one this recently (a
+/// Creates in a directory are a run while each comes this soon after the one before (a
 /// single create in a directory costs nothing more).
 const STREAK: Duration = Duration::from_secs(1);
+
+/// A directory's run of creates: when the last was, and how many in a row.
+#[derive(Clone, Copy)]
+struct Run {
+    at: Instant,
+    len: u32,
+}
 
 /// A file made ahead: its descriptor and header, and where and when it was made. One
 /// dropped unused takes its keys out of the envelope's cache: they were put there when
@@ -113,9 +139,9 @@ pub(super) struct Premade {
     /// Off: nothing is ever made ahead (no thread either).
     on: bool,
     pools: Arc<Pools>,
-    tx: SyncSender<(u64, Arc<OwnedFd>)>,
-    /// When each directory last had a create.
-    last: Mutex<lru::LruCache<u64, Instant>>,
+    tx: SyncSender<(u64, Arc<OwnedFd>, usize)>,
+    /// Each directory's run of creates.
+    runs: Mutex<lru::LruCache<u64, Run>>,
     taken: AtomicU64,
 }
 
@@ -123,16 +149,16 @@ impl Premade {
     pub(super) fn new(env: Arc<Envelope>, on: bool) -> Premade {
         let dirs = std::num::NonZeroUsize::new(dirs()).unwrap();
         let pools: Arc<Pools> = Arc::new(Mutex::new(lru::LruCache::new(dirs)));
-        let (tx, rx) = sync_channel::<(u64, Arc<OwnedFd>)>(dirs.get());
+        let (tx, rx) = sync_channel::<(u64, Arc<OwnedFd>, usize)>(dirs.get());
         let p = Arc::downgrade(&pools);
         if on {
             let spawned = std::thread::Builder::new()
                 .name("kmsfs-premade".into())
                 .spawn(move || {
                     // Ends when the mount drops its sender.
-                    while let Ok((dir, pfd)) = rx.recv() {
+                    while let Ok((dir, pfd, want)) = rx.recv() {
                         let Some(pools) = p.upgrade() else { return };
-                        fill(&pools, &env, dir, &pfd);
+                        fill(&pools, &env, dir, &pfd, want);
                     }
                 });
             if let Err(e) = spawned {
@@ -143,7 +169,7 @@ impl Premade {
             on,
             pools,
             tx,
-            last: Mutex::new(lru::LruCache::new(dirs)),
+            runs: Mutex::new(lru::LruCache::new(dirs)),
             taken: AtomicU64::new(0),
         }
     }
@@ -172,19 +198,24 @@ impl Premade {
     }
 
     /// A file was just created in `dir`: if another was shortly before, files are made
-    /// ahead there (in the background; never waits).
+    /// ahead there (in the background; never waits), as many as the run is long.
     pub(super) fn created(&self, dir: u64, pfd: &Arc<OwnedFd>) {
         if !self.on {
             return;
         }
         let now = Instant::now();
-        let streak = self
-            .last
-            .lock()
-            .put(dir, now)
-            .is_some_and(|t| now.duration_since(t) < STREAK);
-        if streak {
-            match self.tx.try_send((dir, pfd.clone())) {
+        let len = {
+            let mut runs = self.runs.lock();
+            let len = match runs.get(&dir) {
+                Some(r) if now.duration_since(r.at) < STREAK => r.len.saturating_add(1),
+                _ => 1,
+            };
+            runs.put(dir, Run { at: now, len });
+            len
+        };
+        let want = depth(len);
+        if want > 0 {
+            match self.tx.try_send((dir, pfd.clone(), want)) {
                 Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
             }
         }
@@ -216,16 +247,16 @@ impl Premade {
     }
 }
 
-/// Makes files in `dir` (backing directory `pfd`) until it has `PER_DIR`; stops at the
-/// first failure (no O_TMPFILE, no space, the KMS refusing): creates then go the usual way.
-fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd) {
+/// Makes files in `dir` (backing directory `pfd`) until it has `want`; stops at the first
+/// failure (no O_TMPFILE, no space, the KMS refusing): creates then go the usual way.
+fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd, want: usize) {
     let Ok(st) = rustix::fs::fstat(pfd) else {
         return;
     };
     let key = DirKey::of(&st);
     loop {
         let have = pools.lock().get(&dir).map_or(0, |v| v.len());
-        if have >= PER_DIR {
+        if have >= want {
             return;
         }
         let Ok(fd) = rustix::fs::openat(

@@ -850,11 +850,48 @@ fn files_made_ahead_and_dropped_leave_their_keys_nowhere() {
     fs.create(ME, ROOT_INO, name("b"), 0o100644, libc::O_RDWR)
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(f.env.cached_count(), 4, "a, b and two made ahead");
+    assert_eq!(f.env.cached_count(), 3, "a, b and one made ahead");
     // an xattr on the directory drops what was made ahead there
     fs.setxattr(ROOT_INO, name("user.x"), b"1", 0).unwrap();
     assert_eq!(f.env.cached_count(), 2, "only a's and b's keys");
     assert_eq!(fs.premade_taken(), 0);
+}
+
+/// How many files are made ahead follows the run of creates in a directory: none for a
+/// lone create, one from the second in a row, two in a long run (`premade::DEEP_AFTER`,
+/// 32), and a pause ends the run.
+#[test]
+fn files_made_ahead_ramp_with_the_run_of_creates() {
+    let f = fs_made(|e| e, false, true);
+    let fs = &f.fs;
+    let settle = || std::thread::sleep(Duration::from_millis(1200));
+    let made_ahead = |files: usize| f.env.cached_count() - files;
+    fs.create(ME, ROOT_INO, name("lone"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    settle();
+    assert_eq!(made_ahead(1), 0, "a lone create makes nothing ahead");
+    for i in 0..31 {
+        fs.create(ME, ROOT_INO, name(&format!("r{i}")), 0o100644, libc::O_RDWR)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(made_ahead(32), 1, "31 in a row: one ahead");
+    fs.create(ME, ROOT_INO, name("r31"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    settle();
+    assert_eq!(made_ahead(33), 2, "the 32nd in a row: two ahead");
+    let taken = fs.premade_taken();
+    assert!(taken >= 1, "the run used files made ahead ({taken})");
+    // After a pause the run starts again: the next create takes one, asks for none.
+    fs.create(ME, ROOT_INO, name("later"), 0o100644, libc::O_RDWR)
+        .unwrap();
+    settle();
+    assert_eq!(fs.premade_taken(), taken + 1);
+    assert_eq!(
+        made_ahead(34),
+        1,
+        "a new run is not refilled before its second create"
+    );
 }
 
 /// Creates one after another in a directory link in files made ahead (see
@@ -863,7 +900,7 @@ fn files_made_ahead_and_dropped_leave_their_keys_nowhere() {
 /// change of the directory's mode or extended attributes drops what was made before it.
 #[test]
 fn files_made_ahead_are_new_files_in_every_way() {
-    // Off by default: a streak of creates makes nothing ahead.
+    // Off (`--no-files-ahead`): a run of creates makes nothing ahead.
     let off = fs_opts(|e| e, false);
     for n in ["x", "y", "z"] {
         off.fs
@@ -874,21 +911,23 @@ fn files_made_ahead_are_new_files_in_every_way() {
     assert_eq!(off.fs.premade_taken(), 0);
     let f = fs_made(|e| e, false, true);
     let fs = &f.fs;
-    fs.create(ME, ROOT_INO, name("lone"), 0o100644, libc::O_RDWR)
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
-    // a streak: two creates within a second
-    fs.create(ME, ROOT_INO, name("a"), 0o100644, libc::O_RDWR)
-        .unwrap();
-    fs.create(ME, ROOT_INO, name("b"), 0o100644, libc::O_RDWR)
-        .unwrap();
+    let create = |n: &str, mode: u32| {
+        fs.create(ME, ROOT_INO, name(n), mode, libc::O_RDWR)
+            .unwrap()
+    };
+    // A pause (what came before is not part of the run), two creates in a row, then a
+    // pause long enough that stale times would show: one file is made ahead meanwhile.
+    let run_of_two = |a: &str, b: &str| {
+        std::thread::sleep(Duration::from_millis(1100));
+        create(a, 0o100644);
+        create(b, 0o100644);
+        std::thread::sleep(Duration::from_millis(1500));
+    };
+    create("lone", 0o100644);
+    run_of_two("a", "b");
     assert_eq!(fs.premade_taken(), 0);
-    // made ahead now; old enough that stale times would show
-    std::thread::sleep(Duration::from_millis(1500));
     let before = std::time::SystemTime::now() - Duration::from_millis(50);
-    let (attr, _) = fs
-        .create(ME, ROOT_INO, name("c"), 0o100640, libc::O_RDWR)
-        .unwrap();
+    let (attr, _) = create("c", 0o100640);
     assert_eq!(fs.premade_taken(), 1, "c was made ahead");
     let c = attr.ino.0;
     assert_eq!(attr.perm, 0o640);
@@ -903,32 +942,34 @@ fn files_made_ahead_are_new_files_in_every_way() {
     let mut buf = vec![];
     let r = f2.read(NOINO, fh, 0, 100, &mut buf).unwrap();
     assert_eq!(&buf[r], b"charlie");
-    // One more was made ahead; the directory's mode changes (set-group-ID, say), and
+    // One more is made ahead; the directory's mode changes (set-group-ID, say), and
     // what was made before is not used.
+    run_of_two("c1", "c2");
     let chmod = SetAttr {
         mode: Some(0o2755),
         ..Default::default()
     };
     fs.setattr(0, ROOT_INO, chmod).unwrap();
-    fs.create(ME, ROOT_INO, name("d"), 0o100644, libc::O_RDWR)
-        .unwrap();
+    create("d", 0o100644);
     assert_eq!(fs.premade_taken(), 1, "made before the chmod: not used");
-    // c and d were a streak: files are made ahead again, under the new mode, and used.
-    std::thread::sleep(Duration::from_millis(1500));
-    fs.create(ME, ROOT_INO, name("e"), 0o100644, libc::O_RDWR)
-        .unwrap();
+    // Made ahead again, under the new mode, and used.
+    run_of_two("d1", "d2");
+    create("e", 0o100644);
     assert_eq!(fs.premade_taken(), 2, "e was made ahead, after the chmod");
     // An extended attribute set on the directory (a default ACL, say, that new files
-    // inherit) drops what was made before it: one is left, and f does not get it.
+    // inherit) drops what was made before it.
+    run_of_two("e1", "e2");
     fs.setxattr(ROOT_INO, name("user.inherit"), b"1", 0)
         .unwrap();
-    fs.create(ME, ROOT_INO, name("f"), 0o100644, libc::O_RDWR)
-        .unwrap();
+    create("f", 0o100644);
     assert_eq!(fs.premade_taken(), 2, "made before the xattr: not used");
     // And so does one removed.
-    std::thread::sleep(Duration::from_millis(1500));
+    run_of_two("f1", "f2");
     fs.removexattr(ROOT_INO, name("user.inherit")).unwrap();
-    fs.create(ME, ROOT_INO, name("g"), 0o100644, libc::O_RDWR)
-        .unwrap();
+    create("g", 0o100644);
     assert_eq!(fs.premade_taken(), 2, "made before the removal: not used");
+    // control: without a change in between, the one made ahead is used
+    run_of_two("g1", "g2");
+    create("h", 0o100644);
+    assert_eq!(fs.premade_taken(), 3, "h was made ahead");
 }
