@@ -27,7 +27,9 @@
 //! them. A file made in a directory is only linked into that same directory, and only
 //! while the directory's mode and owner are what they were (`DirKey`; an extended
 //! attribute set on it, such as a default ACL, drops its files), so it inherited what a
-//! direct create there inherits.
+//! direct create there inherits. Each holds its directory open, so the directory's inode
+//! number cannot pass to another directory while the file waits; they stay when the
+//! kernel forgets the directory, and go when it is removed through the mount.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +85,10 @@ pub(super) struct Ready {
     dir: DirKey,
     made: Instant,
     env: Weak<Envelope>,
+    /// The directory it was made in, held open: while it is, that directory's inode
+    /// cannot be freed and its number given to another, so `dir` (device and inode)
+    /// names this one directory even after the kernel forgot it or it was removed.
+    _home: Arc<OwnedFd>,
 }
 
 impl Ready {
@@ -249,7 +255,7 @@ impl Premade {
 
 /// Makes files in `dir` (backing directory `pfd`) until it has `want`; stops at the first
 /// failure (no O_TMPFILE, no space, the KMS refusing): creates then go the usual way.
-fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd, want: usize) {
+fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &Arc<OwnedFd>, want: usize) {
     let Ok(st) = rustix::fs::fstat(pfd) else {
         return;
     };
@@ -281,6 +287,7 @@ fn fill(pools: &Pools, env: &Arc<Envelope>, dir: u64, pfd: &OwnedFd, want: usize
             dir: key,
             made: Instant::now(),
             env: Arc::downgrade(env),
+            _home: pfd.clone(),
         };
         // A directory pushed out of the pools has its files closed (freed) outside the lock.
         let evicted = {

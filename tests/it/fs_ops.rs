@@ -894,6 +894,42 @@ fn files_made_ahead_ramp_with_the_run_of_creates() {
     );
 }
 
+/// A directory the kernel forgets keeps its files made ahead (freeing them there put
+/// disk reads in the way of the lookups after memory pressure), and they are used when it
+/// is looked up again; one removed drops them.
+#[test]
+fn files_made_ahead_outlive_the_kernel_forgetting_their_directory() {
+    let f = fs_made(|e| e, false, true);
+    let fs = &f.fs;
+    let d = fs.mkdir(ME, ROOT_INO, name("d"), 0o755).unwrap().ino.0;
+    for n in ["a", "b"] {
+        fs.create(ME, d, name(n), 0o100644, libc::O_RDWR).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(f.env.cached_count(), 3, "a, b and one made ahead");
+    fs.forget(d, 1);
+    assert_eq!(f.env.cached_count(), 3, "kept");
+    let d = fs.lookup(ROOT_INO, name("d")).unwrap().ino.0;
+    fs.create(ME, d, name("c"), 0o100644, libc::O_RDWR).unwrap();
+    assert_eq!(fs.premade_taken(), 1, "c was made ahead before the forget");
+    fs.write(fs.lookup(d, name("c")).unwrap().ino.0, 0, 0, 0, b"c", false, false)
+        .unwrap();
+    // another run, then the directory's files are removed and it is: nothing is kept
+    for n in ["e", "g"] {
+        fs.create(ME, d, name(n), 0o100644, libc::O_RDWR).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(f.env.cached_count() > 5, "one more made ahead");
+    for n in ["a", "b", "c", "e", "g"] {
+        fs.unlink(d, name(n)).unwrap();
+    }
+    let before = f.env.cached_count();
+    fs.rmdir(ROOT_INO, name("d")).unwrap();
+    assert!(!f.b("d").exists());
+    assert_eq!(f.env.cached_count(), before - 1, "the one made ahead is dropped");
+    assert_eq!(fs.premade_taken(), 1);
+}
+
 /// Creates one after another in a directory link in files made ahead (see
 /// `fs::premade`): such a file gets the mode asked for, times of its create (not of when
 /// it was made), a working header, and its name; a lone create makes nothing ahead; a
