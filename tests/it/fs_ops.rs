@@ -912,8 +912,8 @@ fn files_made_ahead_outlive_the_kernel_forgetting_their_directory() {
     let d = fs.lookup(ROOT_INO, name("d")).unwrap().ino.0;
     fs.create(ME, d, name("c"), 0o100644, libc::O_RDWR).unwrap();
     assert_eq!(fs.premade_taken(), 1, "c was made ahead before the forget");
-    fs.write(fs.lookup(d, name("c")).unwrap().ino.0, 0, 0, 0, b"c", false, false)
-        .unwrap();
+    let c = fs.lookup(d, name("c")).unwrap().ino.0;
+    fs.write(c, 0, 0, 0, b"c", false, false).unwrap();
     // another run, then the directory's files are removed and it is: nothing is kept
     for n in ["e", "g"] {
         fs.create(ME, d, name(n), 0o100644, libc::O_RDWR).unwrap();
@@ -926,7 +926,11 @@ fn files_made_ahead_outlive_the_kernel_forgetting_their_directory() {
     let before = f.env.cached_count();
     fs.rmdir(ROOT_INO, name("d")).unwrap();
     assert!(!f.b("d").exists());
-    assert_eq!(f.env.cached_count(), before - 1, "the one made ahead is dropped");
+    assert_eq!(
+        f.env.cached_count(),
+        before - 1,
+        "the one made ahead is dropped"
+    );
     assert_eq!(fs.premade_taken(), 1);
 }
 
