@@ -58,7 +58,8 @@ fn depth(run: u32) -> usize {
 }
 
 /// Directories with files kept ready (least recently asked for dropped first): one per
-/// 32 of the descriptor limit (each file made ahead holds one), within 1..=128.
+/// 32 of the descriptor limit (each file made ahead holds one, and its directory's one
+/// more), within 1..=128.
 fn dirs() -> usize {
     super::dirs::share_of_limit(32, 1, 128)
 }
