@@ -228,7 +228,8 @@ impl Premade {
         }
     }
 
-    /// Drops what was made in `dir` (removed or forgotten).
+    /// Drops what was made in `dir` (removed, or its extended attributes changed; not
+    /// when the kernel merely forgets it, see `KmsFs::forget`).
     pub(super) fn forget(&self, dir: u64) {
         let gone = self.pools.lock().pop(&dir);
         drop(gone); // closed (freed) outside the lock
