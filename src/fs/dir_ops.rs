@@ -328,7 +328,7 @@ impl KmsFs {
     /// stay (each holds its directory open, `premade::Ready`): freeing them here put
     /// their disk reads (ext4 reads a file's xattr block to free it) in the way of the
     /// lookups that follow memory pressure — a cold stat of 5,000 files read the disk
-    /// 307-402 times against 233-235 without files made ahead, 228-234 once kept.
+    /// 272-402 times against 227-235 without files made ahead, 222-232 once kept.
     pub fn forget(&self, ino: u64, nlookup: u64) {
         if self.inodes.forget(ino, nlookup) {
             self.dirs.remove(ino);
