@@ -304,17 +304,31 @@ def main():
     # a second kmsfs (plaintext names, or another build) gets its own ratio column
     variant = next((c for c in cols if c in ("kmsfs-plain", "kmsfs-old")), None)
     names_col = variant is not None
-    lines = [f"| workload | unit | " + " | ".join(cols) + " | kmsfs ÷ gocryptfs | limit (plain ÷ gocryptfs) | kmsfs ÷ gocryptfs per repeat |" + (f" kmsfs ÷ {variant} (per repeat) |" if names_col else ""), "|---|---|" + "---|" * len(cols) + "---|---|---|" + ("---|" if names_col else "")]
+    # ratio columns only for the targets that ran (no "nan" or "0.00" columns)
+    vs_g = "gocryptfs" in cols and "kmsfs" in cols
+    limit_col = vs_g and "plain" in cols
+    head = ["workload", "unit"] + cols
+    if vs_g:
+        head += ["kmsfs ÷ gocryptfs"] + (["limit (plain ÷ gocryptfs)"] if limit_col else []) + ["kmsfs ÷ gocryptfs per repeat"]
+    if names_col:
+        head.append(f"kmsfs ÷ {variant} (per repeat)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w in order:
         med = {c: statistics.median(results[(w, c)]) for c in cols if (w, c) in results}
-        ratio = med.get("kmsfs", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
-        limit = med.get("plain", 0) / med["gocryptfs"] if med.get("gocryptfs") else float("nan")
-        per = ", ".join(f"{k / g:.2f}" for k, g in zip(results.get((w, "kmsfs"), []), results.get((w, "gocryptfs"), [])) if g)
-        extra = ""
-        if names_col and med.get(variant):
-            per_n = ", ".join(f"{k / p:.2f}" for k, p in zip(results.get((w, "kmsfs"), []), results.get((w, variant), [])) if p)
-            extra = f" **{med.get('kmsfs', 0) / med[variant]:.2f}** ({per_n}) |"
-        lines.append(f"| {w} | {units[w]} | " + " | ".join(f"{med.get(c, float('nan')):,.0f}" for c in cols) + f" | **{ratio:.2f}** | {limit:.2f} | {per} |" + extra)
+        row = [w, units[w]] + [f"{med.get(c, float('nan')):,.0f}" for c in cols]
+        if vs_g:
+            g = med.get("gocryptfs")
+            row.append(f"**{med.get('kmsfs', 0) / g:.2f}**" if g else "")
+            if limit_col:
+                row.append(f"{med.get('plain', 0) / g:.2f}" if g else "")
+            row.append(", ".join(f"{k / r:.2f}" for k, r in zip(results.get((w, "kmsfs"), []), results.get((w, "gocryptfs"), [])) if r))
+        if names_col:
+            if med.get(variant):
+                per_n = ", ".join(f"{k / p:.2f}" for k, p in zip(results.get((w, "kmsfs"), []), results.get((w, variant), [])) if p)
+                row.append(f"**{med.get('kmsfs', 0) / med[variant]:.2f}** ({per_n})")
+            else:
+                row.append("")
+        lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     written_gib = (SIZE_MB + 64 + NFILES * 4 / 1024 + TREE_MB) / 1024
     for name, stats in daemon.items():
