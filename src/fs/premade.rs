@@ -13,8 +13,8 @@
 //! at most 3,291 now), while a burst in one directory keeps two (2,352-3,045 files/s
 //! against 1,851-2,241 with one). Against none: a burst 2,808-2,903 files/s against
 //! 1,877-1,939, fsbench's small-file creates 1.31-2.23x, the source tree's untar
-//! 0.82-0.94x the time on a fresh tree but 0.83-0.89x the speed in fsbench's runs
-//! (bench/results/2026-12-06-files-ahead-default.md).
+//! 0.82-0.94x the time on a fresh tree but 0.83-0.92x the speed in fsbench's runs
+//! (bench/results/2026-12-06-files-ahead-default.md, 2026-12-06-1600.md).
 //!
 //! On by default (`--no-files-ahead` turns them off). Dropped ones take their keys out
 //! of the envelope's key cache (`Ready`'s drop): left there, they pushed real files' keys
